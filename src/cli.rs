@@ -1,0 +1,248 @@
+//! The command line (the binary's edge, where `anyhow` turns every library error into one
+//! clear message): argument parsing, model/input resolution shared by the subcommands, and
+//! the `info` and `export` commands.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::engine::{self, Capture, DeviceChoice, Engine};
+use crate::export::{self, ExportRequest, LayerSelection, Method};
+use crate::model::preprocess::{Fit, InputSpec, InputTensor, load_input};
+use crate::model::{Graph, ImportOptions, default, load_onnx_file};
+
+#[derive(Parser, Debug)]
+#[command(name = "convlens", version, about = "A native, GPU-accelerated visualiser of convolutional neural networks")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Open the viewer (the default command).
+    View(ViewArgs),
+    /// Print the architecture: every layer with its type, output shape and parameters.
+    Info(InfoArgs),
+    /// Run the model on an input and write the paper's data directory.
+    Export(ExportArgs),
+}
+
+/// Model choice and preprocessing, shared by every command that runs a model.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ModelArgs {
+    /// ONNX model file; omitted = the embedded EfficientNet-Lite0.
+    pub model: Option<PathBuf>,
+    /// Model input size HxW in pixels (needed when the model's input size is dynamic).
+    #[arg(long, value_name = "HxW", value_parser = parse_hw)]
+    pub size: Option<[usize; 2]>,
+    /// Per-channel mean in 0..1 pixel units: x = (pixel/255 - mean)/std.
+    #[arg(long, value_name = "R,G,B", value_parser = parse_rgb)]
+    pub mean: Option<[f32; 3]>,
+    /// Per-channel standard deviation in 0..1 pixel units.
+    #[arg(long, value_name = "R,G,B", value_parser = parse_rgb)]
+    pub std: Option<[f32; 3]>,
+    /// How an image of another aspect ratio is fitted to the model's size.
+    #[arg(long, value_enum, default_value_t = Fit::Crop)]
+    pub fit: Fit,
+    /// Compute device: auto uses a real GPU when there is one, else the CPU.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+}
+
+#[derive(Args, Debug)]
+pub struct ViewArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Input image or .npy tensor (default: the embedded coffee photo).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Print the architecture as JSON (the `architecture.json` format).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Input image or .npy tensor `[1,3,H,W]`/`[3,H,W]`.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Output directory (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Comma-separated methods. Available now: forward.
+    #[arg(long, default_value = "forward")]
+    pub methods: String,
+    /// Layers to write tiles for: `conv`, `all` (every [1,C,H,W] layer) or comma-separated names.
+    #[arg(long, default_value = "conv")]
+    pub layers: String,
+    /// Also write unnormalised float32 arrays under raw/<method>/<stem>.npy.
+    #[arg(long)]
+    pub raw: bool,
+}
+
+fn parse_hw(s: &str) -> Result<[usize; 2], String> {
+    let (h, w) = s.split_once(['x', 'X']).ok_or("expected HxW, e.g. 224x224")?;
+    let p = |v: &str| v.trim().parse::<usize>().ok().filter(|&n| (1..=16384).contains(&n)).ok_or(format!("'{v}' is not a size in 1..=16384"));
+    Ok([p(h)?, p(w)?])
+}
+
+fn parse_rgb(s: &str) -> Result<[f32; 3], String> {
+    let v: Vec<f32> = s.split(',').map(|x| x.trim().parse::<f32>().map_err(|_| format!("'{x}' is not a number"))).collect::<Result<_, _>>()?;
+    match v.as_slice() {
+        [r, g, b] if v.iter().all(|x| x.is_finite()) => Ok([*r, *g, *b]),
+        _ => Err("expected three finite numbers R,G,B".into()),
+    }
+}
+
+/// A loaded model with the preprocessing that goes with it.
+pub struct LoadedModel {
+    pub graph: Arc<Graph>,
+    pub spec: InputSpec,
+    pub labels: Vec<String>,
+    pub is_default: bool,
+}
+
+impl ModelArgs {
+    /// Loads the model (file or embedded default) and resolves its input spec.
+    pub fn load(&self) -> Result<LoadedModel> {
+        let (graph, mut spec, is_default) = match &self.model {
+            None => (default::default_graph().context("the embedded default model failed to load")?, default::default_input_spec(), true),
+            Some(path) => {
+                let options = ImportOptions { input_hw: self.size };
+                let graph = load_onnx_file(path, &options)?;
+                let hw = graph
+                    .image_input()
+                    .and_then(|i| match i.shape.as_slice() {
+                        [_, 3, h, w] => Some([*h, *w]),
+                        _ => None,
+                    })
+                    .with_context(|| format!("{}: the model's first input is not an RGB image [N,3,H,W]", path.display()))?;
+                (graph, InputSpec::imagenet(hw), false)
+            }
+        };
+        for w in &graph.warnings {
+            eprintln!("warning: {w}");
+        }
+        if let Some(size) = self.size {
+            if size != spec.size_hw {
+                bail!("--size {}x{} differs from the model's fixed input size {}x{}", size[0], size[1], spec.size_hw[0], spec.size_hw[1]);
+            }
+        }
+        spec.mean = self.mean.unwrap_or(spec.mean);
+        spec.std = self.std.unwrap_or(spec.std);
+        if spec.std.contains(&0.0) {
+            bail!("--std must not contain 0");
+        }
+        spec.fit = self.fit;
+        let classes = graph.outputs.first().and_then(|o| graph.shapes.get(o)).map(|s| s.iter().product()).unwrap_or(0);
+        let labels = default::labels_for(classes);
+        Ok(LoadedModel { graph: Arc::new(graph), spec, labels, is_default })
+    }
+}
+
+/// Loads the input file, or the embedded photo when none is given.
+pub fn load_input_or_default(path: Option<&Path>, spec: &InputSpec) -> Result<InputTensor> {
+    Ok(match path {
+        Some(p) => load_input(p, spec)?,
+        None => default::default_input(spec)?,
+    })
+}
+
+/// `convlens info`.
+pub fn info(args: &InfoArgs) -> Result<()> {
+    let m = args.model.load()?;
+    let g = &m.graph;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&export::architecture_json(g))?);
+        return Ok(());
+    }
+    let input = g.image_input().map(|i| format!("{} {:?}", i.name, i.shape)).unwrap_or_default();
+    println!("{} — {} layers, {} parameters, opset {}, input {input}", g.name, g.nodes.len(), g.parameter_count(), g.opset);
+    println!(
+        "keeping every activation needs {:.1} MiB; {} layers have per-channel maps",
+        g.activation_bytes() as f64 / (1 << 20) as f64,
+        g.feature_map_layers().count()
+    );
+    println!("{:>4}  {:<14} {:<22} {:>12}  name", "#", "type", "output", "params");
+    for (i, n) in g.nodes.iter().enumerate() {
+        let params: usize = n.inputs.iter().filter_map(|x| g.constants.get(x)).map(|c| c.numel()).sum();
+        println!("{:>4}  {:<14} {:<22} {:>12}  {}", i, n.op.type_name(), format!("{:?}", n.output_shape()), params, n.name);
+    }
+    Ok(())
+}
+
+/// `convlens export`.
+pub fn export(args: &ExportArgs) -> Result<()> {
+    let methods = Method::parse_list(&args.methods)?;
+    if methods.is_empty() {
+        bail!("--methods is empty");
+    }
+    if let Some(m) = methods.iter().find(|m| **m != Method::Forward) {
+        return Err(export::ExportError::MethodUnavailable(m.dir_name().to_string()).into());
+    }
+    let m = args.model.load()?;
+    let selection = LayerSelection::parse(&args.layers);
+    let layers = selection.resolve(&m.graph)?;
+    let input = load_input(&args.input, &m.spec)?;
+    let device = engine::device::select(args.model.device);
+    eprintln!("model: {} ({} layers), device: {}", m.graph.name, m.graph.nodes.len(), device.description);
+    let started = Instant::now();
+    let engine = Engine::new(Arc::clone(&m.graph), device.device.clone());
+    let acts = engine.forward(&input, &Capture::Layers(selection.names(&m.graph)?))?;
+    let probs = engine::class_probabilities(&m.graph, &acts)?;
+    let forward_s = started.elapsed().as_secs_f64();
+    let tiles: u64 = layers.iter().filter_map(|&i| m.graph.nodes[i].feature_map_dims()).map(|(c, _, _)| c as u64).sum();
+    let bar = indicatif::ProgressBar::new(tiles).with_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} tiles ({eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message("writing forward tiles");
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let req = ExportRequest { out_dir: &args.out, layers: &layers, raw: args.raw, scores: (&probs, &m.labels) };
+    let summary = export::export_forward(&m.graph, &acts, &req, || bar.inc(1))?;
+    bar.finish_and_clear();
+    let top: Vec<String> = engine::top_k(&probs, 5).iter().map(|&i| format!("{} {:.3}", m.labels.get(i).map(String::as_str).unwrap_or("?"), probs[i])).collect();
+    eprintln!(
+        "wrote {} layers, {} PNGs, {} .npy to {} (forward {:.2} s, total {:.2} s); top-5: {}",
+        summary.layers,
+        summary.pngs,
+        summary.npys,
+        args.out.display(),
+        forward_s,
+        started.elapsed().as_secs_f64(),
+        top.join(", ")
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_parsers_reject_nonsense() {
+        assert_eq!(parse_hw("224x200"), Ok([224, 200]));
+        assert!(parse_hw("0x5").is_err());
+        assert!(parse_hw("224").is_err());
+        assert_eq!(parse_rgb("0.5, 0.4,0.3"), Ok([0.5, 0.4, 0.3]));
+        assert!(parse_rgb("1,2").is_err());
+        assert!(parse_rgb("1,2,nan").is_err());
+    }
+}
+
+/// `convlens view` (placeholder until the renderer lands).
+pub fn view(_args: &ViewArgs) -> Result<()> {
+    bail!("the viewer is not built yet; use `convlens info` and `convlens export` meanwhile")
+}

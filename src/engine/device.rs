@@ -1,0 +1,66 @@
+//! Choosing where tensors live: a real GPU through burn's wgpu runtime when one is present
+//! (or asked for), else burn's `flex` CPU backend. `gpu` on a machine without a GPU uses
+//! whatever adapter wgpu finds (Mesa's software Vulkan in CI).
+
+use burn::tensor::Device;
+
+/// The user's `--device` choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DeviceChoice {
+    /// A real (discrete or integrated) GPU if wgpu finds one, else the CPU.
+    #[default]
+    Auto,
+    /// burn's flex CPU backend.
+    Cpu,
+    /// burn's wgpu backend on the default adapter (a software adapter if that is all there is).
+    Gpu,
+}
+
+/// A resolved compute device and a human description of it.
+#[derive(Debug, Clone)]
+pub struct ComputeDevice {
+    pub device: Device,
+    pub description: String,
+    pub is_gpu: bool,
+}
+
+/// Resolves the choice. `Auto` probes wgpu's adapters without creating a device.
+pub fn select(choice: DeviceChoice) -> ComputeDevice {
+    match choice {
+        DeviceChoice::Cpu => cpu(),
+        DeviceChoice::Gpu => gpu(adapter_summary().map(|a| a.0).unwrap_or_else(|| "no adapter found".into())),
+        DeviceChoice::Auto => match adapter_summary() {
+            Some((name, true)) => gpu(name),
+            _ => cpu(),
+        },
+    }
+}
+
+fn cpu() -> ComputeDevice {
+    ComputeDevice {
+        device: Device::flex(),
+        description: "cpu (burn flex)".into(),
+        is_gpu: false,
+    }
+}
+
+fn gpu(adapter: String) -> ComputeDevice {
+    ComputeDevice {
+        device: Device::default(),
+        description: format!("gpu (burn wgpu: {adapter})"),
+        is_gpu: true,
+    }
+}
+
+/// Name of wgpu's preferred adapter and whether it is real hardware.
+pub fn adapter_summary() -> Option<(String, bool)> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+        power_preference: wgpu::PowerPreference::HighPerformance,
+        ..Default::default()
+    }))
+    .ok()?;
+    let info = adapter.get_info();
+    let hardware = matches!(info.device_type, wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu);
+    Some((format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type), hardware))
+}

@@ -1,0 +1,262 @@
+//! Running a network with burn: weights uploaded once to the chosen device, then a forward
+//! pass that walks the graph in topological order and keeps every requested node output
+//! (freeing the others as soon as their last consumer has run).
+
+pub mod device;
+pub mod ops;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use burn::tensor::Device;
+
+pub use device::{ComputeDevice, DeviceChoice};
+use ops::{T6, dims6, upload};
+
+use crate::model::Graph;
+use crate::model::preprocess::InputTensor;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("the input has shape {got:?}, but model input '{name}' expects {expected:?}")]
+    InputShape {
+        name: String,
+        got: Vec<usize>,
+        expected: Vec<usize>,
+    },
+    #[error("node '{node}' ({op}) failed on the compute device: {detail}")]
+    Backend { node: String, op: String, detail: String },
+    #[error("reading '{value}' back from the device failed: {detail}")]
+    Readback { value: String, detail: String },
+    #[error("no layer named '{0}'")]
+    UnknownLayer(String),
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// Which node outputs a forward pass keeps.
+#[derive(Debug, Clone)]
+pub enum Capture {
+    /// Every node's outputs (the viewer's default).
+    All,
+    /// Only the outputs of these nodes (by layer name) plus the graph outputs.
+    Layers(HashSet<String>),
+}
+
+/// A network bound to a device with its weights uploaded.
+pub struct Engine {
+    graph: Arc<Graph>,
+    device: Device,
+    weights: HashMap<String, T6>,
+    /// For each value, the index of the last node that reads it.
+    last_use: HashMap<String, usize>,
+}
+
+/// The outputs of one forward pass, addressable by layer.
+pub struct Activations {
+    graph: Arc<Graph>,
+    values: HashMap<String, T6>,
+}
+
+impl Engine {
+    /// Uploads the weights every runtime node reads.
+    pub fn new(graph: Arc<Graph>, device: Device) -> Self {
+        let mut weights = HashMap::new();
+        let mut last_use = HashMap::new();
+        for (i, node) in graph.nodes.iter().enumerate() {
+            for name in &node.inputs {
+                last_use.insert(name.clone(), i);
+                if let Some(c) = graph.constants.get(name)
+                    && !weights.contains_key(name)
+                {
+                    weights.insert(name.clone(), upload(c.to_f32_vec(), &c.shape, &device));
+                }
+            }
+        }
+        Self { graph, device, weights, last_use }
+    }
+
+    pub fn graph(&self) -> &Arc<Graph> {
+        &self.graph
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Runs the network on an image input, keeping the node outputs `capture` asks for.
+    pub fn forward(&self, input: &InputTensor, capture: &Capture) -> Result<Activations> {
+        let name = self.graph.image_input().map(|i| i.name.clone()).unwrap_or_default();
+        let named = NamedInput { name, shape: input.shape.to_vec(), data: input.data.clone() };
+        self.forward_inputs(std::slice::from_ref(&named), capture)
+    }
+
+    /// Runs the network with a value for every runtime input of the graph.
+    pub fn forward_inputs(&self, inputs: &[NamedInput], capture: &Capture) -> Result<Activations> {
+        let graph = &self.graph;
+        let mut values: HashMap<String, T6> = HashMap::new();
+        for expected in &graph.inputs {
+            let given = inputs.iter().find(|i| i.name == expected.name);
+            match given {
+                Some(i) if i.shape == expected.shape && i.data.len() == i.shape.iter().product::<usize>() => {
+                    values.insert(i.name.clone(), upload(i.data.clone(), &i.shape, &self.device));
+                }
+                _ => {
+                    return Err(EngineError::InputShape {
+                        name: expected.name.clone(),
+                        got: given.map(|i| i.shape.clone()).unwrap_or_default(),
+                        expected: expected.shape.clone(),
+                    });
+                }
+            }
+        }
+        let keep: HashSet<&str> = match capture {
+            Capture::All => graph.nodes.iter().flat_map(|n| n.outputs.iter().map(String::as_str)).collect(),
+            Capture::Layers(names) => graph
+                .nodes
+                .iter()
+                .filter(|n| names.contains(&n.name))
+                .flat_map(|n| n.outputs.iter().map(String::as_str))
+                .chain(graph.outputs.iter().map(String::as_str))
+                .collect(),
+        };
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let mut ins = Vec::with_capacity(node.inputs.len());
+            let mut in_shapes: Vec<&[usize]> = Vec::with_capacity(node.inputs.len());
+            for name in &node.inputs {
+                let t = values.get(name).or_else(|| self.weights.get(name)).ok_or_else(|| EngineError::Backend {
+                    node: node.name.clone(),
+                    op: node.onnx_op.clone(),
+                    detail: format!("input '{name}' was not computed"),
+                })?;
+                ins.push(t.clone());
+                in_shapes.push(self.shape_of(name));
+            }
+            let outs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                ops::run(&node.op, ins, &in_shapes, &node.output_shapes, &self.device)
+            }))
+            .map_err(|panic| EngineError::Backend {
+                node: node.name.clone(),
+                op: node.onnx_op.clone(),
+                detail: panic_message(&panic),
+            })?;
+            for (name, t) in node.outputs.iter().zip(outs) {
+                values.insert(name.clone(), t);
+            }
+            // Free values whose last consumer just ran, unless they are kept.
+            for name in &node.inputs {
+                if self.last_use.get(name) == Some(&i) && !keep.contains(name.as_str()) {
+                    values.remove(name);
+                }
+            }
+            for name in &node.outputs {
+                if !self.last_use.contains_key(name) && !keep.contains(name.as_str()) {
+                    values.remove(name);
+                }
+            }
+        }
+        values.retain(|name, _| keep.contains(name.as_str()));
+        Ok(Activations { graph: Arc::clone(graph), values })
+    }
+
+    fn shape_of(&self, name: &str) -> &[usize] {
+        self.graph
+            .shapes
+            .get(name)
+            .or_else(|| self.graph.constants.get(name).map(|c| &c.shape))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+}
+
+/// A value for one runtime input of the graph.
+#[derive(Debug, Clone)]
+pub struct NamedInput {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// A CPU copy of one value.
+#[derive(Debug, Clone)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl Activations {
+    /// The device tensor of a value (rank 6, logical shape left-padded with 1s).
+    pub fn value(&self, name: &str) -> Option<&T6> {
+        self.values.get(name)
+    }
+
+    /// Reads a value back to the CPU with its logical shape.
+    pub fn read(&self, name: &str) -> Result<HostTensor> {
+        let Some(t) = self.values.get(name) else {
+            // A graph output may be a folded constant.
+            let c = self.graph.constants.get(name).ok_or_else(|| EngineError::UnknownLayer(name.to_string()))?;
+            return Ok(HostTensor { shape: c.shape.clone(), data: c.to_f32_vec() });
+        };
+        let shape = self.graph.shapes.get(name).cloned().unwrap_or_default();
+        debug_assert_eq!(t.dims(), dims6(&shape));
+        let data = t.to_data().try_to_vec::<f32>().map_err(|e| EngineError::Readback {
+            value: name.to_string(),
+            detail: format!("{e:?}"),
+        })?;
+        Ok(HostTensor { shape, data })
+    }
+
+    /// Reads the first output of the named layer.
+    pub fn read_layer(&self, layer: &str) -> Result<HostTensor> {
+        let node = self
+            .graph
+            .nodes
+            .iter()
+            .find(|n| n.name == layer)
+            .ok_or_else(|| EngineError::UnknownLayer(layer.to_string()))?;
+        self.read(&node.outputs[0])
+    }
+
+    /// The graph's first output on the CPU.
+    pub fn read_output(&self) -> Result<HostTensor> {
+        let name = self.graph.outputs.first().ok_or_else(|| EngineError::UnknownLayer("<graph output>".into()))?;
+        self.read(name)
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "the backend panicked".into())
+}
+
+/// Softmax probabilities for a logits vector (numerically stable).
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f64> = logits.iter().map(|&x| f64::from(x - max).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    exps.iter().map(|&e| (e / sum) as f32).collect()
+}
+
+/// Class probabilities of a forward pass: the output through softmax unless the graph
+/// already ends in a Softmax node.
+pub fn class_probabilities(graph: &Graph, acts: &Activations) -> Result<Vec<f32>> {
+    let out = acts.read_output()?;
+    let ends_in_softmax = graph
+        .nodes
+        .iter()
+        .rev()
+        .find(|n| graph.outputs.first().is_some_and(|o| n.outputs.contains(o)))
+        .is_some_and(|n| matches!(n.op, crate::model::Op::Softmax { .. }));
+    Ok(if ends_in_softmax { out.data } else { softmax(&out.data) })
+}
+
+/// Indices of the `k` largest values, largest first.
+pub fn top_k(values: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..values.len()).collect();
+    idx.sort_by(|&a, &b| values[b].total_cmp(&values[a]));
+    idx.truncate(k);
+    idx
+}

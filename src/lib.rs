@@ -1,0 +1,15 @@
+//! ConvLens: a native, GPU-accelerated visualiser of convolutional neural networks.
+//!
+//! Data flow: [`model`] imports an ONNX file (or the embedded EfficientNet-Lite0) into a
+//! small graph IR with static shapes, and turns an image into the network's input tensor;
+//! [`engine`] uploads the weights to a burn device (wgpu GPU or the flex CPU backend) and
+//! runs the forward pass, keeping every layer's output; [`viz`] turns activation maps into
+//! normalised tiles; [`export`] writes the paper's data directory (architecture, per-filter
+//! PNGs, scores, raw arrays). [`cli`] is the command-line edge that wires these together.
+
+pub mod cli;
+pub mod engine;
+pub mod export;
+pub mod model;
+pub mod npy;
+pub mod viz;

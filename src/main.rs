@@ -1,0 +1,22 @@
+//! The `convlens` binary: parses the command line and reports any error as one message
+//! with a non-zero exit status.
+
+use clap::Parser;
+use convlens::cli::{self, Cli, Command};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Info(args)) => cli::info(&args),
+        Some(Command::Export(args)) => cli::export(&args),
+        Some(Command::View(args)) => cli::view(&args),
+        None => cli::view(&cli::ViewArgs { model: Default::default(), input: None }),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

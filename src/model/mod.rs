@@ -1,0 +1,69 @@
+//! What a network is: the graph IR, ONNX import (with constant folding and static shape
+//! inference), the embedded default model and the input pipeline that turns images or
+//! `.npy` files into the network's input tensor.
+
+pub mod consts;
+pub mod default;
+mod fold;
+pub mod graph;
+pub mod onnx;
+mod op_import;
+pub mod preprocess;
+pub mod shape;
+
+pub use consts::{ConstData, ConstTensor};
+pub use graph::{Graph, GraphInput, Node, Op};
+pub use onnx::{ImportOptions, load_onnx_bytes, load_onnx_file};
+
+/// Everything that can go wrong while reading a model or an input.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{model} is not a valid ONNX model: {detail}")]
+    NotOnnx { model: String, detail: String },
+    #[error("{model}: node '{node}' uses op '{op}', which ConvLens does not support (supported: {supported})")]
+    UnsupportedOp {
+        model: String,
+        node: String,
+        op: String,
+        supported: &'static str,
+    },
+    #[error("{model}: node '{node}' ({op}): {detail}")]
+    Node {
+        model: String,
+        node: String,
+        op: String,
+        detail: String,
+    },
+    #[error("{what}: unsupported: {detail}")]
+    Unsupported { what: String, detail: String },
+    #[error("{what} is invalid: {detail}")]
+    Invalid { what: String, detail: String },
+    #[error("{what} claims shape {shape:?}, which is too large to allocate")]
+    TooLarge { what: String, shape: Vec<i64> },
+    #[error("input {path}: {detail}")]
+    Input { path: String, detail: String },
+}
+
+impl ModelError {
+    pub fn invalid(what: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::Invalid {
+            what: what.into(),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn input(path: impl std::fmt::Display, detail: impl Into<String>) -> Self {
+        Self::Input {
+            path: path.to_string(),
+            detail: detail.into(),
+        }
+    }
+}
+
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;

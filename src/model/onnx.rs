@@ -1,0 +1,420 @@
+//! ONNX → [`Graph`]: decodes the protobuf, separates weights from runtime inputs, orders
+//! nodes topologically, folds constant subgraphs and converts every remaining node into a
+//! typed [`Op`](super::Op) with static output shapes. Any op outside the supported set is an
+//! error naming the op, the node and the model file.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use onnx_ir::{AttributeProto, Message, ModelProto, NodeProto, TensorProto};
+
+use super::consts::{ConstTensor, checked_numel};
+use super::fold;
+use super::graph::{Graph, GraphInput, Node, SliceRange};
+use super::op_import::{self, SUPPORTED_OPS};
+use super::shape::{norm_axis, slice_ranges};
+use super::{ModelError, Result};
+
+/// Refuse models whose activations alone would need more than this many elements.
+pub const MAX_ACTIVATION_ELEMENTS: usize = 1 << 34;
+
+/// Choices the file itself may leave open.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// `[H, W]` for an input whose spatial dims are symbolic (dynamic).
+    pub input_hw: Option<[usize; 2]>,
+}
+
+/// Reads and imports an ONNX file.
+pub fn load_onnx_file(path: &Path, options: &ImportOptions) -> Result<Graph> {
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
+    load_onnx_bytes(&bytes, &path.display().to_string(), stem, options)
+}
+
+/// Imports an ONNX model held in memory. `source` names it in messages; `fallback_name`
+/// is used when the graph has no name.
+pub fn load_onnx_bytes(bytes: &[u8], source: &str, fallback_name: &str, options: &ImportOptions) -> Result<Graph> {
+    let not_onnx = |detail: String| ModelError::NotOnnx {
+        model: source.to_string(),
+        detail,
+    };
+    if bytes.is_empty() {
+        return Err(not_onnx("the file is empty".into()));
+    }
+    let model = ModelProto::parse_from_bytes(bytes).map_err(|e| not_onnx(format!("protobuf decoding failed: {e}")))?;
+    let graph = model.graph.as_ref().ok_or_else(|| not_onnx("it holds no graph".into()))?;
+    if graph.node.is_empty() {
+        return Err(not_onnx("its graph has no nodes".into()));
+    }
+    let opset = model
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version)
+        .unwrap_or(if model.ir_version >= 3 { 0 } else { 1 });
+    if opset != 0 && opset < 7 {
+        return Err(ModelError::Unsupported {
+            what: source.to_string(),
+            detail: format!("opset {opset} is older than 7; convert the model to a newer opset"),
+        });
+    }
+
+    let mut importer = Importer {
+        source,
+        opset: if opset == 0 { 13 } else { opset },
+        constants: HashMap::new(),
+        shapes: HashMap::new(),
+        nodes: Vec::new(),
+        warnings: Vec::new(),
+        names: HashSet::new(),
+    };
+    for init in &graph.initializer {
+        let t = ConstTensor::from_proto(init)?;
+        importer.note_non_finite(&init.name, &t);
+        importer.constants.insert(init.name.clone(), t);
+    }
+    let mut inputs = Vec::new();
+    for vi in &graph.input {
+        if importer.constants.contains_key(&vi.name) {
+            continue; // an initializer listed as an input is a weight
+        }
+        let shape = input_shape(vi, options).map_err(|detail| ModelError::Invalid {
+            what: format!("{source}: input '{}'", vi.name),
+            detail,
+        })?;
+        importer.shapes.insert(vi.name.clone(), shape.clone());
+        inputs.push(GraphInput {
+            name: vi.name.clone(),
+            shape,
+        });
+    }
+    // Put the image input (the first 4-D one) first.
+    if let Some(i) = inputs.iter().position(|i| i.shape.len() == 4) {
+        inputs.swap(0, i);
+    }
+
+    for index in topological_order(&graph.node, &importer, source)? {
+        importer.import_node(index, &graph.node[index])?;
+    }
+    let outputs: Vec<String> = graph
+        .output
+        .iter()
+        .map(|o| o.name.clone())
+        .filter(|n| importer.shapes.contains_key(n) || importer.constants.contains_key(n))
+        .collect();
+    if outputs.is_empty() {
+        return Err(ModelError::Invalid {
+            what: source.to_string(),
+            detail: "none of the graph outputs is computed by the graph".into(),
+        });
+    }
+    let total: usize = importer.nodes.iter().flat_map(|n| &n.output_shapes).map(|s| s.iter().product::<usize>()).sum();
+    if total > MAX_ACTIVATION_ELEMENTS {
+        return Err(ModelError::TooLarge {
+            what: format!("{source}: all activations together"),
+            shape: vec![total as i64],
+        });
+    }
+    let name = if graph.name.trim().is_empty() { fallback_name.to_string() } else { graph.name.clone() };
+    Ok(Graph {
+        name,
+        inputs,
+        outputs,
+        nodes: importer.nodes,
+        constants: importer.constants,
+        shapes: importer.shapes,
+        opset: importer.opset,
+        warnings: importer.warnings,
+    })
+}
+
+/// Static input shape from the declared type; symbolic batch → 1, symbolic H/W → options.
+fn input_shape(vi: &onnx_ir::ValueInfoProto, options: &ImportOptions) -> std::result::Result<Vec<usize>, String> {
+    let ty = vi.type_.as_ref().ok_or("no type declared")?;
+    let tensor = ty.tensor_type();
+    let elem = tensor.elem_type;
+    if elem != 1 && elem != 0 {
+        return Err(format!("element type {} is not float32", super::consts::dtype_name(elem)));
+    }
+    let dims = &tensor.shape.as_ref().ok_or("no shape declared")?.dim;
+    let rank = dims.len();
+    let mut shape = Vec::with_capacity(rank);
+    for (i, d) in dims.iter().enumerate() {
+        let v = if d.has_dim_value() && d.dim_value() > 0 {
+            d.dim_value() as usize
+        } else if i == 0 {
+            1
+        } else if rank == 4 && i >= 2 {
+            options.input_hw.map(|hw| hw[i - 2]).ok_or("spatial size is dynamic; pass --size HxW")?
+        } else {
+            return Err(format!("dimension {i} is dynamic"));
+        };
+        shape.push(v);
+    }
+    match checked_numel(&shape) {
+        Some(n) if n <= 1 << 31 => Ok(shape),
+        _ => Err(format!("shape {shape:?} is too large")),
+    }
+}
+
+/// Kahn's algorithm over value names; errors on cycles or undefined inputs.
+fn topological_order(nodes: &[NodeProto], importer: &Importer, source: &str) -> Result<Vec<usize>> {
+    let mut producer: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for o in n.output.iter().filter(|o| !o.is_empty()) {
+            producer.insert(o.as_str(), i);
+        }
+    }
+    let mut indegree = vec![0usize; nodes.len()];
+    let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+    for (i, n) in nodes.iter().enumerate() {
+        for input in n.input.iter().filter(|s| !s.is_empty()) {
+            if let Some(&p) = producer.get(input.as_str()) {
+                indegree[i] += 1;
+                consumers[p].push(i);
+            } else if !importer.constants.contains_key(input) && !importer.shapes.contains_key(input) {
+                return Err(ModelError::Node {
+                    model: source.to_string(),
+                    node: display_name(n, i),
+                    op: n.op_type.clone(),
+                    detail: format!("input '{input}' is not produced by any node, weight or graph input"),
+                });
+            }
+        }
+    }
+    let mut ready: std::collections::VecDeque<usize> = (0..nodes.len()).filter(|&i| indegree[i] == 0).collect();
+    let mut order = Vec::with_capacity(nodes.len());
+    while let Some(i) = ready.pop_front() {
+        order.push(i);
+        for &c in &consumers[i] {
+            indegree[c] -= 1;
+            if indegree[c] == 0 {
+                ready.push_back(c);
+            }
+        }
+    }
+    if order.len() != nodes.len() {
+        return Err(ModelError::Invalid {
+            what: source.to_string(),
+            detail: "the graph has a cycle".into(),
+        });
+    }
+    Ok(order)
+}
+
+fn display_name(n: &NodeProto, index: usize) -> String {
+    if n.name.trim().is_empty() { format!("{}_{index}", n.op_type) } else { n.name.clone() }
+}
+
+struct Importer<'a> {
+    source: &'a str,
+    opset: i64,
+    constants: HashMap<String, ConstTensor>,
+    shapes: HashMap<String, Vec<usize>>,
+    nodes: Vec<Node>,
+    warnings: Vec<String>,
+    names: HashSet<String>,
+}
+
+impl Importer<'_> {
+    fn note_non_finite(&mut self, name: &str, t: &ConstTensor) {
+        let bad = t.non_finite_count();
+        if bad > 0 {
+            self.warnings.push(format!("weight '{name}' holds {bad} NaN/Inf values"));
+        }
+    }
+
+    fn import_node(&mut self, index: usize, proto: &NodeProto) -> Result<()> {
+        let name = self.unique_name(display_name(proto, index));
+        let node_err = |detail: String| ModelError::Node {
+            model: self.source.to_string(),
+            node: name.clone(),
+            op: proto.op_type.clone(),
+            detail,
+        };
+        if !(proto.domain.is_empty() || proto.domain == "ai.onnx") {
+            return Err(ModelError::UnsupportedOp {
+                model: self.source.to_string(),
+                node: name,
+                op: format!("{}::{}", proto.domain, proto.op_type),
+                supported: SUPPORTED_OPS,
+            });
+        }
+        let ctx = NodeCtx {
+            proto,
+            attrs: Attrs(&proto.attribute),
+            opset: self.opset,
+            constants: &self.constants,
+            shapes: &self.shapes,
+        };
+        let all_const = proto.input.iter().filter(|s| !s.is_empty()).all(|s| self.constants.contains_key(s));
+        let shape_only = matches!(proto.op_type.as_str(), "Shape" | "Size" | "Constant");
+        if fold::is_foldable(&proto.op_type) && (all_const || shape_only) {
+            let values = fold::fold(&ctx).map_err(node_err)?;
+            for (out, t) in proto.output.iter().zip(values) {
+                self.note_non_finite(out, &t);
+                self.constants.insert(out.clone(), t);
+            }
+            return Ok(());
+        }
+        let built = match op_import::build(&ctx) {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                return Err(ModelError::UnsupportedOp {
+                    model: self.source.to_string(),
+                    node: name,
+                    op: proto.op_type.clone(),
+                    supported: SUPPORTED_OPS,
+                });
+            }
+            Err(detail) => return Err(node_err(detail)),
+        };
+        let outputs: Vec<String> = proto.output.iter().take(built.output_shapes.len()).cloned().collect();
+        for (out, shape) in outputs.iter().zip(&built.output_shapes) {
+            match checked_numel(shape) {
+                Some(0) => return Err(node_err(format!("output shape {shape:?} is empty; empty tensors are not supported"))),
+                Some(n) if n <= MAX_ACTIVATION_ELEMENTS => {}
+                _ => return Err(node_err(format!("output shape {shape:?} is too large"))),
+            }
+            self.shapes.insert(out.clone(), shape.clone());
+        }
+        self.names.insert(name.clone());
+        self.nodes.push(Node {
+            name,
+            onnx_op: proto.op_type.clone(),
+            op: built.op,
+            inputs: built.inputs,
+            outputs,
+            output_shapes: built.output_shapes,
+        });
+        Ok(())
+    }
+
+    fn unique_name(&self, base: String) -> String {
+        if !self.names.contains(&base) {
+            return base;
+        }
+        (2..).map(|k| format!("{base}_{k}")).find(|n| !self.names.contains(n)).unwrap_or(base)
+    }
+}
+
+/// A node's attributes, looked up by name.
+pub struct Attrs<'a>(&'a [AttributeProto]);
+
+impl<'a> Attrs<'a> {
+    fn get(&self, name: &str) -> Option<&'a AttributeProto> {
+        self.0.iter().find(|a| a.name == name)
+    }
+    pub fn int(&self, name: &str) -> Option<i64> {
+        self.get(name).map(|a| a.i)
+    }
+    pub fn float(&self, name: &str) -> Option<f32> {
+        self.get(name).map(|a| a.f)
+    }
+    pub fn ints(&self, name: &str) -> Option<&'a [i64]> {
+        self.get(name).map(|a| a.ints.as_slice())
+    }
+    pub fn floats(&self, name: &str) -> Option<&'a [f32]> {
+        self.get(name).map(|a| a.floats.as_slice())
+    }
+    pub fn string(&self, name: &str) -> Option<String> {
+        self.get(name).map(|a| String::from_utf8_lossy(&a.s).into_owned())
+    }
+    pub fn tensor(&self, name: &str) -> Option<&'a TensorProto> {
+        self.get(name).and_then(|a| a.t.as_ref())
+    }
+}
+
+/// Everything an op converter may ask about one node.
+pub struct NodeCtx<'a> {
+    pub proto: &'a NodeProto,
+    pub attrs: Attrs<'a>,
+    pub opset: i64,
+    constants: &'a HashMap<String, ConstTensor>,
+    shapes: &'a HashMap<String, Vec<usize>>,
+}
+
+impl NodeCtx<'_> {
+    pub fn op_type(&self) -> &str {
+        &self.proto.op_type
+    }
+
+    pub fn input_count(&self) -> usize {
+        self.proto.input.len()
+    }
+
+    /// Name of input `i`, `None` when absent or empty (optional input skipped).
+    pub fn input(&self, i: usize) -> Option<&str> {
+        self.proto.input.get(i).map(String::as_str).filter(|s| !s.is_empty())
+    }
+
+    pub fn required_input(&self, i: usize) -> Result<&str, String> {
+        self.input(i).ok_or_else(|| format!("input {i} is missing"))
+    }
+
+    /// Static shape of input `i` (runtime value or constant).
+    pub fn shape(&self, i: usize) -> Result<&[usize], String> {
+        let name = self.required_input(i)?;
+        self.shapes
+            .get(name)
+            .map(Vec::as_slice)
+            .or_else(|| self.constants.get(name).map(|c| c.shape.as_slice()))
+            .ok_or_else(|| format!("input '{name}' has no known shape"))
+    }
+
+    pub fn konst(&self, i: usize) -> Result<&ConstTensor, String> {
+        let name = self.required_input(i)?;
+        self.constants.get(name).ok_or_else(|| format!("input '{name}' must be a constant"))
+    }
+
+    pub fn is_const(&self, i: usize) -> bool {
+        self.input(i).is_some_and(|n| self.constants.contains_key(n))
+    }
+
+    pub fn const_ints(&self, i: usize) -> Result<Vec<i64>, String> {
+        Ok(self.konst(i)?.to_i64_vec())
+    }
+
+    /// Axes given as an attribute (old opsets) or as constant input `i` (new opsets).
+    pub fn axes_attr_or_input(&self, i: usize) -> Result<Option<Vec<i64>>, String> {
+        if let Some(a) = self.attrs.ints("axes") {
+            return Ok(Some(a.to_vec()));
+        }
+        if self.input(i).is_some() {
+            return Ok(Some(self.const_ints(i)?));
+        }
+        Ok(None)
+    }
+
+    /// Resolved Slice ranges for input 0 of `shape` (attributes before opset 10, inputs after).
+    pub fn slice_ranges(&self, shape: &[usize]) -> Result<Vec<SliceRange>, String> {
+        if self.opset < 10 || self.input(1).is_none() {
+            let starts = self.attrs.ints("starts").ok_or("Slice without starts")?;
+            let ends = self.attrs.ints("ends").ok_or("Slice without ends")?;
+            return slice_ranges(shape, starts, ends, self.attrs.ints("axes"), None);
+        }
+        let starts = self.const_ints(1)?;
+        let ends = self.const_ints(2)?;
+        let axes = self.input(3).map(|_| self.const_ints(3)).transpose()?;
+        let steps = self.input(4).map(|_| self.const_ints(4)).transpose()?;
+        slice_ranges(shape, &starts, &ends, axes.as_deref(), steps.as_deref())
+    }
+
+    /// Transpose permutation (default: reversed axes), validated.
+    pub fn transpose_perm(&self, rank: usize) -> Result<Vec<usize>, String> {
+        let perm: Vec<usize> = match self.attrs.ints("perm") {
+            Some(p) => p.iter().map(|&a| norm_axis(a, rank)).collect::<Result<_, _>>()?,
+            None => (0..rank).rev().collect(),
+        };
+        let mut sorted = perm.clone();
+        sorted.sort_unstable();
+        if sorted != (0..rank).collect::<Vec<_>>() {
+            return Err(format!("perm {perm:?} is not a permutation of {rank} axes"));
+        }
+        Ok(perm)
+    }
+}

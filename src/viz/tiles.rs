@@ -1,0 +1,74 @@
+//! Per-tile min-max normalisation (Matlab's `mat2gray`): each `[H, W]` map is scaled so its
+//! minimum becomes 0 and its maximum 1; a constant (or non-finite) tile becomes black.
+
+/// Min and max over the finite values of a tile; `None` when there are none.
+pub fn finite_range(values: &[f32]) -> Option<(f32, f32)> {
+    values
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(None, |acc, v| match acc {
+            None => Some((v, v)),
+            Some((lo, hi)) => Some((lo.min(v), hi.max(v))),
+        })
+}
+
+/// Normalises one tile to `[0, 1]`; constant tiles give all zeros, NaN/Inf give 0.
+pub fn normalise_tile(values: &[f32]) -> Vec<f32> {
+    match finite_range(values) {
+        Some((lo, hi)) if hi > lo => {
+            let scale = 1.0 / (hi - lo);
+            values
+                .iter()
+                .map(|&v| if v.is_finite() { (v - lo) * scale } else { 0.0 })
+                .collect()
+        }
+        _ => vec![0.0; values.len()],
+    }
+}
+
+/// Normalises one tile to 8-bit grey (round to nearest).
+pub fn tile_to_grey8(values: &[f32]) -> Vec<u8> {
+    normalise_tile(values)
+        .into_iter()
+        .map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
+        .collect()
+}
+
+/// Normalises an RGB gradient image `[3, H, W]` jointly over its three channels and
+/// interleaves it to 8-bit RGB (`[H, W, 3]`).
+pub fn rgb_planes_to_rgb8(planes: &[f32], hw: usize) -> Vec<u8> {
+    let norm = normalise_tile(planes);
+    let mut out = Vec::with_capacity(3 * hw);
+    for i in 0..hw {
+        for c in 0..3 {
+            out.push((norm[c * hw + i] * 255.0).round().clamp(0.0, 255.0) as u8);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_max_matches_mat2gray() {
+        assert_eq!(normalise_tile(&[2.0, 4.0, 3.0]), vec![0.0, 1.0, 0.5]);
+        assert_eq!(tile_to_grey8(&[-1.0, 1.0, 0.0]), vec![0, 255, 128]);
+    }
+
+    #[test]
+    fn constant_and_non_finite_tiles_are_black() {
+        assert_eq!(normalise_tile(&[5.0; 4]), vec![0.0; 4]);
+        assert_eq!(normalise_tile(&[f32::NAN, 1.0, 3.0]), vec![0.0, 0.0, 1.0]);
+        assert_eq!(normalise_tile(&[f32::NAN; 2]), vec![0.0; 2]);
+    }
+
+    #[test]
+    fn rgb_is_normalised_jointly_and_interleaved() {
+        // R plane [0, 1], G plane [2, 3], B plane [4, 4] over hw = 2.
+        let rgb = rgb_planes_to_rgb8(&[0.0, 1.0, 2.0, 3.0, 4.0, 4.0], 2);
+        assert_eq!(rgb, vec![0, 128, 255, 64, 191, 255]);
+    }
+}
