@@ -1,0 +1,105 @@
+//! The `convlens` binary end to end: `info`, `export` and their error messages.
+
+mod common;
+
+use std::process::Command;
+
+use common::fixture;
+
+fn convlens(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_convlens")).args(args).output().expect("binary runs")
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn info_lists_the_default_architecture() {
+    let out = convlens(&["info"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("EfficientNet-Lite0"), "{s}");
+    assert!(s.contains("ReLU6") && s.contains("Conv"), "{s}");
+    let out = convlens(&["info", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    assert_eq!(v["layers"].as_array().map(Vec::len), Some(94));
+    assert_eq!(v["layers"][0]["type"], "Conv");
+}
+
+#[test]
+fn export_writes_the_papers_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("out");
+    let coffee = format!("{}/assets/images/coffee.png", env!("CARGO_MANIFEST_DIR"));
+    let layer = "/_conv_stem/Conv";
+    let out = convlens(&["export", "--input", &coffee, "--out", out_dir.to_str().expect("utf8"), "--layers", layer, "--raw", "--device", "cpu"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let arch: serde_json::Value = serde_json::from_slice(&std::fs::read(out_dir.join("architecture.json")).expect("architecture.json")).expect("json");
+    let first = &arch["layers"][0];
+    for key in ["name", "type", "inputs", "output_shape", "params", "onnx_output", "file_stem"] {
+        assert!(!first[key].is_null(), "layer record lacks '{key}': {first}");
+    }
+    assert_eq!(first["name"], layer);
+    assert_eq!(first["output_shape"], serde_json::json!([1, 32, 112, 112]));
+    let stem = first["file_stem"].as_str().expect("stem");
+    assert!(!stem.contains('/'));
+    for k in [1, 32] {
+        let png = image::open(out_dir.join(format!("forward/{stem}_{k}.png"))).expect("tile PNG").to_luma8();
+        assert_eq!(png.dimensions(), (112, 112));
+    }
+    assert!(!out_dir.join(format!("forward/{stem}_33.png")).exists());
+    let raw = convlens::npy::read(&out_dir.join(format!("raw/forward/{stem}.npy"))).expect("raw npy");
+    assert_eq!(raw.shape, vec![32, 112, 112]);
+    // The PNG is the per-tile min-max of the raw map.
+    let tile = &raw.data[..112 * 112];
+    let png = image::open(out_dir.join(format!("forward/{stem}_1.png"))).expect("png").to_luma8();
+    assert_eq!(png.as_raw().as_slice(), convlens::viz::tiles::tile_to_grey8(tile).as_slice());
+    let scores: serde_json::Value = serde_json::from_slice(&std::fs::read(out_dir.join("scores.json")).expect("scores")).expect("json");
+    let s: Vec<f64> = serde_json::from_value(scores["S"].clone()).expect("S");
+    assert_eq!(s.len(), 1000);
+    assert!((s.iter().sum::<f64>() - 1.0).abs() < 1e-3);
+    let best = s.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).expect("non-empty");
+    assert_eq!(scores["labels"][best], "espresso");
+}
+
+#[test]
+fn bad_inputs_get_clear_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = convlens(&["info", "/nonexistent/model.onnx"]);
+    assert!(!missing.status.success());
+    assert!(text(&missing).contains("/nonexistent/model.onnx"), "{}", text(&missing));
+
+    let garbage = dir.path().join("garbage.onnx");
+    std::fs::write(&garbage, b"\x08\x07this is not protobuf\xff\xff\xff").expect("write");
+    let out = convlens(&["info", garbage.to_str().expect("utf8")]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("not a valid ONNX model"), "{}", text(&out));
+
+    let not_image = dir.path().join("notes.png");
+    std::fs::write(&not_image, b"hello").expect("write");
+    let out = convlens(&["export", "--input", not_image.to_str().expect("utf8"), "--out", dir.path().join("o").to_str().expect("utf8")]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("notes.png"), "{}", text(&out));
+
+    let out = convlens(&["export", "--input", "x.png", "--out", "o", "--layers", "no_such_layer"]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn unsupported_op_names_op_node_and_file() {
+    // An op outside the supported set, in an otherwise valid model.
+    use onnx_ir::{Message, ModelProto};
+    let src = std::fs::read(fixture("mixed/tiny_alexnet.onnx")).expect("fixture");
+    let mut model = ModelProto::parse_from_bytes(&src).expect("parses");
+    let graph = model.graph.as_mut().expect("graph");
+    graph.node[1].op_type = "NonMaxSuppression".into();
+    let node_name = graph.node[1].name.clone();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("weird.onnx");
+    std::fs::write(&path, model.write_to_bytes().expect("serialise")).expect("write");
+    let out = convlens(&["info", path.to_str().expect("utf8")]);
+    assert!(!out.status.success());
+    let msg = text(&out);
+    assert!(msg.contains("NonMaxSuppression") && msg.contains(&node_name) && msg.contains("weird.onnx"), "{msg}");
+}
