@@ -84,6 +84,12 @@ impl Engine {
         &self.device
     }
 
+    /// The device tensor of a weight or folded constant a node reads (rank 6, logical shape
+    /// left-padded with 1s).
+    pub fn weight(&self, name: &str) -> Option<&T6> {
+        self.weights.get(name)
+    }
+
     /// Runs the network on an image input, keeping the node outputs `capture` asks for.
     pub fn forward(&self, input: &InputTensor, capture: &Capture) -> Result<Activations> {
         let name = self.graph.image_input().map(|i| i.name.clone()).unwrap_or_default();
@@ -159,7 +165,8 @@ impl Engine {
         Ok(Activations { graph: Arc::clone(graph), values })
     }
 
-    fn shape_of(&self, name: &str) -> &[usize] {
+    /// Logical shape of a runtime value or constant (empty when unknown).
+    pub fn shape_of(&self, name: &str) -> &[usize] {
         self.graph
             .shapes
             .get(name)
@@ -224,7 +231,7 @@ impl Activations {
     }
 }
 
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     panic
         .downcast_ref::<String>()
         .cloned()

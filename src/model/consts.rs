@@ -146,7 +146,7 @@ impl ConstTensor {
             }
         };
         let data = if !raw.is_empty() {
-            if raw.len() % width != 0 {
+            if !raw.len().is_multiple_of(width) {
                 return Err(ModelError::invalid(&what, "raw data length is not a multiple of the element size"));
             }
             check_len(raw.len() / width)?;

@@ -57,7 +57,7 @@ pub fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> ShapeRe
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer_at {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(format!("cannot reshape {input:?} to {spec:?}"));
         }
         out[i] = total / known;
@@ -282,7 +282,7 @@ mod tests {
     #[test]
     fn reshape_handles_zero_and_minus_one() {
         assert_eq!(reshape_target(&[1, 256, 6, 6], &[0, -1], false).unwrap(), vec![1, 9216]);
-        assert_eq!(reshape_target(&[2, 3], &[3, 0], true).is_err(), true);
+        assert!(reshape_target(&[2, 3], &[3, 0], true).is_err());
         assert!(reshape_target(&[2, 3], &[4, -1], false).is_err());
     }
 
