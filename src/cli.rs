@@ -53,13 +53,29 @@ pub struct ModelArgs {
     pub device: DeviceChoice,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Default)]
 pub struct ViewArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Input image or .npy tensor (default: the embedded coffee photo).
+    /// Input image, .npy tensor, or a folder of them (←/→ step through it). Default: the
+    /// embedded coffee photo.
     #[arg(long)]
     pub input: Option<PathBuf>,
+    /// Render one frame offscreen to this PNG and exit (no display needed).
+    #[arg(long, value_name = "OUT.png")]
+    pub screenshot: Option<PathBuf>,
+    /// Window (and screenshot) size WxH in pixels. (`--size` is the model input size.)
+    #[arg(long, value_name = "WxH", value_parser = parse_hw, default_value = "1600x1000")]
+    pub window_size: [usize; 2],
+    /// Layer to select at start (default: the first convolution).
+    #[arg(long)]
+    pub layer: Option<String>,
+    /// Visualisation method of the details canvas. Available now: forward.
+    #[arg(long, default_value = "forward")]
+    pub method: String,
+    /// Show filter N (from 1) of the selected layer as hovered (for screenshots).
+    #[arg(long, value_name = "N")]
+    pub hover: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -93,7 +109,7 @@ pub struct ExportArgs {
 }
 
 fn parse_hw(s: &str) -> Result<[usize; 2], String> {
-    let (h, w) = s.split_once(['x', 'X']).ok_or("expected HxW, e.g. 224x224")?;
+    let (h, w) = s.split_once(['x', 'X']).ok_or("expected two sizes like 224x224")?;
     let p = |v: &str| v.trim().parse::<usize>().ok().filter(|&n| (1..=16384).contains(&n)).ok_or(format!("'{v}' is not a size in 1..=16384"));
     Ok([p(h)?, p(w)?])
 }
@@ -135,10 +151,10 @@ impl ModelArgs {
         for w in &graph.warnings {
             eprintln!("warning: {w}");
         }
-        if let Some(size) = self.size {
-            if size != spec.size_hw {
-                bail!("--size {}x{} differs from the model's fixed input size {}x{}", size[0], size[1], spec.size_hw[0], spec.size_hw[1]);
-            }
+        if let Some(size) = self.size
+            && size != spec.size_hw
+        {
+            bail!("--size {}x{} differs from the model's fixed input size {}x{}", size[0], size[1], spec.size_hw[0], spec.size_hw[1]);
         }
         spec.mean = self.mean.unwrap_or(spec.mean);
         spec.std = self.std.unwrap_or(spec.std);
@@ -227,6 +243,26 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     Ok(())
 }
 
+/// `convlens view`: the window, or one offscreen frame with `--screenshot`.
+pub fn view(args: &ViewArgs) -> Result<()> {
+    if args.method != "forward" {
+        return Err(export::ExportError::MethodUnavailable(args.method.clone()).into());
+    }
+    let model = args.model.load()?;
+    let device = engine::device::select(args.model.device);
+    let mut session = crate::app::Session::new(model, &device);
+    let options = crate::app::ViewerOptions {
+        input: args.input.clone(),
+        layer: args.layer.clone(),
+        hover: args.hover,
+        window_px: [args.window_size[0] as u32, args.window_size[1] as u32],
+    };
+    match &args.screenshot {
+        Some(out) => crate::app::screenshot(&mut session, &options, out),
+        None => crate::app::run_window(session, options),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,9 +276,4 @@ mod tests {
         assert!(parse_rgb("1,2").is_err());
         assert!(parse_rgb("1,2,nan").is_err());
     }
-}
-
-/// `convlens view` (placeholder until the renderer lands).
-pub fn view(_args: &ViewArgs) -> Result<()> {
-    bail!("the viewer is not built yet; use `convlens info` and `convlens export` meanwhile")
 }

@@ -7,9 +7,12 @@
 //! normalised tiles; [`export`] writes the paper's data directory (architecture, per-filter
 //! PNGs, scores, raw arrays). [`cli`] is the command-line edge that wires these together.
 
+pub mod app;
 pub mod cli;
 pub mod engine;
 pub mod export;
 pub mod model;
 pub mod npy;
+pub mod render;
+pub mod ui;
 pub mod viz;

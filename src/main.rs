@@ -10,7 +10,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::Info(args)) => cli::info(&args),
         Some(Command::Export(args)) => cli::export(&args),
         Some(Command::View(args)) => cli::view(&args),
-        None => cli::view(&cli::ViewArgs { model: Default::default(), input: None }),
+        None => cli::view(&cli::ViewArgs { window_size: [1600, 1000], method: "forward".into(), ..Default::default() }),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

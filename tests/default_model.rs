@@ -72,3 +72,17 @@ fn shipped_photos_through_the_whole_pipeline() {
         }
     }
 }
+
+#[test]
+fn wgpu_agrees_with_onnxruntime_on_the_default_model() {
+    let graph = Arc::new(default_graph().expect("default model"));
+    let engine = Engine::new(graph, common::wgpu());
+    let r = &reference()["images"]["coffee"];
+    let arr = convlens::npy::read(&fixture("default_model/coffee_input.npy")).expect("npy");
+    let probs = probabilities(&engine, &InputTensor { shape: [1, 3, 224, 224], data: arr.data, picture: None });
+    let want: Vec<(usize, f32)> = r["top5"].as_array().expect("top5").iter().map(|e| (e[0].as_u64().expect("class") as usize, e[1].as_f64().expect("p") as f32)).collect();
+    assert_eq!(engine::top_k(&probs, 5), want.iter().map(|w| w.0).collect::<Vec<_>>());
+    for (class, p) in want {
+        assert!((probs[class] - p).abs() <= 1e-3, "class {class}: wgpu p={} vs onnxruntime {p}", probs[class]);
+    }
+}

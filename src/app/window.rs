@@ -1,0 +1,289 @@
+//! The winit window: translates window events into UI state changes, hands new inputs to a
+//! compute worker (the newest input wins, the UI never waits for a forward pass), uploads
+//! the selected layer's maps when they change, and draws each frame.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use winit::application::ApplicationHandler;
+use winit::dpi::PhysicalSize;
+use winit::event::{ElementState, MouseButton, MouseScrollDelta, WindowEvent};
+use winit::event_loop::{ActiveEventLoop, EventLoop, EventLoopProxy};
+use winit::keyboard::{Key as WinitKey, NamedKey};
+use winit::window::{Window, WindowId};
+
+use super::session::{ForwardResult, InputList, Session, run_forward, upload_layer};
+use super::{ViewerOptions, initial_layer};
+use crate::engine::Engine;
+use crate::model::preprocess::InputSpec;
+use crate::render::{FrameCounter, GpuContext, Renderer, SurfaceTarget, TileHandle};
+use crate::ui::scene::{LayerTiles, SceneInputs, build_scene, selected_grid};
+use crate::ui::state::{Key, ModelShape, ViewState};
+
+/// Messages from the worker to the event loop.
+enum UserEvent {
+    Forward(Result<ForwardResult, String>),
+}
+
+/// Runs forward passes off the UI thread; only the newest queued input is computed.
+struct Worker {
+    jobs: Sender<PathBuf>,
+}
+
+impl Worker {
+    fn spawn(engine: Arc<Engine>, spec: InputSpec, proxy: EventLoopProxy<UserEvent>) -> Self {
+        let (jobs, rx): (Sender<PathBuf>, Receiver<PathBuf>) = channel();
+        std::thread::Builder::new()
+            .name("convlens-compute".into())
+            .spawn(move || {
+                while let Ok(mut path) = rx.recv() {
+                    // Newest input wins: skip everything queued behind it.
+                    while let Ok(newer) = rx.try_recv() {
+                        path = newer;
+                    }
+                    let result = crate::model::preprocess::load_input(&path, &spec)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|input| run_forward(&engine, &input, path.display().to_string()))
+                        .map_err(|e| format!("{e:#}"));
+                    if proxy.send_event(UserEvent::Forward(result)).is_err() {
+                        break; // the window is gone
+                    }
+                }
+            })
+            .ok();
+        Self { jobs }
+    }
+
+    fn submit(&self, path: PathBuf) {
+        let _ = self.jobs.send(path);
+    }
+}
+
+struct Gfx {
+    window: Arc<Window>,
+    ctx: GpuContext,
+    surface: SurfaceTarget,
+    renderer: Renderer,
+}
+
+struct App {
+    session: Session,
+    inputs: Option<InputList>,
+    worker: Worker,
+    gfx: Option<Gfx>,
+    state: ViewState,
+    picture: Option<TileHandle>,
+    tiles: Option<LayerTiles>,
+    needs_upload: bool,
+    cursor: Option<[f32; 2]>,
+    frames: FrameCounter,
+    window_px: [u32; 2],
+    fatal: Option<anyhow::Error>,
+}
+
+/// Opens the viewer window and runs until it is closed.
+pub fn run_window(mut session: Session, options: ViewerOptions) -> Result<()> {
+    let inputs = options.input.as_deref().map(InputList::from_path).transpose()?;
+    session.run_file(inputs.as_ref().and_then(|l| l.current()))?;
+    let selected = initial_layer(&session, options.layer.as_deref())?;
+    let event_loop = EventLoop::<UserEvent>::with_user_event().build().context("cannot start the window system (no display? use --screenshot for headless rendering)")?;
+    let worker = Worker::spawn(Arc::clone(&session.engine), session.model.spec.clone(), event_loop.create_proxy());
+    let [w, h] = options.window_px;
+    let mut app = App {
+        session,
+        inputs,
+        worker,
+        gfx: None,
+        state: ViewState::new(selected, [w as f32, h as f32]),
+        picture: None,
+        tiles: None,
+        needs_upload: true,
+        cursor: None,
+        frames: FrameCounter::new(60),
+        window_px: options.window_px,
+        fatal: None,
+    };
+    event_loop.run_app(&mut app).context("the event loop failed")?;
+    app.fatal.map_or(Ok(()), Err)
+}
+
+impl App {
+    fn model_shape_grid(&self) -> Option<crate::ui::layout::TileGrid> {
+        selected_grid(&self.session.vm, &self.state)
+    }
+
+    fn redraw(&self) {
+        if let Some(g) = &self.gfx {
+            g.window.request_redraw();
+        }
+    }
+
+    fn create_gfx(&mut self, event_loop: &ActiveEventLoop) -> Result<()> {
+        let title = format!("ConvLens — {}", self.session.vm.model_name);
+        let attrs = Window::default_attributes().with_title(title).with_inner_size(PhysicalSize::new(self.window_px[0], self.window_px[1]));
+        let window = Arc::new(event_loop.create_window(attrs).context("cannot create the window")?);
+        let size = window.inner_size();
+        let (ctx, surface) = GpuContext::for_window(window.clone(), Some(Box::new(event_loop.owned_display_handle())), size.width.max(1), size.height.max(1))?;
+        let renderer = Renderer::new(&ctx, surface.format());
+        self.state.on_resize([size.width as f32, size.height as f32]);
+        self.gfx = Some(Gfx { window, ctx, surface, renderer });
+        self.needs_upload = true;
+        Ok(())
+    }
+
+    fn draw(&mut self) -> Result<()> {
+        let Some(g) = self.gfx.as_mut() else { return Ok(()) };
+        if self.needs_upload {
+            let (picture, tiles) = upload_layer(&mut g.renderer, &g.ctx, &self.session, self.state.selected)?;
+            self.picture = picture;
+            self.tiles = tiles;
+            self.needs_upload = false;
+        }
+        self.frames.tick(Instant::now());
+        let scene = build_scene(&SceneInputs {
+            vm: &self.session.vm,
+            state: &self.state,
+            tiles: self.tiles.as_ref(),
+            picture: self.picture,
+            frame_ms: self.frames.mean_ms(),
+        });
+        if g.renderer.draw_to_surface(&g.ctx, &mut g.surface, &scene)?.is_none() || self.state.show_frame_time {
+            g.window.request_redraw();
+        }
+        Ok(())
+    }
+
+    fn on_key(&mut self, key: &WinitKey) {
+        let grid = self.model_shape_grid();
+        let maps = self.session.vm.map_layers.clone();
+        let shape = ModelShape { layers: self.session.vm.layers.len(), grid: grid.as_ref(), map_layers: &maps };
+        let ui_key = match key {
+            WinitKey::Named(NamedKey::ArrowDown) => Some(Key::NextLayer),
+            WinitKey::Named(NamedKey::ArrowUp) => Some(Key::PrevLayer),
+            WinitKey::Character(c) if c.eq_ignore_ascii_case("c") => Some(Key::CycleColormap),
+            WinitKey::Character(c) if c.eq_ignore_ascii_case("f") => Some(Key::ToggleFrameTime),
+            WinitKey::Named(NamedKey::ArrowRight | NamedKey::ArrowLeft) => {
+                let step = if matches!(key, WinitKey::Named(NamedKey::ArrowRight)) { 1 } else { -1 };
+                if let Some(path) = self.inputs.as_mut().and_then(|l| l.step(step)).map(PathBuf::from) {
+                    self.session.vm.notice = Some(format!("computing {}…", path.display()));
+                    self.worker.submit(path);
+                }
+                None
+            }
+            _ => None,
+        };
+        if let Some(k) = ui_key
+            && self.state.on_key(&shape, k)
+        {
+            self.needs_upload = true;
+        }
+        self.redraw();
+    }
+}
+
+impl ApplicationHandler<UserEvent> for App {
+    fn resumed(&mut self, event_loop: &ActiveEventLoop) {
+        if self.gfx.is_none()
+            && let Err(e) = self.create_gfx(event_loop)
+        {
+            self.fatal = Some(e);
+            event_loop.exit();
+        }
+        self.redraw();
+    }
+
+    fn user_event(&mut self, _event_loop: &ActiveEventLoop, event: UserEvent) {
+        match event {
+            UserEvent::Forward(Ok(result)) => {
+                self.session.accept(result);
+                self.needs_upload = true;
+            }
+            UserEvent::Forward(Err(message)) => self.session.vm.notice = Some(message),
+        }
+        self.redraw();
+    }
+
+    fn window_event(&mut self, event_loop: &ActiveEventLoop, _id: WindowId, event: WindowEvent) {
+        let grid = self.model_shape_grid();
+        let maps = self.session.vm.map_layers.clone();
+        let shape = ModelShape { layers: self.session.vm.layers.len(), grid: grid.as_ref(), map_layers: &maps };
+        match event {
+            WindowEvent::CloseRequested => event_loop.exit(),
+            WindowEvent::Resized(size) => {
+                if let Some(g) = self.gfx.as_mut() {
+                    g.surface.resize(&g.ctx, size.width, size.height);
+                }
+                if size.width > 0 && size.height > 0 {
+                    self.state.on_resize([size.width as f32, size.height as f32]);
+                }
+                self.redraw();
+            }
+            WindowEvent::CursorMoved { position, .. } => {
+                let p = [position.x as f32, position.y as f32];
+                self.cursor = Some(p);
+                let before = self.state.hover;
+                self.state.on_cursor(&shape, p);
+                if self.state.hover != before {
+                    self.redraw();
+                }
+            }
+            WindowEvent::CursorLeft { .. } => {
+                self.cursor = None;
+                self.state.on_cursor_left();
+                self.redraw();
+            }
+            WindowEvent::MouseInput { state: ElementState::Pressed, button: MouseButton::Left, .. } => {
+                if let Some(p) = self.cursor
+                    && self.state.on_click(&shape, p)
+                {
+                    self.needs_upload = true;
+                    self.redraw();
+                }
+            }
+            WindowEvent::MouseWheel { delta, .. } => {
+                let dy = match delta {
+                    MouseScrollDelta::LineDelta(_, y) => -y * 60.0,
+                    MouseScrollDelta::PixelDelta(p) => -p.y as f32,
+                };
+                if let Some(p) = self.cursor {
+                    self.state.on_scroll(&shape, p, dy);
+                    self.redraw();
+                }
+            }
+            WindowEvent::KeyboardInput { event, .. } if event.state == ElementState::Pressed => {
+                if event.logical_key == WinitKey::Named(NamedKey::Escape) {
+                    event_loop.exit();
+                } else {
+                    self.on_key(&event.logical_key);
+                }
+            }
+            WindowEvent::DroppedFile(path) => {
+                if path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("onnx")) {
+                    self.session.vm.notice = Some("Opening another model from the window is not supported yet; start `convlens view MODEL.onnx`.".into());
+                } else {
+                    match InputList::from_path(&path) {
+                        Ok(list) => {
+                            if let Some(first) = list.current().map(PathBuf::from) {
+                                self.session.vm.notice = Some(format!("computing {}…", first.display()));
+                                self.worker.submit(first);
+                            }
+                            self.inputs = Some(list);
+                        }
+                        Err(e) => self.session.vm.notice = Some(format!("{e:#}")),
+                    }
+                }
+                self.redraw();
+            }
+            WindowEvent::RedrawRequested => {
+                if let Err(e) = self.draw() {
+                    self.fatal = Some(e);
+                    event_loop.exit();
+                }
+            }
+            _ => {}
+        }
+    }
+}

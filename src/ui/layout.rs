@@ -1,0 +1,225 @@
+//! Where everything goes, as pure functions of the window size and view state: the three
+//! canvases of the paper (architecture on top, details in the middle, side on the right),
+//! the 7-per-row chain of layer nodes, the grid of filter tiles and hit testing. All
+//! coordinates are window pixels with the origin top-left.
+
+/// An axis-aligned rectangle in window pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Rect {
+    pub x: f32,
+    pub y: f32,
+    pub w: f32,
+    pub h: f32,
+}
+
+impl Rect {
+    pub const fn new(x: f32, y: f32, w: f32, h: f32) -> Self {
+        Self { x, y, w, h }
+    }
+    pub fn contains(&self, p: [f32; 2]) -> bool {
+        p[0] >= self.x && p[0] < self.x + self.w && p[1] >= self.y && p[1] < self.y + self.h
+    }
+    pub fn intersects(&self, o: &Rect) -> bool {
+        self.x < o.x + o.w && o.x < self.x + self.w && self.y < o.y + o.h && o.y < self.y + self.h
+    }
+    pub fn right(&self) -> f32 {
+        self.x + self.w
+    }
+    pub fn bottom(&self) -> f32 {
+        self.y + self.h
+    }
+    pub fn center(&self) -> [f32; 2] {
+        [self.x + self.w / 2.0, self.y + self.h / 2.0]
+    }
+}
+
+/// Nodes per row in the architecture canvas, as in the paper.
+pub const NODES_PER_ROW: usize = 7;
+/// Side length of a layer node square.
+pub const NODE_PX: f32 = 64.0;
+/// Vertical distance between node rows (room for the link labels above the links).
+pub const ROW_PITCH_PX: f32 = 104.0;
+/// Height of the architecture canvas's title bar.
+pub const TITLE_PX: f32 = 36.0;
+/// Width of the side canvas.
+pub const SIDE_PX: f32 = 300.0;
+/// Height of the details canvas header (layer name, method buttons).
+pub const DETAILS_HEADER_PX: f32 = 56.0;
+/// Gap between filter tiles.
+pub const TILE_GAP_PX: f32 = 4.0;
+
+/// The three canvases.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Canvases {
+    pub arch: Rect,
+    pub details: Rect,
+    pub side: Rect,
+}
+
+/// Splits the window: side canvas on the right at full height, the rest split between the
+/// architecture (top, 2 node rows plus title, at most 40%) and the details.
+pub fn canvases(window_px: [f32; 2]) -> Canvases {
+    let [w, h] = window_px;
+    let side_w = SIDE_PX.min(w * 0.35);
+    let main_w = (w - side_w).max(0.0);
+    let arch_h = (TITLE_PX + 2.0 * ROW_PITCH_PX + 8.0).min(h * 0.4);
+    Canvases {
+        arch: Rect::new(0.0, 0.0, main_w, arch_h),
+        details: Rect::new(0.0, arch_h, main_w, (h - arch_h).max(0.0)),
+        side: Rect::new(main_w, 0.0, side_w, h),
+    }
+}
+
+/// Positions of the layer nodes in the architecture canvas (before scrolling): row-major,
+/// 7 per row, horizontally centred.
+pub fn arch_node_rect(canvas: &Rect, index: usize) -> Rect {
+    let row = index / NODES_PER_ROW;
+    let col = index % NODES_PER_ROW;
+    let pitch_x = (canvas.w / NODES_PER_ROW as f32).max(NODE_PX + 8.0);
+    let x = canvas.x + pitch_x * col as f32 + (pitch_x - NODE_PX) / 2.0;
+    let y = canvas.y + TITLE_PX + 28.0 + ROW_PITCH_PX * row as f32;
+    Rect::new(x, y, NODE_PX, NODE_PX)
+}
+
+/// Total content height of the architecture canvas for `n` nodes.
+pub fn arch_content_height(n: usize) -> f32 {
+    TITLE_PX + 28.0 + ROW_PITCH_PX * n.div_ceil(NODES_PER_ROW) as f32
+}
+
+/// The grid of filter tiles in the details canvas.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TileGrid {
+    /// Top-left of tile 0 (before scrolling).
+    pub origin: [f32; 2],
+    pub cols: usize,
+    pub tile_px: [f32; 2],
+    pub count: usize,
+}
+
+impl TileGrid {
+    /// Lays out `count` tiles of `map_hw` pixels into `area`: the tile size adapts to the
+    /// width so that all tiles fit in as few rows as keep each tile at least `min_px` wide
+    /// (and never upscaled beyond 8× or more than 160 px).
+    pub fn new(area: &Rect, count: usize, map_hw: [usize; 2], min_px: f32) -> Self {
+        let aspect = map_hw[0].max(1) as f32 / map_hw[1].max(1) as f32;
+        let max_w = (map_hw[1] as f32 * 8.0).clamp(min_px, 160.0);
+        // Largest width in [min_px, max_w] that fits the whole grid in the area, else min_px.
+        let mut tile_w = max_w;
+        while tile_w > min_px {
+            let cols = ((area.w + TILE_GAP_PX) / (tile_w + TILE_GAP_PX)).floor().max(1.0) as usize;
+            let rows = count.div_ceil(cols);
+            if rows as f32 * (tile_w * aspect + TILE_GAP_PX) <= area.h {
+                break;
+            }
+            tile_w -= 1.0;
+        }
+        let tile_w = tile_w.max(min_px);
+        let cols = ((area.w + TILE_GAP_PX) / (tile_w + TILE_GAP_PX)).floor().max(1.0) as usize;
+        Self {
+            origin: [area.x + TILE_GAP_PX, area.y + TILE_GAP_PX],
+            cols,
+            tile_px: [tile_w, tile_w * aspect],
+            count,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.count.div_ceil(self.cols.max(1))
+    }
+
+    /// Content height of the grid.
+    pub fn height(&self) -> f32 {
+        self.rows() as f32 * (self.tile_px[1] + TILE_GAP_PX) + TILE_GAP_PX
+    }
+
+    /// Rectangle of tile `k`, shifted up by `scroll_px`.
+    pub fn tile_rect(&self, k: usize, scroll_px: f32) -> Rect {
+        let (row, col) = (k / self.cols.max(1), k % self.cols.max(1));
+        Rect::new(
+            self.origin[0] + col as f32 * (self.tile_px[0] + TILE_GAP_PX),
+            self.origin[1] + row as f32 * (self.tile_px[1] + TILE_GAP_PX) - scroll_px,
+            self.tile_px[0],
+            self.tile_px[1],
+        )
+    }
+
+    /// The tile under `p`, if any (gaps hit nothing).
+    pub fn tile_at(&self, p: [f32; 2], scroll_px: f32) -> Option<usize> {
+        let x = p[0] - self.origin[0];
+        let y = p[1] - self.origin[1] + scroll_px;
+        if x < 0.0 || y < 0.0 {
+            return None;
+        }
+        let pitch = [self.tile_px[0] + TILE_GAP_PX, self.tile_px[1] + TILE_GAP_PX];
+        let (col, row) = ((x / pitch[0]) as usize, (y / pitch[1]) as usize);
+        let inside = x - col as f32 * pitch[0] < self.tile_px[0] && y - row as f32 * pitch[1] < self.tile_px[1];
+        let k = row * self.cols + col;
+        (inside && col < self.cols && k < self.count).then_some(k)
+    }
+
+    /// Indices of the tiles that intersect `view` (only these cost work).
+    pub fn visible(&self, view: &Rect, scroll_px: f32) -> std::ops::Range<usize> {
+        let pitch_y = self.tile_px[1] + TILE_GAP_PX;
+        let top = ((view.y - self.origin[1] + scroll_px) / pitch_y).floor().max(0.0) as usize;
+        let bottom = ((view.bottom() - self.origin[1] + scroll_px) / pitch_y).ceil().max(0.0) as usize;
+        (top * self.cols).min(self.count)..(bottom * self.cols).min(self.count)
+    }
+}
+
+/// Clamps a scroll offset to `[0, content - viewport]`.
+pub fn clamp_scroll(scroll_px: f32, content_px: f32, viewport_px: f32) -> f32 {
+    scroll_px.clamp(0.0, (content_px - viewport_px).max(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canvases_tile_the_window() {
+        let c = canvases([1600.0, 1000.0]);
+        assert_eq!(c.side.right(), 1600.0);
+        assert_eq!(c.arch.w + c.side.w, 1600.0);
+        assert_eq!(c.details.y, c.arch.bottom());
+        assert_eq!(c.details.bottom(), 1000.0);
+    }
+
+    #[test]
+    fn nodes_wrap_seven_per_row() {
+        let c = Rect::new(0.0, 0.0, 700.0, 300.0);
+        let r6 = arch_node_rect(&c, 6);
+        let r7 = arch_node_rect(&c, 7);
+        assert!(r7.y > r6.y, "node 7 starts a new row");
+        assert_eq!(r7.x, arch_node_rect(&c, 0).x);
+        assert_eq!(arch_node_rect(&c, 13).y, r7.y);
+        assert_eq!(arch_content_height(14), arch_content_height(8));
+    }
+
+    #[test]
+    fn tile_grid_hit_testing_and_visibility() {
+        let area = Rect::new(0.0, 100.0, 400.0, 300.0);
+        let g = TileGrid::new(&area, 64, [13, 13], 24.0);
+        assert!(g.rows() as f32 * (g.tile_px[1] + TILE_GAP_PX) <= 300.0 + 1.0, "64 tiles fit: {g:?}");
+        for k in [0, 7, 63] {
+            let r = g.tile_rect(k, 0.0);
+            assert_eq!(g.tile_at(r.center(), 0.0), Some(k));
+        }
+        // A gap hits nothing; past the last tile hits nothing.
+        let r0 = g.tile_rect(0, 0.0);
+        assert_eq!(g.tile_at([r0.right() + TILE_GAP_PX / 2.0, r0.center()[1]], 0.0), None);
+        // Scrolling moves the hit target.
+        let row_pitch = g.tile_rect(g.cols, 0.0).y - r0.y;
+        assert_eq!(g.tile_at(r0.center(), row_pitch), Some(g.cols), "scrolled by one row");
+        assert_eq!(g.tile_at(r0.center(), -row_pitch), None, "row above the grid");
+        let many = TileGrid::new(&area, 1000, [7, 7], 24.0);
+        let vis = many.visible(&area, 0.0);
+        assert!(vis.start == 0 && vis.end < 1000 && vis.end >= many.cols, "{vis:?}");
+    }
+
+    #[test]
+    fn scroll_is_clamped() {
+        assert_eq!(clamp_scroll(-5.0, 100.0, 50.0), 0.0);
+        assert_eq!(clamp_scroll(80.0, 100.0, 50.0), 50.0);
+        assert_eq!(clamp_scroll(10.0, 40.0, 50.0), 0.0);
+    }
+}

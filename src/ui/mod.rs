@@ -1,0 +1,112 @@
+//! Layout and interaction as plain data: the view model (what the network and the latest
+//! forward pass say), the interaction state machine, the canvases' geometry, and the
+//! scene builder that turns all of it into a [`crate::render::Scene`]. No GPU here.
+
+pub mod layout;
+pub mod scene;
+pub mod state;
+
+use std::collections::HashMap;
+
+use crate::model::Graph;
+
+/// One layer as the views show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerInfo {
+    pub name: String,
+    pub type_name: String,
+    pub output_shape: Vec<usize>,
+    /// Indices of the layers this one reads (graph inputs and weights excluded).
+    pub producers: Vec<usize>,
+    /// Parameters as short `key: value` lines.
+    pub params_text: String,
+    pub is_conv: bool,
+}
+
+impl LayerInfo {
+    /// `C×H×W` for feature maps, else the shape without the batch axis.
+    pub fn size_label(&self) -> String {
+        let s = match self.output_shape.as_slice() {
+            [1, rest @ ..] if !rest.is_empty() => rest,
+            all => all,
+        };
+        s.iter().map(usize::to_string).collect::<Vec<_>>().join("×")
+    }
+
+    /// `(C, H, W)` of a `[1, C, H, W]` output.
+    pub fn map_dims(&self) -> Option<(usize, usize, usize)> {
+        match self.output_shape.as_slice() {
+            [1, c, h, w] => Some((*c, *h, *w)),
+            _ => None,
+        }
+    }
+}
+
+/// Everything the views show about the model and the current input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewModel {
+    pub model_name: String,
+    pub layers: Vec<LayerInfo>,
+    /// Layers with per-channel maps, in order.
+    pub map_layers: Vec<usize>,
+    /// Class probabilities of the current input (empty before the first forward pass).
+    pub probabilities: Vec<f32>,
+    pub labels: Vec<String>,
+    /// Where the current input came from.
+    pub input_label: String,
+    /// Compute device description.
+    pub device: String,
+    /// A message for the user (errors, notices), shown in the side canvas.
+    pub notice: Option<String>,
+}
+
+impl ViewModel {
+    /// The static part, from the graph.
+    pub fn from_graph(graph: &Graph, labels: Vec<String>, device: String) -> Self {
+        let producer: HashMap<&str, usize> = graph
+            .nodes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| n.outputs.iter().map(move |o| (o.as_str(), i)))
+            .collect();
+        let layers = graph
+            .nodes
+            .iter()
+            .map(|n| LayerInfo {
+                name: n.name.clone(),
+                type_name: n.op.type_name().to_string(),
+                output_shape: n.output_shape().to_vec(),
+                producers: n.inputs.iter().filter_map(|i| producer.get(i.as_str()).copied()).collect(),
+                params_text: params_text(&crate::export::architecture::params(graph, n)),
+                is_conv: n.op.is_conv(),
+            })
+            .collect();
+        Self {
+            model_name: graph.name.clone(),
+            layers,
+            map_layers: graph.feature_map_layers().map(|(i, _)| i).collect(),
+            probabilities: Vec::new(),
+            labels,
+            input_label: String::new(),
+            device,
+            notice: None,
+        }
+    }
+
+    /// The `k` most probable classes as `(index, probability)`.
+    pub fn top_classes(&self, k: usize) -> Vec<(usize, f32)> {
+        crate::engine::top_k(&self.probabilities, k).into_iter().map(|i| (i, self.probabilities[i])).collect()
+    }
+
+    pub fn label(&self, class: usize) -> String {
+        self.labels.get(class).cloned().unwrap_or_else(|| format!("class {class}"))
+    }
+}
+
+/// Flattens a params JSON object into `key: value` lines.
+fn params_text(params: &serde_json::Value) -> String {
+    params
+        .as_object()
+        .map(|o| o.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join("\n"))
+        .unwrap_or_default()
+}

@@ -1,0 +1,263 @@
+//! Interaction as plain data: what is selected, hovered and scrolled, and how input events
+//! change it. Pure functions of (state, layout, event), unit-tested without a GPU.
+
+use super::layout::{Canvases, ROW_PITCH_PX, Rect, TileGrid, arch_content_height, arch_node_rect, canvases, clamp_scroll};
+use crate::render::Colormap;
+
+/// What the pointer is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Hover {
+    #[default]
+    Nothing,
+    /// A layer node in the architecture canvas.
+    Node(usize),
+    /// Filter tile `k` (from 0) of the selected layer.
+    Tile(usize),
+}
+
+/// The viewer's interaction state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewState {
+    /// Selected layer (node index).
+    pub selected: usize,
+    pub hover: Hover,
+    pub arch_scroll_px: f32,
+    pub details_scroll_px: f32,
+    pub colormap: Colormap,
+    pub show_frame_time: bool,
+    pub window_px: [f32; 2],
+}
+
+/// What the state machine needs to know about the model.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelShape<'a> {
+    /// Number of layers.
+    pub layers: usize,
+    /// Tile grid of the selected layer, if it has per-channel maps.
+    pub grid: Option<&'a TileGrid>,
+    /// Layers that have per-channel maps, in order (for stepping with the keyboard).
+    pub map_layers: &'a [usize],
+}
+
+/// Keys the viewer reacts to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    /// Next layer with feature maps.
+    NextLayer,
+    /// Previous layer with feature maps.
+    PrevLayer,
+    /// Cycle the colour map.
+    CycleColormap,
+    /// Toggle the frame-time readout.
+    ToggleFrameTime,
+}
+
+impl ViewState {
+    /// A fresh state with `selected` chosen and scrolled into view.
+    pub fn new(selected: usize, window_px: [f32; 2]) -> Self {
+        let mut s = Self {
+            selected,
+            hover: Hover::Nothing,
+            arch_scroll_px: 0.0,
+            details_scroll_px: 0.0,
+            colormap: Colormap::Grey,
+            show_frame_time: false,
+            window_px,
+        };
+        s.scroll_arch_to(selected);
+        s
+    }
+
+    pub fn canvases(&self) -> Canvases {
+        canvases(self.window_px)
+    }
+
+    /// The area of the details canvas below its header, where tiles go.
+    pub fn tile_area(&self) -> Rect {
+        let d = self.canvases().details;
+        Rect::new(d.x, d.y + super::layout::DETAILS_HEADER_PX, d.w, (d.h - super::layout::DETAILS_HEADER_PX).max(0.0))
+    }
+
+    /// Which thing is at `p`.
+    pub fn hit(&self, model: &ModelShape, p: [f32; 2]) -> Hover {
+        let c = self.canvases();
+        if c.arch.contains(p) {
+            let q = [p[0], p[1] + self.arch_scroll_px];
+            return (0..model.layers)
+                .find(|&i| arch_node_rect(&c.arch, i).contains(q))
+                .map_or(Hover::Nothing, Hover::Node);
+        }
+        if self.tile_area().contains(p)
+            && let Some(grid) = model.grid
+            && let Some(k) = grid.tile_at(p, self.details_scroll_px)
+        {
+            return Hover::Tile(k);
+        }
+        Hover::Nothing
+    }
+
+    pub fn on_cursor(&mut self, model: &ModelShape, p: [f32; 2]) {
+        self.hover = self.hit(model, p);
+    }
+
+    pub fn on_cursor_left(&mut self) {
+        self.hover = Hover::Nothing;
+    }
+
+    /// A click selects the layer under the pointer. Returns whether the selection changed.
+    pub fn on_click(&mut self, model: &ModelShape, p: [f32; 2]) -> bool {
+        match self.hit(model, p) {
+            Hover::Node(i) if i != self.selected => {
+                self.select(i);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn select(&mut self, i: usize) {
+        self.selected = i;
+        self.details_scroll_px = 0.0;
+        self.hover = Hover::Nothing;
+    }
+
+    /// Scrolls the canvas under the pointer by `dy_px` (positive = content moves up).
+    pub fn on_scroll(&mut self, model: &ModelShape, p: [f32; 2], dy_px: f32) {
+        let c = self.canvases();
+        if c.arch.contains(p) {
+            // The architecture scrolls by whole rows of nodes.
+            let content = arch_content_height(model.layers);
+            let wanted = clamp_scroll(self.arch_scroll_px + dy_px, content, c.arch.h);
+            let max_rows = (clamp_scroll(f32::MAX, content, c.arch.h) / ROW_PITCH_PX).ceil();
+            let rows = if dy_px > 0.0 { (wanted / ROW_PITCH_PX).ceil() } else { (wanted / ROW_PITCH_PX).floor() };
+            self.arch_scroll_px = rows.clamp(0.0, max_rows) * ROW_PITCH_PX;
+        } else if c.details.contains(p)
+            && let Some(grid) = model.grid
+        {
+            self.details_scroll_px = clamp_scroll(self.details_scroll_px + dy_px, grid.height(), self.tile_area().h);
+        }
+        self.on_cursor(model, p);
+    }
+
+    /// Returns whether the selection changed.
+    pub fn on_key(&mut self, model: &ModelShape, key: Key) -> bool {
+        match key {
+            Key::NextLayer | Key::PrevLayer => {
+                let layers = model.map_layers;
+                let pos = layers.iter().position(|&l| l >= self.selected);
+                let next = match (key, pos) {
+                    (Key::NextLayer, Some(p)) if layers[p] == self.selected => layers.get(p + 1),
+                    (Key::NextLayer, Some(p)) => layers.get(p),
+                    (Key::PrevLayer, Some(p)) => p.checked_sub(1).and_then(|q| layers.get(q)),
+                    (Key::PrevLayer, None) => layers.last(),
+                    _ => None,
+                };
+                match next {
+                    Some(&n) => {
+                        self.select(n);
+                        self.scroll_arch_to(n);
+                        true
+                    }
+                    None => false,
+                }
+            }
+            Key::CycleColormap => {
+                let maps = Colormap::SCALAR;
+                let i = maps.iter().position(|&m| m == self.colormap).unwrap_or(0);
+                self.colormap = maps[(i + 1) % maps.len()];
+                false
+            }
+            Key::ToggleFrameTime => {
+                self.show_frame_time = !self.show_frame_time;
+                false
+            }
+        }
+    }
+
+    /// Scrolls the architecture canvas so node `i` is visible.
+    pub fn scroll_arch_to(&mut self, i: usize) {
+        let arch = self.canvases().arch;
+        let r = arch_node_rect(&arch, i);
+        if r.y - self.arch_scroll_px < arch.y + super::layout::TITLE_PX || r.bottom() - self.arch_scroll_px > arch.bottom() {
+            self.arch_scroll_px = (i / super::layout::NODES_PER_ROW) as f32 * ROW_PITCH_PX;
+        }
+    }
+
+    pub fn on_resize(&mut self, window_px: [f32; 2]) {
+        self.window_px = window_px;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model<'a>(grid: Option<&'a TileGrid>, maps: &'a [usize]) -> ModelShape<'a> {
+        ModelShape { layers: 20, grid, map_layers: maps }
+    }
+
+    #[test]
+    fn click_on_a_node_selects_it() {
+        let mut s = ViewState::new(0, [1400.0, 900.0]);
+        let m = model(None, &[0, 2, 4]);
+        let r = arch_node_rect(&s.canvases().arch, 3);
+        assert_eq!(s.hit(&m, r.center()), Hover::Node(3));
+        assert!(s.on_click(&m, r.center()));
+        assert_eq!(s.selected, 3);
+        assert!(!s.on_click(&m, r.center()), "clicking the selected node changes nothing");
+        assert!(!s.on_click(&m, [1.0, 1.0]), "the title bar selects nothing");
+    }
+
+    #[test]
+    fn hover_finds_tiles_in_the_details_canvas() {
+        let s = ViewState::new(0, [1400.0, 900.0]);
+        let grid = TileGrid::new(&s.tile_area(), 32, [56, 56], 24.0);
+        let m = model(Some(&grid), &[0]);
+        let r = grid.tile_rect(5, 0.0);
+        assert_eq!(s.hit(&m, r.center()), Hover::Tile(5));
+    }
+
+    #[test]
+    fn keys_step_through_feature_map_layers() {
+        let mut s = ViewState::new(1, [1400.0, 900.0]);
+        let maps = [0, 2, 4];
+        let m = model(None, &maps);
+        assert!(s.on_key(&m, Key::NextLayer));
+        assert_eq!(s.selected, 2);
+        assert!(s.on_key(&m, Key::NextLayer));
+        assert_eq!(s.selected, 4);
+        assert!(!s.on_key(&m, Key::NextLayer), "no layer after the last");
+        assert!(s.on_key(&m, Key::PrevLayer));
+        assert_eq!(s.selected, 2);
+        s.on_key(&m, Key::CycleColormap);
+        assert_eq!(s.colormap, Colormap::Diverging);
+    }
+
+    #[test]
+    fn architecture_scrolls_by_whole_rows() {
+        let mut s = ViewState::new(0, [1400.0, 900.0]);
+        let m = ModelShape { layers: 94, grid: None, map_layers: &[] };
+        let p = s.canvases().arch.center();
+        s.on_scroll(&m, p, 10.0);
+        assert_eq!(s.arch_scroll_px, ROW_PITCH_PX);
+        s.on_scroll(&m, p, 1e9);
+        let last_row_top = arch_node_rect(&s.canvases().arch, 93).y - s.arch_scroll_px;
+        assert!(last_row_top >= s.canvases().arch.y, "the last row stays reachable");
+        assert_eq!(s.arch_scroll_px % ROW_PITCH_PX, 0.0);
+        s.on_scroll(&m, p, -10.0);
+        s.on_scroll(&m, p, -1e9);
+        assert_eq!(s.arch_scroll_px, 0.0);
+    }
+
+    #[test]
+    fn scrolling_is_bounded_by_content() {
+        let mut s = ViewState::new(0, [1400.0, 900.0]);
+        let grid = TileGrid::new(&s.tile_area(), 2000, [7, 7], 24.0);
+        let m = model(Some(&grid), &[0]);
+        let p = s.tile_area().center();
+        s.on_scroll(&m, p, 1e9);
+        assert_eq!(s.details_scroll_px, grid.height() - s.tile_area().h);
+        s.on_scroll(&m, p, -1e9);
+        assert_eq!(s.details_scroll_px, 0.0);
+    }
+}
