@@ -9,6 +9,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Some(Command::Info(args)) => cli::info(&args),
         Some(Command::Export(args)) => cli::export(&args),
+        Some(Command::Stats(args)) => cli::stats(&args),
         Some(Command::View(args)) => cli::view(&args),
         None => cli::view(&cli::ViewArgs { window_size: [1600, 1000], method: "forward".into(), ..Default::default() }),
     };

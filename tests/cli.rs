@@ -103,3 +103,35 @@ fn unsupported_op_names_op_node_and_file() {
     let msg = text(&out);
     assert!(msg.contains("NonMaxSuppression") && msg.contains(&node_name) && msg.contains("weird.onnx"), "{msg}");
 }
+
+#[test]
+fn stats_aggregate_what_export_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let images = format!("{}/assets/images", env!("CARGO_MANIFEST_DIR"));
+    let layer = "/_conv_stem/Conv";
+    let out = dir.path().join("stats.json");
+    let run = convlens(&["stats", "--inputs", &images, "--out", out.to_str().expect("utf8"), "--layers", layer, "--device", "cpu"]);
+    assert!(run.status.success(), "{}", text(&run));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).expect("stats file")).expect("json");
+    assert_eq!(v["images"], 3);
+    let filters = v["layers"][0]["filters"].as_array().expect("filters");
+    assert_eq!(filters.len(), 32);
+    let mut ranks: Vec<u64> = filters.iter().map(|f| f["rank"].as_u64().expect("rank")).collect();
+    ranks.sort_unstable();
+    assert_eq!(ranks, (1..=32).collect::<Vec<_>>());
+    // Independent check: the raw maps that `export --raw` writes for each image.
+    let (mut mean1, mut max1) = (0.0f64, f32::NEG_INFINITY);
+    for name in ["astronaut", "chelsea", "coffee"] {
+        let d = dir.path().join(name);
+        let img = format!("{images}/{name}.png");
+        let e = convlens(&["export", "--input", &img, "--out", d.to_str().expect("utf8"), "--layers", layer, "--raw", "--device", "cpu"]);
+        assert!(e.status.success(), "{}", text(&e));
+        let raw = convlens::npy::read(&d.join("raw/forward/conv_stem_Conv.npy")).expect("raw");
+        let tile = &raw.data[..112 * 112];
+        mean1 += tile.iter().map(|&x| f64::from(x)).sum::<f64>() / tile.len() as f64 / 3.0;
+        max1 = tile.iter().copied().fold(max1, f32::max);
+    }
+    let f1 = &filters[0];
+    assert!((f1["mean"].as_f64().expect("mean") - mean1).abs() < 1e-6 * mean1.abs().max(1.0), "{f1} vs {mean1}");
+    assert_eq!(f1["max"].as_f64().expect("max") as f32, max1);
+}

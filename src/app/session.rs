@@ -10,7 +10,7 @@ use image::RgbImage;
 
 use crate::cli::LoadedModel;
 use crate::engine::{self, Capture, ComputeDevice, Engine, HostTensor};
-use crate::model::preprocess::{InputTensor, load_input};
+use crate::model::preprocess::{InputTensor, list_inputs, load_input};
 use crate::render::{GpuContext, Renderer, TileHandle, value_range};
 use crate::ui::ViewModel;
 use crate::ui::scene::LayerTiles;
@@ -46,18 +46,7 @@ pub struct InputList {
 impl InputList {
     /// A file gives a list of one; a folder lists its images sorted by name.
     pub fn from_path(path: &Path) -> Result<Self> {
-        if path.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-                .with_context(|| format!("cannot list {}", path.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| is_input_file(p))
-                .collect();
-            files.sort();
-            anyhow::ensure!(!files.is_empty(), "{} holds no images (png, jpg, webp, bmp, tif, gif) or .npy files", path.display());
-            Ok(Self { files, current: 0 })
-        } else {
-            Ok(Self { files: vec![path.to_path_buf()], current: 0 })
-        }
+        Ok(Self { files: list_inputs(path)?, current: 0 })
     }
 
     pub fn current(&self) -> Option<&Path> {
@@ -73,11 +62,6 @@ impl InputList {
         self.current = (self.current as isize + step).rem_euclid(n) as usize;
         self.current()
     }
-}
-
-fn is_input_file(p: &Path) -> bool {
-    let ext = p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
-    matches!(ext.as_str(), "png" | "jpg" | "jpeg" | "webp" | "bmp" | "tif" | "tiff" | "gif" | "npy")
 }
 
 /// The model side of the viewer.

@@ -81,6 +81,32 @@ pub fn load_input_bytes(bytes: &[u8], name: &str, spec: &InputSpec) -> Result<In
     Ok(image_to_input(&img.to_rgb8(), spec))
 }
 
+/// The input files a path names: the file itself, or a folder's images and `.npy` files
+/// sorted by name (not recursive).
+pub fn list_inputs(path: &Path) -> Result<Vec<std::path::PathBuf>> {
+    if !path.is_dir() {
+        if !path.exists() {
+            return Err(ModelError::input(path.display(), "no such file or folder"));
+        }
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let entries = std::fs::read_dir(path).map_err(|source| ModelError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut files: Vec<std::path::PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file() && is_input_file(p)).collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(ModelError::input(path.display(), "the folder holds no images (png, jpg, webp, bmp, tif, gif) or .npy files"));
+    }
+    Ok(files)
+}
+
+fn is_input_file(p: &Path) -> bool {
+    let ext = p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
+    matches!(ext.as_str(), "png" | "jpg" | "jpeg" | "webp" | "bmp" | "tif" | "tiff" | "gif" | "npy")
+}
+
 fn load_npy_input(path: &Path, spec: &InputSpec) -> Result<InputTensor> {
     let arr = crate::npy::read(path).map_err(|e| ModelError::input(path.display(), e.to_string()))?;
     let [h, w] = spec.size_hw;
