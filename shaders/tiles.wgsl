@@ -11,7 +11,9 @@ struct Globals {
 };
 
 @group(0) @binding(0) var<uniform> globals: Globals;
-// Raw f32 activations (R32Float, not filterable: read with textureLoad).
+// Raw f32 activations (R32Float, not filterable: read with textureLoad). The layers form one
+// linear texel space (index = layer·S² + row·S + column) and each tile is stored row-major
+// from its first texel on (see src/render/packer.rs).
 @group(0) @binding(1) var atlas: texture_2d_array<f32>;
 
 const COLORMAP_GREY: u32 = 0u;
@@ -22,9 +24,9 @@ const COLORMAP_RGB: u32 = 3u;
 struct Instance {
     @location(0) rect_px: vec4<f32>,      // x, y, w, h in target pixels
     @location(1) value_range: vec2<f32>,  // min, max
-    @location(2) origin_px: vec2<u32>,    // atlas texel of the tile's top-left
+    @location(2) origin_px: vec2<u32>,    // column, row of the tile's first texel
     @location(3) size_px: vec2<u32>,      // tile size in texels (one plane)
-    @location(4) layer: u32,
+    @location(4) layer: u32,              // layer of the first texel
     @location(5) colormap: u32,
     @location(6) border_rgba: vec4<f32>,  // sRGB, alpha mixes over the tile
     @location(7) border_px: f32,
@@ -35,11 +37,11 @@ struct VsOut {
     @location(0) local_px: vec2<f32>,
     @location(1) @interpolate(flat) rect_size: vec2<f32>,
     @location(2) @interpolate(flat) value_range: vec2<f32>,
-    @location(3) @interpolate(flat) origin_px: vec2<u32>,
-    @location(4) @interpolate(flat) size_px: vec2<u32>,
-    @location(5) @interpolate(flat) layer_colormap: vec2<u32>,
-    @location(6) @interpolate(flat) border_rgba: vec4<f32>,
-    @location(7) @interpolate(flat) border_px: f32,
+    @location(3) @interpolate(flat) size_px: vec2<u32>,
+    // Linear index of the tile's first texel, and the colour map.
+    @location(4) @interpolate(flat) base_colormap: vec2<u32>,
+    @location(5) @interpolate(flat) border_rgba: vec4<f32>,
+    @location(6) @interpolate(flat) border_px: f32,
 };
 
 @vertex
@@ -57,9 +59,10 @@ fn vs_main(@builtin(vertex_index) vertex: u32, inst: Instance) -> VsOut {
     out.local_px = local;
     out.rect_size = inst.rect_px.zw;
     out.value_range = inst.value_range;
-    out.origin_px = inst.origin_px;
+    let side = textureDimensions(atlas).x;
+    let base = (inst.layer * side + inst.origin_px.y) * side + inst.origin_px.x;
     out.size_px = inst.size_px;
-    out.layer_colormap = vec2<u32>(inst.layer, inst.colormap);
+    out.base_colormap = vec2<u32>(base, inst.colormap);
     out.border_rgba = inst.border_rgba;
     out.border_px = inst.border_px;
     return out;
@@ -111,8 +114,15 @@ fn srgb_to_linear(c: vec3<f32>) -> vec3<f32> {
     return select(hi, lo, c <= vec3<f32>(0.04045));
 }
 
-fn load(texel: vec2<u32>, layer: u32) -> f32 {
-    return textureLoad(atlas, vec2<i32>(texel), i32(layer), 0).r;
+// Texel `index` of the atlas's linear texel space. Layer sides are powers of two, so the
+// divisions are shifts and masks.
+fn load(index: u32) -> f32 {
+    let side = textureDimensions(atlas).x;
+    let shift = countTrailingZeros(side);
+    let layer = index >> (2u * shift);
+    let column = index & (side - 1u);
+    let row = (index >> shift) & (side - 1u);
+    return textureLoad(atlas, vec2<u32>(column, row), layer, 0).r;
 }
 
 @fragment
@@ -121,22 +131,21 @@ fn fs_main(in: VsOut) -> @location(0) vec4<f32> {
     // Nearest texel under this pixel (pixel centres map into the tile's texel grid).
     let uv = clamp(in.local_px / in.rect_size, vec2<f32>(0.0), vec2<f32>(1.0));
     let cell = min(vec2<u32>(floor(uv * vec2<f32>(size))), size - vec2<u32>(1u));
-    let texel = in.origin_px + cell;
-    let layer = in.layer_colormap.x;
-    let colormap = in.layer_colormap.y;
+    let index = in.base_colormap.x + cell.y * size.x + cell.x;
+    let colormap = in.base_colormap.y;
     let range = in.value_range;
 
     var rgb = vec3<f32>(0.0);
     if range.y > range.x {
         if colormap == COLORMAP_RGB {
-            let plane = vec2<u32>(0u, size.y);
+            let plane = size.x * size.y;
             rgb = vec3<f32>(
-                normalise(load(texel, layer), range),
-                normalise(load(texel + plane, layer), range),
-                normalise(load(texel + 2u * plane, layer), range),
+                normalise(load(index), range),
+                normalise(load(index + plane), range),
+                normalise(load(index + 2u * plane), range),
             );
         } else {
-            let v = load(texel, layer);
+            let v = load(index);
             if colormap == COLORMAP_DIVERGING {
                 rgb = diverging(v, range);
             } else if colormap == COLORMAP_VIRIDIS {

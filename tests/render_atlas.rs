@@ -88,7 +88,11 @@ fn check_grid(
             }
         }
     }
-    eprintln!("{colormap:?}: worst error {:.5} ({:.2}/255)", worst, worst * 255.0);
+    eprintln!(
+        "{colormap:?}: worst error {:.5} ({:.2}/255)",
+        worst,
+        worst * 255.0
+    );
 }
 
 #[test]
@@ -98,7 +102,10 @@ fn known_activations_come_back_min_max_normalised() {
     let values = activations(n, (w * h) as usize);
     let ranges: Vec<[f32; 2]> = values.chunks((w * h) as usize).map(value_range).collect();
     // Small layers (64×64 = 16 tiles) force the atlas to grow a second layer mid-upload.
-    for format in [wgpu::TextureFormat::Rgba8Unorm, wgpu::TextureFormat::Rgba8UnormSrgb] {
+    for format in [
+        wgpu::TextureFormat::Rgba8Unorm,
+        wgpu::TextureFormat::Rgba8UnormSrgb,
+    ] {
         let atlas = TileAtlas::with_layout(&ctx.device, 64, 8);
         let mut renderer = Renderer::with_atlas(&ctx, format, atlas);
         let handles = renderer
@@ -110,9 +117,17 @@ fn known_activations_come_back_min_max_normalised() {
         for colormap in Colormap::SCALAR {
             let img = render_grid(&ctx, &mut renderer, &handles, &ranges, colormap, 5);
             // Linear target: only 8-bit rounding. sRGB target: encode/decode rounding too.
-            let tol = if format.is_srgb() { 1.5 / 255.0 } else { 0.5 / 255.0 + 1e-4 };
+            let tol = if format.is_srgb() {
+                1.5 / 255.0
+            } else {
+                0.5 / 255.0 + 1e-4
+            };
             // The viridis polynomial is evaluated in f32 on both sides.
-            let tol = if colormap == Colormap::Viridis { tol + 0.5 / 255.0 } else { tol };
+            let tol = if colormap == Colormap::Viridis {
+                tol + 0.5 / 255.0
+            } else {
+                tol
+            };
             check_grid(&img, &values, [w, h], &ranges, colormap, 5, tol);
         }
     }
@@ -139,7 +154,10 @@ fn rgb_planes_are_normalised_jointly() {
     for (i, px) in img.pixels().enumerate() {
         for c in 0..3 {
             let want = (planes[c * n + i] - range[0]) / (range[1] - range[0]) * 255.0;
-            assert!((f32::from(px.0[c]) - want).abs() <= 0.51, "pixel {i} ch {c}: {px:?} vs {want}");
+            assert!(
+                (f32::from(px.0[c]) - want).abs() <= 0.51,
+                "pixel {i} ch {c}: {px:?} vs {want}"
+            );
         }
     }
 }
@@ -154,11 +172,13 @@ fn gpu_buffer_copies_land_like_cpu_uploads() {
         // Put the tensor at an offset, as a view into a bigger burn buffer would be.
         let mut contents = vec![0.0f32; 3];
         contents.extend(&values);
-        let buffer = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("test activation buffer"),
-            contents: bytemuck::cast_slice(&contents),
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-        });
+        let buffer = ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("test activation buffer"),
+                contents: bytemuck::cast_slice(&contents),
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            });
         let mut renderer = Renderer::with_atlas(
             &ctx,
             wgpu::TextureFormat::Rgba8Unorm,
@@ -169,13 +189,30 @@ fn gpu_buffer_copies_land_like_cpu_uploads() {
             .copy_from_buffer(&ctx.device, &ctx.queue, &buffer, 12, w, h, n as u32)
             .unwrap_or_else(|e| panic!("{e}"));
         let img = render_grid(&ctx, &mut renderer, &handles, &ranges, Colormap::Grey, 3);
-        check_grid(&img, &values, [w, h], &ranges, Colormap::Grey, 3, 0.5 / 255.0 + 1e-4);
+        check_grid(
+            &img,
+            &values,
+            [w, h],
+            &ranges,
+            Colormap::Grey,
+            3,
+            0.5 / 255.0 + 1e-4,
+        );
         // Out-of-range and misaligned copies are errors, not panics.
-        let too_long = renderer
-            .atlas
-            .copy_from_buffer(&ctx.device, &ctx.queue, &buffer, 12, w, h, n as u32 + 1);
+        let too_long = renderer.atlas.copy_from_buffer(
+            &ctx.device,
+            &ctx.queue,
+            &buffer,
+            12,
+            w,
+            h,
+            n as u32 + 1,
+        );
         assert!(too_long.is_err());
-        let misaligned = renderer.atlas.copy_from_buffer(&ctx.device, &ctx.queue, &buffer, 2, w, h, 1);
+        let misaligned =
+            renderer
+                .atlas
+                .copy_from_buffer(&ctx.device, &ctx.queue, &buffer, 2, w, h, 1);
         assert!(misaligned.is_err());
     }
 }
@@ -183,19 +220,72 @@ fn gpu_buffer_copies_land_like_cpu_uploads() {
 #[test]
 fn bad_uploads_are_errors() {
     let ctx = ctx();
-    let mut atlas = TileAtlas::with_layout(&ctx.device, 32, 1);
+    // One 64×64 layer: room for exactly 16 tiles of 16×16.
+    let mut atlas = TileAtlas::with_layout(&ctx.device, 64, 1);
     let (d, q) = (&ctx.device, &ctx.queue);
-    let err = atlas.upload(d, q, &[0.0; 5], 2, 2).err().map(|e| e.to_string());
-    assert!(err.is_some_and(|e| e.contains("5 values")), "length mismatch");
-    assert!(atlas.upload(d, q, &[0.0; 33], 33, 1).is_err(), "wider than a layer");
+    let err = atlas
+        .upload(d, q, &[0.0; 5], 2, 2)
+        .err()
+        .map(|e| e.to_string());
+    assert!(
+        err.is_some_and(|e| e.contains("5 values")),
+        "length mismatch"
+    );
     assert!(atlas.upload(d, q, &[], 0, 0).is_err(), "empty tile");
-    for _ in 0..4 {
+    // A tile wider than a layer row is fine: tiles wrap in the linear layout.
+    assert!(atlas.upload(d, q, &[0.0; 100], 100, 1).is_ok());
+    atlas.clear();
+    for _ in 0..16 {
         assert!(atlas.upload(d, q, &[0.0; 256], 16, 16).is_ok());
     }
-    let full = atlas.upload(d, q, &[0.0; 256], 16, 16).err().map(|e| e.to_string());
-    assert!(full.is_some_and(|e| e.contains("atlas full")));
+    let full = atlas
+        .upload(d, q, &[0.0; 256], 16, 16)
+        .err()
+        .map(|e| e.to_string());
+    assert!(full.is_some_and(|e| e.contains("atlas full")), "17th tile");
     atlas.clear();
-    assert!(atlas.upload(d, q, &[0.0; 256], 16, 16).is_ok(), "clear() frees the space");
+    assert!(
+        atlas.upload(d, q, &[0.0; 256], 16, 16).is_ok(),
+        "clear() frees the space"
+    );
+}
+
+/// Tiles whose rows wrap across atlas rows and layers still read back exactly.
+#[test]
+fn tiles_straddling_rows_and_layers_read_back() {
+    let ctx = ctx();
+    let (w, h, n) = (13u32, 11u32, 40usize); // 143 texels: never row-aligned in 64-wide rows
+    let values = activations(n, (w * h) as usize);
+    let ranges: Vec<[f32; 2]> = values.chunks((w * h) as usize).map(value_range).collect();
+    let mut renderer = Renderer::with_atlas(
+        &ctx,
+        wgpu::TextureFormat::Rgba8Unorm,
+        TileAtlas::with_layout(&ctx.device, 64, 4),
+    );
+    // Offset the start so the batch begins mid-row.
+    renderer
+        .atlas
+        .upload(&ctx.device, &ctx.queue, &[0.0; 5], 5, 1)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let handles = renderer
+        .atlas
+        .upload_many(&ctx.device, &ctx.queue, &values, w, h, n as u32)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        renderer.atlas.layers_allocated(),
+        2,
+        "5 + 40·143 texels span two 4096-texel layers"
+    );
+    let img = render_grid(&ctx, &mut renderer, &handles, &ranges, Colormap::Grey, 8);
+    check_grid(
+        &img,
+        &values,
+        [w, h],
+        &ranges,
+        Colormap::Grey,
+        8,
+        0.5 / 255.0 + 1e-4,
+    );
 }
 
 /// 100,000 tiles through small atlas layers (paging over ~19 layers), drawn in one frame at
@@ -222,7 +312,10 @@ fn hundred_thousand_tiles_page_through_layers() {
         );
     }
     let layers = renderer.atlas.layers_allocated();
-    assert!(layers >= 19, "expected paging over many layers, got {layers}");
+    assert!(
+        layers >= 19,
+        "expected paging over many layers, got {layers}"
+    );
     // Range per tile: [i·100, i·100 + 48 + i mod 50] encodes i into the brightness.
     let range = |i: u32| {
         let lo = i as f32 * 100.0;
@@ -252,6 +345,9 @@ fn hundred_thousand_tiles_page_through_layers() {
         let got = f32::from(img.get_pixel(c * 2 + 1, r * 2 + 1).0[0]);
         let [lo, hi] = range(i);
         let want = 40.0 / (hi - lo) * 255.0;
-        assert!((got - want).abs() <= 1.0, "tile {i}: got {got}, want {want}");
+        assert!(
+            (got - want).abs() <= 1.0,
+            "tile {i}: got {got}, want {want}"
+        );
     }
 }

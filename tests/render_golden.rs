@@ -162,8 +162,17 @@ fn tiles_scene(renderer: &mut Renderer, ctx: &GpuContext, colormap: Colormap) ->
         .enumerate()
         .map(|(k, (h, r))| {
             let (col, row) = ((k % 3) as f32, (k / 3) as f32);
-            let t = TileInstance::new([4.0 + col * 20.0, 4.0 + row * 20.0, 16.0, 16.0], *h, *r, colormap);
-            if k == 4 { t.with_border(1.0, [1.0, 0.8, 0.0, 1.0]) } else { t }
+            let t = TileInstance::new(
+                [4.0 + col * 20.0, 4.0 + row * 20.0, 16.0, 16.0],
+                *h,
+                *r,
+                colormap,
+            );
+            if k == 4 {
+                t.with_border(1.0, [1.0, 0.8, 0.0, 1.0])
+            } else {
+                t
+            }
         })
         .collect();
     Scene {
@@ -211,7 +220,12 @@ fn grey_tiles_are_normalised_per_tile() {
     for y in 0..16 {
         for x in 0..16 {
             assert_near(px(7, x, y), px(0, x, y), 1, &format!("tile 7 at {x},{y}"));
-            assert_near(px(5, 15 - x, 15 - y), px(0, x, y), 1, &format!("tile 5 at {x},{y}"));
+            assert_near(
+                px(5, 15 - x, 15 - y),
+                px(0, x, y),
+                1,
+                &format!("tile 5 at {x},{y}"),
+            );
         }
     }
     for y in 1..15 {
@@ -234,7 +248,10 @@ fn shapes_scene() -> Scene {
             ShapeInstance::circle([82.0, 12.0], 7.0, [0.3, 0.8, 0.4, 1.0]),
             ShapeInstance::fill_rect([4.0, 34.0, 40.0, 12.0], [0.9, 0.9, 0.3, 1.0]).rounded(6.0),
         ],
-        overlay: vec![ShapeInstance::fill_rect([20.0, 14.0, 30.0, 26.0], [1.0, 1.0, 1.0, 0.5])],
+        overlay: vec![ShapeInstance::fill_rect(
+            [20.0, 14.0, 30.0, 26.0],
+            [1.0, 1.0, 1.0, 0.5],
+        )],
         ..Scene::default()
     }
 }
@@ -246,8 +263,18 @@ fn shapes_match_golden() {
     let img = render(&mut renderer, &ctx, &shapes_scene(), 96, 64);
     // Spot checks that do not depend on the golden.
     let bg = *img.get_pixel(60, 60);
-    assert_near(img.get_pixel(10, 10).0, [51, 115, 230, 255], 1, "filled rect colour (sRGB bytes)");
-    assert_near(img.get_pixel(40, 10).0, [255, 255, 255, 255], 1, "outline left edge");
+    assert_near(
+        img.get_pixel(10, 10).0,
+        [51, 115, 230, 255],
+        1,
+        "filled rect colour (sRGB bytes)",
+    );
+    assert_near(
+        img.get_pixel(40, 10).0,
+        [255, 255, 255, 255],
+        1,
+        "outline left edge",
+    );
     assert_eq!(img.get_pixel(55, 10), &bg, "outline interior is background");
     assert_ne!(img.get_pixel(82, 12), &bg, "circle centre");
     assert_golden("shapes", &img, EXACT);
@@ -259,11 +286,19 @@ fn text_renders_inside_its_box_and_matches_golden() {
     let mut renderer = small_renderer(&ctx);
     let scene = Scene {
         clear: [0.0, 0.0, 0.0, 1.0],
-        text: vec![TextItem::new("Conv 3x3", [6.0, 4.0], 16.0, [1.0, 1.0, 1.0, 1.0])],
+        text: vec![TextItem::new(
+            "Conv 3x3",
+            [6.0, 4.0],
+            16.0,
+            [1.0, 1.0, 1.0, 1.0],
+        )],
         ..Scene::default()
     };
     let size = renderer.measure_text("Conv 3x3", 16.0, None);
-    assert!(size[0] > 40.0 && size[0] < 90.0 && size[1] >= 16.0, "measured {size:?}");
+    assert!(
+        size[0] > 40.0 && size[0] < 90.0 && size[1] >= 16.0,
+        "measured {size:?}"
+    );
     let img = render(&mut renderer, &ctx, &scene, 96, 32);
     let (mut inside, mut outside) = (0, 0);
     for (x, y, p) in img.enumerate_pixels() {
@@ -273,7 +308,10 @@ fn text_renders_inside_its_box_and_matches_golden() {
             if in_box { inside += 1 } else { outside += 1 }
         }
     }
-    assert!(inside > 60, "only {inside} lit pixels where the text should be");
+    assert!(
+        inside > 60,
+        "only {inside} lit pixels where the text should be"
+    );
     assert_eq!(outside, 0, "lit pixels outside the text box");
     assert_golden("text", &img, TEXT);
 }
@@ -283,7 +321,9 @@ fn layers_compose_in_order_and_pictures_draw() {
     let ctx = ctx();
     let mut renderer = small_renderer(&ctx);
     // An 8×8 picture: red increases to the right, green downwards, blue constant.
-    let picture = RgbaImage::from_fn(8, 8, |x, y| image::Rgba([(x * 36) as u8, (y * 36) as u8, 128, 255]));
+    let picture = RgbaImage::from_fn(8, 8, |x, y| {
+        image::Rgba([(x * 36) as u8, (y * 36) as u8, 128, 255])
+    });
     let pic = renderer
         .atlas
         .upload_rgba8(&ctx.device, &ctx.queue, &picture)
@@ -295,15 +335,24 @@ fn layers_compose_in_order_and_pictures_draw() {
         .unwrap_or_else(|e| panic!("{e}"));
     let scene = Scene {
         clear: [0.2, 0.2, 0.2, 1.0],
-        shapes: vec![ShapeInstance::fill_rect([2.0, 2.0, 92.0, 44.0], [0.9, 0.9, 0.9, 1.0])],
+        shapes: vec![ShapeInstance::fill_rect(
+            [2.0, 2.0, 92.0, 44.0],
+            [0.9, 0.9, 0.9, 1.0],
+        )],
         tiles: vec![
             TileInstance::picture([6.0, 6.0, 32.0, 32.0], pic),
             TileInstance::new([44.0, 6.0, 32.0, 32.0], tile, ranges[0], Colormap::Viridis),
             // Entirely off-screen: culled.
             TileInstance::new([500.0, 6.0, 32.0, 32.0], tile, ranges[0], Colormap::Grey),
         ],
-        overlay: vec![ShapeInstance::outline_rect([43.0, 5.0, 34.0, 34.0], 1.0, [1.0, 0.0, 0.0, 1.0])],
-        text: vec![TextItem::new("conv1", [48.0, 50.0], 11.0, [1.0, 1.0, 1.0, 1.0]).anchored([0.5, 0.0])],
+        overlay: vec![ShapeInstance::outline_rect(
+            [43.0, 5.0, 34.0, 34.0],
+            1.0,
+            [1.0, 0.0, 0.0, 1.0],
+        )],
+        text: vec![
+            TextItem::new("conv1", [48.0, 50.0], 11.0, [1.0, 1.0, 1.0, 1.0]).anchored([0.5, 0.0]),
+        ],
     };
     let stats = renderer
         .prepare(&ctx, &scene, [96, 64])
@@ -311,8 +360,18 @@ fn layers_compose_in_order_and_pictures_draw() {
     assert_eq!((stats.tiles_drawn, stats.tiles_total), (2, 3));
     let img = render(&mut renderer, &ctx, &scene, 96, 64);
     // Picture pixels are the source bytes (4× zoom, nearest).
-    assert_near(img.get_pixel(6 + 4 * 5 + 1, 6 + 4 * 2 + 1).0, [180, 72, 128, 255], 1, "picture");
+    assert_near(
+        img.get_pixel(6 + 4 * 5 + 1, 6 + 4 * 2 + 1).0,
+        [180, 72, 128, 255],
+        1,
+        "picture",
+    );
     // The overlay outline is drawn over the canvas.
-    assert_near(img.get_pixel(43, 20).0, [255, 0, 0, 255], 1, "overlay outline");
+    assert_near(
+        img.get_pixel(43, 20).0,
+        [255, 0, 0, 255],
+        1,
+        "overlay outline",
+    );
     assert_golden("composite", &img, TEXT);
 }

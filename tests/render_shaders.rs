@@ -23,9 +23,9 @@ fn every_shader_validates_with_naga() {
             naga::valid::ValidationFlags::all(),
             naga::valid::Capabilities::empty(),
         );
-        validator.validate(&module).unwrap_or_else(|e| {
-            panic!("{name} does not validate:\n{}", e.emit_to_string(&source))
-        });
+        validator
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{name} does not validate:\n{}", e.emit_to_string(&source)));
         for entry_point in ["vs_main", "fs_main"] {
             assert!(
                 module.entry_points.iter().any(|ep| ep.name == entry_point),
@@ -39,5 +39,9 @@ fn every_shader_validates_with_naga() {
         assert_eq!(embedded.1, source, "{name}: embedded source is stale");
         seen.push(name);
     }
-    assert_eq!(seen.len(), convlens::render::SHADERS.len(), "shaders seen: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        convlens::render::SHADERS.len(),
+        "shaders seen: {seen:?}"
+    );
 }

@@ -58,12 +58,6 @@ impl InstanceBuffer {
     pub(crate) fn slice(&self) -> wgpu::BufferSlice<'_> {
         self.buffer.slice(..self.len.max(4))
     }
-
-    /// Allocated size in bytes.
-    #[cfg(test)]
-    pub(crate) fn capacity(&self) -> u64 {
-        self.buffer.size()
-    }
 }
 
 #[cfg(test)]

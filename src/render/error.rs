@@ -53,7 +53,9 @@ pub enum RenderError {
     },
 
     /// Tile data whose length does not match its declared shape.
-    #[error("tile data has {got} values, expected {count} tile(s) of {width}x{height} = {expected}")]
+    #[error(
+        "tile data has {got} values, expected {count} tile(s) of {width}x{height} = {expected}"
+    )]
     TileDataLength {
         /// Values supplied.
         got: usize,
@@ -67,31 +69,31 @@ pub enum RenderError {
         count: u32,
     },
 
-    /// A tile that is empty or larger than one atlas layer.
-    #[error("tile of {width}x{height} does not fit an atlas layer of {layer_size}x{layer_size}")]
-    TileTooLarge {
+    /// A tile (or batch) with no texels.
+    #[error("empty tile upload: {count} tile(s) of {width}x{height}")]
+    EmptyTile {
         /// Tile width.
         width: u32,
         /// Tile height.
         height: u32,
-        /// Side of one atlas layer.
-        layer_size: u32,
+        /// Number of tiles.
+        count: u32,
     },
 
     /// Every atlas layer the device allows is full.
     #[error(
-        "tile atlas full: {layers} layer(s) of {layer_size}x{layer_size} (device maximum) \
-         cannot hold another {width}x{height} tile; clear() it or draw fewer tiles"
+        "tile atlas full: {used} of {layers} layer(s) x {layer_size}x{layer_size} texels used, \
+         {wanted} more wanted; clear() it or show fewer tiles"
     )]
     AtlasFull {
-        /// Layers in use.
+        /// Layers the atlas may use.
         layers: u32,
         /// Side of one layer.
         layer_size: u32,
-        /// The tile that did not fit.
-        width: u32,
-        /// The tile that did not fit.
-        height: u32,
+        /// Texels in use.
+        used: u64,
+        /// Texels asked for.
+        wanted: u64,
     },
 
     /// A GPU buffer copy that reaches past the end of its source or is misaligned.

@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::render::{
     GpuContext, OffscreenTarget, RenderError, Result, ShapeInstance, ShapeRenderer, SurfaceFrame,
-    SurfaceTarget, TextItem, TextRenderer, TileAtlas, TileInstance, TileRenderer,
-    srgb_to_linear,
+    SurfaceTarget, TextItem, TextRenderer, TileAtlas, TileInstance, TileRenderer, srgb_to_linear,
 };
 
 /// Everything drawn in one frame, as plain data.
@@ -197,7 +196,11 @@ impl Renderer {
 fn clear_color(srgb: [f32; 4], format: wgpu::TextureFormat) -> wgpu::Color {
     let f = |c: f32| {
         let c = c.clamp(0.0, 1.0);
-        f64::from(if format.is_srgb() { srgb_to_linear(c) } else { c })
+        f64::from(if format.is_srgb() {
+            srgb_to_linear(c)
+        } else {
+            c
+        })
     };
     wgpu::Color {
         r: f(srgb[0]),

@@ -12,23 +12,23 @@
 //! - Every GPU struct is `#[repr(C)]` + `bytemuck::Pod` and mirrors a struct in `shaders/`.
 
 mod buffer;
-pub mod packer;
-mod pipeline;
 pub mod context;
 pub mod error;
 pub mod frame;
 pub mod offscreen;
+pub mod packer;
+mod pipeline;
 pub mod shapes;
 pub mod text;
 pub mod tile_atlas;
 pub mod tiles;
 
 pub use buffer::grown_capacity;
-pub use packer::{Placement, ShelfPacker};
 pub use context::{GpuContext, SurfaceFrame, SurfaceTarget};
 pub use error::RenderError;
 pub use frame::{FrameCounter, FrameStats, Renderer, Scene};
 pub use offscreen::OffscreenTarget;
+pub use packer::{LinearPacker, Span};
 pub use shapes::{ShapeInstance, ShapeKind, ShapeRenderer};
 pub use text::{TextItem, TextRenderer};
 pub use tile_atlas::{TileAtlas, TileHandle, value_range};

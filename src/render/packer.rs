@@ -178,14 +178,28 @@ mod tests {
 
     #[test]
     fn spans_cover_ranges_exactly() {
-        for (start, len) in [(0, 1), (0, 16), (3, 2), (3, 13), (3, 30), (5, 64), (0, 48), (17, 3)] {
+        for (start, len) in [
+            (0, 1),
+            (0, 16),
+            (3, 2),
+            (3, 13),
+            (3, 30),
+            (5, 64),
+            (0, 48),
+            (17, 3),
+        ] {
             assert_covers(start, len, 4);
         }
         // Mid-row start, several full rows, partial end: three rectangles.
         let sp = spans(3, 2 + 3 * 8 + 5, 8);
         assert_eq!(sp.len(), 3);
         assert_eq!(sp[1].size, [8, 3]);
-        // Crossing a layer boundary splits per layer.
-        assert_eq!(spans(10, 12, 4).len(), 3);
+        // Crossing a layer boundary splits per layer: 10..12 and 12..16 in layer 0, then
+        // 16..20 (a full row) and 20..22 in layer 1.
+        let sp = spans(10, 12, 4);
+        assert_eq!(
+            sp.iter().map(|s| (s.layer, s.size)).collect::<Vec<_>>(),
+            vec![(0, [2, 1]), (0, [4, 1]), (1, [4, 1]), (1, [2, 1])]
+        );
     }
 }

@@ -7,11 +7,11 @@ use std::ops::Range;
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::render::SHADERS;
 use crate::render::buffer::InstanceBuffer;
 use crate::render::pipeline::{
     Globals, GlobalsUniform, InstancedPipelineDesc, globals_layout_entry, instanced_pipeline,
 };
-use crate::render::SHADERS;
 use crate::render::tiles::rect_visible;
 
 /// What a [`ShapeInstance`] draws. Keep in sync with `KIND_*` in shaders/shapes.wgsl.
@@ -77,7 +77,12 @@ impl ShapeInstance {
     /// A filled circle (radio buttons, nodes).
     pub fn circle(centre: [f32; 2], radius: f32, color: [f32; 4]) -> Self {
         Self::fill_rect(
-            [centre[0] - radius, centre[1] - radius, 2.0 * radius, 2.0 * radius],
+            [
+                centre[0] - radius,
+                centre[1] - radius,
+                2.0 * radius,
+                2.0 * radius,
+            ],
             color,
         )
         .rounded(radius)

@@ -120,12 +120,8 @@ impl TextRenderer {
             ColorMode::Web
         };
         let mut atlas = TextAtlas::with_color_mode(device, queue, &cache, format, mode);
-        let renderer = glyphon::TextRenderer::new(
-            &mut atlas,
-            device,
-            wgpu::MultisampleState::default(),
-            None,
-        );
+        let renderer =
+            glyphon::TextRenderer::new(&mut atlas, device, wgpu::MultisampleState::default(), None);
         // Warm the shaper so the first real frame does not pay for font loading.
         let _ = Buffer::new(&mut font_system, Metrics::new(12.0, 15.0));
         Self {
@@ -175,12 +171,14 @@ impl TextRenderer {
             let size = self.shaped_entry(key.clone()).size;
             let left = item.pos_px[0] - item.anchor[0] * size[0];
             let top = item.pos_px[1] - item.anchor[1] * size[1];
-            let bounds = item.clip.map_or_else(TextBounds::default, |[x, y, w, h]| TextBounds {
-                left: x.floor() as i32,
-                top: y.floor() as i32,
-                right: (x + w).ceil() as i32,
-                bottom: (y + h).ceil() as i32,
-            });
+            let bounds = item
+                .clip
+                .map_or_else(TextBounds::default, |[x, y, w, h]| TextBounds {
+                    left: x.floor() as i32,
+                    top: y.floor() as i32,
+                    right: (x + w).ceil() as i32,
+                    bottom: (y + h).ceil() as i32,
+                });
             placed.push((key, left, top, bounds, to_color(item.color)));
         }
         let shaped = &self.shaped;
@@ -218,27 +216,32 @@ impl TextRenderer {
     /// The shaped buffer for `key`, shaping it on first use; marks it used this frame.
     fn shaped_entry(&mut self, key: BufferKey) -> &mut Shaped {
         let font_system = &mut self.font_system;
-        let entry = self.shaped.entry(key).or_insert_with_key(|(text, size, width)| {
-            let size_px = f32::from_bits(*size);
-            let mut buffer =
-                Buffer::new(font_system, Metrics::new(size_px, (size_px * LINE_HEIGHT).ceil()));
-            buffer.set_size(width.map(f32::from_bits), None);
-            buffer.set_text(
-                text,
-                &Attrs::new().family(Family::SansSerif),
-                Shaping::Advanced,
-                None,
-            );
-            buffer.shape_until_scroll(font_system, false);
-            let (w, h) = buffer.layout_runs().fold((0.0f32, 0.0f32), |(w, h), run| {
-                (w.max(run.line_w), h.max(run.line_top + run.line_height))
+        let entry = self
+            .shaped
+            .entry(key)
+            .or_insert_with_key(|(text, size, width)| {
+                let size_px = f32::from_bits(*size);
+                let mut buffer = Buffer::new(
+                    font_system,
+                    Metrics::new(size_px, (size_px * LINE_HEIGHT).ceil()),
+                );
+                buffer.set_size(width.map(f32::from_bits), None);
+                buffer.set_text(
+                    text,
+                    &Attrs::new().family(Family::SansSerif),
+                    Shaping::Advanced,
+                    None,
+                );
+                buffer.shape_until_scroll(font_system, false);
+                let (w, h) = buffer.layout_runs().fold((0.0f32, 0.0f32), |(w, h), run| {
+                    (w.max(run.line_w), h.max(run.line_top + run.line_height))
+                });
+                Shaped {
+                    buffer,
+                    size: [w.ceil(), h.ceil()],
+                    used: false,
+                }
             });
-            Shaped {
-                buffer,
-                size: [w.ceil(), h.ceil()],
-                used: false,
-            }
-        });
         entry.used = true;
         entry
     }

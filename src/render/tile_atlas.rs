@@ -1,32 +1,45 @@
 //! The activation tile atlas: raw `f32` activation maps in an `R32Float` 2-D texture array,
-//! shelf-packed, with layers added geometrically as needed (uploads from the CPU, or copies
-//! from a GPU buffer such as a burn tensor's, without a CPU round trip).
+//! with layers added geometrically as needed; filled from the CPU or copied from a GPU buffer
+//! (a burn tensor's) without a CPU round trip.
 //!
-//! Values are stored unnormalised; the tile shader normalises per tile (see
-//! [`crate::render::TileInstance::value_range`]). `R32Float` is not filterable, so the shader
-//! reads texels with `textureLoad` (nearest), which is what activation maps want anyway.
+//! Layout: the layers form one linear texel space and tiles are stored row-major back to back
+//! (see [`crate::render::packer`]), so a whole `[C, H, W]` tensor is one range and moves in a
+//! few copies whatever `W` is. Values are stored unnormalised; the tile shader normalises per
+//! tile (see [`crate::render::TileInstance::value_range`]). `R32Float` is not filterable, so
+//! the shader reads texels with `textureLoad` (nearest), which is what activation maps want.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::render::packer::{Placement, ShelfPacker};
+use crate::render::packer::{LinearPacker, Span, locate, spans};
 use crate::render::{RenderError, Result};
 
 /// Largest atlas layer side used, even on devices that allow bigger textures.
 pub const MAX_LAYER_SIZE: u32 = 4096;
+/// Smallest layer side. Sides are powers of two ≥ 64: a layer row (`4·S` bytes) then meets
+/// wgpu's 256-byte `bytes_per_row` alignment for buffer-to-texture copies, and the shader
+/// turns linear indices into texel coordinates with shifts and masks.
+const MIN_LAYER_SIZE: u32 = 64;
+
+/// `requested` rounded down to a power of two in `64..=max`.
+fn layer_side(requested: u32, max: u32) -> u32 {
+    let side = requested.clamp(MIN_LAYER_SIZE, max.max(MIN_LAYER_SIZE));
+    1 << (31 - side.leading_zeros())
+}
 
 /// Source of [`TileAtlas::id`]s.
 static NEXT_ATLAS_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Where one tile lives in the atlas.
+/// Where one tile lives in the atlas: its first texel (`layer`, `origin_px`); the rest follow
+/// row-major in the atlas's linear texel order (wrapping to the next row and layer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TileHandle {
-    /// Array layer.
+    /// Array layer of the first texel.
     pub layer: u32,
-    /// Top-left texel of the first plane.
+    /// Column and row of the first texel.
     pub origin_px: [u32; 2],
     /// Size of one plane in texels.
     pub size_px: [u32; 2],
-    /// Planes stacked vertically below each other: 1 for a map, 3 for an RGB image `[3,H,W]`.
+    /// Planes stored one after the other: 1 for a map, 3 for an RGB image `[3,H,W]`.
     pub planes: u32,
 }
 
@@ -53,11 +66,9 @@ pub struct TileAtlas {
     /// Layers the texture has (≥ layers the packer uses).
     capacity_layers: u32,
     max_layers: u32,
-    packer: ShelfPacker,
+    packer: LinearPacker,
     /// Bumped whenever the texture is replaced; renderers rebuild bind groups on change.
     generation: u64,
-    /// Reused interleaving buffer for batched uploads.
-    staging: Vec<f32>,
 }
 
 impl TileAtlas {
@@ -67,11 +78,14 @@ impl TileAtlas {
         Self::with_layout(device, MAX_LAYER_SIZE, u32::MAX)
     }
 
-    /// An atlas with layers of `layer_size` (clamped to the device) and at most `max_layers`.
+    /// An atlas with layers of `layer_size` (rounded down to a power of two, 64 at least,
+    /// clamped to the device) and at most `max_layers` (clamped to the device and to 2³² texels in all).
     pub fn with_layout(device: &wgpu::Device, layer_size: u32, max_layers: u32) -> Self {
         let limits = device.limits();
-        let layer_size = layer_size.clamp(1, limits.max_texture_dimension_2d);
-        let max_layers = max_layers.clamp(1, limits.max_texture_array_layers);
+        let layer_size = layer_side(layer_size, limits.max_texture_dimension_2d);
+        // The shader indexes texels with u32.
+        let addressable = ((1u64 << 32) / (u64::from(layer_size) * u64::from(layer_size))) as u32;
+        let max_layers = max_layers.clamp(1, limits.max_texture_array_layers.min(addressable));
         let (texture, view) = create_texture(device, layer_size, 1);
         Self {
             id: NEXT_ATLAS_ID.fetch_add(1, Ordering::Relaxed),
@@ -80,9 +94,8 @@ impl TileAtlas {
             layer_size,
             capacity_layers: 1,
             max_layers,
-            packer: ShelfPacker::new(layer_size, max_layers),
+            packer: LinearPacker::new(layer_size, max_layers),
             generation: 0,
-            staging: Vec::new(),
         }
     }
 
@@ -116,6 +129,11 @@ impl TileAtlas {
         self.max_layers
     }
 
+    /// Texels in use (4 bytes each).
+    pub fn texels_used(&self) -> u64 {
+        self.packer.used()
+    }
+
     /// Forgets every tile (handles become stale); keeps the texture for reuse.
     pub fn clear(&mut self) {
         self.packer.clear();
@@ -131,18 +149,21 @@ impl TileAtlas {
         height: u32,
     ) -> Result<TileHandle> {
         let handles = self.upload_many(device, queue, values, width, height, 1)?;
-        handles.into_iter().next().ok_or(RenderError::TileDataLength {
-            got: values.len(),
-            expected: (width * height) as usize,
-            width,
-            height,
-            count: 1,
-        })
+        handles
+            .into_iter()
+            .next()
+            .ok_or(RenderError::TileDataLength {
+                got: values.len(),
+                expected: (width * height) as usize,
+                width,
+                height,
+                count: 1,
+            })
     }
 
     /// Uploads `count` maps of `width`×`height` stored contiguously (`[count, height, width]`,
-    /// e.g. all channels of one activation). Tiles that land side by side on a shelf are sent
-    /// in one `write_texture`, so a layer with thousands of channels costs a few calls.
+    /// e.g. all channels of one activation) with at most three `write_texture`s per layer
+    /// touched.
     pub fn upload_many(
         &mut self,
         device: &wgpu::Device,
@@ -153,45 +174,26 @@ impl TileAtlas {
         count: u32,
     ) -> Result<Vec<TileHandle>> {
         check_len(values.len(), width, height, count)?;
-        let placements = self.allocate(device, queue, width, height, count)?;
-        let tile_len = (width * height) as usize;
-        let mut start = 0;
-        while start < placements.len() {
-            // A run: consecutive tiles on one shelf, left to right.
-            let mut end = start + 1;
-            while end < placements.len() && continues(&placements[end - 1], &placements[end], width)
-            {
-                end += 1;
-            }
-            let run = end - start;
-            self.staging.clear();
-            self.staging.reserve(run * tile_len);
-            for row in 0..height as usize {
-                for t in start..end {
-                    let base = t * tile_len + row * width as usize;
-                    self.staging
-                        .extend_from_slice(&values[base..base + width as usize]);
-                }
-            }
-            let p = placements[start];
-            write_region(
-                queue,
-                &self.texture,
-                p,
-                [width * run as u32, height],
-                &self.staging,
+        let start = self.allocate(device, queue, width, height, count)?;
+        for span in spans(start, values.len() as u64, self.layer_size) {
+            let from = span.src_texel as usize;
+            let len = (span.size[0] * span.size[1]) as usize;
+            queue.write_texture(
+                texel_target(&self.texture, &span),
+                bytemuck::cast_slice(&values[from..from + len]),
+                wgpu::TexelCopyBufferLayout {
+                    offset: 0,
+                    bytes_per_row: Some(span.size[0] * 4),
+                    rows_per_image: None,
+                },
+                extent(&span),
             );
-            start = end;
         }
-        Ok(placements
-            .into_iter()
-            .map(|p| handle(p, [width, height], 1))
-            .collect())
+        Ok(self.handles(start, width, height, count, 1))
     }
 
     /// Uploads an RGB image stored as planes `[3, height, width]` (e.g. a guided-backprop
-    /// gradient); draw it with [`crate::render::Colormap::Rgb`]. The planes are stacked
-    /// vertically, so the atlas region is `width`×`3·height`.
+    /// gradient); draw it with [`crate::render::Colormap::Rgb`].
     pub fn upload_rgb_planes(
         &mut self,
         device: &wgpu::Device,
@@ -201,13 +203,16 @@ impl TileAtlas {
         height: u32,
     ) -> Result<TileHandle> {
         let handles = self.upload_rgb_planes_many(device, queue, planes, width, height, 1)?;
-        handles.into_iter().next().ok_or(RenderError::TileDataLength {
-            got: planes.len(),
-            expected: (3 * width * height) as usize,
-            width,
-            height,
-            count: 3,
-        })
+        handles
+            .into_iter()
+            .next()
+            .ok_or(RenderError::TileDataLength {
+                got: planes.len(),
+                expected: (3 * width * height) as usize,
+                width,
+                height,
+                count: 3,
+            })
     }
 
     /// Uploads `count` RGB images stored as `[count, 3, height, width]` (all channels of one
@@ -253,10 +258,10 @@ impl TileAtlas {
     }
 
     /// Copies `count` maps of `width`×`height` f32 from a GPU buffer (`[count, height, width]`
-    /// starting at byte `offset`, e.g. a burn tensor's storage; the buffer needs `COPY_SRC`)
-    /// into the atlas without touching the CPU. Submits its own command buffer: flush the
-    /// producer's queue (burn's stream) first. Rows of 64 texels or a multiple of 64 go in one
-    /// copy per tile; other widths are copied row by row (256-byte row alignment).
+    /// starting at byte `offset`, a multiple of 4 — e.g. a burn tensor's storage; the buffer
+    /// needs `COPY_SRC`) into the atlas without touching the CPU: at most three
+    /// `copy_buffer_to_texture`s per layer touched, whatever `width` is. Submits its own
+    /// command buffer: flush the producer's queue (burn's stream) first.
     #[allow(clippy::too_many_arguments)]
     pub fn copy_from_buffer(
         &mut self,
@@ -268,9 +273,8 @@ impl TileAtlas {
         height: u32,
         count: u32,
     ) -> Result<Vec<TileHandle>> {
-        let row_bytes = u64::from(width) * 4;
-        let tile_bytes = row_bytes * u64::from(height);
-        let len = tile_bytes * u64::from(count);
+        let texels = u64::from(width) * u64::from(height) * u64::from(count);
+        let len = texels * 4;
         if !offset.is_multiple_of(4) || offset.saturating_add(len) > buffer.size() {
             return Err(RenderError::BufferRange {
                 offset,
@@ -278,46 +282,54 @@ impl TileAtlas {
                 size: buffer.size(),
             });
         }
-        let placements = self.allocate(device, queue, width, height, count)?;
+        let start = self.allocate(device, queue, width, height, count)?;
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("tile atlas buffer copy encoder"),
         });
-        let aligned = row_bytes.is_multiple_of(u64::from(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT));
-        for (i, p) in placements.iter().enumerate() {
-            let tile_offset = offset + i as u64 * tile_bytes;
-            // (row offset, rows) per copy: the whole tile when aligned, else one row at a time.
-            let copies: Vec<(u32, u32)> = if aligned {
-                vec![(0, height)]
-            } else {
-                (0..height).map(|r| (r, 1)).collect()
-            };
-            for (row, rows) in copies {
-                encoder.copy_buffer_to_texture(
-                    wgpu::TexelCopyBufferInfo {
-                        buffer,
-                        layout: wgpu::TexelCopyBufferLayout {
-                            offset: tile_offset + u64::from(row) * row_bytes,
-                            bytes_per_row: (rows > 1).then_some(width * 4),
-                            rows_per_image: None,
-                        },
+        for span in spans(start, texels, self.layer_size) {
+            encoder.copy_buffer_to_texture(
+                wgpu::TexelCopyBufferInfo {
+                    buffer,
+                    layout: wgpu::TexelCopyBufferLayout {
+                        offset: offset + span.src_texel * 4,
+                        // Full-row spans: 4·layer_size bytes, a multiple of 256.
+                        bytes_per_row: (span.size[1] > 1).then_some(span.size[0] * 4),
+                        rows_per_image: None,
                     },
-                    texel_target(&self.texture, *p, row),
-                    wgpu::Extent3d {
-                        width,
-                        height: rows,
-                        depth_or_array_layers: 1,
-                    },
-                );
-            }
+                },
+                texel_target(&self.texture, &span),
+                extent(&span),
+            );
         }
         queue.submit(Some(encoder.finish()));
-        Ok(placements
-            .into_iter()
-            .map(|p| handle(p, [width, height], 1))
-            .collect())
+        Ok(self.handles(start, width, height, count, 1))
     }
 
-    /// Places `count` tiles, growing the texture when the packer opens new layers.
+    /// Handles of `count` consecutive tiles of `planes` planes starting at texel `start`.
+    fn handles(
+        &self,
+        start: u64,
+        width: u32,
+        height: u32,
+        count: u32,
+        planes: u32,
+    ) -> Vec<TileHandle> {
+        let stride = u64::from(width) * u64::from(height) * u64::from(planes);
+        (0..u64::from(count))
+            .map(|i| {
+                let (layer, origin_px) = locate(start + i * stride, self.layer_size);
+                TileHandle {
+                    layer,
+                    origin_px,
+                    size_px: [width, height],
+                    planes,
+                }
+            })
+            .collect()
+    }
+
+    /// Reserves room for `count` tiles, growing the texture when new layers are touched;
+    /// returns the first texel's linear index.
     fn allocate(
         &mut self,
         device: &wgpu::Device,
@@ -325,29 +337,23 @@ impl TileAtlas {
         width: u32,
         height: u32,
         count: u32,
-    ) -> Result<Vec<Placement>> {
-        if !self.packer.fits_layer(width, height) {
-            return Err(RenderError::TileTooLarge {
+    ) -> Result<u64> {
+        if width == 0 || height == 0 || count == 0 {
+            return Err(RenderError::EmptyTile {
                 width,
                 height,
-                layer_size: self.layer_size,
+                count,
             });
         }
-        let mut out = Vec::with_capacity(count as usize);
-        for _ in 0..count {
-            let p = self
-                .packer
-                .allocate(width, height)
-                .ok_or(RenderError::AtlasFull {
-                    layers: self.packer.layers_used(),
-                    layer_size: self.layer_size,
-                    width,
-                    height,
-                })?;
-            out.push(p);
-        }
+        let len = u64::from(width) * u64::from(height) * u64::from(count);
+        let start = self.packer.allocate(len).ok_or(RenderError::AtlasFull {
+            layers: self.max_layers,
+            layer_size: self.layer_size,
+            used: self.packer.used(),
+            wanted: len,
+        })?;
         self.ensure_layers(device, queue, self.packer.layers_used());
-        Ok(out)
+        Ok(start)
     }
 
     /// Grows the texture (doubling, up to `max_layers`) to at least `needed` layers, copying
@@ -404,54 +410,25 @@ fn check_len(got: usize, width: u32, height: u32, count: u32) -> Result<()> {
     }
 }
 
-/// Whether `b` sits directly right of `a` on the same shelf.
-fn continues(a: &Placement, b: &Placement, width: u32) -> bool {
-    a.layer == b.layer && a.origin[1] == b.origin[1] && a.origin[0] + width == b.origin[0]
-}
-
-fn handle(p: Placement, size_px: [u32; 2], planes: u32) -> TileHandle {
-    TileHandle {
-        layer: p.layer,
-        origin_px: p.origin,
-        size_px,
-        planes,
-    }
-}
-
-fn texel_target(texture: &wgpu::Texture, p: Placement, row: u32) -> wgpu::TexelCopyTextureInfo<'_> {
+fn texel_target<'a>(texture: &'a wgpu::Texture, span: &Span) -> wgpu::TexelCopyTextureInfo<'a> {
     wgpu::TexelCopyTextureInfo {
         texture,
         mip_level: 0,
         origin: wgpu::Origin3d {
-            x: p.origin[0],
-            y: p.origin[1] + row,
-            z: p.layer,
+            x: span.origin[0],
+            y: span.origin[1],
+            z: span.layer,
         },
         aspect: wgpu::TextureAspect::All,
     }
 }
 
-fn write_region(
-    queue: &wgpu::Queue,
-    texture: &wgpu::Texture,
-    p: Placement,
-    size: [u32; 2],
-    data: &[f32],
-) {
-    queue.write_texture(
-        texel_target(texture, p, 0),
-        bytemuck::cast_slice(data),
-        wgpu::TexelCopyBufferLayout {
-            offset: 0,
-            bytes_per_row: Some(size[0] * 4),
-            rows_per_image: Some(size[1]),
-        },
-        wgpu::Extent3d {
-            width: size[0],
-            height: size[1],
-            depth_or_array_layers: 1,
-        },
-    );
+fn extent(span: &Span) -> wgpu::Extent3d {
+    wgpu::Extent3d {
+        width: span.size[0],
+        height: span.size[1],
+        depth_or_array_layers: 1,
+    }
 }
 
 fn create_texture(
@@ -496,22 +473,20 @@ mod tests {
     }
 
     #[test]
+    fn layer_sides_are_powers_of_two_from_64() {
+        assert_eq!(layer_side(4096, 16384), 4096);
+        assert_eq!(layer_side(4096, 2048), 2048);
+        assert_eq!(layer_side(3000, 16384), 2048);
+        assert_eq!(layer_side(1, 16384), 64);
+        assert_eq!(layer_side(100, 16384), 64);
+    }
+
+    #[test]
     fn layers_double_up_to_the_cap() {
         assert_eq!(grown_layers(1, 2, 256), 2);
         assert_eq!(grown_layers(2, 3, 256), 4);
         assert_eq!(grown_layers(4, 9, 256), 16);
         assert_eq!(grown_layers(128, 129, 200), 200);
         assert_eq!(grown_layers(1, 1, 1), 1);
-    }
-
-    #[test]
-    fn runs_are_detected_on_one_shelf_only() {
-        let a = Placement { layer: 0, origin: [0, 0] };
-        let b = Placement { layer: 0, origin: [7, 0] };
-        let c = Placement { layer: 0, origin: [0, 7] };
-        let d = Placement { layer: 1, origin: [14, 0] };
-        assert!(continues(&a, &b, 7));
-        assert!(!continues(&b, &c, 7));
-        assert!(!continues(&b, &d, 7));
     }
 }

@@ -42,11 +42,11 @@ pub struct TileInstance {
     pub rect_px: [f32; 4],
     /// `[min, max]` mapped to black..white; `max <= min` draws the tile black.
     pub value_range: [f32; 2],
-    /// Atlas texel of the tile's top-left ([`TileHandle::origin_px`]).
+    /// Column and row of the tile's first atlas texel ([`TileHandle::origin_px`]).
     pub origin_px: [u32; 2],
     /// Tile size in texels, one plane ([`TileHandle::size_px`]).
     pub size_px: [u32; 2],
-    /// Atlas layer.
+    /// Atlas layer of the first texel.
     pub layer: u32,
     /// A [`Colormap`] as `u32`.
     pub colormap: u32,
@@ -142,11 +142,16 @@ fn viridis(t: f32) -> [f32; 3] {
         [0.105_093_04, 1.404_613_5, 1.384_590_2],
         [-0.330_861_83, 0.214_847_56, 0.095_095_16],
         [-4.634_230_5, -5.799_101, -19.332_441],
-        [6.228_27, 14.179_933, 56.690_553],
+        [6.228_27, 14.179_933, 56.690_55],
         [4.776_385, -13.745_145, -65.353_03],
         [-5.435_456, 4.645_852_6, 26.312_435],
     ];
-    std::array::from_fn(|i| C.iter().rev().fold(0.0, |acc, c| acc * t + c[i]).clamp(0.0, 1.0))
+    std::array::from_fn(|i| {
+        C.iter()
+            .rev()
+            .fold(0.0, |acc, c| acc * t + c[i])
+            .clamp(0.0, 1.0)
+    })
 }
 
 /// Draws [`TileInstance`]s from one [`TileAtlas`] in a single instanced draw.
@@ -172,7 +177,7 @@ impl TileRenderer {
                 globals_layout_entry(0),
                 wgpu::BindGroupLayoutEntry {
                     binding: 1,
-                    visibility: wgpu::ShaderStages::FRAGMENT,
+                    visibility: wgpu::ShaderStages::VERTEX | wgpu::ShaderStages::FRAGMENT,
                     ty: wgpu::BindingType::Texture {
                         sample_type: wgpu::TextureSampleType::Float { filterable: false },
                         view_dimension: wgpu::TextureViewDimension::D2Array,
@@ -290,18 +295,24 @@ mod tests {
             size_px: [4, 4],
             planes: 1,
         };
-        let at = |x: f32, y: f32, w: f32| TileInstance::new([x, y, w, w], h, [0.0, 1.0], Colormap::Grey);
+        let at =
+            |x: f32, y: f32, w: f32| TileInstance::new([x, y, w, w], h, [0.0, 1.0], Colormap::Grey);
         let tiles = [
-            at(0.0, 0.0, 10.0),     // inside
-            at(-9.0, -9.0, 10.0),   // one pixel overlaps the corner
-            at(-10.0, 0.0, 10.0),   // touches the left edge only: invisible
-            at(100.0, 50.0, 10.0),  // right of a 100-wide viewport
-            at(95.0, 45.0, 10.0),   // partly inside
-            at(20.0, 20.0, 0.0),    // empty
-            at(20.0, 60.0, 10.0),   // below a 50-high viewport... starts at 60: invisible
+            at(0.0, 0.0, 10.0),    // inside
+            at(-9.0, -9.0, 10.0),  // one pixel overlaps the corner
+            at(-10.0, 0.0, 10.0),  // touches the left edge only: invisible
+            at(100.0, 50.0, 10.0), // right of a 100-wide viewport
+            at(95.0, 45.0, 10.0),  // partly inside
+            at(20.0, 20.0, 0.0),   // empty
+            at(20.0, 60.0, 10.0),  // below a 50-high viewport... starts at 60: invisible
         ];
         let seen: Vec<usize> = visible_tiles(&tiles, [100, 50])
-            .map(|t| tiles.iter().position(|u| std::ptr::eq(u, t)).unwrap_or(usize::MAX))
+            .map(|t| {
+                tiles
+                    .iter()
+                    .position(|u| std::ptr::eq(u, t))
+                    .unwrap_or(usize::MAX)
+            })
             .collect();
         assert_eq!(seen, vec![0, 1, 4]);
     }
@@ -310,8 +321,14 @@ mod tests {
     fn cpu_colormaps_match_their_definitions() {
         assert_eq!(colormap_srgb(Colormap::Grey, 3.0, [1.0, 5.0]), [0.5; 3]);
         assert_eq!(colormap_srgb(Colormap::Grey, 3.0, [5.0, 5.0]), [0.0; 3]);
-        assert_eq!(colormap_srgb(Colormap::Grey, f32::NAN, [0.0, 1.0]), [0.0; 3]);
-        assert_eq!(colormap_srgb(Colormap::Diverging, 0.0, [-2.0, 1.0]), [0.5; 3]);
+        assert_eq!(
+            colormap_srgb(Colormap::Grey, f32::NAN, [0.0, 1.0]),
+            [0.0; 3]
+        );
+        assert_eq!(
+            colormap_srgb(Colormap::Diverging, 0.0, [-2.0, 1.0]),
+            [0.5; 3]
+        );
         let red = colormap_srgb(Colormap::Diverging, 2.0, [-1.0, 2.0]);
         let blue = colormap_srgb(Colormap::Diverging, -2.0, [-2.0, 1.0]);
         assert!(red[0] > 0.8 && red[2] < 0.1 && blue[2] > 0.8 && blue[0] < 0.1);
