@@ -28,7 +28,9 @@ pub struct ComputeDevice {
 pub fn select(choice: DeviceChoice) -> ComputeDevice {
     match choice {
         DeviceChoice::Cpu => cpu(),
-        DeviceChoice::Gpu => gpu(adapter_summary().map(|a| a.0).unwrap_or_else(|| "no adapter found".into())),
+        DeviceChoice::Gpu => gpu(adapter_summary()
+            .map(|a| a.0)
+            .unwrap_or_else(|| "no adapter found".into())),
         DeviceChoice::Auto => match adapter_summary() {
             Some((name, true)) => gpu(name),
             _ => cpu(),
@@ -54,13 +56,20 @@ fn gpu(adapter: String) -> ComputeDevice {
 
 /// Name of wgpu's preferred adapter and whether it is real hardware.
 pub fn adapter_summary() -> Option<(String, bool)> {
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
         power_preference: wgpu::PowerPreference::HighPerformance,
         ..Default::default()
     }))
     .ok()?;
     let info = adapter.get_info();
-    let hardware = matches!(info.device_type, wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu);
-    Some((format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type), hardware))
+    let hardware = matches!(
+        info.device_type,
+        wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu
+    );
+    Some((
+        format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type),
+        hardware,
+    ))
 }

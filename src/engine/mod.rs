@@ -2,8 +2,12 @@
 //! pass that walks the graph in topological order and keeps every requested node output
 //! (freeing the others as soon as their last consumer has run).
 
+pub mod attribution;
+pub mod backward;
 pub mod device;
 pub mod ops;
+mod vjp;
+mod vjp_spatial;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -25,7 +29,11 @@ pub enum EngineError {
         expected: Vec<usize>,
     },
     #[error("node '{node}' ({op}) failed on the compute device: {detail}")]
-    Backend { node: String, op: String, detail: String },
+    Backend {
+        node: String,
+        op: String,
+        detail: String,
+    },
     #[error("reading '{value}' back from the device failed: {detail}")]
     Readback { value: String, detail: String },
     #[error("no layer named '{0}'")]
@@ -73,7 +81,12 @@ impl Engine {
                 }
             }
         }
-        Self { graph, device, weights, last_use }
+        Self {
+            graph,
+            device,
+            weights,
+            last_use,
+        }
     }
 
     pub fn graph(&self) -> &Arc<Graph> {
@@ -92,8 +105,16 @@ impl Engine {
 
     /// Runs the network on an image input, keeping the node outputs `capture` asks for.
     pub fn forward(&self, input: &InputTensor, capture: &Capture) -> Result<Activations> {
-        let name = self.graph.image_input().map(|i| i.name.clone()).unwrap_or_default();
-        let named = NamedInput { name, shape: input.shape.to_vec(), data: input.data.clone() };
+        let name = self
+            .graph
+            .image_input()
+            .map(|i| i.name.clone())
+            .unwrap_or_default();
+        let named = NamedInput {
+            name,
+            shape: input.shape.to_vec(),
+            data: input.data.clone(),
+        };
         self.forward_inputs(std::slice::from_ref(&named), capture)
     }
 
@@ -104,8 +125,14 @@ impl Engine {
         for expected in &graph.inputs {
             let given = inputs.iter().find(|i| i.name == expected.name);
             match given {
-                Some(i) if i.shape == expected.shape && i.data.len() == i.shape.iter().product::<usize>() => {
-                    values.insert(i.name.clone(), upload(i.data.clone(), &i.shape, &self.device));
+                Some(i)
+                    if i.shape == expected.shape
+                        && i.data.len() == i.shape.iter().product::<usize>() =>
+                {
+                    values.insert(
+                        i.name.clone(),
+                        upload(i.data.clone(), &i.shape, &self.device),
+                    );
                 }
                 _ => {
                     return Err(EngineError::InputShape {
@@ -117,7 +144,14 @@ impl Engine {
             }
         }
         let keep: HashSet<&str> = match capture {
-            Capture::All => graph.nodes.iter().flat_map(|n| n.outputs.iter().map(String::as_str)).collect(),
+            // Every node output and the graph inputs (reverse passes through a first ReLU or
+            // pooling need the input value).
+            Capture::All => graph
+                .nodes
+                .iter()
+                .flat_map(|n| n.outputs.iter().map(String::as_str))
+                .chain(graph.inputs.iter().map(|i| i.name.as_str()))
+                .collect(),
             Capture::Layers(names) => graph
                 .nodes
                 .iter()
@@ -130,11 +164,14 @@ impl Engine {
             let mut ins = Vec::with_capacity(node.inputs.len());
             let mut in_shapes: Vec<&[usize]> = Vec::with_capacity(node.inputs.len());
             for name in &node.inputs {
-                let t = values.get(name).or_else(|| self.weights.get(name)).ok_or_else(|| EngineError::Backend {
-                    node: node.name.clone(),
-                    op: node.onnx_op.clone(),
-                    detail: format!("input '{name}' was not computed"),
-                })?;
+                let t = values
+                    .get(name)
+                    .or_else(|| self.weights.get(name))
+                    .ok_or_else(|| EngineError::Backend {
+                        node: node.name.clone(),
+                        op: node.onnx_op.clone(),
+                        detail: format!("input '{name}' was not computed"),
+                    })?;
                 ins.push(t.clone());
                 in_shapes.push(self.shape_of(name));
             }
@@ -162,7 +199,10 @@ impl Engine {
             }
         }
         values.retain(|name, _| keep.contains(name.as_str()));
-        Ok(Activations { graph: Arc::clone(graph), values })
+        Ok(Activations {
+            graph: Arc::clone(graph),
+            values,
+        })
     }
 
     /// Logical shape of a runtime value or constant (empty when unknown).
@@ -201,15 +241,25 @@ impl Activations {
     pub fn read(&self, name: &str) -> Result<HostTensor> {
         let Some(t) = self.values.get(name) else {
             // A graph output may be a folded constant.
-            let c = self.graph.constants.get(name).ok_or_else(|| EngineError::UnknownLayer(name.to_string()))?;
-            return Ok(HostTensor { shape: c.shape.clone(), data: c.to_f32_vec() });
+            let c = self
+                .graph
+                .constants
+                .get(name)
+                .ok_or_else(|| EngineError::UnknownLayer(name.to_string()))?;
+            return Ok(HostTensor {
+                shape: c.shape.clone(),
+                data: c.to_f32_vec(),
+            });
         };
         let shape = self.graph.shapes.get(name).cloned().unwrap_or_default();
         debug_assert_eq!(t.dims(), dims6(&shape));
-        let data = t.to_data().try_to_vec::<f32>().map_err(|e| EngineError::Readback {
-            value: name.to_string(),
-            detail: format!("{e:?}"),
-        })?;
+        let data = t
+            .to_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| EngineError::Readback {
+                value: name.to_string(),
+                detail: format!("{e:?}"),
+            })?;
         Ok(HostTensor { shape, data })
     }
 
@@ -226,7 +276,11 @@ impl Activations {
 
     /// The graph's first output on the CPU.
     pub fn read_output(&self) -> Result<HostTensor> {
-        let name = self.graph.outputs.first().ok_or_else(|| EngineError::UnknownLayer("<graph output>".into()))?;
+        let name = self
+            .graph
+            .outputs
+            .first()
+            .ok_or_else(|| EngineError::UnknownLayer("<graph output>".into()))?;
         self.read(name)
     }
 }
@@ -257,7 +311,11 @@ pub fn class_probabilities(graph: &Graph, acts: &Activations) -> Result<Vec<f32>
         .rev()
         .find(|n| graph.outputs.first().is_some_and(|o| n.outputs.contains(o)))
         .is_some_and(|n| matches!(n.op, crate::model::Op::Softmax { .. }));
-    Ok(if ends_in_softmax { out.data } else { softmax(&out.data) })
+    Ok(if ends_in_softmax {
+        out.data
+    } else {
+        softmax(&out.data)
+    })
 }
 
 /// Indices of the `k` largest values, largest first.

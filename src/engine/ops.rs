@@ -51,7 +51,13 @@ fn per_channel(p: T6, c: usize, rank: usize) -> T6 {
 
 /// Runs one op. `ins` are the node's inputs (data, then weights) with their logical shapes;
 /// returns one tensor per output.
-pub fn run(op: &Op, ins: Vec<T6>, in_shapes: &[&[usize]], out_shapes: &[Vec<usize>], device: &Device) -> Vec<T6> {
+pub fn run(
+    op: &Op,
+    ins: Vec<T6>,
+    in_shapes: &[&[usize]],
+    out_shapes: &[Vec<usize>],
+    device: &Device,
+) -> Vec<T6> {
     let out0 = &out_shapes[0];
     let mut ins = ins.into_iter();
     let mut next = || ins.next().expect("input count checked at import");
@@ -62,31 +68,70 @@ pub fn run(op: &Op, ins: Vec<T6>, in_shapes: &[&[usize]], out_shapes: &[Vec<usiz
             let (x, w) = (next(), next());
             let ws = in_shapes[1];
             let bias = (in_shapes.len() > 2).then(|| next().reshape([ws[0]]));
-            let options = ConvOptions::new_with_padding(window.strides, window.pads, window.dilations, *group);
+            let options = ConvOptions::new_with_padding(
+                window.strides,
+                window.pads,
+                window.dilations,
+                *group,
+            );
             one(from4(conv2d(as4(x, x_shape), as4(w, ws), bias, options)))
         }
-        Op::ConvTranspose { window, group, output_padding } => {
+        Op::ConvTranspose {
+            window,
+            group,
+            output_padding,
+        } => {
             let (x, w) = (next(), next());
             let ws = in_shapes[1];
             let bias = (in_shapes.len() > 2).then(|| next().reshape([out0[1]]));
             // burn takes symmetric padding: run with the smaller side, then crop the rest.
-            let pad = [window.pads[0].0.min(window.pads[0].1), window.pads[1].0.min(window.pads[1].1)];
-            let options = ConvTransposeOptions::new(window.strides, pad, *output_padding, window.dilations, *group);
+            let pad = [
+                window.pads[0].0.min(window.pads[0].1),
+                window.pads[1].0.min(window.pads[1].1),
+            ];
+            let options = ConvTransposeOptions::new(
+                window.strides,
+                pad,
+                *output_padding,
+                window.dilations,
+                *group,
+            );
             let y = conv_transpose2d(as4(x, x_shape), as4(w, ws), bias, options);
             let [_, _, h, w_] = y.dims();
             let (top, left) = (window.pads[0].0 - pad[0], window.pads[1].0 - pad[1]);
-            let y = if (h, w_) == (out0[2], out0[3]) { y } else { y.slice([0..out0[0], 0..out0[1], top..top + out0[2], left..left + out0[3]]) };
+            let y = if (h, w_) == (out0[2], out0[3]) {
+                y
+            } else {
+                y.slice([
+                    0..out0[0],
+                    0..out0[1],
+                    top..top + out0[2],
+                    left..left + out0[3],
+                ])
+            };
             one(from4(y))
         }
         Op::Relu => one(activation::relu(next())),
         Op::Clip { min, max } => {
             let x = next();
-            let x = if min.is_finite() { x.clamp_min(*min) } else { x };
-            one(if max.is_finite() { x.clamp_max(*max) } else { x })
+            let x = if min.is_finite() {
+                x.clamp_min(*min)
+            } else {
+                x
+            };
+            one(if max.is_finite() {
+                x.clamp_max(*max)
+            } else {
+                x
+            })
         }
         Op::LeakyRelu { alpha } => one(activation::leaky_relu(next(), f64::from(*alpha))),
         Op::Sigmoid => one(activation::sigmoid(next())),
-        Op::HardSigmoid { alpha, beta } => one(activation::hard_sigmoid(next(), f64::from(*alpha), f64::from(*beta))),
+        Op::HardSigmoid { alpha, beta } => one(activation::hard_sigmoid(
+            next(),
+            f64::from(*alpha),
+            f64::from(*beta),
+        )),
         Op::HardSwish => {
             let x = next();
             one(x.clone() * activation::hard_sigmoid(x, 1.0 / 6.0, 0.5))
@@ -101,7 +146,11 @@ pub fn run(op: &Op, ins: Vec<T6>, in_shapes: &[&[usize]], out_shapes: &[Vec<usiz
                 .with_ceil_mode(*ceil_mode);
             one(from4(max_pool2d(as4(next(), x_shape), options)))
         }
-        Op::AveragePool { window, ceil_mode, count_include_pad } => {
+        Op::AveragePool {
+            window,
+            ceil_mode,
+            count_include_pad,
+        } => {
             let options = AvgPoolOptions::new(window.kernel)
                 .with_stride(window.strides)
                 .with_padding_pairs(window.pads)
@@ -112,10 +161,19 @@ pub fn run(op: &Op, ins: Vec<T6>, in_shapes: &[&[usize]], out_shapes: &[Vec<usiz
         Op::GlobalAveragePool | Op::GlobalMaxPool => {
             let s = x_shape;
             let flat: Tensor<3> = next().reshape([s[0], s[1], s[2] * s[3]]);
-            let r = if matches!(op, Op::GlobalAveragePool) { flat.mean_dim(2) } else { flat.max_dim(2) };
+            let r = if matches!(op, Op::GlobalAveragePool) {
+                flat.mean_dim(2)
+            } else {
+                flat.max_dim(2)
+            };
             one(r.reshape(dims6(out0)))
         }
-        Op::Lrn { size, alpha, beta, bias } => {
+        Op::Lrn {
+            size,
+            alpha,
+            beta,
+            bias,
+        } => {
             let s = x_shape;
             let x = next();
             // mean of x² over the channel window [c - ⌊(size-1)/2⌋, c + ⌈(size-1)/2⌉], zero-padded.
@@ -126,7 +184,10 @@ pub fn run(op: &Op, ins: Vec<T6>, in_shapes: &[&[usize]], out_shapes: &[Vec<usiz
                 .with_padding_pairs([(lo, size - 1 - lo), (0, 0)])
                 .with_count_include_pad(true);
             let mean_sq = avg_pool2d(sq, options).reshape(dims6(s));
-            let denom = mean_sq.mul_scalar(*alpha).add_scalar(*bias).powf_scalar(*beta);
+            let denom = mean_sq
+                .mul_scalar(*alpha)
+                .add_scalar(*bias)
+                .powf_scalar(*beta);
             one(x / denom)
         }
         Op::BatchNorm { epsilon } => {
@@ -134,7 +195,11 @@ pub fn run(op: &Op, ins: Vec<T6>, in_shapes: &[&[usize]], out_shapes: &[Vec<usiz
             let c = x_shape[1];
             let x = next();
             let (scale, bias, mean, var) = (next(), next(), next(), next());
-            let inv = per_channel(var, c, rank).add_scalar(*epsilon).sqrt().recip() * per_channel(scale, c, rank);
+            let inv = per_channel(var, c, rank)
+                .add_scalar(*epsilon)
+                .sqrt()
+                .recip()
+                * per_channel(scale, c, rank);
             one((x - per_channel(mean, c, rank)) * inv + per_channel(bias, c, rank))
         }
         Op::InstanceNorm { epsilon } => {
@@ -149,7 +214,12 @@ pub fn run(op: &Op, ins: Vec<T6>, in_shapes: &[&[usize]], out_shapes: &[Vec<usiz
             let rank = s.len();
             one(normed * per_channel(scale, s[1], rank) + per_channel(bias, s[1], rank))
         }
-        Op::Gemm { alpha, beta, trans_a, trans_b } => {
+        Op::Gemm {
+            alpha,
+            beta,
+            trans_a,
+            trans_b,
+        } => {
             let (sa, sb) = (in_shapes[0], in_shapes[1]);
             let a: Tensor<2> = next().reshape([sa[0], sa[1]]);
             let b: Tensor<2> = next().reshape([sb[0], sb[1]]);
@@ -171,7 +241,11 @@ pub fn run(op: &Op, ins: Vec<T6>, in_shapes: &[&[usize]], out_shapes: &[Vec<usiz
             let (a, b) = (next(), next());
             let sb = in_shapes[1];
             // A 1-D B is a column [K, 1] (a 1-D A is already a row after left-padding).
-            let b = if sb.len() == 1 { b.reshape(dims6(&[sb[0], 1])) } else { b };
+            let b = if sb.len() == 1 {
+                b.reshape(dims6(&[sb[0], 1]))
+            } else {
+                b
+            };
             let (da, db) = (a.dims(), b.dims());
             // Broadcast the batch axes explicitly so both operands agree.
             let mut batch = [1usize; RANK];
@@ -246,7 +320,9 @@ pub fn run(op: &Op, ins: Vec<T6>, in_shapes: &[&[usize]], out_shapes: &[Vec<usiz
         }
         Op::Gather { axis, indices, .. } => {
             let idx = index_tensor(indices, device);
-            one(next().select(axis6(*axis, x_shape.len()), idx).reshape(dims6(out0)))
+            one(next()
+                .select(axis6(*axis, x_shape.len()), idx)
+                .reshape(dims6(out0)))
         }
         Op::Slice { ranges } => one(slice(next(), ranges, device)),
     }
@@ -268,7 +344,9 @@ fn slice(mut x: T6, ranges: &[SliceRange], device: &Device) -> T6 {
                 x = x.narrow(ax, r.start, r.count);
             }
         } else {
-            let idx: Vec<usize> = (0..r.count).map(|k| (r.start as i64 + k as i64 * r.step) as usize).collect();
+            let idx: Vec<usize> = (0..r.count)
+                .map(|k| (r.start as i64 + k as i64 * r.step) as usize)
+                .collect();
             x = x.select(ax, index_tensor(&idx, device));
         }
     }
