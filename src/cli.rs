@@ -15,7 +15,11 @@ use crate::model::preprocess::{Fit, InputSpec, InputTensor, load_input};
 use crate::model::{Graph, ImportOptions, default, load_onnx_file};
 
 #[derive(Parser, Debug)]
-#[command(name = "convlens", version, about = "A native, GPU-accelerated visualiser of convolutional neural networks")]
+#[command(
+    name = "convlens",
+    version,
+    about = "A native, GPU-accelerated visualiser of convolutional neural networks"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -87,7 +91,7 @@ pub struct ViewArgs {
     /// Layer to select at start (default: the first convolution).
     #[arg(long)]
     pub layer: Option<String>,
-    /// Visualisation method of the details canvas. Available now: forward.
+    /// Visualisation method of the details canvas: forward, gbp, deconvnet or backprop.
     #[arg(long, default_value = "forward")]
     pub method: String,
     /// Show filter N (from 1) of the selected layer as hovered (for screenshots).
@@ -114,7 +118,7 @@ pub struct ExportArgs {
     /// Output directory (created if missing).
     #[arg(long)]
     pub out: PathBuf,
-    /// Comma-separated methods. Available now: forward.
+    /// Comma-separated methods: forward, gbp (guided backpropagation), deconvnet, backprop.
     #[arg(long, default_value = "forward")]
     pub methods: String,
     /// Layers to write tiles for: `conv`, `all` (every [1,C,H,W] layer) or comma-separated names.
@@ -126,13 +130,28 @@ pub struct ExportArgs {
 }
 
 fn parse_hw(s: &str) -> Result<[usize; 2], String> {
-    let (h, w) = s.split_once(['x', 'X']).ok_or("expected two sizes like 224x224")?;
-    let p = |v: &str| v.trim().parse::<usize>().ok().filter(|&n| (1..=16384).contains(&n)).ok_or(format!("'{v}' is not a size in 1..=16384"));
+    let (h, w) = s
+        .split_once(['x', 'X'])
+        .ok_or("expected two sizes like 224x224")?;
+    let p = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| (1..=16384).contains(&n))
+            .ok_or(format!("'{v}' is not a size in 1..=16384"))
+    };
     Ok([p(h)?, p(w)?])
 }
 
 fn parse_rgb(s: &str) -> Result<[f32; 3], String> {
-    let v: Vec<f32> = s.split(',').map(|x| x.trim().parse::<f32>().map_err(|_| format!("'{x}' is not a number"))).collect::<Result<_, _>>()?;
+    let v: Vec<f32> = s
+        .split(',')
+        .map(|x| {
+            x.trim()
+                .parse::<f32>()
+                .map_err(|_| format!("'{x}' is not a number"))
+        })
+        .collect::<Result<_, _>>()?;
     match v.as_slice() {
         [r, g, b] if v.iter().all(|x| x.is_finite()) => Ok([*r, *g, *b]),
         _ => Err("expected three finite numbers R,G,B".into()),
@@ -151,9 +170,15 @@ impl ModelArgs {
     /// Loads the model (file or embedded default) and resolves its input spec.
     pub fn load(&self) -> Result<LoadedModel> {
         let (graph, mut spec, is_default) = match &self.model {
-            None => (default::default_graph().context("the embedded default model failed to load")?, default::default_input_spec(), true),
+            None => (
+                default::default_graph().context("the embedded default model failed to load")?,
+                default::default_input_spec(),
+                true,
+            ),
             Some(path) => {
-                let options = ImportOptions { input_hw: self.size };
+                let options = ImportOptions {
+                    input_hw: self.size,
+                };
                 let graph = load_onnx_file(path, &options)?;
                 let hw = graph
                     .image_input()
@@ -161,7 +186,12 @@ impl ModelArgs {
                         [_, 3, h, w] => Some([*h, *w]),
                         _ => None,
                     })
-                    .with_context(|| format!("{}: the model's first input is not an RGB image [N,3,H,W]", path.display()))?;
+                    .with_context(|| {
+                        format!(
+                            "{}: the model's first input is not an RGB image [N,3,H,W]",
+                            path.display()
+                        )
+                    })?;
                 (graph, InputSpec::imagenet(hw), false)
             }
         };
@@ -171,7 +201,13 @@ impl ModelArgs {
         if let Some(size) = self.size
             && size != spec.size_hw
         {
-            bail!("--size {}x{} differs from the model's fixed input size {}x{}", size[0], size[1], spec.size_hw[0], spec.size_hw[1]);
+            bail!(
+                "--size {}x{} differs from the model's fixed input size {}x{}",
+                size[0],
+                size[1],
+                spec.size_hw[0],
+                spec.size_hw[1]
+            );
         }
         spec.mean = self.mean.unwrap_or(spec.mean);
         spec.std = self.std.unwrap_or(spec.std);
@@ -179,9 +215,19 @@ impl ModelArgs {
             bail!("--std must not contain 0");
         }
         spec.fit = self.fit;
-        let classes = graph.outputs.first().and_then(|o| graph.shapes.get(o)).map(|s| s.iter().product()).unwrap_or(0);
+        let classes = graph
+            .outputs
+            .first()
+            .and_then(|o| graph.shapes.get(o))
+            .map(|s| s.iter().product())
+            .unwrap_or(0);
         let labels = default::labels_for(classes);
-        Ok(LoadedModel { graph: Arc::new(graph), spec, labels, is_default })
+        Ok(LoadedModel {
+            graph: Arc::new(graph),
+            spec,
+            labels,
+            is_default,
+        })
     }
 }
 
@@ -198,55 +244,113 @@ pub fn info(args: &InfoArgs) -> Result<()> {
     let m = args.model.load()?;
     let g = &m.graph;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&export::architecture_json(g))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&export::architecture_json(g))?
+        );
         return Ok(());
     }
-    let input = g.image_input().map(|i| format!("{} {:?}", i.name, i.shape)).unwrap_or_default();
-    println!("{} — {} layers, {} parameters, opset {}, input {input}", g.name, g.nodes.len(), g.parameter_count(), g.opset);
+    let input = g
+        .image_input()
+        .map(|i| format!("{} {:?}", i.name, i.shape))
+        .unwrap_or_default();
+    println!(
+        "{} — {} layers, {} parameters, opset {}, input {input}",
+        g.name,
+        g.nodes.len(),
+        g.parameter_count(),
+        g.opset
+    );
     println!(
         "keeping every activation needs {:.1} MiB; {} layers have per-channel maps",
         g.activation_bytes() as f64 / (1 << 20) as f64,
         g.feature_map_layers().count()
     );
-    println!("{:>4}  {:<14} {:<22} {:>12}  name", "#", "type", "output", "params");
+    println!(
+        "{:>4}  {:<14} {:<22} {:>12}  name",
+        "#", "type", "output", "params"
+    );
     for (i, n) in g.nodes.iter().enumerate() {
-        let params: usize = n.inputs.iter().filter_map(|x| g.constants.get(x)).map(|c| c.numel()).sum();
-        println!("{:>4}  {:<14} {:<22} {:>12}  {}", i, n.op.type_name(), format!("{:?}", n.output_shape()), params, n.name);
+        let params: usize = n
+            .inputs
+            .iter()
+            .filter_map(|x| g.constants.get(x))
+            .map(|c| c.numel())
+            .sum();
+        println!(
+            "{:>4}  {:<14} {:<22} {:>12}  {}",
+            i,
+            n.op.type_name(),
+            format!("{:?}", n.output_shape()),
+            params,
+            n.name
+        );
     }
     Ok(())
 }
 
 /// `convlens export`.
 pub fn export(args: &ExportArgs) -> Result<()> {
-    let methods = Method::parse_list(&args.methods)?;
+    let mut methods = Method::parse_list(&args.methods)?;
+    methods.dedup();
     if methods.is_empty() {
         bail!("--methods is empty");
     }
-    if let Some(m) = methods.iter().find(|m| **m != Method::Forward) {
-        return Err(export::ExportError::MethodUnavailable(m.dir_name().to_string()).into());
-    }
+    let gradients = methods.iter().any(|m| m.gradient().is_some());
     let m = args.model.load()?;
     let selection = LayerSelection::parse(&args.layers);
     let layers = selection.resolve(&m.graph)?;
     let input = load_input(&args.input, &m.spec)?;
     let device = engine::device::select(args.model.device);
-    eprintln!("model: {} ({} layers), device: {}", m.graph.name, m.graph.nodes.len(), device.description);
+    eprintln!(
+        "model: {} ({} layers), device: {}",
+        m.graph.name,
+        m.graph.nodes.len(),
+        device.description
+    );
     let started = Instant::now();
     let engine = Engine::new(Arc::clone(&m.graph), device.device.clone());
-    let acts = engine.forward(&input, &Capture::Layers(selection.names(&m.graph)?))?;
+    // Gradient methods walk back through every layer, so they need all of them kept.
+    let capture = if gradients {
+        Capture::All
+    } else {
+        Capture::Layers(selection.names(&m.graph)?)
+    };
+    let acts = engine.forward(&input, &capture)?;
     let probs = engine::class_probabilities(&m.graph, &acts)?;
     let forward_s = started.elapsed().as_secs_f64();
-    let tiles: u64 = layers.iter().filter_map(|&i| m.graph.nodes[i].feature_map_dims()).map(|(c, _, _)| c as u64).sum();
+    let tiles: u64 = layers
+        .iter()
+        .filter_map(|&i| m.graph.nodes[i].feature_map_dims())
+        .map(|(c, _, _)| c as u64)
+        .sum::<u64>()
+        * methods.len() as u64;
     let bar = indicatif::ProgressBar::new(tiles).with_style(
         indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} tiles ({eta})")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    bar.set_message("writing forward tiles");
-    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    let req = ExportRequest { out_dir: &args.out, layers: &layers, raw: args.raw, scores: (&probs, &m.labels) };
-    let summary = export::export_forward(&m.graph, &acts, &req, || bar.inc(1))?;
+    bar.set_message(format!("writing {}", args.methods));
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let req = ExportRequest {
+        out_dir: &args.out,
+        layers: &layers,
+        methods: &methods,
+        raw: args.raw,
+        scores: (&probs, &m.labels),
+    };
+    let summary = export::export_methods(&engine, &acts, &req, || bar.inc(1))?;
     bar.finish_and_clear();
-    let top: Vec<String> = engine::top_k(&probs, 5).iter().map(|&i| format!("{} {:.3}", m.labels.get(i).map(String::as_str).unwrap_or("?"), probs[i])).collect();
+    let top: Vec<String> = engine::top_k(&probs, 5)
+        .iter()
+        .map(|&i| {
+            format!(
+                "{} {:.3}",
+                m.labels.get(i).map(String::as_str).unwrap_or("?"),
+                probs[i]
+            )
+        })
+        .collect();
     eprintln!(
         "wrote {} layers, {} PNGs, {} .npy to {} (forward {:.2} s, total {:.2} s); top-5: {}",
         summary.layers,
@@ -262,9 +366,10 @@ pub fn export(args: &ExportArgs) -> Result<()> {
 
 /// `convlens view`: the window, or one offscreen frame with `--screenshot`.
 pub fn view(args: &ViewArgs) -> Result<()> {
-    if args.method != "forward" {
-        return Err(export::ExportError::MethodUnavailable(args.method.clone()).into());
-    }
+    let method = match Method::parse_list(&args.method)?.as_slice() {
+        [m] => *m,
+        _ => bail!("--method takes one of forward, gbp, deconvnet, backprop"),
+    };
     let model = args.model.load()?;
     let device = engine::device::select(args.model.device);
     let mut session = crate::app::Session::new(model, &device);
@@ -272,6 +377,7 @@ pub fn view(args: &ViewArgs) -> Result<()> {
         input: args.input.clone(),
         layer: args.layer.clone(),
         hover: args.hover,
+        method,
         window_px: [args.window_size[0] as u32, args.window_size[1] as u32],
     };
     match &args.screenshot {
@@ -299,17 +405,31 @@ pub fn stats(args: &StatsArgs) -> Result<()> {
                 acc.push(crate::viz::stats::LayerStats::new(node.name.clone(), c));
                 picked.push(i);
             }
-            None => eprintln!("note: layer '{}' has no per-channel maps ({:?}); skipped", node.name, node.output_shape()),
+            None => eprintln!(
+                "note: layer '{}' has no per-channel maps ({:?}); skipped",
+                node.name,
+                node.output_shape()
+            ),
         }
     }
-    anyhow::ensure!(!picked.is_empty(), "none of the selected layers has per-channel maps");
+    anyhow::ensure!(
+        !picked.is_empty(),
+        "none of the selected layers has per-channel maps"
+    );
     let files = crate::model::preprocess::list_inputs(&args.inputs)?;
     let device = engine::device::select(args.model.device);
-    eprintln!("model: {}, {} images, {} layers, device: {}", m.graph.name, files.len(), picked.len(), device.description);
+    eprintln!(
+        "model: {}, {} images, {} layers, device: {}",
+        m.graph.name,
+        files.len(),
+        picked.len(),
+        device.description
+    );
     let engine = Engine::new(Arc::clone(&m.graph), device.device.clone());
     let capture = Capture::Layers(selection.names(&m.graph)?);
     let bar = indicatif::ProgressBar::new(files.len() as u64).with_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} images ({eta})").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} images ({eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_message("statistics");
     let mut skipped = 0usize;
@@ -318,10 +438,16 @@ pub fn stats(args: &StatsArgs) -> Result<()> {
         let run = || -> Result<Vec<Vec<f32>>> {
             let input = load_input(file, &m.spec)?;
             let acts = engine.forward(&input, &capture)?;
-            picked.iter().map(|&i| Ok(acts.read(&m.graph.nodes[i].outputs[0])?.data)).collect()
+            picked
+                .iter()
+                .map(|&i| Ok(acts.read(&m.graph.nodes[i].outputs[0])?.data))
+                .collect()
         };
         match run() {
-            Ok(maps) => acc.iter_mut().zip(&maps).for_each(|(stats, map)| stats.add(map)),
+            Ok(maps) => acc
+                .iter_mut()
+                .zip(&maps)
+                .for_each(|(stats, map)| stats.add(map)),
             Err(e) => {
                 skipped += 1;
                 bar.suspend(|| eprintln!("warning: skipped {}: {e:#}", file.display()));
@@ -331,11 +457,22 @@ pub fn stats(args: &StatsArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     anyhow::ensure!(skipped < files.len(), "no image could be processed");
-    let text = if json { serde_json::to_string_pretty(&crate::viz::stats::to_json(&acc))? } else { crate::viz::stats::to_csv(&acc) };
+    let text = if json {
+        serde_json::to_string_pretty(&crate::viz::stats::to_json(&acc))?
+    } else {
+        crate::viz::stats::to_csv(&acc)
+    };
     export::atomic_write(&args.out, text.as_bytes(), true)?;
-    let dead: usize = acc.iter().map(|l| l.summary().iter().filter(|f| f.dead).count()).sum();
+    let dead: usize = acc
+        .iter()
+        .map(|l| l.summary().iter().filter(|f| f.dead).count())
+        .sum();
     let total: usize = acc.iter().map(|l| l.channels).sum();
-    eprintln!("wrote {} ({} images, {skipped} skipped; {dead} of {total} filters dead)", args.out.display(), files.len() - skipped);
+    eprintln!(
+        "wrote {} ({} images, {skipped} skipped; {dead} of {total} filters dead)",
+        args.out.display(),
+        files.len() - skipped
+    );
     Ok(())
 }
 

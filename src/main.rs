@@ -11,7 +11,11 @@ fn main() -> std::process::ExitCode {
         Some(Command::Export(args)) => cli::export(&args),
         Some(Command::Stats(args)) => cli::stats(&args),
         Some(Command::View(args)) => cli::view(&args),
-        None => cli::view(&cli::ViewArgs { window_size: [1600, 1000], method: "forward".into(), ..Default::default() }),
+        None => cli::view(&cli::ViewArgs {
+            window_size: [1600, 1000],
+            method: "forward".into(),
+            ..Default::default()
+        }),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

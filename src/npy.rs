@@ -68,7 +68,10 @@ pub fn from_bytes(bytes: &[u8]) -> Result<NpyArray, String> {
     }
     let (header_len, start): (usize, usize) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
         v => return Err(format!("unsupported format version {v}")),
     };
     let header = bytes
@@ -76,7 +79,9 @@ pub fn from_bytes(bytes: &[u8]) -> Result<NpyArray, String> {
         .ok_or("header is truncated")?;
     let header = std::str::from_utf8(header).map_err(|_| "header is not text")?;
     let field = |key: &str| -> Result<&str, String> {
-        let at = header.find(&format!("'{key}'")).ok_or(format!("header lacks '{key}'"))?;
+        let at = header
+            .find(&format!("'{key}'"))
+            .ok_or(format!("header lacks '{key}'"))?;
         let rest = &header[at + key.len() + 2..];
         let colon = rest.find(':').ok_or("malformed header")?;
         Ok(rest[colon + 1..].trim_start())
@@ -87,7 +92,10 @@ pub fn from_bytes(bytes: &[u8]) -> Result<NpyArray, String> {
     } else if descr.starts_with("'<f8'") {
         8
     } else {
-        return Err(format!("dtype {} is not little-endian float32/float64", descr.split(',').next().unwrap_or("")));
+        return Err(format!(
+            "dtype {} is not little-endian float32/float64",
+            descr.split(',').next().unwrap_or("")
+        ));
     };
     if field("fortran_order")?.starts_with("True") {
         return Err("Fortran-ordered arrays are not supported".into());
@@ -98,7 +106,10 @@ pub fn from_bytes(bytes: &[u8]) -> Result<NpyArray, String> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| format!("bad dimension '{s}'")))
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| format!("bad dimension '{s}'"))
+        })
         .collect::<Result<_, _>>()?;
     let n = shape
         .iter()
@@ -107,10 +118,16 @@ pub fn from_bytes(bytes: &[u8]) -> Result<NpyArray, String> {
         .ok_or("array is too large")?;
     let body = &bytes[start + header_len..];
     if body.len() != n * width {
-        return Err(format!("data holds {} bytes, shape {shape:?} needs {}", body.len(), n * width));
+        return Err(format!(
+            "data holds {} bytes, shape {shape:?} needs {}",
+            body.len(),
+            n * width
+        ));
     }
     let data = if width == 4 {
-        body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        body.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
     } else {
         body.chunks_exact(8)
             .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
@@ -126,7 +143,11 @@ mod tests {
     #[test]
     fn round_trip_and_header_alignment() {
         let bytes = to_bytes(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.5]);
-        assert_eq!((bytes.len() - 24) % 64, 0, "data starts on a 64-byte boundary");
+        assert_eq!(
+            (bytes.len() - 24) % 64,
+            0,
+            "data starts on a 64-byte boundary"
+        );
         let a = from_bytes(&bytes).unwrap();
         assert_eq!(a.shape, vec![2, 3]);
         assert_eq!(a.data[5], 6.5);
@@ -137,7 +158,9 @@ mod tests {
     #[test]
     fn numpy_written_header_parses() {
         // Exactly what numpy 1.26 writes for np.zeros((1, 2), np.float32).
-        let mut b = b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2), }".to_vec();
+        let mut b =
+            b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2), }"
+                .to_vec();
         b.resize(10 + 0x76 - 1, b' ');
         b.push(b'\n');
         b.extend_from_slice(&[0u8; 8]);

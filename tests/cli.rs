@@ -7,11 +7,18 @@ use std::process::Command;
 use common::fixture;
 
 fn convlens(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_convlens")).args(args).output().expect("binary runs")
+    Command::new(env!("CARGO_BIN_EXE_convlens"))
+        .args(args)
+        .output()
+        .expect("binary runs")
 }
 
 fn text(out: &std::process::Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 #[test]
@@ -33,11 +40,33 @@ fn export_writes_the_papers_files() {
     let out_dir = dir.path().join("out");
     let coffee = format!("{}/assets/images/coffee.png", env!("CARGO_MANIFEST_DIR"));
     let layer = "/_conv_stem/Conv";
-    let out = convlens(&["export", "--input", &coffee, "--out", out_dir.to_str().expect("utf8"), "--layers", layer, "--raw", "--device", "cpu"]);
+    let out = convlens(&[
+        "export",
+        "--input",
+        &coffee,
+        "--out",
+        out_dir.to_str().expect("utf8"),
+        "--layers",
+        layer,
+        "--raw",
+        "--device",
+        "cpu",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
-    let arch: serde_json::Value = serde_json::from_slice(&std::fs::read(out_dir.join("architecture.json")).expect("architecture.json")).expect("json");
+    let arch: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out_dir.join("architecture.json")).expect("architecture.json"),
+    )
+    .expect("json");
     let first = &arch["layers"][0];
-    for key in ["name", "type", "inputs", "output_shape", "params", "onnx_output", "file_stem"] {
+    for key in [
+        "name",
+        "type",
+        "inputs",
+        "output_shape",
+        "params",
+        "onnx_output",
+        "file_stem",
+    ] {
         assert!(!first[key].is_null(), "layer record lacks '{key}': {first}");
     }
     assert_eq!(first["name"], layer);
@@ -45,21 +74,36 @@ fn export_writes_the_papers_files() {
     let stem = first["file_stem"].as_str().expect("stem");
     assert!(!stem.contains('/'));
     for k in [1, 32] {
-        let png = image::open(out_dir.join(format!("forward/{stem}_{k}.png"))).expect("tile PNG").to_luma8();
+        let png = image::open(out_dir.join(format!("forward/{stem}_{k}.png")))
+            .expect("tile PNG")
+            .to_luma8();
         assert_eq!(png.dimensions(), (112, 112));
     }
     assert!(!out_dir.join(format!("forward/{stem}_33.png")).exists());
-    let raw = convlens::npy::read(&out_dir.join(format!("raw/forward/{stem}.npy"))).expect("raw npy");
+    let raw =
+        convlens::npy::read(&out_dir.join(format!("raw/forward/{stem}.npy"))).expect("raw npy");
     assert_eq!(raw.shape, vec![32, 112, 112]);
     // The PNG is the per-tile min-max of the raw map.
     let tile = &raw.data[..112 * 112];
-    let png = image::open(out_dir.join(format!("forward/{stem}_1.png"))).expect("png").to_luma8();
-    assert_eq!(png.as_raw().as_slice(), convlens::viz::tiles::tile_to_grey8(tile).as_slice());
-    let scores: serde_json::Value = serde_json::from_slice(&std::fs::read(out_dir.join("scores.json")).expect("scores")).expect("json");
+    let png = image::open(out_dir.join(format!("forward/{stem}_1.png")))
+        .expect("png")
+        .to_luma8();
+    assert_eq!(
+        png.as_raw().as_slice(),
+        convlens::viz::tiles::tile_to_grey8(tile).as_slice()
+    );
+    let scores: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("scores.json")).expect("scores"))
+            .expect("json");
     let s: Vec<f64> = serde_json::from_value(scores["S"].clone()).expect("S");
     assert_eq!(s.len(), 1000);
     assert!((s.iter().sum::<f64>() - 1.0).abs() < 1e-3);
-    let best = s.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).expect("non-empty");
+    let best = s
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i)
+        .expect("non-empty");
     assert_eq!(scores["labels"][best], "espresso");
 }
 
@@ -68,21 +112,43 @@ fn bad_inputs_get_clear_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let missing = convlens(&["info", "/nonexistent/model.onnx"]);
     assert!(!missing.status.success());
-    assert!(text(&missing).contains("/nonexistent/model.onnx"), "{}", text(&missing));
+    assert!(
+        text(&missing).contains("/nonexistent/model.onnx"),
+        "{}",
+        text(&missing)
+    );
 
     let garbage = dir.path().join("garbage.onnx");
     std::fs::write(&garbage, b"\x08\x07this is not protobuf\xff\xff\xff").expect("write");
     let out = convlens(&["info", garbage.to_str().expect("utf8")]);
     assert!(!out.status.success());
-    assert!(text(&out).contains("not a valid ONNX model"), "{}", text(&out));
+    assert!(
+        text(&out).contains("not a valid ONNX model"),
+        "{}",
+        text(&out)
+    );
 
     let not_image = dir.path().join("notes.png");
     std::fs::write(&not_image, b"hello").expect("write");
-    let out = convlens(&["export", "--input", not_image.to_str().expect("utf8"), "--out", dir.path().join("o").to_str().expect("utf8")]);
+    let out = convlens(&[
+        "export",
+        "--input",
+        not_image.to_str().expect("utf8"),
+        "--out",
+        dir.path().join("o").to_str().expect("utf8"),
+    ]);
     assert!(!out.status.success());
     assert!(text(&out).contains("notes.png"), "{}", text(&out));
 
-    let out = convlens(&["export", "--input", "x.png", "--out", "o", "--layers", "no_such_layer"]);
+    let out = convlens(&[
+        "export",
+        "--input",
+        "x.png",
+        "--out",
+        "o",
+        "--layers",
+        "no_such_layer",
+    ]);
     assert!(!out.status.success());
 }
 
@@ -101,7 +167,10 @@ fn unsupported_op_names_op_node_and_file() {
     let out = convlens(&["info", path.to_str().expect("utf8")]);
     assert!(!out.status.success());
     let msg = text(&out);
-    assert!(msg.contains("NonMaxSuppression") && msg.contains(&node_name) && msg.contains("weird.onnx"), "{msg}");
+    assert!(
+        msg.contains("NonMaxSuppression") && msg.contains(&node_name) && msg.contains("weird.onnx"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -110,13 +179,27 @@ fn stats_aggregate_what_export_writes() {
     let images = format!("{}/assets/images", env!("CARGO_MANIFEST_DIR"));
     let layer = "/_conv_stem/Conv";
     let out = dir.path().join("stats.json");
-    let run = convlens(&["stats", "--inputs", &images, "--out", out.to_str().expect("utf8"), "--layers", layer, "--device", "cpu"]);
+    let run = convlens(&[
+        "stats",
+        "--inputs",
+        &images,
+        "--out",
+        out.to_str().expect("utf8"),
+        "--layers",
+        layer,
+        "--device",
+        "cpu",
+    ]);
     assert!(run.status.success(), "{}", text(&run));
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).expect("stats file")).expect("json");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&out).expect("stats file")).expect("json");
     assert_eq!(v["images"], 3);
     let filters = v["layers"][0]["filters"].as_array().expect("filters");
     assert_eq!(filters.len(), 32);
-    let mut ranks: Vec<u64> = filters.iter().map(|f| f["rank"].as_u64().expect("rank")).collect();
+    let mut ranks: Vec<u64> = filters
+        .iter()
+        .map(|f| f["rank"].as_u64().expect("rank"))
+        .collect();
     ranks.sort_unstable();
     assert_eq!(ranks, (1..=32).collect::<Vec<_>>());
     // Independent check: the raw maps that `export --raw` writes for each image.
@@ -124,7 +207,18 @@ fn stats_aggregate_what_export_writes() {
     for name in ["astronaut", "chelsea", "coffee"] {
         let d = dir.path().join(name);
         let img = format!("{images}/{name}.png");
-        let e = convlens(&["export", "--input", &img, "--out", d.to_str().expect("utf8"), "--layers", layer, "--raw", "--device", "cpu"]);
+        let e = convlens(&[
+            "export",
+            "--input",
+            &img,
+            "--out",
+            d.to_str().expect("utf8"),
+            "--layers",
+            layer,
+            "--raw",
+            "--device",
+            "cpu",
+        ]);
         assert!(e.status.success(), "{}", text(&e));
         let raw = convlens::npy::read(&d.join("raw/forward/conv_stem_Conv.npy")).expect("raw");
         let tile = &raw.data[..112 * 112];
@@ -132,6 +226,64 @@ fn stats_aggregate_what_export_writes() {
         max1 = tile.iter().copied().fold(max1, f32::max);
     }
     let f1 = &filters[0];
-    assert!((f1["mean"].as_f64().expect("mean") - mean1).abs() < 1e-6 * mean1.abs().max(1.0), "{f1} vs {mean1}");
+    assert!(
+        (f1["mean"].as_f64().expect("mean") - mean1).abs() < 1e-6 * mean1.abs().max(1.0),
+        "{f1} vs {mean1}"
+    );
     assert_eq!(f1["max"].as_f64().expect("max") as f32, max1);
+}
+
+#[test]
+fn export_writes_gradient_methods() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("out");
+    let model = fixture("mixed/tiny_alexnet.onnx");
+    let coffee = format!("{}/assets/images/coffee.png", env!("CARGO_MANIFEST_DIR"));
+    let run = convlens(&[
+        "export",
+        model.to_str().expect("utf8"),
+        "--input",
+        &coffee,
+        "--out",
+        out_dir.to_str().expect("utf8"),
+        "--methods",
+        "forward,gbp,deconvnet,backprop",
+        "--raw",
+        "--device",
+        "cpu",
+    ]);
+    assert!(run.status.success(), "{}", text(&run));
+    let arch: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out_dir.join("architecture.json")).expect("architecture"),
+    )
+    .expect("json");
+    let conv = arch["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .find(|l| l["type"] == "Conv")
+        .expect("a conv layer");
+    let stem = conv["file_stem"].as_str().expect("stem");
+    let channels = conv["output_shape"][1].as_u64().expect("C") as usize;
+    for method in ["gbp", "deconvnet", "backprop"] {
+        let raw = convlens::npy::read(&out_dir.join(format!("raw/{method}/{stem}.npy")))
+            .expect("raw gradients");
+        assert_eq!(raw.shape, vec![channels, 3, 32, 32], "{method}");
+        for k in [1, channels] {
+            let png = image::open(out_dir.join(format!("{method}/{stem}_{k}.png")))
+                .expect("png")
+                .to_rgb8();
+            assert_eq!(png.dimensions(), (32, 32));
+            let per = 3 * 32 * 32;
+            let want = convlens::viz::tiles::rgb_planes_to_rgb8(
+                &raw.data[(k - 1) * per..k * per],
+                32 * 32,
+            );
+            assert_eq!(
+                png.as_raw(),
+                &want,
+                "{method} filter {k}: PNG is the joint min-max of the raw gradient"
+            );
+        }
+    }
 }

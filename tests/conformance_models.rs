@@ -24,19 +24,43 @@ struct Report {
 /// Runs `<dir>/<name>.onnx` on the formula input and compares with `<name>.ref.json`.
 fn check_model(dir: &str, name: &str, device: Device, tol: f32) -> Report {
     let model = fixture(&format!("{dir}/{name}.onnx"));
-    let reference: Value = serde_json::from_slice(&std::fs::read(fixture(&format!("{dir}/{name}.ref.json"))).expect("ref.json exists"))
-        .expect("ref.json parses");
-    let graph = Arc::new(load_onnx_file(&model, &ImportOptions::default()).unwrap_or_else(|e| panic!("{name}: import failed: {e}")));
-    let input_name = reference["input_name"].as_str().expect("input_name").to_string();
-    let shape: Vec<usize> = serde_json::from_value(reference["input_shape"].clone()).expect("input_shape");
+    let reference: Value = serde_json::from_slice(
+        &std::fs::read(fixture(&format!("{dir}/{name}.ref.json"))).expect("ref.json exists"),
+    )
+    .expect("ref.json parses");
+    let graph = Arc::new(
+        load_onnx_file(&model, &ImportOptions::default())
+            .unwrap_or_else(|e| panic!("{name}: import failed: {e}")),
+    );
+    let input_name = reference["input_name"]
+        .as_str()
+        .expect("input_name")
+        .to_string();
+    let shape: Vec<usize> =
+        serde_json::from_value(reference["input_shape"].clone()).expect("input_shape");
     let data = formula_input(shape.iter().product());
     let engine = Engine::new(Arc::clone(&graph), device);
     let acts = engine
-        .forward_inputs(&[NamedInput { name: input_name, shape, data }], &Capture::All)
+        .forward_inputs(
+            &[NamedInput {
+                name: input_name,
+                shape,
+                data,
+            }],
+            &Capture::All,
+        )
         .unwrap_or_else(|e| panic!("{name}: forward failed: {e}"));
-    let computed: HashMap<&str, ()> = graph.nodes.iter().flat_map(|n| n.outputs.iter().map(|o| (o.as_str(), ()))).collect();
+    let computed: HashMap<&str, ()> = graph
+        .nodes
+        .iter()
+        .flat_map(|n| n.outputs.iter().map(|o| (o.as_str(), ())))
+        .collect();
 
-    let mut report = Report { tensors: 0, worst: 0.0, worst_name: String::new() };
+    let mut report = Report {
+        tensors: 0,
+        worst: 0.0,
+        worst_name: String::new(),
+    };
     for t in reference["tensors"].as_array().expect("tensors") {
         if t["dtype"] != "float32" {
             continue;
@@ -44,25 +68,40 @@ fn check_model(dir: &str, name: &str, device: Device, tol: f32) -> Report {
         let tname = t["name"].as_str().expect("name");
         if !computed.contains_key(tname) && !graph.constants.contains_key(tname) {
             // Only outputs that ConvLens folded away entirely may be missing (e.g. Dropout masks).
-            assert!(t["op"] == "Dropout" || t["op"] == "Constant", "{name}: tensor '{tname}' ({}) was not computed", t["op"]);
+            assert!(
+                t["op"] == "Dropout" || t["op"] == "Constant",
+                "{name}: tensor '{tname}' ({}) was not computed",
+                t["op"]
+            );
             continue;
         }
         let host = acts.read(tname).or_else(|_| {
             let c = &graph.constants[tname];
-            Ok::<_, ()>(convlens::engine::HostTensor { shape: c.shape.clone(), data: c.to_f32_vec() })
+            Ok::<_, ()>(convlens::engine::HostTensor {
+                shape: c.shape.clone(),
+                data: c.to_f32_vec(),
+            })
         });
         let host = host.expect("value readable");
         let want_shape: Vec<usize> = serde_json::from_value(t["shape"].clone()).expect("shape");
         assert_eq!(host.shape, want_shape, "{name}: shape of '{tname}'");
         let scale = t["max_abs"].as_f64().expect("max_abs") as f32;
         let err = if let Some(values) = t["values"].as_array() {
-            let want: Vec<f32> = values.iter().map(|v| v.as_f64().unwrap_or(f64::NAN) as f32).collect();
+            let want: Vec<f32> = values
+                .iter()
+                .map(|v| v.as_f64().unwrap_or(f64::NAN) as f32)
+                .collect();
             scaled_error(&host.data, &want, scale)
         } else {
             let samples = t["samples"].as_array().expect("values or samples");
             let (got, want): (Vec<f32>, Vec<f32>) = samples
                 .iter()
-                .map(|s| (host.data[s[0].as_u64().expect("index") as usize], s[1].as_f64().unwrap_or(f64::NAN) as f32))
+                .map(|s| {
+                    (
+                        host.data[s[0].as_u64().expect("index") as usize],
+                        s[1].as_f64().unwrap_or(f64::NAN) as f32,
+                    )
+                })
                 .unzip();
             let sample_err = scaled_error(&got, &want, scale);
             // The sum over all elements checks the ones not sampled.
@@ -84,11 +123,24 @@ fn check_model(dir: &str, name: &str, device: Device, tol: f32) -> Report {
         }
     }
     assert!(report.tensors > 0, "{name}: nothing compared");
-    eprintln!("{dir}/{name}: {} tensors, worst scaled error {:.2e} at '{}'", report.tensors, report.worst, report.worst_name);
+    eprintln!(
+        "{dir}/{name}: {} tensors, worst scaled error {:.2e} at '{}'",
+        report.tensors, report.worst, report.worst_name
+    );
     report
 }
 
-const LIGHT: [&str; 9] = ["alexnet", "zfnet512", "vgg19", "squeezenet", "resnet50", "inception_v1", "inception_v2", "densenet121", "shufflenet"];
+const LIGHT: [&str; 9] = [
+    "alexnet",
+    "zfnet512",
+    "vgg19",
+    "squeezenet",
+    "resnet50",
+    "inception_v1",
+    "inception_v2",
+    "densenet121",
+    "shufflenet",
+];
 const MIXED: [&str; 3] = ["tiny_alexnet", "tiny_resnet", "tiny_shapechain"];
 
 #[test]

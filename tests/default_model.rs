@@ -15,11 +15,16 @@ use convlens::model::preprocess::{InputTensor, load_input_bytes};
 use serde_json::Value;
 
 fn reference() -> Value {
-    serde_json::from_slice(&std::fs::read(fixture("default_model/reference.json")).expect("reference.json")).expect("parses")
+    serde_json::from_slice(
+        &std::fs::read(fixture("default_model/reference.json")).expect("reference.json"),
+    )
+    .expect("parses")
 }
 
 fn probabilities(engine: &Engine, input: &InputTensor) -> Vec<f32> {
-    let acts = engine.forward(input, &Capture::Layers(Default::default())).expect("forward");
+    let acts = engine
+        .forward(input, &Capture::Layers(Default::default()))
+        .expect("forward");
     engine::class_probabilities(engine.graph(), &acts).expect("probabilities")
 }
 
@@ -29,19 +34,40 @@ fn top5_equals_onnxruntime_on_reference_tensors() {
     let engine = Engine::new(graph, common::cpu());
     let reference = reference();
     for (image, r) in reference["images"].as_object().expect("images") {
-        let arr = convlens::npy::read(&fixture(&format!("default_model/{}", r["input_npy"].as_str().expect("npy")))).expect("npy");
-        let input = InputTensor { shape: [1, 3, 224, 224], data: arr.data, picture: None };
+        let arr = convlens::npy::read(&fixture(&format!(
+            "default_model/{}",
+            r["input_npy"].as_str().expect("npy")
+        )))
+        .expect("npy");
+        let input = InputTensor {
+            shape: [1, 3, 224, 224],
+            data: arr.data,
+            picture: None,
+        };
         let probs = probabilities(&engine, &input);
         let top5 = engine::top_k(&probs, 5);
         let want: Vec<(usize, f32)> = r["top5"]
             .as_array()
             .expect("top5")
             .iter()
-            .map(|e| (e[0].as_u64().expect("class") as usize, e[1].as_f64().expect("p") as f32))
+            .map(|e| {
+                (
+                    e[0].as_u64().expect("class") as usize,
+                    e[1].as_f64().expect("p") as f32,
+                )
+            })
             .collect();
-        assert_eq!(top5, want.iter().map(|w| w.0).collect::<Vec<_>>(), "{image}: top-5 classes");
+        assert_eq!(
+            top5,
+            want.iter().map(|w| w.0).collect::<Vec<_>>(),
+            "{image}: top-5 classes"
+        );
         for (class, p) in want {
-            assert!((probs[class] - p).abs() <= 1e-4, "{image}: class {class} p={} vs onnxruntime {p}", probs[class]);
+            assert!(
+                (probs[class] - p).abs() <= 1e-4,
+                "{image}: class {class} p={} vs onnxruntime {p}",
+                probs[class]
+            );
         }
     }
 }
@@ -58,15 +84,37 @@ fn shipped_photos_through_the_whole_pipeline() {
         let input = load_input_bytes(bytes, name, &spec).expect("decodes");
         // Our crop + bilinear resize against PIL's (same geometry, different resampler
         // implementations): close in normalised units.
-        let py = convlens::npy::read(&fixture(&format!("default_model/{stem}_input.npy"))).expect("npy");
-        let diffs: Vec<f32> = input.data.iter().zip(&py.data).map(|(a, b)| (a - b).abs()).collect();
+        let py =
+            convlens::npy::read(&fixture(&format!("default_model/{stem}_input.npy"))).expect("npy");
+        let diffs: Vec<f32> = input
+            .data
+            .iter()
+            .zip(&py.data)
+            .map(|(a, b)| (a - b).abs())
+            .collect();
         let mean_diff = diffs.iter().sum::<f32>() / diffs.len() as f32;
-        assert!(mean_diff < 0.005, "{name}: preprocessing differs from PIL by {mean_diff} on average");
+        assert!(
+            mean_diff < 0.005,
+            "{name}: preprocessing differs from PIL by {mean_diff} on average"
+        );
         let probs = probabilities(&engine, &input);
         let top5: Vec<usize> = engine::top_k(&probs, 5);
-        let want: Vec<usize> = reference["images"][stem]["top5"].as_array().expect("top5").iter().map(|e| e[0].as_u64().expect("class") as usize).collect();
-        eprintln!("{name}: mean |Δ| vs PIL {mean_diff:.4}; top-5 {:?}", top5.iter().map(|&i| (&labels[i], probs[i])).collect::<Vec<_>>());
-        assert_eq!(top5[0], want[0], "{name}: top-1 differs from onnxruntime on PIL's preprocessing");
+        let want: Vec<usize> = reference["images"][stem]["top5"]
+            .as_array()
+            .expect("top5")
+            .iter()
+            .map(|e| e[0].as_u64().expect("class") as usize)
+            .collect();
+        eprintln!(
+            "{name}: mean |Δ| vs PIL {mean_diff:.4}; top-5 {:?}",
+            top5.iter()
+                .map(|&i| (&labels[i], probs[i]))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            top5[0], want[0],
+            "{name}: top-1 differs from onnxruntime on PIL's preprocessing"
+        );
         if stem == "coffee" {
             assert_eq!(labels[top5[0]], "espresso");
         }
@@ -79,10 +127,34 @@ fn wgpu_agrees_with_onnxruntime_on_the_default_model() {
     let engine = Engine::new(graph, common::wgpu());
     let r = &reference()["images"]["coffee"];
     let arr = convlens::npy::read(&fixture("default_model/coffee_input.npy")).expect("npy");
-    let probs = probabilities(&engine, &InputTensor { shape: [1, 3, 224, 224], data: arr.data, picture: None });
-    let want: Vec<(usize, f32)> = r["top5"].as_array().expect("top5").iter().map(|e| (e[0].as_u64().expect("class") as usize, e[1].as_f64().expect("p") as f32)).collect();
-    assert_eq!(engine::top_k(&probs, 5), want.iter().map(|w| w.0).collect::<Vec<_>>());
+    let probs = probabilities(
+        &engine,
+        &InputTensor {
+            shape: [1, 3, 224, 224],
+            data: arr.data,
+            picture: None,
+        },
+    );
+    let want: Vec<(usize, f32)> = r["top5"]
+        .as_array()
+        .expect("top5")
+        .iter()
+        .map(|e| {
+            (
+                e[0].as_u64().expect("class") as usize,
+                e[1].as_f64().expect("p") as f32,
+            )
+        })
+        .collect();
+    assert_eq!(
+        engine::top_k(&probs, 5),
+        want.iter().map(|w| w.0).collect::<Vec<_>>()
+    );
     for (class, p) in want {
-        assert!((probs[class] - p).abs() <= 1e-3, "class {class}: wgpu p={} vs onnxruntime {p}", probs[class]);
+        assert!(
+            (probs[class] - p).abs() <= 1e-3,
+            "class {class}: wgpu p={} vs onnxruntime {p}",
+            probs[class]
+        );
     }
 }

@@ -24,6 +24,8 @@ pub struct ViewerOptions {
     pub layer: Option<String>,
     /// Filter to show as hovered (from 1), for headless screenshots.
     pub hover: Option<usize>,
+    /// Method shown in the details canvas at start.
+    pub method: crate::export::Method,
     /// Window (or screenshot) size in physical pixels.
     pub window_px: [u32; 2],
 }
@@ -32,23 +34,41 @@ pub struct ViewerOptions {
 pub fn initial_layer(session: &Session, name: Option<&str>) -> Result<usize> {
     let g = &session.model.graph;
     match name {
-        Some(n) => g.node_index(n).with_context(|| format!("no layer named '{n}' (see `convlens info`)")),
+        Some(n) => g
+            .node_index(n)
+            .with_context(|| format!("no layer named '{n}' (see `convlens info`)")),
         None => Ok(g.nodes.iter().position(|n| n.op.is_conv()).unwrap_or(0)),
     }
 }
 
 /// Renders one frame of the viewer offscreen and writes it to `out` (PNG).
 pub fn screenshot(session: &mut Session, options: &ViewerOptions, out: &Path) -> Result<()> {
-    let first = options.input.as_deref().map(session::InputList::from_path).transpose()?;
+    let first = options
+        .input
+        .as_deref()
+        .map(session::InputList::from_path)
+        .transpose()?;
     session.run_file(first.as_ref().and_then(|l| l.current()))?;
     let selected = initial_layer(session, options.layer.as_deref())?;
     let ctx = GpuContext::headless().context("no wgpu adapter for offscreen rendering (install Mesa's mesa-vulkan-drivers for a software one)")?;
     let mut renderer = Renderer::new(&ctx, OffscreenTarget::DEFAULT_FORMAT);
     let [w, h] = options.window_px;
     let mut state = ViewState::new(selected, [w as f32, h as f32]);
+    state.method = options.method;
+    if options.method != crate::export::Method::Forward {
+        session.ensure_gradients(selected, options.method)?;
+    }
     if let Some(k) = options.hover {
-        let channels = session.vm.layers.get(selected).and_then(|l| l.map_dims()).map_or(0, |d| d.0);
-        anyhow::ensure!((1..=channels).contains(&k), "--hover {k}: the layer has {channels} filters (numbered from 1)");
+        let channels = session
+            .vm
+            .layers
+            .get(selected)
+            .and_then(|l| l.map_dims())
+            .map_or(0, |d| d.0);
+        anyhow::ensure!(
+            (1..=channels).contains(&k),
+            "--hover {k}: the layer has {channels} filters (numbered from 1)"
+        );
         state.hover = Hover::Tile(k - 1);
         // Scroll the hovered tile into view.
         if let Some(grid) = selected_grid(&session.vm, &state) {
@@ -59,10 +79,24 @@ pub fn screenshot(session: &mut Session, options: &ViewerOptions, out: &Path) ->
             }
         }
     }
-    let (picture, tiles) = session::upload_layer(&mut renderer, &ctx, session, selected)?;
-    let scene = build_scene(&SceneInputs { vm: &session.vm, state: &state, tiles: tiles.as_ref(), picture, frame_ms: None });
+    let (picture, tiles) =
+        session::upload_layer(&mut renderer, &ctx, session, selected, state.method)?;
+    let scene = build_scene(&SceneInputs {
+        vm: &session.vm,
+        state: &state,
+        tiles: tiles.as_ref(),
+        picture,
+        frame_ms: None,
+    });
     let image = renderer.render_to_image(&ctx, &scene, w, h)?;
-    image.save(out).with_context(|| format!("cannot write {}", out.display()))?;
-    eprintln!("wrote {} ({w}×{h}, {} tiles, adapter {})", out.display(), scene.tiles.len(), ctx.describe());
+    image
+        .save(out)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    eprintln!(
+        "wrote {} ({w}×{h}, {} tiles, adapter {})",
+        out.display(),
+        scene.tiles.len(),
+        ctx.describe()
+    );
     Ok(())
 }

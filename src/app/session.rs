@@ -9,7 +9,8 @@ use anyhow::{Context, Result};
 use image::RgbImage;
 
 use crate::cli::LoadedModel;
-use crate::engine::{self, Capture, ComputeDevice, Engine, HostTensor};
+use crate::engine::{self, Capture, ComputeDevice, Engine, HostTensor, attribution};
+use crate::export::Method;
 use crate::model::preprocess::{InputTensor, list_inputs, load_input};
 use crate::render::{GpuContext, Renderer, TileHandle, value_range};
 use crate::ui::ViewModel;
@@ -22,6 +23,34 @@ pub struct ForwardResult {
     pub probabilities: Vec<f32>,
     pub picture: Option<RgbImage>,
     pub label: String,
+    /// The input itself, for computing gradient images on demand.
+    pub input: Arc<InputTensor>,
+}
+
+/// Gradient images of every filter of one layer: `[C, 3, H, W]`.
+pub struct GradientResult {
+    pub layer: usize,
+    pub method: Method,
+    pub images: HostTensor,
+}
+
+/// Runs one forward pass keeping every layer, then the batched reverse passes for `layer`.
+pub fn compute_gradients(
+    engine: &Engine,
+    input: &InputTensor,
+    layer: usize,
+    method: Method,
+) -> Result<GradientResult> {
+    let rule = method
+        .gradient()
+        .context("forward is not a gradient method")?;
+    let acts = engine.forward(input, &Capture::All)?;
+    let images = attribution::attribute_layer(engine, &acts, layer, rule, None)?;
+    Ok(GradientResult {
+        layer,
+        method,
+        images,
+    })
 }
 
 /// Runs the engine on one input and reads back every feature map.
@@ -33,7 +62,13 @@ pub fn run_forward(engine: &Engine, input: &InputTensor, label: String) -> Resul
         maps[i] = Some(acts.read(&node.outputs[0])?);
     }
     let probabilities = engine::class_probabilities(graph, &acts)?;
-    Ok(ForwardResult { maps, probabilities, picture: input.picture.clone(), label })
+    Ok(ForwardResult {
+        maps,
+        probabilities,
+        picture: input.picture.clone(),
+        label,
+        input: Arc::new(input.clone()),
+    })
 }
 
 /// Where inputs come from: one file, a folder stepped with the arrow keys, or the embedded photo.
@@ -46,7 +81,10 @@ pub struct InputList {
 impl InputList {
     /// A file gives a list of one; a folder lists its images sorted by name.
     pub fn from_path(path: &Path) -> Result<Self> {
-        Ok(Self { files: list_inputs(path)?, current: 0 })
+        Ok(Self {
+            files: list_inputs(path)?,
+            current: 0,
+        })
     }
 
     pub fn current(&self) -> Option<&Path> {
@@ -70,19 +108,34 @@ pub struct Session {
     pub engine: Arc<Engine>,
     pub vm: ViewModel,
     pub result: Option<ForwardResult>,
+    /// Gradient images computed for the current input, newest last.
+    pub gradients: Vec<GradientResult>,
 }
 
 impl Session {
     pub fn new(model: LoadedModel, device: &ComputeDevice) -> Self {
         let engine = Arc::new(Engine::new(Arc::clone(&model.graph), device.device.clone()));
-        let vm = ViewModel::from_graph(&model.graph, model.labels.clone(), device.description.clone());
-        Self { model, engine, vm, result: None }
+        let vm = ViewModel::from_graph(
+            &model.graph,
+            model.labels.clone(),
+            device.description.clone(),
+        );
+        Self {
+            model,
+            engine,
+            vm,
+            result: None,
+            gradients: Vec::new(),
+        }
     }
 
     /// Loads and runs one input file synchronously.
     pub fn run_file(&mut self, path: Option<&Path>) -> Result<()> {
         let input = crate::cli::load_input_or_default(path, &self.model.spec)?;
-        let label = path.map_or_else(|| "coffee.png (embedded)".to_string(), |p| p.display().to_string());
+        let label = path.map_or_else(
+            || "coffee.png (embedded)".to_string(),
+            |p| p.display().to_string(),
+        );
         let result = run_forward(&self.engine, &input, label)?;
         self.accept(result);
         Ok(())
@@ -94,6 +147,39 @@ impl Session {
         self.vm.input_label = result.label.clone();
         self.vm.notice = None;
         self.result = Some(result);
+        self.gradients.clear();
+    }
+
+    /// Keeps gradient images for the current input (at most a few layers' worth).
+    pub fn accept_gradients(&mut self, g: GradientResult) {
+        self.gradients
+            .retain(|x| (x.layer, x.method) != (g.layer, g.method));
+        self.gradients.push(g);
+        if self.gradients.len() > 4 {
+            self.gradients.remove(0);
+        }
+    }
+
+    /// The gradient images of `layer` under `method`, if computed.
+    pub fn gradient(&self, layer: usize, method: Method) -> Option<&GradientResult> {
+        self.gradients
+            .iter()
+            .find(|g| (g.layer, g.method) == (layer, method))
+    }
+
+    /// Computes the gradient images of `layer` synchronously (screenshots).
+    pub fn ensure_gradients(&mut self, layer: usize, method: Method) -> Result<()> {
+        if method == Method::Forward || self.gradient(layer, method).is_some() {
+            return Ok(());
+        }
+        let input = self
+            .result
+            .as_ref()
+            .map(|r| Arc::clone(&r.input))
+            .context("no input has been run yet")?;
+        let g = compute_gradients(&self.engine, &input, layer, method)?;
+        self.accept_gradients(g);
+        Ok(())
     }
 
     /// Loads an input file (for the worker).
@@ -102,25 +188,85 @@ impl Session {
     }
 }
 
-/// Clears the atlas and uploads the input picture and every channel of `layer`.
-pub fn upload_layer(renderer: &mut Renderer, ctx: &GpuContext, session: &Session, layer: usize) -> Result<(Option<TileHandle>, Option<LayerTiles>)> {
+/// Clears the atlas and uploads the input picture and every channel of `layer` as `method`
+/// shows it (nothing for a gradient method not computed yet).
+pub fn upload_layer(
+    renderer: &mut Renderer,
+    ctx: &GpuContext,
+    session: &Session,
+    layer: usize,
+    method: Method,
+) -> Result<(Option<TileHandle>, Option<LayerTiles>)> {
     renderer.atlas.clear();
     let Some(result) = &session.result else {
         return Ok((None, None));
     };
     let picture = match &result.picture {
-        Some(p) => Some(renderer.atlas.upload_rgba8(&ctx.device, &ctx.queue, &image::DynamicImage::ImageRgb8(p.clone()).to_rgba8())?),
+        Some(p) => Some(renderer.atlas.upload_rgba8(
+            &ctx.device,
+            &ctx.queue,
+            &image::DynamicImage::ImageRgb8(p.clone()).to_rgba8(),
+        )?),
         None => None,
     };
+    if method != Method::Forward {
+        let Some(g) = session.gradient(layer, method) else {
+            return Ok((picture, None));
+        };
+        let [c, 3, h, w] = <[usize; 4]>::try_from(g.images.shape.as_slice())
+            .context("gradient images are not [C, 3, H, W]")?
+        else {
+            anyhow::bail!("gradient images of shape {:?} are not RGB", g.images.shape);
+        };
+        let handles = renderer.atlas.upload_rgb_planes_many(
+            &ctx.device,
+            &ctx.queue,
+            &g.images.data,
+            w as u32,
+            h as u32,
+            c as u32,
+        )?;
+        let per = 3 * h * w;
+        let tiles = handles
+            .into_iter()
+            .enumerate()
+            .map(|(k, handle)| (handle, value_range(&g.images.data[k * per..(k + 1) * per])))
+            .collect();
+        return Ok((
+            picture,
+            Some(LayerTiles {
+                layer,
+                method,
+                map_hw: [h, w],
+                tiles,
+            }),
+        ));
+    }
     let Some(Some(map)) = result.maps.get(layer) else {
         return Ok((picture, None));
     };
-    let [_, c, h, w] = <[usize; 4]>::try_from(map.shape.as_slice()).context("feature map is not [1, C, H, W]")?;
-    let handles = renderer.atlas.upload_many(&ctx.device, &ctx.queue, &map.data, w as u32, h as u32, c as u32)?;
+    let [_, c, h, w] =
+        <[usize; 4]>::try_from(map.shape.as_slice()).context("feature map is not [1, C, H, W]")?;
+    let handles = renderer.atlas.upload_many(
+        &ctx.device,
+        &ctx.queue,
+        &map.data,
+        w as u32,
+        h as u32,
+        c as u32,
+    )?;
     let tiles = handles
         .into_iter()
         .enumerate()
         .map(|(k, handle)| (handle, value_range(&map.data[k * h * w..(k + 1) * h * w])))
         .collect();
-    Ok((picture, Some(LayerTiles { layer, map_hw: [h, w], tiles })))
+    Ok((
+        picture,
+        Some(LayerTiles {
+            layer,
+            method: Method::Forward,
+            map_hw: [h, w],
+            tiles,
+        }),
+    ))
 }

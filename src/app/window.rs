@@ -15,10 +15,13 @@ use winit::event_loop::{ActiveEventLoop, EventLoop, EventLoopProxy};
 use winit::keyboard::{Key as WinitKey, NamedKey};
 use winit::window::{Window, WindowId};
 
-use super::session::{ForwardResult, InputList, Session, run_forward, upload_layer};
+use super::session::{
+    ForwardResult, GradientResult, InputList, Session, compute_gradients, run_forward, upload_layer,
+};
 use super::{ViewerOptions, initial_layer};
 use crate::engine::Engine;
-use crate::model::preprocess::InputSpec;
+use crate::export::Method;
+use crate::model::preprocess::{InputSpec, InputTensor};
 use crate::render::{FrameCounter, GpuContext, Renderer, SurfaceTarget, TileHandle};
 use crate::ui::scene::{LayerTiles, SceneInputs, build_scene, selected_grid};
 use crate::ui::state::{Key, ModelShape, ViewState};
@@ -26,29 +29,56 @@ use crate::ui::state::{Key, ModelShape, ViewState};
 /// Messages from the worker to the event loop.
 enum UserEvent {
     Forward(Result<ForwardResult, String>),
+    Gradients(Result<GradientResult, String>),
 }
 
-/// Runs forward passes off the UI thread; only the newest queued input is computed.
+/// Work for the compute thread.
+enum Job {
+    /// Load and run an input file.
+    Input(PathBuf),
+    /// Gradient images of every filter of a layer for an input.
+    Gradients {
+        input: Arc<InputTensor>,
+        layer: usize,
+        method: Method,
+    },
+}
+
+/// Runs forward and reverse passes off the UI thread; of the jobs queued at once only the
+/// newest is computed (the newest input or request wins).
 struct Worker {
-    jobs: Sender<PathBuf>,
+    jobs: Sender<Job>,
 }
 
 impl Worker {
     fn spawn(engine: Arc<Engine>, spec: InputSpec, proxy: EventLoopProxy<UserEvent>) -> Self {
-        let (jobs, rx): (Sender<PathBuf>, Receiver<PathBuf>) = channel();
+        let (jobs, rx): (Sender<Job>, Receiver<Job>) = channel();
         std::thread::Builder::new()
             .name("convlens-compute".into())
             .spawn(move || {
-                while let Ok(mut path) = rx.recv() {
-                    // Newest input wins: skip everything queued behind it.
+                while let Ok(mut job) = rx.recv() {
                     while let Ok(newer) = rx.try_recv() {
-                        path = newer;
+                        job = newer;
                     }
-                    let result = crate::model::preprocess::load_input(&path, &spec)
-                        .map_err(anyhow::Error::from)
-                        .and_then(|input| run_forward(&engine, &input, path.display().to_string()))
-                        .map_err(|e| format!("{e:#}"));
-                    if proxy.send_event(UserEvent::Forward(result)).is_err() {
+                    let event = match job {
+                        Job::Input(path) => UserEvent::Forward(
+                            crate::model::preprocess::load_input(&path, &spec)
+                                .map_err(anyhow::Error::from)
+                                .and_then(|input| {
+                                    run_forward(&engine, &input, path.display().to_string())
+                                })
+                                .map_err(|e| format!("{e:#}")),
+                        ),
+                        Job::Gradients {
+                            input,
+                            layer,
+                            method,
+                        } => UserEvent::Gradients(
+                            compute_gradients(&engine, &input, layer, method)
+                                .map_err(|e| format!("{e:#}")),
+                        ),
+                    };
+                    if proxy.send_event(event).is_err() {
                         break; // the window is gone
                     }
                 }
@@ -57,8 +87,8 @@ impl Worker {
         Self { jobs }
     }
 
-    fn submit(&self, path: PathBuf) {
-        let _ = self.jobs.send(path);
+    fn submit(&self, job: Job) {
+        let _ = self.jobs.send(job);
     }
 }
 
@@ -86,11 +116,21 @@ struct App {
 
 /// Opens the viewer window and runs until it is closed.
 pub fn run_window(mut session: Session, options: ViewerOptions) -> Result<()> {
-    let inputs = options.input.as_deref().map(InputList::from_path).transpose()?;
+    let inputs = options
+        .input
+        .as_deref()
+        .map(InputList::from_path)
+        .transpose()?;
     session.run_file(inputs.as_ref().and_then(|l| l.current()))?;
     let selected = initial_layer(&session, options.layer.as_deref())?;
-    let event_loop = EventLoop::<UserEvent>::with_user_event().build().context("cannot start the window system (no display? use --screenshot for headless rendering)")?;
-    let worker = Worker::spawn(Arc::clone(&session.engine), session.model.spec.clone(), event_loop.create_proxy());
+    let event_loop = EventLoop::<UserEvent>::with_user_event().build().context(
+        "cannot start the window system (no display? use --screenshot for headless rendering)",
+    )?;
+    let worker = Worker::spawn(
+        Arc::clone(&session.engine),
+        session.model.spec.clone(),
+        event_loop.create_proxy(),
+    );
     let [w, h] = options.window_px;
     let mut app = App {
         session,
@@ -106,7 +146,9 @@ pub fn run_window(mut session: Session, options: ViewerOptions) -> Result<()> {
         window_px: options.window_px,
         fatal: None,
     };
-    event_loop.run_app(&mut app).context("the event loop failed")?;
+    event_loop
+        .run_app(&mut app)
+        .context("the event loop failed")?;
     app.fatal.map_or(Ok(()), Err)
 }
 
@@ -123,21 +165,46 @@ impl App {
 
     fn create_gfx(&mut self, event_loop: &ActiveEventLoop) -> Result<()> {
         let title = format!("ConvLens — {}", self.session.vm.model_name);
-        let attrs = Window::default_attributes().with_title(title).with_inner_size(PhysicalSize::new(self.window_px[0], self.window_px[1]));
-        let window = Arc::new(event_loop.create_window(attrs).context("cannot create the window")?);
+        let attrs = Window::default_attributes()
+            .with_title(title)
+            .with_inner_size(PhysicalSize::new(self.window_px[0], self.window_px[1]));
+        let window = Arc::new(
+            event_loop
+                .create_window(attrs)
+                .context("cannot create the window")?,
+        );
         let size = window.inner_size();
-        let (ctx, surface) = GpuContext::for_window(window.clone(), Some(Box::new(event_loop.owned_display_handle())), size.width.max(1), size.height.max(1))?;
+        let (ctx, surface) = GpuContext::for_window(
+            window.clone(),
+            Some(Box::new(event_loop.owned_display_handle())),
+            size.width.max(1),
+            size.height.max(1),
+        )?;
         let renderer = Renderer::new(&ctx, surface.format());
-        self.state.on_resize([size.width as f32, size.height as f32]);
-        self.gfx = Some(Gfx { window, ctx, surface, renderer });
+        self.state
+            .on_resize([size.width as f32, size.height as f32]);
+        self.gfx = Some(Gfx {
+            window,
+            ctx,
+            surface,
+            renderer,
+        });
         self.needs_upload = true;
         Ok(())
     }
 
     fn draw(&mut self) -> Result<()> {
-        let Some(g) = self.gfx.as_mut() else { return Ok(()) };
+        let Some(g) = self.gfx.as_mut() else {
+            return Ok(());
+        };
         if self.needs_upload {
-            let (picture, tiles) = upload_layer(&mut g.renderer, &g.ctx, &self.session, self.state.selected)?;
+            let (picture, tiles) = upload_layer(
+                &mut g.renderer,
+                &g.ctx,
+                &self.session,
+                self.state.selected,
+                self.state.method,
+            )?;
             self.picture = picture;
             self.tiles = tiles;
             self.needs_upload = false;
@@ -150,7 +217,11 @@ impl App {
             picture: self.picture,
             frame_ms: self.frames.mean_ms(),
         });
-        if g.renderer.draw_to_surface(&g.ctx, &mut g.surface, &scene)?.is_none() || self.state.show_frame_time {
+        if g.renderer
+            .draw_to_surface(&g.ctx, &mut g.surface, &scene)?
+            .is_none()
+            || self.state.show_frame_time
+        {
             g.window.request_redraw();
         }
         Ok(())
@@ -159,28 +230,66 @@ impl App {
     fn on_key(&mut self, key: &WinitKey) {
         let grid = self.model_shape_grid();
         let maps = self.session.vm.map_layers.clone();
-        let shape = ModelShape { layers: self.session.vm.layers.len(), grid: grid.as_ref(), map_layers: &maps };
+        let shape = ModelShape {
+            layers: self.session.vm.layers.len(),
+            grid: grid.as_ref(),
+            map_layers: &maps,
+        };
         let ui_key = match key {
             WinitKey::Named(NamedKey::ArrowDown) => Some(Key::NextLayer),
             WinitKey::Named(NamedKey::ArrowUp) => Some(Key::PrevLayer),
             WinitKey::Character(c) if c.eq_ignore_ascii_case("c") => Some(Key::CycleColormap),
             WinitKey::Character(c) if c.eq_ignore_ascii_case("f") => Some(Key::ToggleFrameTime),
             WinitKey::Named(NamedKey::ArrowRight | NamedKey::ArrowLeft) => {
-                let step = if matches!(key, WinitKey::Named(NamedKey::ArrowRight)) { 1 } else { -1 };
-                if let Some(path) = self.inputs.as_mut().and_then(|l| l.step(step)).map(PathBuf::from) {
+                let step = if matches!(key, WinitKey::Named(NamedKey::ArrowRight)) {
+                    1
+                } else {
+                    -1
+                };
+                if let Some(path) = self
+                    .inputs
+                    .as_mut()
+                    .and_then(|l| l.step(step))
+                    .map(PathBuf::from)
+                {
                     self.session.vm.notice = Some(format!("computing {}…", path.display()));
-                    self.worker.submit(path);
+                    self.worker.submit(Job::Input(path));
                 }
                 None
             }
+            WinitKey::Character(c) if c.eq_ignore_ascii_case("m") => Some(Key::CycleMethod),
             _ => None,
         };
         if let Some(k) = ui_key
             && self.state.on_key(&shape, k)
         {
-            self.needs_upload = true;
+            self.view_changed();
         }
         self.redraw();
+    }
+
+    /// The selected layer or method changed: re-upload, and ask for gradients if missing.
+    fn view_changed(&mut self) {
+        self.needs_upload = true;
+        let (layer, method) = (self.state.selected, self.state.method);
+        let has_maps = self
+            .session
+            .vm
+            .layers
+            .get(layer)
+            .and_then(|l| l.map_dims())
+            .is_some();
+        if method != Method::Forward
+            && has_maps
+            && self.session.gradient(layer, method).is_none()
+            && let Some(input) = self.session.result.as_ref().map(|r| Arc::clone(&r.input))
+        {
+            self.worker.submit(Job::Gradients {
+                input,
+                layer,
+                method,
+            });
+        }
     }
 }
 
@@ -199,9 +308,15 @@ impl ApplicationHandler<UserEvent> for App {
         match event {
             UserEvent::Forward(Ok(result)) => {
                 self.session.accept(result);
+                self.view_changed();
+            }
+            UserEvent::Gradients(Ok(g)) => {
+                self.session.accept_gradients(g);
                 self.needs_upload = true;
             }
-            UserEvent::Forward(Err(message)) => self.session.vm.notice = Some(message),
+            UserEvent::Forward(Err(message)) | UserEvent::Gradients(Err(message)) => {
+                self.session.vm.notice = Some(message)
+            }
         }
         self.redraw();
     }
@@ -209,7 +324,11 @@ impl ApplicationHandler<UserEvent> for App {
     fn window_event(&mut self, event_loop: &ActiveEventLoop, _id: WindowId, event: WindowEvent) {
         let grid = self.model_shape_grid();
         let maps = self.session.vm.map_layers.clone();
-        let shape = ModelShape { layers: self.session.vm.layers.len(), grid: grid.as_ref(), map_layers: &maps };
+        let shape = ModelShape {
+            layers: self.session.vm.layers.len(),
+            grid: grid.as_ref(),
+            map_layers: &maps,
+        };
         match event {
             WindowEvent::CloseRequested => event_loop.exit(),
             WindowEvent::Resized(size) => {
@@ -217,7 +336,8 @@ impl ApplicationHandler<UserEvent> for App {
                     g.surface.resize(&g.ctx, size.width, size.height);
                 }
                 if size.width > 0 && size.height > 0 {
-                    self.state.on_resize([size.width as f32, size.height as f32]);
+                    self.state
+                        .on_resize([size.width as f32, size.height as f32]);
                 }
                 self.redraw();
             }
@@ -235,11 +355,15 @@ impl ApplicationHandler<UserEvent> for App {
                 self.state.on_cursor_left();
                 self.redraw();
             }
-            WindowEvent::MouseInput { state: ElementState::Pressed, button: MouseButton::Left, .. } => {
+            WindowEvent::MouseInput {
+                state: ElementState::Pressed,
+                button: MouseButton::Left,
+                ..
+            } => {
                 if let Some(p) = self.cursor
                     && self.state.on_click(&shape, p)
                 {
-                    self.needs_upload = true;
+                    self.view_changed();
                     self.redraw();
                 }
             }
@@ -261,14 +385,19 @@ impl ApplicationHandler<UserEvent> for App {
                 }
             }
             WindowEvent::DroppedFile(path) => {
-                if path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("onnx")) {
+                if path
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+                {
                     self.session.vm.notice = Some("Opening another model from the window is not supported yet; start `convlens view MODEL.onnx`.".into());
                 } else {
                     match InputList::from_path(&path) {
                         Ok(list) => {
                             if let Some(first) = list.current().map(PathBuf::from) {
-                                self.session.vm.notice = Some(format!("computing {}…", first.display()));
-                                self.worker.submit(first);
+                                self.session.vm.notice =
+                                    Some(format!("computing {}…", first.display()));
+                                self.worker.submit(Job::Input(first));
                             }
                             self.inputs = Some(list);
                         }

@@ -72,38 +72,76 @@ fn merge(mut a: Value, b: Value) -> Value {
 
 /// Layer parameters: attributes plus the shapes and count of the weights it reads.
 pub fn params(graph: &Graph, node: &Node) -> Value {
-    let weight_shapes: Vec<&Vec<usize>> = node.inputs.iter().filter_map(|i| graph.constants.get(i)).map(|c| &c.shape).collect();
-    let count: usize = node.inputs.iter().filter_map(|i| graph.constants.get(i)).map(|c| c.numel()).sum();
+    let weight_shapes: Vec<&Vec<usize>> = node
+        .inputs
+        .iter()
+        .filter_map(|i| graph.constants.get(i))
+        .map(|c| &c.shape)
+        .collect();
+    let count: usize = node
+        .inputs
+        .iter()
+        .filter_map(|i| graph.constants.get(i))
+        .map(|c| c.numel())
+        .sum();
     let attrs = match &node.op {
         Op::Conv { window: w, group } => merge(
             window(w),
             json!({"groups": group, "out_channels": node.output_shape().get(1), "in_channels": graph.shapes.get(&node.inputs[0]).and_then(|s| s.get(1))}),
         ),
-        Op::ConvTranspose { window: w, group, output_padding } => {
-            merge(window(w), json!({"groups": group, "output_padding": output_padding}))
-        }
-        Op::MaxPool { window: w, ceil_mode } => merge(window(w), json!({"ceil_mode": ceil_mode})),
-        Op::AveragePool { window: w, ceil_mode, count_include_pad } => {
-            merge(window(w), json!({"ceil_mode": ceil_mode, "count_include_pad": count_include_pad}))
-        }
+        Op::ConvTranspose {
+            window: w,
+            group,
+            output_padding,
+        } => merge(
+            window(w),
+            json!({"groups": group, "output_padding": output_padding}),
+        ),
+        Op::MaxPool {
+            window: w,
+            ceil_mode,
+        } => merge(window(w), json!({"ceil_mode": ceil_mode})),
+        Op::AveragePool {
+            window: w,
+            ceil_mode,
+            count_include_pad,
+        } => merge(
+            window(w),
+            json!({"ceil_mode": ceil_mode, "count_include_pad": count_include_pad}),
+        ),
         Op::Clip { min, max } => json!({"min": min, "max": max}),
         Op::LeakyRelu { alpha } | Op::Elu { alpha } => json!({"alpha": alpha}),
         Op::HardSigmoid { alpha, beta } => json!({"alpha": alpha, "beta": beta}),
-        Op::Lrn { size, alpha, beta, bias } => json!({"size": size, "alpha": alpha, "beta": beta, "bias": bias}),
+        Op::Lrn {
+            size,
+            alpha,
+            beta,
+            bias,
+        } => json!({"size": size, "alpha": alpha, "beta": beta, "bias": bias}),
         Op::BatchNorm { epsilon } | Op::InstanceNorm { epsilon } => json!({"epsilon": epsilon}),
-        Op::Gemm { alpha, beta, trans_a, trans_b } => json!({"alpha": alpha, "beta": beta, "trans_a": trans_a, "trans_b": trans_b}),
+        Op::Gemm {
+            alpha,
+            beta,
+            trans_a,
+            trans_b,
+        } => json!({"alpha": alpha, "beta": beta, "trans_a": trans_a, "trans_b": trans_b}),
         Op::Concat { axis } => json!({"axis": axis}),
         Op::Split { axis, sizes } => json!({"axis": axis, "sizes": sizes}),
         Op::Transpose { perm } => json!({"perm": perm}),
         Op::Pad { pads, value } => json!({"pads": pads, "value": value}),
         Op::Softmax { axis, .. } => json!({"axis": axis}),
         Op::Gather { axis, indices, .. } => json!({"axis": axis, "indices": indices.len()}),
-        Op::Slice { ranges } => json!({"ranges": ranges.iter().map(|r| [r.start as i64, r.step, r.count as i64]).collect::<Vec<_>>()}),
+        Op::Slice { ranges } => {
+            json!({"ranges": ranges.iter().map(|r| [r.start as i64, r.step, r.count as i64]).collect::<Vec<_>>()})
+        }
         _ => json!({}),
     };
     if weight_shapes.is_empty() {
         attrs
     } else {
-        merge(attrs, json!({"weight_shapes": weight_shapes, "parameters": count}))
+        merge(
+            attrs,
+            json!({"weight_shapes": weight_shapes, "parameters": count}),
+        )
     }
 }

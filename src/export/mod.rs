@@ -1,7 +1,9 @@
 //! The data directory: the paper's files written from one forward pass —
 //! `architecture.json`, `forward/<stem>_<n>.png` (per-filter min-max grey, n from 1),
-//! `scores.json` and, with `--raw`, `raw/forward/<stem>.npy`. Every file is written to a
-//! temporary name and renamed into place, so a killed export never leaves a torn file.
+//! `gbp/`, `deconvnet/`, `backprop/<stem>_<n>.png` (RGB gradient images, per-tile min-max),
+//! `scores.json` and, with `--raw`, `raw/<method>/<stem>.npy` (forward `[C,H,W]`, gradients
+//! `[C,3,H,W]`, unnormalised). Every file is written to a temporary name and renamed into
+//! place, so a killed export never leaves a torn file.
 
 pub mod architecture;
 pub mod stems;
@@ -12,9 +14,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::engine::{Activations, EngineError};
+use crate::engine::attribution::{self, BackwardError};
+use crate::engine::{Activations, Engine, EngineError};
 use crate::model::Graph;
-use crate::viz::tiles::tile_to_grey8;
+use crate::viz::tiles::{rgb_planes_to_rgb8, tile_to_grey8};
 pub use architecture::{architecture_json, layer_stems};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,10 +32,10 @@ pub enum ExportError {
     Encode { path: String, detail: String },
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Attribution(#[from] BackwardError),
     #[error("no layer named '{name}' (see `convlens info` for the names)")]
     UnknownLayer { name: String },
-    #[error("method '{0}' is not available yet (forward is; gbp, deconvnet and backprop are tracked in the attribution issue)")]
-    MethodUnavailable(String),
     #[error("unknown method '{0}' (expected forward, gbp, deconvnet, backprop)")]
     UnknownMethod(String),
 }
@@ -88,25 +91,45 @@ impl LayerSelection {
         match s.trim() {
             "conv" => Self::Conv,
             "all" => Self::All,
-            names => Self::Names(names.split(',').map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect()),
+            names => Self::Names(
+                names
+                    .split(',')
+                    .map(|n| n.trim().to_string())
+                    .filter(|n| !n.is_empty())
+                    .collect(),
+            ),
         }
     }
 
     /// Indices of the selected nodes; unknown names are an error.
     pub fn resolve(&self, graph: &Graph) -> Result<Vec<usize>> {
         match self {
-            Self::Conv => Ok(graph.nodes.iter().enumerate().filter(|(_, n)| n.op.is_conv()).map(|(i, _)| i).collect()),
+            Self::Conv => Ok(graph
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.op.is_conv())
+                .map(|(i, _)| i)
+                .collect()),
             Self::All => Ok(graph.feature_map_layers().map(|(i, _)| i).collect()),
             Self::Names(names) => names
                 .iter()
-                .map(|name| graph.node_index(name).ok_or_else(|| ExportError::UnknownLayer { name: name.clone() }))
+                .map(|name| {
+                    graph
+                        .node_index(name)
+                        .ok_or_else(|| ExportError::UnknownLayer { name: name.clone() })
+                })
                 .collect(),
         }
     }
 
     /// The set of layer names, for the engine's capture list.
     pub fn names(&self, graph: &Graph) -> Result<HashSet<String>> {
-        Ok(self.resolve(graph)?.into_iter().map(|i| graph.nodes[i].name.clone()).collect())
+        Ok(self
+            .resolve(graph)?
+            .into_iter()
+            .map(|i| graph.nodes[i].name.clone())
+            .collect())
     }
 }
 
@@ -120,6 +143,23 @@ pub enum Method {
 }
 
 impl Method {
+    pub const ALL: [Method; 4] = [
+        Method::Forward,
+        Method::Gbp,
+        Method::Deconvnet,
+        Method::Backprop,
+    ];
+
+    /// The name shown on the viewer's method buttons.
+    pub fn label(self) -> &'static str {
+        match self {
+            Method::Forward => "forward",
+            Method::Gbp => "guided backprop",
+            Method::Deconvnet => "deconvnet",
+            Method::Backprop => "backprop",
+        }
+    }
+
     pub fn parse_list(s: &str) -> Result<Vec<Method>> {
         s.split(',')
             .map(str::trim)
@@ -132,6 +172,16 @@ impl Method {
                 other => Err(ExportError::UnknownMethod(other.to_string())),
             })
             .collect()
+    }
+
+    /// The reverse-pass rule of a gradient method (`None` for forward).
+    pub fn gradient(self) -> Option<attribution::Method> {
+        match self {
+            Method::Forward => None,
+            Method::Gbp => Some(attribution::Method::Guided),
+            Method::Deconvnet => Some(attribution::Method::Deconvnet),
+            Method::Backprop => Some(attribution::Method::Backprop),
+        }
     }
 
     pub fn dir_name(self) -> &'static str {
@@ -148,6 +198,7 @@ impl Method {
 pub struct ExportRequest<'a> {
     pub out_dir: &'a Path,
     pub layers: &'a [usize],
+    pub methods: &'a [Method],
     pub raw: bool,
     /// Class probabilities and their labels.
     pub scores: (&'a [f32], &'a [String]),
@@ -161,44 +212,120 @@ pub struct ExportSummary {
     pub npys: usize,
 }
 
-/// Writes the forward-method data directory from one forward pass. `on_tile` is called
-/// once per written PNG (for progress).
-pub fn export_forward(graph: &Graph, acts: &Activations, req: &ExportRequest, mut on_tile: impl FnMut()) -> Result<ExportSummary> {
+/// Writes the data directory from one forward pass (`acts` must hold every node output when
+/// a gradient method is asked for). `on_tile` is called once per written PNG (for progress).
+pub fn export_methods(
+    engine: &Engine,
+    acts: &Activations,
+    req: &ExportRequest,
+    mut on_tile: impl FnMut(),
+) -> Result<ExportSummary> {
+    let graph = engine.graph();
     let out = req.out_dir;
-    let forward_dir = out.join(Method::Forward.dir_name());
-    std::fs::create_dir_all(&forward_dir).map_err(io_err(&forward_dir))?;
-    let raw_dir = out.join("raw").join(Method::Forward.dir_name());
-    if req.raw {
-        std::fs::create_dir_all(&raw_dir).map_err(io_err(&raw_dir))?;
+    for m in req.methods {
+        let dir = out.join(m.dir_name());
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        if req.raw {
+            let raw = out.join("raw").join(m.dir_name());
+            std::fs::create_dir_all(&raw).map_err(io_err(&raw))?;
+        }
     }
     let stems = layer_stems(graph);
     let mut summary = ExportSummary::default();
     for &i in req.layers {
         let node = &graph.nodes[i];
-        let host = acts.read(&node.outputs[0])?;
         summary.layers += 1;
-        if let Some((c, h, w)) = node.feature_map_dims() {
-            for k in 0..c {
-                let tile = &host.data[k * h * w..(k + 1) * h * w];
-                let path = tile_path(out, Method::Forward, &stems[i], k + 1);
-                write_png_grey(&path, w as u32, h as u32, &tile_to_grey8(tile))?;
-                summary.pngs += 1;
-                on_tile();
+        for &method in req.methods {
+            let raw_path = out
+                .join("raw")
+                .join(method.dir_name())
+                .join(format!("{}.npy", stems[i]));
+            match method.gradient() {
+                None => {
+                    let host = acts.read(&node.outputs[0])?;
+                    if let Some((c, h, w)) = node.feature_map_dims() {
+                        for k in 0..c {
+                            let tile = &host.data[k * h * w..(k + 1) * h * w];
+                            write_png_grey(
+                                &tile_path(out, method, &stems[i], k + 1),
+                                w as u32,
+                                h as u32,
+                                &tile_to_grey8(tile),
+                            )?;
+                            summary.pngs += 1;
+                            on_tile();
+                        }
+                    }
+                    if req.raw {
+                        // Drop the batch axis: forward maps are stored as [C, H, W].
+                        let shape: Vec<usize> =
+                            if host.shape.first() == Some(&1) && host.shape.len() > 1 {
+                                host.shape[1..].to_vec()
+                            } else {
+                                host.shape.clone()
+                            };
+                        atomic_write(&raw_path, &crate::npy::to_bytes(&shape, &host.data), false)?;
+                        summary.npys += 1;
+                    }
+                }
+                Some(rule) => {
+                    // Gradient images exist only for layers with per-channel maps.
+                    if node.feature_map_dims().is_none() {
+                        continue;
+                    }
+                    let grads = attribution::attribute_layer(engine, acts, i, rule, None)?; // [C, 3, H, W]
+                    let [c, planes, h, w] = <[usize; 4]>::try_from(grads.shape.as_slice())
+                        .map_err(|_| ExportError::Encode {
+                            path: raw_path.display().to_string(),
+                            detail: format!("gradient shape {:?} is not [C, 3, H, W]", grads.shape),
+                        })?;
+                    let per = planes * h * w;
+                    for k in 0..c {
+                        let image = &grads.data[k * per..(k + 1) * per];
+                        let path = tile_path(out, method, &stems[i], k + 1);
+                        if planes == 3 {
+                            write_png_rgb(
+                                &path,
+                                w as u32,
+                                h as u32,
+                                &rgb_planes_to_rgb8(image, h * w),
+                            )?;
+                        } else {
+                            write_png_grey(
+                                &path,
+                                w as u32,
+                                (planes * h) as u32,
+                                &tile_to_grey8(image),
+                            )?;
+                        }
+                        summary.pngs += 1;
+                        on_tile();
+                    }
+                    if req.raw {
+                        atomic_write(
+                            &raw_path,
+                            &crate::npy::to_bytes(&grads.shape, &grads.data),
+                            false,
+                        )?;
+                        summary.npys += 1;
+                    }
+                }
             }
-        }
-        if req.raw {
-            // Drop the batch axis: forward maps are stored as [C, H, W].
-            let shape: Vec<usize> = if host.shape.first() == Some(&1) && host.shape.len() > 1 { host.shape[1..].to_vec() } else { host.shape.clone() };
-            let path = raw_dir.join(format!("{}.npy", stems[i]));
-            atomic_write(&path, &crate::npy::to_bytes(&shape, &host.data), false)?;
-            summary.npys += 1;
         }
     }
     let (probs, labels) = req.scores;
     let scores = json!({"S": probs, "labels": labels});
-    atomic_write(&out.join("scores.json"), to_pretty(&scores).as_bytes(), true)?;
+    atomic_write(
+        &out.join("scores.json"),
+        to_pretty(&scores).as_bytes(),
+        true,
+    )?;
     // architecture.json last: its presence marks a complete directory.
-    atomic_write(&out.join("architecture.json"), to_pretty(&architecture_json(graph)).as_bytes(), true)?;
+    atomic_write(
+        &out.join("architecture.json"),
+        to_pretty(&architecture_json(graph)).as_bytes(),
+        true,
+    )?;
     Ok(summary)
 }
 
@@ -216,9 +343,22 @@ pub fn write_png_rgb(path: &Path, w: u32, h: u32, pixels: &[u8]) -> Result<()> {
     write_png(path, w, h, pixels, image::ExtendedColorType::Rgb8)
 }
 
-fn write_png(path: &Path, w: u32, h: u32, pixels: &[u8], color: image::ExtendedColorType) -> Result<()> {
+fn write_png(
+    path: &Path,
+    w: u32,
+    h: u32,
+    pixels: &[u8],
+    color: image::ExtendedColorType,
+) -> Result<()> {
     let mut bytes = Vec::new();
-    image::ImageEncoder::write_image(image::codecs::png::PngEncoder::new(&mut bytes), pixels, w, h, color).map_err(|e| ExportError::Encode {
+    image::ImageEncoder::write_image(
+        image::codecs::png::PngEncoder::new(&mut bytes),
+        pixels,
+        w,
+        h,
+        color,
+    )
+    .map_err(|e| ExportError::Encode {
         path: path.display().to_string(),
         detail: e.to_string(),
     })?;
@@ -227,5 +367,6 @@ fn write_png(path: &Path, w: u32, h: u32, pixels: &[u8], color: image::ExtendedC
 
 /// `DIR/forward/<stem>_<n>.png` for layer `stem`, filter `n` (from 1).
 pub fn tile_path(dir: &Path, method: Method, stem: &str, filter_from_1: usize) -> PathBuf {
-    dir.join(method.dir_name()).join(format!("{stem}_{filter_from_1}.png"))
+    dir.join(method.dir_name())
+        .join(format!("{stem}_{filter_from_1}.png"))
 }

@@ -31,7 +31,13 @@ pub fn unique_stems<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String>
 pub fn safe_stem(name: &str) -> String {
     let mapped: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     // Collapse runs of '_' and drop leading/trailing separators and dots.
     let mut out = String::with_capacity(mapped.len());
@@ -46,7 +52,11 @@ pub fn safe_stem(name: &str) -> String {
     while stem.ends_with('.') {
         stem.pop();
     }
-    if stem.is_empty() { "layer".to_string() } else { stem }
+    if stem.is_empty() {
+        "layer".to_string()
+    } else {
+        stem
+    }
 }
 
 #[cfg(test)]
@@ -56,12 +66,26 @@ mod tests {
     #[test]
     fn hostile_names_stay_inside_and_unique() {
         let long = "x".repeat(300);
-        let names = ["../../etc/passwd", "a/b", "a\\b", "c:d", "nul\0byte", long.as_str(), "", "..", "A/B"];
+        let names = [
+            "../../etc/passwd",
+            "a/b",
+            "a\\b",
+            "c:d",
+            "nul\0byte",
+            long.as_str(),
+            "",
+            "..",
+            "A/B",
+        ];
         let stems = unique_stems(names.iter().copied());
         for s in &stems {
             assert!(!s.is_empty() && s.len() <= MAX_STEM_LEN, "{s}");
             assert!(!s.starts_with('.'), "{s}");
-            assert!(s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)), "{s}");
+            assert!(
+                s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)),
+                "{s}"
+            );
         }
         assert_eq!(stems[0], "etc_passwd");
         assert_eq!(stems[1], "a_b");
@@ -72,7 +96,10 @@ mod tests {
 
     #[test]
     fn onnx_style_names_read_well() {
-        assert_eq!(safe_stem("/_blocks.0/_depthwise_conv/Conv"), "blocks.0_depthwise_conv_Conv");
+        assert_eq!(
+            safe_stem("/_blocks.0/_depthwise_conv/Conv"),
+            "blocks.0_depthwise_conv_Conv"
+        );
         assert_eq!(safe_stem("conv1"), "conv1");
     }
 }

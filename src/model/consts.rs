@@ -147,7 +147,10 @@ impl ConstTensor {
         };
         let data = if !raw.is_empty() {
             if !raw.len().is_multiple_of(width) {
-                return Err(ModelError::invalid(&what, "raw data length is not a multiple of the element size"));
+                return Err(ModelError::invalid(
+                    &what,
+                    "raw data length is not a multiple of the element size",
+                ));
             }
             check_len(raw.len() / width)?;
             decode_raw(t.data_type, raw)
@@ -181,14 +184,38 @@ fn decode_raw(data_type: i32, raw: &[u8]) -> ConstData {
     }
     match data_type {
         1 => ConstData::F32(chunks::<4>(raw).map(f32::from_le_bytes).collect()),
-        11 => ConstData::F32(chunks::<8>(raw).map(|b| f64::from_le_bytes(b) as f32).collect()),
-        10 => ConstData::F32(chunks::<2>(raw).map(|b| f16_to_f32(u16::from_le_bytes(b))).collect()),
+        11 => ConstData::F32(
+            chunks::<8>(raw)
+                .map(|b| f64::from_le_bytes(b) as f32)
+                .collect(),
+        ),
+        10 => ConstData::F32(
+            chunks::<2>(raw)
+                .map(|b| f16_to_f32(u16::from_le_bytes(b)))
+                .collect(),
+        ),
         2 | 9 => ConstData::I64(raw.iter().map(|&b| i64::from(b)).collect()),
         3 => ConstData::I64(raw.iter().map(|&b| i64::from(b as i8)).collect()),
-        4 => ConstData::I64(chunks::<2>(raw).map(|b| i64::from(u16::from_le_bytes(b))).collect()),
-        5 => ConstData::I64(chunks::<2>(raw).map(|b| i64::from(i16::from_le_bytes(b))).collect()),
-        6 => ConstData::I64(chunks::<4>(raw).map(|b| i64::from(i32::from_le_bytes(b))).collect()),
-        12 => ConstData::I64(chunks::<4>(raw).map(|b| i64::from(u32::from_le_bytes(b))).collect()),
+        4 => ConstData::I64(
+            chunks::<2>(raw)
+                .map(|b| i64::from(u16::from_le_bytes(b)))
+                .collect(),
+        ),
+        5 => ConstData::I64(
+            chunks::<2>(raw)
+                .map(|b| i64::from(i16::from_le_bytes(b)))
+                .collect(),
+        ),
+        6 => ConstData::I64(
+            chunks::<4>(raw)
+                .map(|b| i64::from(i32::from_le_bytes(b)))
+                .collect(),
+        ),
+        12 => ConstData::I64(
+            chunks::<4>(raw)
+                .map(|b| i64::from(u32::from_le_bytes(b)))
+                .collect(),
+        ),
         _ => ConstData::I64(chunks::<8>(raw).map(i64::from_le_bytes).collect()),
     }
 }
@@ -259,7 +286,10 @@ mod tests {
             data_type: 1,
             ..Default::default()
         };
-        assert!(matches!(ConstTensor::from_proto(&t), Err(ModelError::TooLarge { .. })));
+        assert!(matches!(
+            ConstTensor::from_proto(&t),
+            Err(ModelError::TooLarge { .. })
+        ));
     }
 
     #[test]
@@ -270,6 +300,9 @@ mod tests {
             raw_data: vec![0u8; 12].into(),
             ..Default::default()
         };
-        assert!(matches!(ConstTensor::from_proto(&t), Err(ModelError::Invalid { .. })));
+        assert!(matches!(
+            ConstTensor::from_proto(&t),
+            Err(ModelError::Invalid { .. })
+        ));
     }
 }

@@ -14,14 +14,28 @@ pub const IMAGENET_LABELS: &str = include_str!("../../assets/labels/imagenet_cla
 
 /// The shipped sample photos: `(file name, PNG bytes)`; the first is the default input.
 pub const SAMPLE_IMAGES: &[(&str, &[u8])] = &[
-    ("coffee.png", include_bytes!("../../assets/images/coffee.png")),
-    ("chelsea.png", include_bytes!("../../assets/images/chelsea.png")),
-    ("astronaut.png", include_bytes!("../../assets/images/astronaut.png")),
+    (
+        "coffee.png",
+        include_bytes!("../../assets/images/coffee.png"),
+    ),
+    (
+        "chelsea.png",
+        include_bytes!("../../assets/images/chelsea.png"),
+    ),
+    (
+        "astronaut.png",
+        include_bytes!("../../assets/images/astronaut.png"),
+    ),
 ];
 
 /// Parses the embedded default model.
 pub fn default_graph() -> Result<Graph> {
-    let mut g = load_onnx_bytes(DEFAULT_MODEL_ONNX, "<embedded efficientnet_lite0.onnx>", "efficientnet_lite0", &ImportOptions::default())?;
+    let mut g = load_onnx_bytes(
+        DEFAULT_MODEL_ONNX,
+        "<embedded efficientnet_lite0.onnx>",
+        "efficientnet_lite0",
+        &ImportOptions::default(),
+    )?;
     g.name = DEFAULT_MODEL_NAME.to_string();
     Ok(g)
 }
@@ -66,9 +80,15 @@ mod tests {
         assert_eq!(labels.len(), 1000);
         assert_eq!(labels[967], "espresso");
         let g = default_graph().expect("the embedded model imports");
-        assert_eq!(g.image_input().map(|i| i.shape.clone()), Some(vec![1, 3, 224, 224]));
+        assert_eq!(
+            g.image_input().map(|i| i.shape.clone()),
+            Some(vec![1, 3, 224, 224])
+        );
         assert_eq!(g.nodes.iter().filter(|n| n.op.is_conv()).count(), 49);
         // The "same"-padding plumbing was folded away at conversion: only real layers remain.
-        assert!(g.nodes.iter().all(|n| !matches!(n.onnx_op.as_str(), "Pad" | "Shape" | "Gather" | "Slice" | "Concat")));
+        assert!(g.nodes.iter().all(|n| !matches!(
+            n.onnx_op.as_str(),
+            "Pad" | "Shape" | "Gather" | "Slice" | "Concat"
+        )));
     }
 }

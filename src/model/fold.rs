@@ -6,8 +6,9 @@
 use super::consts::{ConstData, ConstTensor, MAX_CONST_ELEMENTS, checked_numel, dims_from_i64};
 use super::onnx::NodeCtx;
 use super::shape::{
-    broadcast_shapes, flatten_shape, gather_shape, gather_source_indices, norm_axis, reshape_target,
-    slice_source_indices, squeeze_shape, strides_of, transpose_source_indices, unsqueeze_shape,
+    broadcast_shapes, flatten_shape, gather_shape, gather_source_indices, norm_axis,
+    reshape_target, slice_source_indices, squeeze_shape, strides_of, transpose_source_indices,
+    unsqueeze_shape,
 };
 
 /// Ops that can be folded when all their inputs are constants.
@@ -48,7 +49,8 @@ pub fn fold(ctx: &NodeCtx) -> Result<Vec<ConstTensor>, String> {
     match op {
         "Constant" => one(constant_value(ctx)?),
         "ConstantOfShape" => {
-            let shape = dims_from_i64(&ctx.const_ints(0)?, "ConstantOfShape output").map_err(|e| e.to_string())?;
+            let shape = dims_from_i64(&ctx.const_ints(0)?, "ConstantOfShape output")
+                .map_err(|e| e.to_string())?;
             let n = checked_numel(&shape).unwrap_or(usize::MAX);
             let value = match ctx.attrs.tensor("value") {
                 Some(t) => ConstTensor::from_proto(t).map_err(|e| e.to_string())?,
@@ -66,7 +68,10 @@ pub fn fold(ctx: &NodeCtx) -> Result<Vec<ConstTensor>, String> {
             let clampi = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank) as usize;
             let start = clampi(ctx.attrs.int("start").unwrap_or(0));
             let end = clampi(ctx.attrs.int("end").unwrap_or(rank));
-            let dims: Vec<i64> = shape[start..end.max(start)].iter().map(|&d| d as i64).collect();
+            let dims: Vec<i64> = shape[start..end.max(start)]
+                .iter()
+                .map(|&d| d as i64)
+                .collect();
             one(ConstTensor::i64(vec![dims.len()], dims))
         }
         "Size" => {
@@ -79,19 +84,35 @@ pub fn fold(ctx: &NodeCtx) -> Result<Vec<ConstTensor>, String> {
             let to = ctx.attrs.int("to").ok_or("Cast without 'to'")?;
             let data = match to {
                 1 | 10 | 11 | 16 => ConstData::F32(t.to_f32_vec()),
-                9 => ConstData::I64(t.to_f32_vec().iter().map(|&x| i64::from(x != 0.0)).collect()),
+                9 => ConstData::I64(
+                    t.to_f32_vec()
+                        .iter()
+                        .map(|&x| i64::from(x != 0.0))
+                        .collect(),
+                ),
                 _ => ConstData::I64(t.to_i64_vec()),
             };
-            one(ConstTensor { shape: t.shape.clone(), data })
+            one(ConstTensor {
+                shape: t.shape.clone(),
+                data,
+            })
         }
         "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" => {
             let t = ctx.konst(0)?;
             let shape = reshape_like_shape(ctx, &t.shape)?;
-            one(ConstTensor { shape, data: t.data.clone() })
+            one(ConstTensor {
+                shape,
+                data: t.data.clone(),
+            })
         }
         "Concat" => {
-            let parts: Vec<&ConstTensor> = (0..ctx.input_count()).map(|i| ctx.konst(i)).collect::<Result<_, _>>()?;
-            one(concat(&parts, ctx.attrs.int("axis").ok_or("Concat without 'axis'")?)?)
+            let parts: Vec<&ConstTensor> = (0..ctx.input_count())
+                .map(|i| ctx.konst(i))
+                .collect::<Result<_, _>>()?;
+            one(concat(
+                &parts,
+                ctx.attrs.int("axis").ok_or("Concat without 'axis'")?,
+            )?)
         }
         "Gather" => {
             let t = ctx.konst(0)?;
@@ -111,22 +132,29 @@ pub fn fold(ctx: &NodeCtx) -> Result<Vec<ConstTensor>, String> {
             let (shape, flat) = transpose_source_indices(&t.shape, &perm);
             one(t.select_flat(shape, &flat))
         }
-        "Add" | "Sub" | "Mul" | "Div" | "Equal" => {
-            one(binary(op, ctx.konst(0)?, ctx.konst(1)?)?)
-        }
+        "Add" | "Sub" | "Mul" | "Div" | "Equal" => one(binary(op, ctx.konst(0)?, ctx.konst(1)?)?),
         "Neg" | "Sqrt" => {
             let t = ctx.konst(0)?;
             let data = match (&t.data, op) {
                 (ConstData::F32(v), "Neg") => ConstData::F32(v.iter().map(|x| -x).collect()),
                 (ConstData::F32(v), _) => ConstData::F32(v.iter().map(|x| x.sqrt()).collect()),
-                (ConstData::I64(v), "Neg") => ConstData::I64(v.iter().map(|x| x.wrapping_neg()).collect()),
+                (ConstData::I64(v), "Neg") => {
+                    ConstData::I64(v.iter().map(|x| x.wrapping_neg()).collect())
+                }
                 (ConstData::I64(_), _) => return Err("Sqrt of integers".into()),
             };
-            one(ConstTensor { shape: t.shape.clone(), data })
+            one(ConstTensor {
+                shape: t.shape.clone(),
+                data,
+            })
         }
         "Range" => {
             let (start, limit, delta) = (ctx.konst(0)?, ctx.konst(1)?, ctx.konst(2)?);
-            let (s, l, d) = (start.to_f32_vec()[0] as f64, limit.to_f32_vec()[0] as f64, delta.to_f32_vec()[0] as f64);
+            let (s, l, d) = (
+                start.to_f32_vec()[0] as f64,
+                limit.to_f32_vec()[0] as f64,
+                delta.to_f32_vec()[0] as f64,
+            );
             if d == 0.0 {
                 return Err("Range with delta 0".into());
             }
@@ -144,18 +172,33 @@ pub fn fold(ctx: &NodeCtx) -> Result<Vec<ConstTensor>, String> {
         "Where" => {
             let (c, a, b) = (ctx.konst(0)?, ctx.konst(1)?, ctx.konst(2)?);
             let shape = broadcast_shapes(&[&c.shape, &a.shape, &b.shape])?;
-            let (ci, ai, bi) = (broadcast_index(&c.shape, &shape), broadcast_index(&a.shape, &shape), broadcast_index(&b.shape, &shape));
+            let (ci, ai, bi) = (
+                broadcast_index(&c.shape, &shape),
+                broadcast_index(&a.shape, &shape),
+                broadcast_index(&b.shape, &shape),
+            );
             let cond = c.to_i64_vec();
             let pick = |v: &ConstData, w: &ConstData| -> ConstData {
                 match (v, w) {
-                    (ConstData::I64(x), ConstData::I64(y)) => ConstData::I64((0..ci.len()).map(|k| if cond[ci[k]] != 0 { x[ai[k]] } else { y[bi[k]] }).collect()),
+                    (ConstData::I64(x), ConstData::I64(y)) => ConstData::I64(
+                        (0..ci.len())
+                            .map(|k| if cond[ci[k]] != 0 { x[ai[k]] } else { y[bi[k]] })
+                            .collect(),
+                    ),
                     _ => {
                         let (x, y) = (a.to_f32_vec(), b.to_f32_vec());
-                        ConstData::F32((0..ci.len()).map(|k| if cond[ci[k]] != 0 { x[ai[k]] } else { y[bi[k]] }).collect())
+                        ConstData::F32(
+                            (0..ci.len())
+                                .map(|k| if cond[ci[k]] != 0 { x[ai[k]] } else { y[bi[k]] })
+                                .collect(),
+                        )
                     }
                 }
             };
-            one(ConstTensor { shape, data: pick(&a.data, &b.data) })
+            one(ConstTensor {
+                shape,
+                data: pick(&a.data, &b.data),
+            })
         }
         other => Err(format!("{other} cannot be folded")),
     }
@@ -179,16 +222,25 @@ pub fn reshape_like_shape(ctx: &NodeCtx, input: &[usize]) -> Result<Vec<usize>, 
 }
 
 /// Gather's axis and its constant indices (normalised, bounds-checked) and their shape.
-pub fn gather_params(ctx: &NodeCtx, input: &[usize]) -> Result<(usize, Vec<usize>, Vec<usize>), String> {
+pub fn gather_params(
+    ctx: &NodeCtx,
+    input: &[usize],
+) -> Result<(usize, Vec<usize>, Vec<usize>), String> {
     let axis = norm_axis(ctx.attrs.int("axis").unwrap_or(0), input.len())?;
-    let idx = ctx.konst(1).map_err(|_| "Gather indices must be constant".to_string())?;
+    let idx = ctx
+        .konst(1)
+        .map_err(|_| "Gather indices must be constant".to_string())?;
     let dim = input[axis] as i64;
     let indices = idx
         .to_i64_vec()
         .into_iter()
         .map(|i| {
             let j = if i < 0 { i + dim } else { i };
-            if (0..dim).contains(&j) { Ok(j as usize) } else { Err(format!("gather index {i} out of range for size {dim}")) }
+            if (0..dim).contains(&j) {
+                Ok(j as usize)
+            } else {
+                Err(format!("gather index {i} out of range for size {dim}"))
+            }
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((axis, indices, idx.shape.clone()))
@@ -225,14 +277,25 @@ fn concat(parts: &[&ConstTensor], axis: i64) -> Result<ConstTensor, String> {
     }
     shape[axis] = 0;
     for p in parts {
-        if p.shape.len() != rank || p.shape.iter().enumerate().any(|(i, &d)| i != axis && d != first.shape[i]) {
-            return Err(format!("Concat shapes differ: {:?} vs {:?}", first.shape, p.shape));
+        if p.shape.len() != rank
+            || p.shape
+                .iter()
+                .enumerate()
+                .any(|(i, &d)| i != axis && d != first.shape[i])
+        {
+            return Err(format!(
+                "Concat shapes differ: {:?} vs {:?}",
+                first.shape, p.shape
+            ));
         }
         shape[axis] += p.shape[axis];
     }
     let outer: usize = shape[..axis].iter().product();
     let float = parts.iter().any(|p| p.is_float());
-    let chunks: Vec<usize> = parts.iter().map(|p| p.shape[axis..].iter().product()).collect();
+    let chunks: Vec<usize> = parts
+        .iter()
+        .map(|p| p.shape[axis..].iter().product())
+        .collect();
     let (fv, iv): (Vec<Vec<f32>>, Vec<Vec<i64>>) = if float {
         (parts.iter().map(|p| p.to_f32_vec()).collect(), Vec::new())
     } else {
@@ -249,7 +312,11 @@ fn concat(parts: &[&ConstTensor], axis: i64) -> Result<ConstTensor, String> {
             }
         }
     }
-    Ok(if float { ConstTensor::f32(shape, f) } else { ConstTensor::i64(shape, i) })
+    Ok(if float {
+        ConstTensor::f32(shape, f)
+    } else {
+        ConstTensor::i64(shape, i)
+    })
 }
 
 /// For each element of `out_shape`, the flat index of the broadcast source of `shape`.
@@ -262,7 +329,13 @@ fn broadcast_index(shape: &[usize], out_shape: &[usize]) -> Vec<usize> {
             shape
                 .iter()
                 .enumerate()
-                .map(|(i, &d)| if d == 1 { 0 } else { idx[offset + i] * strides[i] })
+                .map(|(i, &d)| {
+                    if d == 1 {
+                        0
+                    } else {
+                        idx[offset + i] * strides[i]
+                    }
+                })
                 .sum(),
         );
     });
@@ -271,7 +344,10 @@ fn broadcast_index(shape: &[usize], out_shape: &[usize]) -> Vec<usize> {
 
 fn binary(op: &str, a: &ConstTensor, b: &ConstTensor) -> Result<ConstTensor, String> {
     let shape = broadcast_shapes(&[&a.shape, &b.shape])?;
-    let (ai, bi) = (broadcast_index(&a.shape, &shape), broadcast_index(&b.shape, &shape));
+    let (ai, bi) = (
+        broadcast_index(&a.shape, &shape),
+        broadcast_index(&b.shape, &shape),
+    );
     if a.is_float() || b.is_float() {
         let (x, y) = (a.to_f32_vec(), b.to_f32_vec());
         let f = |p: f32, q: f32| match op {
@@ -283,7 +359,10 @@ fn binary(op: &str, a: &ConstTensor, b: &ConstTensor) -> Result<ConstTensor, Str
         };
         let v: Vec<f32> = ai.iter().zip(&bi).map(|(&i, &j)| f(x[i], y[j])).collect();
         if op == "Equal" {
-            return Ok(ConstTensor::i64(shape, v.iter().map(|&x| x as i64).collect()));
+            return Ok(ConstTensor::i64(
+                shape,
+                v.iter().map(|&x| x as i64).collect(),
+            ));
         }
         Ok(ConstTensor::f32(shape, v))
     } else {
@@ -297,7 +376,11 @@ fn binary(op: &str, a: &ConstTensor, b: &ConstTensor) -> Result<ConstTensor, Str
                 _ => i64::from(p == q),
             })
         };
-        let v = ai.iter().zip(&bi).map(|(&i, &j)| f(x[i], y[j])).collect::<Result<_, _>>()?;
+        let v = ai
+            .iter()
+            .zip(&bi)
+            .map(|(&i, &j)| f(x[i], y[j]))
+            .collect::<Result<_, _>>()?;
         Ok(ConstTensor::i64(shape, v))
     }
 }

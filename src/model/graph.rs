@@ -24,30 +24,68 @@ pub struct Window2d {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     /// Inputs: x `[N,C,H,W]`, weight `[M,C/group,kH,kW]`, optional bias `[M]`.
-    Conv { window: Window2d, group: usize },
+    Conv {
+        window: Window2d,
+        group: usize,
+    },
     /// Inputs: x, weight `[C, M/group, kH, kW]`, optional bias. `pads` may be asymmetric.
-    ConvTranspose { window: Window2d, group: usize, output_padding: [usize; 2] },
+    ConvTranspose {
+        window: Window2d,
+        group: usize,
+        output_padding: [usize; 2],
+    },
     Relu,
     /// ReLU6 and friends: clamp to `[min, max]`.
-    Clip { min: f32, max: f32 },
-    LeakyRelu { alpha: f32 },
+    Clip {
+        min: f32,
+        max: f32,
+    },
+    LeakyRelu {
+        alpha: f32,
+    },
     Sigmoid,
-    HardSigmoid { alpha: f32, beta: f32 },
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
     HardSwish,
     Tanh,
-    Elu { alpha: f32 },
-    MaxPool { window: Window2d, ceil_mode: bool },
-    AveragePool { window: Window2d, ceil_mode: bool, count_include_pad: bool },
+    Elu {
+        alpha: f32,
+    },
+    MaxPool {
+        window: Window2d,
+        ceil_mode: bool,
+    },
+    AveragePool {
+        window: Window2d,
+        ceil_mode: bool,
+        count_include_pad: bool,
+    },
     GlobalAveragePool,
     GlobalMaxPool,
     /// Local response normalisation across channels.
-    Lrn { size: usize, alpha: f32, beta: f32, bias: f32 },
+    Lrn {
+        size: usize,
+        alpha: f32,
+        beta: f32,
+        bias: f32,
+    },
     /// Inference-mode batch norm. Inputs: x, scale, bias, mean, var (all `[C]`).
-    BatchNorm { epsilon: f32 },
+    BatchNorm {
+        epsilon: f32,
+    },
     /// Inputs: x, scale `[C]`, bias `[C]`.
-    InstanceNorm { epsilon: f32 },
+    InstanceNorm {
+        epsilon: f32,
+    },
     /// `alpha * A' * B' + beta * C`.
-    Gemm { alpha: f32, beta: f32, trans_a: bool, trans_b: bool },
+    Gemm {
+        alpha: f32,
+        beta: f32,
+        trans_a: bool,
+        trans_b: bool,
+    },
     MatMul,
     Add,
     Sub,
@@ -55,22 +93,41 @@ pub enum Op {
     Div,
     /// Variadic broadcasting sum.
     Sum,
-    Concat { axis: usize },
+    Concat {
+        axis: usize,
+    },
     /// One output per entry of `sizes`, along `axis`.
-    Split { axis: usize, sizes: Vec<usize> },
+    Split {
+        axis: usize,
+        sizes: Vec<usize>,
+    },
     /// Flatten, Reshape, Squeeze and Unsqueeze: the output shape says it all.
     Reshape,
-    Transpose { perm: Vec<usize> },
+    Transpose {
+        perm: Vec<usize>,
+    },
     /// Constant-mode padding of every axis: `pads[axis] = (before, after)`.
-    Pad { pads: Vec<PadPair>, value: f32 },
+    Pad {
+        pads: Vec<PadPair>,
+        value: f32,
+    },
     /// Dropout (inference), Identity and float-to-float Cast.
     Identity,
     /// `legacy_2d`: opsets < 13 flatten to 2-D at `axis` and normalise over the tail.
-    Softmax { axis: usize, legacy_2d: bool },
+    Softmax {
+        axis: usize,
+        legacy_2d: bool,
+    },
     /// Gather with constant indices along `axis`; `indices_shape` replaces that axis.
-    Gather { axis: usize, indices: Vec<usize>, indices_shape: Vec<usize> },
+    Gather {
+        axis: usize,
+        indices: Vec<usize>,
+        indices_shape: Vec<usize>,
+    },
     /// Resolved per-axis `(start, step, count)` (negative steps allowed).
-    Slice { ranges: Vec<SliceRange> },
+    Slice {
+        ranges: Vec<SliceRange>,
+    },
 }
 
 /// One axis of a resolved Slice: elements `start, start+step, …` (`count` of them).

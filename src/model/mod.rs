@@ -26,7 +26,9 @@ pub enum ModelError {
     },
     #[error("{model} is not a valid ONNX model: {detail}")]
     NotOnnx { model: String, detail: String },
-    #[error("{model}: node '{node}' uses op '{op}', which ConvLens does not support (supported: {supported})")]
+    #[error(
+        "{model}: node '{node}' uses op '{op}', which ConvLens does not support (supported: {supported})"
+    )]
     UnsupportedOp {
         model: String,
         node: String,

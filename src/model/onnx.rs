@@ -37,7 +37,12 @@ pub fn load_onnx_file(path: &Path, options: &ImportOptions) -> Result<Graph> {
 
 /// Imports an ONNX model held in memory. `source` names it in messages; `fallback_name`
 /// is used when the graph has no name.
-pub fn load_onnx_bytes(bytes: &[u8], source: &str, fallback_name: &str, options: &ImportOptions) -> Result<Graph> {
+pub fn load_onnx_bytes(
+    bytes: &[u8],
+    source: &str,
+    fallback_name: &str,
+    options: &ImportOptions,
+) -> Result<Graph> {
     let not_onnx = |detail: String| ModelError::NotOnnx {
         model: source.to_string(),
         detail,
@@ -45,8 +50,12 @@ pub fn load_onnx_bytes(bytes: &[u8], source: &str, fallback_name: &str, options:
     if bytes.is_empty() {
         return Err(not_onnx("the file is empty".into()));
     }
-    let model = ModelProto::parse_from_bytes(bytes).map_err(|e| not_onnx(format!("protobuf decoding failed: {e}")))?;
-    let graph = model.graph.as_ref().ok_or_else(|| not_onnx("it holds no graph".into()))?;
+    let model = ModelProto::parse_from_bytes(bytes)
+        .map_err(|e| not_onnx(format!("protobuf decoding failed: {e}")))?;
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| not_onnx("it holds no graph".into()))?;
     if graph.node.is_empty() {
         return Err(not_onnx("its graph has no nodes".into()));
     }
@@ -112,14 +121,23 @@ pub fn load_onnx_bytes(bytes: &[u8], source: &str, fallback_name: &str, options:
             detail: "none of the graph outputs is computed by the graph".into(),
         });
     }
-    let total: usize = importer.nodes.iter().flat_map(|n| &n.output_shapes).map(|s| s.iter().product::<usize>()).sum();
+    let total: usize = importer
+        .nodes
+        .iter()
+        .flat_map(|n| &n.output_shapes)
+        .map(|s| s.iter().product::<usize>())
+        .sum();
     if total > MAX_ACTIVATION_ELEMENTS {
         return Err(ModelError::TooLarge {
             what: format!("{source}: all activations together"),
             shape: vec![total as i64],
         });
     }
-    let name = if graph.name.trim().is_empty() { fallback_name.to_string() } else { graph.name.clone() };
+    let name = if graph.name.trim().is_empty() {
+        fallback_name.to_string()
+    } else {
+        graph.name.clone()
+    };
     Ok(Graph {
         name,
         inputs,
@@ -133,12 +151,18 @@ pub fn load_onnx_bytes(bytes: &[u8], source: &str, fallback_name: &str, options:
 }
 
 /// Static input shape from the declared type; symbolic batch → 1, symbolic H/W → options.
-fn input_shape(vi: &onnx_ir::ValueInfoProto, options: &ImportOptions) -> std::result::Result<Vec<usize>, String> {
+fn input_shape(
+    vi: &onnx_ir::ValueInfoProto,
+    options: &ImportOptions,
+) -> std::result::Result<Vec<usize>, String> {
     let ty = vi.type_.as_ref().ok_or("no type declared")?;
     let tensor = ty.tensor_type();
     let elem = tensor.elem_type;
     if elem != 1 && elem != 0 {
-        return Err(format!("element type {} is not float32", super::consts::dtype_name(elem)));
+        return Err(format!(
+            "element type {} is not float32",
+            super::consts::dtype_name(elem)
+        ));
     }
     let dims = &tensor.shape.as_ref().ok_or("no shape declared")?.dim;
     let rank = dims.len();
@@ -149,7 +173,10 @@ fn input_shape(vi: &onnx_ir::ValueInfoProto, options: &ImportOptions) -> std::re
         } else if i == 0 {
             1
         } else if rank == 4 && i >= 2 {
-            options.input_hw.map(|hw| hw[i - 2]).ok_or("spatial size is dynamic; pass --size HxW")?
+            options
+                .input_hw
+                .map(|hw| hw[i - 2])
+                .ok_or("spatial size is dynamic; pass --size HxW")?
         } else {
             return Err(format!("dimension {i} is dynamic"));
         };
@@ -176,17 +203,22 @@ fn topological_order(nodes: &[NodeProto], importer: &Importer, source: &str) -> 
             if let Some(&p) = producer.get(input.as_str()) {
                 indegree[i] += 1;
                 consumers[p].push(i);
-            } else if !importer.constants.contains_key(input) && !importer.shapes.contains_key(input) {
+            } else if !importer.constants.contains_key(input)
+                && !importer.shapes.contains_key(input)
+            {
                 return Err(ModelError::Node {
                     model: source.to_string(),
                     node: display_name(n, i),
                     op: n.op_type.clone(),
-                    detail: format!("input '{input}' is not produced by any node, weight or graph input"),
+                    detail: format!(
+                        "input '{input}' is not produced by any node, weight or graph input"
+                    ),
                 });
             }
         }
     }
-    let mut ready: std::collections::VecDeque<usize> = (0..nodes.len()).filter(|&i| indegree[i] == 0).collect();
+    let mut ready: std::collections::VecDeque<usize> =
+        (0..nodes.len()).filter(|&i| indegree[i] == 0).collect();
     let mut order = Vec::with_capacity(nodes.len());
     while let Some(i) = ready.pop_front() {
         order.push(i);
@@ -207,7 +239,11 @@ fn topological_order(nodes: &[NodeProto], importer: &Importer, source: &str) -> 
 }
 
 fn display_name(n: &NodeProto, index: usize) -> String {
-    if n.name.trim().is_empty() { format!("{}_{index}", n.op_type) } else { n.name.clone() }
+    if n.name.trim().is_empty() {
+        format!("{}_{index}", n.op_type)
+    } else {
+        n.name.clone()
+    }
 }
 
 struct Importer<'a> {
@@ -224,7 +260,8 @@ impl Importer<'_> {
     fn note_non_finite(&mut self, name: &str, t: &ConstTensor) {
         let bad = t.non_finite_count();
         if bad > 0 {
-            self.warnings.push(format!("weight '{name}' holds {bad} NaN/Inf values"));
+            self.warnings
+                .push(format!("weight '{name}' holds {bad} NaN/Inf values"));
         }
     }
 
@@ -251,7 +288,11 @@ impl Importer<'_> {
             constants: &self.constants,
             shapes: &self.shapes,
         };
-        let all_const = proto.input.iter().filter(|s| !s.is_empty()).all(|s| self.constants.contains_key(s));
+        let all_const = proto
+            .input
+            .iter()
+            .filter(|s| !s.is_empty())
+            .all(|s| self.constants.contains_key(s));
         let shape_only = matches!(proto.op_type.as_str(), "Shape" | "Size" | "Constant");
         if fold::is_foldable(&proto.op_type) && (all_const || shape_only) {
             let values = fold::fold(&ctx).map_err(node_err)?;
@@ -273,10 +314,19 @@ impl Importer<'_> {
             }
             Err(detail) => return Err(node_err(detail)),
         };
-        let outputs: Vec<String> = proto.output.iter().take(built.output_shapes.len()).cloned().collect();
+        let outputs: Vec<String> = proto
+            .output
+            .iter()
+            .take(built.output_shapes.len())
+            .cloned()
+            .collect();
         for (out, shape) in outputs.iter().zip(&built.output_shapes) {
             match checked_numel(shape) {
-                Some(0) => return Err(node_err(format!("output shape {shape:?} is empty; empty tensors are not supported"))),
+                Some(0) => {
+                    return Err(node_err(format!(
+                        "output shape {shape:?} is empty; empty tensors are not supported"
+                    )));
+                }
                 Some(n) if n <= MAX_ACTIVATION_ELEMENTS => {}
                 _ => return Err(node_err(format!("output shape {shape:?} is too large"))),
             }
@@ -298,7 +348,10 @@ impl Importer<'_> {
         if !self.names.contains(&base) {
             return base;
         }
-        (2..).map(|k| format!("{base}_{k}")).find(|n| !self.names.contains(n)).unwrap_or(base)
+        (2..)
+            .map(|k| format!("{base}_{k}"))
+            .find(|n| !self.names.contains(n))
+            .unwrap_or(base)
     }
 }
 
@@ -322,7 +375,8 @@ impl<'a> Attrs<'a> {
         self.get(name).map(|a| a.floats.as_slice())
     }
     pub fn string(&self, name: &str) -> Option<String> {
-        self.get(name).map(|a| String::from_utf8_lossy(&a.s).into_owned())
+        self.get(name)
+            .map(|a| String::from_utf8_lossy(&a.s).into_owned())
     }
     pub fn tensor(&self, name: &str) -> Option<&'a TensorProto> {
         self.get(name).and_then(|a| a.t.as_ref())
@@ -349,7 +403,11 @@ impl NodeCtx<'_> {
 
     /// Name of input `i`, `None` when absent or empty (optional input skipped).
     pub fn input(&self, i: usize) -> Option<&str> {
-        self.proto.input.get(i).map(String::as_str).filter(|s| !s.is_empty())
+        self.proto
+            .input
+            .get(i)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
     }
 
     pub fn required_input(&self, i: usize) -> Result<&str, String> {
@@ -368,11 +426,14 @@ impl NodeCtx<'_> {
 
     pub fn konst(&self, i: usize) -> Result<&ConstTensor, String> {
         let name = self.required_input(i)?;
-        self.constants.get(name).ok_or_else(|| format!("input '{name}' must be a constant"))
+        self.constants
+            .get(name)
+            .ok_or_else(|| format!("input '{name}' must be a constant"))
     }
 
     pub fn is_const(&self, i: usize) -> bool {
-        self.input(i).is_some_and(|n| self.constants.contains_key(n))
+        self.input(i)
+            .is_some_and(|n| self.constants.contains_key(n))
     }
 
     pub fn const_ints(&self, i: usize) -> Result<Vec<i64>, String> {
@@ -407,7 +468,10 @@ impl NodeCtx<'_> {
     /// Transpose permutation (default: reversed axes), validated.
     pub fn transpose_perm(&self, rank: usize) -> Result<Vec<usize>, String> {
         let perm: Vec<usize> = match self.attrs.ints("perm") {
-            Some(p) => p.iter().map(|&a| norm_axis(a, rank)).collect::<Result<_, _>>()?,
+            Some(p) => p
+                .iter()
+                .map(|&a| norm_axis(a, rank))
+                .collect::<Result<_, _>>()?,
             None => (0..rank).rev().collect(),
         };
         let mut sorted = perm.clone();

@@ -47,13 +47,18 @@ pub fn build(ctx: &NodeCtx) -> R<Option<Built>> {
             } else {
                 for (i, slot) in [(1, &mut min), (2, &mut max)] {
                     if ctx.input(i).is_some() {
-                        *slot = ctx.konst(i)?.scalar_f32().ok_or("Clip bounds must be scalars")?;
+                        *slot = ctx
+                            .konst(i)?
+                            .scalar_f32()
+                            .ok_or("Clip bounds must be scalars")?;
                     }
                 }
             }
             unary(Op::Clip { min, max })
         }
-        "LeakyRelu" => unary(Op::LeakyRelu { alpha: a.float("alpha").unwrap_or(0.01) }),
+        "LeakyRelu" => unary(Op::LeakyRelu {
+            alpha: a.float("alpha").unwrap_or(0.01),
+        }),
         "Sigmoid" => unary(Op::Sigmoid),
         "HardSigmoid" => unary(Op::HardSigmoid {
             alpha: a.float("alpha").unwrap_or(0.2),
@@ -61,7 +66,9 @@ pub fn build(ctx: &NodeCtx) -> R<Option<Built>> {
         }),
         "HardSwish" => unary(Op::HardSwish),
         "Tanh" => unary(Op::Tanh),
-        "Elu" => unary(Op::Elu { alpha: a.float("alpha").unwrap_or(1.0) }),
+        "Elu" => unary(Op::Elu {
+            alpha: a.float("alpha").unwrap_or(1.0),
+        }),
         "Relu6" => unary(Op::Clip { min: 0.0, max: 6.0 }),
         "Dropout" | "Identity" => unary(Op::Identity),
         "Cast" => match a.int("to") {
@@ -75,8 +82,16 @@ pub fn build(ctx: &NodeCtx) -> R<Option<Built>> {
         "MaxPool" | "AveragePool" => pool(ctx).map(Some),
         "GlobalAveragePool" | "GlobalMaxPool" => {
             let s = rank4(ctx.shape(0)?)?;
-            let op = if ctx.op_type() == "GlobalAveragePool" { Op::GlobalAveragePool } else { Op::GlobalMaxPool };
-            Ok(Some(Built { op, inputs: vec![x()?], output_shapes: vec![vec![s[0], s[1], 1, 1]] }))
+            let op = if ctx.op_type() == "GlobalAveragePool" {
+                Op::GlobalAveragePool
+            } else {
+                Op::GlobalMaxPool
+            };
+            Ok(Some(Built {
+                op,
+                inputs: vec![x()?],
+                output_shapes: vec![vec![s[0], s[1], 1, 1]],
+            }))
         }
         "LRN" => {
             rank4(ctx.shape(0)?)?;
@@ -96,17 +111,33 @@ pub fn build(ctx: &NodeCtx) -> R<Option<Built>> {
             if s.len() < 2 {
                 return Err(format!("input of rank {} needs a channel axis", s.len()));
             }
-            let params = if ctx.op_type() == "BatchNormalization" { 5 } else { 3 };
+            let params = if ctx.op_type() == "BatchNormalization" {
+                5
+            } else {
+                3
+            };
             let mut inputs = vec![x()?];
             for i in 1..params {
                 if ctx.shape(i)? != [s[1]] {
-                    return Err(format!("parameter {i} has shape {:?}, expected [{}]", ctx.shape(i)?, s[1]));
+                    return Err(format!(
+                        "parameter {i} has shape {:?}, expected [{}]",
+                        ctx.shape(i)?,
+                        s[1]
+                    ));
                 }
                 inputs.push(ctx.required_input(i)?.to_string());
             }
             let epsilon = a.float("epsilon").unwrap_or(1e-5);
-            let op = if params == 5 { Op::BatchNorm { epsilon } } else { Op::InstanceNorm { epsilon } };
-            Ok(Some(Built { op, inputs, output_shapes: vec![s.to_vec()] }))
+            let op = if params == 5 {
+                Op::BatchNorm { epsilon }
+            } else {
+                Op::InstanceNorm { epsilon }
+            };
+            Ok(Some(Built {
+                op,
+                inputs,
+                output_shapes: vec![s.to_vec()],
+            }))
         }
         "Gemm" => gemm(ctx).map(Some),
         "MatMul" => {
@@ -116,8 +147,16 @@ pub fn build(ctx: &NodeCtx) -> R<Option<Built>> {
             }
             // numpy semantics: a 1-D A is a row [1, K], a 1-D B a column [K, 1]; the
             // inserted axis is dropped from the result.
-            let a2: Vec<usize> = if sa.len() == 1 { vec![1, sa[0]] } else { sa.to_vec() };
-            let b2: Vec<usize> = if sb.len() == 1 { vec![sb[0], 1] } else { sb.to_vec() };
+            let a2: Vec<usize> = if sa.len() == 1 {
+                vec![1, sa[0]]
+            } else {
+                sa.to_vec()
+            };
+            let b2: Vec<usize> = if sb.len() == 1 {
+                vec![sb[0], 1]
+            } else {
+                sb.to_vec()
+            };
             let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
             let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
             if k != k2 {
@@ -149,8 +188,14 @@ pub fn build(ctx: &NodeCtx) -> R<Option<Built>> {
                 return Err("Sum of nothing".into());
             }
             let shapes: Vec<&[usize]> = (0..n).map(|i| ctx.shape(i)).collect::<R<_>>()?;
-            let inputs = (0..n).map(|i| ctx.required_input(i).map(str::to_string)).collect::<R<_>>()?;
-            Ok(Some(Built { op, inputs, output_shapes: vec![broadcast_shapes(&shapes)?] }))
+            let inputs = (0..n)
+                .map(|i| ctx.required_input(i).map(str::to_string))
+                .collect::<R<_>>()?;
+            Ok(Some(Built {
+                op,
+                inputs,
+                output_shapes: vec![broadcast_shapes(&shapes)?],
+            }))
         }
         "Concat" => {
             let first = ctx.shape(0)?;
@@ -160,57 +205,98 @@ pub fn build(ctx: &NodeCtx) -> R<Option<Built>> {
             let mut inputs = Vec::new();
             for i in 0..ctx.input_count() {
                 let s = ctx.shape(i)?;
-                if s.len() != first.len() || s.iter().enumerate().any(|(d, &v)| d != axis && v != first[d]) {
-                    return Err(format!("Concat input shapes {first:?} and {s:?} differ off axis {axis}"));
+                if s.len() != first.len()
+                    || s.iter()
+                        .enumerate()
+                        .any(|(d, &v)| d != axis && v != first[d])
+                {
+                    return Err(format!(
+                        "Concat input shapes {first:?} and {s:?} differ off axis {axis}"
+                    ));
                 }
                 out[axis] += s[axis];
                 inputs.push(ctx.required_input(i)?.to_string());
             }
-            Ok(Some(Built { op: Op::Concat { axis }, inputs, output_shapes: vec![out] }))
+            Ok(Some(Built {
+                op: Op::Concat { axis },
+                inputs,
+                output_shapes: vec![out],
+            }))
         }
         "Split" => split(ctx).map(Some),
         "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" => {
             let shape = reshape_like_shape(ctx, ctx.shape(0)?)?;
-            Ok(Some(Built { op: Op::Reshape, inputs: vec![x()?], output_shapes: vec![shape] }))
+            Ok(Some(Built {
+                op: Op::Reshape,
+                inputs: vec![x()?],
+                output_shapes: vec![shape],
+            }))
         }
         "Transpose" => {
             let s = ctx.shape(0)?;
             let perm = ctx.transpose_perm(s.len())?;
             let out = perm.iter().map(|&p| s[p]).collect();
-            Ok(Some(Built { op: Op::Transpose { perm }, inputs: vec![x()?], output_shapes: vec![out] }))
+            Ok(Some(Built {
+                op: Op::Transpose { perm },
+                inputs: vec![x()?],
+                output_shapes: vec![out],
+            }))
         }
         "Pad" => pad(ctx).map(Some),
         "Softmax" => {
             let s = ctx.shape(0)?;
             let legacy_2d = ctx.opset < 13;
-            let axis = norm_axis(a.int("axis").unwrap_or(if legacy_2d { 1 } else { -1 }), s.len())?;
+            let axis = norm_axis(
+                a.int("axis").unwrap_or(if legacy_2d { 1 } else { -1 }),
+                s.len(),
+            )?;
             unary(Op::Softmax { axis, legacy_2d })
         }
         "Gather" => {
             let s = ctx.shape(0)?;
             let (axis, indices, indices_shape) = gather_params(ctx, s)?;
             let out = gather_shape(s, axis, &indices_shape);
-            Ok(Some(Built { op: Op::Gather { axis, indices, indices_shape }, inputs: vec![x()?], output_shapes: vec![out] }))
+            Ok(Some(Built {
+                op: Op::Gather {
+                    axis,
+                    indices,
+                    indices_shape,
+                },
+                inputs: vec![x()?],
+                output_shapes: vec![out],
+            }))
         }
         "Slice" => {
             let ranges = ctx.slice_ranges(ctx.shape(0)?)?;
             let out = ranges.iter().map(|r| r.count).collect();
-            Ok(Some(Built { op: Op::Slice { ranges }, inputs: vec![x()?], output_shapes: vec![out] }))
+            Ok(Some(Built {
+                op: Op::Slice { ranges },
+                inputs: vec![x()?],
+                output_shapes: vec![out],
+            }))
         }
         _ => Ok(None),
     }
 }
 
 fn rank4(s: &[usize]) -> R<[usize; 4]> {
-    <[usize; 4]>::try_from(s).map_err(|_| format!("expects a 4-D [N,C,H,W] input, got shape {s:?} (only 2-D spatial ops are supported)"))
+    <[usize; 4]>::try_from(s).map_err(|_| {
+        format!(
+            "expects a 4-D [N,C,H,W] input, got shape {s:?} (only 2-D spatial ops are supported)"
+        )
+    })
 }
 
 /// Positive ints from an attribute of exactly `n` entries, or a default.
 fn pos_ints(ctx: &NodeCtx, name: &str, n: usize, default: usize) -> R<Vec<usize>> {
     match ctx.attrs.ints(name) {
         None => Ok(vec![default; n]),
-        Some(v) if v.len() == n && v.iter().all(|&x| x >= 1) => Ok(v.iter().map(|&x| x as usize).collect()),
-        Some(v) => Err(format!("attribute '{name}' = {v:?} must hold {n} positive values")),
+        Some(v) if v.len() == n && v.iter().all(|&x| x >= 1) => {
+            Ok(v.iter().map(|&x| x as usize).collect())
+        }
+        Some(v) => Err(format!(
+            "attribute '{name}' = {v:?} must hold {n} positive values"
+        )),
     }
 }
 
@@ -227,19 +313,28 @@ fn window(ctx: &NodeCtx, hw: [usize; 2], kernel: [usize; 2]) -> R<Window2d> {
         "VALID" => [(0, 0); 2],
         "" | "NOTSET" => match ctx.attrs.ints("pads") {
             None => [(0, 0); 2],
-            Some(p) if p.len() == 4 && p.iter().all(|&v| (0..1 << 20).contains(&v)) => {
-                [(p[0] as usize, p[2] as usize), (p[1] as usize, p[3] as usize)]
-            }
+            Some(p) if p.len() == 4 && p.iter().all(|&v| (0..1 << 20).contains(&v)) => [
+                (p[0] as usize, p[2] as usize),
+                (p[1] as usize, p[3] as usize),
+            ],
             Some(p) => return Err(format!("pads {p:?} must hold 4 non-negative values")),
         },
         other => return Err(format!("unknown auto_pad '{other}'")),
     };
-    Ok(Window2d { kernel, strides: [strides[0], strides[1]], pads, dilations: [dilations[0], dilations[1]] })
+    Ok(Window2d {
+        kernel,
+        strides: [strides[0], strides[1]],
+        pads,
+        dilations: [dilations[0], dilations[1]],
+    })
 }
 
 fn conv(ctx: &NodeCtx, transpose: bool) -> R<Built> {
     let xs = rank4(ctx.shape(0)?)?;
-    let ws = rank4(ctx.shape(1).map_err(|_| "convolution weight is missing".to_string())?)?;
+    let ws = rank4(
+        ctx.shape(1)
+            .map_err(|_| "convolution weight is missing".to_string())?,
+    )?;
     let group = ctx.attrs.int("group").unwrap_or(1);
     if group < 1 {
         return Err(format!("group {group} must be positive"));
@@ -249,7 +344,9 @@ fn conv(ctx: &NodeCtx, transpose: bool) -> R<Built> {
     if let Some(k) = ctx.attrs.ints("kernel_shape")
         && k != [ws[2] as i64, ws[3] as i64]
     {
-        return Err(format!("kernel_shape {k:?} disagrees with the weight shape {ws:?}"));
+        return Err(format!(
+            "kernel_shape {k:?} disagrees with the weight shape {ws:?}"
+        ));
     }
     if kernel.contains(&0) {
         return Err(format!("weight shape {ws:?} has an empty kernel"));
@@ -263,12 +360,20 @@ fn conv(ctx: &NodeCtx, transpose: bool) -> R<Built> {
         (xs[1] == ws[1] * group, ws[0] % group == 0)
     };
     if !in_ok || !out_ok {
-        return Err(format!("input {xs:?}, weight {ws:?} and group {group} do not agree"));
+        return Err(format!(
+            "input {xs:?}, weight {ws:?} and group {group} do not agree"
+        ));
     }
-    let mut inputs = vec![ctx.required_input(0)?.to_string(), ctx.required_input(1)?.to_string()];
+    let mut inputs = vec![
+        ctx.required_input(0)?.to_string(),
+        ctx.required_input(1)?.to_string(),
+    ];
     if let Some(b) = ctx.input(2) {
         if ctx.shape(2)? != [out_channels] {
-            return Err(format!("bias shape {:?} should be [{out_channels}]", ctx.shape(2)?));
+            return Err(format!(
+                "bias shape {:?} should be [{out_channels}]",
+                ctx.shape(2)?
+            ));
         }
         inputs.push(b.to_string());
     }
@@ -278,12 +383,19 @@ fn conv(ctx: &NodeCtx, transpose: bool) -> R<Built> {
         // (ONNX spec): total = stride·(in-1) + output_padding + (k-1)·dilation + 1 - out.
         let target: Option<Vec<i64>> = match ctx.attrs.ints("output_shape") {
             Some(t) => Some(t[t.len().saturating_sub(2)..].to_vec()),
-            None if auto_pad.starts_with("SAME") => Some((0..2).map(|i| (xs[2 + i] * win.strides[i]) as i64).collect()),
+            None if auto_pad.starts_with("SAME") => Some(
+                (0..2)
+                    .map(|i| (xs[2 + i] * win.strides[i]) as i64)
+                    .collect(),
+            ),
             None => None,
         };
         if let Some(target) = target {
             for i in 0..2 {
-                let full = win.strides[i] * (xs[2 + i] - 1) + output_padding[i] + (kernel[i] - 1) * win.dilations[i] + 1;
+                let full = win.strides[i] * (xs[2 + i] - 1)
+                    + output_padding[i]
+                    + (kernel[i] - 1) * win.dilations[i]
+                    + 1;
                 let total = full as i64 - target.get(i).copied().unwrap_or(0);
                 if total < 0 {
                     // A larger output than the stride produces: extra rows/columns at the end.
@@ -292,19 +404,34 @@ fn conv(ctx: &NodeCtx, transpose: bool) -> R<Built> {
                     continue;
                 }
                 let total = total as usize;
-                win.pads[i] = if auto_pad == "SAME_UPPER" { (total / 2, total - total / 2) } else { (total - total / 2, total / 2) };
+                win.pads[i] = if auto_pad == "SAME_UPPER" {
+                    (total / 2, total - total / 2)
+                } else {
+                    (total - total / 2, total / 2)
+                };
             }
         }
         let mut hw = [0; 2];
         for i in 0..2 {
-            let full = win.strides[i] * (xs[2 + i] - 1) + output_padding[i] + (kernel[i] - 1) * win.dilations[i] + 1;
+            let full = win.strides[i] * (xs[2 + i] - 1)
+                + output_padding[i]
+                + (kernel[i] - 1) * win.dilations[i]
+                + 1;
             hw[i] = full
                 .checked_sub(win.pads[i].0 + win.pads[i].1)
                 .filter(|&v| v > 0)
                 .ok_or("pads remove the whole output")?;
         }
-        let op = Op::ConvTranspose { window: win, group, output_padding };
-        return Ok(Built { op, inputs, output_shapes: vec![vec![xs[0], out_channels, hw[0], hw[1]]] });
+        let op = Op::ConvTranspose {
+            window: win,
+            group,
+            output_padding,
+        };
+        return Ok(Built {
+            op,
+            inputs,
+            output_shapes: vec![vec![xs[0], out_channels, hw[0], hw[1]]],
+        });
     } else {
         window_out_hw([xs[2], xs[3]], &win, false)?
     };
@@ -318,8 +445,12 @@ fn conv(ctx: &NodeCtx, transpose: bool) -> R<Built> {
 fn pos_or_zero(ctx: &NodeCtx, name: &str) -> R<[usize; 2]> {
     match ctx.attrs.ints(name) {
         None => Ok([0, 0]),
-        Some(v) if v.len() == 2 && v.iter().all(|&x| (0..1 << 20).contains(&x)) => Ok([v[0] as usize, v[1] as usize]),
-        Some(v) => Err(format!("attribute '{name}' = {v:?} must hold 2 non-negative values")),
+        Some(v) if v.len() == 2 && v.iter().all(|&x| (0..1 << 20).contains(&x)) => {
+            Ok([v[0] as usize, v[1] as usize])
+        }
+        Some(v) => Err(format!(
+            "attribute '{name}' = {v:?} must hold 2 non-negative values"
+        )),
     }
 }
 
@@ -339,13 +470,20 @@ fn pool(ctx: &NodeCtx) -> R<Built> {
         if ctx.attrs.int("storage_order").unwrap_or(0) != 0 {
             return Err("storage_order=1 is not supported".into());
         }
-        Op::MaxPool { window: win, ceil_mode }
+        Op::MaxPool {
+            window: win,
+            ceil_mode,
+        }
     } else {
         if win.dilations != [1, 1] {
             return Err("dilated average pooling is not supported".into());
         }
         let count_include_pad = ctx.attrs.int("count_include_pad").unwrap_or(0) != 0;
-        Op::AveragePool { window: win, ceil_mode, count_include_pad }
+        Op::AveragePool {
+            window: win,
+            ceil_mode,
+            count_include_pad,
+        }
     };
     Ok(Built {
         op,
@@ -360,19 +498,45 @@ fn gemm(ctx: &NodeCtx) -> R<Built> {
     if sa.len() != 2 || sb.len() != 2 {
         return Err(format!("Gemm needs 2-D operands, got {sa:?} and {sb:?}"));
     }
-    let (trans_a, trans_b) = (a.int("transA").unwrap_or(0) != 0, a.int("transB").unwrap_or(0) != 0);
-    let (m, k) = if trans_a { (sa[1], sa[0]) } else { (sa[0], sa[1]) };
-    let (k2, n) = if trans_b { (sb[1], sb[0]) } else { (sb[0], sb[1]) };
+    let (trans_a, trans_b) = (
+        a.int("transA").unwrap_or(0) != 0,
+        a.int("transB").unwrap_or(0) != 0,
+    );
+    let (m, k) = if trans_a {
+        (sa[1], sa[0])
+    } else {
+        (sa[0], sa[1])
+    };
+    let (k2, n) = if trans_b {
+        (sb[1], sb[0])
+    } else {
+        (sb[0], sb[1])
+    };
     if k != k2 {
-        return Err(format!("Gemm shapes {sa:?} and {sb:?} do not agree (transA={trans_a}, transB={trans_b})"));
+        return Err(format!(
+            "Gemm shapes {sa:?} and {sb:?} do not agree (transA={trans_a}, transB={trans_b})"
+        ));
     }
-    let mut inputs = vec![ctx.required_input(0)?.to_string(), ctx.required_input(1)?.to_string()];
+    let mut inputs = vec![
+        ctx.required_input(0)?.to_string(),
+        ctx.required_input(1)?.to_string(),
+    ];
     if let Some(c) = ctx.input(2) {
-        broadcast_shapes(&[ctx.shape(2)?, &[m, n]]).map_err(|_| format!("Gemm C of shape {:?} does not broadcast to [{m}, {n}]", ctx.shape(2)))?;
+        broadcast_shapes(&[ctx.shape(2)?, &[m, n]]).map_err(|_| {
+            format!(
+                "Gemm C of shape {:?} does not broadcast to [{m}, {n}]",
+                ctx.shape(2)
+            )
+        })?;
         inputs.push(c.to_string());
     }
     Ok(Built {
-        op: Op::Gemm { alpha: a.float("alpha").unwrap_or(1.0), beta: a.float("beta").unwrap_or(1.0), trans_a, trans_b },
+        op: Op::Gemm {
+            alpha: a.float("alpha").unwrap_or(1.0),
+            beta: a.float("beta").unwrap_or(1.0),
+            trans_a,
+            trans_b,
+        },
         inputs,
         output_shapes: vec![vec![m, n]],
     })
@@ -383,19 +547,32 @@ fn split(ctx: &NodeCtx) -> R<Built> {
     let axis = norm_axis(ctx.attrs.int("axis").unwrap_or(0), s.len())?;
     let outputs = ctx.proto.output.len();
     let sizes: Vec<usize> = if let Some(v) = ctx.attrs.ints("split") {
-        v.iter().map(|&x| usize::try_from(x).map_err(|_| "negative split size".to_string())).collect::<R<_>>()?
+        v.iter()
+            .map(|&x| usize::try_from(x).map_err(|_| "negative split size".to_string()))
+            .collect::<R<_>>()?
     } else if ctx.input(1).is_some() {
-        ctx.const_ints(1)?.iter().map(|&x| usize::try_from(x).map_err(|_| "negative split size".to_string())).collect::<R<_>>()?
+        ctx.const_ints(1)?
+            .iter()
+            .map(|&x| usize::try_from(x).map_err(|_| "negative split size".to_string()))
+            .collect::<R<_>>()?
     } else {
-        let parts = ctx.attrs.int("num_outputs").map(|n| n as usize).unwrap_or(outputs);
+        let parts = ctx
+            .attrs
+            .int("num_outputs")
+            .map(|n| n as usize)
+            .unwrap_or(outputs);
         if parts == 0 {
             return Err("Split into zero parts".into());
         }
         let chunk = s[axis].div_ceil(parts);
-        (0..parts).map(|i| chunk.min(s[axis].saturating_sub(i * chunk))).collect()
+        (0..parts)
+            .map(|i| chunk.min(s[axis].saturating_sub(i * chunk)))
+            .collect()
     };
     if sizes.iter().sum::<usize>() != s[axis] || sizes.len() != outputs {
-        return Err(format!("split sizes {sizes:?} do not cover axis {axis} of {s:?} with {outputs} outputs"));
+        return Err(format!(
+            "split sizes {sizes:?} do not cover axis {axis} of {s:?} with {outputs} outputs"
+        ));
     }
     let output_shapes = sizes
         .iter()
@@ -405,14 +582,23 @@ fn split(ctx: &NodeCtx) -> R<Built> {
             o
         })
         .collect();
-    Ok(Built { op: Op::Split { axis, sizes }, inputs: vec![ctx.required_input(0)?.to_string()], output_shapes })
+    Ok(Built {
+        op: Op::Split { axis, sizes },
+        inputs: vec![ctx.required_input(0)?.to_string()],
+        output_shapes,
+    })
 }
 
 fn pad(ctx: &NodeCtx) -> R<Built> {
     let s = ctx.shape(0)?;
-    let mode = ctx.attrs.string("mode").unwrap_or_else(|| "constant".into());
+    let mode = ctx
+        .attrs
+        .string("mode")
+        .unwrap_or_else(|| "constant".into());
     if mode != "constant" {
-        return Err(format!("Pad mode '{mode}' is not supported (only 'constant')"));
+        return Err(format!(
+            "Pad mode '{mode}' is not supported (only 'constant')"
+        ));
     }
     let (raw, value, axes): (Vec<i64>, f32, Option<Vec<i64>>) = if ctx.opset < 11 {
         (
@@ -421,7 +607,13 @@ fn pad(ctx: &NodeCtx) -> R<Built> {
             None,
         )
     } else {
-        let value = if ctx.input(2).is_some() { ctx.konst(2)?.scalar_f32().ok_or("constant_value must be a scalar")? } else { 0.0 };
+        let value = if ctx.input(2).is_some() {
+            ctx.konst(2)?
+                .scalar_f32()
+                .ok_or("constant_value must be a scalar")?
+        } else {
+            0.0
+        };
         let axes = ctx.input(3).map(|_| ctx.const_ints(3)).transpose()?;
         (ctx.const_ints(1)?, value, axes)
     };
@@ -433,12 +625,18 @@ fn pad(ctx: &NodeCtx) -> R<Built> {
         return Err(format!("pads {raw:?} do not match {} axes", axes.len()));
     }
     if raw.iter().any(|&p| !(0..1 << 20).contains(&p)) {
-        return Err(format!("pads {raw:?}: negative or huge pads are not supported"));
+        return Err(format!(
+            "pads {raw:?}: negative or huge pads are not supported"
+        ));
     }
     let mut pads = vec![(0usize, 0usize); s.len()];
     for (i, &ax) in axes.iter().enumerate() {
         pads[ax] = (raw[i] as usize, raw[i + axes.len()] as usize);
     }
     let out = s.iter().zip(&pads).map(|(&d, p)| d + p.0 + p.1).collect();
-    Ok(Built { op: Op::Pad { pads, value }, inputs: vec![ctx.required_input(0)?.to_string()], output_shapes: vec![out] })
+    Ok(Built {
+        op: Op::Pad { pads, value },
+        inputs: vec![ctx.required_input(0)?.to_string()],
+        output_shapes: vec![out],
+    })
 }

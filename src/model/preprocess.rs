@@ -55,7 +55,10 @@ pub struct InputTensor {
 
 /// Loads an image or `.npy` file as the model input.
 pub fn load_input(path: &Path, spec: &InputSpec) -> Result<InputTensor> {
-    let is_npy = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    let is_npy = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
     if is_npy {
         return load_npy_input(path, spec);
     }
@@ -67,7 +70,10 @@ pub fn load_input(path: &Path, spec: &InputSpec) -> Result<InputTensor> {
         .with_guessed_format()
         .map_err(|e| ModelError::input(path.display(), e.to_string()))?;
     if reader.format().is_none() {
-        return Err(ModelError::input(path.display(), "not a recognised image format (PNG, JPEG, WebP, BMP, TIFF, GIF) nor .npy"));
+        return Err(ModelError::input(
+            path.display(),
+            "not a recognised image format (PNG, JPEG, WebP, BMP, TIFF, GIF) nor .npy",
+        ));
     }
     let img = reader
         .decode()
@@ -77,7 +83,8 @@ pub fn load_input(path: &Path, spec: &InputSpec) -> Result<InputTensor> {
 
 /// Decodes image bytes held in memory (the embedded sample photos).
 pub fn load_input_bytes(bytes: &[u8], name: &str, spec: &InputSpec) -> Result<InputTensor> {
-    let img = image::load_from_memory(bytes).map_err(|e| ModelError::input(name, format!("cannot decode image: {e}")))?;
+    let img = image::load_from_memory(bytes)
+        .map_err(|e| ModelError::input(name, format!("cannot decode image: {e}")))?;
     Ok(image_to_input(&img.to_rgb8(), spec))
 }
 
@@ -94,27 +101,44 @@ pub fn list_inputs(path: &Path) -> Result<Vec<std::path::PathBuf>> {
         path: path.display().to_string(),
         source,
     })?;
-    let mut files: Vec<std::path::PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file() && is_input_file(p)).collect();
+    let mut files: Vec<std::path::PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && is_input_file(p))
+        .collect();
     files.sort();
     if files.is_empty() {
-        return Err(ModelError::input(path.display(), "the folder holds no images (png, jpg, webp, bmp, tif, gif) or .npy files"));
+        return Err(ModelError::input(
+            path.display(),
+            "the folder holds no images (png, jpg, webp, bmp, tif, gif) or .npy files",
+        ));
     }
     Ok(files)
 }
 
 fn is_input_file(p: &Path) -> bool {
-    let ext = p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
-    matches!(ext.as_str(), "png" | "jpg" | "jpeg" | "webp" | "bmp" | "tif" | "tiff" | "gif" | "npy")
+    let ext = p
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    matches!(
+        ext.as_str(),
+        "png" | "jpg" | "jpeg" | "webp" | "bmp" | "tif" | "tiff" | "gif" | "npy"
+    )
 }
 
 fn load_npy_input(path: &Path, spec: &InputSpec) -> Result<InputTensor> {
-    let arr = crate::npy::read(path).map_err(|e| ModelError::input(path.display(), e.to_string()))?;
+    let arr =
+        crate::npy::read(path).map_err(|e| ModelError::input(path.display(), e.to_string()))?;
     let [h, w] = spec.size_hw;
     let ok = matches!(arr.shape.as_slice(), [1, 3, a, b] | [3, a, b] if *a == h && *b == w);
     if !ok {
         return Err(ModelError::input(
             path.display(),
-            format!("tensor shape {:?} does not match the model input [1, 3, {h}, {w}] (or [3, {h}, {w}])", arr.shape),
+            format!(
+                "tensor shape {:?} does not match the model input [1, 3, {h}, {w}] (or [3, {h}, {w}])",
+                arr.shape
+            ),
         ));
     }
     Ok(InputTensor {
@@ -163,11 +187,21 @@ pub fn fit_image(img: &RgbImage, [h, w]: [u32; 2], spec: &InputSpec) -> RgbImage
         }
         Fit::Pad => {
             let scale = (w as f64 / iw as f64).min(h as f64 / ih as f64);
-            let (sw, sh) = (((iw as f64 * scale).round() as u32).clamp(1, w), ((ih as f64 * scale).round() as u32).clamp(1, h));
+            let (sw, sh) = (
+                ((iw as f64 * scale).round() as u32).clamp(1, w),
+                ((ih as f64 * scale).round() as u32).clamp(1, h),
+            );
             let scaled = image::imageops::resize(img, sw, sh, FilterType::Triangle);
-            let mean = spec.mean.map(|m| (m * 255.0).round().clamp(0.0, 255.0) as u8);
+            let mean = spec
+                .mean
+                .map(|m| (m * 255.0).round().clamp(0.0, 255.0) as u8);
             let mut canvas = RgbImage::from_pixel(w, h, image::Rgb(mean));
-            image::imageops::replace(&mut canvas, &scaled, i64::from((w - sw) / 2), i64::from((h - sh) / 2));
+            image::imageops::replace(
+                &mut canvas,
+                &scaled,
+                i64::from((w - sw) / 2),
+                i64::from((h - sh) / 2),
+            );
             canvas
         }
     }
@@ -177,9 +211,15 @@ pub fn fit_image(img: &RgbImage, [h, w]: [u32; 2], spec: &InputSpec) -> RgbImage
 fn crop_size(iw: u32, ih: u32, w: u32, h: u32) -> (u32, u32) {
     // Compare iw/ih with w/h in integers.
     if u64::from(iw) * u64::from(h) > u64::from(ih) * u64::from(w) {
-        (((u64::from(ih) * u64::from(w)) / u64::from(h)).max(1) as u32, ih)
+        (
+            ((u64::from(ih) * u64::from(w)) / u64::from(h)).max(1) as u32,
+            ih,
+        )
     } else {
-        (iw, ((u64::from(iw) * u64::from(h)) / u64::from(w)).max(1) as u32)
+        (
+            iw,
+            ((u64::from(iw) * u64::from(h)) / u64::from(w)).max(1) as u32,
+        )
     }
 }
 
@@ -198,7 +238,12 @@ mod tests {
     fn normalisation_matches_formula_and_layout() {
         let mut img = RgbImage::new(2, 2);
         img.put_pixel(1, 0, image::Rgb([255, 0, 51]));
-        let spec = InputSpec { size_hw: [2, 2], mean: [0.5, 0.5, 0.5], std: [0.5, 0.25, 0.5], fit: Fit::Crop };
+        let spec = InputSpec {
+            size_hw: [2, 2],
+            mean: [0.5, 0.5, 0.5],
+            std: [0.5, 0.25, 0.5],
+            fit: Fit::Crop,
+        };
         let t = image_to_input(&img, &spec);
         // channel-major: R plane then G then B; pixel (x=1, y=0) is flat index 1.
         assert_eq!(t.data[1], 1.0);
@@ -210,7 +255,12 @@ mod tests {
     #[test]
     fn pad_uses_mean_colour() {
         let img = RgbImage::from_pixel(4, 2, image::Rgb([255, 255, 255]));
-        let spec = InputSpec { size_hw: [4, 4], mean: [0.5, 0.5, 0.5], std: [1.0, 1.0, 1.0], fit: Fit::Pad };
+        let spec = InputSpec {
+            size_hw: [4, 4],
+            mean: [0.5, 0.5, 0.5],
+            std: [1.0, 1.0, 1.0],
+            fit: Fit::Pad,
+        };
         let t = image_to_input(&img, &spec);
         // Top row is padding: (128/255 - 0.5) ≈ 0.
         assert!(t.data[0].abs() < 0.01);

@@ -46,11 +46,9 @@ pub fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> ShapeRe
                 infer_at = Some(i);
                 out.push(1);
             }
-            0 if !allowzero => out.push(
-                *input
-                    .get(i)
-                    .ok_or_else(|| format!("reshape spec {spec:?} copies dim {i} that {input:?} lacks"))?,
-            ),
+            0 if !allowzero => out.push(*input.get(i).ok_or_else(|| {
+                format!("reshape spec {spec:?} copies dim {i} that {input:?} lacks")
+            })?),
             d if d >= 0 => out.push(d as usize),
             _ => return Err(format!("invalid reshape spec {spec:?}")),
         }
@@ -62,23 +60,39 @@ pub fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> ShapeRe
         }
         out[i] = total / known;
     } else if known != total {
-        return Err(format!("cannot reshape {input:?} ({total} elements) to {spec:?}"));
+        return Err(format!(
+            "cannot reshape {input:?} ({total} elements) to {spec:?}"
+        ));
     }
     Ok(out)
 }
 
 /// Flatten to 2-D at `axis`.
 pub fn flatten_shape(input: &[usize], axis: i64) -> ShapeResult<Vec<usize>> {
-    let a = if axis == input.len() as i64 { input.len() } else { norm_axis(axis, input.len().max(1))? };
-    Ok(vec![input[..a].iter().product(), input[a..].iter().product()])
+    let a = if axis == input.len() as i64 {
+        input.len()
+    } else {
+        norm_axis(axis, input.len().max(1))?
+    };
+    Ok(vec![
+        input[..a].iter().product(),
+        input[a..].iter().product(),
+    ])
 }
 
 /// Squeeze the given axes (all size-1 axes when `axes` is empty).
 pub fn squeeze_shape(input: &[usize], axes: &[i64]) -> ShapeResult<Vec<usize>> {
-    let axes: Vec<usize> = axes.iter().map(|&a| norm_axis(a, input.len())).collect::<ShapeResult<_>>()?;
+    let axes: Vec<usize> = axes
+        .iter()
+        .map(|&a| norm_axis(a, input.len()))
+        .collect::<ShapeResult<_>>()?;
     let mut out = Vec::new();
     for (i, &d) in input.iter().enumerate() {
-        let squeeze = if axes.is_empty() { d == 1 } else { axes.contains(&i) };
+        let squeeze = if axes.is_empty() {
+            d == 1
+        } else {
+            axes.contains(&i)
+        };
         if squeeze && d != 1 {
             return Err(format!("cannot squeeze axis {i} of size {d}"));
         }
@@ -92,14 +106,23 @@ pub fn squeeze_shape(input: &[usize], axes: &[i64]) -> ShapeResult<Vec<usize>> {
 /// Insert size-1 axes at the given positions of the output.
 pub fn unsqueeze_shape(input: &[usize], axes: &[i64]) -> ShapeResult<Vec<usize>> {
     let rank = input.len() + axes.len();
-    let mut axes: Vec<usize> = axes.iter().map(|&a| norm_axis(a, rank)).collect::<ShapeResult<_>>()?;
+    let mut axes: Vec<usize> = axes
+        .iter()
+        .map(|&a| norm_axis(a, rank))
+        .collect::<ShapeResult<_>>()?;
     axes.sort_unstable();
     if axes.windows(2).any(|w| w[0] == w[1]) {
         return Err(format!("repeated unsqueeze axes {axes:?}"));
     }
     let mut rest = input.iter();
     Ok((0..rank)
-        .map(|i| if axes.contains(&i) { 1 } else { *rest.next().unwrap_or(&1) })
+        .map(|i| {
+            if axes.contains(&i) {
+                1
+            } else {
+                *rest.next().unwrap_or(&1)
+            }
+        })
         .collect())
 }
 
@@ -111,8 +134,14 @@ pub fn slice_ranges(
     axes: Option<&[i64]>,
     steps: Option<&[i64]>,
 ) -> ShapeResult<Vec<SliceRange>> {
-    let mut ranges: Vec<SliceRange> =
-        input.iter().map(|&d| SliceRange { start: 0, step: 1, count: d }).collect();
+    let mut ranges: Vec<SliceRange> = input
+        .iter()
+        .map(|&d| SliceRange {
+            start: 0,
+            step: 1,
+            count: d,
+        })
+        .collect();
     if starts.len() != ends.len() {
         return Err("slice starts and ends differ in length".into());
     }
@@ -131,16 +160,27 @@ pub fn slice_ranges(
         let (start, end) = if step > 0 {
             (clamp(fix(starts[i]), 0, dim), clamp(fix(ends[i]), 0, dim))
         } else {
-            (clamp(fix(starts[i]), -1, dim - 1), clamp(fix(ends[i]), -1, dim - 1))
+            (
+                clamp(fix(starts[i]), -1, dim - 1),
+                clamp(fix(ends[i]), -1, dim - 1),
+            )
         };
         let count = if step > 0 {
-            if end > start { (end - start + step - 1) / step } else { 0 }
+            if end > start {
+                (end - start + step - 1) / step
+            } else {
+                0
+            }
         } else if start > end {
             (start - end + (-step) - 1) / (-step)
         } else {
             0
         };
-        ranges[axis] = SliceRange { start: start.max(0) as usize, step, count: count as usize };
+        ranges[axis] = SliceRange {
+            start: start.max(0) as usize,
+            step,
+            count: count as usize,
+        };
     }
     Ok(ranges)
 }
@@ -245,7 +285,11 @@ pub fn window_out_len(
         ));
     }
     let span = padded - effective;
-    let mut out = if ceil_mode { span.div_ceil(stride) + 1 } else { span / stride + 1 };
+    let mut out = if ceil_mode {
+        span.div_ceil(stride) + 1
+    } else {
+        span / stride + 1
+    };
     if ceil_mode && (out - 1) * stride >= input + pad.0 {
         out -= 1;
     }
@@ -255,17 +299,41 @@ pub fn window_out_len(
 /// Output `[H, W]` of a 2-D window over `[H, W]`.
 pub fn window_out_hw(hw: [usize; 2], w: &Window2d, ceil_mode: bool) -> ShapeResult<[usize; 2]> {
     Ok([
-        window_out_len(hw[0], w.kernel[0], w.strides[0], w.pads[0], w.dilations[0], ceil_mode)?,
-        window_out_len(hw[1], w.kernel[1], w.strides[1], w.pads[1], w.dilations[1], ceil_mode)?,
+        window_out_len(
+            hw[0],
+            w.kernel[0],
+            w.strides[0],
+            w.pads[0],
+            w.dilations[0],
+            ceil_mode,
+        )?,
+        window_out_len(
+            hw[1],
+            w.kernel[1],
+            w.strides[1],
+            w.pads[1],
+            w.dilations[1],
+            ceil_mode,
+        )?,
     ])
 }
 
 /// ONNX `auto_pad` SAME_UPPER / SAME_LOWER padding for one axis.
-pub fn same_padding(input: usize, kernel: usize, stride: usize, dilation: usize, upper: bool) -> PadPair {
+pub fn same_padding(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+    upper: bool,
+) -> PadPair {
     let out = input.div_ceil(stride);
     let effective = dilation * (kernel - 1) + 1;
     let total = ((out.saturating_sub(1)) * stride + effective).saturating_sub(input);
-    if upper { (total / 2, total - total / 2) } else { (total - total / 2, total / 2) }
+    if upper {
+        (total / 2, total - total / 2)
+    } else {
+        (total - total / 2, total / 2)
+    }
 }
 
 #[cfg(test)]
@@ -274,14 +342,20 @@ mod tests {
 
     #[test]
     fn broadcast_follows_numpy() {
-        assert_eq!(broadcast_shapes(&[&[1, 3, 4, 4], &[3, 1, 1]]).unwrap(), vec![1, 3, 4, 4]);
+        assert_eq!(
+            broadcast_shapes(&[&[1, 3, 4, 4], &[3, 1, 1]]).unwrap(),
+            vec![1, 3, 4, 4]
+        );
         assert_eq!(broadcast_shapes(&[&[2, 1], &[1, 5]]).unwrap(), vec![2, 5]);
         assert!(broadcast_shapes(&[&[2, 3], &[4, 3]]).is_err());
     }
 
     #[test]
     fn reshape_handles_zero_and_minus_one() {
-        assert_eq!(reshape_target(&[1, 256, 6, 6], &[0, -1], false).unwrap(), vec![1, 9216]);
+        assert_eq!(
+            reshape_target(&[1, 256, 6, 6], &[0, -1], false).unwrap(),
+            vec![1, 9216]
+        );
         assert!(reshape_target(&[2, 3], &[3, 0], true).is_err());
         assert!(reshape_target(&[2, 3], &[4, -1], false).is_err());
     }

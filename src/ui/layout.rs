@@ -106,7 +106,9 @@ impl TileGrid {
         // Largest width in [min_px, max_w] that fits the whole grid in the area, else min_px.
         let mut tile_w = max_w;
         while tile_w > min_px {
-            let cols = ((area.w + TILE_GAP_PX) / (tile_w + TILE_GAP_PX)).floor().max(1.0) as usize;
+            let cols = ((area.w + TILE_GAP_PX) / (tile_w + TILE_GAP_PX))
+                .floor()
+                .max(1.0) as usize;
             let rows = count.div_ceil(cols);
             if rows as f32 * (tile_w * aspect + TILE_GAP_PX) <= area.h {
                 break;
@@ -114,7 +116,9 @@ impl TileGrid {
             tile_w -= 1.0;
         }
         let tile_w = tile_w.max(min_px);
-        let cols = ((area.w + TILE_GAP_PX) / (tile_w + TILE_GAP_PX)).floor().max(1.0) as usize;
+        let cols = ((area.w + TILE_GAP_PX) / (tile_w + TILE_GAP_PX))
+            .floor()
+            .max(1.0) as usize;
         Self {
             origin: [area.x + TILE_GAP_PX, area.y + TILE_GAP_PX],
             cols,
@@ -152,7 +156,8 @@ impl TileGrid {
         }
         let pitch = [self.tile_px[0] + TILE_GAP_PX, self.tile_px[1] + TILE_GAP_PX];
         let (col, row) = ((x / pitch[0]) as usize, (y / pitch[1]) as usize);
-        let inside = x - col as f32 * pitch[0] < self.tile_px[0] && y - row as f32 * pitch[1] < self.tile_px[1];
+        let inside = x - col as f32 * pitch[0] < self.tile_px[0]
+            && y - row as f32 * pitch[1] < self.tile_px[1];
         let k = row * self.cols + col;
         (inside && col < self.cols && k < self.count).then_some(k)
     }
@@ -160,10 +165,30 @@ impl TileGrid {
     /// Indices of the tiles that intersect `view` (only these cost work).
     pub fn visible(&self, view: &Rect, scroll_px: f32) -> std::ops::Range<usize> {
         let pitch_y = self.tile_px[1] + TILE_GAP_PX;
-        let top = ((view.y - self.origin[1] + scroll_px) / pitch_y).floor().max(0.0) as usize;
-        let bottom = ((view.bottom() - self.origin[1] + scroll_px) / pitch_y).ceil().max(0.0) as usize;
+        let top = ((view.y - self.origin[1] + scroll_px) / pitch_y)
+            .floor()
+            .max(0.0) as usize;
+        let bottom = ((view.bottom() - self.origin[1] + scroll_px) / pitch_y)
+            .ceil()
+            .max(0.0) as usize;
         (top * self.cols).min(self.count)..(bottom * self.cols).min(self.count)
     }
+}
+
+/// Width of one method radio button in the details header.
+pub const METHOD_BUTTON_PX: [f32; 2] = [118.0, 22.0];
+
+/// Rectangle of method button `i` (right-aligned in the details header).
+pub fn method_button_rect(details: &Rect, i: usize, count: usize) -> Rect {
+    let gap = 6.0;
+    let total = count as f32 * (METHOD_BUTTON_PX[0] + gap) - gap;
+    let x0 = details.right() - 12.0 - total;
+    Rect::new(
+        x0 + i as f32 * (METHOD_BUTTON_PX[0] + gap),
+        details.y + 6.0,
+        METHOD_BUTTON_PX[0],
+        METHOD_BUTTON_PX[1],
+    )
 }
 
 /// Clamps a scroll offset to `[0, content - viewport]`.
@@ -199,21 +224,38 @@ mod tests {
     fn tile_grid_hit_testing_and_visibility() {
         let area = Rect::new(0.0, 100.0, 400.0, 300.0);
         let g = TileGrid::new(&area, 64, [13, 13], 24.0);
-        assert!(g.rows() as f32 * (g.tile_px[1] + TILE_GAP_PX) <= 300.0 + 1.0, "64 tiles fit: {g:?}");
+        assert!(
+            g.rows() as f32 * (g.tile_px[1] + TILE_GAP_PX) <= 300.0 + 1.0,
+            "64 tiles fit: {g:?}"
+        );
         for k in [0, 7, 63] {
             let r = g.tile_rect(k, 0.0);
             assert_eq!(g.tile_at(r.center(), 0.0), Some(k));
         }
         // A gap hits nothing; past the last tile hits nothing.
         let r0 = g.tile_rect(0, 0.0);
-        assert_eq!(g.tile_at([r0.right() + TILE_GAP_PX / 2.0, r0.center()[1]], 0.0), None);
+        assert_eq!(
+            g.tile_at([r0.right() + TILE_GAP_PX / 2.0, r0.center()[1]], 0.0),
+            None
+        );
         // Scrolling moves the hit target.
         let row_pitch = g.tile_rect(g.cols, 0.0).y - r0.y;
-        assert_eq!(g.tile_at(r0.center(), row_pitch), Some(g.cols), "scrolled by one row");
-        assert_eq!(g.tile_at(r0.center(), -row_pitch), None, "row above the grid");
+        assert_eq!(
+            g.tile_at(r0.center(), row_pitch),
+            Some(g.cols),
+            "scrolled by one row"
+        );
+        assert_eq!(
+            g.tile_at(r0.center(), -row_pitch),
+            None,
+            "row above the grid"
+        );
         let many = TileGrid::new(&area, 1000, [7, 7], 24.0);
         let vis = many.visible(&area, 0.0);
-        assert!(vis.start == 0 && vis.end < 1000 && vis.end >= many.cols, "{vis:?}");
+        assert!(
+            vis.start == 0 && vis.end < 1000 && vis.end >= many.cols,
+            "{vis:?}"
+        );
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub struct ViewModel {
     pub input_label: String,
     /// Compute device description.
     pub device: String,
+    /// `[H, W]` of the model input (the size of gradient images).
+    pub input_hw: [usize; 2],
     /// A message for the user (errors, notices), shown in the side canvas.
     pub notice: Option<String>,
 }
@@ -76,7 +78,11 @@ impl ViewModel {
                 name: n.name.clone(),
                 type_name: n.op.type_name().to_string(),
                 output_shape: n.output_shape().to_vec(),
-                producers: n.inputs.iter().filter_map(|i| producer.get(i.as_str()).copied()).collect(),
+                producers: n
+                    .inputs
+                    .iter()
+                    .filter_map(|i| producer.get(i.as_str()).copied())
+                    .collect(),
                 params_text: params_text(&crate::export::architecture::params(graph, n)),
                 is_conv: n.op.is_conv(),
             })
@@ -89,17 +95,27 @@ impl ViewModel {
             labels,
             input_label: String::new(),
             device,
+            input_hw: match graph.image_input().map(|i| i.shape.as_slice()) {
+                Some([_, _, h, w]) => [*h, *w],
+                _ => [1, 1],
+            },
             notice: None,
         }
     }
 
     /// The `k` most probable classes as `(index, probability)`.
     pub fn top_classes(&self, k: usize) -> Vec<(usize, f32)> {
-        crate::engine::top_k(&self.probabilities, k).into_iter().map(|i| (i, self.probabilities[i])).collect()
+        crate::engine::top_k(&self.probabilities, k)
+            .into_iter()
+            .map(|i| (i, self.probabilities[i]))
+            .collect()
     }
 
     pub fn label(&self, class: usize) -> String {
-        self.labels.get(class).cloned().unwrap_or_else(|| format!("class {class}"))
+        self.labels
+            .get(class)
+            .cloned()
+            .unwrap_or_else(|| format!("class {class}"))
     }
 }
 
@@ -107,6 +123,11 @@ impl ViewModel {
 fn params_text(params: &serde_json::Value) -> String {
     params
         .as_object()
-        .map(|o| o.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join("\n"))
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
         .unwrap_or_default()
 }

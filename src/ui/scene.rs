@@ -3,10 +3,13 @@
 //! Draw order: canvas backgrounds, then tiles, then the overlay (architecture canvas and the
 //! details header, which cover tiles scrolled under them), then text.
 
-use super::layout::{DETAILS_HEADER_PX, NODE_PX, NODES_PER_ROW, Rect, TileGrid, arch_node_rect};
+use super::layout::{
+    DETAILS_HEADER_PX, NODE_PX, NODES_PER_ROW, Rect, TileGrid, arch_node_rect, method_button_rect,
+};
 use super::state::{Hover, ViewState};
 use super::{LayerInfo, ViewModel};
-use crate::render::{Scene, ShapeInstance, TextItem, TileHandle, TileInstance};
+use crate::export::Method;
+use crate::render::{Colormap, Scene, ShapeInstance, TextItem, TileHandle, TileInstance};
 
 const BG: [f32; 4] = [0.075, 0.082, 0.098, 1.0];
 const PANEL: [f32; 4] = [0.11, 0.12, 0.14, 1.0];
@@ -23,9 +26,22 @@ pub const MIN_TILE_PX: f32 = 28.0;
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerTiles {
     pub layer: usize,
+    /// Which method's images these are.
+    pub method: Method,
     /// `[H, W]` of each map.
     pub map_hw: [usize; 2],
     pub tiles: Vec<(TileHandle, [f32; 2])>,
+}
+
+impl LayerTiles {
+    /// Gradient images are RGB (normalised jointly over their planes); maps use the chosen map.
+    fn colormap(&self, chosen: Colormap) -> Colormap {
+        if self.method == Method::Forward {
+            chosen
+        } else {
+            Colormap::Rgb
+        }
+    }
 }
 
 /// Everything one frame is built from.
@@ -42,14 +58,21 @@ pub struct SceneInputs<'a> {
 /// The tile grid of the selected layer (also used for hit testing).
 pub fn selected_grid(vm: &ViewModel, state: &ViewState) -> Option<TileGrid> {
     let (c, h, w) = vm.layers.get(state.selected)?.map_dims()?;
-    Some(TileGrid::new(&state.tile_area(), c, [h, w], MIN_TILE_PX))
+    // Gradient images have the input's size.
+    let hw = if state.method == Method::Forward {
+        [h, w]
+    } else {
+        vm.input_hw
+    };
+    Some(TileGrid::new(&state.tile_area(), c, hw, MIN_TILE_PX))
 }
 
 /// Node fill colour by layer type.
 fn node_colour(layer: &LayerInfo) -> [f32; 4] {
     match layer.type_name.as_str() {
         "Conv" | "ConvTranspose" => [0.20, 0.38, 0.70, 1.0],
-        "ReLU" | "ReLU6" | "Clip" | "LeakyReLU" | "ELU" | "Sigmoid" | "HardSigmoid" | "HardSwish" | "Tanh" => [0.18, 0.50, 0.36, 1.0],
+        "ReLU" | "ReLU6" | "Clip" | "LeakyReLU" | "ELU" | "Sigmoid" | "HardSigmoid"
+        | "HardSwish" | "Tanh" => [0.18, 0.50, 0.36, 1.0],
         "MaxPool" | "AvgPool" | "GlobalAvgPool" | "GlobalMaxPool" => [0.72, 0.47, 0.16, 1.0],
         "Add" | "Sum" | "Concat" | "Mul" | "Sub" | "Div" | "Split" => [0.47, 0.34, 0.62, 1.0],
         "Linear" | "MatMul" => [0.66, 0.26, 0.32, 1.0],
@@ -64,18 +87,38 @@ fn r4(r: &Rect) -> [f32; 4] {
 
 /// Builds the frame.
 pub fn build_scene(inp: &SceneInputs) -> Scene {
-    let mut scene = Scene { clear: BG, ..Default::default() };
+    let mut scene = Scene {
+        clear: BG,
+        ..Default::default()
+    };
     let c = inp.state.canvases();
-    scene.shapes.push(ShapeInstance::fill_rect(r4(&c.details), BG));
-    scene.shapes.push(ShapeInstance::fill_rect(r4(&c.side), PANEL));
-    scene.shapes.push(ShapeInstance::line([c.side.x, 0.0], [c.side.x, c.side.h], 1.0, PANEL_EDGE));
+    scene
+        .shapes
+        .push(ShapeInstance::fill_rect(r4(&c.details), BG));
+    scene
+        .shapes
+        .push(ShapeInstance::fill_rect(r4(&c.side), PANEL));
+    scene.shapes.push(ShapeInstance::line(
+        [c.side.x, 0.0],
+        [c.side.x, c.side.h],
+        1.0,
+        PANEL_EDGE,
+    ));
     details(inp, &mut scene);
     architecture(inp, &mut scene);
     side(inp, &mut scene);
     if inp.state.show_frame_time
         && let Some(ms) = inp.frame_ms
     {
-        scene.text.push(TextItem::new(format!("{ms:.2} ms/frame"), [c.side.x - 8.0, c.details.bottom() - 8.0], 13.0, ACCENT).anchored([1.0, 1.0]));
+        scene.text.push(
+            TextItem::new(
+                format!("{ms:.2} ms/frame"),
+                [c.side.x - 8.0, c.details.bottom() - 8.0],
+                13.0,
+                ACCENT,
+            )
+            .anchored([1.0, 1.0]),
+        );
     }
     scene
 }
@@ -85,20 +128,37 @@ fn architecture(inp: &SceneInputs, scene: &mut Scene) {
     let arch = state.canvases().arch;
     let clip = r4(&arch);
     scene.overlay.push(ShapeInstance::fill_rect(clip, PANEL));
-    scene.overlay.push(ShapeInstance::line([arch.x, arch.bottom()], [arch.right(), arch.bottom()], 1.0, PANEL_EDGE));
+    scene.overlay.push(ShapeInstance::line(
+        [arch.x, arch.bottom()],
+        [arch.right(), arch.bottom()],
+        1.0,
+        PANEL_EDGE,
+    ));
     let title = format!("{} — {} layers", vm.model_name, vm.layers.len());
-    scene.text.push(TextItem::new(title, [arch.x + 12.0, arch.y + 9.0], 16.0, TEXT).clipped(clip));
+    scene
+        .text
+        .push(TextItem::new(title, [arch.x + 12.0, arch.y + 9.0], 16.0, TEXT).clipped(clip));
     scene.text.push(
-        TextItem::new(format!("device: {}", vm.device), [arch.right() - 12.0, arch.y + 11.0], 12.0, DIM)
-            .anchored([1.0, 0.0])
-            .clipped(clip),
+        TextItem::new(
+            format!("device: {}", vm.device),
+            [arch.right() - 12.0, arch.y + 11.0],
+            12.0,
+            DIM,
+        )
+        .anchored([1.0, 0.0])
+        .clipped(clip),
     );
     let scrolled = |i: usize| {
         let mut r = arch_node_rect(&arch, i);
         r.y -= state.arch_scroll_px;
         r
     };
-    let body = Rect::new(arch.x, arch.y + super::layout::TITLE_PX, arch.w, arch.h - super::layout::TITLE_PX);
+    let body = Rect::new(
+        arch.x,
+        arch.y + super::layout::TITLE_PX,
+        arch.w,
+        arch.h - super::layout::TITLE_PX,
+    );
     let body_clip = r4(&body);
     // Only whole nodes are drawn (the canvas scrolls by rows), so nothing spills out of it.
     let visible = |r: &Rect| r.y >= body.y && r.bottom() + 20.0 <= body.bottom();
@@ -113,22 +173,56 @@ fn architecture(inp: &SceneInputs, scene: &mut Scene) {
             let label = layer.size_label();
             if (i + 1) % NODES_PER_ROW != 0 {
                 let y = r.center()[1];
-                scene.overlay.push(ShapeInstance::line([r.right(), y], [n.x, y], 1.5, LINK));
+                scene
+                    .overlay
+                    .push(ShapeInstance::line([r.right(), y], [n.x, y], 1.5, LINK));
                 let mid = (r.right() + n.x) / 2.0;
-                scene.text.push(TextItem::new(label, [mid, y - 6.0], 10.5, DIM).anchored([0.5, 1.0]).with_max_width((n.x - r.right()).max(40.0) + 24.0).clipped(body_clip));
+                scene.text.push(
+                    TextItem::new(label, [mid, y - 6.0], 10.5, DIM)
+                        .anchored([0.5, 1.0])
+                        .with_max_width((n.x - r.right()).max(40.0) + 24.0)
+                        .clipped(body_clip),
+                );
             } else {
                 // Wrap to the next row: down, across, down.
                 let mid_y = r.bottom() + (n.y - r.bottom()) * 0.45;
-                scene.overlay.push(ShapeInstance::line([r.center()[0], r.bottom()], [r.center()[0], mid_y], 1.5, LINK));
-                scene.overlay.push(ShapeInstance::line([r.center()[0], mid_y], [n.center()[0], mid_y], 1.5, LINK));
-                scene.overlay.push(ShapeInstance::line([n.center()[0], mid_y], [n.center()[0], n.y], 1.5, LINK));
-                scene.text.push(TextItem::new(label, [r.center()[0] + 6.0, r.bottom() + 2.0], 10.5, DIM).clipped(body_clip));
+                scene.overlay.push(ShapeInstance::line(
+                    [r.center()[0], r.bottom()],
+                    [r.center()[0], mid_y],
+                    1.5,
+                    LINK,
+                ));
+                scene.overlay.push(ShapeInstance::line(
+                    [r.center()[0], mid_y],
+                    [n.center()[0], mid_y],
+                    1.5,
+                    LINK,
+                ));
+                scene.overlay.push(ShapeInstance::line(
+                    [n.center()[0], mid_y],
+                    [n.center()[0], n.y],
+                    1.5,
+                    LINK,
+                ));
+                scene.text.push(
+                    TextItem::new(label, [r.center()[0] + 6.0, r.bottom() + 2.0], 10.5, DIM)
+                        .clipped(body_clip),
+                );
             }
         }
         // Skip connections: inputs that do not come from the previous layer.
-        for &p in layer.producers.iter().filter(|&&p| p + 1 != i && visible(&scrolled(p))) {
+        for &p in layer
+            .producers
+            .iter()
+            .filter(|&&p| p + 1 != i && visible(&scrolled(p)))
+        {
             let from = scrolled(p);
-            scene.overlay.push(ShapeInstance::line([from.center()[0] + 8.0, from.bottom()], [r.center()[0] - 8.0, r.y], 1.0, SKIP));
+            scene.overlay.push(ShapeInstance::line(
+                [from.center()[0] + 8.0, from.bottom()],
+                [r.center()[0] - 8.0, r.y],
+                1.0,
+                SKIP,
+            ));
         }
         let selected = i == state.selected;
         let hovered = state.hover == Hover::Node(i);
@@ -136,19 +230,35 @@ fn architecture(inp: &SceneInputs, scene: &mut Scene) {
         if hovered {
             fill = [fill[0] * 1.25, fill[1] * 1.25, fill[2] * 1.25, 1.0];
         }
-        scene.overlay.push(ShapeInstance::fill_rect(r4(&r), fill).rounded(6.0));
+        scene
+            .overlay
+            .push(ShapeInstance::fill_rect(r4(&r), fill).rounded(6.0));
         if selected || hovered {
             let (w, col) = if selected { (3.0, ACCENT) } else { (1.5, TEXT) };
-            scene.overlay.push(ShapeInstance::outline_rect(r4(&r), w, col).rounded(6.0));
+            scene
+                .overlay
+                .push(ShapeInstance::outline_rect(r4(&r), w, col).rounded(6.0));
         }
-        scene.text.push(TextItem::new(layer.type_name.clone(), r.center(), 11.5, TEXT).anchored([0.5, 0.5]).with_max_width(NODE_PX - 4.0).clipped(body_clip));
+        scene.text.push(
+            TextItem::new(layer.type_name.clone(), r.center(), 11.5, TEXT)
+                .anchored([0.5, 0.5])
+                .with_max_width(NODE_PX - 4.0)
+                .clipped(body_clip),
+        );
     }
     if let Hover::Node(i) = state.hover
         && let Some(layer) = vm.layers.get(i)
     {
         let r = scrolled(i);
-        let tip = format!("{}\n{} · {}", layer.name, layer.type_name, layer.size_label());
-        scene.text.push(TextItem::new(tip, [r.x, r.bottom() + 16.0], 12.0, ACCENT).clipped(body_clip));
+        let tip = format!(
+            "{}\n{} · {}",
+            layer.name,
+            layer.type_name,
+            layer.size_label()
+        );
+        scene
+            .text
+            .push(TextItem::new(tip, [r.x, r.bottom() + 16.0], 12.0, ACCENT).clipped(body_clip));
     }
 }
 
@@ -159,21 +269,57 @@ fn details(inp: &SceneInputs, scene: &mut Scene) {
         return;
     };
     let header = Rect::new(d.x, d.y, d.w, DETAILS_HEADER_PX);
-    scene.overlay.push(ShapeInstance::fill_rect(r4(&header), BG));
-    scene.text.push(TextItem::new(format!("{}  ·  {}  ·  {}", layer.name, layer.type_name, layer.size_label()), [d.x + 12.0, d.y + 8.0], 15.0, TEXT).clipped(r4(&header)));
+    scene
+        .overlay
+        .push(ShapeInstance::fill_rect(r4(&header), BG));
+    let title_w = (method_button_rect(&header, 0, Method::ALL.len()).x - d.x - 24.0).max(80.0);
+    scene.text.push(
+        TextItem::new(
+            format!(
+                "{}  ·  {}  ·  {}",
+                layer.name,
+                layer.type_name,
+                layer.size_label()
+            ),
+            [d.x + 12.0, d.y + 8.0],
+            15.0,
+            TEXT,
+        )
+        .clipped([d.x, d.y, title_w, 28.0]),
+    );
     let area = state.tile_area();
-    match (selected_grid(vm, state), inp.tiles.filter(|t| t.layer == state.selected)) {
+    if layer.map_dims().is_some() {
+        method_buttons(state, &header, scene);
+    }
+    match (
+        selected_grid(vm, state),
+        inp.tiles
+            .filter(|t| t.layer == state.selected && t.method == state.method),
+    ) {
         (Some(grid), Some(tiles)) => {
+            let what = match state.method {
+                Method::Forward => {
+                    format!("forward activation · colour map: {:?} (C)", state.colormap)
+                }
+                m => format!(
+                    "{} of each filter's summed response w.r.t. the input",
+                    m.label()
+                ),
+            };
             let hint = format!(
-                "forward activation · {} filters · colour map: {:?} (C) · ↑/↓ layer · F frame time",
-                tiles.tiles.len(),
-                state.colormap
+                "{what} · {} filters · M method · ↑/↓ layer · F frame time",
+                tiles.tiles.len()
             );
-            scene.text.push(TextItem::new(hint, [d.x + 12.0, d.y + 32.0], 12.0, DIM).clipped(r4(&header)));
+            scene.text.push(
+                TextItem::new(hint, [d.x + 12.0, d.y + 32.0], 12.0, DIM).clipped(r4(&header)),
+            );
             for k in grid.visible(&area, state.details_scroll_px) {
-                let Some((handle, range)) = tiles.tiles.get(k) else { continue };
+                let Some((handle, range)) = tiles.tiles.get(k) else {
+                    continue;
+                };
                 let r = grid.tile_rect(k, state.details_scroll_px);
-                let mut t = TileInstance::new(r4(&r), *handle, *range, state.colormap);
+                let mut t =
+                    TileInstance::new(r4(&r), *handle, *range, tiles.colormap(state.colormap));
                 if state.hover == Hover::Tile(k) {
                     t.border_rgba = ACCENT;
                     t.border_px = 2.0;
@@ -182,24 +328,96 @@ fn details(inp: &SceneInputs, scene: &mut Scene) {
             }
         }
         (Some(_), None) => {
-            scene.text.push(TextItem::new("computing…", [d.x + 12.0, d.y + 32.0], 12.0, DIM));
+            let what = if state.method == Method::Forward {
+                "computing…".to_string()
+            } else {
+                format!("computing {} for every filter…", state.method.label())
+            };
+            scene
+                .text
+                .push(TextItem::new(what, [d.x + 12.0, d.y + 32.0], 12.0, DIM));
         }
         (None, _) => non_map_details(vm, layer, state, &area, scene),
     }
 }
 
+/// The method radio buttons, right-aligned in the details header.
+fn method_buttons(state: &ViewState, header: &Rect, scene: &mut Scene) {
+    for (i, m) in Method::ALL.iter().enumerate() {
+        let r = method_button_rect(header, i, Method::ALL.len());
+        let active = *m == state.method;
+        let fill = if active {
+            [0.25, 0.42, 0.72, 1.0]
+        } else {
+            PANEL
+        };
+        scene
+            .overlay
+            .push(ShapeInstance::fill_rect(r4(&r), fill).rounded(4.0));
+        let edge = if state.hover == Hover::Method(i) {
+            ACCENT
+        } else {
+            PANEL_EDGE
+        };
+        scene
+            .overlay
+            .push(ShapeInstance::outline_rect(r4(&r), 1.0, edge).rounded(4.0));
+        scene.text.push(
+            TextItem::new(m.label(), r.center(), 11.5, if active { TEXT } else { DIM })
+                .anchored([0.5, 0.5]),
+        );
+    }
+}
+
 /// Details of a layer without per-channel maps: class bars for the network output,
 /// parameters as text otherwise.
-fn non_map_details(vm: &ViewModel, layer: &LayerInfo, state: &ViewState, area: &Rect, scene: &mut Scene) {
+fn non_map_details(
+    vm: &ViewModel,
+    layer: &LayerInfo,
+    state: &ViewState,
+    area: &Rect,
+    scene: &mut Scene,
+) {
     let is_last = state.selected + 1 == vm.layers.len();
     if (is_last || layer.type_name == "Softmax") && !vm.probabilities.is_empty() {
-        let title = if layer.type_name == "Softmax" { "Prob: classes with p > 0.1" } else { "Output: top classes" };
-        scene.text.push(TextItem::new(title, [area.x + 12.0, area.y + 4.0], 13.0, DIM));
-        let classes: Vec<(usize, f32)> = vm.top_classes(10).into_iter().filter(|&(_, p)| layer.type_name != "Softmax" || p > 0.1).collect();
-        bars(vm, &classes, Rect::new(area.x + 12.0, area.y + 28.0, (area.w - 24.0).min(720.0), area.h - 40.0), scene);
+        let title = if layer.type_name == "Softmax" {
+            "Prob: classes with p > 0.1"
+        } else {
+            "Output: top classes"
+        };
+        scene.text.push(TextItem::new(
+            title,
+            [area.x + 12.0, area.y + 4.0],
+            13.0,
+            DIM,
+        ));
+        let classes: Vec<(usize, f32)> = vm
+            .top_classes(10)
+            .into_iter()
+            .filter(|&(_, p)| layer.type_name != "Softmax" || p > 0.1)
+            .collect();
+        bars(
+            vm,
+            &classes,
+            Rect::new(
+                area.x + 12.0,
+                area.y + 28.0,
+                (area.w - 24.0).min(720.0),
+                area.h - 40.0,
+            ),
+            scene,
+        );
     } else {
-        let text = if layer.params_text.is_empty() { "no parameters".to_string() } else { layer.params_text.clone() };
-        scene.text.push(TextItem::new(text, [area.x + 12.0, area.y + 8.0], 13.0, TEXT).with_max_width(area.w - 24.0).clipped(r4(area)));
+        let text = if layer.params_text.is_empty() {
+            "no parameters".to_string()
+        } else {
+            layer.params_text.clone()
+        };
+        scene.text.push(
+            TextItem::new(text, [area.x + 12.0, area.y + 8.0], 13.0, TEXT)
+                .with_max_width(area.w - 24.0)
+                .clipped(r4(area)),
+        );
     }
 }
 
@@ -210,10 +428,38 @@ fn bars(vm: &ViewModel, classes: &[(usize, f32)], area: Rect, scene: &mut Scene)
     let bar_w = area.w - label_w - 60.0;
     for (i, &(class, p)) in classes.iter().enumerate() {
         let y = area.y + i as f32 * row;
-        scene.text.push(TextItem::new(vm.label(class), [area.x + label_w - 8.0, y + row / 2.0], 12.0, TEXT).anchored([1.0, 0.5]).with_max_width(label_w));
-        scene.shapes.push(ShapeInstance::fill_rect([area.x + label_w, y + 3.0, bar_w, row - 6.0], PANEL));
-        scene.shapes.push(ShapeInstance::fill_rect([area.x + label_w, y + 3.0, bar_w * p.clamp(0.0, 1.0), row - 6.0], [0.30, 0.55, 0.90, 1.0]));
-        scene.text.push(TextItem::new(format!("{:.1}%", p * 100.0), [area.x + label_w + bar_w + 6.0, y + row / 2.0], 12.0, DIM).anchored([0.0, 0.5]));
+        scene.text.push(
+            TextItem::new(
+                vm.label(class),
+                [area.x + label_w - 8.0, y + row / 2.0],
+                12.0,
+                TEXT,
+            )
+            .anchored([1.0, 0.5])
+            .with_max_width(label_w),
+        );
+        scene.shapes.push(ShapeInstance::fill_rect(
+            [area.x + label_w, y + 3.0, bar_w, row - 6.0],
+            PANEL,
+        ));
+        scene.shapes.push(ShapeInstance::fill_rect(
+            [
+                area.x + label_w,
+                y + 3.0,
+                bar_w * p.clamp(0.0, 1.0),
+                row - 6.0,
+            ],
+            [0.30, 0.55, 0.90, 1.0],
+        ));
+        scene.text.push(
+            TextItem::new(
+                format!("{:.1}%", p * 100.0),
+                [area.x + label_w + bar_w + 6.0, y + row / 2.0],
+                12.0,
+                DIM,
+            )
+            .anchored([0.0, 0.5]),
+        );
     }
 }
 
@@ -223,36 +469,64 @@ fn side(inp: &SceneInputs, scene: &mut Scene) {
     let margin = 14.0;
     let w = s.w - 2.0 * margin;
     let mut y = s.y + 12.0;
-    scene.text.push(TextItem::new("Input", [s.x + margin, y], 14.0, TEXT));
+    scene
+        .text
+        .push(TextItem::new("Input", [s.x + margin, y], 14.0, TEXT));
     y += 22.0;
     if let Some(pic) = inp.picture {
         let h = w * pic.size_px[1] as f32 / pic.size_px[0].max(1) as f32;
-        scene.tiles.push(TileInstance::picture([s.x + margin, y, w, h], pic));
+        scene
+            .tiles
+            .push(TileInstance::picture([s.x + margin, y, w, h], pic));
         y += h + 6.0;
     }
-    scene.text.push(TextItem::new(vm.input_label.clone(), [s.x + margin, y], 11.0, DIM).with_max_width(w));
+    scene.text.push(
+        TextItem::new(vm.input_label.clone(), [s.x + margin, y], 11.0, DIM).with_max_width(w),
+    );
     y += 24.0;
     if let Some(layer) = vm.layers.get(state.selected) {
-        scene.text.push(TextItem::new(format!("Layer: {}", layer.name), [s.x + margin, y], 13.0, TEXT).with_max_width(w));
+        scene.text.push(
+            TextItem::new(
+                format!("Layer: {}", layer.name),
+                [s.x + margin, y],
+                13.0,
+                TEXT,
+            )
+            .with_max_width(w),
+        );
         y += 40.0;
     }
     if let (Hover::Tile(k), Some(tiles)) = (state.hover, inp.tiles)
         && let Some((handle, range)) = tiles.tiles.get(k)
     {
-        scene.text.push(TextItem::new(format!("filter {}", k + 1), [s.x + margin, y], 13.0, ACCENT));
+        scene.text.push(TextItem::new(
+            format!("filter {}", k + 1),
+            [s.x + margin, y],
+            13.0,
+            ACCENT,
+        ));
         y += 20.0;
         let h = w * tiles.map_hw[0] as f32 / tiles.map_hw[1].max(1) as f32;
-        scene.tiles.push(TileInstance::new([s.x + margin, y, w, h], *handle, *range, state.colormap));
+        scene.tiles.push(TileInstance::new(
+            [s.x + margin, y, w, h],
+            *handle,
+            *range,
+            tiles.colormap(state.colormap),
+        ));
         y += h + 12.0;
     }
     if !vm.probabilities.is_empty() {
-        scene.text.push(TextItem::new("Top classes", [s.x + margin, y], 13.0, TEXT));
+        scene
+            .text
+            .push(TextItem::new("Top classes", [s.x + margin, y], 13.0, TEXT));
         y += 20.0;
         let area = Rect::new(s.x + margin, y, w, 5.0 * 22.0);
         bars(vm, &vm.top_classes(5), area, scene);
         y += area.h + 8.0;
     }
     if let Some(notice) = &vm.notice {
-        scene.text.push(TextItem::new(notice.clone(), [s.x + margin, y], 12.0, ACCENT).with_max_width(w));
+        scene
+            .text
+            .push(TextItem::new(notice.clone(), [s.x + margin, y], 12.0, ACCENT).with_max_width(w));
     }
 }

@@ -1,7 +1,11 @@
 //! Interaction as plain data: what is selected, hovered and scrolled, and how input events
 //! change it. Pure functions of (state, layout, event), unit-tested without a GPU.
 
-use super::layout::{Canvases, ROW_PITCH_PX, Rect, TileGrid, arch_content_height, arch_node_rect, canvases, clamp_scroll};
+use super::layout::{
+    Canvases, ROW_PITCH_PX, Rect, TileGrid, arch_content_height, arch_node_rect, canvases,
+    clamp_scroll, method_button_rect,
+};
+use crate::export::Method;
 use crate::render::Colormap;
 
 /// What the pointer is over.
@@ -13,6 +17,8 @@ pub enum Hover {
     Node(usize),
     /// Filter tile `k` (from 0) of the selected layer.
     Tile(usize),
+    /// Method radio button `i` (index into [`Method::ALL`]).
+    Method(usize),
 }
 
 /// The viewer's interaction state.
@@ -24,6 +30,8 @@ pub struct ViewState {
     pub arch_scroll_px: f32,
     pub details_scroll_px: f32,
     pub colormap: Colormap,
+    /// What the details canvas shows for conv-like layers.
+    pub method: Method,
     pub show_frame_time: bool,
     pub window_px: [f32; 2],
 }
@@ -50,6 +58,8 @@ pub enum Key {
     CycleColormap,
     /// Toggle the frame-time readout.
     ToggleFrameTime,
+    /// Next visualisation method.
+    CycleMethod,
 }
 
 impl ViewState {
@@ -61,6 +71,7 @@ impl ViewState {
             arch_scroll_px: 0.0,
             details_scroll_px: 0.0,
             colormap: Colormap::Grey,
+            method: Method::Forward,
             show_frame_time: false,
             window_px,
         };
@@ -75,7 +86,12 @@ impl ViewState {
     /// The area of the details canvas below its header, where tiles go.
     pub fn tile_area(&self) -> Rect {
         let d = self.canvases().details;
-        Rect::new(d.x, d.y + super::layout::DETAILS_HEADER_PX, d.w, (d.h - super::layout::DETAILS_HEADER_PX).max(0.0))
+        Rect::new(
+            d.x,
+            d.y + super::layout::DETAILS_HEADER_PX,
+            d.w,
+            (d.h - super::layout::DETAILS_HEADER_PX).max(0.0),
+        )
     }
 
     /// Which thing is at `p`.
@@ -86,6 +102,11 @@ impl ViewState {
             return (0..model.layers)
                 .find(|&i| arch_node_rect(&c.arch, i).contains(q))
                 .map_or(Hover::Nothing, Hover::Node);
+        }
+        if let Some(i) = (0..Method::ALL.len())
+            .find(|&i| method_button_rect(&c.details, i, Method::ALL.len()).contains(p))
+        {
+            return Hover::Method(i);
         }
         if self.tile_area().contains(p)
             && let Some(grid) = model.grid
@@ -104,11 +125,16 @@ impl ViewState {
         self.hover = Hover::Nothing;
     }
 
-    /// A click selects the layer under the pointer. Returns whether the selection changed.
+    /// A click selects the layer or the method under the pointer. Returns whether what the
+    /// details canvas shows changed.
     pub fn on_click(&mut self, model: &ModelShape, p: [f32; 2]) -> bool {
         match self.hit(model, p) {
             Hover::Node(i) if i != self.selected => {
                 self.select(i);
+                true
+            }
+            Hover::Method(i) if Method::ALL[i] != self.method => {
+                self.method = Method::ALL[i];
                 true
             }
             _ => false,
@@ -129,12 +155,20 @@ impl ViewState {
             let content = arch_content_height(model.layers);
             let wanted = clamp_scroll(self.arch_scroll_px + dy_px, content, c.arch.h);
             let max_rows = (clamp_scroll(f32::MAX, content, c.arch.h) / ROW_PITCH_PX).ceil();
-            let rows = if dy_px > 0.0 { (wanted / ROW_PITCH_PX).ceil() } else { (wanted / ROW_PITCH_PX).floor() };
+            let rows = if dy_px > 0.0 {
+                (wanted / ROW_PITCH_PX).ceil()
+            } else {
+                (wanted / ROW_PITCH_PX).floor()
+            };
             self.arch_scroll_px = rows.clamp(0.0, max_rows) * ROW_PITCH_PX;
         } else if c.details.contains(p)
             && let Some(grid) = model.grid
         {
-            self.details_scroll_px = clamp_scroll(self.details_scroll_px + dy_px, grid.height(), self.tile_area().h);
+            self.details_scroll_px = clamp_scroll(
+                self.details_scroll_px + dy_px,
+                grid.height(),
+                self.tile_area().h,
+            );
         }
         self.on_cursor(model, p);
     }
@@ -171,6 +205,14 @@ impl ViewState {
                 self.show_frame_time = !self.show_frame_time;
                 false
             }
+            Key::CycleMethod => {
+                let i = Method::ALL
+                    .iter()
+                    .position(|&m| m == self.method)
+                    .unwrap_or(0);
+                self.method = Method::ALL[(i + 1) % Method::ALL.len()];
+                true
+            }
         }
     }
 
@@ -178,7 +220,9 @@ impl ViewState {
     pub fn scroll_arch_to(&mut self, i: usize) {
         let arch = self.canvases().arch;
         let r = arch_node_rect(&arch, i);
-        if r.y - self.arch_scroll_px < arch.y + super::layout::TITLE_PX || r.bottom() - self.arch_scroll_px > arch.bottom() {
+        if r.y - self.arch_scroll_px < arch.y + super::layout::TITLE_PX
+            || r.bottom() - self.arch_scroll_px > arch.bottom()
+        {
             self.arch_scroll_px = (i / super::layout::NODES_PER_ROW) as f32 * ROW_PITCH_PX;
         }
     }
@@ -193,7 +237,11 @@ mod tests {
     use super::*;
 
     fn model<'a>(grid: Option<&'a TileGrid>, maps: &'a [usize]) -> ModelShape<'a> {
-        ModelShape { layers: 20, grid, map_layers: maps }
+        ModelShape {
+            layers: 20,
+            grid,
+            map_layers: maps,
+        }
     }
 
     #[test]
@@ -204,7 +252,10 @@ mod tests {
         assert_eq!(s.hit(&m, r.center()), Hover::Node(3));
         assert!(s.on_click(&m, r.center()));
         assert_eq!(s.selected, 3);
-        assert!(!s.on_click(&m, r.center()), "clicking the selected node changes nothing");
+        assert!(
+            !s.on_click(&m, r.center()),
+            "clicking the selected node changes nothing"
+        );
         assert!(!s.on_click(&m, [1.0, 1.0]), "the title bar selects nothing");
     }
 
@@ -231,18 +282,41 @@ mod tests {
         assert_eq!(s.selected, 2);
         s.on_key(&m, Key::CycleColormap);
         assert_eq!(s.colormap, Colormap::Diverging);
+        assert!(s.on_key(&m, Key::CycleMethod));
+        assert_eq!(s.method, Method::Gbp);
+    }
+
+    #[test]
+    fn method_buttons_are_radio_buttons() {
+        let mut s = ViewState::new(0, [1400.0, 900.0]);
+        let m = model(None, &[0]);
+        let r = method_button_rect(&s.canvases().details, 2, Method::ALL.len());
+        assert_eq!(s.hit(&m, r.center()), Hover::Method(2));
+        assert!(s.on_click(&m, r.center()));
+        assert_eq!(s.method, Method::Deconvnet);
+        assert!(
+            !s.on_click(&m, r.center()),
+            "clicking the active method changes nothing"
+        );
     }
 
     #[test]
     fn architecture_scrolls_by_whole_rows() {
         let mut s = ViewState::new(0, [1400.0, 900.0]);
-        let m = ModelShape { layers: 94, grid: None, map_layers: &[] };
+        let m = ModelShape {
+            layers: 94,
+            grid: None,
+            map_layers: &[],
+        };
         let p = s.canvases().arch.center();
         s.on_scroll(&m, p, 10.0);
         assert_eq!(s.arch_scroll_px, ROW_PITCH_PX);
         s.on_scroll(&m, p, 1e9);
         let last_row_top = arch_node_rect(&s.canvases().arch, 93).y - s.arch_scroll_px;
-        assert!(last_row_top >= s.canvases().arch.y, "the last row stays reachable");
+        assert!(
+            last_row_top >= s.canvases().arch.y,
+            "the last row stays reachable"
+        );
         assert_eq!(s.arch_scroll_px % ROW_PITCH_PX, 0.0);
         s.on_scroll(&m, p, -10.0);
         s.on_scroll(&m, p, -1e9);

@@ -60,7 +60,8 @@ impl LayerStats {
         let hw = maps.len() / c;
         for k in 0..c {
             let tile = &maps[k * hw..(k + 1) * hw];
-            let (mut sum, mut finite, mut max, mut non_pos) = (0.0f64, 0usize, f32::NEG_INFINITY, 0usize);
+            let (mut sum, mut finite, mut max, mut non_pos) =
+                (0.0f64, 0usize, f32::NEG_INFINITY, 0usize);
             for &v in tile {
                 if v.is_finite() {
                     sum += f64::from(v);
@@ -107,7 +108,10 @@ pub fn to_csv(layers: &[LayerStats]) -> String {
     for l in layers {
         let name = csv_field(&l.name);
         for f in l.summary() {
-            out.push_str(&format!("{name},{},{},{},{},{},{}\n", f.filter, f.mean, f.max, f.zero_fraction, f.rank, f.dead));
+            out.push_str(&format!(
+                "{name},{},{},{},{},{},{}\n",
+                f.filter, f.mean, f.max, f.zero_fraction, f.rank, f.dead
+            ));
         }
     }
     out
@@ -123,7 +127,11 @@ pub fn to_json(layers: &[LayerStats]) -> serde_json::Value {
 
 /// Quotes a CSV field when it holds a comma, quote or newline.
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }
 
 #[cfg(test)]
@@ -134,8 +142,14 @@ mod tests {
     fn statistics_over_two_images_by_hand() {
         // 3 filters of 2×2; image 1 and image 2.
         let mut s = LayerStats::new("conv1", 3);
-        s.add(&[1.0, 2.0, 3.0, 2.0, /* k2 */ -1.0, -2.0, 0.0, -4.0, /* k3 */ 0.0, 0.0, 4.0, 0.0]);
-        s.add(&[3.0, 2.0, 1.0, 2.0, /* k2 */ -1.0, -1.0, -1.0, -1.0, /* k3 */ 0.0, 0.0, 0.0, 8.0]);
+        s.add(&[
+            1.0, 2.0, 3.0, 2.0, /* k2 */ -1.0, -2.0, 0.0, -4.0, /* k3 */ 0.0, 0.0, 4.0,
+            0.0,
+        ]);
+        s.add(&[
+            3.0, 2.0, 1.0, 2.0, /* k2 */ -1.0, -1.0, -1.0, -1.0, /* k3 */ 0.0, 0.0, 0.0,
+            8.0,
+        ]);
         let f = s.summary();
         assert_eq!(f[0].mean, 2.0);
         assert_eq!(f[0].max, 3.0);
@@ -158,7 +172,11 @@ mod tests {
         let csv = to_csv(&[s]);
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert!(lines[1].starts_with("\"a,b\",1,1,1,0,1,false"), "{}", lines[1]);
+        assert!(
+            lines[1].starts_with("\"a,b\",1,1,1,0,1,false"),
+            "{}",
+            lines[1]
+        );
         assert!(lines[2].ends_with(",true"));
     }
 }

@@ -9,7 +9,9 @@ use burn::tensor::Device;
 
 /// `tests/fixtures/<rel>`.
 pub fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
 }
 
 /// The input both `scripts/make_conformance_fixtures.py` and these tests generate:
@@ -45,12 +47,23 @@ pub fn scaled_error(actual: &[f32], expected: &[f32], scale: f32) -> f32 {
     let worst = actual
         .iter()
         .zip(expected)
-        .map(|(a, e)| if a.is_nan() != e.is_nan() { f32::INFINITY } else if a.is_nan() { 0.0 } else { (a - e).abs() })
+        .map(|(a, e)| {
+            if a.is_nan() != e.is_nan() {
+                f32::INFINITY
+            } else if a.is_nan() {
+                0.0
+            } else {
+                (a - e).abs()
+            }
+        })
         .fold(0.0f32, f32::max);
     worst / scale.max(1e-6)
 }
 
 /// Max absolute value of a slice.
 pub fn max_abs(v: &[f32]) -> f32 {
-    v.iter().map(|x| x.abs()).filter(|x| x.is_finite()).fold(0.0, f32::max)
+    v.iter()
+        .map(|x| x.abs())
+        .filter(|x| x.is_finite())
+        .fold(0.0, f32::max)
 }
