@@ -54,7 +54,7 @@ impl LayerStats {
     /// ignored in the mean and max.
     pub fn add(&mut self, maps: &[f32]) {
         let c = self.channels;
-        if c == 0 || maps.len() % c != 0 {
+        if c == 0 || !maps.len().is_multiple_of(c) {
             return;
         }
         let hw = maps.len() / c;
