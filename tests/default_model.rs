@@ -21,6 +21,21 @@ fn reference() -> Value {
     .expect("parses")
 }
 
+/// The reference's top-5 as `(class, probability)`.
+fn reference_top5(r: &Value) -> Vec<(usize, f32)> {
+    r["top5"]
+        .as_array()
+        .expect("top5")
+        .iter()
+        .map(|e| {
+            (
+                e[0].as_u64().expect("class") as usize,
+                e[1].as_f64().expect("p") as f32,
+            )
+        })
+        .collect()
+}
+
 fn probabilities(engine: &Engine, input: &InputTensor) -> Vec<f32> {
     let acts = engine
         .forward(input, &Capture::Layers(Default::default()))
@@ -46,17 +61,7 @@ fn top5_equals_onnxruntime_on_reference_tensors() {
         };
         let probs = probabilities(&engine, &input);
         let top5 = engine::top_k(&probs, 5);
-        let want: Vec<(usize, f32)> = r["top5"]
-            .as_array()
-            .expect("top5")
-            .iter()
-            .map(|e| {
-                (
-                    e[0].as_u64().expect("class") as usize,
-                    e[1].as_f64().expect("p") as f32,
-                )
-            })
-            .collect();
+        let want = reference_top5(r);
         assert_eq!(
             top5,
             want.iter().map(|w| w.0).collect::<Vec<_>>(),
@@ -99,11 +104,9 @@ fn shipped_photos_through_the_whole_pipeline() {
         );
         let probs = probabilities(&engine, &input);
         let top5: Vec<usize> = engine::top_k(&probs, 5);
-        let want: Vec<usize> = reference["images"][stem]["top5"]
-            .as_array()
-            .expect("top5")
+        let want: Vec<usize> = reference_top5(&reference["images"][stem])
             .iter()
-            .map(|e| e[0].as_u64().expect("class") as usize)
+            .map(|w| w.0)
             .collect();
         eprintln!(
             "{name}: mean |Δ| vs PIL {mean_diff:.4}; top-5 {:?}",
@@ -135,17 +138,7 @@ fn wgpu_agrees_with_onnxruntime_on_the_default_model() {
             picture: None,
         },
     );
-    let want: Vec<(usize, f32)> = r["top5"]
-        .as_array()
-        .expect("top5")
-        .iter()
-        .map(|e| {
-            (
-                e[0].as_u64().expect("class") as usize,
-                e[1].as_f64().expect("p") as f32,
-            )
-        })
-        .collect();
+    let want = reference_top5(r);
     assert_eq!(
         engine::top_k(&probs, 5),
         want.iter().map(|w| w.0).collect::<Vec<_>>()

@@ -23,8 +23,8 @@ use crate::engine::Engine;
 use crate::export::Method;
 use crate::model::preprocess::{InputSpec, InputTensor};
 use crate::render::{FrameCounter, GpuContext, Renderer, SurfaceTarget, TileHandle};
-use crate::ui::scene::{LayerTiles, SceneInputs, build_scene, selected_grid};
-use crate::ui::state::{Key, ModelShape, ViewState};
+use crate::ui::scene::{LayerTiles, SceneInputs, build_scene, model_shape};
+use crate::ui::state::{Key, ViewState};
 
 /// Messages from the worker to the event loop.
 enum UserEvent {
@@ -153,10 +153,6 @@ pub fn run_window(mut session: Session, options: ViewerOptions) -> Result<()> {
 }
 
 impl App {
-    fn model_shape_grid(&self) -> Option<crate::ui::layout::TileGrid> {
-        selected_grid(&self.session.vm, &self.state)
-    }
-
     fn redraw(&self) {
         if let Some(g) = &self.gfx {
             g.window.request_redraw();
@@ -228,13 +224,7 @@ impl App {
     }
 
     fn on_key(&mut self, key: &WinitKey) {
-        let grid = self.model_shape_grid();
-        let maps = self.session.vm.map_layers.clone();
-        let shape = ModelShape {
-            layers: self.session.vm.layers.len(),
-            grid: grid.as_ref(),
-            map_layers: &maps,
-        };
+        let shape = model_shape(&self.session.vm, &self.state);
         let ui_key = match key {
             WinitKey::Named(NamedKey::ArrowDown) => Some(Key::NextLayer),
             WinitKey::Named(NamedKey::ArrowUp) => Some(Key::PrevLayer),
@@ -322,13 +312,7 @@ impl ApplicationHandler<UserEvent> for App {
     }
 
     fn window_event(&mut self, event_loop: &ActiveEventLoop, _id: WindowId, event: WindowEvent) {
-        let grid = self.model_shape_grid();
-        let maps = self.session.vm.map_layers.clone();
-        let shape = ModelShape {
-            layers: self.session.vm.layers.len(),
-            grid: grid.as_ref(),
-            map_layers: &maps,
-        };
+        let shape = model_shape(&self.session.vm, &self.state);
         match event {
             WindowEvent::CloseRequested => event_loop.exit(),
             WindowEvent::Resized(size) => {

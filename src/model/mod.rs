@@ -8,6 +8,7 @@ mod fold;
 pub mod graph;
 pub mod onnx;
 mod op_import;
+mod op_window;
 pub mod preprocess;
 pub mod shape;
 

@@ -6,7 +6,7 @@
 use super::layout::{
     DETAILS_HEADER_PX, NODE_PX, NODES_PER_ROW, Rect, TileGrid, arch_node_rect, method_button_rect,
 };
-use super::state::{Hover, ViewState};
+use super::state::{Hover, ModelShape, ViewState};
 use super::{LayerInfo, ViewModel};
 use crate::export::Method;
 use crate::render::{Colormap, Scene, ShapeInstance, TextItem, TileHandle, TileInstance};
@@ -65,6 +65,15 @@ pub fn selected_grid(vm: &ViewModel, state: &ViewState) -> Option<TileGrid> {
         vm.input_hw
     };
     Some(TileGrid::new(&state.tile_area(), c, hw, MIN_TILE_PX))
+}
+
+/// What the interaction state machine needs to know about the model and the current view.
+pub fn model_shape(vm: &ViewModel, state: &ViewState) -> ModelShape {
+    ModelShape {
+        layers: vm.layers.len(),
+        grid: selected_grid(vm, state),
+        map_layers: vm.map_layers.clone(),
+    }
 }
 
 /// Node fill colour by layer type.

@@ -36,15 +36,16 @@ pub struct ViewState {
     pub window_px: [f32; 2],
 }
 
-/// What the state machine needs to know about the model.
-#[derive(Debug, Clone, Copy)]
-pub struct ModelShape<'a> {
+/// What the state machine needs to know about the model (see
+/// [`super::scene::model_shape`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelShape {
     /// Number of layers.
     pub layers: usize,
     /// Tile grid of the selected layer, if it has per-channel maps.
-    pub grid: Option<&'a TileGrid>,
+    pub grid: Option<TileGrid>,
     /// Layers that have per-channel maps, in order (for stepping with the keyboard).
-    pub map_layers: &'a [usize],
+    pub map_layers: Vec<usize>,
 }
 
 /// Keys the viewer reacts to.
@@ -109,7 +110,7 @@ impl ViewState {
             return Hover::Method(i);
         }
         if self.tile_area().contains(p)
-            && let Some(grid) = model.grid
+            && let Some(grid) = &model.grid
             && let Some(k) = grid.tile_at(p, self.details_scroll_px)
         {
             return Hover::Tile(k);
@@ -162,7 +163,7 @@ impl ViewState {
             };
             self.arch_scroll_px = rows.clamp(0.0, max_rows) * ROW_PITCH_PX;
         } else if c.details.contains(p)
-            && let Some(grid) = model.grid
+            && let Some(grid) = &model.grid
         {
             self.details_scroll_px = clamp_scroll(
                 self.details_scroll_px + dy_px,
@@ -177,7 +178,7 @@ impl ViewState {
     pub fn on_key(&mut self, model: &ModelShape, key: Key) -> bool {
         match key {
             Key::NextLayer | Key::PrevLayer => {
-                let layers = model.map_layers;
+                let layers = &model.map_layers;
                 let pos = layers.iter().position(|&l| l >= self.selected);
                 let next = match (key, pos) {
                     (Key::NextLayer, Some(p)) if layers[p] == self.selected => layers.get(p + 1),
@@ -236,11 +237,11 @@ impl ViewState {
 mod tests {
     use super::*;
 
-    fn model<'a>(grid: Option<&'a TileGrid>, maps: &'a [usize]) -> ModelShape<'a> {
+    fn model(grid: Option<&TileGrid>, maps: &[usize]) -> ModelShape {
         ModelShape {
             layers: 20,
-            grid,
-            map_layers: maps,
+            grid: grid.copied(),
+            map_layers: maps.to_vec(),
         }
     }
 
@@ -306,7 +307,7 @@ mod tests {
         let m = ModelShape {
             layers: 94,
             grid: None,
-            map_layers: &[],
+            map_layers: Vec::new(),
         };
         let p = s.canvases().arch.center();
         s.on_scroll(&m, p, 10.0);
