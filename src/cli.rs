@@ -118,9 +118,13 @@ pub struct ExportArgs {
     /// Output directory (created if missing).
     #[arg(long)]
     pub out: PathBuf,
-    /// Comma-separated methods: forward, gbp (guided backpropagation), deconvnet, backprop.
+    /// Comma-separated methods: forward, gbp (guided backpropagation), deconvnet, backprop,
+    /// gradcam (one map per layer for `--class`).
     #[arg(long, default_value = "forward")]
     pub methods: String,
+    /// Class for Grad-CAM (index into the model's outputs); default: the top-1 class.
+    #[arg(long)]
+    pub class: Option<usize>,
     /// Layers to write tiles for: `conv`, `all` (every [1,C,H,W] layer) or comma-separated names.
     #[arg(long, default_value = "conv")]
     pub layers: String,
@@ -291,12 +295,19 @@ pub fn info(args: &InfoArgs) -> Result<()> {
 
 /// `convlens export`.
 pub fn export(args: &ExportArgs) -> Result<()> {
-    let mut methods = Method::parse_list(&args.methods)?;
+    let gradcam = args.methods.split(',').any(|m| m.trim() == "gradcam");
+    let per_filter: Vec<&str> = args
+        .methods
+        .split(',')
+        .map(str::trim)
+        .filter(|m| *m != "gradcam")
+        .collect();
+    let mut methods = Method::parse_list(&per_filter.join(","))?;
     methods.dedup();
-    if methods.is_empty() {
+    if methods.is_empty() && !gradcam {
         bail!("--methods is empty");
     }
-    let gradients = methods.iter().any(|m| m.gradient().is_some());
+    let gradients = gradcam || methods.iter().any(|m| m.gradient().is_some());
     let m = args.model.load()?;
     let selection = LayerSelection::parse(&args.layers);
     let layers = selection.resolve(&m.graph)?;
@@ -324,7 +335,8 @@ pub fn export(args: &ExportArgs) -> Result<()> {
         .filter_map(|&i| m.graph.nodes[i].feature_map_dims())
         .map(|(c, _, _)| c as u64)
         .sum::<u64>()
-        * methods.len() as u64;
+        * methods.len() as u64
+        + if gradcam { layers.len() as u64 } else { 0 };
     let bar = indicatif::ProgressBar::new(tiles).with_style(
         indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} tiles ({eta})")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -332,10 +344,20 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     bar.set_message(format!("writing {}", args.methods));
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let gradcam_class = match (gradcam, args.class) {
+        (false, _) => None,
+        (true, Some(c)) if c < probs.len() => Some(c),
+        (true, Some(c)) => bail!(
+            "--class {c} is out of range (the model has {} classes)",
+            probs.len()
+        ),
+        (true, None) => engine::top_k(&probs, 1).first().copied(),
+    };
     let req = ExportRequest {
         out_dir: &args.out,
         layers: &layers,
         methods: &methods,
+        gradcam_class,
         raw: args.raw,
         scores: (&probs, &m.labels),
     };

@@ -247,7 +247,7 @@ fn export_writes_gradient_methods() {
         "--out",
         out_dir.to_str().expect("utf8"),
         "--methods",
-        "forward,gbp,deconvnet,backprop",
+        "forward,gbp,deconvnet,backprop,gradcam",
         "--raw",
         "--device",
         "cpu",
@@ -265,6 +265,18 @@ fn export_writes_gradient_methods() {
         .expect("a conv layer");
     let stem = conv["file_stem"].as_str().expect("stem");
     let channels = conv["output_shape"][1].as_u64().expect("C") as usize;
+    let (h, w) = (
+        conv["output_shape"][2].as_u64().expect("H") as usize,
+        conv["output_shape"][3].as_u64().expect("W") as usize,
+    );
+    let cam = convlens::npy::read(&out_dir.join(format!("raw/gradcam/{stem}.npy")))
+        .expect("raw Grad-CAM");
+    assert_eq!(cam.shape, vec![h, w]);
+    assert!(
+        cam.data.iter().all(|&v| v >= 0.0),
+        "Grad-CAM is a ReLU of the weighted sum"
+    );
+    assert!(out_dir.join(format!("gradcam/{stem}.png")).exists());
     for method in ["gbp", "deconvnet", "backprop"] {
         let raw = convlens::npy::read(&out_dir.join(format!("raw/{method}/{stem}.npy")))
             .expect("raw gradients");

@@ -5,6 +5,7 @@
 pub mod attribution;
 pub mod backward;
 pub mod device;
+pub mod gradcam;
 pub mod ops;
 mod vjp;
 mod vjp_spatial;

@@ -1,8 +1,9 @@
 //! The data directory: the paper's files written from one forward pass —
 //! `architecture.json`, `forward/<stem>_<n>.png` (per-filter min-max grey, n from 1),
 //! `gbp/`, `deconvnet/`, `backprop/<stem>_<n>.png` (RGB gradient images, per-tile min-max),
-//! `scores.json` and, with `--raw`, `raw/<method>/<stem>.npy` (forward `[C,H,W]`, gradients
-//! `[C,3,H,W]`, unnormalised). Every file is written to a temporary name and renamed into
+//! `gradcam/<stem>.png` (one Grad-CAM map per layer for the chosen class), `scores.json` and,
+//! with `--raw`, `raw/<method>/<stem>.npy` (forward `[C,H,W]`, gradients `[C,3,H,W]`,
+//! Grad-CAM `[H,W]`, unnormalised). Every file is written to a temporary name and renamed into
 //! place, so a killed export never leaves a torn file.
 
 pub mod architecture;
@@ -36,7 +37,7 @@ pub enum ExportError {
     Attribution(#[from] BackwardError),
     #[error("no layer named '{name}' (see `convlens info` for the names)")]
     UnknownLayer { name: String },
-    #[error("unknown method '{0}' (expected forward, gbp, deconvnet, backprop)")]
+    #[error("unknown method '{0}' (expected forward, gbp, deconvnet, backprop, gradcam)")]
     UnknownMethod(String),
 }
 
@@ -199,6 +200,8 @@ pub struct ExportRequest<'a> {
     pub out_dir: &'a Path,
     pub layers: &'a [usize],
     pub methods: &'a [Method],
+    /// Also write each layer's Grad-CAM map for this class.
+    pub gradcam_class: Option<usize>,
     pub raw: bool,
     /// Class probabilities and their labels.
     pub scores: (&'a [f32], &'a [String]),
@@ -310,6 +313,36 @@ pub fn export_methods(
                         summary.npys += 1;
                     }
                 }
+            }
+        }
+    }
+    if let Some(class) = req.gradcam_class {
+        let dir = out.join("gradcam");
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        for &i in req
+            .layers
+            .iter()
+            .filter(|&&i| graph.nodes[i].feature_map_dims().is_some())
+        {
+            let cam = crate::engine::gradcam::grad_cam(engine, acts, i, class)?; // [H, W]
+            let (h, w) = (cam.shape[0], cam.shape[1]);
+            write_png_grey(
+                &dir.join(format!("{}.png", stems[i])),
+                w as u32,
+                h as u32,
+                &tile_to_grey8(&cam.data),
+            )?;
+            summary.pngs += 1;
+            on_tile();
+            if req.raw {
+                let raw = out.join("raw").join("gradcam");
+                std::fs::create_dir_all(&raw).map_err(io_err(&raw))?;
+                atomic_write(
+                    &raw.join(format!("{}.npy", stems[i])),
+                    &crate::npy::to_bytes(&cam.shape, &cam.data),
+                    false,
+                )?;
+                summary.npys += 1;
             }
         }
     }
