@@ -119,12 +119,18 @@ pub struct ExportArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Comma-separated methods: forward, gbp (guided backpropagation), deconvnet, backprop,
-    /// gradcam (one map per layer for `--class`).
+    /// gradcam (one map per layer for `--class`), occlusion (sliding grey square).
     #[arg(long, default_value = "forward")]
     pub methods: String,
-    /// Class for Grad-CAM (index into the model's outputs); default: the top-1 class.
+    /// Class for Grad-CAM and occlusion (index into the model's outputs); default: top-1.
     #[arg(long)]
     pub class: Option<usize>,
+    /// Occlusion square size in input pixels (default: max(H, W)/8).
+    #[arg(long, value_name = "PX")]
+    pub occlusion_size: Option<usize>,
+    /// Occlusion stride in input pixels (default: half the square).
+    #[arg(long, value_name = "PX")]
+    pub occlusion_stride: Option<usize>,
     /// Layers to write tiles for: `conv`, `all` (every [1,C,H,W] layer) or comma-separated names.
     #[arg(long, default_value = "conv")]
     pub layers: String,
@@ -295,16 +301,17 @@ pub fn info(args: &InfoArgs) -> Result<()> {
 
 /// `convlens export`.
 pub fn export(args: &ExportArgs) -> Result<()> {
-    let gradcam = args.methods.split(',').any(|m| m.trim() == "gradcam");
+    let wants = |name: &str| args.methods.split(',').any(|m| m.trim() == name);
+    let (gradcam, occlusion) = (wants("gradcam"), wants("occlusion"));
     let per_filter: Vec<&str> = args
         .methods
         .split(',')
         .map(str::trim)
-        .filter(|m| *m != "gradcam")
+        .filter(|m| !matches!(*m, "gradcam" | "occlusion"))
         .collect();
     let mut methods = Method::parse_list(&per_filter.join(","))?;
     methods.dedup();
-    if methods.is_empty() && !gradcam {
+    if methods.is_empty() && !gradcam && !occlusion {
         bail!("--methods is empty");
     }
     let gradients = gradcam || methods.iter().any(|m| m.gradient().is_some());
@@ -344,15 +351,15 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     bar.set_message(format!("writing {}", args.methods));
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let gradcam_class = match (gradcam, args.class) {
-        (false, _) => None,
-        (true, Some(c)) if c < probs.len() => Some(c),
-        (true, Some(c)) => bail!(
+    let class = match args.class {
+        Some(c) if c < probs.len() => c,
+        Some(c) => bail!(
             "--class {c} is out of range (the model has {} classes)",
             probs.len()
         ),
-        (true, None) => engine::top_k(&probs, 1).first().copied(),
+        None => engine::top_k(&probs, 1).first().copied().unwrap_or(0),
     };
+    let gradcam_class = gradcam.then_some(class);
     let req = ExportRequest {
         out_dir: &args.out,
         layers: &layers,
@@ -363,6 +370,36 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     };
     let summary = export::export_methods(&engine, &acts, &req, || bar.inc(1))?;
     bar.finish_and_clear();
+    if occlusion {
+        let hw = [input.shape[2], input.shape[3]];
+        let mut spec = engine::occlusion::OcclusionSpec::for_input(hw);
+        spec.size_px = args.occlusion_size.unwrap_or(spec.size_px);
+        spec.stride_px = args.occlusion_stride.unwrap_or((spec.size_px / 2).max(1));
+        anyhow::ensure!(
+            spec.size_px >= 1 && spec.stride_px >= 1,
+            "--occlusion-size and --occlusion-stride must be at least 1"
+        );
+        let passes = (spec.offsets(hw[0]).len() * spec.offsets(hw[1]).len()) as u64;
+        let map_layers: Vec<usize> = layers
+            .iter()
+            .copied()
+            .filter(|&i| m.graph.nodes[i].feature_map_dims().is_some())
+            .collect();
+        let bar = indicatif::ProgressBar::new(passes).with_style(
+            indicatif::ProgressStyle::with_template(
+                "occlusion [{bar:40}] {pos}/{len} forward passes ({eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let maps =
+            engine::occlusion::occlusion(&engine, &input, &map_layers, &spec, || bar.inc(1))?;
+        bar.finish_and_clear();
+        let written = export::write_occlusion(&m.graph, &maps, class, &args.out, args.raw)?;
+        eprintln!(
+            "occlusion: {} squares of {} px at stride {} → {} PNGs",
+            passes, spec.size_px, spec.stride_px, written.pngs
+        );
+    }
     let top: Vec<String> = engine::top_k(&probs, 5)
         .iter()
         .map(|&i| {

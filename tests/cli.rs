@@ -247,7 +247,11 @@ fn export_writes_gradient_methods() {
         "--out",
         out_dir.to_str().expect("utf8"),
         "--methods",
-        "forward,gbp,deconvnet,backprop,gradcam",
+        "forward,gbp,deconvnet,backprop,gradcam,occlusion",
+        "--occlusion-size",
+        "8",
+        "--occlusion-stride",
+        "8",
         "--raw",
         "--device",
         "cpu",
@@ -277,6 +281,17 @@ fn export_writes_gradient_methods() {
         "Grad-CAM is a ReLU of the weighted sum"
     );
     assert!(out_dir.join(format!("gradcam/{stem}.png")).exists());
+    let occ = convlens::npy::read(&out_dir.join(format!("raw/occlusion/{stem}.npy")))
+        .expect("raw occlusion");
+    assert_eq!(
+        occ.shape,
+        vec![channels, 4, 4],
+        "8-px squares at stride 8 on 32×32"
+    );
+    let png = image::open(out_dir.join(format!("occlusion/{stem}_{channels}.png")))
+        .expect("occlusion PNG")
+        .to_luma8();
+    assert_eq!(png.dimensions(), (4, 4));
     for method in ["gbp", "deconvnet", "backprop"] {
         let raw = convlens::npy::read(&out_dir.join(format!("raw/{method}/{stem}.npy")))
             .expect("raw gradients");

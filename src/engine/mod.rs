@@ -6,6 +6,7 @@ pub mod attribution;
 pub mod backward;
 pub mod device;
 pub mod gradcam;
+pub mod occlusion;
 pub mod ops;
 mod vjp;
 mod vjp_spatial;

@@ -37,7 +37,9 @@ pub enum ExportError {
     Attribution(#[from] BackwardError),
     #[error("no layer named '{name}' (see `convlens info` for the names)")]
     UnknownLayer { name: String },
-    #[error("unknown method '{0}' (expected forward, gbp, deconvnet, backprop, gradcam)")]
+    #[error(
+        "unknown method '{0}' (expected forward, gbp, deconvnet, backprop, gradcam, occlusion)"
+    )]
     UnknownMethod(String),
 }
 
@@ -359,6 +361,67 @@ pub fn export_methods(
         to_pretty(&architecture_json(graph)).as_bytes(),
         true,
     )?;
+    Ok(summary)
+}
+
+/// Writes an occlusion sweep: `occlusion/<stem>_<n>.png` (drop of filter n's summed response
+/// per square position, min-max grey), `occlusion/class_<c>.png` for class `class`, and with
+/// `raw` the arrays `raw/occlusion/<stem>.npy` `[C, rows, cols]` and
+/// `raw/occlusion/class_<c>.npy` `[rows, cols]`.
+pub fn write_occlusion(
+    graph: &Graph,
+    maps: &crate::engine::occlusion::OcclusionMaps,
+    class: usize,
+    out: &Path,
+    raw: bool,
+) -> Result<ExportSummary> {
+    let dir = out.join("occlusion");
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let raw_dir = out.join("raw").join("occlusion");
+    if raw {
+        std::fs::create_dir_all(&raw_dir).map_err(io_err(&raw_dir))?;
+    }
+    let stems = layer_stems(graph);
+    let [rows, cols] = maps.grid_hw;
+    let cells = rows * cols;
+    let mut summary = ExportSummary::default();
+    for (i, drops) in &maps.layers {
+        summary.layers += 1;
+        for (k, map) in drops.chunks(cells).enumerate() {
+            write_png_grey(
+                &dir.join(format!("{}_{}.png", stems[*i], k + 1)),
+                cols as u32,
+                rows as u32,
+                &tile_to_grey8(map),
+            )?;
+            summary.pngs += 1;
+        }
+        if raw {
+            atomic_write(
+                &raw_dir.join(format!("{}.npy", stems[*i])),
+                &crate::npy::to_bytes(&[drops.len() / cells.max(1), rows, cols], drops),
+                false,
+            )?;
+            summary.npys += 1;
+        }
+    }
+    if let Some(map) = maps.classes.chunks(cells).nth(class) {
+        write_png_grey(
+            &dir.join(format!("class_{class}.png")),
+            cols as u32,
+            rows as u32,
+            &tile_to_grey8(map),
+        )?;
+        summary.pngs += 1;
+        if raw {
+            atomic_write(
+                &raw_dir.join(format!("class_{class}.npy")),
+                &crate::npy::to_bytes(&[rows, cols], map),
+                false,
+            )?;
+            summary.npys += 1;
+        }
+    }
     Ok(summary)
 }
 
