@@ -251,12 +251,7 @@ pub fn export_methods(
                     if let Some((c, h, w)) = node.feature_map_dims() {
                         for k in 0..c {
                             let tile = &host.data[k * h * w..(k + 1) * h * w];
-                            write_png_grey(
-                                &tile_path(out, method, &stems[i], k + 1),
-                                w as u32,
-                                h as u32,
-                                &tile_to_grey8(tile),
-                            )?;
+                            write_map_png(&tile_path(out, method, &stems[i], k + 1), [h, w], tile)?;
                             summary.pngs += 1;
                             on_tile();
                         }
@@ -269,7 +264,7 @@ pub fn export_methods(
                             } else {
                                 host.shape.clone()
                             };
-                        atomic_write(&raw_path, &crate::npy::to_bytes(&shape, &host.data), false)?;
+                        write_raw(&raw_path, &shape, &host.data)?;
                         summary.npys += 1;
                     }
                 }
@@ -296,22 +291,13 @@ pub fn export_methods(
                                 &rgb_planes_to_rgb8(image, h * w),
                             )?;
                         } else {
-                            write_png_grey(
-                                &path,
-                                w as u32,
-                                (planes * h) as u32,
-                                &tile_to_grey8(image),
-                            )?;
+                            write_map_png(&path, [planes * h, w], image)?;
                         }
                         summary.pngs += 1;
                         on_tile();
                     }
                     if req.raw {
-                        atomic_write(
-                            &raw_path,
-                            &crate::npy::to_bytes(&grads.shape, &grads.data),
-                            false,
-                        )?;
+                        write_raw(&raw_path, &grads.shape, &grads.data)?;
                         summary.npys += 1;
                     }
                 }
@@ -320,7 +306,10 @@ pub fn export_methods(
     }
     if let Some(class) = req.gradcam_class {
         let dir = out.join("gradcam");
-        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let raw_gradcam = out.join("raw").join("gradcam");
+        for d in std::iter::once(&dir).chain(req.raw.then_some(&raw_gradcam)) {
+            std::fs::create_dir_all(d).map_err(io_err(d))?;
+        }
         for &i in req
             .layers
             .iter()
@@ -328,21 +317,14 @@ pub fn export_methods(
         {
             let cam = crate::engine::gradcam::grad_cam(engine, acts, i, class)?; // [H, W]
             let (h, w) = (cam.shape[0], cam.shape[1]);
-            write_png_grey(
-                &dir.join(format!("{}.png", stems[i])),
-                w as u32,
-                h as u32,
-                &tile_to_grey8(&cam.data),
-            )?;
+            write_map_png(&dir.join(format!("{}.png", stems[i])), [h, w], &cam.data)?;
             summary.pngs += 1;
             on_tile();
             if req.raw {
-                let raw = out.join("raw").join("gradcam");
-                std::fs::create_dir_all(&raw).map_err(io_err(&raw))?;
-                atomic_write(
-                    &raw.join(format!("{}.npy", stems[i])),
-                    &crate::npy::to_bytes(&cam.shape, &cam.data),
-                    false,
+                write_raw(
+                    &raw_gradcam.join(format!("{}.npy", stems[i])),
+                    &cam.shape,
+                    &cam.data,
                 )?;
                 summary.npys += 1;
             }
@@ -388,36 +370,30 @@ pub fn write_occlusion(
     for (i, drops) in &maps.layers {
         summary.layers += 1;
         for (k, map) in drops.chunks(cells).enumerate() {
-            write_png_grey(
+            write_map_png(
                 &dir.join(format!("{}_{}.png", stems[*i], k + 1)),
-                cols as u32,
-                rows as u32,
-                &tile_to_grey8(map),
+                [rows, cols],
+                map,
             )?;
             summary.pngs += 1;
         }
         if raw {
-            atomic_write(
+            write_raw(
                 &raw_dir.join(format!("{}.npy", stems[*i])),
-                &crate::npy::to_bytes(&[drops.len() / cells.max(1), rows, cols], drops),
-                false,
+                &[drops.len() / cells.max(1), rows, cols],
+                drops,
             )?;
             summary.npys += 1;
         }
     }
     if let Some(map) = maps.classes.chunks(cells).nth(class) {
-        write_png_grey(
-            &dir.join(format!("class_{class}.png")),
-            cols as u32,
-            rows as u32,
-            &tile_to_grey8(map),
-        )?;
+        write_map_png(&dir.join(format!("class_{class}.png")), [rows, cols], map)?;
         summary.pngs += 1;
         if raw {
-            atomic_write(
+            write_raw(
                 &raw_dir.join(format!("class_{class}.npy")),
-                &crate::npy::to_bytes(&[rows, cols], map),
-                false,
+                &[rows, cols],
+                map,
             )?;
             summary.npys += 1;
         }
@@ -427,6 +403,16 @@ pub fn write_occlusion(
 
 fn to_pretty(v: &serde_json::Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+}
+
+/// Writes one scalar map `[h, w]` as a per-tile min-max grey PNG.
+fn write_map_png(path: &Path, [h, w]: [usize; 2], map: &[f32]) -> Result<()> {
+    write_png_grey(path, w as u32, h as u32, &tile_to_grey8(map))
+}
+
+/// Writes an unnormalised float32 array (not fsynced: the JSON manifest written last is).
+fn write_raw(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    atomic_write(path, &crate::npy::to_bytes(shape, data), false)
 }
 
 /// Encodes and atomically writes an 8-bit grey PNG.
