@@ -2,7 +2,7 @@
 //! clear message): argument parsing, model/input resolution shared by the subcommands, and
 //! the `info` and `export` commands.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,8 +11,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::engine::{self, Capture, DeviceChoice, Engine};
 use crate::export::{self, ExportRequest, LayerSelection, Method};
-use crate::model::preprocess::{Fit, InputSpec, InputTensor, load_input};
-use crate::model::{Graph, ImportOptions, default, load_onnx_file};
+use crate::model::preprocess::{Fit, InputSpec, load_input};
+use crate::model::{ImportOptions, LoadedModel, default, load_onnx_file};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -168,14 +168,6 @@ fn parse_rgb(s: &str) -> Result<[f32; 3], String> {
     }
 }
 
-/// A loaded model with the preprocessing that goes with it.
-pub struct LoadedModel {
-    pub graph: Arc<Graph>,
-    pub spec: InputSpec,
-    pub labels: Vec<String>,
-    pub is_default: bool,
-}
-
 impl ModelArgs {
     /// Loads the model (file or embedded default) and resolves its input spec.
     pub fn load(&self) -> Result<LoadedModel> {
@@ -239,14 +231,6 @@ impl ModelArgs {
             is_default,
         })
     }
-}
-
-/// Loads the input file, or the embedded photo when none is given.
-pub fn load_input_or_default(path: Option<&Path>, spec: &InputSpec) -> Result<InputTensor> {
-    Ok(match path {
-        Some(p) => load_input(p, spec)?,
-        None => default::default_input(spec)?,
-    })
 }
 
 /// `convlens info`.

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use image::RgbImage;
 
-use crate::cli::LoadedModel;
 use crate::engine::{self, Capture, ComputeDevice, Engine, HostTensor, attribution};
 use crate::export::Method;
+use crate::model::LoadedModel;
 use crate::model::preprocess::{InputTensor, list_inputs, load_input};
 use crate::render::{GpuContext, Renderer, TileHandle, value_range};
 use crate::ui::ViewModel;
@@ -131,7 +131,7 @@ impl Session {
 
     /// Loads and runs one input file synchronously.
     pub fn run_file(&mut self, path: Option<&Path>) -> Result<()> {
-        let input = crate::cli::load_input_or_default(path, &self.model.spec)?;
+        let input = crate::model::default::input_or_default(path, &self.model.spec)?;
         let label = path.map_or_else(
             || "coffee.png (embedded)".to_string(),
             |p| p.display().to_string(),

@@ -70,6 +70,14 @@ pub fn default_input(spec: &InputSpec) -> Result<InputTensor> {
     load_input_bytes(bytes, name, spec)
 }
 
+/// Loads the input file, or the embedded photo when none is given.
+pub fn input_or_default(path: Option<&std::path::Path>, spec: &InputSpec) -> Result<InputTensor> {
+    match path {
+        Some(p) => super::preprocess::load_input(p, spec),
+        None => default_input(spec),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

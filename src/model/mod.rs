@@ -16,6 +16,14 @@ pub use consts::{ConstData, ConstTensor};
 pub use graph::{Graph, GraphInput, Node, Op};
 pub use onnx::{ImportOptions, load_onnx_bytes, load_onnx_file};
 
+/// A loaded model with the preprocessing and class names that go with it.
+pub struct LoadedModel {
+    pub graph: std::sync::Arc<Graph>,
+    pub spec: preprocess::InputSpec,
+    pub labels: Vec<String>,
+    pub is_default: bool,
+}
+
 /// Everything that can go wrong while reading a model or an input.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
