@@ -2,6 +2,8 @@
 //! clear message): argument parsing, model/input resolution shared by the subcommands, and
 //! the `info` and `export` commands.
 
+pub mod annotations;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,6 +37,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Per-filter statistics (mean, max, zero fraction, rank, dead) over a folder of images.
     Stats(StatsArgs),
+    /// Filter annotations (good/bad marks): where they live, set, export as CSV/JSON.
+    Annotations(annotations::AnnotationsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -97,6 +101,10 @@ pub struct ViewArgs {
     /// Show filter N (from 1) of the selected layer as hovered (for screenshots).
     #[arg(long, value_name = "N")]
     pub hover: Option<usize>,
+    /// Annotation file to load and save (default: one per model under the data directory,
+    /// see `convlens annotations path`).
+    #[arg(long, value_name = "FILE.json")]
+    pub annotations: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -422,7 +430,12 @@ pub fn view(args: &ViewArgs) -> Result<()> {
         hover: args.hover,
         method,
         window_px: [args.window_size[0] as u32, args.window_size[1] as u32],
+        annotations: args.annotations.clone(),
     };
+    session.open_annotations(options.annotations.as_deref());
+    if let Some(path) = session.annotations.path() {
+        eprintln!("annotations: {}", path.display());
+    }
     match &args.screenshot {
         Some(out) => crate::app::screenshot(&mut session, &options, out),
         None => crate::app::run_window(session, options),

@@ -10,6 +10,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::Info(args)) => cli::info(&args),
         Some(Command::Export(args)) => cli::export(&args),
         Some(Command::Stats(args)) => cli::stats(&args),
+        Some(Command::Annotations(args)) => cli::annotations::run(&args),
         Some(Command::View(args)) => cli::view(&args),
         None => cli::view(&cli::ViewArgs {
             window_size: [1600, 1000],

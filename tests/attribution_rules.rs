@@ -44,6 +44,7 @@ fn graph(input: &[usize], nodes: Vec<Node>, constants: Vec<(&str, ConstTensor)>)
         shapes,
         opset: 17,
         warnings: Vec::new(),
+        fingerprint: String::new(),
     })
 }
 

@@ -28,6 +28,8 @@ pub struct ViewerOptions {
     pub method: crate::export::Method,
     /// Window (or screenshot) size in physical pixels.
     pub window_px: [u32; 2],
+    /// Annotation file (None = the model's default location).
+    pub annotations: Option<PathBuf>,
 }
 
 /// The layer selected at start: the named one, else the first conv layer, else layer 0.
@@ -87,6 +89,8 @@ pub fn screenshot(session: &mut Session, options: &ViewerOptions, out: &Path) ->
         tiles: tiles.as_ref(),
         picture,
         frame_ms: None,
+        annotations: &session.annotations.annotations,
+        suggested_bad: &session.suggested_bad(selected),
     });
     let image = renderer.render_to_image(&ctx, &scene, w, h)?;
     image

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use image::RgbImage;
 
+use crate::annotations::{self, AnnotationStore};
 use crate::engine::{self, Capture, ComputeDevice, Engine, HostTensor, attribution};
 use crate::export::Method;
 use crate::model::LoadedModel;
@@ -25,6 +26,8 @@ pub struct ForwardResult {
     pub label: String,
     /// The input itself, for computing gradient images on demand.
     pub input: Arc<InputTensor>,
+    /// Per layer (by node index): channels whose map is constant on this input.
+    pub constant_channels: Vec<Vec<usize>>,
 }
 
 /// Gradient images of every filter of one layer: `[C, 3, H, W]`.
@@ -58,8 +61,13 @@ pub fn run_forward(engine: &Engine, input: &InputTensor, label: String) -> Resul
     let graph = engine.graph();
     let acts = engine.forward(input, &Capture::All)?;
     let mut maps: Vec<Option<HostTensor>> = vec![None; graph.nodes.len()];
+    let mut constant = vec![Vec::new(); graph.nodes.len()];
     for (i, node) in graph.feature_map_layers() {
-        maps[i] = Some(acts.read(&node.outputs[0])?);
+        let map = acts.read(&node.outputs[0])?;
+        // [1, C, H, W]
+        let hw = map.shape.iter().skip(2).product();
+        constant[i] = crate::viz::tiles::constant_channels(&map.data, hw);
+        maps[i] = Some(map);
     }
     let probabilities = engine::class_probabilities(graph, &acts)?;
     Ok(ForwardResult {
@@ -68,6 +76,7 @@ pub fn run_forward(engine: &Engine, input: &InputTensor, label: String) -> Resul
         picture: input.picture.clone(),
         label,
         input: Arc::new(input.clone()),
+        constant_channels: constant,
     })
 }
 
@@ -110,6 +119,8 @@ pub struct Session {
     pub result: Option<ForwardResult>,
     /// Gradient images computed for the current input, newest last.
     pub gradients: Vec<GradientResult>,
+    /// The user's filter marks, saved on every change.
+    pub annotations: AnnotationStore,
 }
 
 impl Session {
@@ -120,13 +131,79 @@ impl Session {
             model.labels.clone(),
             device.description.clone(),
         );
+        let annotations = AnnotationStore::in_memory(&model.graph.name, &model.graph.fingerprint);
         Self {
             model,
             engine,
             vm,
             result: None,
             gradients: Vec::new(),
+            annotations,
         }
+    }
+
+    /// Opens the annotation file (`path`, else the model's default location). When it
+    /// cannot be used, marks are kept for this session only and the notice says why.
+    pub fn open_annotations(&mut self, path: Option<&Path>) {
+        let g = &self.model.graph;
+        let opened = match path {
+            Some(p) => AnnotationStore::open(p, &g.name, &g.fingerprint),
+            None => annotations::default_path(&g.name, &g.fingerprint)
+                .and_then(|p| AnnotationStore::open(&p, &g.name, &g.fingerprint)),
+        };
+        match opened {
+            Ok(store) => self.annotations = store,
+            Err(e) => {
+                self.vm.notice = Some(format!("annotations are not saved this session: {e}"));
+            }
+        }
+    }
+
+    /// Applies a mark from the UI: saved at once; a failure becomes the notice.
+    pub fn annotate(&mut self, layer: usize, filter: usize, mark: Option<annotations::Mark>) {
+        let Some(name) = self.vm.layers.get(layer).map(|l| l.name.clone()) else {
+            return;
+        };
+        if let Err(e) = self.annotations.set(&name, filter, mark) {
+            self.vm.notice = Some(format!("{e}"));
+        }
+    }
+
+    /// Marks the selected layer's constant filters bad (those without a mark yet); returns
+    /// how many were marked.
+    pub fn accept_dead_suggestions(&mut self, layer: usize) -> usize {
+        let Some(name) = self.vm.layers.get(layer).map(|l| l.name.clone()) else {
+            return 0;
+        };
+        let marks: Vec<_> = self
+            .suggested_bad(layer)
+            .into_iter()
+            .map(|k| (name.clone(), k, Some(annotations::Mark::Bad)))
+            .collect();
+        match self.annotations.set_many(&marks) {
+            Ok(n) => n,
+            Err(e) => {
+                self.vm.notice = Some(format!("{e}"));
+                0
+            }
+        }
+    }
+
+    /// Unmarked filters of `layer` whose map is constant on the current input.
+    pub fn suggested_bad(&self, layer: usize) -> Vec<usize> {
+        let (Some(result), Some(info)) = (&self.result, self.vm.layers.get(layer)) else {
+            return Vec::new();
+        };
+        result
+            .constant_channels
+            .get(layer)
+            .map(|ks| {
+                ks.iter()
+                    .copied()
+                    .filter(|&k| self.annotations.annotations.mark(&info.name, k).is_none())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Loads and runs one input file synchronously.

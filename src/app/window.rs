@@ -24,7 +24,7 @@ use crate::export::Method;
 use crate::model::preprocess::{InputSpec, InputTensor};
 use crate::render::{FrameCounter, GpuContext, Renderer, SurfaceTarget, TileHandle};
 use crate::ui::scene::{LayerTiles, SceneInputs, build_scene, model_shape};
-use crate::ui::state::{Key, ViewState};
+use crate::ui::state::{ClickInfo, Key, ViewState};
 
 /// Messages from the worker to the event loop.
 enum UserEvent {
@@ -112,6 +112,9 @@ struct App {
     frames: FrameCounter,
     window_px: [u32; 2],
     fatal: Option<anyhow::Error>,
+    /// Origin of click times (double-click detection).
+    started: Instant,
+    shift_held: bool,
 }
 
 /// Opens the viewer window and runs until it is closed.
@@ -145,6 +148,8 @@ pub fn run_window(mut session: Session, options: ViewerOptions) -> Result<()> {
         frames: FrameCounter::new(60),
         window_px: options.window_px,
         fatal: None,
+        started: Instant::now(),
+        shift_held: false,
     };
     event_loop
         .run_app(&mut app)
@@ -212,6 +217,8 @@ impl App {
             tiles: self.tiles.as_ref(),
             picture: self.picture,
             frame_ms: self.frames.mean_ms(),
+            annotations: &self.session.annotations.annotations,
+            suggested_bad: &self.session.suggested_bad(self.state.selected),
         });
         if g.renderer
             .draw_to_surface(&g.ctx, &mut g.surface, &scene)?
@@ -248,6 +255,13 @@ impl App {
                 None
             }
             WinitKey::Character(c) if c.eq_ignore_ascii_case("m") => Some(Key::CycleMethod),
+            WinitKey::Character(c) if c.eq_ignore_ascii_case("b") => {
+                let n = self.session.accept_dead_suggestions(self.state.selected);
+                if n > 0 && self.session.vm.notice.is_none() {
+                    self.session.vm.notice = Some(format!("marked {n} constant filters bad"));
+                }
+                None
+            }
             _ => None,
         };
         if let Some(k) = ui_key
@@ -344,12 +358,24 @@ impl ApplicationHandler<UserEvent> for App {
                 button: MouseButton::Left,
                 ..
             } => {
-                if let Some(p) = self.cursor
-                    && self.state.on_click(&shape, p)
-                {
-                    self.view_changed();
-                    self.redraw();
+                if let Some(p) = self.cursor {
+                    let click = ClickInfo {
+                        time_s: self.started.elapsed().as_secs_f64(),
+                        shift: self.shift_held,
+                    };
+                    let outcome = self.state.on_click(&shape, p, click);
+                    if let Some((layer, filter, mark)) = outcome.annotate {
+                        self.session.annotate(layer, filter, mark);
+                        self.redraw();
+                    }
+                    if outcome.view_changed {
+                        self.view_changed();
+                        self.redraw();
+                    }
                 }
+            }
+            WindowEvent::ModifiersChanged(modifiers) => {
+                self.shift_held = modifiers.state().shift_key();
             }
             WindowEvent::MouseWheel { delta, .. } => {
                 let dy = match delta {

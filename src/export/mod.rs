@@ -10,7 +10,6 @@ pub mod architecture;
 pub mod stems;
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
@@ -52,29 +51,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError + '_ {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, optionally
-/// fsynced, then renamed over the target. Readers see the old file or the new one.
+/// Writes `bytes` to `path` atomically (see [`crate::atomic_file`]).
 pub fn atomic_write(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        if durable {
-            f.sync_all()?;
-        }
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        if durable && let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io_err(path)(e)
-    })
+    crate::atomic_file::write_atomic(path, bytes, durable).map_err(io_err(path))
 }
 
 /// Which layers an export writes tiles for.

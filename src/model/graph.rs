@@ -245,6 +245,9 @@ pub struct Graph {
     pub opset: i64,
     /// Non-fatal findings made while importing (e.g. NaN weights).
     pub warnings: Vec<String>,
+    /// Fingerprint of the ONNX file ([`crate::model::onnx::fingerprint`]); empty for graphs
+    /// built in code.
+    pub fingerprint: String,
 }
 
 impl Graph {

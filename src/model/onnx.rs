@@ -147,7 +147,19 @@ pub fn load_onnx_bytes(
         shapes: importer.shapes,
         opset: importer.opset,
         warnings: importer.warnings,
+        fingerprint: fingerprint(bytes),
     })
+}
+
+/// FNV-1a (64 bit) of the model file's bytes as 16 hex digits: names the exact model
+/// (architecture and weights) in annotation files. Stable across builds and platforms.
+pub fn fingerprint(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 /// Static input shape from the declared type; symbolic batch → 1, symbolic H/W → options.

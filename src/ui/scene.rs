@@ -8,6 +8,7 @@ use super::layout::{
 };
 use super::state::{Hover, ModelShape, ViewState};
 use super::{LayerInfo, ViewModel};
+use crate::annotations::{Annotations, Mark};
 use crate::export::Method;
 use crate::render::{Colormap, Scene, ShapeInstance, TextItem, TileHandle, TileInstance};
 
@@ -19,6 +20,12 @@ const DIM: [f32; 4] = [0.62, 0.65, 0.70, 1.0];
 const ACCENT: [f32; 4] = [1.0, 0.80, 0.25, 1.0];
 const LINK: [f32; 4] = [0.55, 0.58, 0.64, 1.0];
 const SKIP: [f32; 4] = [0.85, 0.55, 0.25, 0.55];
+/// Annotation colours, as the paper: blue good, red bad, grey none.
+pub const GOOD: [f32; 4] = [0.25, 0.55, 1.0, 1.0];
+pub const BAD: [f32; 4] = [0.95, 0.25, 0.22, 1.0];
+const UNMARKED: [f32; 4] = [0.45, 0.47, 0.52, 1.0];
+/// Border of a filter suggested bad (constant on this input) but not marked.
+const SUGGESTED: [f32; 4] = [0.95, 0.25, 0.22, 0.45];
 /// Smallest tile edge in the details grid.
 pub const MIN_TILE_PX: f32 = 28.0;
 
@@ -53,6 +60,10 @@ pub struct SceneInputs<'a> {
     pub picture: Option<TileHandle>,
     /// Mean frame time to show when the readout is on.
     pub frame_ms: Option<f64>,
+    /// The user's filter marks.
+    pub annotations: &'a Annotations,
+    /// Unmarked filters of the selected layer suggested bad (constant on this input).
+    pub suggested_bad: &'a [usize],
 }
 
 /// The tile grid of the selected layer (also used for hit testing).
@@ -254,20 +265,50 @@ fn architecture(inp: &SceneInputs, scene: &mut Scene) {
                 .with_max_width(NODE_PX - 4.0)
                 .clipped(body_clip),
         );
+        if layer.is_conv
+            && let Some((c, _, _)) = layer.map_dims()
+        {
+            let (good, bad) = inp.annotations.counts(&layer.name);
+            annotation_bar(&r, [good, bad, c.saturating_sub(good + bad)], scene);
+        }
     }
     if let Hover::Node(i) = state.hover
         && let Some(layer) = vm.layers.get(i)
     {
         let r = scrolled(i);
-        let tip = format!(
+        let mut tip = format!(
             "{}\n{} · {}",
             layer.name,
             layer.type_name,
             layer.size_label()
         );
+        if layer.is_conv
+            && let Some((c, _, _)) = layer.map_dims()
+        {
+            let (good, bad) = inp.annotations.counts(&layer.name);
+            let none = c.saturating_sub(good + bad);
+            tip.push_str(&format!("\ngood {good} · bad {bad} · unmarked {none}"));
+        }
         scene
             .text
             .push(TextItem::new(tip, [r.x, r.bottom() + 16.0], 12.0, ACCENT).clipped(body_clip));
+    }
+}
+
+/// The paper's stacked annotation bar along the bottom of a conv node: blue good, red bad,
+/// grey unmarked, widths proportional to the counts `[good, bad, none]`.
+fn annotation_bar(node: &Rect, counts: [usize; 3], scene: &mut Scene) {
+    let total = counts.iter().sum::<usize>().max(1) as f32;
+    let bar = Rect::new(node.x + 5.0, node.bottom() - 10.0, node.w - 10.0, 5.0);
+    let mut x = bar.x;
+    for (n, colour) in counts.into_iter().zip([GOOD, BAD, UNMARKED]) {
+        let w = bar.w * n as f32 / total;
+        if w > 0.0 {
+            scene
+                .overlay
+                .push(ShapeInstance::fill_rect([x, bar.y, w, bar.h], colour));
+        }
+        x += w;
     }
 }
 
@@ -315,10 +356,17 @@ fn details(inp: &SceneInputs, scene: &mut Scene) {
                     m.label()
                 ),
             };
-            let hint = format!(
-                "{what} · {} filters · M method · ↑/↓ layer · F frame time",
+            let (good, bad) = inp.annotations.counts(&layer.name);
+            let mut hint = format!(
+                "{what} · {} filters (good {good}, bad {bad}) · click good, double-click bad, shift+click clear",
                 tiles.tiles.len()
             );
+            if !inp.suggested_bad.is_empty() {
+                hint.push_str(&format!(
+                    " · {} constant: B marks them bad",
+                    inp.suggested_bad.len()
+                ));
+            }
             scene.text.push(
                 TextItem::new(hint, [d.x + 12.0, d.y + 32.0], 12.0, DIM).clipped(r4(&header)),
             );
@@ -329,10 +377,18 @@ fn details(inp: &SceneInputs, scene: &mut Scene) {
                 let r = grid.tile_rect(k, state.details_scroll_px);
                 let mut t =
                     TileInstance::new(r4(&r), *handle, *range, tiles.colormap(state.colormap));
-                if state.hover == Hover::Tile(k) {
-                    t.border_rgba = ACCENT;
-                    t.border_px = 2.0;
-                }
+                let (border_rgba, border_px) = if state.hover == Hover::Tile(k) {
+                    (ACCENT, 2.0)
+                } else {
+                    match inp.annotations.mark(&layer.name, k) {
+                        Some(Mark::Good) => (GOOD, 3.0),
+                        Some(Mark::Bad) => (BAD, 3.0),
+                        None if inp.suggested_bad.contains(&k) => (SUGGESTED, 1.5),
+                        None => (t.border_rgba, t.border_px),
+                    }
+                };
+                t.border_rgba = border_rgba;
+                t.border_px = border_px;
                 scene.tiles.push(t);
             }
         }
@@ -508,8 +564,17 @@ fn side(inp: &SceneInputs, scene: &mut Scene) {
     if let (Hover::Tile(k), Some(tiles)) = (state.hover, inp.tiles)
         && let Some((handle, range)) = tiles.tiles.get(k)
     {
+        let name = vm
+            .layers
+            .get(state.selected)
+            .map_or("", |l| l.name.as_str());
+        let mark = match inp.annotations.mark(name, k) {
+            Some(m) => format!(" · marked {}", m.label()),
+            None if inp.suggested_bad.contains(&k) => " · constant on this input".into(),
+            None => String::new(),
+        };
         scene.text.push(TextItem::new(
-            format!("filter {}", k + 1),
+            format!("filter {}{mark}", k + 1),
             [s.x + margin, y],
             13.0,
             ACCENT,

@@ -5,8 +5,29 @@ use super::layout::{
     Canvases, ROW_PITCH_PX, Rect, TileGrid, arch_content_height, arch_node_rect, canvases,
     clamp_scroll, method_button_rect,
 };
+use crate::annotations::Mark;
 use crate::export::Method;
 use crate::render::Colormap;
+
+/// Two clicks on the same tile within this many seconds are a double-click.
+pub const DOUBLE_CLICK_S: f64 = 0.4;
+
+/// What a click did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClickOutcome {
+    /// The selected layer or the method changed (the details canvas must be refreshed).
+    pub view_changed: bool,
+    /// A filter annotation to apply: `(layer, filter from 0, mark or None = clear)`.
+    pub annotate: Option<(usize, usize, Option<Mark>)>,
+}
+
+/// A click's modifiers and time, as the window reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ClickInfo {
+    /// Seconds since any fixed origin (only differences matter).
+    pub time_s: f64,
+    pub shift: bool,
+}
 
 /// What the pointer is over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -34,6 +55,8 @@ pub struct ViewState {
     pub method: Method,
     pub show_frame_time: bool,
     pub window_px: [f32; 2],
+    /// The last click on a tile: `(layer, tile, time_s)`, to tell a double-click.
+    last_tile_click: Option<(usize, usize, f64)>,
 }
 
 /// What the state machine needs to know about the model (see
@@ -75,6 +98,7 @@ impl ViewState {
             method: Method::Forward,
             show_frame_time: false,
             window_px,
+            last_tile_click: None,
         };
         s.scroll_arch_to(selected);
         s
@@ -126,19 +150,48 @@ impl ViewState {
         self.hover = Hover::Nothing;
     }
 
-    /// A click selects the layer or the method under the pointer. Returns whether what the
-    /// details canvas shows changed.
-    pub fn on_click(&mut self, model: &ModelShape, p: [f32; 2]) -> bool {
-        match self.hit(model, p) {
+    /// A click selects the layer or the method under the pointer, or annotates the filter
+    /// tile under it: click = good, a second click on the same tile within
+    /// [`DOUBLE_CLICK_S`] (a double-click) = bad, shift+click = clear.
+    pub fn on_click(&mut self, model: &ModelShape, p: [f32; 2], click: ClickInfo) -> ClickOutcome {
+        let hit = self.hit(model, p);
+        let previous = self.last_tile_click.take();
+        match hit {
             Hover::Node(i) if i != self.selected => {
                 self.select(i);
-                true
+                ClickOutcome {
+                    view_changed: true,
+                    annotate: None,
+                }
             }
             Hover::Method(i) if Method::ALL[i] != self.method => {
                 self.method = Method::ALL[i];
-                true
+                ClickOutcome {
+                    view_changed: true,
+                    annotate: None,
+                }
             }
-            _ => false,
+            Hover::Tile(k) => {
+                let mark = if click.shift {
+                    None
+                } else {
+                    let double = previous.is_some_and(|(layer, tile, t)| {
+                        layer == self.selected
+                            && tile == k
+                            && (0.0..=DOUBLE_CLICK_S).contains(&(click.time_s - t))
+                    });
+                    // A double-click is bad; its first click had already marked it good.
+                    if !double {
+                        self.last_tile_click = Some((self.selected, k, click.time_s));
+                    }
+                    Some(if double { Mark::Bad } else { Mark::Good })
+                };
+                ClickOutcome {
+                    view_changed: false,
+                    annotate: Some((self.selected, k, mark)),
+                }
+            }
+            _ => ClickOutcome::default(),
         }
     }
 
@@ -251,13 +304,21 @@ mod tests {
         let m = model(None, &[0, 2, 4]);
         let r = arch_node_rect(&s.canvases().arch, 3);
         assert_eq!(s.hit(&m, r.center()), Hover::Node(3));
-        assert!(s.on_click(&m, r.center()));
-        assert_eq!(s.selected, 3);
         assert!(
-            !s.on_click(&m, r.center()),
+            s.on_click(&m, r.center(), ClickInfo::default())
+                .view_changed
+        );
+        assert_eq!(s.selected, 3);
+        assert_eq!(
+            s.on_click(&m, r.center(), ClickInfo::default()),
+            ClickOutcome::default(),
             "clicking the selected node changes nothing"
         );
-        assert!(!s.on_click(&m, [1.0, 1.0]), "the title bar selects nothing");
+        assert_eq!(
+            s.on_click(&m, [1.0, 1.0], ClickInfo::default()),
+            ClickOutcome::default(),
+            "the title bar selects nothing"
+        );
     }
 
     #[test]
@@ -267,6 +328,62 @@ mod tests {
         let m = model(Some(&grid), &[0]);
         let r = grid.tile_rect(5, 0.0);
         assert_eq!(s.hit(&m, r.center()), Hover::Tile(5));
+    }
+
+    #[test]
+    fn click_double_click_and_shift_click_annotate_tiles() {
+        let mut s = ViewState::new(4, [1400.0, 900.0]);
+        let grid = TileGrid::new(&s.tile_area(), 32, [56, 56], 24.0);
+        let m = model(Some(&grid), &[4]);
+        let (t5, t6) = (
+            grid.tile_rect(5, 0.0).center(),
+            grid.tile_rect(6, 0.0).center(),
+        );
+        let at = |time_s: f64| ClickInfo {
+            time_s,
+            shift: false,
+        };
+        let mark = |o: ClickOutcome| o.annotate;
+        assert_eq!(
+            mark(s.on_click(&m, t5, at(10.0))),
+            Some((4, 5, Some(Mark::Good)))
+        );
+        // The second click of a double-click turns it bad.
+        assert_eq!(
+            mark(s.on_click(&m, t5, at(10.25))),
+            Some((4, 5, Some(Mark::Bad)))
+        );
+        // A third quick click starts a new click sequence: good again.
+        assert_eq!(
+            mark(s.on_click(&m, t5, at(10.4))),
+            Some((4, 5, Some(Mark::Good)))
+        );
+        // Two slow clicks are two single clicks.
+        assert_eq!(
+            mark(s.on_click(&m, t6, at(20.0))),
+            Some((4, 6, Some(Mark::Good)))
+        );
+        assert_eq!(
+            mark(s.on_click(&m, t6, at(20.41))),
+            Some((4, 6, Some(Mark::Good)))
+        );
+        // Quick clicks on two different tiles are two single clicks.
+        assert_eq!(
+            mark(s.on_click(&m, t5, at(20.5))),
+            Some((4, 5, Some(Mark::Good)))
+        );
+        // A click elsewhere in between breaks a double-click.
+        s.on_click(&m, [1.0, 1.0], at(20.6));
+        assert_eq!(
+            mark(s.on_click(&m, t5, at(20.7))),
+            Some((4, 5, Some(Mark::Good)))
+        );
+        let shift = ClickInfo {
+            time_s: 30.0,
+            shift: true,
+        };
+        assert_eq!(mark(s.on_click(&m, t5, shift)), Some((4, 5, None)));
+        assert!(!s.on_click(&m, t5, shift).view_changed);
     }
 
     #[test]
@@ -293,10 +410,14 @@ mod tests {
         let m = model(None, &[0]);
         let r = method_button_rect(&s.canvases().details, 2, Method::ALL.len());
         assert_eq!(s.hit(&m, r.center()), Hover::Method(2));
-        assert!(s.on_click(&m, r.center()));
+        assert!(
+            s.on_click(&m, r.center(), ClickInfo::default())
+                .view_changed
+        );
         assert_eq!(s.method, Method::Deconvnet);
         assert!(
-            !s.on_click(&m, r.center()),
+            !s.on_click(&m, r.center(), ClickInfo::default())
+                .view_changed,
             "clicking the active method changes nothing"
         );
     }

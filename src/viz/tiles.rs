@@ -48,9 +48,54 @@ pub fn rgb_planes_to_rgb8(planes: &[f32], hw: usize) -> Vec<u8> {
     out
 }
 
+/// Channels of a `[C, H·W]` block whose map is constant on this input (max − min ≤
+/// 1e-6 · max(1, |max|), or no finite value): such filters show nothing, and the viewer
+/// suggests marking them bad.
+pub fn constant_channels(data: &[f32], hw: usize) -> Vec<usize> {
+    if hw == 0 {
+        return Vec::new();
+    }
+    data.chunks_exact(hw)
+        .enumerate()
+        .filter(|(_, map)| match finite_range(map) {
+            Some((lo, hi)) => hi - lo <= 1e-6 * hi.abs().max(1.0),
+            None => true,
+        })
+        .map(|(k, _)| k)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn constant_channels_are_found() {
+        let data = [
+            0.0,
+            0.0,
+            0.0,
+            0.0, // dead ReLU output
+            1.0,
+            2.0,
+            3.0,
+            4.0, // live
+            5.0,
+            5.0,
+            5.0,
+            5.0, // constant = bias only
+            f32::NAN,
+            f32::NAN,
+            f32::NAN,
+            f32::NAN, // nothing finite
+            0.0,
+            0.0,
+            0.0,
+            1e-3, // tiny but real response
+        ];
+        assert_eq!(constant_channels(&data, 4), vec![0, 2, 3]);
+        assert!(constant_channels(&data, 0).is_empty());
+    }
 
     #[test]
     fn min_max_matches_mat2gray() {
