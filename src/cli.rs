@@ -422,8 +422,6 @@ pub fn view(args: &ViewArgs) -> Result<()> {
         _ => bail!("--method takes one of forward, gbp, deconvnet, backprop"),
     };
     let model = args.model.load()?;
-    let device = engine::device::select(args.model.device);
-    let mut session = crate::app::Session::new(model, &device);
     let options = crate::app::ViewerOptions {
         input: args.input.clone(),
         layer: args.layer.clone(),
@@ -431,14 +429,11 @@ pub fn view(args: &ViewArgs) -> Result<()> {
         method,
         window_px: [args.window_size[0] as u32, args.window_size[1] as u32],
         annotations: args.annotations.clone(),
+        device: args.model.device,
     };
-    session.open_annotations(options.annotations.as_deref());
-    if let Some(path) = session.annotations.path() {
-        eprintln!("annotations: {}", path.display());
-    }
     match &args.screenshot {
-        Some(out) => crate::app::screenshot(&mut session, &options, out),
-        None => crate::app::run_window(session, options),
+        Some(out) => crate::app::screenshot(model, &options, out),
+        None => crate::app::run_window(model, options),
     }
 }
 

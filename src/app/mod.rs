@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use crate::engine::{ComputeDevice, DeviceChoice};
 use crate::render::{GpuContext, OffscreenTarget, Renderer};
 use crate::ui::scene::{SceneInputs, build_scene, selected_grid};
 use crate::ui::state::{Hover, ViewState};
@@ -30,6 +31,42 @@ pub struct ViewerOptions {
     pub window_px: [u32; 2],
     /// Annotation file (None = the model's default location).
     pub annotations: Option<PathBuf>,
+    /// Where forward and backward passes run.
+    pub device: DeviceChoice,
+}
+
+/// The session for a viewer: compute on the renderer's own wgpu device when the choice
+/// resolves to a GPU and `ctx` is given (one device, one queue for burn and the renderer),
+/// else on the selected device; annotations opened.
+pub fn new_session(
+    model: crate::model::LoadedModel,
+    options: &ViewerOptions,
+    ctx: Option<&GpuContext>,
+) -> Session {
+    let mut device = crate::engine::device::select(options.device);
+    if device.is_gpu
+        && let Some(ctx) = ctx
+    {
+        match ctx.burn_device() {
+            Ok(shared) => {
+                device = ComputeDevice {
+                    device: shared,
+                    description: format!(
+                        "gpu · {} (burn wgpu on the renderer's device)",
+                        ctx.adapter_info.name
+                    ),
+                    is_gpu: true,
+                }
+            }
+            Err(e) => eprintln!("warning: {e}; burn opens its own device"),
+        }
+    }
+    let mut session = Session::new(model, &device);
+    session.open_annotations(options.annotations.as_deref());
+    if let Some(path) = session.annotations.path() {
+        eprintln!("annotations: {}", path.display());
+    }
+    session
 }
 
 /// The layer selected at start: the named one, else the first conv layer, else layer 0.
@@ -44,7 +81,13 @@ pub fn initial_layer(session: &Session, name: Option<&str>) -> Result<usize> {
 }
 
 /// Renders one frame of the viewer offscreen and writes it to `out` (PNG).
-pub fn screenshot(session: &mut Session, options: &ViewerOptions, out: &Path) -> Result<()> {
+pub fn screenshot(
+    model: crate::model::LoadedModel,
+    options: &ViewerOptions,
+    out: &Path,
+) -> Result<()> {
+    let ctx = GpuContext::headless().context("no wgpu adapter for offscreen rendering (install Mesa's mesa-vulkan-drivers for a software one)")?;
+    let session = &mut new_session(model, options, Some(&ctx));
     let first = options
         .input
         .as_deref()
@@ -52,7 +95,6 @@ pub fn screenshot(session: &mut Session, options: &ViewerOptions, out: &Path) ->
         .transpose()?;
     session.run_file(first.as_ref().and_then(|l| l.current()))?;
     let selected = initial_layer(session, options.layer.as_deref())?;
-    let ctx = GpuContext::headless().context("no wgpu adapter for offscreen rendering (install Mesa's mesa-vulkan-drivers for a software one)")?;
     let mut renderer = Renderer::new(&ctx, OffscreenTarget::DEFAULT_FORMAT);
     let [w, h] = options.window_px;
     let mut state = ViewState::new(selected, [w as f32, h as f32]);

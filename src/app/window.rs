@@ -18,9 +18,10 @@ use winit::window::{Window, WindowId};
 use super::session::{
     ForwardResult, GradientResult, InputList, Session, compute_gradients, run_forward, upload_layer,
 };
-use super::{ViewerOptions, initial_layer};
+use super::{ViewerOptions, initial_layer, new_session};
 use crate::engine::Engine;
 use crate::export::Method;
+use crate::model::LoadedModel;
 use crate::model::preprocess::{InputSpec, InputTensor};
 use crate::render::{FrameCounter, GpuContext, Renderer, SurfaceTarget, TileHandle};
 use crate::ui::scene::{LayerTiles, SceneInputs, build_scene, model_shape};
@@ -115,10 +116,25 @@ struct App {
     /// Origin of click times (double-click detection).
     started: Instant,
     shift_held: bool,
+    /// The GPU context burn already computes on, waiting for the window's surface.
+    shared_ctx: Option<GpuContext>,
 }
 
 /// Opens the viewer window and runs until it is closed.
-pub fn run_window(mut session: Session, options: ViewerOptions) -> Result<()> {
+pub fn run_window(model: LoadedModel, options: ViewerOptions) -> Result<()> {
+    let event_loop = EventLoop::<UserEvent>::with_user_event().build().context(
+        "cannot start the window system (no display? use --screenshot for headless rendering)",
+    )?;
+    // With GPU compute, open the device first and give it to burn: the window's surface is
+    // made on the same instance and device later.
+    let shared_ctx = if crate::engine::device::select(options.device).is_gpu {
+        GpuContext::for_display(Some(Box::new(event_loop.owned_display_handle())))
+            .inspect_err(|e| eprintln!("warning: {e}"))
+            .ok()
+    } else {
+        None
+    };
+    let mut session = new_session(model, &options, shared_ctx.as_ref());
     let inputs = options
         .input
         .as_deref()
@@ -126,9 +142,6 @@ pub fn run_window(mut session: Session, options: ViewerOptions) -> Result<()> {
         .transpose()?;
     session.run_file(inputs.as_ref().and_then(|l| l.current()))?;
     let selected = initial_layer(&session, options.layer.as_deref())?;
-    let event_loop = EventLoop::<UserEvent>::with_user_event().build().context(
-        "cannot start the window system (no display? use --screenshot for headless rendering)",
-    )?;
     let worker = Worker::spawn(
         Arc::clone(&session.engine),
         session.model.spec.clone(),
@@ -150,6 +163,7 @@ pub fn run_window(mut session: Session, options: ViewerOptions) -> Result<()> {
         fatal: None,
         started: Instant::now(),
         shift_held: false,
+        shared_ctx,
     };
     event_loop
         .run_app(&mut app)
@@ -175,12 +189,25 @@ impl App {
                 .context("cannot create the window")?,
         );
         let size = window.inner_size();
-        let (ctx, surface) = GpuContext::for_window(
-            window.clone(),
-            Some(Box::new(event_loop.owned_display_handle())),
-            size.width.max(1),
-            size.height.max(1),
-        )?;
+        let [w, h] = [size.width.max(1), size.height.max(1)];
+        let shared = self.shared_ctx.take().and_then(|ctx| {
+            match ctx.surface_for_window(window.clone(), true, w, h) {
+                Ok(surface) => Some((ctx, surface)),
+                Err(e) => {
+                    eprintln!("warning: {e}; rendering on a separate device");
+                    None
+                }
+            }
+        });
+        let (ctx, surface) = match shared {
+            Some(pair) => pair,
+            None => GpuContext::for_window(
+                window.clone(),
+                Some(Box::new(event_loop.owned_display_handle())),
+                w,
+                h,
+            )?,
+        };
         let renderer = Renderer::new(&ctx, surface.format());
         self.state
             .on_resize([size.width as f32, size.height as f32]);

@@ -40,6 +40,60 @@ impl GpuContext {
         Self::from_adapter(instance, adapter).await
     }
 
+    /// A context for a window that does not exist yet: the instance knows the display (pass
+    /// the event loop's display handle, see [`GpuContext::for_window`]), the adapter is the
+    /// default one. Its device can be handed to burn before the window opens; the window's
+    /// surface comes later from [`GpuContext::surface_for_window`].
+    pub fn for_display(display: Option<Box<dyn wgpu::wgt::WgpuHasDisplayHandle>>) -> Result<Self> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        desc.display = display;
+        let instance = wgpu::Instance::new(desc);
+        pollster::block_on(async {
+            let adapter = pick_adapter(&instance, None).await?;
+            Self::from_adapter(instance, adapter).await
+        })
+    }
+
+    /// A surface for `window` on this context's instance, configured for this device; an
+    /// error if the adapter cannot present to it (then open a separate context with
+    /// [`GpuContext::for_window`]).
+    pub fn surface_for_window(
+        &self,
+        window: Arc<dyn wgpu::DisplayAndWindowHandle>,
+        has_display: bool,
+        width: u32,
+        height: u32,
+    ) -> Result<SurfaceTarget> {
+        let surface = create_surface(&self.instance, &window, has_display)?;
+        if !self.adapter.is_surface_supported(&surface) {
+            return Err(RenderError::SurfaceUnsupported {
+                adapter: self.adapter_info.name.clone(),
+            });
+        }
+        SurfaceTarget::new(self, surface, Some((window, has_display)), width, height)
+    }
+
+    /// Registers this context's instance, adapter, device and queue with burn's wgpu runtime
+    /// and returns the burn device that runs on them: tensors and the renderer then share one
+    /// device and one queue. Call once per context (burn does not detect a second
+    /// registration); clone the returned device instead.
+    pub fn burn_device(&self) -> Result<burn::tensor::Device> {
+        let setup = burn::tensor::wgpu::WgpuSetup {
+            instance: self.instance.clone(),
+            adapter: self.adapter.clone(),
+            device: self.device.clone(),
+            queue: self.queue.clone(),
+            backend: self.adapter_info.backend,
+        };
+        burn::tensor::Device::wgpu_options()
+            .setup(setup)
+            .init()
+            .map_err(|e| RenderError::ShareWithBurn {
+                adapter: self.adapter_info.name.clone(),
+                detail: e.to_string(),
+            })
+    }
+
     /// A context whose adapter can present to `surface` (created from `instance`).
     pub fn with_surface(instance: wgpu::Instance, surface: &wgpu::Surface<'_>) -> Result<Self> {
         pollster::block_on(async {

@@ -26,6 +26,15 @@ pub enum RenderError {
     #[error("could not create a window surface: {0}")]
     CreateSurface(#[from] wgpu::CreateSurfaceError),
 
+    /// burn refused to run on this context's device.
+    #[error("burn cannot use the renderer's wgpu device '{adapter}': {detail}")]
+    ShareWithBurn {
+        /// Adapter name.
+        adapter: String,
+        /// burn's reason.
+        detail: String,
+    },
+
     /// The chosen adapter cannot present to the window's surface.
     #[error("adapter '{adapter}' cannot present to this window surface")]
     SurfaceUnsupported {

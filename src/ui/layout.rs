@@ -179,14 +179,18 @@ impl TileGrid {
 pub const METHOD_BUTTON_PX: [f32; 2] = [118.0, 22.0];
 
 /// Rectangle of method button `i` (right-aligned in the details header).
+/// Buttons narrow (down to 84 px) so that together they take at most 55% of the header.
 pub fn method_button_rect(details: &Rect, i: usize, count: usize) -> Rect {
     let gap = 6.0;
-    let total = count as f32 * (METHOD_BUTTON_PX[0] + gap) - gap;
+    let n = count.max(1) as f32;
+    let fit = (details.w * 0.55 - (n - 1.0) * gap) / n;
+    let w = fit.clamp(84.0, METHOD_BUTTON_PX[0]);
+    let total = n * (w + gap) - gap;
     let x0 = details.right() - 12.0 - total;
     Rect::new(
-        x0 + i as f32 * (METHOD_BUTTON_PX[0] + gap),
+        x0 + i as f32 * (w + gap),
         details.y + 6.0,
-        METHOD_BUTTON_PX[0],
+        w,
         METHOD_BUTTON_PX[1],
     )
 }

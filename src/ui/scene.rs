@@ -26,6 +26,8 @@ pub const BAD: [f32; 4] = [0.95, 0.25, 0.22, 1.0];
 const UNMARKED: [f32; 4] = [0.45, 0.47, 0.52, 1.0];
 /// Border of a filter suggested bad (constant on this input) but not marked.
 const SUGGESTED: [f32; 4] = [0.95, 0.25, 0.22, 0.45];
+/// Height of the architecture canvas's title bar as drawn (text clip).
+const TITLE_BAR_PX: f32 = super::layout::TITLE_PX;
 /// Smallest tile edge in the details grid.
 pub const MIN_TILE_PX: f32 = 28.0;
 
@@ -155,9 +157,18 @@ fn architecture(inp: &SceneInputs, scene: &mut Scene) {
         PANEL_EDGE,
     ));
     let title = format!("{} — {} layers", vm.model_name, vm.layers.len());
+    // The title takes what it needs (about 0.55 em per character); the device label gets the
+    // rest of the bar and is cut on the left rather than drawn over the title.
+    let title_w = 0.55 * 16.0 * title.chars().count() as f32 + 24.0;
     scene
         .text
         .push(TextItem::new(title, [arch.x + 12.0, arch.y + 9.0], 16.0, TEXT).clipped(clip));
+    let device_clip = [
+        arch.x + title_w,
+        arch.y,
+        (arch.w - title_w).max(0.0),
+        TITLE_BAR_PX,
+    ];
     scene.text.push(
         TextItem::new(
             format!("device: {}", vm.device),
@@ -166,7 +177,7 @@ fn architecture(inp: &SceneInputs, scene: &mut Scene) {
             DIM,
         )
         .anchored([1.0, 0.0])
-        .clipped(clip),
+        .clipped(device_clip),
     );
     let scrolled = |i: usize| {
         let mut r = arch_node_rect(&arch, i);
@@ -197,10 +208,12 @@ fn architecture(inp: &SceneInputs, scene: &mut Scene) {
                     .overlay
                     .push(ShapeInstance::line([r.right(), y], [n.x, y], 1.5, LINK));
                 let mid = (r.right() + n.x) / 2.0;
+                // Shrink the label to the gap between the nodes (never wrap it).
+                let gap = n.x - r.right() + 10.0;
+                let font = (gap / (0.62 * label.chars().count().max(1) as f32)).clamp(7.5, 10.5);
                 scene.text.push(
-                    TextItem::new(label, [mid, y - 6.0], 10.5, DIM)
+                    TextItem::new(label, [mid, y - 6.0], font, DIM)
                         .anchored([0.5, 1.0])
-                        .with_max_width((n.x - r.right()).max(40.0) + 24.0)
                         .clipped(body_clip),
                 );
             } else {
@@ -428,8 +441,13 @@ fn method_buttons(state: &ViewState, header: &Rect, scene: &mut Scene) {
             .overlay
             .push(ShapeInstance::outline_rect(r4(&r), 1.0, edge).rounded(4.0));
         scene.text.push(
-            TextItem::new(m.label(), r.center(), 11.5, if active { TEXT } else { DIM })
-                .anchored([0.5, 0.5]),
+            TextItem::new(
+                m.label(),
+                r.center(),
+                if r.w < 110.0 { 10.0 } else { 11.5 },
+                if active { TEXT } else { DIM },
+            )
+            .anchored([0.5, 0.5]),
         );
     }
 }
@@ -532,17 +550,19 @@ fn side(inp: &SceneInputs, scene: &mut Scene) {
     let (vm, state) = (inp.vm, inp.state);
     let s = state.canvases().side;
     let margin = 14.0;
+    // Input picture and enlarged tile share what the texts and the top-5 bars leave.
     let w = s.w - 2.0 * margin;
+    let pic_w = w.min(((s.h - 330.0) / 2.0).max(80.0));
     let mut y = s.y + 12.0;
     scene
         .text
         .push(TextItem::new("Input", [s.x + margin, y], 14.0, TEXT));
     y += 22.0;
     if let Some(pic) = inp.picture {
-        let h = w * pic.size_px[1] as f32 / pic.size_px[0].max(1) as f32;
+        let h = pic_w * pic.size_px[1] as f32 / pic.size_px[0].max(1) as f32;
         scene
             .tiles
-            .push(TileInstance::picture([s.x + margin, y, w, h], pic));
+            .push(TileInstance::picture([s.x + margin, y, pic_w, h], pic));
         y += h + 6.0;
     }
     scene.text.push(
@@ -580,9 +600,9 @@ fn side(inp: &SceneInputs, scene: &mut Scene) {
             ACCENT,
         ));
         y += 20.0;
-        let h = w * tiles.map_hw[0] as f32 / tiles.map_hw[1].max(1) as f32;
+        let h = pic_w * tiles.map_hw[0] as f32 / tiles.map_hw[1].max(1) as f32;
         scene.tiles.push(TileInstance::new(
-            [s.x + margin, y, w, h],
+            [s.x + margin, y, pic_w, h],
             *handle,
             *range,
             tiles.colormap(state.colormap),
