@@ -102,7 +102,17 @@ pub fn screenshot(
     if options.method != crate::export::Method::Forward {
         session.ensure_gradients(selected, options.method)?;
     }
-    if let Some(k) = options.hover {
+    let bars = crate::ui::charts::chart_bars(&session.vm, &state);
+    if let Some(k) = options.hover
+        && !bars.is_empty()
+    {
+        anyhow::ensure!(
+            (1..=bars.len()).contains(&k),
+            "--hover {k}: the chart has {} bars (numbered from 1)",
+            bars.len()
+        );
+        state.hover = Hover::Bar(k - 1);
+    } else if let Some(k) = options.hover {
         let channels = session
             .vm
             .layers

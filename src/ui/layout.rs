@@ -57,12 +57,16 @@ pub struct Canvases {
 }
 
 /// Splits the window: side canvas on the right at full height, the rest split between the
-/// architecture (top, 2 node rows plus title, at most 40%) and the details.
+/// architecture (top: title and 1–4 whole node rows, about 42% of the height) and the details.
 pub fn canvases(window_px: [f32; 2]) -> Canvases {
     let [w, h] = window_px;
     let side_w = SIDE_PX.min(w * 0.35);
     let main_w = (w - side_w).max(0.0);
-    let arch_h = (TITLE_PX + 2.0 * ROW_PITCH_PX + 8.0).min(h * 0.4);
+    // As many whole node rows as fit in ~42% of the height (1 to 4).
+    let rows = ((h * 0.42 - TITLE_PX - 8.0) / ROW_PITCH_PX)
+        .floor()
+        .clamp(1.0, 4.0);
+    let arch_h = (TITLE_PX + rows * ROW_PITCH_PX + 8.0).min(h * 0.5);
     Canvases {
         arch: Rect::new(0.0, 0.0, main_w, arch_h),
         details: Rect::new(0.0, arch_h, main_w, (h - arch_h).max(0.0)),

@@ -2,6 +2,7 @@
 //! forward pass say), the interaction state machine, the canvases' geometry, and the
 //! scene builder that turns all of it into a [`crate::render::Scene`]. No GPU here.
 
+pub mod charts;
 pub mod layout;
 pub mod scene;
 pub mod state;
@@ -21,6 +22,82 @@ pub struct LayerInfo {
     /// Parameters as short `key: value` lines.
     pub params_text: String,
     pub is_conv: bool,
+    /// Window geometry of a max/average pooling layer (its details show the window).
+    pub pool: Option<PoolInfo>,
+}
+
+/// A pooling layer's window, as the details canvas draws it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolInfo {
+    /// "max" or "average".
+    pub kind: &'static str,
+    pub kernel: [usize; 2],
+    pub strides: [usize; 2],
+    /// `[top, left, bottom, right]`.
+    pub pads: [usize; 4],
+    pub dilations: [usize; 2],
+    /// ceil_mode / count_include_pad, as a line of text (may be empty).
+    pub extra: String,
+    /// `[C, H, W]` of the input.
+    pub input_chw: [usize; 3],
+}
+
+impl PoolInfo {
+    fn of(graph: &Graph, node: &crate::model::Node) -> Option<Self> {
+        use crate::model::Op;
+        let (kind, window, extra) = match &node.op {
+            Op::MaxPool { window, ceil_mode } => (
+                "max",
+                window,
+                if *ceil_mode {
+                    "ceil mode (partial windows at the end count)".to_string()
+                } else {
+                    String::new()
+                },
+            ),
+            Op::AveragePool {
+                window,
+                ceil_mode,
+                count_include_pad,
+            } => (
+                "average",
+                window,
+                format!(
+                    "{}{}",
+                    if *count_include_pad {
+                        "padding counts in the mean"
+                    } else {
+                        "padding excluded from the mean"
+                    },
+                    if *ceil_mode { "; ceil mode" } else { "" }
+                ),
+            ),
+            _ => return None,
+        };
+        let input_chw = match node
+            .inputs
+            .first()
+            .and_then(|i| graph.shapes.get(i))
+            .map(Vec::as_slice)
+        {
+            Some([_, c, h, w]) => [*c, *h, *w],
+            _ => [0, 0, 0],
+        };
+        Some(Self {
+            kind,
+            kernel: window.kernel,
+            strides: window.strides,
+            pads: [
+                window.pads[0].0,
+                window.pads[1].0,
+                window.pads[0].1,
+                window.pads[1].1,
+            ],
+            dilations: window.dilations,
+            extra,
+            input_chw,
+        })
+    }
 }
 
 impl LayerInfo {
@@ -85,6 +162,7 @@ impl ViewModel {
                     .collect(),
                 params_text: params_text(&crate::export::architecture::params(graph, n)),
                 is_conv: n.op.is_conv(),
+                pool: PoolInfo::of(graph, n),
             })
             .collect();
         Self {

@@ -70,7 +70,11 @@ pub struct SceneInputs<'a> {
 
 /// The tile grid of the selected layer (also used for hit testing).
 pub fn selected_grid(vm: &ViewModel, state: &ViewState) -> Option<TileGrid> {
-    let (c, h, w) = vm.layers.get(state.selected)?.map_dims()?;
+    let layer = vm.layers.get(state.selected)?;
+    if layer.pool.is_some() {
+        return None; // pooling layers show their window instead
+    }
+    let (c, h, w) = layer.map_dims()?;
     // Gradient images have the input's size.
     let hw = if state.method == Method::Forward {
         [h, w]
@@ -86,6 +90,7 @@ pub fn model_shape(vm: &ViewModel, state: &ViewState) -> ModelShape {
         layers: vm.layers.len(),
         grid: selected_grid(vm, state),
         map_layers: vm.map_layers.clone(),
+        bars: super::charts::chart_bars(vm, state),
     }
 }
 
@@ -193,6 +198,8 @@ fn architecture(inp: &SceneInputs, scene: &mut Scene) {
     let body_clip = r4(&body);
     // Only whole nodes are drawn (the canvas scrolls by rows), so nothing spills out of it.
     let visible = |r: &Rect| r.y >= body.y && r.bottom() + 20.0 <= body.bottom();
+    // Node squares go on top of every link, so skip connections pass behind nodes.
+    let mut nodes = Vec::new();
     for (i, layer) in vm.layers.iter().enumerate() {
         let r = scrolled(i);
         if !visible(&r) {
@@ -208,11 +215,19 @@ fn architecture(inp: &SceneInputs, scene: &mut Scene) {
                     .overlay
                     .push(ShapeInstance::line([r.right(), y], [n.x, y], 1.5, LINK));
                 let mid = (r.right() + n.x) / 2.0;
-                // Shrink the label to the gap between the nodes (never wrap it).
-                let gap = n.x - r.right() + 10.0;
-                let font = (gap / (0.62 * label.chars().count().max(1) as f32)).clamp(7.5, 10.5);
+                // Above the link when it fits in the gap between the nodes (shrunk, never
+                // wrapped); else above the nodes' top edge, where the whole pitch is free.
+                let chars = label.chars().count().max(1) as f32;
+                let gap = n.x - r.right() + 6.0;
+                let font = (gap / (0.62 * chars)).min(10.5);
+                let (pos, font) = if font >= 8.5 {
+                    ([mid, y - 6.0], font)
+                } else {
+                    let pitch = n.center()[0] - r.center()[0];
+                    ([mid, r.y - 3.0], (pitch / (0.62 * chars)).clamp(7.0, 10.0))
+                };
                 scene.text.push(
-                    TextItem::new(label, [mid, y - 6.0], font, DIM)
+                    TextItem::new(label, pos, font, DIM)
                         .anchored([0.5, 1.0])
                         .clipped(body_clip),
                 );
@@ -237,8 +252,10 @@ fn architecture(inp: &SceneInputs, scene: &mut Scene) {
                     1.5,
                     LINK,
                 ));
+                // Left of the down-stroke: the row's last node is at the canvas's right edge.
                 scene.text.push(
-                    TextItem::new(label, [r.center()[0] + 6.0, r.bottom() + 2.0], 10.5, DIM)
+                    TextItem::new(label, [r.center()[0] - 6.0, r.bottom() + 2.0], 10.5, DIM)
+                        .anchored([1.0, 0.0])
                         .clipped(body_clip),
                 );
             }
@@ -263,28 +280,28 @@ fn architecture(inp: &SceneInputs, scene: &mut Scene) {
         if hovered {
             fill = [fill[0] * 1.25, fill[1] * 1.25, fill[2] * 1.25, 1.0];
         }
-        scene
-            .overlay
-            .push(ShapeInstance::fill_rect(r4(&r), fill).rounded(6.0));
+        nodes.push(ShapeInstance::fill_rect(r4(&r), fill).rounded(6.0));
         if selected || hovered {
             let (w, col) = if selected { (3.0, ACCENT) } else { (1.5, TEXT) };
-            scene
-                .overlay
-                .push(ShapeInstance::outline_rect(r4(&r), w, col).rounded(6.0));
+            nodes.push(ShapeInstance::outline_rect(r4(&r), w, col).rounded(6.0));
         }
+        // The type name shrinks to fit the node rather than wrapping mid-word.
+        let chars = layer.type_name.chars().count().max(1) as f32;
+        let font = ((NODE_PX - 8.0) / (0.62 * chars)).clamp(8.0, 11.5);
         scene.text.push(
-            TextItem::new(layer.type_name.clone(), r.center(), 11.5, TEXT)
+            TextItem::new(layer.type_name.clone(), r.center(), font, TEXT)
                 .anchored([0.5, 0.5])
-                .with_max_width(NODE_PX - 4.0)
+                .with_max_width(NODE_PX - 2.0)
                 .clipped(body_clip),
         );
         if layer.is_conv
             && let Some((c, _, _)) = layer.map_dims()
         {
             let (good, bad) = inp.annotations.counts(&layer.name);
-            annotation_bar(&r, [good, bad, c.saturating_sub(good + bad)], scene);
+            annotation_bar(&r, [good, bad, c.saturating_sub(good + bad)], &mut nodes);
         }
     }
+    scene.overlay.extend(nodes);
     if let Hover::Node(i) = state.hover
         && let Some(layer) = vm.layers.get(i)
     {
@@ -310,16 +327,14 @@ fn architecture(inp: &SceneInputs, scene: &mut Scene) {
 
 /// The paper's stacked annotation bar along the bottom of a conv node: blue good, red bad,
 /// grey unmarked, widths proportional to the counts `[good, bad, none]`.
-fn annotation_bar(node: &Rect, counts: [usize; 3], scene: &mut Scene) {
+fn annotation_bar(node: &Rect, counts: [usize; 3], shapes: &mut Vec<ShapeInstance>) {
     let total = counts.iter().sum::<usize>().max(1) as f32;
     let bar = Rect::new(node.x + 5.0, node.bottom() - 10.0, node.w - 10.0, 5.0);
     let mut x = bar.x;
     for (n, colour) in counts.into_iter().zip([GOOD, BAD, UNMARKED]) {
         let w = bar.w * n as f32 / total;
         if w > 0.0 {
-            scene
-                .overlay
-                .push(ShapeInstance::fill_rect([x, bar.y, w, bar.h], colour));
+            shapes.push(ShapeInstance::fill_rect([x, bar.y, w, bar.h], colour));
         }
         x += w;
     }
@@ -351,7 +366,7 @@ fn details(inp: &SceneInputs, scene: &mut Scene) {
         .clipped([d.x, d.y, title_w, 28.0]),
     );
     let area = state.tile_area();
-    if layer.map_dims().is_some() {
+    if layer.map_dims().is_some() && layer.pool.is_none() {
         method_buttons(state, &header, scene);
     }
     match (
@@ -452,8 +467,8 @@ fn method_buttons(state: &ViewState, header: &Rect, scene: &mut Scene) {
     }
 }
 
-/// Details of a layer without per-channel maps: class bars for the network output,
-/// parameters as text otherwise.
+/// Details of a layer without a tile grid: the pooling window, the class charts of the
+/// softmax and output layers, parameters as text otherwise.
 fn non_map_details(
     vm: &ViewModel,
     layer: &LayerInfo,
@@ -461,35 +476,10 @@ fn non_map_details(
     area: &Rect,
     scene: &mut Scene,
 ) {
-    let is_last = state.selected + 1 == vm.layers.len();
-    if (is_last || layer.type_name == "Softmax") && !vm.probabilities.is_empty() {
-        let title = if layer.type_name == "Softmax" {
-            "Prob: classes with p > 0.1"
-        } else {
-            "Output: top classes"
-        };
-        scene.text.push(TextItem::new(
-            title,
-            [area.x + 12.0, area.y + 4.0],
-            13.0,
-            DIM,
-        ));
-        let classes: Vec<(usize, f32)> = vm
-            .top_classes(10)
-            .into_iter()
-            .filter(|&(_, p)| layer.type_name != "Softmax" || p > 0.1)
-            .collect();
-        bars(
-            vm,
-            &classes,
-            Rect::new(
-                area.x + 12.0,
-                area.y + 28.0,
-                (area.w - 24.0).min(720.0),
-                area.h - 40.0,
-            ),
-            scene,
-        );
+    if let Some(pool) = &layer.pool {
+        super::charts::draw_pool_window(layer, pool, area, scene);
+    } else if let Some(chart) = super::charts::chart_of(vm, state.selected) {
+        super::charts::draw_chart(vm, state, chart, scene);
     } else {
         let text = if layer.params_text.is_empty() {
             "no parameters".to_string()

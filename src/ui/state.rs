@@ -40,6 +40,8 @@ pub enum Hover {
     Tile(usize),
     /// Method radio button `i` (index into [`Method::ALL`]).
     Method(usize),
+    /// Bar `i` of the selected layer's class chart.
+    Bar(usize),
 }
 
 /// The viewer's interaction state.
@@ -69,6 +71,8 @@ pub struct ModelShape {
     pub grid: Option<TileGrid>,
     /// Layers that have per-channel maps, in order (for stepping with the keyboard).
     pub map_layers: Vec<usize>,
+    /// Hover targets of the selected layer's class chart (window pixels).
+    pub bars: Vec<Rect>,
 }
 
 /// Keys the viewer reacts to.
@@ -132,6 +136,9 @@ impl ViewState {
             .find(|&i| method_button_rect(&c.details, i, Method::ALL.len()).contains(p))
         {
             return Hover::Method(i);
+        }
+        if let Some(i) = model.bars.iter().position(|r| r.contains(p)) {
+            return Hover::Bar(i);
         }
         if self.tile_area().contains(p)
             && let Some(grid) = &model.grid
@@ -295,6 +302,7 @@ mod tests {
             layers: 20,
             grid: grid.copied(),
             map_layers: maps.to_vec(),
+            bars: Vec::new(),
         }
     }
 
@@ -429,7 +437,9 @@ mod tests {
             layers: 94,
             grid: None,
             map_layers: Vec::new(),
+            bars: vec![Rect::new(0.0, 800.0, 50.0, 50.0)],
         };
+        assert_eq!(s.hit(&m, [10.0, 810.0]), Hover::Bar(0));
         let p = s.canvases().arch.center();
         s.on_scroll(&m, p, 10.0);
         assert_eq!(s.arch_scroll_px, ROW_PITCH_PX);

@@ -3,6 +3,8 @@
 //! comparison goes through.
 #![allow(dead_code)]
 
+pub mod golden;
+
 use std::path::PathBuf;
 
 use burn::tensor::Device;
