@@ -111,6 +111,10 @@ impl InputList {
     }
 }
 
+/// Shown for models without any `[1, C, H, W]` layer.
+const NO_MAPS_NOTICE: &str = "This model has no layers with per-channel maps [1, C, H, W], so \
+     there are no filter tiles; the architecture, parameters and outputs are shown.";
+
 /// The model side of the viewer.
 pub struct Session {
     pub model: LoadedModel,
@@ -126,11 +130,14 @@ pub struct Session {
 impl Session {
     pub fn new(model: LoadedModel, device: &ComputeDevice) -> Self {
         let engine = Arc::new(Engine::new(Arc::clone(&model.graph), device.device.clone()));
-        let vm = ViewModel::from_graph(
+        let mut vm = ViewModel::from_graph(
             &model.graph,
             model.labels.clone(),
             device.description.clone(),
         );
+        if vm.map_layers.is_empty() {
+            vm.notice = Some(NO_MAPS_NOTICE.into());
+        }
         let annotations = AnnotationStore::in_memory(&model.graph.name, &model.graph.fingerprint);
         Self {
             model,
@@ -222,7 +229,7 @@ impl Session {
     pub fn accept(&mut self, result: ForwardResult) {
         self.vm.probabilities = result.probabilities.clone();
         self.vm.input_label = result.label.clone();
-        self.vm.notice = None;
+        self.vm.notice = self.vm.map_layers.is_empty().then(|| NO_MAPS_NOTICE.into());
         self.result = Some(result);
         self.gradients.clear();
     }

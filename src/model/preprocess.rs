@@ -75,16 +75,67 @@ pub fn load_input(path: &Path, spec: &InputSpec) -> Result<InputTensor> {
             "not a recognised image format (PNG, JPEG, WebP, BMP, TIFF, GIF) nor .npy",
         ));
     }
+    // Check the size the header claims before decoding anything (cheap: header only).
+    let (w, h) = image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|source| ModelError::Io {
+            path: path.display().to_string(),
+            source,
+        })?
+        .into_dimensions()
+        .map_err(|e| ModelError::input(path.display(), format!("cannot decode image: {e}")))?;
+    check_pixel_budget(path.display(), w, h)?;
+    let mut reader = reader;
+    reader.limits(decode_limits());
     let img = reader
         .decode()
         .map_err(|e| ModelError::input(path.display(), format!("cannot decode image: {e}")))?;
     Ok(image_to_input(&img.to_rgb8(), spec))
 }
 
+/// Largest image decoded, in pixels (8000×8000). Decoding keeps the whole image in memory
+/// (plus an RGB copy), so larger files are refused with a message instead of taking
+/// gigabytes; the model sees a few hundred pixels per side anyway.
+pub const MAX_INPUT_PIXELS: u64 = 64_000_000;
+
+fn check_pixel_budget(what: impl std::fmt::Display, w: u32, h: u32) -> Result<()> {
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels > MAX_INPUT_PIXELS {
+        return Err(ModelError::input(
+            what,
+            format!(
+                "the image is {w}×{h} ({:.0} megapixels); ConvLens decodes at most {} megapixels — downscale it first",
+                pixels as f64 / 1e6,
+                MAX_INPUT_PIXELS / 1_000_000
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Decoder limits matching [`MAX_INPUT_PIXELS`] (a lying header cannot make a decoder
+/// allocate more than 1 GiB).
+fn decode_limits() -> image::Limits {
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(1 << 30);
+    limits
+}
+
 /// Decodes image bytes held in memory (the embedded sample photos).
 pub fn load_input_bytes(bytes: &[u8], name: &str, spec: &InputSpec) -> Result<InputTensor> {
-    let img = image::load_from_memory(bytes)
-        .map_err(|e| ModelError::input(name, format!("cannot decode image: {e}")))?;
+    let decode_err =
+        |e: image::ImageError| ModelError::input(name, format!("cannot decode image: {e}"));
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| ModelError::input(name, e.to_string()))?;
+    reader.limits(decode_limits());
+    let (w, h) = reader.into_dimensions().map_err(decode_err)?;
+    check_pixel_budget(name, w, h)?;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| ModelError::input(name, e.to_string()))?;
+    reader.limits(decode_limits());
+    let img = reader.decode().map_err(decode_err)?;
     Ok(image_to_input(&img.to_rgb8(), spec))
 }
 
