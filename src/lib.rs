@@ -11,6 +11,11 @@
 //! filter marks, saved atomically ([`atomic_file`]) on every change. [`cli`] is the
 //! command-line edge that wires these together.
 
+// Nothing a user or a file can influence may unwrap: errors are values (see each module's
+// error enum). Tests may unwrap.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod annotations;
 pub mod app;
 pub mod atomic_file;
