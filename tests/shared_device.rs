@@ -63,3 +63,48 @@ fn burn_runs_on_the_renderers_device() {
     assert_eq!(image.get_pixel(2, 2).0, [255, 0, 0, 255]);
     assert_eq!(image.get_pixel(12, 12).0, [0, 0, 0, 255]);
 }
+
+#[test]
+fn a_lost_gpu_device_falls_back_to_the_cpu() {
+    let ctx = GpuContext::headless().expect("a wgpu adapter (mesa-vulkan-drivers in CI)");
+    let shared = ctx
+        .burn_device()
+        .expect("burn accepts the renderer's device");
+    let load = || {
+        convlens::cli::ModelArgs {
+            model: Some(fixture("mixed/tiny_alexnet.onnx")),
+            ..Default::default()
+        }
+        .load()
+        .unwrap()
+    };
+    let gpu = convlens::engine::ComputeDevice {
+        device: shared,
+        description: "gpu (shared)".into(),
+        is_gpu: true,
+    };
+    let mut session = convlens::app::Session::new(load(), &gpu);
+    session.run_file(None).unwrap();
+    assert!(session.on_gpu);
+    let before = session.vm.probabilities.clone();
+
+    // The device goes away (as after a driver reset): the next pass fails on the GPU, runs
+    // again on the CPU, and the session says so.
+    ctx.device.destroy();
+    session.run_file(None).expect("the CPU takes over");
+    assert!(!session.on_gpu);
+    assert!(
+        session.vm.device.starts_with("cpu"),
+        "{}",
+        session.vm.device
+    );
+    let notice = session.vm.notice.clone().unwrap_or_default();
+    assert!(notice.contains("The GPU failed"), "{notice}");
+    let after = &session.vm.probabilities;
+    let err = scaled_error(after, &before, max_abs(&before));
+    assert!(err < 1e-4, "CPU result differs from the GPU's: {err:.2e}");
+    // And it keeps working.
+    session
+        .ensure_gradients(0, convlens::export::Method::Gbp)
+        .unwrap();
+}

@@ -2,6 +2,7 @@
 //! whose event handler feeds the pure UI state machine, runs forward passes on a worker
 //! thread (the newest input wins) and redraws through the renderer.
 
+pub mod fallback;
 pub mod session;
 mod window;
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use image::RgbImage;
 
+use super::fallback::{Fallback, compute_with_fallback};
 use crate::annotations::{self, AnnotationStore};
 use crate::engine::{self, Capture, ComputeDevice, Engine, HostTensor, attribution};
 use crate::export::Method;
@@ -125,6 +126,8 @@ pub struct Session {
     pub gradients: Vec<GradientResult>,
     /// The user's filter marks, saved on every change.
     pub annotations: AnnotationStore,
+    /// Whether `engine` computes on a GPU (a failure there falls back to the CPU).
+    pub on_gpu: bool,
 }
 
 impl Session {
@@ -146,6 +149,7 @@ impl Session {
             result: None,
             gradients: Vec::new(),
             annotations,
+            on_gpu: device.is_gpu,
         }
     }
 
@@ -220,9 +224,23 @@ impl Session {
             || "coffee.png (embedded)".to_string(),
             |p| p.display().to_string(),
         );
-        let result = run_forward(&self.engine, &input, label)?;
+        let (result, fallback) = compute_with_fallback(&self.engine, self.on_gpu, |engine| {
+            run_forward(engine, &input, label.clone())
+        });
+        let result = result?;
         self.accept(result);
+        if let Some(f) = fallback {
+            self.switch_to(f);
+        }
         Ok(())
+    }
+
+    /// Computes on the CPU engine a failed GPU pass switched to, from now on.
+    pub fn switch_to(&mut self, fallback: Fallback) {
+        self.vm.device = fallback.device_label();
+        self.vm.notice = Some(fallback.notice());
+        self.engine = fallback.engine;
+        self.on_gpu = false;
     }
 
     /// Installs a finished forward pass.
@@ -261,8 +279,13 @@ impl Session {
             .as_ref()
             .map(|r| Arc::clone(&r.input))
             .context("no input has been run yet")?;
-        let g = compute_gradients(&self.engine, &input, layer, method)?;
-        self.accept_gradients(g);
+        let (g, fallback) = compute_with_fallback(&self.engine, self.on_gpu, |engine| {
+            compute_gradients(engine, &input, layer, method)
+        });
+        self.accept_gradients(g?);
+        if let Some(f) = fallback {
+            self.switch_to(f);
+        }
         Ok(())
     }
 

@@ -15,6 +15,7 @@ use winit::event_loop::{ActiveEventLoop, EventLoop, EventLoopProxy};
 use winit::keyboard::{Key as WinitKey, NamedKey};
 use winit::window::{Window, WindowId};
 
+use super::fallback::{Fallback, compute_with_fallback};
 use super::session::{
     ForwardResult, GradientResult, InputList, Session, compute_gradients, run_forward, upload_layer,
 };
@@ -31,6 +32,8 @@ use crate::ui::state::{ClickInfo, Key, ViewState};
 enum UserEvent {
     Forward(Result<ForwardResult, String>),
     Gradients(Result<GradientResult, String>),
+    /// A GPU pass failed; the worker computes on this CPU engine from now on.
+    SwitchedToCpu(Fallback),
 }
 
 /// Work for the compute thread.
@@ -52,35 +55,58 @@ struct Worker {
 }
 
 impl Worker {
-    fn spawn(engine: Arc<Engine>, spec: InputSpec, proxy: EventLoopProxy<UserEvent>) -> Self {
+    fn spawn(
+        engine: Arc<Engine>,
+        on_gpu: bool,
+        spec: InputSpec,
+        proxy: EventLoopProxy<UserEvent>,
+    ) -> Self {
         let (jobs, rx): (Sender<Job>, Receiver<Job>) = channel();
         std::thread::Builder::new()
             .name("convlens-compute".into())
             .spawn(move || {
+                let (mut engine, mut on_gpu) = (engine, on_gpu);
                 while let Ok(mut job) = rx.recv() {
                     while let Ok(newer) = rx.try_recv() {
                         job = newer;
                     }
-                    let event = match job {
-                        Job::Input(path) => UserEvent::Forward(
-                            crate::model::preprocess::load_input(&path, &spec)
-                                .map_err(anyhow::Error::from)
-                                .and_then(|input| {
-                                    run_forward(&engine, &input, path.display().to_string())
-                                })
-                                .map_err(|e| format!("{e:#}")),
-                        ),
+                    let (event, fallback) = match job {
+                        Job::Input(path) => {
+                            let (result, fallback) =
+                                compute_with_fallback(&engine, on_gpu, |engine| {
+                                    let input = crate::model::preprocess::load_input(&path, &spec)?;
+                                    run_forward(engine, &input, path.display().to_string())
+                                });
+                            (
+                                UserEvent::Forward(result.map_err(|e| format!("{e:#}"))),
+                                fallback,
+                            )
+                        }
                         Job::Gradients {
                             input,
                             layer,
                             method,
-                        } => UserEvent::Gradients(
-                            compute_gradients(&engine, &input, layer, method)
-                                .map_err(|e| format!("{e:#}")),
-                        ),
+                        } => {
+                            let (result, fallback) =
+                                compute_with_fallback(&engine, on_gpu, |engine| {
+                                    compute_gradients(engine, &input, layer, method)
+                                });
+                            (
+                                UserEvent::Gradients(result.map_err(|e| format!("{e:#}"))),
+                                fallback,
+                            )
+                        }
                     };
                     if proxy.send_event(event).is_err() {
                         break; // the window is gone
+                    }
+                    // After the result, so the notice about the switch is not cleared by it.
+                    if let Some(f) = fallback {
+                        engine = Arc::clone(&f.engine);
+                        on_gpu = false;
+                        if proxy.send_event(UserEvent::SwitchedToCpu(f)).is_err() {
+                            break;
+                        }
                     }
                 }
             })
@@ -144,6 +170,7 @@ pub fn run_window(model: LoadedModel, options: ViewerOptions) -> Result<()> {
     let selected = initial_layer(&session, options.layer.as_deref())?;
     let worker = Worker::spawn(
         Arc::clone(&session.engine),
+        session.on_gpu,
         session.model.spec.clone(),
         event_loop.create_proxy(),
     );
@@ -345,6 +372,7 @@ impl ApplicationHandler<UserEvent> for App {
                 self.session.accept_gradients(g);
                 self.needs_upload = true;
             }
+            UserEvent::SwitchedToCpu(fallback) => self.session.switch_to(fallback),
             UserEvent::Forward(Err(message)) | UserEvent::Gradients(Err(message)) => {
                 self.session.vm.notice = Some(message)
             }

@@ -28,9 +28,15 @@ pub struct ComputeDevice {
 pub fn select(choice: DeviceChoice) -> ComputeDevice {
     match choice {
         DeviceChoice::Cpu => cpu(),
-        DeviceChoice::Gpu => gpu(adapter_summary()
-            .map(|a| a.0)
-            .unwrap_or_else(|| "no adapter found".into())),
+        DeviceChoice::Gpu => match adapter_summary() {
+            Some((name, _)) => gpu(name),
+            None => {
+                eprintln!("warning: --device gpu: wgpu finds no adapter; computing on the CPU");
+                let mut d = cpu();
+                d.description = "cpu (burn flex) — no GPU adapter found".into();
+                d
+            }
+        },
         DeviceChoice::Auto => match adapter_summary() {
             Some((name, true)) => gpu(name),
             _ => cpu(),
