@@ -105,6 +105,10 @@ pub struct ViewArgs {
     /// see `convlens annotations path`).
     #[arg(long, value_name = "FILE.json")]
     pub annotations: Option<PathBuf>,
+    /// Open a data directory written by `convlens export` (or any program following its
+    /// format) instead of running a model.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["model", "input"])]
+    pub data: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -359,6 +363,7 @@ pub fn export(args: &ExportArgs) -> Result<()> {
         gradcam_class,
         raw: args.raw,
         scores: (&probs, &m.labels),
+        picture: input.picture.as_ref(),
     };
     let summary = export::export_methods(&engine, &acts, &req, || bar.inc(1))?;
     bar.finish_and_clear();
@@ -421,7 +426,10 @@ pub fn view(args: &ViewArgs) -> Result<()> {
         [m] => *m,
         _ => bail!("--method takes one of forward, gbp, deconvnet, backprop"),
     };
-    let model = args.model.load()?;
+    let source = match &args.data {
+        Some(dir) => crate::app::ViewSource::Data(Box::new(crate::datadir::DataDir::open(dir)?)),
+        None => crate::app::ViewSource::Model(args.model.load()?),
+    };
     let options = crate::app::ViewerOptions {
         input: args.input.clone(),
         layer: args.layer.clone(),
@@ -432,8 +440,8 @@ pub fn view(args: &ViewArgs) -> Result<()> {
         device: args.model.device,
     };
     match &args.screenshot {
-        Some(out) => crate::app::screenshot(model, &options, out),
-        None => crate::app::run_window(model, options),
+        Some(out) => crate::app::screenshot(source, &options, out),
+        None => crate::app::run_window(source, options),
     }
 }
 

@@ -20,6 +20,7 @@ pub mod annotations;
 pub mod app;
 pub mod atomic_file;
 pub mod cli;
+pub mod datadir;
 pub mod engine;
 pub mod export;
 pub mod model;

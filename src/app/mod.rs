@@ -40,10 +40,18 @@ pub struct ViewerOptions {
 /// resolves to a GPU and `ctx` is given (one device, one queue for burn and the renderer),
 /// else on the selected device; annotations opened.
 pub fn new_session(
-    model: crate::model::LoadedModel,
+    source: ViewSource,
     options: &ViewerOptions,
     ctx: Option<&GpuContext>,
 ) -> Session {
+    let model = match source {
+        ViewSource::Model(model) => model,
+        ViewSource::Data(data) => {
+            let mut session = Session::from_data(*data);
+            open_annotations(&mut session, options);
+            return session;
+        }
+    };
     let mut device = crate::engine::device::select(options.device);
     if device.is_gpu
         && let Some(ctx) = ctx
@@ -63,32 +71,39 @@ pub fn new_session(
         }
     }
     let mut session = Session::new(model, &device);
+    open_annotations(&mut session, options);
+    session
+}
+
+fn open_annotations(session: &mut Session, options: &ViewerOptions) {
     session.open_annotations(options.annotations.as_deref());
     if let Some(path) = session.annotations.path() {
         eprintln!("annotations: {}", path.display());
     }
-    session
+}
+
+/// What the viewer shows: a model it runs, or a data directory written earlier.
+pub enum ViewSource {
+    Model(crate::model::LoadedModel),
+    Data(Box<crate::datadir::DataDir>),
 }
 
 /// The layer selected at start: the named one, else the first conv layer, else layer 0.
 pub fn initial_layer(session: &Session, name: Option<&str>) -> Result<usize> {
-    let g = &session.model.graph;
+    let layers = &session.vm.layers;
     match name {
-        Some(n) => g
-            .node_index(n)
+        Some(n) => layers
+            .iter()
+            .position(|l| l.name == n)
             .with_context(|| format!("no layer named '{n}' (see `convlens info`)")),
-        None => Ok(g.nodes.iter().position(|n| n.op.is_conv()).unwrap_or(0)),
+        None => Ok(layers.iter().position(|l| l.is_conv).unwrap_or(0)),
     }
 }
 
 /// Renders one frame of the viewer offscreen and writes it to `out` (PNG).
-pub fn screenshot(
-    model: crate::model::LoadedModel,
-    options: &ViewerOptions,
-    out: &Path,
-) -> Result<()> {
+pub fn screenshot(source: ViewSource, options: &ViewerOptions, out: &Path) -> Result<()> {
     let ctx = GpuContext::headless().context("no wgpu adapter for offscreen rendering (install Mesa's mesa-vulkan-drivers for a software one)")?;
-    let session = &mut new_session(model, options, Some(&ctx));
+    let session = &mut new_session(source, options, Some(&ctx));
     let first = options
         .input
         .as_deref()
@@ -134,6 +149,7 @@ pub fn screenshot(
             }
         }
     }
+    session.ensure_layer(selected, state.method);
     let (picture, tiles) =
         session::upload_layer(&mut renderer, &ctx, session, selected, state.method)?;
     let scene = build_scene(&SceneInputs {

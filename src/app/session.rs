@@ -1,6 +1,6 @@
-//! A viewing session's data: the model, its engine, the latest forward pass read back per
-//! layer, and the step that puts the selected layer's maps (and the input picture) into the
-//! renderer's tile atlas.
+//! A viewing session's data: the model and its engine (or a data directory read from disk),
+//! the latest forward pass read back per layer, and the step that puts the selected layer's
+//! maps (and the input picture) into the renderer's tile atlas.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use image::RgbImage;
 
 use super::fallback::{Fallback, compute_with_fallback};
 use crate::annotations::{self, AnnotationStore};
+use crate::datadir::DataDir;
 use crate::engine::{self, Capture, ComputeDevice, Engine, HostTensor, attribution};
 use crate::export::Method;
 use crate::model::LoadedModel;
@@ -25,8 +26,8 @@ pub struct ForwardResult {
     pub probabilities: Vec<f32>,
     pub picture: Option<RgbImage>,
     pub label: String,
-    /// The input itself, for computing gradient images on demand.
-    pub input: Arc<InputTensor>,
+    /// The input itself, for computing gradient images on demand (None for a data directory).
+    pub input: Option<Arc<InputTensor>>,
     /// Per layer (by node index): channels whose map is constant on this input.
     pub constant_channels: Vec<Vec<usize>>,
 }
@@ -76,7 +77,7 @@ pub fn run_forward(engine: &Engine, input: &InputTensor, label: String) -> Resul
         probabilities,
         picture: input.picture.clone(),
         label,
-        input: Arc::new(input.clone()),
+        input: Some(Arc::new(input.clone())),
         constant_channels: constant,
     })
 }
@@ -118,8 +119,14 @@ const NO_MAPS_NOTICE: &str = "This model has no layers with per-channel maps [1,
 
 /// The model side of the viewer.
 pub struct Session {
-    pub model: LoadedModel,
-    pub engine: Arc<Engine>,
+    /// The model (None when results come from a data directory without one).
+    pub model: Option<LoadedModel>,
+    /// Its engine (None without a model).
+    pub engine: Option<Arc<Engine>>,
+    /// The data directory the results come from (`view --data DIR`).
+    pub data: Option<DataDir>,
+    /// Name and fingerprint that key the annotation file.
+    identity: (String, String),
     pub vm: ViewModel,
     pub result: Option<ForwardResult>,
     /// Gradient images computed for the current input, newest last.
@@ -141,10 +148,13 @@ impl Session {
         if vm.map_layers.is_empty() {
             vm.notice = Some(NO_MAPS_NOTICE.into());
         }
-        let annotations = AnnotationStore::in_memory(&model.graph.name, &model.graph.fingerprint);
+        let identity = (model.graph.name.clone(), model.graph.fingerprint.clone());
+        let annotations = AnnotationStore::in_memory(&identity.0, &identity.1);
         Self {
-            model,
-            engine,
+            model: Some(model),
+            engine: Some(engine),
+            data: None,
+            identity,
             vm,
             result: None,
             gradients: Vec::new(),
@@ -153,14 +163,90 @@ impl Session {
         }
     }
 
+    /// A session over a data directory: its layers, scores and input picture; tiles are read
+    /// per layer when shown ([`Session::ensure_layer`]).
+    pub fn from_data(data: DataDir) -> Self {
+        let mut vm = ViewModel::from_data(&data);
+        if vm.map_layers.is_empty() {
+            vm.notice = Some(NO_MAPS_NOTICE.into());
+        } else if !data.warnings.is_empty() {
+            vm.notice = Some(data.warnings.join("; "));
+        }
+        vm.probabilities = data.probabilities.clone();
+        vm.input_label = format!("data: {}", data.root.display());
+        let identity = (data.name.clone(), data.fingerprint.clone());
+        let annotations = AnnotationStore::in_memory(&identity.0, &identity.1);
+        let result = ForwardResult {
+            maps: vec![None; data.layers.len()],
+            probabilities: data.probabilities.clone(),
+            picture: data.picture.clone(),
+            label: vm.input_label.clone(),
+            input: None,
+            constant_channels: vec![Vec::new(); data.layers.len()],
+        };
+        Self {
+            model: None,
+            engine: None,
+            data: Some(data),
+            identity,
+            vm,
+            result: Some(result),
+            gradients: Vec::new(),
+            annotations,
+            on_gpu: false,
+        }
+    }
+
+    /// For a data directory: reads `layer`'s tiles under `method` if not read yet (a notice
+    /// says what was missing). Nothing to do for a model session.
+    pub fn ensure_layer(&mut self, layer: usize, method: Method) {
+        let Some(data) = &self.data else {
+            return;
+        };
+        let have = if method == Method::Forward {
+            self.result
+                .as_ref()
+                .and_then(|r| r.maps.get(layer))
+                .is_some_and(Option::is_some)
+        } else {
+            self.gradient(layer, method).is_some()
+        };
+        if have || data.layers.get(layer).and_then(|l| l.map_dims()).is_none() {
+            return;
+        }
+        match data.layer_images(layer, method) {
+            Ok(Some(images)) => {
+                self.vm.notice = (!images.problems.is_empty()).then(|| images.problems.join("; "));
+                if method == Method::Forward {
+                    if let Some(slot) = self.result.as_mut().and_then(|r| r.maps.get_mut(layer)) {
+                        *slot = Some(images.tensor);
+                    }
+                } else {
+                    self.accept_gradients(GradientResult {
+                        layer,
+                        method,
+                        images: images.tensor,
+                    });
+                }
+            }
+            Ok(None) => {
+                self.vm.notice = Some(format!(
+                    "this data directory has no {} images for this layer",
+                    method.dir_name()
+                ));
+            }
+            Err(e) => self.vm.notice = Some(e.to_string()),
+        }
+    }
+
     /// Opens the annotation file (`path`, else the model's default location). When it
     /// cannot be used, marks are kept for this session only and the notice says why.
     pub fn open_annotations(&mut self, path: Option<&Path>) {
-        let g = &self.model.graph;
+        let (name, fingerprint) = &self.identity;
         let opened = match path {
-            Some(p) => AnnotationStore::open(p, &g.name, &g.fingerprint),
-            None => annotations::default_path(&g.name, &g.fingerprint)
-                .and_then(|p| AnnotationStore::open(&p, &g.name, &g.fingerprint)),
+            Some(p) => AnnotationStore::open(p, name, fingerprint),
+            None => annotations::default_path(name, fingerprint)
+                .and_then(|p| AnnotationStore::open(&p, name, fingerprint)),
         };
         match opened {
             Ok(store) => self.annotations = store,
@@ -219,12 +305,19 @@ impl Session {
 
     /// Loads and runs one input file synchronously.
     pub fn run_file(&mut self, path: Option<&Path>) -> Result<()> {
-        let input = crate::model::default::input_or_default(path, &self.model.spec)?;
+        let (Some(model), Some(engine)) = (&self.model, &self.engine) else {
+            anyhow::ensure!(
+                path.is_none(),
+                "a data directory holds the results of one input; open the model to run others"
+            );
+            return Ok(());
+        };
+        let input = crate::model::default::input_or_default(path, &model.spec)?;
         let label = path.map_or_else(
             || "coffee.png (embedded)".to_string(),
             |p| p.display().to_string(),
         );
-        let (result, fallback) = compute_with_fallback(&self.engine, self.on_gpu, |engine| {
+        let (result, fallback) = compute_with_fallback(engine, self.on_gpu, |engine| {
             run_forward(engine, &input, label.clone())
         });
         let result = result?;
@@ -239,7 +332,7 @@ impl Session {
     pub fn switch_to(&mut self, fallback: Fallback) {
         self.vm.device = fallback.device_label();
         self.vm.notice = Some(fallback.notice());
-        self.engine = fallback.engine;
+        self.engine = Some(fallback.engine);
         self.on_gpu = false;
     }
 
@@ -271,15 +364,20 @@ impl Session {
 
     /// Computes the gradient images of `layer` synchronously (screenshots).
     pub fn ensure_gradients(&mut self, layer: usize, method: Method) -> Result<()> {
+        if self.data.is_some() {
+            self.ensure_layer(layer, method);
+            return Ok(());
+        }
         if method == Method::Forward || self.gradient(layer, method).is_some() {
             return Ok(());
         }
         let input = self
             .result
             .as_ref()
-            .map(|r| Arc::clone(&r.input))
+            .and_then(|r| r.input.clone())
             .context("no input has been run yet")?;
-        let (g, fallback) = compute_with_fallback(&self.engine, self.on_gpu, |engine| {
+        let engine = self.engine.as_ref().context("no model to compute with")?;
+        let (g, fallback) = compute_with_fallback(engine, self.on_gpu, |engine| {
             compute_gradients(engine, &input, layer, method)
         });
         self.accept_gradients(g?);
@@ -291,7 +389,11 @@ impl Session {
 
     /// Loads an input file (for the worker).
     pub fn load(&self, path: &Path) -> Result<InputTensor> {
-        Ok(load_input(path, &self.model.spec)?)
+        let model = self
+            .model
+            .as_ref()
+            .context("no model to prepare inputs for")?;
+        Ok(load_input(path, &model.spec)?)
     }
 }
 

@@ -19,10 +19,9 @@ use super::fallback::{Fallback, compute_with_fallback};
 use super::session::{
     ForwardResult, GradientResult, InputList, Session, compute_gradients, run_forward, upload_layer,
 };
-use super::{ViewerOptions, initial_layer, new_session};
+use super::{ViewSource, ViewerOptions, initial_layer, new_session};
 use crate::engine::Engine;
 use crate::export::Method;
-use crate::model::LoadedModel;
 use crate::model::preprocess::{InputSpec, InputTensor};
 use crate::render::{FrameCounter, GpuContext, Renderer, SurfaceTarget, TileHandle};
 use crate::ui::scene::{LayerTiles, SceneInputs, build_scene, model_shape};
@@ -129,7 +128,8 @@ struct Gfx {
 struct App {
     session: Session,
     inputs: Option<InputList>,
-    worker: Worker,
+    /// Computes new inputs and gradients (None for a data directory: nothing to compute).
+    worker: Option<Worker>,
     gfx: Option<Gfx>,
     state: ViewState,
     picture: Option<TileHandle>,
@@ -147,20 +147,21 @@ struct App {
 }
 
 /// Opens the viewer window and runs until it is closed.
-pub fn run_window(model: LoadedModel, options: ViewerOptions) -> Result<()> {
+pub fn run_window(source: ViewSource, options: ViewerOptions) -> Result<()> {
     let event_loop = EventLoop::<UserEvent>::with_user_event().build().context(
         "cannot start the window system (no display? use --screenshot for headless rendering)",
     )?;
     // With GPU compute, open the device first and give it to burn: the window's surface is
     // made on the same instance and device later.
-    let shared_ctx = if crate::engine::device::select(options.device).is_gpu {
+    let has_model = matches!(source, ViewSource::Model(_));
+    let shared_ctx = if has_model && crate::engine::device::select(options.device).is_gpu {
         GpuContext::for_display(Some(Box::new(event_loop.owned_display_handle())))
             .inspect_err(|e| eprintln!("warning: {e}"))
             .ok()
     } else {
         None
     };
-    let mut session = new_session(model, &options, shared_ctx.as_ref());
+    let mut session = new_session(source, &options, shared_ctx.as_ref());
     let inputs = options
         .input
         .as_deref()
@@ -168,12 +169,15 @@ pub fn run_window(model: LoadedModel, options: ViewerOptions) -> Result<()> {
         .transpose()?;
     session.run_file(inputs.as_ref().and_then(|l| l.current()))?;
     let selected = initial_layer(&session, options.layer.as_deref())?;
-    let worker = Worker::spawn(
-        Arc::clone(&session.engine),
-        session.on_gpu,
-        session.model.spec.clone(),
-        event_loop.create_proxy(),
-    );
+    let worker = match (&session.engine, &session.model) {
+        (Some(engine), Some(model)) => Some(Worker::spawn(
+            Arc::clone(engine),
+            session.on_gpu,
+            model.spec.clone(),
+            event_loop.create_proxy(),
+        )),
+        _ => None,
+    };
     let [w, h] = options.window_px;
     let mut app = App {
         session,
@@ -199,6 +203,19 @@ pub fn run_window(model: LoadedModel, options: ViewerOptions) -> Result<()> {
 }
 
 impl App {
+    /// Hands work to the compute worker; a data directory has none to do.
+    fn submit(&mut self, job: Job) {
+        match &self.worker {
+            Some(w) => w.submit(job),
+            None => {
+                self.session.vm.notice = Some(
+                    "a data directory holds the results of one input; open the model to run others"
+                        .into(),
+                )
+            }
+        }
+    }
+
     fn redraw(&self) {
         if let Some(g) = &self.gfx {
             g.window.request_redraw();
@@ -253,6 +270,8 @@ impl App {
             return Ok(());
         };
         if self.needs_upload {
+            self.session
+                .ensure_layer(self.state.selected, self.state.method);
             let (picture, tiles) = upload_layer(
                 &mut g.renderer,
                 &g.ctx,
@@ -304,7 +323,7 @@ impl App {
                     .map(PathBuf::from)
                 {
                     self.session.vm.notice = Some(format!("computing {}…", path.display()));
-                    self.worker.submit(Job::Input(path));
+                    self.submit(Job::Input(path));
                 }
                 None
             }
@@ -340,9 +359,9 @@ impl App {
         if method != Method::Forward
             && has_maps
             && self.session.gradient(layer, method).is_none()
-            && let Some(input) = self.session.result.as_ref().map(|r| Arc::clone(&r.input))
+            && let Some(input) = self.session.result.as_ref().and_then(|r| r.input.clone())
         {
-            self.worker.submit(Job::Gradients {
+            self.submit(Job::Gradients {
                 input,
                 layer,
                 method,
@@ -462,7 +481,7 @@ impl ApplicationHandler<UserEvent> for App {
                             if let Some(first) = list.current().map(PathBuf::from) {
                                 self.session.vm.notice =
                                     Some(format!("computing {}…", first.display()));
-                                self.worker.submit(Job::Input(first));
+                                self.submit(Job::Input(first));
                             }
                             self.inputs = Some(list);
                         }

@@ -42,6 +42,7 @@ pub fn architecture_json(graph: &Graph) -> Value {
         .collect();
     json!({
         "name": graph.name,
+        "fingerprint": graph.fingerprint,
         "input": graph.image_input().map(|i| json!({"name": i.name, "shape": i.shape})),
         "opset": graph.opset,
         "parameters": graph.parameter_count(),

@@ -1,7 +1,8 @@
 //! The data directory: the paper's files written from one forward pass —
 //! `architecture.json`, `forward/<stem>_<n>.png` (per-filter min-max grey, n from 1),
 //! `gbp/`, `deconvnet/`, `backprop/<stem>_<n>.png` (RGB gradient images, per-tile min-max),
-//! `gradcam/<stem>.png` (one Grad-CAM map per layer for the chosen class), `scores.json` and,
+//! `gradcam/<stem>.png` (one Grad-CAM map per layer for the chosen class), `input.png` (the
+//! input at model resolution), `scores.json` and,
 //! with `--raw`, `raw/<method>/<stem>.npy` (forward `[C,H,W]`, gradients `[C,3,H,W]`,
 //! Grad-CAM `[H,W]`, unnormalised). Every file is written to a temporary name and renamed into
 //! place, so a killed export never leaves a torn file.
@@ -186,6 +187,8 @@ pub struct ExportRequest<'a> {
     pub raw: bool,
     /// Class probabilities and their labels.
     pub scores: (&'a [f32], &'a [String]),
+    /// The input as the model saw it (after crop/resize), written as `input.png`.
+    pub picture: Option<&'a image::RgbImage>,
 }
 
 /// Counts of what an export wrote.
@@ -308,6 +311,9 @@ pub fn export_methods(
                 summary.npys += 1;
             }
         }
+    }
+    if let Some(p) = req.picture {
+        write_png_rgb(&out.join("input.png"), p.width(), p.height(), p.as_raw())?;
     }
     let (probs, labels) = req.scores;
     let scores = json!({"S": probs, "labels": labels});

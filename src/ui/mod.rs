@@ -43,6 +43,62 @@ pub struct PoolInfo {
 }
 
 impl PoolInfo {
+    /// From a layer's `params` as `architecture.json` writes them (data directories).
+    fn from_params(
+        type_name: &str,
+        params: &serde_json::Value,
+        input_shape: Option<&[usize]>,
+    ) -> Option<Self> {
+        let kind = match type_name {
+            "MaxPool" => "max",
+            "AvgPool" | "AveragePool" => "average",
+            _ => return None,
+        };
+        let pair = |k: &str| -> Option<[usize; 2]> {
+            let a = params.get(k)?.as_array()?;
+            Some([a.first()?.as_u64()? as usize, a.get(1)?.as_u64()? as usize])
+        };
+        let pads = params
+            .get("padding")
+            .and_then(|p| p.as_array())
+            .and_then(|a| {
+                let v: Option<Vec<usize>> =
+                    a.iter().map(|x| x.as_u64().map(|x| x as usize)).collect();
+                <[usize; 4]>::try_from(v?).ok()
+            });
+        let flag = |k: &str| params.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
+        let extra = match kind {
+            "max" if flag("ceil_mode") => "ceil mode (partial windows at the end count)".into(),
+            "max" => String::new(),
+            _ => format!(
+                "{}{}",
+                if flag("count_include_pad") {
+                    "padding counts in the mean"
+                } else {
+                    "padding excluded from the mean"
+                },
+                if flag("ceil_mode") { "; ceil mode" } else { "" }
+            ),
+        };
+        let kernel = pair("kernel_size")?;
+        // Sizes are drawn as grids of squares: keep them small and non-zero.
+        if kernel.iter().any(|&k| k == 0 || k > 64) {
+            return None;
+        }
+        Some(Self {
+            kind,
+            kernel,
+            strides: pair("stride").unwrap_or([1, 1]).map(|s| s.clamp(1, 64)),
+            pads: pads.unwrap_or([0; 4]).map(|p| p.min(64)),
+            dilations: pair("dilation").unwrap_or([1, 1]).map(|d| d.clamp(1, 64)),
+            extra,
+            input_chw: match input_shape {
+                Some([_, c, h, w]) => [*c, *h, *w],
+                _ => [0, 0, 0],
+            },
+        })
+    }
+
     fn of(graph: &Graph, node: &crate::model::Node) -> Option<Self> {
         use crate::model::Op;
         let (kind, window, extra) = match &node.op {
@@ -177,6 +233,66 @@ impl ViewModel {
                 Some([_, _, h, w]) => [*h, *w],
                 _ => [1, 1],
             },
+            notice: None,
+        }
+    }
+
+    /// The static part, from a data directory's `architecture.json` (no model, no compute).
+    pub fn from_data(data: &crate::datadir::DataDir) -> Self {
+        let index: HashMap<&str, usize> = data
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.name.as_str(), i))
+            .collect();
+        let layers: Vec<LayerInfo> = data
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let input_shape = l
+                    .inputs
+                    .first()
+                    .and_then(|n| index.get(n.as_str()))
+                    .and_then(|&p| data.layers.get(p))
+                    .map(|p| p.output_shape.clone())
+                    .or_else(|| (i == 0).then(|| vec![1, 3, data.input_hw[0], data.input_hw[1]]));
+                LayerInfo {
+                    name: l.name.clone(),
+                    type_name: l.type_name.clone(),
+                    output_shape: l.output_shape.clone(),
+                    producers: l
+                        .inputs
+                        .iter()
+                        .filter_map(|n| index.get(n.as_str()).copied())
+                        .filter(|&p| p < i)
+                        .collect(),
+                    params_text: params_text(&l.params),
+                    is_conv: matches!(l.type_name.as_str(), "Conv" | "ConvTranspose"),
+                    pool: PoolInfo::from_params(&l.type_name, &l.params, input_shape.as_deref()),
+                }
+            })
+            .collect();
+        let map_layers = layers
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.map_dims().is_some())
+            .map(|(i, _)| i)
+            .collect();
+        let labels = if data.labels.len() == data.probabilities.len() {
+            data.labels.clone()
+        } else {
+            crate::model::default::labels_for(data.probabilities.len())
+        };
+        Self {
+            model_name: data.name.clone(),
+            layers,
+            map_layers,
+            probabilities: Vec::new(),
+            labels,
+            input_label: String::new(),
+            device: "none (data directory)".into(),
+            input_hw: data.input_hw,
             notice: None,
         }
     }

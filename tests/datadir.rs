@@ -1,0 +1,237 @@
+//! `view --data DIR`: a data directory written by `convlens export` opens without the model
+//! and shows the same tiles; hostile or damaged directories (missing files, wrong sizes, a
+//! malformed architecture.json, symlinks pointing outside, file stems with path separators)
+//! give clear messages and never read outside the directory.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::fixture;
+use convlens::datadir::{DataDir, DataDirError};
+use convlens::export::Method;
+
+fn convlens(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_convlens"))
+        .args(args)
+        .env(
+            "CONVLENS_DATA_DIR",
+            std::env::temp_dir().join("convlens-datadir-test"),
+        )
+        .output()
+        .expect("binary runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Exports tiny_alexnet (forward + gbp, every map layer) into `dir`.
+fn export(dir: &Path) {
+    let out = convlens(&[
+        "export",
+        fixture("mixed/tiny_alexnet.onnx").to_str().unwrap(),
+        "--input",
+        fixture("../../assets/images/coffee.png").to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
+        "--methods",
+        "forward,gbp",
+        "--layers",
+        "all",
+        "--raw",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn an_export_opens_without_the_model_and_matches_its_arrays() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("exp");
+    export(&dir);
+    let data = DataDir::open(&dir).unwrap();
+    assert_eq!(data.name, "tiny_alexnet");
+    assert_eq!(data.layers.len(), 15);
+    assert_eq!(data.input_hw, [32, 32]);
+    assert_eq!(data.probabilities.len(), 10);
+    assert!(data.picture.is_some(), "input.png");
+    assert!(data.warnings.is_empty(), "{:?}", data.warnings);
+    // The model's fingerprint travels with the export, so annotations are shared.
+    let graph =
+        convlens::model::load_onnx_file(&fixture("mixed/tiny_alexnet.onnx"), &Default::default())
+            .unwrap();
+    assert_eq!(data.fingerprint, graph.fingerprint);
+
+    // conv1's forward tiles equal the exported raw maps after per-tile min-max (to 8 bits).
+    let images = data.layer_images(0, Method::Forward).unwrap().unwrap();
+    assert!(images.missing.is_empty() && images.problems.is_empty());
+    assert_eq!(images.tensor.shape, vec![1, 16, 16, 16]);
+    let raw = convlens::npy::read(&dir.join("raw/forward/conv1.npy")).unwrap();
+    for (k, (tile, map)) in images
+        .tensor
+        .data
+        .chunks(256)
+        .zip(raw.data.chunks(256))
+        .enumerate()
+    {
+        let want = convlens::viz::tiles::normalise_tile(map);
+        let worst = tile
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst <= 0.5 / 255.0 + 1e-6, "filter {k}: {worst}");
+    }
+    let gbp = data.layer_images(7, Method::Gbp).unwrap().unwrap();
+    assert_eq!(gbp.tensor.shape, vec![32, 3, 32, 32]);
+    assert!(
+        data.layer_images(7, Method::Deconvnet).unwrap().is_none(),
+        "not exported"
+    );
+
+    let shot = tmp.path().join("shot.png");
+    let out = convlens(&[
+        "view",
+        "--data",
+        dir.to_str().unwrap(),
+        "--layer",
+        "conv3",
+        "--method",
+        "gbp",
+        "--hover",
+        "2",
+        "--window-size",
+        "800x500",
+        "--screenshot",
+        shot.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("34 tiles"),
+        "32 tiles, the hover and the input: {}",
+        text(&out)
+    );
+}
+
+#[test]
+fn damaged_directories_get_clear_messages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("exp");
+    export(&dir);
+
+    // Missing and wrong-sized tiles are left black and counted; the rest still shows.
+    std::fs::remove_file(dir.join("forward/conv1_3.png")).unwrap();
+    std::fs::copy(
+        dir.join("forward/pool1_1.png"),
+        dir.join("forward/conv1_4.png"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("forward/conv1_5.png"), b"not a png").unwrap();
+    let data = DataDir::open(&dir).unwrap();
+    let images = data.layer_images(0, Method::Forward).unwrap().unwrap();
+    assert_eq!(images.missing, vec![2, 3, 4]);
+    let problems = images.problems.join("; ");
+    assert!(
+        problems.contains("1 of 16 forward tiles missing")
+            && problems.contains("not 16×16")
+            && problems.contains("unreadable"),
+        "{problems}"
+    );
+
+    // A tile that is a symlink to a file outside the directory is refused.
+    let secret = tmp.path().join("secret.png");
+    std::fs::copy(dir.join("forward/conv1_1.png"), &secret).unwrap();
+    std::fs::remove_file(dir.join("forward/conv1_1.png")).unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&secret, dir.join("forward/conv1_1.png")).unwrap();
+    #[cfg(unix)]
+    {
+        let images = data.layer_images(0, Method::Forward).unwrap().unwrap();
+        assert!(images.missing.contains(&0));
+        assert!(
+            images.problems.join(";").contains("outside the directory"),
+            "{:?}",
+            images.problems
+        );
+    }
+
+    // architecture.json itself pointing outside.
+    #[cfg(unix)]
+    {
+        let other = tmp.path().join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        std::os::unix::fs::symlink(
+            dir.join("architecture.json"),
+            other.join("architecture.json"),
+        )
+        .unwrap();
+        let e = DataDir::open(&other).unwrap_err();
+        assert!(matches!(e, DataDirError::Outside { .. }), "{e}");
+    }
+
+    // Malformed architecture.json: the CLI names the file and the problem.
+    let arch = dir.join("architecture.json");
+    let good = std::fs::read_to_string(&arch).unwrap();
+    for (bad, expected) in [
+        ("{".to_string(), "architecture.json is malformed"),
+        ("{\"layers\": 3}".to_string(), "no \"layers\" array"),
+        (
+            good.replacen(
+                "\"file_stem\": \"conv1\"",
+                "\"file_stem\": \"../../etc/passwd\"",
+                1,
+            ),
+            "not a plain file name",
+        ),
+        (
+            good.replacen("\"file_stem\": \"conv1\"", "\"file_stem\": \"a\\\\b\"", 1),
+            "not a plain file name",
+        ),
+        (
+            good.replacen(
+                "\"shape\": [\n      1,\n      3,\n      32,\n      32\n    ]",
+                "\"shape\": [1]",
+                1,
+            ),
+            "input.shape",
+        ),
+    ] {
+        std::fs::write(&arch, &bad).unwrap();
+        let out = convlens(&[
+            "view",
+            "--data",
+            dir.to_str().unwrap(),
+            "--screenshot",
+            tmp.path().join("x.png").to_str().unwrap(),
+        ]);
+        assert!(!out.status.success(), "accepted: {bad:.80}");
+        assert!(text(&out).contains(expected), "{expected}: {}", text(&out));
+        assert!(!text(&out).contains("panicked"), "{}", text(&out));
+    }
+    std::fs::write(&arch, &good).unwrap();
+
+    // A missing directory, and --data together with a model.
+    let out = convlens(&[
+        "view",
+        "--data",
+        "/nonexistent/dir",
+        "--screenshot",
+        "x.png",
+    ]);
+    assert!(
+        !out.status.success() && text(&out).contains("/nonexistent/dir"),
+        "{}",
+        text(&out)
+    );
+    let out = convlens(&["view", "model.onnx", "--data", dir.to_str().unwrap()]);
+    assert!(
+        !out.status.success() && text(&out).contains("cannot be used with"),
+        "{}",
+        text(&out)
+    );
+}
