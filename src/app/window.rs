@@ -142,6 +142,7 @@ struct App {
     /// Origin of click times (double-click detection).
     started: Instant,
     shift_held: bool,
+    ctrl_held: bool,
     /// The GPU context burn already computes on, waiting for the window's surface.
     shared_ctx: Option<GpuContext>,
 }
@@ -194,6 +195,7 @@ pub fn run_window(source: ViewSource, options: ViewerOptions) -> Result<()> {
         fatal: None,
         started: Instant::now(),
         shift_held: false,
+        ctrl_held: false,
         shared_ctx,
     };
     event_loop
@@ -303,7 +305,52 @@ impl App {
         Ok(())
     }
 
+    /// Typing into the layer search (`/`): characters narrow it and jump to the first match,
+    /// Tab jumps to the next match, Enter keeps the selection and closes it, Esc closes it.
+    fn on_search_key(&mut self, key: &WinitKey) {
+        let Some(query) = self.state.search.as_mut() else {
+            return;
+        };
+        let mut start = self.state.selected;
+        match key {
+            WinitKey::Named(NamedKey::Escape) => {
+                self.state.search = None;
+                self.redraw();
+                return;
+            }
+            WinitKey::Named(NamedKey::Enter) => {
+                self.state.search = None;
+                self.redraw();
+                return;
+            }
+            WinitKey::Named(NamedKey::Tab) => start = self.state.selected + 1,
+            WinitKey::Named(NamedKey::Backspace) => {
+                query.pop();
+            }
+            WinitKey::Named(NamedKey::Space) => query.push(' '),
+            WinitKey::Character(c) => query.push_str(c),
+            _ => return,
+        }
+        let query = query.clone();
+        let names = self.session.vm.layers.iter().map(|l| l.name.as_str());
+        if let Some(i) = crate::ui::state::find_layer(names, &query, start)
+            && self.state.jump_to(i)
+        {
+            self.view_changed();
+        }
+        self.redraw();
+    }
+
     fn on_key(&mut self, key: &WinitKey) {
+        if self.state.search.is_some() {
+            self.on_search_key(key);
+            return;
+        }
+        if matches!(key, WinitKey::Character(c) if c == "/") {
+            self.state.search = Some(String::new());
+            self.redraw();
+            return;
+        }
         let shape = model_shape(&self.session.vm, &self.state);
         let ui_key = match key {
             WinitKey::Named(NamedKey::ArrowDown) => Some(Key::NextLayer),
@@ -328,6 +375,9 @@ impl App {
                 None
             }
             WinitKey::Character(c) if c.eq_ignore_ascii_case("m") => Some(Key::CycleMethod),
+            WinitKey::Character(c) if c == "+" || c == "=" => Some(Key::ZoomIn),
+            WinitKey::Character(c) if c == "-" => Some(Key::ZoomOut),
+            WinitKey::Character(c) if c == "0" => Some(Key::ZoomReset),
             WinitKey::Character(c) if c.eq_ignore_ascii_case("b") => {
                 let n = self.session.accept_dead_suggestions(self.state.selected);
                 if n > 0 && self.session.vm.notice.is_none() {
@@ -450,6 +500,7 @@ impl ApplicationHandler<UserEvent> for App {
             }
             WindowEvent::ModifiersChanged(modifiers) => {
                 self.shift_held = modifiers.state().shift_key();
+                self.ctrl_held = modifiers.state().control_key();
             }
             WindowEvent::MouseWheel { delta, .. } => {
                 let dy = match delta {
@@ -457,12 +508,20 @@ impl ApplicationHandler<UserEvent> for App {
                     MouseScrollDelta::PixelDelta(p) => -p.y as f32,
                 };
                 if let Some(p) = self.cursor {
-                    self.state.on_scroll(&shape, p, dy);
+                    if self.ctrl_held {
+                        // Ctrl+wheel zooms the tiles (wheel up = larger).
+                        let zoom = self.state.tile_zoom * 1.1f32.powf(-dy / 60.0);
+                        self.state.zoom_tiles(&shape, zoom);
+                    } else {
+                        self.state.on_scroll(&shape, p, dy);
+                    }
                     self.redraw();
                 }
             }
             WindowEvent::KeyboardInput { event, .. } if event.state == ElementState::Pressed => {
-                if event.logical_key == WinitKey::Named(NamedKey::Escape) {
+                if event.logical_key == WinitKey::Named(NamedKey::Escape)
+                    && self.state.search.is_none()
+                {
                     event_loop.exit();
                 } else {
                     self.on_key(&event.logical_key);

@@ -131,6 +131,31 @@ impl TileGrid {
         }
     }
 
+    /// [`TileGrid::new`] scaled by `zoom` (1 = fit the area).
+    pub fn zoomed(area: &Rect, count: usize, map_hw: [usize; 2], min_px: f32, zoom: f32) -> Self {
+        let fitted = Self::new(area, count, map_hw, min_px);
+        if (zoom - 1.0).abs() < 1e-3 {
+            return fitted;
+        }
+        fitted.rescaled(area, zoom)
+    }
+
+    /// The same tiles `factor` times as wide (between 8 px and the area's width), columns
+    /// reflowed to the area.
+    pub fn rescaled(&self, area: &Rect, factor: f32) -> Self {
+        let aspect = self.tile_px[1] / self.tile_px[0].max(1e-3);
+        let max_w = (area.w - 2.0 * TILE_GAP_PX).max(8.0);
+        let tile_w = (self.tile_px[0] * factor).clamp(8.0, max_w);
+        let cols = ((area.w + TILE_GAP_PX) / (tile_w + TILE_GAP_PX))
+            .floor()
+            .max(1.0) as usize;
+        Self {
+            cols,
+            tile_px: [tile_w, tile_w * aspect],
+            ..*self
+        }
+    }
+
     pub fn rows(&self) -> usize {
         self.count.div_ceil(self.cols.max(1))
     }
@@ -264,6 +289,24 @@ mod tests {
             vis.start == 0 && vis.end < 1000 && vis.end >= many.cols,
             "{vis:?}"
         );
+    }
+
+    #[test]
+    fn zoom_scales_tiles_and_reflows_columns() {
+        let area = Rect::new(0.0, 0.0, 800.0, 600.0);
+        let fit = TileGrid::new(&area, 256, [13, 13], 24.0);
+        assert_eq!(TileGrid::zoomed(&area, 256, [13, 13], 24.0, 1.0), fit);
+        let big = TileGrid::zoomed(&area, 256, [13, 13], 24.0, 2.0);
+        assert_eq!(big.tile_px[0], fit.tile_px[0] * 2.0);
+        assert!(big.cols < fit.cols && big.height() > fit.height());
+        let small = TileGrid::zoomed(&area, 256, [13, 13], 24.0, 0.01);
+        assert_eq!(small.tile_px[0], 8.0, "never below 8 px");
+        let huge = TileGrid::zoomed(&area, 256, [13, 13], 24.0, 1e6);
+        assert_eq!(huge.cols, 1);
+        assert!(huge.tile_px[0] <= area.w);
+        // Hit testing still agrees with the rectangles.
+        let r = big.tile_rect(big.cols + 1, 0.0);
+        assert_eq!(big.tile_at(r.center(), 0.0), Some(big.cols + 1));
     }
 
     #[test]

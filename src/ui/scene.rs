@@ -81,7 +81,13 @@ pub fn selected_grid(vm: &ViewModel, state: &ViewState) -> Option<TileGrid> {
     } else {
         vm.input_hw
     };
-    Some(TileGrid::new(&state.tile_area(), c, hw, MIN_TILE_PX))
+    Some(TileGrid::zoomed(
+        &state.tile_area(),
+        c,
+        hw,
+        MIN_TILE_PX,
+        state.tile_zoom,
+    ))
 }
 
 /// What the interaction state machine needs to know about the model and the current view.
@@ -302,6 +308,33 @@ fn architecture(inp: &SceneInputs, scene: &mut Scene) {
         }
     }
     scene.overlay.extend(nodes);
+    if let Some(query) = &state.search {
+        let matches = vm
+            .layers
+            .iter()
+            .filter(|l| {
+                !query.trim().is_empty()
+                    && l.name.to_lowercase().contains(&query.trim().to_lowercase())
+            })
+            .count();
+        let box_r = [arch.x + arch.w * 0.35, arch.y + 6.0, arch.w * 0.4, 24.0];
+        scene
+            .overlay
+            .push(ShapeInstance::fill_rect(box_r, BG).rounded(4.0));
+        scene
+            .overlay
+            .push(ShapeInstance::outline_rect(box_r, 1.5, ACCENT).rounded(4.0));
+        scene.text.push(
+            TextItem::new(
+                format!("/ {query}▏  {matches} matches · Tab next · Enter done"),
+                [box_r[0] + 8.0, box_r[1] + 12.0],
+                12.5,
+                TEXT,
+            )
+            .anchored([0.0, 0.5])
+            .clipped(box_r),
+        );
+    }
     if let Hover::Node(i) = state.hover
         && let Some(layer) = vm.layers.get(i)
     {

@@ -57,6 +57,10 @@ pub struct ViewState {
     pub method: Method,
     pub show_frame_time: bool,
     pub window_px: [f32; 2],
+    /// Tile size relative to the fitted grid (1 = all tiles fit the canvas when they can).
+    pub tile_zoom: f32,
+    /// The layer search being typed (`/`), if any.
+    pub search: Option<String>,
     /// The last click on a tile: `(layer, tile, time_s)`, to tell a double-click.
     last_tile_click: Option<(usize, usize, f64)>,
 }
@@ -88,7 +92,16 @@ pub enum Key {
     ToggleFrameTime,
     /// Next visualisation method.
     CycleMethod,
+    /// Larger tiles.
+    ZoomIn,
+    /// Smaller tiles.
+    ZoomOut,
+    /// Tiles fitted to the canvas again.
+    ZoomReset,
 }
+
+/// Zoom range of the tile grid.
+pub const TILE_ZOOM_RANGE: (f32, f32) = (0.25, 16.0);
 
 impl ViewState {
     /// A fresh state with `selected` chosen and scrolled into view.
@@ -102,6 +115,8 @@ impl ViewState {
             method: Method::Forward,
             show_frame_time: false,
             window_px,
+            tile_zoom: 1.0,
+            search: None,
             last_tile_click: None,
         };
         s.scroll_arch_to(selected);
@@ -266,6 +281,15 @@ impl ViewState {
                 self.show_frame_time = !self.show_frame_time;
                 false
             }
+            Key::ZoomIn | Key::ZoomOut | Key::ZoomReset => {
+                let zoom = match key {
+                    Key::ZoomIn => self.tile_zoom * 1.25,
+                    Key::ZoomOut => self.tile_zoom / 1.25,
+                    _ => 1.0,
+                };
+                self.zoom_tiles(model, zoom);
+                false
+            }
             Key::CycleMethod => {
                 let i = Method::ALL
                     .iter()
@@ -275,6 +299,29 @@ impl ViewState {
                 true
             }
         }
+    }
+
+    /// Sets the tile zoom (clamped), keeping the same fraction of the grid scrolled past.
+    pub fn zoom_tiles(&mut self, model: &ModelShape, zoom: f32) {
+        let zoom = zoom.clamp(TILE_ZOOM_RANGE.0, TILE_ZOOM_RANGE.1);
+        if let Some(old) = model.grid {
+            let fraction = self.details_scroll_px / old.height().max(1.0);
+            let new = old.rescaled(&self.tile_area(), zoom / self.tile_zoom);
+            self.details_scroll_px =
+                clamp_scroll(fraction * new.height(), new.height(), self.tile_area().h);
+        }
+        self.tile_zoom = zoom;
+    }
+
+    /// Selects layer `i` and scrolls the architecture to it (search results, jumps).
+    /// Returns whether the selection changed.
+    pub fn jump_to(&mut self, i: usize) -> bool {
+        if i == self.selected {
+            return false;
+        }
+        self.select(i);
+        self.scroll_arch_to(i);
+        true
     }
 
     /// Scrolls the architecture canvas so node `i` is visible.
@@ -291,6 +338,29 @@ impl ViewState {
     pub fn on_resize(&mut self, window_px: [f32; 2]) {
         self.window_px = window_px;
     }
+}
+
+/// The first layer at or after `start` (wrapping around) whose name contains `query`,
+/// ignoring case; `None` for an empty query or no match.
+pub fn find_layer<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    query: &str,
+    start: usize,
+) -> Option<usize> {
+    let query = query.trim().to_lowercase();
+    if query.is_empty() {
+        return None;
+    }
+    let hits: Vec<usize> = names
+        .into_iter()
+        .enumerate()
+        .filter(|(_, n)| n.to_lowercase().contains(&query))
+        .map(|(i, _)| i)
+        .collect();
+    hits.iter()
+        .copied()
+        .find(|&i| i >= start)
+        .or_else(|| hits.first().copied())
 }
 
 #[cfg(test)]
@@ -453,6 +523,50 @@ mod tests {
         s.on_scroll(&m, p, -10.0);
         s.on_scroll(&m, p, -1e9);
         assert_eq!(s.arch_scroll_px, 0.0);
+    }
+
+    #[test]
+    fn zoom_keys_scale_tiles_and_keep_the_scroll_position() {
+        let mut s = ViewState::new(0, [1400.0, 900.0]);
+        let grid = TileGrid::new(&s.tile_area(), 2000, [7, 7], 24.0);
+        let m = model(Some(&grid), &[0]);
+        s.details_scroll_px = grid.height() / 2.0;
+        s.on_key(&m, Key::ZoomIn);
+        assert_eq!(s.tile_zoom, 1.25);
+        let zoomed = grid.rescaled(&s.tile_area(), 1.25);
+        let fraction = s.details_scroll_px / zoomed.height();
+        assert!((fraction - 0.5).abs() < 0.01, "{fraction}");
+        for _ in 0..100 {
+            s.on_key(&m, Key::ZoomIn);
+        }
+        assert_eq!(s.tile_zoom, TILE_ZOOM_RANGE.1);
+        s.on_key(&m, Key::ZoomReset);
+        assert_eq!(s.tile_zoom, 1.0);
+    }
+
+    #[test]
+    fn search_finds_layers_by_name_and_wraps() {
+        let names = [
+            "stem.conv",
+            "block1.conv1",
+            "block1.add",
+            "block2.conv",
+            "fc",
+        ];
+        assert_eq!(find_layer(names, "CONV", 0), Some(0));
+        assert_eq!(find_layer(names, "conv", 1), Some(1));
+        assert_eq!(find_layer(names, "conv", 4), Some(0), "wraps around");
+        assert_eq!(find_layer(names, "add", 0), Some(2));
+        assert_eq!(find_layer(names, "nope", 0), None);
+        assert_eq!(find_layer(names, "  ", 0), None);
+        let mut s = ViewState::new(0, [1400.0, 900.0]);
+        assert!(s.jump_to(93));
+        assert!(!s.jump_to(93));
+        let r = arch_node_rect(&s.canvases().arch, 93);
+        assert!(
+            r.y - s.arch_scroll_px >= s.canvases().arch.y,
+            "scrolled to the found layer"
+        );
     }
 
     #[test]
