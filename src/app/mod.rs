@@ -150,8 +150,18 @@ pub fn screenshot(source: ViewSource, options: &ViewerOptions, out: &Path) -> Re
         }
     }
     session.ensure_layer(selected, state.method);
+    let cam_class = crate::ui::charts::hovered_class(&session.vm, &state);
+    if let Some(class) = cam_class {
+        session.ensure_cam(class)?;
+    }
     let (picture, tiles) =
         session::upload_layer(&mut renderer, &ctx, session, selected, state.method)?;
+    let cam = match cam_class.and_then(|c| session.cam_picture(c)) {
+        Some((img, caption)) => {
+            Some((session::upload_picture(&mut renderer, &ctx, &img)?, caption))
+        }
+        None => None,
+    };
     let scene = build_scene(&SceneInputs {
         vm: &session.vm,
         state: &state,
@@ -160,6 +170,7 @@ pub fn screenshot(source: ViewSource, options: &ViewerOptions, out: &Path) -> Re
         frame_ms: None,
         annotations: &session.annotations.annotations,
         suggested_bad: &session.suggested_bad(selected),
+        cam: cam.as_ref().map(|(h, c)| (*h, c.as_str())),
     });
     let image = renderer.render_to_image(&ctx, &scene, w, h)?;
     image

@@ -39,6 +39,28 @@ pub struct GradientResult {
     pub images: HostTensor,
 }
 
+/// The Grad-CAM map of one class at the last layer with feature maps: `[H, W]`.
+pub struct CamResult {
+    pub class: usize,
+    pub layer: usize,
+    pub cam: HostTensor,
+}
+
+/// Grad-CAM of `class` at the graph's last layer with spatial per-channel maps (H·W > 1; one
+/// forward pass keeping every layer, one reverse pass from the class score).
+pub fn compute_cam(engine: &Engine, input: &InputTensor, class: usize) -> Result<CamResult> {
+    let layer = engine
+        .graph()
+        .feature_map_layers()
+        .filter(|(_, n)| n.feature_map_dims().is_some_and(|(_, h, w)| h * w > 1))
+        .map(|(i, _)| i)
+        .last()
+        .context("the model has no layer with spatial feature maps for Grad-CAM")?;
+    let acts = engine.forward(input, &Capture::All)?;
+    let cam = crate::engine::gradcam::grad_cam(engine, &acts, layer, class)?;
+    Ok(CamResult { class, layer, cam })
+}
+
 /// Runs one forward pass keeping every layer, then the batched reverse passes for `layer`.
 pub fn compute_gradients(
     engine: &Engine,
@@ -135,6 +157,8 @@ pub struct Session {
     pub annotations: AnnotationStore,
     /// Whether `engine` computes on a GPU (a failure there falls back to the CPU).
     pub on_gpu: bool,
+    /// Grad-CAM maps of classes computed for the current input.
+    pub cams: Vec<CamResult>,
 }
 
 impl Session {
@@ -160,6 +184,7 @@ impl Session {
             gradients: Vec::new(),
             annotations,
             on_gpu: device.is_gpu,
+            cams: Vec::new(),
         }
     }
 
@@ -194,6 +219,7 @@ impl Session {
             gradients: Vec::new(),
             annotations,
             on_gpu: false,
+            cams: Vec::new(),
         }
     }
 
@@ -343,6 +369,7 @@ impl Session {
         self.vm.notice = self.vm.map_layers.is_empty().then(|| NO_MAPS_NOTICE.into());
         self.result = Some(result);
         self.gradients.clear();
+        self.cams.clear();
     }
 
     /// Keeps gradient images for the current input (at most a few layers' worth).
@@ -387,6 +414,56 @@ impl Session {
         Ok(())
     }
 
+    /// The Grad-CAM map of `class` for the current input, if computed.
+    pub fn cam(&self, class: usize) -> Option<&CamResult> {
+        self.cams.iter().find(|c| c.class == class)
+    }
+
+    /// Keeps a Grad-CAM map (the last few classes).
+    pub fn accept_cam(&mut self, cam: CamResult) {
+        self.cams.retain(|c| c.class != cam.class);
+        self.cams.push(cam);
+        if self.cams.len() > 16 {
+            self.cams.remove(0);
+        }
+    }
+
+    /// Computes the Grad-CAM map of `class` synchronously (screenshots). Nothing to do
+    /// without a model.
+    pub fn ensure_cam(&mut self, class: usize) -> Result<()> {
+        let (Some(engine), Some(input)) = (
+            &self.engine,
+            self.result.as_ref().and_then(|r| r.input.clone()),
+        ) else {
+            return Ok(());
+        };
+        if self.cam(class).is_some() {
+            return Ok(());
+        }
+        let (cam, fallback) = compute_with_fallback(engine, self.on_gpu, |engine| {
+            compute_cam(engine, &input, class)
+        });
+        self.accept_cam(cam?);
+        if let Some(f) = fallback {
+            self.switch_to(f);
+        }
+        Ok(())
+    }
+
+    /// The input picture with the Grad-CAM map of `class` over it, and a caption.
+    pub fn cam_picture(&self, class: usize) -> Option<(RgbImage, String)> {
+        let cam = self.cam(class)?;
+        let picture = self.result.as_ref()?.picture.as_ref()?;
+        let hw = match cam.cam.shape.as_slice() {
+            [h, w] => [*h, *w],
+            _ => return None,
+        };
+        Some((
+            crate::viz::overlay::heat_over(picture, &cam.cam.data, hw, 0.45),
+            format!("Grad-CAM of {}", self.vm.label(class)),
+        ))
+    }
+
     /// Loads an input file (for the worker).
     pub fn load(&self, path: &Path) -> Result<InputTensor> {
         let model = self
@@ -395,6 +472,19 @@ impl Session {
             .context("no model to prepare inputs for")?;
         Ok(load_input(path, &model.spec)?)
     }
+}
+
+/// Uploads an 8-bit picture (e.g. a Grad-CAM overlay) into the atlas.
+pub fn upload_picture(
+    renderer: &mut Renderer,
+    ctx: &GpuContext,
+    picture: &RgbImage,
+) -> Result<TileHandle> {
+    Ok(renderer.atlas.upload_rgba8(
+        &ctx.device,
+        &ctx.queue,
+        &image::DynamicImage::ImageRgb8(picture.clone()).to_rgba8(),
+    )?)
 }
 
 /// Clears the atlas and uploads the input picture and every channel of `layer` as `method`

@@ -17,7 +17,8 @@ use winit::window::{Window, WindowId};
 
 use super::fallback::{Fallback, compute_with_fallback};
 use super::session::{
-    ForwardResult, GradientResult, InputList, Session, compute_gradients, run_forward, upload_layer,
+    CamResult, ForwardResult, GradientResult, InputList, Session, compute_cam, compute_gradients,
+    run_forward, upload_layer, upload_picture,
 };
 use super::{ViewSource, ViewerOptions, initial_layer, new_session};
 use crate::engine::Engine;
@@ -33,12 +34,18 @@ enum UserEvent {
     Gradients(Result<GradientResult, String>),
     /// A GPU pass failed; the worker computes on this CPU engine from now on.
     SwitchedToCpu(Fallback),
+    Cam(Result<CamResult, String>),
 }
 
 /// Work for the compute thread.
 enum Job {
     /// Load and run an input file.
     Input(PathBuf),
+    /// The Grad-CAM map of a class for an input.
+    Cam {
+        input: Arc<InputTensor>,
+        class: usize,
+    },
     /// Gradient images of every filter of a layer for an input.
     Gradients {
         input: Arc<InputTensor>,
@@ -78,6 +85,16 @@ impl Worker {
                                 });
                             (
                                 UserEvent::Forward(result.map_err(|e| format!("{e:#}"))),
+                                fallback,
+                            )
+                        }
+                        Job::Cam { input, class } => {
+                            let (result, fallback) =
+                                compute_with_fallback(&engine, on_gpu, |engine| {
+                                    compute_cam(engine, &input, class)
+                                });
+                            (
+                                UserEvent::Cam(result.map_err(|e| format!("{e:#}"))),
                                 fallback,
                             )
                         }
@@ -134,6 +151,8 @@ struct App {
     state: ViewState,
     picture: Option<TileHandle>,
     tiles: Option<LayerTiles>,
+    /// The hovered class's Grad-CAM over the input, in the atlas, with its caption.
+    cam: Option<(TileHandle, String)>,
     needs_upload: bool,
     cursor: Option<[f32; 2]>,
     frames: FrameCounter,
@@ -188,6 +207,7 @@ pub fn run_window(source: ViewSource, options: ViewerOptions) -> Result<()> {
         state: ViewState::new(selected, [w as f32, h as f32]),
         picture: None,
         tiles: None,
+        cam: None,
         needs_upload: true,
         cursor: None,
         frames: FrameCounter::new(60),
@@ -283,6 +303,14 @@ impl App {
             )?;
             self.picture = picture;
             self.tiles = tiles;
+            self.cam = match crate::ui::charts::hovered_class(&self.session.vm, &self.state)
+                .and_then(|c| self.session.cam_picture(c))
+            {
+                Some((img, caption)) => {
+                    Some((upload_picture(&mut g.renderer, &g.ctx, &img)?, caption))
+                }
+                None => None,
+            };
             self.needs_upload = false;
         }
         self.frames.tick(Instant::now());
@@ -294,6 +322,7 @@ impl App {
             frame_ms: self.frames.mean_ms(),
             annotations: &self.session.annotations.annotations,
             suggested_bad: &self.session.suggested_bad(self.state.selected),
+            cam: self.cam.as_ref().map(|(h, c)| (*h, c.as_str())),
         });
         if g.renderer
             .draw_to_surface(&g.ctx, &mut g.surface, &scene)?
@@ -395,6 +424,25 @@ impl App {
         self.redraw();
     }
 
+    /// The pointer moved onto or off a class bar: show that class's Grad-CAM over the input
+    /// (computed on the worker when missing) or the plain input again.
+    fn hover_changed(&mut self) {
+        let class = crate::ui::charts::hovered_class(&self.session.vm, &self.state);
+        match class {
+            Some(class) => {
+                if self.session.cam(class).is_none()
+                    && let Some(input) = self.session.result.as_ref().and_then(|r| r.input.clone())
+                    && self.worker.is_some()
+                {
+                    self.submit(Job::Cam { input, class });
+                }
+                self.needs_upload = true;
+            }
+            None if self.cam.is_some() => self.needs_upload = true,
+            None => {}
+        }
+    }
+
     /// The selected layer or method changed: re-upload, and ask for gradients if missing.
     fn view_changed(&mut self) {
         self.needs_upload = true;
@@ -441,10 +489,14 @@ impl ApplicationHandler<UserEvent> for App {
                 self.session.accept_gradients(g);
                 self.needs_upload = true;
             }
-            UserEvent::SwitchedToCpu(fallback) => self.session.switch_to(fallback),
-            UserEvent::Forward(Err(message)) | UserEvent::Gradients(Err(message)) => {
-                self.session.vm.notice = Some(message)
+            UserEvent::Cam(Ok(cam)) => {
+                self.session.accept_cam(cam);
+                self.needs_upload = true;
             }
+            UserEvent::SwitchedToCpu(fallback) => self.session.switch_to(fallback),
+            UserEvent::Forward(Err(message))
+            | UserEvent::Gradients(Err(message))
+            | UserEvent::Cam(Err(message)) => self.session.vm.notice = Some(message),
         }
         self.redraw();
     }
@@ -469,6 +521,7 @@ impl ApplicationHandler<UserEvent> for App {
                 let before = self.state.hover;
                 self.state.on_cursor(&shape, p);
                 if self.state.hover != before {
+                    self.hover_changed();
                     self.redraw();
                 }
             }

@@ -114,6 +114,15 @@ fn output_rows(area: &Rect, n: usize) -> Vec<(Rect, Rect)> {
         .collect()
 }
 
+/// The class under the pointer in the selected layer's chart, if any.
+pub fn hovered_class(vm: &ViewModel, state: &ViewState) -> Option<usize> {
+    let Hover::Bar(i) = state.hover else {
+        return None;
+    };
+    let chart = chart_of(vm, state.selected)?;
+    chart_classes(vm, chart).get(i).map(|c| c.0)
+}
+
 /// Hover targets of the selected layer's chart, in the order of [`chart_classes`].
 pub fn chart_bars(vm: &ViewModel, state: &ViewState) -> Vec<Rect> {
     let Some(chart) = chart_of(vm, state.selected) else {
@@ -230,7 +239,7 @@ pub fn draw_chart(vm: &ViewModel, state: &ViewState, chart: Chart, scene: &mut S
         }
         Chart::Output => {
             scene.text.push(TextItem::new(
-                "Output: the 10 most probable classes (hover for details)",
+                "Output: the 10 most probable classes · hover one for its Grad-CAM over the input",
                 [area.x + 12.0, area.y + 4.0],
                 13.0,
                 DIM,
@@ -269,19 +278,23 @@ pub fn draw_chart(vm: &ViewModel, state: &ViewState, chart: Chart, scene: &mut S
                     .anchored([0.0, 0.5]),
                 );
                 if hovered == Some(i) {
-                    tooltip(
-                        format!("class {class} · p = {:.3}%", p * 100.0),
-                        [track.right() + 64.0, track.center()[1] - 8.0],
-                        scene,
-                    );
+                    let text = format!("class {class} · p = {:.3}%", p * 100.0);
+                    let w = tooltip_width(&text);
+                    // Inside the track's right end: over shapes only, never over other text.
+                    let x = (track.right() - w - 4.0).max(track.x);
+                    tooltip(text, [x, track.center()[1] - 12.0], scene);
                 }
             }
         }
     }
 }
 
+fn tooltip_width(text: &str) -> f32 {
+    7.0 * text.chars().count() as f32 + 16.0
+}
+
 fn tooltip(text: String, pos: [f32; 2], scene: &mut Scene) {
-    let w = 7.0 * text.chars().count() as f32 + 16.0;
+    let w = tooltip_width(&text);
     scene.overlay.push(
         ShapeInstance::fill_rect([pos[0], pos[1], w, 24.0], [0.05, 0.05, 0.06, 0.95]).rounded(4.0),
     );

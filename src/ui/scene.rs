@@ -66,6 +66,8 @@ pub struct SceneInputs<'a> {
     pub annotations: &'a Annotations,
     /// Unmarked filters of the selected layer suggested bad (constant on this input).
     pub suggested_bad: &'a [usize],
+    /// The input with the hovered class's Grad-CAM over it, and its caption.
+    pub cam: Option<(TileHandle, &'a str)>,
 }
 
 /// The tile grid of the selected layer (also used for hit testing).
@@ -581,16 +583,21 @@ fn side(inp: &SceneInputs, scene: &mut Scene) {
         .text
         .push(TextItem::new("Input", [s.x + margin, y], 14.0, TEXT));
     y += 22.0;
-    if let Some(pic) = inp.picture {
+    // With a class hovered in a chart, its Grad-CAM over the input takes the input's place.
+    let (pic, caption, colour) = match inp.cam {
+        Some((cam, caption)) => (Some(cam), caption.to_string(), ACCENT),
+        None => (inp.picture, vm.input_label.clone(), DIM),
+    };
+    if let Some(pic) = pic {
         let h = pic_w * pic.size_px[1] as f32 / pic.size_px[0].max(1) as f32;
         scene
             .tiles
             .push(TileInstance::picture([s.x + margin, y, pic_w, h], pic));
         y += h + 6.0;
     }
-    scene.text.push(
-        TextItem::new(vm.input_label.clone(), [s.x + margin, y], 11.0, DIM).with_max_width(w),
-    );
+    scene
+        .text
+        .push(TextItem::new(caption, [s.x + margin, y], 11.0, colour).with_max_width(w));
     y += 24.0;
     if let Some(layer) = vm.layers.get(state.selected) {
         scene.text.push(
