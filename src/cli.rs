@@ -105,6 +105,9 @@ pub struct ViewArgs {
     /// see `convlens annotations path`).
     #[arg(long, value_name = "FILE.json")]
     pub annotations: Option<PathBuf>,
+    /// Show the tiles sorted by filter rank (mean activation on the input, highest first).
+    #[arg(long)]
+    pub sort_by_rank: bool,
     /// Open a data directory written by `convlens export` (or any program following its
     /// format) instead of running a model.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["model", "input"])]
@@ -438,6 +441,7 @@ pub fn view(args: &ViewArgs) -> Result<()> {
         window_px: [args.window_size[0] as u32, args.window_size[1] as u32],
         annotations: args.annotations.clone(),
         device: args.model.device,
+        sort_by_rank: args.sort_by_rank,
     };
     match &args.screenshot {
         Some(out) => crate::app::screenshot(source, &options, out),

@@ -34,6 +34,8 @@ pub struct ViewerOptions {
     pub annotations: Option<PathBuf>,
     /// Where forward and backward passes run.
     pub device: DeviceChoice,
+    /// Show the tiles in filter-rank order at start.
+    pub sort_by_rank: bool,
 }
 
 /// The session for a viewer: compute on the renderer's own wgpu device when the choice
@@ -115,6 +117,7 @@ pub fn screenshot(source: ViewSource, options: &ViewerOptions, out: &Path) -> Re
     let [w, h] = options.window_px;
     let mut state = ViewState::new(selected, [w as f32, h as f32]);
     state.method = options.method;
+    state.sort_by_rank = options.sort_by_rank;
     if options.method != crate::export::Method::Forward {
         session.ensure_gradients(selected, options.method)?;
     }
@@ -142,7 +145,10 @@ pub fn screenshot(source: ViewSource, options: &ViewerOptions, out: &Path) -> Re
         state.hover = Hover::Tile(k - 1);
         // Scroll the hovered tile into view.
         if let Some(grid) = selected_grid(&session.vm, &state) {
-            let r = grid.tile_rect(k - 1, 0.0);
+            let pos = crate::ui::scene::tile_order(&session.vm, &state)
+                .and_then(|o| o.iter().position(|&f| f == k - 1))
+                .unwrap_or(k - 1);
+            let r = grid.tile_rect(pos, 0.0);
             let area = state.tile_area();
             if r.bottom() > area.bottom() {
                 state.details_scroll_px = r.bottom() - area.bottom() + 8.0;

@@ -30,6 +30,8 @@ pub struct ForwardResult {
     pub input: Option<Arc<InputTensor>>,
     /// Per layer (by node index): channels whose map is constant on this input.
     pub constant_channels: Vec<Vec<usize>>,
+    /// Per layer: channels by mean activation on this input, highest first (filter rank).
+    pub rank_order: Vec<Vec<usize>>,
 }
 
 /// Gradient images of every filter of one layer: `[C, 3, H, W]`.
@@ -86,11 +88,13 @@ pub fn run_forward(engine: &Engine, input: &InputTensor, label: String) -> Resul
     let acts = engine.forward(input, &Capture::All)?;
     let mut maps: Vec<Option<HostTensor>> = vec![None; graph.nodes.len()];
     let mut constant = vec![Vec::new(); graph.nodes.len()];
+    let mut rank_order = vec![Vec::new(); graph.nodes.len()];
     for (i, node) in graph.feature_map_layers() {
         let map = acts.read(&node.outputs[0])?;
         // [1, C, H, W]
         let hw = map.shape.iter().skip(2).product();
         constant[i] = crate::viz::tiles::constant_channels(&map.data, hw);
+        rank_order[i] = crate::viz::tiles::rank_by_mean(&map.data, hw);
         maps[i] = Some(map);
     }
     let probabilities = engine::class_probabilities(graph, &acts)?;
@@ -101,6 +105,7 @@ pub fn run_forward(engine: &Engine, input: &InputTensor, label: String) -> Resul
         label,
         input: Some(Arc::new(input.clone())),
         constant_channels: constant,
+        rank_order,
     })
 }
 
@@ -208,6 +213,7 @@ impl Session {
             label: vm.input_label.clone(),
             input: None,
             constant_channels: vec![Vec::new(); data.layers.len()],
+            rank_order: vec![Vec::new(); data.layers.len()],
         };
         Self {
             model: None,
@@ -365,6 +371,7 @@ impl Session {
     /// Installs a finished forward pass.
     pub fn accept(&mut self, result: ForwardResult) {
         self.vm.probabilities = result.probabilities.clone();
+        self.vm.filter_rank = result.rank_order.clone();
         self.vm.input_label = result.label.clone();
         self.vm.notice = self.vm.map_layers.is_empty().then(|| NO_MAPS_NOTICE.into());
         self.result = Some(result);

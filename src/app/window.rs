@@ -204,7 +204,12 @@ pub fn run_window(source: ViewSource, options: ViewerOptions) -> Result<()> {
         inputs,
         worker,
         gfx: None,
-        state: ViewState::new(selected, [w as f32, h as f32]),
+        state: {
+            let mut state = ViewState::new(selected, [w as f32, h as f32]);
+            state.method = options.method;
+            state.sort_by_rank = options.sort_by_rank;
+            state
+        },
         picture: None,
         tiles: None,
         cam: None,
@@ -407,6 +412,7 @@ impl App {
             WinitKey::Character(c) if c == "+" || c == "=" => Some(Key::ZoomIn),
             WinitKey::Character(c) if c == "-" => Some(Key::ZoomOut),
             WinitKey::Character(c) if c == "0" => Some(Key::ZoomReset),
+            WinitKey::Character(c) if c.eq_ignore_ascii_case("s") => Some(Key::ToggleRankSort),
             WinitKey::Character(c) if c.eq_ignore_ascii_case("b") => {
                 let n = self.session.accept_dead_suggestions(self.state.selected);
                 if n > 0 && self.session.vm.notice.is_none() {

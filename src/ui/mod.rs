@@ -193,6 +193,9 @@ pub struct ViewModel {
     pub input_hw: [usize; 2],
     /// A message for the user (errors, notices), shown in the side canvas.
     pub notice: Option<String>,
+    /// Per layer: filters by rank (mean activation on the current input, highest first);
+    /// empty where unknown (data directories hold normalised tiles only).
+    pub filter_rank: Vec<Vec<usize>>,
 }
 
 impl ViewModel {
@@ -234,6 +237,7 @@ impl ViewModel {
                 _ => [1, 1],
             },
             notice: None,
+            filter_rank: Vec::new(),
         }
     }
 
@@ -294,6 +298,7 @@ impl ViewModel {
             device: "none (data directory)".into(),
             input_hw: data.input_hw,
             notice: None,
+            filter_rank: Vec::new(),
         }
     }
 

@@ -99,7 +99,16 @@ pub fn model_shape(vm: &ViewModel, state: &ViewState) -> ModelShape {
         grid: selected_grid(vm, state),
         map_layers: vm.map_layers.clone(),
         bars: super::charts::chart_bars(vm, state),
+        order: tile_order(vm, state).map(<[usize]>::to_vec),
     }
+}
+
+/// Which filter each grid position shows when the tiles are sorted by rank (None: filter
+/// order, or no rank known for the selected layer).
+pub fn tile_order<'a>(vm: &'a ViewModel, state: &ViewState) -> Option<&'a [usize]> {
+    let order = vm.filter_rank.get(state.selected)?;
+    let channels = vm.layers.get(state.selected)?.map_dims()?.0;
+    (state.sort_by_rank && order.len() == channels).then_some(order.as_slice())
 }
 
 /// Node fill colour by layer type.
@@ -424,6 +433,17 @@ fn details(inp: &SceneInputs, scene: &mut Scene) {
                 "{what} · {} filters (good {good}, bad {bad}) · click good, double-click bad, shift+click clear",
                 tiles.tiles.len()
             );
+            hint.push_str(match tile_order(vm, state) {
+                Some(_) => " · sorted by rank (S: filter order)",
+                None if vm
+                    .filter_rank
+                    .get(state.selected)
+                    .is_some_and(|o| !o.is_empty()) =>
+                {
+                    " · S sorts by rank"
+                }
+                None => "",
+            });
             if !inp.suggested_bad.is_empty() {
                 hint.push_str(&format!(
                     " · {} constant: B marks them bad",
@@ -433,11 +453,13 @@ fn details(inp: &SceneInputs, scene: &mut Scene) {
             scene.text.push(
                 TextItem::new(hint, [d.x + 12.0, d.y + 32.0], 12.0, DIM).clipped(r4(&header)),
             );
-            for k in grid.visible(&area, state.details_scroll_px) {
+            let order = tile_order(vm, state);
+            for pos in grid.visible(&area, state.details_scroll_px) {
+                let k = order.and_then(|o| o.get(pos).copied()).unwrap_or(pos);
                 let Some((handle, range)) = tiles.tiles.get(k) else {
                     continue;
                 };
-                let r = grid.tile_rect(k, state.details_scroll_px);
+                let r = grid.tile_rect(pos, state.details_scroll_px);
                 let mut t =
                     TileInstance::new(r4(&r), *handle, *range, tiles.colormap(state.colormap));
                 let (border_rgba, border_px) = if state.hover == Hover::Tile(k) {
@@ -618,11 +640,16 @@ fn side(inp: &SceneInputs, scene: &mut Scene) {
             .layers
             .get(state.selected)
             .map_or("", |l| l.name.as_str());
-        let mark = match inp.annotations.mark(name, k) {
+        let mut mark = match inp.annotations.mark(name, k) {
             Some(m) => format!(" · marked {}", m.label()),
             None if inp.suggested_bad.contains(&k) => " · constant on this input".into(),
             None => String::new(),
         };
+        if let Some(order) = vm.filter_rank.get(state.selected)
+            && let Some(rank) = order.iter().position(|&f| f == k)
+        {
+            mark = format!(" · rank {} of {}{mark}", rank + 1, order.len());
+        }
         scene.text.push(TextItem::new(
             format!("filter {}{mark}", k + 1),
             [s.x + margin, y],

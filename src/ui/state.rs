@@ -61,6 +61,8 @@ pub struct ViewState {
     pub tile_zoom: f32,
     /// The layer search being typed (`/`), if any.
     pub search: Option<String>,
+    /// Tiles in filter-rank order instead of filter order.
+    pub sort_by_rank: bool,
     /// The last click on a tile: `(layer, tile, time_s)`, to tell a double-click.
     last_tile_click: Option<(usize, usize, f64)>,
 }
@@ -77,6 +79,8 @@ pub struct ModelShape {
     pub map_layers: Vec<usize>,
     /// Hover targets of the selected layer's class chart (window pixels).
     pub bars: Vec<Rect>,
+    /// Which filter each grid position shows, when the tiles are sorted by rank.
+    pub order: Option<Vec<usize>>,
 }
 
 /// Keys the viewer reacts to.
@@ -98,6 +102,8 @@ pub enum Key {
     ZoomOut,
     /// Tiles fitted to the canvas again.
     ZoomReset,
+    /// Tiles in filter-rank order, or back in filter order.
+    ToggleRankSort,
 }
 
 /// Zoom range of the tile grid.
@@ -117,6 +123,7 @@ impl ViewState {
             window_px,
             tile_zoom: 1.0,
             search: None,
+            sort_by_rank: false,
             last_tile_click: None,
         };
         s.scroll_arch_to(selected);
@@ -159,7 +166,13 @@ impl ViewState {
             && let Some(grid) = &model.grid
             && let Some(k) = grid.tile_at(p, self.details_scroll_px)
         {
-            return Hover::Tile(k);
+            // Positions map to filters through the rank order when sorted.
+            let filter = model
+                .order
+                .as_ref()
+                .and_then(|o| o.get(k).copied())
+                .unwrap_or(k);
+            return Hover::Tile(filter);
         }
         Hover::Nothing
     }
@@ -281,6 +294,10 @@ impl ViewState {
                 self.show_frame_time = !self.show_frame_time;
                 false
             }
+            Key::ToggleRankSort => {
+                self.sort_by_rank = !self.sort_by_rank;
+                false
+            }
             Key::ZoomIn | Key::ZoomOut | Key::ZoomReset => {
                 let zoom = match key {
                     Key::ZoomIn => self.tile_zoom * 1.25,
@@ -373,6 +390,7 @@ mod tests {
             grid: grid.copied(),
             map_layers: maps.to_vec(),
             bars: Vec::new(),
+            order: None,
         }
     }
 
@@ -465,6 +483,18 @@ mod tests {
     }
 
     #[test]
+    fn sorted_tiles_hit_the_filter_shown_at_that_position() {
+        let mut s = ViewState::new(0, [1400.0, 900.0]);
+        let grid = TileGrid::new(&s.tile_area(), 4, [8, 8], 24.0);
+        let mut m = model(Some(&grid), &[0]);
+        m.order = Some(vec![2, 0, 3, 1]);
+        assert_eq!(s.hit(&m, grid.tile_rect(0, 0.0).center()), Hover::Tile(2));
+        assert_eq!(s.hit(&m, grid.tile_rect(3, 0.0).center()), Hover::Tile(1));
+        s.on_key(&m, Key::ToggleRankSort);
+        assert!(s.sort_by_rank);
+    }
+
+    #[test]
     fn keys_step_through_feature_map_layers() {
         let mut s = ViewState::new(1, [1400.0, 900.0]);
         let maps = [0, 2, 4];
@@ -508,6 +538,7 @@ mod tests {
             grid: None,
             map_layers: Vec::new(),
             bars: vec![Rect::new(0.0, 800.0, 50.0, 50.0)],
+            order: None,
         };
         assert_eq!(s.hit(&m, [10.0, 810.0]), Hover::Bar(0));
         let p = s.canvases().arch.center();

@@ -65,9 +65,47 @@ pub fn constant_channels(data: &[f32], hw: usize) -> Vec<usize> {
         .collect()
 }
 
+/// Channels of a `[C, H·W]` block ordered by mean value, highest first (ties by index;
+/// non-finite values count as 0): the paper's filter rank for one input.
+pub fn rank_by_mean(data: &[f32], hw: usize) -> Vec<usize> {
+    if hw == 0 {
+        return Vec::new();
+    }
+    let means: Vec<f64> = data
+        .chunks_exact(hw)
+        .map(|m| {
+            m.iter()
+                .map(|&v| if v.is_finite() { f64::from(v) } else { 0.0 })
+                .sum::<f64>()
+                / hw as f64
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..means.len()).collect();
+    order.sort_by(|&a, &b| means[b].total_cmp(&means[a]).then(a.cmp(&b)));
+    order
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rank_orders_filters_by_mean_activation() {
+        let data = [
+            1.0,
+            1.0,
+            /* */ 5.0,
+            3.0,
+            /* */ -2.0,
+            0.0,
+            /* */ 4.0,
+            4.0,
+            /* */ f32::NAN,
+            2.0,
+        ];
+        assert_eq!(rank_by_mean(&data, 2), vec![2, 1, 0, 4, 3]);
+        assert!(rank_by_mean(&data, 0).is_empty());
+    }
 
     #[test]
     fn constant_channels_are_found() {
