@@ -105,6 +105,9 @@ pub struct ViewArgs {
     /// see `convlens annotations path`).
     #[arg(long, value_name = "FILE.json")]
     pub annotations: Option<PathBuf>,
+    /// Screenshot scale: physical pixels per layout pixel (2 renders as on a HiDPI display).
+    #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = parse_ui_scale)]
+    pub ui_scale: f32,
     /// Show the tiles sorted by filter rank (mean activation on the input, highest first).
     #[arg(long)]
     pub sort_by_rank: bool,
@@ -166,6 +169,13 @@ fn parse_hw(s: &str) -> Result<[usize; 2], String> {
             .ok_or(format!("'{v}' is not a size in 1..=16384"))
     };
     Ok([p(h)?, p(w)?])
+}
+
+fn parse_ui_scale(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if (0.5..=4.0).contains(&v) => Ok(v),
+        _ => Err("expected a scale between 0.5 and 4".into()),
+    }
 }
 
 fn parse_rgb(s: &str) -> Result<[f32; 3], String> {
@@ -442,6 +452,7 @@ pub fn view(args: &ViewArgs) -> Result<()> {
         annotations: args.annotations.clone(),
         device: args.model.device,
         sort_by_rank: args.sort_by_rank,
+        ui_scale: args.ui_scale,
     };
     match &args.screenshot {
         Some(out) => crate::app::screenshot(source, &options, out),

@@ -13,11 +13,11 @@ fn main() -> std::process::ExitCode {
         Some(Command::Stats(args)) => cli::stats(&args),
         Some(Command::Annotations(args)) => cli::annotations::run(&args),
         Some(Command::View(args)) => cli::view(&args),
-        None => cli::view(&cli::ViewArgs {
-            window_size: [1600, 1000],
-            method: "forward".into(),
-            ..Default::default()
-        }),
+        // No command: `convlens view` with every default clap gives it.
+        None => match Cli::parse_from(["convlens", "view"]).command {
+            Some(Command::View(args)) => cli::view(&args),
+            _ => Ok(()),
+        },
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

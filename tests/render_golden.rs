@@ -285,3 +285,27 @@ fn layers_compose_in_order_and_pictures_draw() {
     );
     assert_golden("composite", &img, TEXT);
 }
+
+#[test]
+fn a_scaled_scene_is_the_same_picture_at_twice_the_pixels() {
+    // HiDPI: the UI lays out in logical pixels and the window draws `scene.scaled(2.0)`.
+    let ctx = ctx();
+    let mut renderer = small_renderer(&ctx);
+    let one = render(&mut renderer, &ctx, &shapes_scene(), 96, 64);
+    let two = render(&mut renderer, &ctx, &shapes_scene().scaled(2.0), 192, 128);
+    let mut compared = 0;
+    for y in 1..63 {
+        for x in 1..95 {
+            // Only where the 1× picture is flat around the pixel (edges are antialiased
+            // differently at the two scales).
+            let p = one.get_pixel(x, y).0;
+            let flat =
+                (y - 1..=y + 1).all(|yy| (x - 1..=x + 1).all(|xx| one.get_pixel(xx, yy).0 == p));
+            if flat {
+                assert_near(two.get_pixel(2 * x, 2 * y).0, p, 2, &format!("({x}, {y})"));
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 3000, "compared only {compared} pixels");
+}

@@ -36,6 +36,9 @@ pub struct ViewerOptions {
     pub device: DeviceChoice,
     /// Show the tiles in filter-rank order at start.
     pub sort_by_rank: bool,
+    /// Screenshots: physical pixels per layout pixel (2 = a HiDPI display); windows use
+    /// the display's own factor.
+    pub ui_scale: f32,
 }
 
 /// The session for a viewer: compute on the renderer's own wgpu device when the choice
@@ -115,7 +118,8 @@ pub fn screenshot(source: ViewSource, options: &ViewerOptions, out: &Path) -> Re
     let selected = initial_layer(session, options.layer.as_deref())?;
     let mut renderer = Renderer::new(&ctx, OffscreenTarget::DEFAULT_FORMAT);
     let [w, h] = options.window_px;
-    let mut state = ViewState::new(selected, [w as f32, h as f32]);
+    let scale = options.ui_scale;
+    let mut state = ViewState::new(selected, [w as f32 / scale, h as f32 / scale]);
     state.method = options.method;
     state.sort_by_rank = options.sort_by_rank;
     if options.method != crate::export::Method::Forward {
@@ -178,14 +182,15 @@ pub fn screenshot(source: ViewSource, options: &ViewerOptions, out: &Path) -> Re
         suggested_bad: &session.suggested_bad(selected),
         cam: cam.as_ref().map(|(h, c)| (*h, c.as_str())),
     });
-    let image = renderer.render_to_image(&ctx, &scene, w, h)?;
+    let tiles_drawn = scene.tiles.len();
+    let image = renderer.render_to_image(&ctx, &scene.scaled(scale), w, h)?;
     image
         .save(out)
         .with_context(|| format!("cannot write {}", out.display()))?;
     eprintln!(
         "wrote {} ({w}×{h}, {} tiles, adapter {})",
         out.display(),
-        scene.tiles.len(),
+        tiles_drawn,
         ctx.describe()
     );
     Ok(())

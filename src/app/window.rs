@@ -28,6 +28,16 @@ use crate::render::{FrameCounter, GpuContext, Renderer, SurfaceTarget, TileHandl
 use crate::ui::scene::{LayerTiles, SceneInputs, build_scene, model_shape};
 use crate::ui::state::{ClickInfo, Key, ViewState};
 
+/// A physical size in layout (logical) pixels.
+fn logical(width: u32, height: u32, scale: f32) -> [f32; 2] {
+    let scale = if scale.is_finite() && scale > 0.0 {
+        scale
+    } else {
+        1.0
+    };
+    [width as f32 / scale, height as f32 / scale]
+}
+
 /// Messages from the worker to the event loop.
 enum UserEvent {
     Forward(Result<ForwardResult, String>),
@@ -162,6 +172,8 @@ struct App {
     started: Instant,
     shift_held: bool,
     ctrl_held: bool,
+    /// Physical pixels per layout pixel (the window's HiDPI scale factor).
+    ui_scale: f32,
     /// The GPU context burn already computes on, waiting for the window's surface.
     shared_ctx: Option<GpuContext>,
 }
@@ -221,6 +233,7 @@ pub fn run_window(source: ViewSource, options: ViewerOptions) -> Result<()> {
         started: Instant::now(),
         shift_held: false,
         ctrl_held: false,
+        ui_scale: 1.0,
         shared_ctx,
     };
     event_loop
@@ -260,6 +273,7 @@ impl App {
                 .context("cannot create the window")?,
         );
         let size = window.inner_size();
+        self.ui_scale = window.scale_factor() as f32;
         let [w, h] = [size.width.max(1), size.height.max(1)];
         let shared = self.shared_ctx.take().and_then(|ctx| {
             match ctx.surface_for_window(window.clone(), true, w, h) {
@@ -281,7 +295,7 @@ impl App {
         };
         let renderer = Renderer::new(&ctx, surface.format());
         self.state
-            .on_resize([size.width as f32, size.height as f32]);
+            .on_resize(logical(size.width, size.height, self.ui_scale));
         self.gfx = Some(Gfx {
             window,
             ctx,
@@ -330,7 +344,7 @@ impl App {
             cam: self.cam.as_ref().map(|(h, c)| (*h, c.as_str())),
         });
         if g.renderer
-            .draw_to_surface(&g.ctx, &mut g.surface, &scene)?
+            .draw_to_surface(&g.ctx, &mut g.surface, &scene.scaled(self.ui_scale))?
             .is_none()
             || self.state.show_frame_time
         {
@@ -517,12 +531,15 @@ impl ApplicationHandler<UserEvent> for App {
                 }
                 if size.width > 0 && size.height > 0 {
                     self.state
-                        .on_resize([size.width as f32, size.height as f32]);
+                        .on_resize(logical(size.width, size.height, self.ui_scale));
                 }
                 self.redraw();
             }
             WindowEvent::CursorMoved { position, .. } => {
-                let p = [position.x as f32, position.y as f32];
+                let p = [
+                    position.x as f32 / self.ui_scale,
+                    position.y as f32 / self.ui_scale,
+                ];
                 self.cursor = Some(p);
                 let before = self.state.hover;
                 self.state.on_cursor(&shape, p);
@@ -556,6 +573,15 @@ impl ApplicationHandler<UserEvent> for App {
                         self.redraw();
                     }
                 }
+            }
+            WindowEvent::ScaleFactorChanged { scale_factor, .. } => {
+                self.ui_scale = scale_factor as f32;
+                if let Some(g) = &self.gfx {
+                    let size = g.window.inner_size();
+                    self.state
+                        .on_resize(logical(size.width, size.height, self.ui_scale));
+                }
+                self.redraw();
             }
             WindowEvent::ModifiersChanged(modifiers) => {
                 self.shift_held = modifiers.state().shift_key();

@@ -25,6 +25,34 @@ pub struct Scene {
     pub text: Vec<TextItem>,
 }
 
+impl Scene {
+    /// The same scene `factor` times larger: every position, size, stroke, radius, border,
+    /// clip and font size scaled. The UI lays out in logical pixels; a window on a HiDPI
+    /// display draws `scene.scaled(window.scale_factor())` onto its physical pixels.
+    pub fn scaled(mut self, factor: f32) -> Self {
+        if (factor - 1.0).abs() < f32::EPSILON {
+            return self;
+        }
+        let s4 = |v: [f32; 4]| v.map(|x| x * factor);
+        for shape in self.shapes.iter_mut().chain(self.overlay.iter_mut()) {
+            shape.geom = s4(shape.geom);
+            shape.stroke_px *= factor;
+            shape.radius_px *= factor;
+        }
+        for tile in &mut self.tiles {
+            tile.rect_px = s4(tile.rect_px);
+            tile.border_px *= factor;
+        }
+        for text in &mut self.text {
+            text.pos_px = text.pos_px.map(|x| x * factor);
+            text.size_px *= factor;
+            text.max_width = text.max_width.map(|w| w * factor);
+            text.clip = text.clip.map(s4);
+        }
+        self
+    }
+}
+
 /// What one `prepare` uploaded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FrameStats {
