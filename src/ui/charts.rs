@@ -306,6 +306,46 @@ fn tooltip(text: String, pos: [f32; 2], scene: &mut Scene) {
         .push(TextItem::new(text, [pos[0] + 8.0, pos[1] + 12.0], 12.0, TEXT).anchored([0.0, 0.5]));
 }
 
+/// A weight histogram in `plot`: one bar per bin, heights relative to the fullest bin, the
+/// value range under the axis.
+pub fn draw_histogram(h: &crate::viz::histogram::Histogram, plot: &Rect, scene: &mut Scene) {
+    if plot.w < 40.0 || plot.h < 40.0 {
+        return;
+    }
+    scene.text.push(TextItem::new(
+        format!("weight histogram ({} values)", h.total()),
+        [plot.x, plot.y - 26.0],
+        13.0,
+        DIM,
+    ));
+    let peak = h.counts.iter().copied().max().unwrap_or(1).max(1) as f32;
+    let bin_w = plot.w / h.counts.len().max(1) as f32;
+    for (i, &c) in h.counts.iter().enumerate() {
+        let bar_h = plot.h * c as f32 / peak;
+        scene.shapes.push(ShapeInstance::fill_rect(
+            [
+                plot.x + i as f32 * bin_w,
+                plot.bottom() - bar_h,
+                (bin_w - 1.0).max(1.0),
+                bar_h,
+            ],
+            BAR,
+        ));
+    }
+    scene.shapes.push(ShapeInstance::line(
+        [plot.x, plot.bottom()],
+        [plot.right(), plot.bottom()],
+        1.0,
+        GRID,
+    ));
+    for (value, x, anchor) in [(h.range[0], plot.x, 0.0), (h.range[1], plot.right(), 1.0)] {
+        scene.text.push(
+            TextItem::new(format!("{value:.3}"), [x, plot.bottom() + 6.0], 11.0, DIM)
+                .anchored([anchor, 0.0]),
+        );
+    }
+}
+
 /// Grid cells of the pooling diagram: how many input cells (including padding) to show on
 /// one axis: the first window, two more strides, capped.
 pub fn pool_diagram_cells(kernel: usize, stride: usize, pad_before: usize) -> usize {

@@ -24,6 +24,8 @@ pub struct LayerInfo {
     pub is_conv: bool,
     /// Window geometry of a max/average pooling layer (its details show the window).
     pub pool: Option<PoolInfo>,
+    /// Histogram of a fully connected layer's weight matrix (shown with its parameters).
+    pub weights: Option<crate::viz::histogram::Histogram>,
 }
 
 /// A pooling layer's window, as the details canvas draws it.
@@ -222,6 +224,7 @@ impl ViewModel {
                 params_text: params_text(&crate::export::architecture::params(graph, n)),
                 is_conv: n.op.is_conv(),
                 pool: PoolInfo::of(graph, n),
+                weights: weight_histogram(graph, n),
             })
             .collect();
         Self {
@@ -274,6 +277,7 @@ impl ViewModel {
                     params_text: params_text(&l.params),
                     is_conv: matches!(l.type_name.as_str(), "Conv" | "ConvTranspose"),
                     pool: PoolInfo::from_params(&l.type_name, &l.params, input_shape.as_deref()),
+                    weights: None,
                 }
             })
             .collect();
@@ -316,6 +320,24 @@ impl ViewModel {
             .cloned()
             .unwrap_or_else(|| format!("class {class}"))
     }
+}
+
+/// Histogram (48 bins) of the weight matrix of a fully connected layer (Gemm/MatMul with a
+/// constant 2-D operand).
+fn weight_histogram(
+    graph: &Graph,
+    node: &crate::model::Node,
+) -> Option<crate::viz::histogram::Histogram> {
+    use crate::model::Op;
+    if !matches!(node.op, Op::Gemm { .. } | Op::MatMul) {
+        return None;
+    }
+    let w = node
+        .inputs
+        .iter()
+        .filter_map(|i| graph.constants.get(i))
+        .find(|c| c.shape.len() == 2 && c.is_float())?;
+    crate::viz::histogram::Histogram::of(&w.to_f32_vec(), 48)
 }
 
 /// Flattens a params JSON object into `key: value` lines.

@@ -543,11 +543,26 @@ fn non_map_details(
         } else {
             layer.params_text.clone()
         };
+        let text_w = if layer.weights.is_some() {
+            (area.w * 0.4).max(200.0)
+        } else {
+            area.w - 24.0
+        };
         scene.text.push(
             TextItem::new(text, [area.x + 12.0, area.y + 8.0], 13.0, TEXT)
-                .with_max_width(area.w - 24.0)
+                .with_max_width(text_w)
                 .clipped(r4(area)),
         );
+        if let Some(h) = &layer.weights {
+            let x = area.x + 24.0 + text_w;
+            let plot = Rect::new(
+                x,
+                area.y + 40.0,
+                (area.right() - x - 24.0).max(0.0),
+                (area.h - 90.0).clamp(0.0, 300.0),
+            );
+            super::charts::draw_histogram(h, &plot, scene);
+        }
     }
 }
 
