@@ -13,8 +13,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::engine::{self, Capture, DeviceChoice, Engine};
 use crate::export::{self, ExportRequest, LayerSelection, Method};
-use crate::model::preprocess::{Fit, InputSpec, load_input};
-use crate::model::{ImportOptions, LoadedModel, default, load_onnx_file};
+use crate::model::preprocess::{Fit, load_input};
+use crate::model::{LoadedModel, default};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -196,35 +196,22 @@ fn parse_rgb(s: &str) -> Result<[f32; 3], String> {
 impl ModelArgs {
     /// Loads the model (file or embedded default) and resolves its input spec.
     pub fn load(&self) -> Result<LoadedModel> {
-        let (graph, mut spec, is_default) = match &self.model {
-            None => (
-                default::default_graph().context("the embedded default model failed to load")?,
-                default::default_input_spec(),
-                true,
-            ),
-            Some(path) => {
-                let options = ImportOptions {
-                    input_hw: self.size,
-                };
-                let graph = load_onnx_file(path, &options)?;
-                let hw = graph
-                    .image_input()
-                    .and_then(|i| match i.shape.as_slice() {
-                        [_, 3, h, w] => Some([*h, *w]),
-                        _ => None,
-                    })
-                    .with_context(|| {
-                        format!(
-                            "{}: the model's first input is not an RGB image [N,3,H,W]",
-                            path.display()
-                        )
-                    })?;
-                (graph, InputSpec::imagenet(hw), false)
-            }
+        let mut m = match &self.model {
+            None => LoadedModel {
+                graph: Arc::new(
+                    default::default_graph()
+                        .context("the embedded default model failed to load")?,
+                ),
+                spec: default::default_input_spec(),
+                labels: default::imagenet_labels(),
+                is_default: true,
+            },
+            Some(path) => LoadedModel::from_file(path, self.size)?,
         };
-        for w in &graph.warnings {
+        for w in &m.graph.warnings {
             eprintln!("warning: {w}");
         }
+        let spec = &mut m.spec;
         if let Some(size) = self.size
             && size != spec.size_hw
         {
@@ -242,19 +229,7 @@ impl ModelArgs {
             bail!("--std must not contain 0");
         }
         spec.fit = self.fit;
-        let classes = graph
-            .outputs
-            .first()
-            .and_then(|o| graph.shapes.get(o))
-            .map(|s| s.iter().product())
-            .unwrap_or(0);
-        let labels = default::labels_for(classes);
-        Ok(LoadedModel {
-            graph: Arc::new(graph),
-            spec,
-            labels,
-            is_default,
-        })
+        Ok(m)
     }
 }
 

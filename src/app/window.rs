@@ -23,6 +23,7 @@ use super::session::{
 use super::{ViewSource, ViewerOptions, initial_layer, new_session};
 use crate::engine::Engine;
 use crate::export::Method;
+use crate::model::LoadedModel;
 use crate::model::preprocess::{InputSpec, InputTensor};
 use crate::render::{FrameCounter, GpuContext, Renderer, SurfaceTarget, TileHandle};
 use crate::ui::scene::{LayerTiles, SceneInputs, build_scene, model_shape};
@@ -154,6 +155,10 @@ struct Gfx {
 
 struct App {
     session: Session,
+    /// How the viewer was started (device choice, method, … for a model dropped later).
+    options: ViewerOptions,
+    /// For new workers (a model dropped onto the window).
+    proxy: EventLoopProxy<UserEvent>,
     inputs: Option<InputList>,
     /// Computes new inputs and gradients (None for a data directory: nothing to compute).
     worker: Option<Worker>,
@@ -211,8 +216,11 @@ pub fn run_window(source: ViewSource, options: ViewerOptions) -> Result<()> {
         _ => None,
     };
     let [w, h] = options.window_px;
+    let proxy = event_loop.create_proxy();
     let mut app = App {
         session,
+        options: options.clone(),
+        proxy,
         inputs,
         worker,
         gfx: None,
@@ -444,6 +452,46 @@ impl App {
         self.redraw();
     }
 
+    /// Replaces the session with a model dropped onto the window (its own annotations, the
+    /// embedded photo as input, a new worker). A model that fails to load leaves the current
+    /// one in place and says why.
+    fn open_model(&mut self, path: &std::path::Path) {
+        let model = match LoadedModel::from_file(path, None) {
+            Ok(m) => m,
+            Err(e) => {
+                self.session.vm.notice = Some(format!("{e}"));
+                return;
+            }
+        };
+        let mut options = self.options.clone();
+        options.annotations = None; // --annotations named the first model's file
+        let mut session = new_session(ViewSource::Model(model), &options, None);
+        if let Err(e) = session.run_file(None) {
+            self.session.vm.notice = Some(format!("{}: {e:#}", path.display()));
+            return;
+        }
+        self.worker = match (&session.engine, &session.model) {
+            (Some(engine), Some(model)) => Some(Worker::spawn(
+                Arc::clone(engine),
+                session.on_gpu,
+                model.spec.clone(),
+                self.proxy.clone(),
+            )),
+            _ => None,
+        };
+        let selected = initial_layer(&session, None).unwrap_or(0);
+        let window_px = self.state.window_px;
+        self.state = ViewState::new(selected, window_px);
+        self.state.method = Method::Forward;
+        self.inputs = None;
+        self.session = session;
+        if let Some(g) = &self.gfx {
+            g.window
+                .set_title(&format!("ConvLens — {}", self.session.vm.model_name));
+        }
+        self.needs_upload = true;
+    }
+
     /// The pointer moved onto or off a class bar: show that class's Grad-CAM over the input
     /// (computed on the worker when missing) or the plain input again.
     fn hover_changed(&mut self) {
@@ -618,7 +666,7 @@ impl ApplicationHandler<UserEvent> for App {
                     .and_then(|e| e.to_str())
                     .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
                 {
-                    self.session.vm.notice = Some("Opening another model from the window is not supported yet; start `convlens view MODEL.onnx`.".into());
+                    self.open_model(&path);
                 } else {
                     match InputList::from_path(&path) {
                         Ok(list) => {

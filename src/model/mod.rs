@@ -24,6 +24,38 @@ pub struct LoadedModel {
     pub is_default: bool,
 }
 
+impl LoadedModel {
+    /// An ONNX file with ImageNet preprocessing at the model's own input size (`input_hw`
+    /// for models whose size is dynamic) and ImageNet labels when it has 1000 classes.
+    pub fn from_file(path: &std::path::Path, input_hw: Option<[usize; 2]>) -> Result<Self> {
+        let graph = load_onnx_file(path, &ImportOptions { input_hw })?;
+        let hw = graph
+            .image_input()
+            .and_then(|i| match i.shape.as_slice() {
+                [_, 3, h, w] => Some([*h, *w]),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                ModelError::invalid(
+                    path.display().to_string(),
+                    "the model's first input is not an RGB image [N,3,H,W]",
+                )
+            })?;
+        let classes = graph
+            .outputs
+            .first()
+            .and_then(|o| graph.shapes.get(o))
+            .map(|s| s.iter().product())
+            .unwrap_or(0);
+        Ok(Self {
+            graph: std::sync::Arc::new(graph),
+            spec: preprocess::InputSpec::imagenet(hw),
+            labels: default::labels_for(classes),
+            is_default: false,
+        })
+    }
+}
+
 /// Everything that can go wrong while reading a model or an input.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
