@@ -39,6 +39,29 @@ pub enum Command {
     Stats(StatsArgs),
     /// Filter annotations (good/bad marks): where they live, set, export as CSV/JSON.
     Annotations(annotations::AnnotationsArgs),
+    /// Measure forward, guided backprop, frame and input-to-tiles times (medians).
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Input image or .npy tensor (default: the embedded coffee photo).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Print exactly one JSON object on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Timed runs per measurement; the median is reported.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeats: u32,
+    /// Untimed runs before the timed ones.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: u32,
+    /// Leave out guided backprop of every conv filter (minutes on a CPU).
+    #[arg(long)]
+    pub skip_gbp: bool,
 }
 
 #[derive(Args, Debug)]
@@ -433,6 +456,32 @@ pub fn view(args: &ViewArgs) -> Result<()> {
         Some(out) => crate::app::screenshot(source, &options, out),
         None => crate::app::run_window(source, options),
     }
+}
+
+/// `convlens bench`: the table (or one JSON object with `--json`) on stdout, progress on stderr.
+pub fn bench(args: &BenchArgs) -> Result<()> {
+    let m = args.model.load()?;
+    let device = engine::device::select(args.model.device);
+    let model_name = match &args.model.model {
+        Some(path) => path.display().to_string(),
+        None => m.graph.name.clone(),
+    };
+    eprintln!("model: {model_name}, device: {}", device.description);
+    let options = crate::bench::BenchOptions {
+        model_name,
+        input: args.input.clone(),
+        repeats: args.repeats as usize,
+        warmup: args.warmup as usize,
+        skip_gbp: args.skip_gbp,
+        viewport: crate::bench::FRAME_VIEWPORT,
+    };
+    let report = crate::bench::run(&m, &device, &options, &mut |line| eprintln!("{line}"))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
 }
 
 /// `convlens stats`: streams the images through the model, keeping only running sums.

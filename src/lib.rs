@@ -10,6 +10,7 @@
 //! [`app`] is the window and its compute worker; [`annotations`] keeps the user's good/bad
 //! filter marks, saved atomically ([`atomic_file`]) on every change. [`cli`] is the
 //! command-line edge that wires these together.
+//! [`bench`] measures how fast each stage is (`convlens bench`).
 
 // Nothing a user or a file can influence may unwrap: errors are values (see each module's
 // error enum). Tests may unwrap.
@@ -19,6 +20,7 @@
 pub mod annotations;
 pub mod app;
 pub mod atomic_file;
+pub mod bench;
 pub mod cli;
 pub mod datadir;
 pub mod engine;

@@ -13,6 +13,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::Stats(args)) => cli::stats(&args),
         Some(Command::Annotations(args)) => cli::annotations::run(&args),
         Some(Command::View(args)) => cli::view(&args),
+        Some(Command::Bench(args)) => cli::bench(&args),
         // No command: `convlens view` with every default clap gives it.
         None => match Cli::parse_from(["convlens", "view"]).command {
             Some(Command::View(args)) => cli::view(&args),

@@ -1,0 +1,128 @@
+//! `convlens bench --json` end to end on a small fixture: one JSON object on stdout with
+//! every figure present and sane (no timing thresholds), and the gradient workload equal to
+//! the conv filters counted independently from `convlens info --json`.
+
+mod common;
+
+use std::process::Command;
+
+use common::fixture;
+
+fn convlens(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_convlens"))
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+fn positive(v: &serde_json::Value, key: &str) -> f64 {
+    let x = v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("'{key}' is not a number: {v}"));
+    assert!(x.is_finite() && x > 0.0, "'{key}' = {x} is not positive");
+    x
+}
+
+#[test]
+fn bench_json_reports_every_figure() {
+    let model = fixture("mixed/tiny_alexnet.onnx");
+    let model = model.to_str().expect("utf8 path");
+
+    // The conv filters, counted from the architecture: every Conv/ConvTranspose layer with a
+    // [1, C, H, W] output contributes C gradient images.
+    let info = convlens(&["info", model, "--json"]);
+    assert!(info.status.success());
+    let arch: serde_json::Value = serde_json::from_slice(&info.stdout).expect("info JSON");
+    let layers = arch["layers"].as_array().expect("layers");
+    let conv_filters: u64 = layers
+        .iter()
+        .filter(|l| matches!(l["type"].as_str(), Some("Conv" | "ConvTranspose")))
+        .filter_map(|l| match l["output_shape"].as_array()?.as_slice() {
+            [n, c, _, _] if n.as_u64() == Some(1) => c.as_u64(),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(conv_filters, 16 + 24 + 32, "the fixture changed");
+
+    let out = convlens(&[
+        "bench",
+        model,
+        "--json",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--device",
+        "cpu",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let stdout = String::from_utf8(out.stdout).expect("utf8 stdout");
+    // Exactly one JSON value on stdout, and it is an object.
+    let mut values = serde_json::Deserializer::from_str(&stdout).into_iter::<serde_json::Value>();
+    let v = values
+        .next()
+        .expect("a JSON value")
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout}"));
+    assert!(
+        values.next().is_none(),
+        "more than one JSON value: {stdout}"
+    );
+    assert!(v.is_object(), "{v}");
+
+    for key in [
+        "forward_ms",
+        "gbp_all_conv_s",
+        "gbp_filters",
+        "frame_ms",
+        "tiles",
+        "input_to_tiles_ms",
+        "device",
+        "peak_rss_mib",
+        "model",
+        "repeats",
+    ] {
+        assert!(v.get(key).is_some(), "key '{key}' missing: {v}");
+    }
+    positive(&v, "forward_ms");
+    positive(&v, "gbp_all_conv_s");
+    assert_eq!(v["gbp_filters"].as_u64(), Some(conv_filters), "{v}");
+    assert_eq!(v["repeats"].as_u64(), Some(1));
+    assert!(
+        v["model"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("tiny_alexnet.onnx"))
+    );
+    assert!(
+        v["device"].as_str().is_some_and(|d| d.contains("cpu")),
+        "{v}"
+    );
+    if cfg!(target_os = "linux") {
+        positive(&v, "peak_rss_mib");
+    }
+    // The rendering figures need a wgpu adapter (Mesa's software Vulkan in CI); without one
+    // they are null and a note says so.
+    if v["frame_ms"].is_null() {
+        assert!(
+            v["tiles"].is_null() && v["input_to_tiles_ms"].is_null(),
+            "{v}"
+        );
+        assert!(
+            v["notes"].to_string().contains("adapter"),
+            "null frame_ms without a note: {v}"
+        );
+    } else {
+        positive(&v, "frame_ms");
+        positive(&v, "input_to_tiles_ms");
+        // The conv layer with the most filters is conv3 (32 of them), all drawn.
+        assert_eq!(v["tiles"].as_u64(), Some(32), "{v}");
+        assert_eq!(v["uploaded_tiles"].as_u64(), Some(conv_filters), "{v}");
+    }
+}
+
+#[test]
+fn bench_rejects_zero_repeats() {
+    let out = convlens(&["bench", "--repeats", "0", "--skip-gbp"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("repeats"));
+}
