@@ -118,7 +118,8 @@ pub struct ViewArgs {
     /// Layer to select at start (default: the first convolution).
     #[arg(long)]
     pub layer: Option<String>,
-    /// Visualisation method of the details canvas: forward, gbp, deconvnet or backprop.
+    /// What the details canvas shows: forward, gbp, deconvnet or backprop tiles, the layer's
+    /// gradcam (top class), or its params.
     #[arg(long, default_value = "forward")]
     pub method: String,
     /// Show filter N (from 1) of the selected layer as hovered (for screenshots).
@@ -433,9 +434,14 @@ pub fn export(args: &ExportArgs) -> Result<()> {
 
 /// `convlens view`: the window, or one offscreen frame with `--screenshot`.
 pub fn view(args: &ViewArgs) -> Result<()> {
-    let method = match Method::parse_list(&args.method)?.as_slice() {
-        [m] => *m,
-        _ => bail!("--method takes one of forward, gbp, deconvnet, backprop"),
+    use crate::ui::state::Panel;
+    let (method, panel) = match args.method.trim() {
+        "gradcam" => (Method::Forward, Panel::GradCam),
+        "params" | "parameters" => (Method::Forward, Panel::Params),
+        m => match Method::parse_list(m).ok().as_deref() {
+            Some([m]) => (*m, Panel::Tiles),
+            _ => bail!("--method takes one of forward, gbp, deconvnet, backprop, gradcam, params"),
+        },
     };
     let source = match &args.data {
         Some(dir) => crate::app::ViewSource::Data(Box::new(crate::datadir::DataDir::open(dir)?)),
@@ -451,6 +457,7 @@ pub fn view(args: &ViewArgs) -> Result<()> {
         device: args.model.device,
         sort_by_rank: args.sort_by_rank,
         ui_scale: args.ui_scale,
+        panel,
     };
     match &args.screenshot {
         Some(out) => crate::app::screenshot(source, &options, out),

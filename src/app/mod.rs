@@ -28,6 +28,8 @@ pub struct ViewerOptions {
     pub hover: Option<usize>,
     /// Method shown in the details canvas at start.
     pub method: crate::export::Method,
+    /// Tiles, Grad-CAM or parameters at start.
+    pub panel: crate::ui::state::Panel,
     /// Window (or screenshot) size in physical pixels.
     pub window_px: [u32; 2],
     /// Annotation file (None = the model's default location).
@@ -122,6 +124,7 @@ pub fn screenshot(source: ViewSource, options: &ViewerOptions, out: &Path) -> Re
     let mut state = ViewState::new(selected, [w as f32 / scale, h as f32 / scale]);
     state.method = options.method;
     state.sort_by_rank = options.sort_by_rank;
+    state.panel = options.panel;
     if options.method != crate::export::Method::Forward {
         session.ensure_gradients(selected, options.method)?;
     }
@@ -160,13 +163,13 @@ pub fn screenshot(source: ViewSource, options: &ViewerOptions, out: &Path) -> Re
         }
     }
     session.ensure_layer(selected, state.method);
-    let cam_class = crate::ui::charts::hovered_class(&session.vm, &state);
-    if let Some(class) = cam_class {
-        session.ensure_cam(class)?;
+    let wanted = crate::ui::scene::wanted_cam(&session.vm, &state);
+    if let Some((layer, class)) = wanted {
+        session.ensure_cam(layer, class)?;
     }
     let (picture, tiles) =
         session::upload_layer(&mut renderer, &ctx, session, selected, state.method)?;
-    let cam = match cam_class.and_then(|c| session.cam_picture(c)) {
+    let cam = match wanted.and_then(|(l, c)| session.cam_picture(l, c)) {
         Some((img, caption)) => {
             Some((session::upload_picture(&mut renderer, &ctx, &img)?, caption))
         }

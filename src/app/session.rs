@@ -48,16 +48,14 @@ pub struct CamResult {
     pub cam: HostTensor,
 }
 
-/// Grad-CAM of `class` at the graph's last layer with spatial per-channel maps (H·W > 1; one
-/// forward pass keeping every layer, one reverse pass from the class score).
-pub fn compute_cam(engine: &Engine, input: &InputTensor, class: usize) -> Result<CamResult> {
-    let layer = engine
-        .graph()
-        .feature_map_layers()
-        .filter(|(_, n)| n.feature_map_dims().is_some_and(|(_, h, w)| h * w > 1))
-        .map(|(i, _)| i)
-        .last()
-        .context("the model has no layer with spatial feature maps for Grad-CAM")?;
+/// Grad-CAM of `class` at `layer` (one forward pass keeping every layer, one reverse pass
+/// from the class score).
+pub fn compute_cam(
+    engine: &Engine,
+    input: &InputTensor,
+    layer: usize,
+    class: usize,
+) -> Result<CamResult> {
     let acts = engine.forward(input, &Capture::All)?;
     let cam = crate::engine::gradcam::grad_cam(engine, &acts, layer, class)?;
     Ok(CamResult { class, layer, cam })
@@ -422,13 +420,16 @@ impl Session {
     }
 
     /// The Grad-CAM map of `class` for the current input, if computed.
-    pub fn cam(&self, class: usize) -> Option<&CamResult> {
-        self.cams.iter().find(|c| c.class == class)
+    pub fn cam(&self, layer: usize, class: usize) -> Option<&CamResult> {
+        self.cams
+            .iter()
+            .find(|c| (c.layer, c.class) == (layer, class))
     }
 
     /// Keeps a Grad-CAM map (the last few classes).
     pub fn accept_cam(&mut self, cam: CamResult) {
-        self.cams.retain(|c| c.class != cam.class);
+        self.cams
+            .retain(|c| (c.layer, c.class) != (cam.layer, cam.class));
         self.cams.push(cam);
         if self.cams.len() > 16 {
             self.cams.remove(0);
@@ -437,18 +438,18 @@ impl Session {
 
     /// Computes the Grad-CAM map of `class` synchronously (screenshots). Nothing to do
     /// without a model.
-    pub fn ensure_cam(&mut self, class: usize) -> Result<()> {
+    pub fn ensure_cam(&mut self, layer: usize, class: usize) -> Result<()> {
         let (Some(engine), Some(input)) = (
             &self.engine,
             self.result.as_ref().and_then(|r| r.input.clone()),
         ) else {
             return Ok(());
         };
-        if self.cam(class).is_some() {
+        if self.cam(layer, class).is_some() {
             return Ok(());
         }
         let (cam, fallback) = compute_with_fallback(engine, self.on_gpu, |engine| {
-            compute_cam(engine, &input, class)
+            compute_cam(engine, &input, layer, class)
         });
         self.accept_cam(cam?);
         if let Some(f) = fallback {
@@ -458,8 +459,8 @@ impl Session {
     }
 
     /// The input picture with the Grad-CAM map of `class` over it, and a caption.
-    pub fn cam_picture(&self, class: usize) -> Option<(RgbImage, String)> {
-        let cam = self.cam(class)?;
+    pub fn cam_picture(&self, layer: usize, class: usize) -> Option<(RgbImage, String)> {
+        let cam = self.cam(layer, class)?;
         let picture = self.result.as_ref()?.picture.as_ref()?;
         let hw = match cam.cam.shape.as_slice() {
             [h, w] => [*h, *w],

@@ -55,6 +55,7 @@ enum Job {
     /// The Grad-CAM map of a class for an input.
     Cam {
         input: Arc<InputTensor>,
+        layer: usize,
         class: usize,
     },
     /// Gradient images of every filter of a layer for an input.
@@ -99,10 +100,14 @@ impl Worker {
                                 fallback,
                             )
                         }
-                        Job::Cam { input, class } => {
+                        Job::Cam {
+                            input,
+                            layer,
+                            class,
+                        } => {
                             let (result, fallback) =
                                 compute_with_fallback(&engine, on_gpu, |engine| {
-                                    compute_cam(engine, &input, class)
+                                    compute_cam(engine, &input, layer, class)
                                 });
                             (
                                 UserEvent::Cam(result.map_err(|e| format!("{e:#}"))),
@@ -228,6 +233,7 @@ pub fn run_window(source: ViewSource, options: ViewerOptions) -> Result<()> {
             let mut state = ViewState::new(selected, [w as f32, h as f32]);
             state.method = options.method;
             state.sort_by_rank = options.sort_by_rank;
+            state.panel = options.panel;
             state
         },
         picture: None,
@@ -330,8 +336,8 @@ impl App {
             )?;
             self.picture = picture;
             self.tiles = tiles;
-            self.cam = match crate::ui::charts::hovered_class(&self.session.vm, &self.state)
-                .and_then(|c| self.session.cam_picture(c))
+            self.cam = match crate::ui::scene::wanted_cam(&self.session.vm, &self.state)
+                .and_then(|(l, c)| self.session.cam_picture(l, c))
             {
                 Some((img, caption)) => {
                     Some((upload_picture(&mut g.renderer, &g.ctx, &img)?, caption))
@@ -495,24 +501,31 @@ impl App {
     /// The pointer moved onto or off a class bar: show that class's Grad-CAM over the input
     /// (computed on the worker when missing) or the plain input again.
     fn hover_changed(&mut self) {
-        let class = crate::ui::charts::hovered_class(&self.session.vm, &self.state);
-        match class {
-            Some(class) => {
-                if self.session.cam(class).is_none()
-                    && let Some(input) = self.session.result.as_ref().and_then(|r| r.input.clone())
-                    && self.worker.is_some()
-                {
-                    self.submit(Job::Cam { input, class });
-                }
-                self.needs_upload = true;
-            }
-            None if self.cam.is_some() => self.needs_upload = true,
-            None => {}
+        let wanted = crate::ui::scene::wanted_cam(&self.session.vm, &self.state);
+        if wanted.is_some() || self.cam.is_some() {
+            self.request_cam();
+            self.needs_upload = true;
+        }
+    }
+
+    /// Asks the worker for the Grad-CAM the view needs, if it is not computed yet.
+    fn request_cam(&mut self) {
+        if let Some((layer, class)) = crate::ui::scene::wanted_cam(&self.session.vm, &self.state)
+            && self.session.cam(layer, class).is_none()
+            && let Some(input) = self.session.result.as_ref().and_then(|r| r.input.clone())
+            && self.worker.is_some()
+        {
+            self.submit(Job::Cam {
+                input,
+                layer,
+                class,
+            });
         }
     }
 
     /// The selected layer or method changed: re-upload, and ask for gradients if missing.
     fn view_changed(&mut self) {
+        self.request_cam();
         self.needs_upload = true;
         let (layer, method) = (self.state.selected, self.state.method);
         let has_maps = self

@@ -198,6 +198,9 @@ pub struct ViewModel {
     /// Per layer: filters by rank (mean activation on the current input, highest first);
     /// empty where unknown (data directories hold normalised tiles only).
     pub filter_rank: Vec<Vec<usize>>,
+    /// The layer whose Grad-CAM explains a hovered class: the last one with spatial maps
+    /// (None without a model to compute with).
+    pub cam_layer: Option<usize>,
 }
 
 impl ViewModel {
@@ -241,6 +244,11 @@ impl ViewModel {
             },
             notice: None,
             filter_rank: Vec::new(),
+            cam_layer: graph
+                .feature_map_layers()
+                .filter(|(_, n)| n.feature_map_dims().is_some_and(|(_, h, w)| h * w > 1))
+                .map(|(i, _)| i)
+                .last(),
         }
     }
 
@@ -303,6 +311,7 @@ impl ViewModel {
             input_hw: data.input_hw,
             notice: None,
             filter_rank: Vec::new(),
+            cam_layer: None,
         }
     }
 
@@ -322,21 +331,23 @@ impl ViewModel {
     }
 }
 
-/// Histogram (48 bins) of the weight matrix of a fully connected layer (Gemm/MatMul with a
-/// constant 2-D operand).
+/// Histogram (48 bins) of a layer's weights: the matrix of a fully connected layer
+/// (Gemm/MatMul with a constant 2-D operand) or the kernel of a convolution.
 fn weight_histogram(
     graph: &Graph,
     node: &crate::model::Node,
 ) -> Option<crate::viz::histogram::Histogram> {
     use crate::model::Op;
-    if !matches!(node.op, Op::Gemm { .. } | Op::MatMul) {
-        return None;
-    }
+    let rank = match node.op {
+        Op::Gemm { .. } | Op::MatMul => 2,
+        Op::Conv { .. } | Op::ConvTranspose { .. } => 4,
+        _ => return None,
+    };
     let w = node
         .inputs
         .iter()
         .filter_map(|i| graph.constants.get(i))
-        .find(|c| c.shape.len() == 2 && c.is_float())?;
+        .find(|c| c.shape.len() == rank && c.is_float())?;
     crate::viz::histogram::Histogram::of(&w.to_f32_vec(), 48)
 }
 

@@ -6,7 +6,7 @@
 use super::layout::{
     DETAILS_HEADER_PX, NODE_PX, NODES_PER_ROW, Rect, TileGrid, arch_node_rect, method_button_rect,
 };
-use super::state::{Hover, ModelShape, ViewState};
+use super::state::{BUTTON_COUNT, Hover, ModelShape, Panel, ViewState, button_label};
 use super::{LayerInfo, ViewModel};
 use crate::annotations::{Annotations, Mark};
 use crate::export::Method;
@@ -73,8 +73,8 @@ pub struct SceneInputs<'a> {
 /// The tile grid of the selected layer (also used for hit testing).
 pub fn selected_grid(vm: &ViewModel, state: &ViewState) -> Option<TileGrid> {
     let layer = vm.layers.get(state.selected)?;
-    if layer.pool.is_some() {
-        return None; // pooling layers show their window instead
+    if layer.pool.is_some() || state.panel != Panel::Tiles {
+        return None; // pooling layers show their window; Grad-CAM/parameters have no grid
     }
     let (c, h, w) = layer.map_dims()?;
     // Gradient images have the input's size.
@@ -101,6 +101,22 @@ pub fn model_shape(vm: &ViewModel, state: &ViewState) -> ModelShape {
         bars: super::charts::chart_bars(vm, state),
         order: tile_order(vm, state).map(<[usize]>::to_vec),
     }
+}
+
+/// The Grad-CAM the view needs now, as `(layer, class)`: the hovered class of a chart at
+/// the model's Grad-CAM layer, or the top class at the selected layer in the Grad-CAM panel.
+pub fn wanted_cam(vm: &ViewModel, state: &ViewState) -> Option<(usize, usize)> {
+    if let Some(class) = super::charts::hovered_class(vm, state) {
+        return Some((vm.cam_layer?, class));
+    }
+    let layer = vm.layers.get(state.selected)?;
+    if state.panel != Panel::GradCam || layer.pool.is_some() || vm.cam_layer.is_none() {
+        return None;
+    }
+    let (_, h, w) = layer.map_dims()?;
+    (h * w > 1).then_some(())?;
+    let (class, _) = *vm.top_classes(1).first()?;
+    Some((state.selected, class))
 }
 
 /// Which filter each grid position shows when the tiles are sorted by rank (None: filter
@@ -394,7 +410,7 @@ fn details(inp: &SceneInputs, scene: &mut Scene) {
     scene
         .overlay
         .push(ShapeInstance::fill_rect(r4(&header), BG));
-    let title_w = (method_button_rect(&header, 0, Method::ALL.len()).x - d.x - 24.0).max(80.0);
+    let title_w = (method_button_rect(&header, 0, BUTTON_COUNT).x - d.x - 24.0).max(80.0);
     scene.text.push(
         TextItem::new(
             format!(
@@ -487,15 +503,15 @@ fn details(inp: &SceneInputs, scene: &mut Scene) {
                 .text
                 .push(TextItem::new(what, [d.x + 12.0, d.y + 32.0], 12.0, DIM));
         }
-        (None, _) => non_map_details(vm, layer, state, &area, scene),
+        (None, _) => non_map_details(vm, layer, state, inp.cam, &area, scene),
     }
 }
 
 /// The method radio buttons, right-aligned in the details header.
 fn method_buttons(state: &ViewState, header: &Rect, scene: &mut Scene) {
-    for (i, m) in Method::ALL.iter().enumerate() {
-        let r = method_button_rect(header, i, Method::ALL.len());
-        let active = *m == state.method;
+    for i in 0..BUTTON_COUNT {
+        let r = method_button_rect(header, i, BUTTON_COUNT);
+        let active = i == state.active_button();
         let fill = if active {
             [0.25, 0.42, 0.72, 1.0]
         } else {
@@ -514,7 +530,7 @@ fn method_buttons(state: &ViewState, header: &Rect, scene: &mut Scene) {
             .push(ShapeInstance::outline_rect(r4(&r), 1.0, edge).rounded(4.0));
         scene.text.push(
             TextItem::new(
-                m.label(),
+                button_label(i),
                 r.center(),
                 if r.w < 110.0 { 10.0 } else { 11.5 },
                 if active { TEXT } else { DIM },
@@ -530,11 +546,14 @@ fn non_map_details(
     vm: &ViewModel,
     layer: &LayerInfo,
     state: &ViewState,
+    cam: Option<(TileHandle, &str)>,
     area: &Rect,
     scene: &mut Scene,
 ) {
     if let Some(pool) = &layer.pool {
         super::charts::draw_pool_window(layer, pool, area, scene);
+    } else if layer.map_dims().is_some() && state.panel == Panel::GradCam {
+        layer_grad_cam(vm, cam, area, scene);
     } else if let Some(chart) = super::charts::chart_of(vm, state.selected) {
         super::charts::draw_chart(vm, state, chart, scene);
     } else {
@@ -564,6 +583,34 @@ fn non_map_details(
             super::charts::draw_histogram(h, &plot, scene);
         }
     }
+}
+
+/// The selected layer's Grad-CAM of the most probable class, over the input, as large as
+/// the area allows.
+fn layer_grad_cam(vm: &ViewModel, cam: Option<(TileHandle, &str)>, area: &Rect, scene: &mut Scene) {
+    let top = vm.top_classes(1).first().map(|&(c, _)| vm.label(c));
+    let Some((pic, caption)) = cam else {
+        let msg = match (vm.cam_layer, top) {
+            (None, _) => "Grad-CAM needs the model (this is a data directory)".to_string(),
+            (_, Some(class)) => format!("computing the Grad-CAM of {class} at this layer…"),
+            (_, None) => "no class scores yet".to_string(),
+        };
+        scene
+            .text
+            .push(TextItem::new(msg, [area.x + 12.0, area.y + 8.0], 13.0, DIM));
+        return;
+    };
+    scene.text.push(TextItem::new(
+        format!("{caption} at this layer (ReLU of the gradient-weighted sum of its maps)"),
+        [area.x + 12.0, area.y + 8.0],
+        13.0,
+        DIM,
+    ));
+    let side = (area.h - 48.0).min(area.w - 24.0).max(32.0);
+    scene.tiles.push(TileInstance::picture(
+        [area.x + 12.0, area.y + 32.0, side, side],
+        pic,
+    ));
 }
 
 /// Horizontal probability bars with class names, percent scale.
@@ -621,9 +668,10 @@ fn side(inp: &SceneInputs, scene: &mut Scene) {
         .push(TextItem::new("Input", [s.x + margin, y], 14.0, TEXT));
     y += 22.0;
     // With a class hovered in a chart, its Grad-CAM over the input takes the input's place.
+    let hovering_class = super::charts::hovered_class(vm, state).is_some();
     let (pic, caption, colour) = match inp.cam {
-        Some((cam, caption)) => (Some(cam), caption.to_string(), ACCENT),
-        None => (inp.picture, vm.input_label.clone(), DIM),
+        Some((cam, caption)) if hovering_class => (Some(cam), caption.to_string(), ACCENT),
+        _ => (inp.picture, vm.input_label.clone(), DIM),
     };
     if let Some(pic) = pic {
         let h = pic_w * pic.size_px[1] as f32 / pic.size_px[0].max(1) as f32;

@@ -9,6 +9,30 @@ use crate::annotations::Mark;
 use crate::export::Method;
 use crate::render::Colormap;
 
+/// What the details canvas shows for a layer with filter maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Panel {
+    /// Every filter's tile under [`ViewState::method`].
+    #[default]
+    Tiles,
+    /// The layer's Grad-CAM of the top class, over the input.
+    GradCam,
+    /// Parameters and the weight histogram.
+    Params,
+}
+
+/// The details header's radio buttons: the four tile methods, then Grad-CAM and parameters.
+pub const BUTTON_COUNT: usize = Method::ALL.len() + 2;
+
+/// Label of radio button `i`.
+pub fn button_label(i: usize) -> &'static str {
+    match Method::ALL.get(i) {
+        Some(m) => m.label(),
+        None if i == Method::ALL.len() => "Grad-CAM",
+        None => "parameters",
+    }
+}
+
 /// Two clicks on the same tile within this many seconds are a double-click.
 pub const DOUBLE_CLICK_S: f64 = 0.4;
 
@@ -55,6 +79,8 @@ pub struct ViewState {
     pub colormap: Colormap,
     /// What the details canvas shows for conv-like layers.
     pub method: Method,
+    /// Tiles, Grad-CAM or parameters for layers with filter maps.
+    pub panel: Panel,
     pub show_frame_time: bool,
     pub window_px: [f32; 2],
     /// Tile size relative to the fitted grid (1 = all tiles fit the canvas when they can).
@@ -119,6 +145,7 @@ impl ViewState {
             details_scroll_px: 0.0,
             colormap: Colormap::Grey,
             method: Method::Forward,
+            panel: Panel::Tiles,
             show_frame_time: false,
             window_px,
             tile_zoom: 1.0,
@@ -154,8 +181,8 @@ impl ViewState {
                 .find(|&i| arch_node_rect(&c.arch, i).contains(q))
                 .map_or(Hover::Nothing, Hover::Node);
         }
-        if let Some(i) = (0..Method::ALL.len())
-            .find(|&i| method_button_rect(&c.details, i, Method::ALL.len()).contains(p))
+        if let Some(i) =
+            (0..BUTTON_COUNT).find(|&i| method_button_rect(&c.details, i, BUTTON_COUNT).contains(p))
         {
             return Hover::Method(i);
         }
@@ -199,8 +226,8 @@ impl ViewState {
                     annotate: None,
                 }
             }
-            Hover::Method(i) if Method::ALL[i] != self.method => {
-                self.method = Method::ALL[i];
+            Hover::Method(i) if i != self.active_button() => {
+                self.press_button(i);
                 ClickOutcome {
                     view_changed: true,
                     annotate: None,
@@ -308,11 +335,7 @@ impl ViewState {
                 false
             }
             Key::CycleMethod => {
-                let i = Method::ALL
-                    .iter()
-                    .position(|&m| m == self.method)
-                    .unwrap_or(0);
-                self.method = Method::ALL[(i + 1) % Method::ALL.len()];
+                self.press_button((self.active_button() + 1) % BUTTON_COUNT);
                 true
             }
         }
@@ -328,6 +351,29 @@ impl ViewState {
                 clamp_scroll(fraction * new.height(), new.height(), self.tile_area().h);
         }
         self.tile_zoom = zoom;
+    }
+
+    /// The radio button showing what the details canvas shows now.
+    pub fn active_button(&self) -> usize {
+        match self.panel {
+            Panel::Tiles => Method::ALL
+                .iter()
+                .position(|&m| m == self.method)
+                .unwrap_or(0),
+            Panel::GradCam => Method::ALL.len(),
+            Panel::Params => Method::ALL.len() + 1,
+        }
+    }
+
+    fn press_button(&mut self, i: usize) {
+        match Method::ALL.get(i) {
+            Some(&m) => {
+                self.method = m;
+                self.panel = Panel::Tiles;
+            }
+            None if i == Method::ALL.len() => self.panel = Panel::GradCam,
+            None => self.panel = Panel::Params,
+        }
     }
 
     /// Selects layer `i` and scrolls the architecture to it (search results, jumps).
@@ -516,7 +562,7 @@ mod tests {
     fn method_buttons_are_radio_buttons() {
         let mut s = ViewState::new(0, [1400.0, 900.0]);
         let m = model(None, &[0]);
-        let r = method_button_rect(&s.canvases().details, 2, Method::ALL.len());
+        let r = method_button_rect(&s.canvases().details, 2, BUTTON_COUNT);
         assert_eq!(s.hit(&m, r.center()), Hover::Method(2));
         assert!(
             s.on_click(&m, r.center(), ClickInfo::default())
@@ -528,6 +574,18 @@ mod tests {
                 .view_changed,
             "clicking the active method changes nothing"
         );
+        // Grad-CAM and parameters are buttons after the four tile methods.
+        let cam = method_button_rect(&s.canvases().details, 4, BUTTON_COUNT);
+        assert!(
+            s.on_click(&m, cam.center(), ClickInfo::default())
+                .view_changed
+        );
+        assert_eq!((s.panel, s.active_button()), (Panel::GradCam, 4));
+        s.on_key(&m, Key::CycleMethod);
+        assert_eq!(s.panel, Panel::Params);
+        s.on_key(&m, Key::CycleMethod);
+        assert_eq!((s.panel, s.method), (Panel::Tiles, Method::Forward));
+        assert_eq!(button_label(4), "Grad-CAM");
     }
 
     #[test]
