@@ -129,6 +129,10 @@ pub struct ViewArgs {
     /// see `convlens annotations path`).
     #[arg(long, value_name = "FILE.json")]
     pub annotations: Option<PathBuf>,
+    /// Folder of example images per class: `DIR/<label>/…`, `DIR/<class index>/…` or
+    /// `DIR/<label>.jpg`; the example of a hovered class is shown beside its Grad-CAM.
+    #[arg(long, value_name = "DIR")]
+    pub examples: Option<PathBuf>,
     /// Screenshot scale: physical pixels per layout pixel (2 renders as on a HiDPI display).
     #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = parse_ui_scale)]
     pub ui_scale: f32,
@@ -458,6 +462,7 @@ pub fn view(args: &ViewArgs) -> Result<()> {
         sort_by_rank: args.sort_by_rank,
         ui_scale: args.ui_scale,
         panel,
+        examples: args.examples.clone(),
     };
     match &args.screenshot {
         Some(out) => crate::app::screenshot(source, &options, out),

@@ -2,6 +2,7 @@
 //! whose event handler feeds the pure UI state machine, runs forward passes on a worker
 //! thread (the newest input wins) and redraws through the renderer.
 
+pub mod examples;
 pub mod fallback;
 pub mod session;
 mod window;
@@ -30,6 +31,8 @@ pub struct ViewerOptions {
     pub method: crate::export::Method,
     /// Tiles, Grad-CAM or parameters at start.
     pub panel: crate::ui::state::Panel,
+    /// Folder of example images per class (`--examples`).
+    pub examples: Option<PathBuf>,
     /// Window (or screenshot) size in physical pixels.
     pub window_px: [u32; 2],
     /// Annotation file (None = the model's default location).
@@ -83,6 +86,7 @@ pub fn new_session(
 }
 
 fn open_annotations(session: &mut Session, options: &ViewerOptions) {
+    session.examples = examples::Examples::new(options.examples.clone());
     session.open_annotations(options.annotations.as_deref());
     if let Some(path) = session.annotations.path() {
         eprintln!("annotations: {}", path.display());
@@ -169,6 +173,10 @@ pub fn screenshot(source: ViewSource, options: &ViewerOptions, out: &Path) -> Re
     }
     let (picture, tiles) =
         session::upload_layer(&mut renderer, &ctx, session, selected, state.method)?;
+    let example = match session.hovered_example(&state) {
+        Some(img) => Some(session::upload_picture(&mut renderer, &ctx, &img)?),
+        None => None,
+    };
     let cam = match wanted.and_then(|(l, c)| session.cam_picture(l, c)) {
         Some((img, caption)) => {
             Some((session::upload_picture(&mut renderer, &ctx, &img)?, caption))
@@ -184,6 +192,7 @@ pub fn screenshot(source: ViewSource, options: &ViewerOptions, out: &Path) -> Re
         annotations: &session.annotations.annotations,
         suggested_bad: &session.suggested_bad(selected),
         cam: cam.as_ref().map(|(h, c)| (*h, c.as_str())),
+        example,
     });
     let tiles_drawn = scene.tiles.len();
     let image = renderer.render_to_image(&ctx, &scene.scaled(scale), w, h)?;

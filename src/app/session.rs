@@ -162,6 +162,8 @@ pub struct Session {
     pub on_gpu: bool,
     /// Grad-CAM maps of classes computed for the current input.
     pub cams: Vec<CamResult>,
+    /// Example images per class (`--examples`).
+    pub examples: super::examples::Examples,
 }
 
 impl Session {
@@ -188,6 +190,7 @@ impl Session {
             annotations,
             on_gpu: device.is_gpu,
             cams: Vec::new(),
+            examples: Default::default(),
         }
     }
 
@@ -224,6 +227,7 @@ impl Session {
             annotations,
             on_gpu: false,
             cams: Vec::new(),
+            examples: Default::default(),
         }
     }
 
@@ -470,6 +474,13 @@ impl Session {
             crate::viz::overlay::heat_over(picture, &cam.cam.data, hw, 0.45),
             format!("Grad-CAM of {}", self.vm.label(class)),
         ))
+    }
+
+    /// The example image of the class hovered in a chart, if `--examples` has one.
+    pub fn hovered_example(&mut self, state: &crate::ui::state::ViewState) -> Option<RgbImage> {
+        let class = crate::ui::charts::hovered_class(&self.vm, state)?;
+        let label = self.vm.label(class);
+        self.examples.get(class, &label).cloned()
     }
 
     /// Loads an input file (for the worker).

@@ -173,6 +173,8 @@ struct App {
     tiles: Option<LayerTiles>,
     /// The hovered class's Grad-CAM over the input, in the atlas, with its caption.
     cam: Option<(TileHandle, String)>,
+    /// The hovered class's example image (`--examples`), in the atlas.
+    example: Option<TileHandle>,
     needs_upload: bool,
     cursor: Option<[f32; 2]>,
     frames: FrameCounter,
@@ -239,6 +241,7 @@ pub fn run_window(source: ViewSource, options: ViewerOptions) -> Result<()> {
         picture: None,
         tiles: None,
         cam: None,
+        example: None,
         needs_upload: true,
         cursor: None,
         frames: FrameCounter::new(60),
@@ -336,6 +339,10 @@ impl App {
             )?;
             self.picture = picture;
             self.tiles = tiles;
+            self.example = match self.session.hovered_example(&self.state) {
+                Some(img) => Some(upload_picture(&mut g.renderer, &g.ctx, &img)?),
+                None => None,
+            };
             self.cam = match crate::ui::scene::wanted_cam(&self.session.vm, &self.state)
                 .and_then(|(l, c)| self.session.cam_picture(l, c))
             {
@@ -356,6 +363,7 @@ impl App {
             annotations: &self.session.annotations.annotations,
             suggested_bad: &self.session.suggested_bad(self.state.selected),
             cam: self.cam.as_ref().map(|(h, c)| (*h, c.as_str())),
+            example: self.example,
         });
         if g.renderer
             .draw_to_surface(&g.ctx, &mut g.surface, &scene.scaled(self.ui_scale))?

@@ -62,6 +62,12 @@ pub fn load_input(path: &Path, spec: &InputSpec) -> Result<InputTensor> {
     if is_npy {
         return load_npy_input(path, spec);
     }
+    Ok(image_to_input(&load_rgb(path)?, spec))
+}
+
+/// Decodes an image file to 8-bit RGB, refusing more than [`MAX_INPUT_PIXELS`] from its
+/// header before decoding.
+pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     let reader = image::ImageReader::open(path)
         .map_err(|source| ModelError::Io {
             path: path.display().to_string(),
@@ -90,7 +96,7 @@ pub fn load_input(path: &Path, spec: &InputSpec) -> Result<InputTensor> {
     let img = reader
         .decode()
         .map_err(|e| ModelError::input(path.display(), format!("cannot decode image: {e}")))?;
-    Ok(image_to_input(&img.to_rgb8(), spec))
+    Ok(img.to_rgb8())
 }
 
 /// Largest image decoded, in pixels (8000×8000). Decoding keeps the whole image in memory

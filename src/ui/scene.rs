@@ -68,6 +68,8 @@ pub struct SceneInputs<'a> {
     pub suggested_bad: &'a [usize],
     /// The input with the hovered class's Grad-CAM over it, and its caption.
     pub cam: Option<(TileHandle, &'a str)>,
+    /// An example image of the hovered class (`--examples`).
+    pub example: Option<TileHandle>,
 }
 
 /// The tile grid of the selected layer (also used for hit testing).
@@ -695,6 +697,24 @@ fn side(inp: &SceneInputs, scene: &mut Scene) {
             .with_max_width(w),
         );
         y += 40.0;
+    }
+    if let (Some(example), Some(class)) = (inp.example, super::charts::hovered_class(vm, state)) {
+        scene.text.push(
+            TextItem::new(
+                format!("example of {}", vm.label(class)),
+                [s.x + margin, y],
+                13.0,
+                ACCENT,
+            )
+            .with_max_width(w),
+        );
+        y += 20.0;
+        let aspect = example.size_px[1] as f32 / example.size_px[0].max(1) as f32;
+        let h = pic_w * aspect;
+        scene
+            .tiles
+            .push(TileInstance::picture([s.x + margin, y, pic_w, h], example));
+        y += h + 12.0;
     }
     if let (Hover::Tile(k), Some(tiles)) = (state.hover, inp.tiles)
         && let Some((handle, range)) = tiles.tiles.get(k)
