@@ -322,19 +322,14 @@ pub fn run(
                 let mut ready: Vec<(TileHandle, [f32; 2])> = Vec::with_capacity(gbp_filters);
                 for &(i, (c, h, w)) in &convs {
                     let map = acts.read(&graph.nodes[i].outputs[0])?;
-                    let handles = renderer.atlas.upload_many(
+                    ready.extend(renderer.atlas.upload_maps(
                         &ctx.device,
                         &ctx.queue,
                         &map.data,
                         w as u32,
                         h as u32,
                         c as u32,
-                    )?;
-                    ready.extend(
-                        handles
-                            .into_iter()
-                            .zip(map.data.chunks(h * w).map(value_range)),
-                    );
+                    )?);
                 }
                 ctx.queue.submit([]);
                 ctx.wait_idle()?;

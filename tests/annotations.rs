@@ -2,23 +2,19 @@
 //! them into a screenshot, clear errors for bad requests, and a kill -9 at a random moment
 //! of a stream of saves leaving a whole file every time.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
+use common::{output_text, run_convlens};
+
 fn convlens(data_dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_convlens"))
-        .env("CONVLENS_DATA_DIR", data_dir)
-        .args(args)
-        .output()
-        .expect("binary runs")
+    run_convlens(data_dir, args)
 }
 
 fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    output_text(out)
 }
 
 const STEM: &str = "/_conv_stem/Conv";

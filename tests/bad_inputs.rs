@@ -9,26 +9,15 @@ mod common;
 
 use std::process::{Command, Output, Stdio};
 
-use common::fixture;
+use common::{fixture, output_text, run_convlens};
 use onnx_ir::{Message, ModelProto};
 
 fn convlens(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_convlens"))
-        .args(args)
-        .env(
-            "CONVLENS_DATA_DIR",
-            std::env::temp_dir().join("convlens-bad-inputs"),
-        )
-        .output()
-        .expect("binary runs")
+    run_convlens(&std::env::temp_dir().join("convlens-bad-inputs"), args)
 }
 
 fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    output_text(out)
 }
 
 /// Fails with a message containing `expected`, without panicking.

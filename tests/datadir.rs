@@ -6,29 +6,18 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::fixture;
+use common::{fixture, output_text, run_convlens};
 use convlens::datadir::{DataDir, DataDirError};
 use convlens::export::Method;
 
 fn convlens(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_convlens"))
-        .args(args)
-        .env(
-            "CONVLENS_DATA_DIR",
-            std::env::temp_dir().join("convlens-datadir-test"),
-        )
-        .output()
-        .expect("binary runs")
+    run_convlens(&std::env::temp_dir().join("convlens-datadir-test"), args)
 }
 
 fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    output_text(out)
 }
 
 /// Exports tiny_alexnet (forward + gbp, every map layer) into `dir`.

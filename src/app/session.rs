@@ -565,7 +565,7 @@ pub fn upload_layer(
     };
     let [_, c, h, w] =
         <[usize; 4]>::try_from(map.shape.as_slice()).context("feature map is not [1, C, H, W]")?;
-    let handles = renderer.atlas.upload_many(
+    let tiles = renderer.atlas.upload_maps(
         &ctx.device,
         &ctx.queue,
         &map.data,
@@ -573,11 +573,6 @@ pub fn upload_layer(
         h as u32,
         c as u32,
     )?;
-    let tiles = handles
-        .into_iter()
-        .enumerate()
-        .map(|(k, handle)| (handle, value_range(&map.data[k * h * w..(k + 1) * h * w])))
-        .collect();
     Ok((
         picture,
         Some(LayerTiles {

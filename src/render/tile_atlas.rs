@@ -192,6 +192,25 @@ impl TileAtlas {
         Ok(self.handles(start, width, height, count, 1))
     }
 
+    /// [`TileAtlas::upload_many`] plus each map's `[min, max]` over its finite values (the
+    /// normalisation range the tile shader uses): one activation layer, ready to draw.
+    pub fn upload_maps(
+        &mut self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        values: &[f32],
+        width: u32,
+        height: u32,
+        count: u32,
+    ) -> Result<Vec<(TileHandle, [f32; 2])>> {
+        let handles = self.upload_many(device, queue, values, width, height, count)?;
+        let per = (width as usize * height as usize).max(1);
+        Ok(handles
+            .into_iter()
+            .zip(values.chunks(per).map(value_range))
+            .collect())
+    }
+
     /// Uploads an RGB image stored as planes `[3, height, width]` (e.g. a guided-backprop
     /// gradient); draw it with [`crate::render::Colormap::Rgb`].
     pub fn upload_rgb_planes(

@@ -27,6 +27,25 @@ pub fn formula_input(n: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Runs the `convlens` binary with `args`, annotations kept under `data_dir` (never the
+/// user's own data directory).
+pub fn run_convlens(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_convlens"))
+        .env("CONVLENS_DATA_DIR", data_dir)
+        .args(args)
+        .output()
+        .expect("the convlens binary runs")
+}
+
+/// stdout and stderr of a finished process, as text.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// The flex CPU device.
 pub fn cpu() -> Device {
     Device::flex()
