@@ -118,7 +118,7 @@ pub struct ViewArgs {
     /// Layer to select at start (default: the first convolution).
     #[arg(long)]
     pub layer: Option<String>,
-    /// What the details canvas shows: forward, gbp, deconvnet or backprop tiles, the layer's
+    /// What the details canvas shows: forward, gbp, deconvnet, backprop or occlusion tiles, the layer's
     /// gradcam (top class), or its params.
     #[arg(long, default_value = "forward")]
     pub method: String,
@@ -444,7 +444,9 @@ pub fn view(args: &ViewArgs) -> Result<()> {
         "params" | "parameters" => (Method::Forward, Panel::Params),
         m => match Method::parse_list(m).ok().as_deref() {
             Some([m]) => (*m, Panel::Tiles),
-            _ => bail!("--method takes one of forward, gbp, deconvnet, backprop, gradcam, params"),
+            _ => bail!(
+                "--method takes one of forward, gbp, deconvnet, backprop, occlusion, gradcam, params"
+            ),
         },
     };
     let source = match &args.data {

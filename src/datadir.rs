@@ -199,12 +199,22 @@ impl DataDir {
         let Some((c, h, w)) = l.map_dims() else {
             return Ok(None);
         };
-        let (planes, [th, tw]) = if method == Method::Forward {
-            (1, [h, w])
-        } else {
-            (3, self.input_hw)
-        };
         let dir = self.root.join(method.dir_name());
+        let (planes, [th, tw]) = match method {
+            Method::Forward => (1, [h, w]),
+            // Occlusion grids depend on the export's square and stride: take the size of
+            // the first tile that reads.
+            Method::Occlusion => {
+                let first = (0..c).find_map(|k| {
+                    read_png(&self.root, &dir.join(format!("{}_{}.png", l.stem, k + 1))).ok()
+                });
+                match first {
+                    Some(img) => (1, [img.height() as usize, img.width() as usize]),
+                    None => return Ok(None),
+                }
+            }
+            _ => (3, self.input_hw),
+        };
         let per = planes * th * tw;
         if c.checked_mul(per).is_none_or(|n| n > MAX_LAYER_VALUES) {
             return Err(malformed(

@@ -61,13 +61,36 @@ pub fn compute_cam(
     Ok(CamResult { class, layer, cam })
 }
 
-/// Runs one forward pass keeping every layer, then the batched reverse passes for `layer`.
+/// Every filter's image of `layer` under `method`: for gradient methods one forward pass
+/// keeping every layer and the batched reverse passes (`[C, 3, H, W]`); for occlusion the
+/// sweep of forward passes with the grey square (`[C, 1, rows, cols]`).
 pub fn compute_gradients(
     engine: &Engine,
     input: &InputTensor,
     layer: usize,
     method: Method,
 ) -> Result<GradientResult> {
+    if method == Method::Occlusion {
+        let hw = [input.shape[2], input.shape[3]];
+        let spec = engine::occlusion::OcclusionSpec::for_input(hw);
+        let maps = engine::occlusion::occlusion(engine, input, &[layer], &spec, || {})?;
+        let [rows, cols] = maps.grid_hw;
+        let data = maps
+            .layers
+            .into_iter()
+            .next()
+            .map(|(_, d)| d)
+            .context("the occlusion sweep returned no maps for the layer")?;
+        let channels = data.len() / (rows * cols).max(1);
+        return Ok(GradientResult {
+            layer,
+            method,
+            images: HostTensor {
+                shape: vec![channels, 1, rows, cols],
+                data,
+            },
+        });
+    }
     let rule = method
         .gradient()
         .context("forward is not a gradient method")?;
@@ -531,25 +554,36 @@ pub fn upload_layer(
         let Some(g) = session.gradient(layer, method) else {
             return Ok((picture, None));
         };
-        let [c, 3, h, w] = <[usize; 4]>::try_from(g.images.shape.as_slice())
-            .context("gradient images are not [C, 3, H, W]")?
-        else {
-            anyhow::bail!("gradient images of shape {:?} are not RGB", g.images.shape);
+        let [c, planes, h, w] = <[usize; 4]>::try_from(g.images.shape.as_slice())
+            .context("per-filter images are not [C, planes, H, W]")?;
+        let tiles = match planes {
+            // Gradient images: RGB planes, normalised jointly.
+            3 => {
+                let handles = renderer.atlas.upload_rgb_planes_many(
+                    &ctx.device,
+                    &ctx.queue,
+                    &g.images.data,
+                    w as u32,
+                    h as u32,
+                    c as u32,
+                )?;
+                let per = 3 * h * w;
+                handles
+                    .into_iter()
+                    .zip(g.images.data.chunks(per).map(value_range))
+                    .collect()
+            }
+            // Occlusion maps: one grey map per filter.
+            1 => renderer.atlas.upload_maps(
+                &ctx.device,
+                &ctx.queue,
+                &g.images.data,
+                w as u32,
+                h as u32,
+                c as u32,
+            )?,
+            _ => anyhow::bail!("per-filter images of shape {:?}", g.images.shape),
         };
-        let handles = renderer.atlas.upload_rgb_planes_many(
-            &ctx.device,
-            &ctx.queue,
-            &g.images.data,
-            w as u32,
-            h as u32,
-            c as u32,
-        )?;
-        let per = 3 * h * w;
-        let tiles = handles
-            .into_iter()
-            .enumerate()
-            .map(|(k, handle)| (handle, value_range(&g.images.data[k * per..(k + 1) * per])))
-            .collect();
         return Ok((
             picture,
             Some(LayerTiles {

@@ -116,21 +116,25 @@ impl LayerSelection {
     }
 }
 
-/// The visualisation methods of the paper.
+/// The per-filter visualisation methods: one image per filter of a layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Method {
     Forward,
     Gbp,
     Deconvnet,
     Backprop,
+    /// Drop of each filter's summed response as a grey square slides over the input (one
+    /// map per filter at the occlusion grid's size; written by [`write_occlusion`]).
+    Occlusion,
 }
 
 impl Method {
-    pub const ALL: [Method; 4] = [
+    pub const ALL: [Method; 5] = [
         Method::Forward,
         Method::Gbp,
         Method::Deconvnet,
         Method::Backprop,
+        Method::Occlusion,
     ];
 
     /// The name shown on the viewer's method buttons.
@@ -140,6 +144,7 @@ impl Method {
             Method::Gbp => "guided backprop",
             Method::Deconvnet => "deconvnet",
             Method::Backprop => "backprop",
+            Method::Occlusion => "occlusion",
         }
     }
 
@@ -152,15 +157,16 @@ impl Method {
                 "gbp" => Ok(Method::Gbp),
                 "deconvnet" => Ok(Method::Deconvnet),
                 "backprop" => Ok(Method::Backprop),
+                "occlusion" => Ok(Method::Occlusion),
                 other => Err(ExportError::UnknownMethod(other.to_string())),
             })
             .collect()
     }
 
-    /// The reverse-pass rule of a gradient method (`None` for forward).
+    /// The reverse-pass rule of a gradient method (`None` for forward and occlusion).
     pub fn gradient(self) -> Option<attribution::Method> {
         match self {
-            Method::Forward => None,
+            Method::Forward | Method::Occlusion => None,
             Method::Gbp => Some(attribution::Method::Guided),
             Method::Deconvnet => Some(attribution::Method::Deconvnet),
             Method::Backprop => Some(attribution::Method::Backprop),
@@ -173,6 +179,7 @@ impl Method {
             Method::Gbp => "gbp",
             Method::Deconvnet => "deconvnet",
             Method::Backprop => "backprop",
+            Method::Occlusion => "occlusion",
         }
     }
 }
@@ -209,7 +216,14 @@ pub fn export_methods(
 ) -> Result<ExportSummary> {
     let graph = engine.graph();
     let out = req.out_dir;
-    for m in req.methods {
+    // Occlusion needs its own sweep of forward passes: `write_occlusion` writes it.
+    let methods: Vec<Method> = req
+        .methods
+        .iter()
+        .copied()
+        .filter(|&m| m != Method::Occlusion)
+        .collect();
+    for m in &methods {
         let dir = out.join(m.dir_name());
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         if req.raw {
@@ -222,7 +236,7 @@ pub fn export_methods(
     for &i in req.layers {
         let node = &graph.nodes[i];
         summary.layers += 1;
-        for &method in req.methods {
+        for &method in &methods {
             let raw_path = out
                 .join("raw")
                 .join(method.dir_name())

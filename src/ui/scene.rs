@@ -45,10 +45,10 @@ pub struct LayerTiles {
 impl LayerTiles {
     /// Gradient images are RGB (normalised jointly over their planes); maps use the chosen map.
     fn colormap(&self, chosen: Colormap) -> Colormap {
-        if self.method == Method::Forward {
-            chosen
-        } else {
+        if self.method.gradient().is_some() {
             Colormap::Rgb
+        } else {
+            chosen
         }
     }
 }
@@ -80,11 +80,7 @@ pub fn selected_grid(vm: &ViewModel, state: &ViewState) -> Option<TileGrid> {
     }
     let (c, h, w) = layer.map_dims()?;
     // Gradient images have the input's size.
-    let hw = if state.method == Method::Forward {
-        [h, w]
-    } else {
-        vm.input_hw
-    };
+    let hw = tile_hw(vm, state.method, [h, w]);
     Some(TileGrid::zoomed(
         &state.tile_area(),
         c,
@@ -102,6 +98,22 @@ pub fn model_shape(vm: &ViewModel, state: &ViewState) -> ModelShape {
         map_layers: vm.map_layers.clone(),
         bars: super::charts::chart_bars(vm, state),
         order: tile_order(vm, state).map(<[usize]>::to_vec),
+    }
+}
+
+/// `[H, W]` of one tile of a layer whose maps are `map_hw` under `method`: the map itself,
+/// the input for gradient images, the occlusion grid for occlusion maps.
+pub fn tile_hw(vm: &ViewModel, method: Method, map_hw: [usize; 2]) -> [usize; 2] {
+    match method {
+        Method::Forward => map_hw,
+        Method::Occlusion => {
+            let spec = crate::engine::occlusion::OcclusionSpec::for_input(vm.input_hw);
+            [
+                spec.offsets(vm.input_hw[0]).len(),
+                spec.offsets(vm.input_hw[1]).len(),
+            ]
+        }
+        _ => vm.input_hw,
     }
 }
 
@@ -440,6 +452,10 @@ fn details(inp: &SceneInputs, scene: &mut Scene) {
             let what = match state.method {
                 Method::Forward => {
                     format!("forward activation · colour map: {:?} (C)", state.colormap)
+                }
+                Method::Occlusion => {
+                    "drop of each filter's summed response as a grey square slides over the input"
+                        .to_string()
                 }
                 m => format!(
                     "{} of each filter's summed response w.r.t. the input",

@@ -21,7 +21,7 @@ pub enum Panel {
     Params,
 }
 
-/// The details header's radio buttons: the four tile methods, then Grad-CAM and parameters.
+/// The details header's radio buttons: the tile methods, then Grad-CAM and parameters.
 pub const BUTTON_COUNT: usize = Method::ALL.len() + 2;
 
 /// Label of radio button `i`.
@@ -574,18 +574,20 @@ mod tests {
                 .view_changed,
             "clicking the active method changes nothing"
         );
-        // Grad-CAM and parameters are buttons after the four tile methods.
-        let cam = method_button_rect(&s.canvases().details, 4, BUTTON_COUNT);
+        // Grad-CAM and parameters are buttons after the tile methods.
+        let cam_button = Method::ALL.len();
+        let cam = method_button_rect(&s.canvases().details, cam_button, BUTTON_COUNT);
         assert!(
             s.on_click(&m, cam.center(), ClickInfo::default())
                 .view_changed
         );
-        assert_eq!((s.panel, s.active_button()), (Panel::GradCam, 4));
+        assert_eq!((s.panel, s.active_button()), (Panel::GradCam, cam_button));
         s.on_key(&m, Key::CycleMethod);
         assert_eq!(s.panel, Panel::Params);
         s.on_key(&m, Key::CycleMethod);
         assert_eq!((s.panel, s.method), (Panel::Tiles, Method::Forward));
-        assert_eq!(button_label(4), "Grad-CAM");
+        assert_eq!(button_label(cam_button), "Grad-CAM");
+        assert_eq!(button_label(4), "occlusion");
     }
 
     #[test]
