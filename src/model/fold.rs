@@ -3,7 +3,7 @@
 //! plumbing such as Shape→Gather→Concat→Reshape chains never reaches the engine or the
 //! architecture view.
 
-use super::consts::{ConstData, ConstTensor, MAX_CONST_ELEMENTS, checked_numel, dims_from_i64};
+use super::consts::{ConstData, ConstTensor, checked_numel, dims_from_i64};
 use super::onnx::NodeCtx;
 use super::shape::{
     broadcast_shapes, flatten_shape, gather_shape, gather_source_indices, norm_axis,
@@ -42,6 +42,26 @@ pub fn is_foldable(op_type: &str) -> bool {
     )
 }
 
+/// Most elements one folded constant may have (1 GiB as int64, 512 MiB as f32). Folding
+/// computes values the file does not store (ConstantOfShape, Range, broadcasting, Gather),
+/// so a few bytes of ONNX could otherwise ask for any amount of memory. Large enough for
+/// weights made by ConstantOfShape (VGG's fc6 is 102.8 M elements); the importer also caps
+/// the total of all folded constants ([`MAX_FOLDED_TOTAL`]).
+pub const MAX_FOLDED_ELEMENTS: usize = 1 << 27;
+
+/// Most elements all folded constants of one model may have together.
+pub const MAX_FOLDED_TOTAL: usize = 1 << 29;
+
+/// The element count of a folded result of `shape`, or why it is refused.
+fn folded_len(shape: &[usize], what: &str) -> Result<usize, String> {
+    match checked_numel(shape) {
+        Some(n) if n <= MAX_FOLDED_ELEMENTS => Ok(n),
+        _ => Err(format!(
+            "folding {what} would create a constant of shape {shape:?} (at most {MAX_FOLDED_ELEMENTS} elements)"
+        )),
+    }
+}
+
 /// Evaluates a foldable node; returns one tensor per output.
 pub fn fold(ctx: &NodeCtx) -> Result<Vec<ConstTensor>, String> {
     let op = ctx.op_type();
@@ -51,7 +71,7 @@ pub fn fold(ctx: &NodeCtx) -> Result<Vec<ConstTensor>, String> {
         "ConstantOfShape" => {
             let shape = dims_from_i64(&ctx.const_ints(0)?, "ConstantOfShape output")
                 .map_err(|e| e.to_string())?;
-            let n = checked_numel(&shape).unwrap_or(usize::MAX);
+            let n = folded_len(&shape, "ConstantOfShape")?;
             let value = match ctx.attrs.tensor("value") {
                 Some(t) => ConstTensor::from_proto(t).map_err(|e| e.to_string())?,
                 None => ConstTensor::f32(vec![1], vec![0.0]),
@@ -117,6 +137,7 @@ pub fn fold(ctx: &NodeCtx) -> Result<Vec<ConstTensor>, String> {
         "Gather" => {
             let t = ctx.konst(0)?;
             let (axis, indices, indices_shape) = gather_params(ctx, &t.shape)?;
+            folded_len(&gather_shape(&t.shape, axis, &indices_shape), "Gather")?;
             let flat = gather_source_indices(&t.shape, axis, &indices);
             one(t.select_flat(gather_shape(&t.shape, axis, &indices_shape), &flat))
         }
@@ -150,18 +171,27 @@ pub fn fold(ctx: &NodeCtx) -> Result<Vec<ConstTensor>, String> {
         }
         "Range" => {
             let (start, limit, delta) = (ctx.konst(0)?, ctx.konst(1)?, ctx.konst(2)?);
+            let scalar = |t: &ConstTensor, what: &str| {
+                t.to_f32_vec()
+                    .first()
+                    .map(|&v| f64::from(v))
+                    .ok_or(format!("Range {what} is empty"))
+            };
             let (s, l, d) = (
-                start.to_f32_vec()[0] as f64,
-                limit.to_f32_vec()[0] as f64,
-                delta.to_f32_vec()[0] as f64,
+                scalar(start, "start")?,
+                scalar(limit, "limit")?,
+                scalar(delta, "delta")?,
             );
             if d == 0.0 {
                 return Err("Range with delta 0".into());
             }
-            let n = ((l - s) / d).ceil().max(0.0) as usize;
-            if n > MAX_CONST_ELEMENTS {
-                return Err("Range too long".into());
+            let steps = ((l - s) / d).ceil().max(0.0);
+            if !steps.is_finite() || steps > MAX_FOLDED_ELEMENTS as f64 {
+                return Err(format!(
+                    "Range of {steps} values (at most {MAX_FOLDED_ELEMENTS})"
+                ));
             }
+            let n = steps as usize;
             let t = if start.is_float() {
                 ConstTensor::f32(vec![n], (0..n).map(|i| (s + i as f64 * d) as f32).collect())
             } else {
@@ -172,6 +202,7 @@ pub fn fold(ctx: &NodeCtx) -> Result<Vec<ConstTensor>, String> {
         "Where" => {
             let (c, a, b) = (ctx.konst(0)?, ctx.konst(1)?, ctx.konst(2)?);
             let shape = broadcast_shapes(&[&c.shape, &a.shape, &b.shape])?;
+            folded_len(&shape, "Where")?;
             let (ci, ai, bi) = (
                 broadcast_index(&c.shape, &shape),
                 broadcast_index(&a.shape, &shape),
@@ -344,6 +375,7 @@ fn broadcast_index(shape: &[usize], out_shape: &[usize]) -> Vec<usize> {
 
 fn binary(op: &str, a: &ConstTensor, b: &ConstTensor) -> Result<ConstTensor, String> {
     let shape = broadcast_shapes(&[&a.shape, &b.shape])?;
+    folded_len(&shape, op)?;
     let (ai, bi) = (
         broadcast_index(&a.shape, &shape),
         broadcast_index(&b.shape, &shape),

@@ -80,6 +80,7 @@ pub fn load_onnx_bytes(
         nodes: Vec::new(),
         warnings: Vec::new(),
         names: HashSet::new(),
+        folded_elements: 0,
     };
     for init in &graph.initializer {
         let t = ConstTensor::from_proto(init)?;
@@ -266,6 +267,8 @@ struct Importer<'a> {
     nodes: Vec<Node>,
     warnings: Vec<String>,
     names: HashSet<String>,
+    /// Elements of all constants made by folding so far (capped at MAX_FOLDED_TOTAL).
+    folded_elements: usize,
 }
 
 impl Importer<'_> {
@@ -308,6 +311,15 @@ impl Importer<'_> {
         let shape_only = matches!(proto.op_type.as_str(), "Shape" | "Size" | "Constant");
         if fold::is_foldable(&proto.op_type) && (all_const || shape_only) {
             let values = fold::fold(&ctx).map_err(node_err)?;
+            self.folded_elements = values
+                .iter()
+                .fold(self.folded_elements, |sum, t| sum.saturating_add(t.numel()));
+            if self.folded_elements > fold::MAX_FOLDED_TOTAL {
+                return Err(node_err(format!(
+                    "folded constants would hold more than {} elements in all",
+                    fold::MAX_FOLDED_TOTAL
+                )));
+            }
             for (out, t) in proto.output.iter().zip(values) {
                 self.note_non_finite(out, &t);
                 self.constants.insert(out.clone(), t);

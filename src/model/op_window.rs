@@ -19,11 +19,12 @@ pub(super) fn rank4(s: &[usize]) -> R<[usize; 4]> {
 fn pos_ints(ctx: &NodeCtx, name: &str, n: usize, default: usize) -> R<Vec<usize>> {
     match ctx.attrs.ints(name) {
         None => Ok(vec![default; n]),
-        Some(v) if v.len() == n && v.iter().all(|&x| x >= 1) => {
+        // Bounded like pads, so window arithmetic cannot overflow.
+        Some(v) if v.len() == n && v.iter().all(|&x| (1..=1 << 20).contains(&x)) => {
             Ok(v.iter().map(|&x| x as usize).collect())
         }
         Some(v) => Err(format!(
-            "attribute '{name}' = {v:?} must hold {n} positive values"
+            "attribute '{name}' = {v:?} must hold {n} values in 1..=1048576"
         )),
     }
 }
@@ -110,7 +111,10 @@ pub(super) fn conv(ctx: &NodeCtx, transpose: bool) -> R<Built> {
         // With output_shape (or SAME auto_pad) the pads follow from the requested size
         // (ONNX spec): total = stride·(in-1) + output_padding + (k-1)·dilation + 1 - out.
         let target: Option<Vec<i64>> = match ctx.attrs.ints("output_shape") {
-            Some(t) => Some(t[t.len().saturating_sub(2)..].to_vec()),
+            Some(t) if t.iter().all(|&v| (1..=1 << 31).contains(&v)) => {
+                Some(t[t.len().saturating_sub(2)..].to_vec())
+            }
+            Some(t) => return Err(format!("output_shape {t:?} must hold sizes in 1..=2^31")),
             None if auto_pad.starts_with("SAME") => Some(
                 (0..2)
                     .map(|i| (xs[2 + i] * win.strides[i]) as i64)
