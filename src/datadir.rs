@@ -225,7 +225,9 @@ impl DataDir {
                 ),
             ));
         }
-        let mut data = vec![0.0f32; c * per];
+        // Allocated at the first tile that reads: a directory claiming a huge layer but
+        // holding no files costs nothing.
+        let mut data: Vec<f32> = Vec::new();
         let (mut missing, mut wrong_size, mut unreadable, mut outside) = (vec![], 0, 0, 0);
         let mut any = false;
         for k in 0..c {
@@ -256,6 +258,9 @@ impl DataDir {
                 missing.push(k);
                 continue;
             }
+            if data.is_empty() {
+                data = vec![0.0f32; c * per];
+            }
             let out = &mut data[k * per..(k + 1) * per];
             if planes == 1 {
                 for (o, p) in out.iter_mut().zip(img.to_luma8().pixels()) {
@@ -272,6 +277,10 @@ impl DataDir {
         }
         if !any && outside == 0 {
             return Ok(None);
+        }
+        if data.is_empty() {
+            // Files exist but none decoded: every tile is black.
+            data = vec![0.0f32; c * per];
         }
         let mut problems = Vec::new();
         let absent = missing.len() - wrong_size - unreadable - outside;

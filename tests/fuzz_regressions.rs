@@ -53,6 +53,11 @@ const MUST_BE_ERR: &[&str] = &[
     "image_loader/npy_v2_huge_header_len",
     "image_loader/npy_truncated_header",
     "image_loader/npy_no_close_paren",
+    "datadir_reader/too_many_channels",
+    "datadir_reader/stem_traversal",
+    "datadir_reader/negative_shape",
+    "datadir_reader/huge_input",
+    "datadir_reader/not_json",
 ];
 
 /// Findings whose fix in `src/` has not landed yet: skipped by the `hostile_*` tests, run
@@ -221,6 +226,62 @@ fn run_image(path: &Path, scratch: &Path) -> Outcome {
     })
 }
 
+/// The datadir_reader fuzz target's use of its input (keep the two in sync): JSON before
+/// the first `FF 00`, a PNG after it as tile 1 of the first layer (forward and gbp).
+fn run_datadir(path: &Path, scratch: &Path) -> Outcome {
+    let data = std::fs::read(path).expect("read fixture");
+    let split = data
+        .windows(2)
+        .position(|w| w == [0xFF, 0x00])
+        .unwrap_or(data.len());
+    let (arch, rest) = data.split_at(split);
+    let png = rest.get(2..).unwrap_or(&[]).to_vec();
+    let dir = scratch.join(path.file_name().unwrap());
+    for sub in ["forward", "gbp"] {
+        std::fs::create_dir_all(dir.join(sub)).expect("scratch dir");
+    }
+    std::fs::write(dir.join("architecture.json"), arch).expect("write json");
+    let stem = serde_json::from_slice::<serde_json::Value>(arch)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/layers/0/file_stem")?
+                .as_str()
+                .map(str::to_string)
+        })
+        .filter(|s| {
+            !s.is_empty()
+                && s.len() < 100
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+        .unwrap_or_else(|| "conv1".into());
+    for sub in ["forward", "gbp"] {
+        std::fs::write(dir.join(sub).join(format!("{stem}_1.png")), &png).expect("write tile");
+    }
+    guarded(&path.display().to_string(), move || {
+        let d = match convlens::datadir::DataDir::open(&dir) {
+            Ok(d) => d,
+            Err(e) => return check_result::<(), _>(Err(e)),
+        };
+        for layer in 0..d.layers.len().min(8) {
+            for method in [
+                convlens::export::Method::Forward,
+                convlens::export::Method::Gbp,
+            ] {
+                if let Ok(Some(images)) = d.layer_images(layer, method) {
+                    let n: usize = images.tensor.shape.iter().product();
+                    if n != images.tensor.data.len() {
+                        return Err(format!(
+                            "{n} values claimed, {} held",
+                            images.tensor.data.len()
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(true)
+    })
+}
+
 fn run_all(target: &str, open: bool) {
     let scratch = tempfile::tempdir().expect("tempdir");
     let mut failures = Vec::new();
@@ -237,6 +298,7 @@ fn run_all(target: &str, open: bool) {
         count += 1;
         let outcome = match target {
             "onnx_loader" => run_onnx(&path),
+            "datadir_reader" => run_datadir(&path, scratch.path()),
             _ => run_image(&path, scratch.path()),
         };
         match outcome {
@@ -267,6 +329,11 @@ fn hostile_onnx_inputs_load_or_fail_cleanly() {
 #[test]
 fn hostile_image_inputs_load_or_fail_cleanly() {
     run_all("image_loader", false);
+}
+
+#[test]
+fn hostile_data_directories_load_or_fail_cleanly() {
+    run_all("datadir_reader", false);
 }
 
 #[test]
