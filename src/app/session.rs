@@ -362,7 +362,7 @@ impl Session {
 
     /// Loads and runs one input file synchronously.
     pub fn run_file(&mut self, path: Option<&Path>) -> Result<()> {
-        let (Some(model), Some(engine)) = (&self.model, &self.engine) else {
+        let (Some(model), Some(_)) = (&self.model, &self.engine) else {
             anyhow::ensure!(
                 path.is_none(),
                 "a data directory holds the results of one input; open the model to run others"
@@ -374,11 +374,23 @@ impl Session {
             || "coffee.png (embedded)".to_string(),
             |p| p.display().to_string(),
         );
-        let (result, fallback) = compute_with_fallback(engine, self.on_gpu, |engine| {
-            run_forward(engine, &input, label.clone())
-        });
-        let result = result?;
-        self.accept(result);
+        self.compute(
+            |engine| run_forward(engine, &input, label.clone()),
+            Self::accept,
+        )
+    }
+
+    /// Runs `work` on the engine — again on a CPU engine if it fails on the GPU — hands the
+    /// result to `accept`, then switches to the CPU engine if that happened (after `accept`,
+    /// so the notice about the switch is the one shown).
+    fn compute<T>(
+        &mut self,
+        work: impl Fn(&Engine) -> Result<T>,
+        accept: impl FnOnce(&mut Self, T),
+    ) -> Result<()> {
+        let engine = self.engine.clone().context("no model to compute with")?;
+        let (result, fallback) = compute_with_fallback(&engine, self.on_gpu, work);
+        accept(self, result?);
         if let Some(f) = fallback {
             self.switch_to(f);
         }
@@ -435,15 +447,10 @@ impl Session {
             .as_ref()
             .and_then(|r| r.input.clone())
             .context("no input has been run yet")?;
-        let engine = self.engine.as_ref().context("no model to compute with")?;
-        let (g, fallback) = compute_with_fallback(engine, self.on_gpu, |engine| {
-            compute_gradients(engine, &input, layer, method)
-        });
-        self.accept_gradients(g?);
-        if let Some(f) = fallback {
-            self.switch_to(f);
-        }
-        Ok(())
+        self.compute(
+            |engine| compute_gradients(engine, &input, layer, method),
+            Self::accept_gradients,
+        )
     }
 
     /// The Grad-CAM map of `class` for the current input, if computed.
@@ -466,7 +473,7 @@ impl Session {
     /// Computes the Grad-CAM map of `class` synchronously (screenshots). Nothing to do
     /// without a model.
     pub fn ensure_cam(&mut self, layer: usize, class: usize) -> Result<()> {
-        let (Some(engine), Some(input)) = (
+        let (Some(_), Some(input)) = (
             &self.engine,
             self.result.as_ref().and_then(|r| r.input.clone()),
         ) else {
@@ -475,14 +482,10 @@ impl Session {
         if self.cam(layer, class).is_some() {
             return Ok(());
         }
-        let (cam, fallback) = compute_with_fallback(engine, self.on_gpu, |engine| {
-            compute_cam(engine, &input, layer, class)
-        });
-        self.accept_cam(cam?);
-        if let Some(f) = fallback {
-            self.switch_to(f);
-        }
-        Ok(())
+        self.compute(
+            |engine| compute_cam(engine, &input, layer, class),
+            Self::accept_cam,
+        )
     }
 
     /// The input picture with the Grad-CAM map of `class` over it, and a caption.
