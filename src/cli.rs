@@ -139,6 +139,9 @@ pub struct ViewArgs {
     /// Show the tiles sorted by filter rank (mean activation on the input, highest first).
     #[arg(long)]
     pub sort_by_rank: bool,
+    /// Show one architecture node per block of layers (G toggles it in the window).
+    #[arg(long)]
+    pub collapse_blocks: bool,
     /// Open a data directory written by `convlens export` (or any program following its
     /// format) instead of running a model.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["model", "input"])]
@@ -462,6 +465,7 @@ pub fn view(args: &ViewArgs) -> Result<()> {
         annotations: args.annotations.clone(),
         device: args.model.device,
         sort_by_rank: args.sort_by_rank,
+        collapse_blocks: args.collapse_blocks,
         ui_scale: args.ui_scale,
         panel,
         examples: args.examples.clone(),

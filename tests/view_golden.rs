@@ -83,3 +83,13 @@ fn resnet_architecture() {
     );
     assert_golden("view_resnet_architecture", &img, VIEW);
 }
+
+#[test]
+fn resnet_architecture_collapsed_into_blocks() {
+    let img = screenshot_sized(
+        "mixed/tiny_resnet.onnx",
+        "1000x700",
+        &["--layer", "block1.add", "--collapse-blocks"],
+    );
+    assert_golden("view_resnet_collapsed", &img, VIEW);
+}

@@ -41,6 +41,8 @@ pub struct ViewerOptions {
     pub device: DeviceChoice,
     /// Show the tiles in filter-rank order at start.
     pub sort_by_rank: bool,
+    /// Show one architecture node per block of layers at start.
+    pub collapse_blocks: bool,
     /// Screenshots: physical pixels per layout pixel (2 = a HiDPI display); windows use
     /// the display's own factor.
     pub ui_scale: f32,
@@ -129,6 +131,9 @@ pub fn screenshot(source: ViewSource, options: &ViewerOptions, out: &Path) -> Re
     state.method = options.method;
     state.sort_by_rank = options.sort_by_rank;
     state.panel = options.panel;
+    state.collapsed = options.collapse_blocks;
+    let shape = crate::ui::scene::model_shape(&session.vm, &state);
+    state.scroll_arch_to(shape.item_of(selected));
     if options.method != crate::export::Method::Forward {
         session.ensure_gradients(selected, options.method)?;
     }

@@ -236,6 +236,7 @@ pub fn run_window(source: ViewSource, options: ViewerOptions) -> Result<()> {
             state.method = options.method;
             state.sort_by_rank = options.sort_by_rank;
             state.panel = options.panel;
+            state.collapsed = options.collapse_blocks;
             state
         },
         picture: None,
@@ -402,9 +403,10 @@ impl App {
             _ => return,
         }
         let query = query.clone();
+        let shape = model_shape(&self.session.vm, &self.state);
         let names = self.session.vm.layers.iter().map(|l| l.name.as_str());
         if let Some(i) = crate::ui::state::find_layer(names, &query, start)
-            && self.state.jump_to(i)
+            && self.state.jump_to(&shape, i)
         {
             self.view_changed();
         }
@@ -449,6 +451,14 @@ impl App {
             WinitKey::Character(c) if c == "-" => Some(Key::ZoomOut),
             WinitKey::Character(c) if c == "0" => Some(Key::ZoomReset),
             WinitKey::Character(c) if c.eq_ignore_ascii_case("s") => Some(Key::ToggleRankSort),
+            WinitKey::Character(c) if c.eq_ignore_ascii_case("g") => {
+                // Collapse or expand the blocks, then bring the selection into view.
+                self.state.on_key(&shape, Key::ToggleCollapse);
+                let new_shape = model_shape(&self.session.vm, &self.state);
+                self.state
+                    .scroll_arch_to(new_shape.item_of(self.state.selected));
+                None
+            }
             WinitKey::Character(c) if c.eq_ignore_ascii_case("b") => {
                 let n = self.session.accept_dead_suggestions(self.state.selected);
                 if n > 0 && self.session.vm.notice.is_none() {

@@ -201,6 +201,36 @@ pub struct ViewModel {
     /// The layer whose Grad-CAM explains a hovered class: the last one with spatial maps
     /// (None without a model to compute with).
     pub cam_layer: Option<usize>,
+    /// Runs of consecutive layers of one block (see [`layer_groups`]), for the collapsed
+    /// architecture.
+    pub groups: Vec<std::ops::Range<usize>>,
+}
+
+/// The block a layer name belongs to: its first path segment (`/_blocks.4/_expand_conv/Conv`
+/// → `_blocks.4`) or, for dotted names, the part before the first dot (`block1.conv2` →
+/// `block1`); else the whole name.
+pub fn group_key(name: &str) -> &str {
+    let trimmed = name.trim_start_matches('/');
+    if let Some((first, _)) = trimmed.split_once('/') {
+        return first;
+    }
+    trimmed.split_once('.').map_or(trimmed, |(first, _)| first)
+}
+
+/// Maximal runs of consecutive layers with the same [`group_key`]: what the architecture
+/// shows as one node each when collapsed.
+pub fn layer_groups<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<std::ops::Range<usize>> {
+    let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut last_key: Option<&str> = None;
+    for (i, name) in names.into_iter().enumerate() {
+        let key = group_key(name);
+        match (groups.last_mut(), last_key) {
+            (Some(g), Some(k)) if k == key => g.end = i + 1,
+            _ => groups.push(i..i + 1),
+        }
+        last_key = Some(key);
+    }
+    groups
 }
 
 impl ViewModel {
@@ -244,12 +274,14 @@ impl ViewModel {
             },
             notice: None,
             filter_rank: Vec::new(),
+            groups: Vec::new(),
             cam_layer: graph
                 .feature_map_layers()
                 .filter(|(_, n)| n.feature_map_dims().is_some_and(|(_, h, w)| h * w > 1))
                 .map(|(i, _)| i)
                 .last(),
         }
+        .with_groups()
     }
 
     /// The static part, from a data directory's `architecture.json` (no model, no compute).
@@ -312,7 +344,15 @@ impl ViewModel {
             notice: None,
             filter_rank: Vec::new(),
             cam_layer: None,
+            groups: Vec::new(),
         }
+        .with_groups()
+    }
+
+    /// Fills [`ViewModel::groups`] from the layer names.
+    fn with_groups(mut self) -> Self {
+        self.groups = layer_groups(self.layers.iter().map(|l| l.name.as_str()));
+        self
     }
 
     /// The `k` most probable classes as `(index, probability)`.
@@ -362,4 +402,32 @@ fn params_text(params: &serde_json::Value) -> String {
                 .join("\n")
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod group_tests {
+    use super::*;
+
+    #[test]
+    fn consecutive_layers_of_one_block_form_a_group() {
+        let names = [
+            "/_conv_stem/Conv",
+            "/_swish/Clip",
+            "/_blocks.0/_depthwise_conv/Conv",
+            "/_blocks.0/_swish/Clip",
+            "/_blocks.1/_expand_conv/Conv",
+            "block1.conv1",
+            "block1.add",
+            "conv5",
+            "conv6",
+        ];
+        assert_eq!(group_key(names[2]), "_blocks.0");
+        assert_eq!(group_key("block1.conv1"), "block1");
+        assert_eq!(group_key("conv5"), "conv5");
+        assert_eq!(
+            layer_groups(names),
+            vec![0..1, 1..2, 2..4, 4..5, 5..7, 7..8, 8..9]
+        );
+        assert!(layer_groups([]).is_empty());
+    }
 }

@@ -20,6 +20,8 @@ const DIM: [f32; 4] = [0.62, 0.65, 0.70, 1.0];
 const ACCENT: [f32; 4] = [1.0, 0.80, 0.25, 1.0];
 const LINK: [f32; 4] = [0.55, 0.58, 0.64, 1.0];
 const SKIP: [f32; 4] = [0.85, 0.55, 0.25, 0.55];
+/// Fill of a collapsed block of layers.
+const BLOCK: [f32; 4] = [0.30, 0.33, 0.45, 1.0];
 /// Annotation colours, as the paper: blue good, red bad, grey none.
 pub const GOOD: [f32; 4] = [0.25, 0.55, 1.0, 1.0];
 pub const BAD: [f32; 4] = [0.95, 0.25, 0.22, 1.0];
@@ -98,6 +100,7 @@ pub fn model_shape(vm: &ViewModel, state: &ViewState) -> ModelShape {
         map_layers: vm.map_layers.clone(),
         bars: super::charts::chart_bars(vm, state),
         order: tile_order(vm, state).map(<[usize]>::to_vec),
+        arch_items: state.collapsed.then(|| vm.groups.clone()),
     }
 }
 
@@ -247,13 +250,28 @@ fn architecture(inp: &SceneInputs, scene: &mut Scene) {
     let visible = |r: &Rect| r.y >= body.y && r.bottom() + 20.0 <= body.bottom();
     // Node squares go on top of every link, so skip connections pass behind nodes.
     let mut nodes = Vec::new();
-    for (i, layer) in vm.layers.iter().enumerate() {
+    // One node per layer, or per block of layers when collapsed.
+    let items: Vec<std::ops::Range<usize>> = if state.collapsed {
+        vm.groups.clone()
+    } else {
+        (0..vm.layers.len()).map(|i| i..i + 1).collect()
+    };
+    let mut item_of = vec![0usize; vm.layers.len()];
+    for (i, range) in items.iter().enumerate() {
+        for l in range.clone() {
+            item_of[l] = i;
+        }
+    }
+    for (i, range) in items.iter().enumerate() {
         let r = scrolled(i);
+        let Some(layer) = vm.layers.get(range.end.saturating_sub(1)) else {
+            continue;
+        };
         if !visible(&r) {
             continue;
         }
-        // The chain link to the next layer, with the output size above it.
-        if i + 1 < vm.layers.len() && visible(&scrolled(i + 1)) {
+        // The chain link to the next node, with the output size above it.
+        if i + 1 < items.len() && visible(&scrolled(i + 1)) {
             let n = scrolled(i + 1);
             let label = layer.size_label();
             if (i + 1) % NODES_PER_ROW != 0 {
@@ -307,13 +325,16 @@ fn architecture(inp: &SceneInputs, scene: &mut Scene) {
                 );
             }
         }
-        // Skip connections: inputs that do not come from the previous layer.
-        for &p in layer
-            .producers
-            .iter()
-            .filter(|&&p| p + 1 != i && visible(&scrolled(p)))
-        {
-            let from = scrolled(p);
+        // Skip connections: inputs that do not come from the previous node.
+        let mut sources: Vec<usize> = range
+            .clone()
+            .flat_map(|l| vm.layers[l].producers.iter().map(|&p| item_of[p]))
+            .filter(|&j| j + 1 != i && j != i && visible(&scrolled(j)))
+            .collect();
+        sources.sort_unstable();
+        sources.dedup();
+        for j in sources {
+            let from = scrolled(j);
             scene.overlay.push(ShapeInstance::line(
                 [from.center()[0] + 8.0, from.bottom()],
                 [r.center()[0] - 8.0, r.y],
@@ -321,9 +342,10 @@ fn architecture(inp: &SceneInputs, scene: &mut Scene) {
                 SKIP,
             ));
         }
-        let selected = i == state.selected;
-        let hovered = state.hover == Hover::Node(i);
-        let mut fill = node_colour(layer);
+        let selected = range.contains(&state.selected);
+        let hovered = matches!(state.hover, Hover::Node(h) if range.contains(&h));
+        let block = range.len() > 1;
+        let mut fill = if block { BLOCK } else { node_colour(layer) };
         if hovered {
             fill = [fill[0] * 1.25, fill[1] * 1.25, fill[2] * 1.25, 1.0];
         }
@@ -332,20 +354,46 @@ fn architecture(inp: &SceneInputs, scene: &mut Scene) {
             let (w, col) = if selected { (3.0, ACCENT) } else { (1.5, TEXT) };
             nodes.push(ShapeInstance::outline_rect(r4(&r), w, col).rounded(6.0));
         }
-        // The type name shrinks to fit the node rather than wrapping mid-word.
-        let chars = layer.type_name.chars().count().max(1) as f32;
-        let font = ((NODE_PX - 8.0) / (0.62 * chars)).clamp(8.0, 11.5);
+        // The type name (or block name and size) shrinks to fit rather than wrapping.
+        let text = if block {
+            format!(
+                "{}\n×{}",
+                super::group_key(&vm.layers[range.start].name),
+                range.len()
+            )
+        } else {
+            layer.type_name.clone()
+        };
+        let longest = text
+            .lines()
+            .map(|l| l.chars().count())
+            .max()
+            .unwrap_or(1)
+            .max(1) as f32;
+        let font = ((NODE_PX - 8.0) / (0.62 * longest)).clamp(7.5, 11.5);
         scene.text.push(
-            TextItem::new(layer.type_name.clone(), r.center(), font, TEXT)
+            TextItem::new(text, r.center(), font, TEXT)
                 .anchored([0.5, 0.5])
                 .with_max_width(NODE_PX - 2.0)
                 .clipped(body_clip),
         );
-        if layer.is_conv
-            && let Some((c, _, _)) = layer.map_dims()
-        {
-            let (good, bad) = inp.annotations.counts(&layer.name);
-            annotation_bar(&r, [good, bad, c.saturating_sub(good + bad)], &mut nodes);
+        // The stacked annotation bar over the node's conv layers.
+        let [mut good, mut bad, mut channels] = [0usize; 3];
+        for l in range.clone() {
+            let layer = &vm.layers[l];
+            if layer.is_conv
+                && let Some((c, _, _)) = layer.map_dims()
+            {
+                let (g, b) = inp.annotations.counts(&layer.name);
+                (good, bad, channels) = (good + g, bad + b, channels + c);
+            }
+        }
+        if channels > 0 {
+            annotation_bar(
+                &r,
+                [good, bad, channels.saturating_sub(good + bad)],
+                &mut nodes,
+            );
         }
     }
     scene.overlay.extend(nodes);
@@ -378,8 +426,25 @@ fn architecture(inp: &SceneInputs, scene: &mut Scene) {
     }
     if let Hover::Node(i) = state.hover
         && let Some(layer) = vm.layers.get(i)
+        && let Some(&item) = item_of.get(i)
+        && let Some(range) = items.get(item).filter(|r| r.len() > 1)
     {
-        let r = scrolled(i);
+        let r = scrolled(item);
+        let last = &vm.layers[range.end - 1];
+        let tip = format!(
+            "{}: {} layers\n{} … {}\nclick selects its first layer · G expands",
+            super::group_key(&layer.name),
+            range.len(),
+            layer.name,
+            last.name
+        );
+        scene
+            .text
+            .push(TextItem::new(tip, [r.x, r.bottom() + 16.0], 12.0, ACCENT).clipped(body_clip));
+    } else if let Hover::Node(i) = state.hover
+        && let Some(layer) = vm.layers.get(i)
+    {
+        let r = scrolled(item_of.get(i).copied().unwrap_or(i));
         let mut tip = format!(
             "{}\n{} · {}",
             layer.name,

@@ -89,6 +89,8 @@ pub struct ViewState {
     pub search: Option<String>,
     /// Tiles in filter-rank order instead of filter order.
     pub sort_by_rank: bool,
+    /// The architecture shows one node per block of layers (see [`crate::ui::layer_groups`]).
+    pub collapsed: bool,
     /// The last click on a tile: `(layer, tile, time_s)`, to tell a double-click.
     last_tile_click: Option<(usize, usize, f64)>,
 }
@@ -107,6 +109,30 @@ pub struct ModelShape {
     pub bars: Vec<Rect>,
     /// Which filter each grid position shows, when the tiles are sorted by rank.
     pub order: Option<Vec<usize>>,
+    /// The architecture's nodes as layer ranges when collapsed (None: one node per layer).
+    pub arch_items: Option<Vec<std::ops::Range<usize>>>,
+}
+
+impl ModelShape {
+    /// Number of nodes the architecture draws.
+    pub fn arch_count(&self) -> usize {
+        self.arch_items.as_ref().map_or(self.layers, Vec::len)
+    }
+
+    /// The node that shows `layer`.
+    pub fn item_of(&self, layer: usize) -> usize {
+        self.arch_items.as_ref().map_or(layer, |items| {
+            items.iter().position(|r| r.contains(&layer)).unwrap_or(0)
+        })
+    }
+
+    /// The first layer of node `item`.
+    pub fn first_layer(&self, item: usize) -> usize {
+        self.arch_items
+            .as_ref()
+            .and_then(|items| items.get(item))
+            .map_or(item, |r| r.start)
+    }
 }
 
 /// Keys the viewer reacts to.
@@ -130,6 +156,8 @@ pub enum Key {
     ZoomReset,
     /// Tiles in filter-rank order, or back in filter order.
     ToggleRankSort,
+    /// One node per block of layers in the architecture, or one per layer.
+    ToggleCollapse,
 }
 
 /// Zoom range of the tile grid.
@@ -151,6 +179,7 @@ impl ViewState {
             tile_zoom: 1.0,
             search: None,
             sort_by_rank: false,
+            collapsed: false,
             last_tile_click: None,
         };
         s.scroll_arch_to(selected);
@@ -176,10 +205,11 @@ impl ViewState {
     pub fn hit(&self, model: &ModelShape, p: [f32; 2]) -> Hover {
         let c = self.canvases();
         if c.arch.contains(p) {
+            // A collapsed block is hovered as its first layer.
             let q = [p[0], p[1] + self.arch_scroll_px];
-            return (0..model.layers)
+            return (0..model.arch_count())
                 .find(|&i| arch_node_rect(&c.arch, i).contains(q))
-                .map_or(Hover::Nothing, Hover::Node);
+                .map_or(Hover::Nothing, |i| Hover::Node(model.first_layer(i)));
         }
         if let Some(i) =
             (0..BUTTON_COUNT).find(|&i| method_button_rect(&c.details, i, BUTTON_COUNT).contains(p))
@@ -268,7 +298,7 @@ impl ViewState {
         let c = self.canvases();
         if c.arch.contains(p) {
             // The architecture scrolls by whole rows of nodes.
-            let content = arch_content_height(model.layers);
+            let content = arch_content_height(model.arch_count());
             let wanted = clamp_scroll(self.arch_scroll_px + dy_px, content, c.arch.h);
             let max_rows = (clamp_scroll(f32::MAX, content, c.arch.h) / ROW_PITCH_PX).ceil();
             let rows = if dy_px > 0.0 {
@@ -305,7 +335,7 @@ impl ViewState {
                 match next {
                     Some(&n) => {
                         self.select(n);
-                        self.scroll_arch_to(n);
+                        self.scroll_arch_to(model.item_of(n));
                         true
                     }
                     None => false,
@@ -323,6 +353,13 @@ impl ViewState {
             }
             Key::ToggleRankSort => {
                 self.sort_by_rank = !self.sort_by_rank;
+                false
+            }
+            Key::ToggleCollapse => {
+                // Rows change meaning: start at the top; the caller scrolls to the selection
+                // with the new shape ([`ViewState::scroll_arch_to`]).
+                self.collapsed = !self.collapsed;
+                self.arch_scroll_px = 0.0;
                 false
             }
             Key::ZoomIn | Key::ZoomOut | Key::ZoomReset => {
@@ -378,16 +415,17 @@ impl ViewState {
 
     /// Selects layer `i` and scrolls the architecture to it (search results, jumps).
     /// Returns whether the selection changed.
-    pub fn jump_to(&mut self, i: usize) -> bool {
+    pub fn jump_to(&mut self, model: &ModelShape, i: usize) -> bool {
         if i == self.selected {
             return false;
         }
         self.select(i);
-        self.scroll_arch_to(i);
+        self.scroll_arch_to(model.item_of(i));
         true
     }
 
-    /// Scrolls the architecture canvas so node `i` is visible.
+    /// Scrolls the architecture canvas so node `i` (a layer, or a block when collapsed) is
+    /// visible.
     pub fn scroll_arch_to(&mut self, i: usize) {
         let arch = self.canvases().arch;
         let r = arch_node_rect(&arch, i);
@@ -437,6 +475,7 @@ mod tests {
             map_layers: maps.to_vec(),
             bars: Vec::new(),
             order: None,
+            arch_items: None,
         }
     }
 
@@ -599,6 +638,7 @@ mod tests {
             map_layers: Vec::new(),
             bars: vec![Rect::new(0.0, 800.0, 50.0, 50.0)],
             order: None,
+            arch_items: None,
         };
         assert_eq!(s.hit(&m, [10.0, 810.0]), Hover::Bar(0));
         let p = s.canvases().arch.center();
@@ -651,13 +691,47 @@ mod tests {
         assert_eq!(find_layer(names, "nope", 0), None);
         assert_eq!(find_layer(names, "  ", 0), None);
         let mut s = ViewState::new(0, [1400.0, 900.0]);
-        assert!(s.jump_to(93));
-        assert!(!s.jump_to(93));
+        let m = ModelShape {
+            layers: 94,
+            grid: None,
+            map_layers: Vec::new(),
+            bars: Vec::new(),
+            order: None,
+            arch_items: None,
+        };
+        assert!(s.jump_to(&m, 93));
+        assert!(!s.jump_to(&m, 93));
         let r = arch_node_rect(&s.canvases().arch, 93);
         assert!(
             r.y - s.arch_scroll_px >= s.canvases().arch.y,
             "scrolled to the found layer"
         );
+    }
+
+    #[test]
+    fn collapsed_blocks_are_hit_as_their_first_layer() {
+        let mut s = ViewState::new(0, [1400.0, 900.0]);
+        let m = ModelShape {
+            layers: 10,
+            grid: None,
+            map_layers: Vec::new(),
+            bars: Vec::new(),
+            order: None,
+            arch_items: Some(vec![0..1, 1..4, 4..10]),
+        };
+        assert_eq!(m.arch_count(), 3);
+        assert_eq!((m.item_of(0), m.item_of(3), m.item_of(9)), (0, 1, 2));
+        let block = arch_node_rect(&s.canvases().arch, 2);
+        assert_eq!(s.hit(&m, block.center()), Hover::Node(4));
+        assert!(
+            s.on_click(&m, block.center(), ClickInfo::default())
+                .view_changed
+        );
+        assert_eq!(s.selected, 4);
+        let past = arch_node_rect(&s.canvases().arch, 3);
+        assert_eq!(s.hit(&m, past.center()), Hover::Nothing, "only 3 nodes");
+        s.on_key(&m, Key::ToggleCollapse);
+        assert!(s.collapsed);
     }
 
     #[test]
