@@ -223,6 +223,12 @@ pub fn run_window(source: ViewSource, options: ViewerOptions) -> Result<()> {
         _ => None,
     };
     let [w, h] = options.window_px;
+    let mut state = ViewState::new(selected, [w as f32, h as f32]);
+    state.method = options.method;
+    state.sort_by_rank = options.sort_by_rank;
+    state.panel = options.panel;
+    state.collapsed = options.collapse_blocks;
+    state.scroll_arch_to(model_shape(&session.vm, &state).item_of(selected));
     let proxy = event_loop.create_proxy();
     let mut app = App {
         session,
@@ -231,14 +237,7 @@ pub fn run_window(source: ViewSource, options: ViewerOptions) -> Result<()> {
         inputs,
         worker,
         gfx: None,
-        state: {
-            let mut state = ViewState::new(selected, [w as f32, h as f32]);
-            state.method = options.method;
-            state.sort_by_rank = options.sort_by_rank;
-            state.panel = options.panel;
-            state.collapsed = options.collapse_blocks;
-            state
-        },
+        state,
         picture: None,
         tiles: None,
         cam: None,
