@@ -20,7 +20,6 @@ use crate::model::preprocess::InputTensor;
 use crate::model::{LoadedModel, ModelError, default};
 use crate::render::{
     Colormap, GpuContext, OffscreenTarget, RenderError, Renderer, Scene, TileHandle, TileInstance,
-    value_range,
 };
 
 /// A gradient run longer than this is measured once (the whole run is the sample).
@@ -276,7 +275,7 @@ pub fn run(
             let map = acts.read(&graph.nodes[layer].outputs[0])?;
             drop(acts);
             let data = &map.data[..shown * h * w];
-            let handles = renderer.atlas.upload_many(
+            let tiles = renderer.atlas.upload_maps(
                 &ctx.device,
                 &ctx.queue,
                 data,
@@ -284,8 +283,7 @@ pub fn run(
                 h as u32,
                 shown as u32,
             )?;
-            let ranges: Vec<[f32; 2]> = data.chunks(h * w).map(value_range).collect();
-            let scene = grid_scene(&handles, &ranges, options.viewport);
+            let scene = grid_scene(&tiles, options.viewport);
             ctx.queue.submit([]);
             ctx.wait_idle()?;
             let target = OffscreenTarget::new(
@@ -412,11 +410,10 @@ pub fn grid_cell(n: usize, viewport: [u32; 2]) -> (f32, usize) {
 }
 
 /// Tiles in a grid of the largest cells that fit them all, grey colour map (the viewer's).
-fn grid_scene(handles: &[TileHandle], ranges: &[[f32; 2]], viewport: [u32; 2]) -> Scene {
-    let (cell, cols) = grid_cell(handles.len(), viewport);
-    let tiles = handles
+fn grid_scene(uploaded: &[(TileHandle, [f32; 2])], viewport: [u32; 2]) -> Scene {
+    let (cell, cols) = grid_cell(uploaded.len(), viewport);
+    let tiles = uploaded
         .iter()
-        .zip(ranges)
         .enumerate()
         .map(|(i, (h, r))| {
             let (x, y) = ((i % cols) as f32 * cell, (i / cols) as f32 * cell);

@@ -60,7 +60,7 @@ pub fn new_session(
         ViewSource::Model(model) => model,
         ViewSource::Data(data) => {
             let mut session = Session::from_data(*data);
-            open_annotations(&mut session, options);
+            open_user_files(&mut session, options);
             return session;
         }
     };
@@ -83,11 +83,13 @@ pub fn new_session(
         }
     }
     let mut session = Session::new(model, &device);
-    open_annotations(&mut session, options);
+    open_user_files(&mut session, options);
     session
 }
 
-fn open_annotations(session: &mut Session, options: &ViewerOptions) {
+/// The files the user points the viewer at beside the model: the annotation file and the
+/// folder of class examples.
+fn open_user_files(session: &mut Session, options: &ViewerOptions) {
     session.examples = examples::Examples::new(options.examples.clone());
     session.open_annotations(options.annotations.as_deref());
     if let Some(path) = session.annotations.path() {

@@ -15,7 +15,7 @@ use crate::engine::{self, Capture, ComputeDevice, Engine, HostTensor, attributio
 use crate::export::Method;
 use crate::model::LoadedModel;
 use crate::model::preprocess::{InputTensor, list_inputs, load_input};
-use crate::render::{GpuContext, Renderer, TileHandle, value_range};
+use crate::render::{GpuContext, Renderer, TileHandle};
 use crate::ui::ViewModel;
 use crate::ui::scene::LayerTiles;
 
@@ -158,6 +158,17 @@ impl InputList {
         let n = self.files.len() as isize;
         self.current = (self.current as isize + step).rem_euclid(n) as usize;
         self.current()
+    }
+}
+
+/// A small cache of results, newest last: `item` replaces the entry with its key, and the
+/// oldest entries go beyond `cap`.
+fn keep_newest<T, K: PartialEq>(list: &mut Vec<T>, item: T, key: impl Fn(&T) -> K, cap: usize) {
+    let k = key(&item);
+    list.retain(|x| key(x) != k);
+    list.push(item);
+    if list.len() > cap {
+        list.drain(..list.len() - cap);
     }
 }
 
@@ -418,12 +429,7 @@ impl Session {
 
     /// Keeps gradient images for the current input (at most a few layers' worth).
     pub fn accept_gradients(&mut self, g: GradientResult) {
-        self.gradients
-            .retain(|x| (x.layer, x.method) != (g.layer, g.method));
-        self.gradients.push(g);
-        if self.gradients.len() > 4 {
-            self.gradients.remove(0);
-        }
+        keep_newest(&mut self.gradients, g, |x| (x.layer, x.method), 4);
     }
 
     /// The gradient images of `layer` under `method`, if computed.
@@ -462,12 +468,7 @@ impl Session {
 
     /// Keeps a Grad-CAM map (the last few classes).
     pub fn accept_cam(&mut self, cam: CamResult) {
-        self.cams
-            .retain(|c| (c.layer, c.class) != (cam.layer, cam.class));
-        self.cams.push(cam);
-        if self.cams.len() > 16 {
-            self.cams.remove(0);
-        }
+        keep_newest(&mut self.cams, cam, |c| (c.layer, c.class), 16);
     }
 
     /// Computes the Grad-CAM map of `class` synchronously (screenshots). Nothing to do
@@ -561,21 +562,14 @@ pub fn upload_layer(
             .context("per-filter images are not [C, planes, H, W]")?;
         let tiles = match planes {
             // Gradient images: RGB planes, normalised jointly.
-            3 => {
-                let handles = renderer.atlas.upload_rgb_planes_many(
-                    &ctx.device,
-                    &ctx.queue,
-                    &g.images.data,
-                    w as u32,
-                    h as u32,
-                    c as u32,
-                )?;
-                let per = 3 * h * w;
-                handles
-                    .into_iter()
-                    .zip(g.images.data.chunks(per).map(value_range))
-                    .collect()
-            }
+            3 => renderer.atlas.upload_rgb_images(
+                &ctx.device,
+                &ctx.queue,
+                &g.images.data,
+                w as u32,
+                h as u32,
+                c as u32,
+            )?,
             // Occlusion maps: one grey map per filter.
             1 => renderer.atlas.upload_maps(
                 &ctx.device,
@@ -619,4 +613,18 @@ pub fn upload_layer(
             tiles,
         }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keep_newest;
+
+    #[test]
+    fn the_result_cache_replaces_by_key_and_drops_the_oldest() {
+        let mut list = Vec::new();
+        for (k, v) in [(1, 'a'), (2, 'b'), (3, 'c'), (2, 'd'), (4, 'e')] {
+            keep_newest(&mut list, (k, v), |x: &(i32, char)| x.0, 3);
+        }
+        assert_eq!(list, vec![(3, 'c'), (2, 'd'), (4, 'e')]);
+    }
 }

@@ -211,6 +211,25 @@ impl TileAtlas {
             .collect())
     }
 
+    /// [`TileAtlas::upload_rgb_planes_many`] plus each image's `[min, max]` over its three
+    /// planes (gradient images are normalised jointly): one layer's gradient images.
+    pub fn upload_rgb_images(
+        &mut self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        planes: &[f32],
+        width: u32,
+        height: u32,
+        count: u32,
+    ) -> Result<Vec<(TileHandle, [f32; 2])>> {
+        let handles = self.upload_rgb_planes_many(device, queue, planes, width, height, count)?;
+        let per = (3 * width as usize * height as usize).max(1);
+        Ok(handles
+            .into_iter()
+            .zip(planes.chunks(per).map(value_range))
+            .collect())
+    }
+
     /// Uploads an RGB image stored as planes `[3, height, width]` (e.g. a guided-backprop
     /// gradient); draw it with [`crate::render::Colormap::Rgb`].
     pub fn upload_rgb_planes(
