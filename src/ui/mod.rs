@@ -2,6 +2,7 @@
 //! forward pass say), the interaction state machine, the canvases' geometry, and the
 //! scene builder that turns all of it into a [`crate::render::Scene`]. No GPU here.
 
+pub mod arch_canvas;
 pub mod charts;
 pub mod layout;
 pub mod scene;

@@ -1,35 +1,34 @@
 //! The scene builder: view model + interaction state + the tiles already in the atlas →
 //! one [`Scene`] (shapes, tiles, overlay, text). Pure: the same inputs give the same scene.
+//! The architecture canvas is drawn by [`super::arch_canvas`].
 //! Draw order: canvas backgrounds, then tiles, then the overlay (architecture canvas and the
 //! details header, which cover tiles scrolled under them), then text.
 
-use super::layout::{
-    DETAILS_HEADER_PX, NODE_PX, NODES_PER_ROW, Rect, TileGrid, arch_node_rect, method_button_rect,
-};
+use super::layout::{DETAILS_HEADER_PX, Rect, TileGrid, method_button_rect};
 use super::state::{BUTTON_COUNT, Hover, ModelShape, Panel, ViewState, button_label};
 use super::{LayerInfo, ViewModel};
 use crate::annotations::{Annotations, Mark};
 use crate::export::Method;
 use crate::render::{Colormap, Scene, ShapeInstance, TextItem, TileHandle, TileInstance};
 
-const BG: [f32; 4] = [0.075, 0.082, 0.098, 1.0];
-const PANEL: [f32; 4] = [0.11, 0.12, 0.14, 1.0];
-const PANEL_EDGE: [f32; 4] = [0.22, 0.24, 0.28, 1.0];
-const TEXT: [f32; 4] = [0.92, 0.93, 0.95, 1.0];
-const DIM: [f32; 4] = [0.62, 0.65, 0.70, 1.0];
-const ACCENT: [f32; 4] = [1.0, 0.80, 0.25, 1.0];
-const LINK: [f32; 4] = [0.55, 0.58, 0.64, 1.0];
-const SKIP: [f32; 4] = [0.85, 0.55, 0.25, 0.55];
+pub(super) const BG: [f32; 4] = [0.075, 0.082, 0.098, 1.0];
+pub(super) const PANEL: [f32; 4] = [0.11, 0.12, 0.14, 1.0];
+pub(super) const PANEL_EDGE: [f32; 4] = [0.22, 0.24, 0.28, 1.0];
+pub(super) const TEXT: [f32; 4] = [0.92, 0.93, 0.95, 1.0];
+pub(super) const DIM: [f32; 4] = [0.62, 0.65, 0.70, 1.0];
+pub(super) const ACCENT: [f32; 4] = [1.0, 0.80, 0.25, 1.0];
+pub(super) const LINK: [f32; 4] = [0.55, 0.58, 0.64, 1.0];
+pub(super) const SKIP: [f32; 4] = [0.85, 0.55, 0.25, 0.55];
 /// Fill of a collapsed block of layers.
-const BLOCK: [f32; 4] = [0.30, 0.33, 0.45, 1.0];
+pub(super) const BLOCK: [f32; 4] = [0.30, 0.33, 0.45, 1.0];
 /// Annotation colours, as the paper: blue good, red bad, grey none.
 pub const GOOD: [f32; 4] = [0.25, 0.55, 1.0, 1.0];
 pub const BAD: [f32; 4] = [0.95, 0.25, 0.22, 1.0];
-const UNMARKED: [f32; 4] = [0.45, 0.47, 0.52, 1.0];
+pub(super) const UNMARKED: [f32; 4] = [0.45, 0.47, 0.52, 1.0];
 /// Border of a filter suggested bad (constant on this input) but not marked.
 const SUGGESTED: [f32; 4] = [0.95, 0.25, 0.22, 0.45];
 /// Height of the architecture canvas's title bar as drawn (text clip).
-const TITLE_BAR_PX: f32 = super::layout::TITLE_PX;
+pub(super) const TITLE_BAR_PX: f32 = super::layout::TITLE_PX;
 /// Smallest tile edge in the details grid.
 pub const MIN_TILE_PX: f32 = 28.0;
 
@@ -144,21 +143,7 @@ pub fn tile_order<'a>(vm: &'a ViewModel, state: &ViewState) -> Option<&'a [usize
     (state.sort_by_rank && order.len() == channels).then_some(order.as_slice())
 }
 
-/// Node fill colour by layer type.
-fn node_colour(layer: &LayerInfo) -> [f32; 4] {
-    match layer.type_name.as_str() {
-        "Conv" | "ConvTranspose" => [0.20, 0.38, 0.70, 1.0],
-        "ReLU" | "ReLU6" | "Clip" | "LeakyReLU" | "ELU" | "Sigmoid" | "HardSigmoid"
-        | "HardSwish" | "Tanh" => [0.18, 0.50, 0.36, 1.0],
-        "MaxPool" | "AvgPool" | "GlobalAvgPool" | "GlobalMaxPool" => [0.72, 0.47, 0.16, 1.0],
-        "Add" | "Sum" | "Concat" | "Mul" | "Sub" | "Div" | "Split" => [0.47, 0.34, 0.62, 1.0],
-        "Linear" | "MatMul" => [0.66, 0.26, 0.32, 1.0],
-        "Softmax" => [0.66, 0.26, 0.52, 1.0],
-        _ => [0.35, 0.37, 0.41, 1.0],
-    }
-}
-
-fn r4(r: &Rect) -> [f32; 4] {
+pub(super) fn r4(r: &Rect) -> [f32; 4] {
     [r.x, r.y, r.w, r.h]
 }
 
@@ -182,7 +167,7 @@ pub fn build_scene(inp: &SceneInputs) -> Scene {
         PANEL_EDGE,
     ));
     details(inp, &mut scene);
-    architecture(inp, &mut scene);
+    super::arch_canvas::architecture(inp, &mut scene);
     side(inp, &mut scene);
     if inp.state.show_frame_time
         && let Some(ms) = inp.frame_ms
@@ -198,285 +183,6 @@ pub fn build_scene(inp: &SceneInputs) -> Scene {
         );
     }
     scene
-}
-
-fn architecture(inp: &SceneInputs, scene: &mut Scene) {
-    let (vm, state) = (inp.vm, inp.state);
-    let arch = state.canvases().arch;
-    let clip = r4(&arch);
-    scene.overlay.push(ShapeInstance::fill_rect(clip, PANEL));
-    scene.overlay.push(ShapeInstance::line(
-        [arch.x, arch.bottom()],
-        [arch.right(), arch.bottom()],
-        1.0,
-        PANEL_EDGE,
-    ));
-    let title = format!("{} — {} layers", vm.model_name, vm.layers.len());
-    // The title takes what it needs (about 0.55 em per character); the device label gets the
-    // rest of the bar and is cut on the left rather than drawn over the title.
-    let title_w = 0.55 * 16.0 * title.chars().count() as f32 + 24.0;
-    scene
-        .text
-        .push(TextItem::new(title, [arch.x + 12.0, arch.y + 9.0], 16.0, TEXT).clipped(clip));
-    let device_clip = [
-        arch.x + title_w,
-        arch.y,
-        (arch.w - title_w).max(0.0),
-        TITLE_BAR_PX,
-    ];
-    scene.text.push(
-        TextItem::new(
-            format!("device: {}", vm.device),
-            [arch.right() - 12.0, arch.y + 11.0],
-            12.0,
-            DIM,
-        )
-        .anchored([1.0, 0.0])
-        .clipped(device_clip),
-    );
-    let scrolled = |i: usize| {
-        let mut r = arch_node_rect(&arch, i);
-        r.y -= state.arch_scroll_px;
-        r
-    };
-    let body = Rect::new(
-        arch.x,
-        arch.y + super::layout::TITLE_PX,
-        arch.w,
-        arch.h - super::layout::TITLE_PX,
-    );
-    let body_clip = r4(&body);
-    // Only whole nodes are drawn (the canvas scrolls by rows), so nothing spills out of it.
-    let visible = |r: &Rect| r.y >= body.y && r.bottom() + 20.0 <= body.bottom();
-    // Node squares go on top of every link, so skip connections pass behind nodes.
-    let mut nodes = Vec::new();
-    // One node per layer, or per block of layers when collapsed.
-    let items: Vec<std::ops::Range<usize>> = if state.collapsed {
-        vm.groups.clone()
-    } else {
-        (0..vm.layers.len()).map(|i| i..i + 1).collect()
-    };
-    let mut item_of = vec![0usize; vm.layers.len()];
-    for (i, range) in items.iter().enumerate() {
-        for l in range.clone() {
-            item_of[l] = i;
-        }
-    }
-    for (i, range) in items.iter().enumerate() {
-        let r = scrolled(i);
-        let Some(layer) = vm.layers.get(range.end.saturating_sub(1)) else {
-            continue;
-        };
-        if !visible(&r) {
-            continue;
-        }
-        // The chain link to the next node, with the output size above it.
-        if i + 1 < items.len() && visible(&scrolled(i + 1)) {
-            let n = scrolled(i + 1);
-            let label = layer.size_label();
-            if (i + 1) % NODES_PER_ROW != 0 {
-                let y = r.center()[1];
-                scene
-                    .overlay
-                    .push(ShapeInstance::line([r.right(), y], [n.x, y], 1.5, LINK));
-                let mid = (r.right() + n.x) / 2.0;
-                // Above the link when it fits in the gap between the nodes (shrunk, never
-                // wrapped); else above the nodes' top edge, where the whole pitch is free.
-                let chars = label.chars().count().max(1) as f32;
-                let gap = n.x - r.right() + 6.0;
-                let font = (gap / (0.62 * chars)).min(10.5);
-                let (pos, font) = if font >= 8.5 {
-                    ([mid, y - 6.0], font)
-                } else {
-                    let pitch = n.center()[0] - r.center()[0];
-                    ([mid, r.y - 3.0], (pitch / (0.62 * chars)).clamp(7.0, 10.0))
-                };
-                scene.text.push(
-                    TextItem::new(label, pos, font, DIM)
-                        .anchored([0.5, 1.0])
-                        .clipped(body_clip),
-                );
-            } else {
-                // Wrap to the next row: down, across, down.
-                let mid_y = r.bottom() + (n.y - r.bottom()) * 0.45;
-                scene.overlay.push(ShapeInstance::line(
-                    [r.center()[0], r.bottom()],
-                    [r.center()[0], mid_y],
-                    1.5,
-                    LINK,
-                ));
-                scene.overlay.push(ShapeInstance::line(
-                    [r.center()[0], mid_y],
-                    [n.center()[0], mid_y],
-                    1.5,
-                    LINK,
-                ));
-                scene.overlay.push(ShapeInstance::line(
-                    [n.center()[0], mid_y],
-                    [n.center()[0], n.y],
-                    1.5,
-                    LINK,
-                ));
-                // Left of the down-stroke: the row's last node is at the canvas's right edge.
-                scene.text.push(
-                    TextItem::new(label, [r.center()[0] - 6.0, r.bottom() + 2.0], 10.5, DIM)
-                        .anchored([1.0, 0.0])
-                        .clipped(body_clip),
-                );
-            }
-        }
-        // Skip connections: inputs that do not come from the previous node.
-        let mut sources: Vec<usize> = range
-            .clone()
-            .flat_map(|l| vm.layers[l].producers.iter().map(|&p| item_of[p]))
-            .filter(|&j| j + 1 != i && j != i && visible(&scrolled(j)))
-            .collect();
-        sources.sort_unstable();
-        sources.dedup();
-        for j in sources {
-            let from = scrolled(j);
-            scene.overlay.push(ShapeInstance::line(
-                [from.center()[0] + 8.0, from.bottom()],
-                [r.center()[0] - 8.0, r.y],
-                1.0,
-                SKIP,
-            ));
-        }
-        let selected = range.contains(&state.selected);
-        let hovered = matches!(state.hover, Hover::Node(h) if range.contains(&h));
-        let block = range.len() > 1;
-        let mut fill = if block { BLOCK } else { node_colour(layer) };
-        if hovered {
-            fill = [fill[0] * 1.25, fill[1] * 1.25, fill[2] * 1.25, 1.0];
-        }
-        nodes.push(ShapeInstance::fill_rect(r4(&r), fill).rounded(6.0));
-        if selected || hovered {
-            let (w, col) = if selected { (3.0, ACCENT) } else { (1.5, TEXT) };
-            nodes.push(ShapeInstance::outline_rect(r4(&r), w, col).rounded(6.0));
-        }
-        // The type name (or block name and size) shrinks to fit rather than wrapping.
-        let text = if block {
-            format!(
-                "{}\n×{}",
-                super::group_key(&vm.layers[range.start].name),
-                range.len()
-            )
-        } else {
-            layer.type_name.clone()
-        };
-        let longest = text
-            .lines()
-            .map(|l| l.chars().count())
-            .max()
-            .unwrap_or(1)
-            .max(1) as f32;
-        let font = ((NODE_PX - 8.0) / (0.62 * longest)).clamp(7.5, 11.5);
-        scene.text.push(
-            TextItem::new(text, r.center(), font, TEXT)
-                .anchored([0.5, 0.5])
-                .with_max_width(NODE_PX - 2.0)
-                .clipped(body_clip),
-        );
-        // The stacked annotation bar over the node's conv layers.
-        let [mut good, mut bad, mut channels] = [0usize; 3];
-        for l in range.clone() {
-            let layer = &vm.layers[l];
-            if layer.is_conv
-                && let Some((c, _, _)) = layer.map_dims()
-            {
-                let (g, b) = inp.annotations.counts(&layer.name);
-                (good, bad, channels) = (good + g, bad + b, channels + c);
-            }
-        }
-        if channels > 0 {
-            annotation_bar(
-                &r,
-                [good, bad, channels.saturating_sub(good + bad)],
-                &mut nodes,
-            );
-        }
-    }
-    scene.overlay.extend(nodes);
-    if let Some(query) = &state.search {
-        let matches = vm
-            .layers
-            .iter()
-            .filter(|l| {
-                !query.trim().is_empty()
-                    && l.name.to_lowercase().contains(&query.trim().to_lowercase())
-            })
-            .count();
-        let box_r = [arch.x + arch.w * 0.35, arch.y + 6.0, arch.w * 0.4, 24.0];
-        scene
-            .overlay
-            .push(ShapeInstance::fill_rect(box_r, BG).rounded(4.0));
-        scene
-            .overlay
-            .push(ShapeInstance::outline_rect(box_r, 1.5, ACCENT).rounded(4.0));
-        scene.text.push(
-            TextItem::new(
-                format!("/ {query}▏  {matches} matches · Tab next · Enter done"),
-                [box_r[0] + 8.0, box_r[1] + 12.0],
-                12.5,
-                TEXT,
-            )
-            .anchored([0.0, 0.5])
-            .clipped(box_r),
-        );
-    }
-    if let Hover::Node(i) = state.hover
-        && let Some(layer) = vm.layers.get(i)
-        && let Some(&item) = item_of.get(i)
-        && let Some(range) = items.get(item).filter(|r| r.len() > 1)
-    {
-        let r = scrolled(item);
-        let last = &vm.layers[range.end - 1];
-        let tip = format!(
-            "{}: {} layers\n{} … {}\nclick selects its first layer · G expands",
-            super::group_key(&layer.name),
-            range.len(),
-            layer.name,
-            last.name
-        );
-        scene
-            .text
-            .push(TextItem::new(tip, [r.x, r.bottom() + 16.0], 12.0, ACCENT).clipped(body_clip));
-    } else if let Hover::Node(i) = state.hover
-        && let Some(layer) = vm.layers.get(i)
-    {
-        let r = scrolled(item_of.get(i).copied().unwrap_or(i));
-        let mut tip = format!(
-            "{}\n{} · {}",
-            layer.name,
-            layer.type_name,
-            layer.size_label()
-        );
-        if layer.is_conv
-            && let Some((c, _, _)) = layer.map_dims()
-        {
-            let (good, bad) = inp.annotations.counts(&layer.name);
-            let none = c.saturating_sub(good + bad);
-            tip.push_str(&format!("\ngood {good} · bad {bad} · unmarked {none}"));
-        }
-        scene
-            .text
-            .push(TextItem::new(tip, [r.x, r.bottom() + 16.0], 12.0, ACCENT).clipped(body_clip));
-    }
-}
-
-/// The paper's stacked annotation bar along the bottom of a conv node: blue good, red bad,
-/// grey unmarked, widths proportional to the counts `[good, bad, none]`.
-fn annotation_bar(node: &Rect, counts: [usize; 3], shapes: &mut Vec<ShapeInstance>) {
-    let total = counts.iter().sum::<usize>().max(1) as f32;
-    let bar = Rect::new(node.x + 5.0, node.bottom() - 10.0, node.w - 10.0, 5.0);
-    let mut x = bar.x;
-    for (n, colour) in counts.into_iter().zip([GOOD, BAD, UNMARKED]) {
-        let w = bar.w * n as f32 / total;
-        if w > 0.0 {
-            shapes.push(ShapeInstance::fill_rect([x, bar.y, w, bar.h], colour));
-        }
-        x += w;
-    }
 }
 
 fn details(inp: &SceneInputs, scene: &mut Scene) {
