@@ -6,6 +6,7 @@ pub mod examples;
 pub mod fallback;
 pub mod session;
 mod window;
+mod worker;
 
 use std::path::{Path, PathBuf};
 

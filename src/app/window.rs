@@ -1,10 +1,9 @@
-//! The winit window: translates window events into UI state changes, hands new inputs to a
-//! compute worker (the newest input wins, the UI never waits for a forward pass), uploads
-//! the selected layer's maps when they change, and draws each frame.
+//! The winit window: translates window events into UI state changes, hands new inputs to the
+//! compute worker ([`super::worker`]; the newest input wins, the UI never waits for a forward
+//! pass), uploads the selected layer's maps when they change, and draws each frame.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -15,16 +14,11 @@ use winit::event_loop::{ActiveEventLoop, EventLoop, EventLoopProxy};
 use winit::keyboard::{Key as WinitKey, NamedKey};
 use winit::window::{Window, WindowId};
 
-use super::fallback::{Fallback, compute_with_fallback};
-use super::session::{
-    CamResult, ForwardResult, GradientResult, InputList, Session, compute_cam, compute_gradients,
-    run_forward, upload_layer, upload_picture,
-};
+use super::session::{InputList, Session, upload_layer, upload_picture};
+use super::worker::{Job, UserEvent, Worker};
 use super::{ViewSource, ViewerOptions, initial_layer, new_session};
-use crate::engine::Engine;
 use crate::export::Method;
 use crate::model::LoadedModel;
-use crate::model::preprocess::{InputSpec, InputTensor};
 use crate::render::{FrameCounter, GpuContext, Renderer, SurfaceTarget, TileHandle};
 use crate::ui::scene::{LayerTiles, SceneInputs, build_scene, model_shape};
 use crate::ui::state::{ClickInfo, Key, ViewState};
@@ -37,118 +31,6 @@ fn logical(width: u32, height: u32, scale: f32) -> [f32; 2] {
         1.0
     };
     [width as f32 / scale, height as f32 / scale]
-}
-
-/// Messages from the worker to the event loop.
-enum UserEvent {
-    Forward(Result<ForwardResult, String>),
-    Gradients(Result<GradientResult, String>),
-    /// A GPU pass failed; the worker computes on this CPU engine from now on.
-    SwitchedToCpu(Fallback),
-    Cam(Result<CamResult, String>),
-}
-
-/// Work for the compute thread.
-enum Job {
-    /// Load and run an input file.
-    Input(PathBuf),
-    /// The Grad-CAM map of a class for an input.
-    Cam {
-        input: Arc<InputTensor>,
-        layer: usize,
-        class: usize,
-    },
-    /// Gradient images of every filter of a layer for an input.
-    Gradients {
-        input: Arc<InputTensor>,
-        layer: usize,
-        method: Method,
-    },
-}
-
-/// Runs forward and reverse passes off the UI thread; of the jobs queued at once only the
-/// newest is computed (the newest input or request wins).
-struct Worker {
-    jobs: Sender<Job>,
-}
-
-impl Worker {
-    fn spawn(
-        engine: Arc<Engine>,
-        on_gpu: bool,
-        spec: InputSpec,
-        proxy: EventLoopProxy<UserEvent>,
-    ) -> Self {
-        let (jobs, rx): (Sender<Job>, Receiver<Job>) = channel();
-        std::thread::Builder::new()
-            .name("convlens-compute".into())
-            .spawn(move || {
-                let (mut engine, mut on_gpu) = (engine, on_gpu);
-                while let Ok(mut job) = rx.recv() {
-                    while let Ok(newer) = rx.try_recv() {
-                        job = newer;
-                    }
-                    let (event, fallback) = match job {
-                        Job::Input(path) => {
-                            let (result, fallback) =
-                                compute_with_fallback(&engine, on_gpu, |engine| {
-                                    let input = crate::model::preprocess::load_input(&path, &spec)?;
-                                    run_forward(engine, &input, path.display().to_string())
-                                });
-                            (
-                                UserEvent::Forward(result.map_err(|e| format!("{e:#}"))),
-                                fallback,
-                            )
-                        }
-                        Job::Cam {
-                            input,
-                            layer,
-                            class,
-                        } => {
-                            let (result, fallback) =
-                                compute_with_fallback(&engine, on_gpu, |engine| {
-                                    compute_cam(engine, &input, layer, class)
-                                });
-                            (
-                                UserEvent::Cam(result.map_err(|e| format!("{e:#}"))),
-                                fallback,
-                            )
-                        }
-                        Job::Gradients {
-                            input,
-                            layer,
-                            method,
-                        } => {
-                            let (result, fallback) =
-                                compute_with_fallback(&engine, on_gpu, |engine| {
-                                    compute_gradients(engine, &input, layer, method)
-                                });
-                            (
-                                UserEvent::Gradients(result.map_err(|e| format!("{e:#}"))),
-                                fallback,
-                            )
-                        }
-                    };
-                    if proxy.send_event(event).is_err() {
-                        break; // the window is gone
-                    }
-                    // After the result, so the notice about the switch is not cleared by it.
-                    if let Some(f) = fallback {
-                        engine = Arc::clone(&f.engine);
-                        on_gpu = false;
-                        if proxy.send_event(UserEvent::SwitchedToCpu(f)).is_err() {
-                            break;
-                        }
-                    }
-                }
-            })
-            .ok();
-        Self { jobs }
-    }
-
-    fn submit(&self, job: Job) {
-        let _ = self.jobs.send(job);
-    }
 }
 
 struct Gfx {
