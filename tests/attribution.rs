@@ -441,3 +441,49 @@ fn gbp_timing_alexnet_all_conv_layers() {
     }
     eprintln!("GBP of all conv filters: {total:.2?}");
 }
+
+/// The channel-sum shortcut at a group-1 conv layer (its own step as one grouped transposed
+/// convolution, `backward_channel_sums`) gives what one-hot seeds through `backward` give, for
+/// every conv layer of the random-weight models (strided, padded asymmetrically, dilated,
+/// grouped — the grouped ones take the seeded path) and every method.
+#[test]
+fn the_channel_sum_shortcut_equals_one_hot_seeds() {
+    use convlens::engine::attribution::channel_seeds;
+    use convlens::engine::backward::backward_channel_sums;
+    for model in ["mixed/tiny_alexnet.onnx", "mixed/tiny_resnet.onnx"] {
+        let graph = load(model);
+        let engine = Engine::new(Arc::clone(&graph), Device::flex());
+        let n: usize = graph.image_input().expect("input").shape.iter().product();
+        let acts = run(&engine, &formula_input(n));
+        let mut checked = 0;
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let (Op::Conv { .. }, Some(dims)) = (&node.op, node.feature_map_dims()) else {
+                continue;
+            };
+            let range = 1..dims.0.min(4);
+            for method in [Method::Backprop, Method::Deconvnet, Method::Guided] {
+                let fast = backward_channel_sums(&engine, &acts, i, range.clone(), method)
+                    .unwrap_or_else(|e| panic!("{}: {e}", node.name));
+                let seeds = channel_seeds(range.clone(), dims, engine.device());
+                let slow = backward(&engine, &acts, i, seeds, method).expect("seeded");
+                assert_eq!(fast.dims(), slow.dims(), "{}", node.name);
+                let (a, b) = (
+                    fast.into_data().try_to_vec::<f32>().unwrap(),
+                    slow.into_data().try_to_vec::<f32>().unwrap(),
+                );
+                let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+                let worst = a
+                    .iter()
+                    .zip(&b)
+                    .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                assert!(
+                    worst <= 1e-5 * scale,
+                    "{model} {} {method:?}: max |Δ| {worst:.3e} (scale {scale:.3e})",
+                    node.name
+                );
+            }
+            checked += 1;
+        }
+        assert!(checked >= 2, "{model}: {checked} conv layers checked");
+    }
+}

@@ -16,20 +16,23 @@
 //!
 //! One forward pass is saved ([`Activations`] from `Capture::All`); the C channels go through
 //! the reverse pass in chunks of `B` seeds. Seed `j` of the chunk starting at channel `k0` is
-//! one-hot on channel `k0 + j` and all ones over `(h, w)`: `[B, 1, 1, C, H, W]`. The chunk size
+//! one-hot on channel `k0 + j` and all ones over `(h, w)`: `[B, 1, 1, C, H, W]`. When L is a
+//! group-1 convolution its own step skips the one-hot seeds: channel `k`'s sum reaches L's
+//! input only through filter `k`, so the chunk's input gradients are one grouped transposed
+//! convolution of ones maps with `B` filters (C× fewer multiply-adds than the one-hot seeds
+//! through all C filters; see [`super::backward::backward_channel_sums`]). The chunk size
 //! is chosen by [`chunk_size`]: the largest gradient tensor of the pass (B × the largest
 //! value on L's dependency path, f32) must fit [`GRAD_TENSOR_BUDGET_BYTES`]; about three such
 //! tensors are alive at once (incoming, outgoing, a fan-out accumulator), plus the backend's
 //! convolution workspace. For AlexNet at 224×224 (largest value: conv1's 96×54×54 output) that
-//! is 119 seeds per pass; the chunk size barely changes the speed on the CPU (32 to 256 seeds
-//! per pass were within 10% on the bench).
+//! is 119 seeds per pass.
 
 use std::ops::Range;
 
 use burn::tensor::{Tensor, TensorData};
 
 pub use super::backward::{BackwardError, Method, Result};
-use super::backward::{backward, largest_value_on_path};
+use super::backward::{backward_channel_sums, largest_value_on_path};
 use super::ops::T6;
 use super::{Activations, Engine, HostTensor};
 
@@ -93,8 +96,7 @@ pub fn attribute_layer_chunks(
     let mut k0 = 0;
     while k0 < channels {
         let range = k0..(k0 + step).min(channels);
-        let seeds = channel_seeds(range.clone(), dims, engine.device());
-        let grads = backward(engine, acts, layer, seeds, method)?;
+        let grads = backward_channel_sums(engine, acts, layer, range.clone(), method)?;
         sink(range.clone(), grads)?;
         k0 = range.end;
     }

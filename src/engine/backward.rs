@@ -303,18 +303,43 @@ pub fn backward_to(
     })?;
     let batch = seed.dims()[0];
     let expected = grad_dims(batch, node.output_shape());
-    let target_shape = graph
-        .shapes
-        .get(target)
-        .ok_or_else(|| BackwardError::UnknownTarget(target.to_string()))?;
-    let target_dims = grad_dims(batch, target_shape)
-        .ok_or_else(|| BackwardError::UnknownTarget(target.to_string()))?;
     if batch == 0 || expected != Some(seed.dims()) {
         return Err(BackwardError::SeedShape {
             layer: node.name.clone(),
             got: seed.dims().to_vec(),
             expected: expected.map(|d| d.to_vec()).unwrap_or_default(),
         });
+    }
+    let first = node
+        .outputs
+        .first()
+        .ok_or_else(|| BackwardError::NotFeatureMap {
+            layer: node.name.clone(),
+            shape: Vec::new(),
+        })?;
+    carry(engine, acts, layer, first, seed, method, target)
+}
+
+/// The reverse pass proper: `seed` is the gradient of `value`, an output of node `from`;
+/// nodes `from` down to the target's producer pass it on.
+fn carry(
+    engine: &Engine,
+    acts: &Activations,
+    from: usize,
+    value: &str,
+    seed: T6,
+    method: Method,
+    target: &str,
+) -> Result<T6> {
+    let graph = engine.graph();
+    let batch = seed.dims()[0];
+    let target_dims = graph
+        .shapes
+        .get(target)
+        .and_then(|s| grad_dims(batch, s))
+        .ok_or_else(|| BackwardError::UnknownTarget(target.to_string()))?;
+    if value == target {
+        return Ok(seed);
     }
     // Nodes at or before the target's producer cannot carry gradient to it.
     let stop = graph
@@ -323,16 +348,9 @@ pub fn backward_to(
         .position(|n| n.outputs.iter().any(|o| o == target))
         .map_or(0, |p| p + 1);
     let live = dependents(graph, target);
-    let first = node
-        .outputs
-        .first()
-        .ok_or_else(|| BackwardError::NotFeatureMap {
-            layer: node.name.clone(),
-            shape: Vec::new(),
-        })?;
-    let mut grads: HashMap<String, T6> = HashMap::from([(first.clone(), seed)]);
+    let mut grads: HashMap<String, T6> = HashMap::from([(value.to_string(), seed)]);
 
-    for i in (stop..=layer).rev() {
+    for i in (stop..=from).rev() {
         let node = &graph.nodes[i];
         if !node.outputs.iter().any(|o| grads.contains_key(o)) {
             continue;
@@ -374,6 +392,73 @@ pub fn backward_to(
     Ok(grads
         .remove(target)
         .unwrap_or_else(|| Tensor::zeros(target_dims, engine.device())))
+}
+
+/// The attribution images of channels `range` of node `layer` (objective: each channel's
+/// sum, see [`super::attribution`]) carried to the image input: `[B, 1, 1, C, H, W]`.
+///
+/// When the layer is a group-1 convolution of one image whose input depends on the image and
+/// whose weights do not, its own step is taken without one-hot seeds
+/// ([`vjp::conv_channel_sums_input_grad`]: one transposed convolution per channel, M× fewer
+/// multiply-adds than carrying `[B, M, H, W]` one-hot seeds); the reverse pass continues
+/// from the layer's input. Otherwise the seeds go through [`backward`].
+pub fn backward_channel_sums(
+    engine: &Engine,
+    acts: &Activations,
+    layer: usize,
+    range: std::ops::Range<usize>,
+    method: Method,
+) -> Result<T6> {
+    let graph = engine.graph();
+    let target = graph
+        .image_input()
+        .map(|i| i.name.clone())
+        .unwrap_or_default();
+    let node = graph.nodes.get(layer).ok_or(BackwardError::LayerIndex {
+        index: layer,
+        count: graph.nodes.len(),
+    })?;
+    let live = dependents(graph, &target);
+    let shortcut = matches!(node.op, crate::model::Op::Conv { group: 1, .. })
+        && node.inputs.len() >= 2
+        && live.contains(&node.inputs[0])
+        && engine.weight(&node.inputs[1]).is_some()
+        && engine.shape_of(&node.inputs[0]).first() == Some(&1);
+    if !shortcut {
+        let dims = node
+            .feature_map_dims()
+            .ok_or_else(|| BackwardError::NotFeatureMap {
+                layer: node.name.clone(),
+                shape: node.output_shape().to_vec(),
+            })?;
+        let seeds = super::attribution::channel_seeds(range, dims, engine.device());
+        return backward(engine, acts, layer, seeds, method);
+    }
+    let step = Step {
+        engine,
+        acts,
+        node,
+        batch: range.len(),
+        wants: node.inputs.iter().map(|n| live.contains(n)).collect(),
+    };
+    let input_grad = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        vjp::conv_channel_sums_input_grad(&step, range)
+    }))
+    .map_err(|panic| BackwardError::Backend {
+        node: node.name.clone(),
+        op: node.onnx_op.clone(),
+        detail: panic_message(&panic),
+    })??;
+    let x = &node.inputs[0];
+    match graph
+        .nodes
+        .iter()
+        .position(|n| n.outputs.iter().any(|o| o == x))
+    {
+        Some(producer) => carry(engine, acts, producer, x, input_grad, method, &target),
+        // The conv reads the image itself.
+        None => carry(engine, acts, 0, x, input_grad, method, &target),
+    }
 }
 
 /// Sums a gradient over the axes a forward broadcast expanded, giving it the rank-6 `dims`

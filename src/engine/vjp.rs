@@ -192,6 +192,18 @@ pub(crate) fn vjp(step: &Step, method: Method, grads: Vec<T6>) -> Result<Vec<Opt
 }
 
 /// `1[lo < t < hi]` as floats.
+/// The input gradient of a group-1 Conv node for objectives that are the sums of its output
+/// channels `range` (see [`spatial::conv_channel_sums`]).
+pub(crate) fn conv_channel_sums_input_grad(
+    step: &Step,
+    range: std::ops::Range<usize>,
+) -> Result<T6> {
+    match &step.node.op {
+        Op::Conv { window, group: 1 } => spatial::conv_channel_sums(step, window, range),
+        _ => Err(step.unsupported("channel-sum shortcut needs a group-1 Conv")),
+    }
+}
+
 fn open_interval(t: T6, lo: f32, hi: f32) -> T6 {
     t.clone().greater_elem(lo).float() * t.lower_elem(hi).float()
 }

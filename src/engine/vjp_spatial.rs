@@ -71,6 +71,33 @@ pub(super) fn conv(step: &Step, window: &Window2d, group: usize, g: T6) -> Resul
     Ok(gx.reshape(step.gdims(&xs)?))
 }
 
+/// Conv, for objectives that are the sums of output channels `range` (all-ones seeds, one
+/// channel each): seed `j` reaches the input only through filter `range.start + j`, so the
+/// seeds go as the groups of one transposed convolution, `[1, B, Ho, Wo]` ones with the
+/// filters `W[range]` `[B, C, kH, kW]` and `B` groups → `[1, B·C, Hc, Wc]`, instead of
+/// `[B, M, Ho, Wo]` one-hot seeds through all `M` filters (`M`× the multiply-adds).
+/// Then cropped to the input like [`conv`]. Needs group 1 and a batch of one image.
+pub(super) fn conv_channel_sums(
+    step: &Step,
+    window: &Window2d,
+    range: std::ops::Range<usize>,
+) -> Result<T6> {
+    let (xs, ys) = (shape4(step, Some(0))?, shape4(step, None)?);
+    if xs[0] != 1 {
+        return Err(step.unsupported(format!("batch of {} images", xs[0])));
+    }
+    let b = range.len();
+    let w: Tensor<4> = step
+        .input(1)?
+        .reshape(shape4(step, Some(1))?)
+        .narrow(0, range.start, b); // [B, C, kH, kW]
+    let ones = Tensor::<4>::ones([1, b, ys[2], ys[3]], step.device());
+    let options = ConvTransposeOptions::new(window.strides, [0, 0], [0, 0], window.dilations, b);
+    let canvas = conv_transpose2d(ones, w, None, options); // [1, B·C, Hc, Wc]
+    let gx = window_to_input(canvas, window.pads, [xs[2], xs[3]]); // [1, B·C, H, W]
+    Ok(gx.reshape(step.gdims(&xs)?))
+}
+
 /// ConvTranspose: the forward ran burn's transposed convolution with symmetric padding
 /// `p = min(before, after)` and cropped the rest; the gradient re-embeds `g` into that
 /// uncropped output and applies the adjoint, a convolution with the same weights, stride,
