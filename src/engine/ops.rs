@@ -179,19 +179,30 @@ pub fn run(
         } => {
             let s = x_shape;
             let x = next();
-            // mean of x² over the channel window [c - ⌊(size-1)/2⌋, c + ⌈(size-1)/2⌉], zero-padded.
-            let sq: Tensor<4> = (x.clone() * x.clone()).reshape([s[0], 1, s[1], s[2] * s[3]]);
+            // Sum of x² over the channel window [c - ⌊(size-1)/2⌋, c + ⌈(size-1)/2⌉],
+            // zero-padded: `size` shifted views of the channel-padded squares, added (a few
+            // vectorised passes; burn's average pooling over a [1, 1, C, H·W] plane was the
+            // slowest op of AlexNet's forward pass).
+            let [n, c, hw] = [s[0], s[1], s[2..].iter().product()];
+            let sq: Tensor<3> = (x.clone() * x.clone()).reshape([n, c, hw]);
             let lo = (size - 1) / 2;
-            let options = AvgPoolOptions::new([*size, 1])
-                .with_stride([1, 1])
-                .with_padding_pairs([(lo, size - 1 - lo), (0, 0)])
-                .with_count_include_pad(true);
-            let mean_sq = avg_pool2d(sq, options).reshape(dims6(s));
-            let denom = mean_sq
-                .mul_scalar(*alpha)
+            let hi = size - 1 - lo;
+            let padded = Tensor::cat(
+                vec![
+                    Tensor::zeros([n, lo, hw], device),
+                    sq,
+                    Tensor::zeros([n, hi, hw], device),
+                ],
+                1,
+            );
+            let sum_sq = (1..*size).fold(padded.clone().narrow(1, 0, c), |acc, j| {
+                acc + padded.clone().narrow(1, j, c)
+            });
+            let base = sum_sq
+                .mul_scalar(*alpha / *size as f32)
                 .add_scalar(*bias)
-                .powf_scalar(*beta);
-            one(x / denom)
+                .reshape(dims6(s));
+            one(x / pow_beta(base, *beta))
         }
         Op::BatchNorm { epsilon } => {
             let rank = x_shape.len();
@@ -354,6 +365,21 @@ fn slice(mut x: T6, ranges: &[SliceRange], device: &Device) -> T6 {
         }
     }
     x
+}
+
+/// `base^beta` for LRN, with square roots for the usual exponents (0.75 in AlexNet and
+/// GoogLeNet, 0.5, 1) instead of a general power per element.
+fn pow_beta(base: T6, beta: f32) -> T6 {
+    if beta == 1.0 {
+        base
+    } else if beta == 0.5 {
+        base.sqrt()
+    } else if beta == 0.75 {
+        let root = base.sqrt();
+        root.clone() * root.sqrt()
+    } else {
+        base.powf_scalar(beta)
+    }
 }
 
 #[cfg(test)]
