@@ -62,6 +62,10 @@ pub struct BenchArgs {
     /// Leave out guided backprop of every conv filter (minutes on a CPU).
     #[arg(long)]
     pub skip_gbp: bool,
+    /// Also time the forward pass op by op (waiting for the device after each node) and
+    /// report where the time goes, by op type.
+    #[arg(long)]
+    pub ops: bool,
 }
 
 #[derive(Args, Debug)]
@@ -142,10 +146,25 @@ pub struct ViewArgs {
     /// Show one architecture node per block of layers (G toggles it in the window).
     #[arg(long)]
     pub collapse_blocks: bool,
+    /// Size of the architecture's nodes: 1 = the paper's 7 per row, 0.5 = 14 smaller ones
+    /// per row, down to 0.25 ([ and ] or Ctrl+wheel over the architecture in the window).
+    #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = parse_arch_zoom)]
+    pub arch_zoom: f32,
     /// Open a data directory written by `convlens export` (or any program following its
     /// format) instead of running a model.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["model", "input"])]
     pub data: Option<PathBuf>,
+    /// Live input from camera N (/dev/videoN on Linux, V4L2; default 0): every frame the
+    /// model has time for updates the tiles. Needs a build with `--features webcam`. Give
+    /// MODEL before it (`view model.onnx --webcam`), or N (`--webcam 0 model.onnx`).
+    #[arg(
+        long,
+        value_name = "N",
+        num_args = 0..=1,
+        default_missing_value = "0",
+        conflicts_with_all = ["input", "data", "screenshot"]
+    )]
+    pub webcam: Option<u32>,
 }
 
 #[derive(Args, Debug)]
@@ -206,6 +225,14 @@ fn parse_ui_scale(s: &str) -> Result<f32, String> {
     match s.parse::<f32>() {
         Ok(v) if (0.5..=4.0).contains(&v) => Ok(v),
         _ => Err("expected a scale between 0.5 and 4".into()),
+    }
+}
+
+fn parse_arch_zoom(s: &str) -> Result<f32, String> {
+    let (lo, hi) = crate::ui::layout::ARCH_ZOOM_RANGE;
+    match s.parse::<f32>() {
+        Ok(v) if (lo..=hi).contains(&v) => Ok(v),
+        _ => Err(format!("expected a zoom between {lo} and {hi}")),
     }
 }
 
@@ -439,9 +466,18 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--webcam` needs a build with the `webcam` cargo feature; without it, say how to get one.
+fn check_webcam_support(webcam: Option<u32>) -> Result<()> {
+    if webcam.is_some() && !cfg!(feature = "webcam") {
+        bail!("{}", crate::app::NO_WEBCAM_SUPPORT);
+    }
+    Ok(())
+}
+
 /// `convlens view`: the window, or one offscreen frame with `--screenshot`.
 pub fn view(args: &ViewArgs) -> Result<()> {
     use crate::ui::state::Panel;
+    check_webcam_support(args.webcam)?;
     let (method, panel) = match args.method.trim() {
         "gradcam" => (Method::Forward, Panel::GradCam),
         "params" | "parameters" => (Method::Forward, Panel::Params),
@@ -458,6 +494,7 @@ pub fn view(args: &ViewArgs) -> Result<()> {
     };
     let options = crate::app::ViewerOptions {
         input: args.input.clone(),
+        webcam: args.webcam,
         layer: args.layer.clone(),
         hover: args.hover,
         method,
@@ -466,6 +503,7 @@ pub fn view(args: &ViewArgs) -> Result<()> {
         device: args.model.device,
         sort_by_rank: args.sort_by_rank,
         collapse_blocks: args.collapse_blocks,
+        arch_zoom: args.arch_zoom,
         ui_scale: args.ui_scale,
         panel,
         examples: args.examples.clone(),
@@ -491,6 +529,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         repeats: args.repeats as usize,
         warmup: args.warmup as usize,
         skip_gbp: args.skip_gbp,
+        ops: args.ops,
         viewport: crate::bench::FRAME_VIEWPORT,
     };
     let report = crate::bench::run(&m, &device, &options, &mut |line| eprintln!("{line}"))?;
@@ -604,5 +643,74 @@ mod tests {
         assert_eq!(parse_rgb("0.5, 0.4,0.3"), Ok([0.5, 0.4, 0.3]));
         assert!(parse_rgb("1,2").is_err());
         assert!(parse_rgb("1,2,nan").is_err());
+    }
+
+    fn parse_view(args: &[&str]) -> Result<ViewArgs, clap::Error> {
+        let argv = ["convlens", "view"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Some(Command::View(v)) => Ok(v),
+            other => panic!("not a view command: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn webcam_takes_an_optional_camera_index() {
+        assert_eq!(parse_view(&[]).unwrap().webcam, None);
+        assert_eq!(parse_view(&["--webcam"]).unwrap().webcam, Some(0));
+        assert_eq!(parse_view(&["--webcam", "2"]).unwrap().webcam, Some(2));
+        assert_eq!(parse_view(&["--webcam=1"]).unwrap().webcam, Some(1));
+        let v = parse_view(&["m.onnx", "--webcam"]).unwrap();
+        assert_eq!((v.model.model, v.webcam), (Some("m.onnx".into()), Some(0)));
+        let v = parse_view(&["--webcam", "3", "m.onnx", "--layer", "conv1"]).unwrap();
+        assert_eq!((v.model.model, v.webcam), (Some("m.onnx".into()), Some(3)));
+        let v = parse_view(&["--webcam", "--layer", "conv1"]).unwrap();
+        assert_eq!((v.webcam, v.layer.as_deref()), (Some(0), Some("conv1")));
+        assert!(parse_view(&["--webcam", "-1"]).is_err());
+    }
+
+    #[test]
+    fn webcam_conflicts_with_other_inputs_and_screenshots() {
+        for other in [
+            &["--input", "a.png"][..],
+            &["--data", "dir"][..],
+            &["--screenshot", "out.png"][..],
+        ] {
+            let args: Vec<&str> = ["--webcam"].iter().chain(other).copied().collect();
+            let err = parse_view(&args).err().unwrap();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{args:?}"
+            );
+            // Either order.
+            let args: Vec<&str> = other.iter().chain(&["--webcam"]).copied().collect();
+            assert!(parse_view(&args).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn webcam_without_the_feature_says_how_to_get_it() {
+        assert!(check_webcam_support(None).is_ok());
+        let result = check_webcam_support(Some(0));
+        if cfg!(feature = "webcam") {
+            assert!(result.is_ok());
+        } else {
+            let message = result.unwrap_err().to_string();
+            assert_eq!(
+                message,
+                "this convlens was built without webcam support; rebuild with \
+                 `cargo run --features webcam -- view --webcam`"
+            );
+            // `view` refuses before loading any model or opening a window.
+            let args = ViewArgs {
+                webcam: Some(0),
+                model: ModelArgs {
+                    model: Some("/nonexistent/model.onnx".into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            assert_eq!(view(&args).unwrap_err().to_string(), message);
+        }
     }
 }

@@ -351,3 +351,71 @@ fn hundred_thousand_tiles_page_through_layers() {
         );
     }
 }
+
+#[test]
+fn burn_tensors_copy_into_the_atlas_on_the_shared_device() {
+    use burn::tensor::{Tensor, TensorData};
+    use convlens::render::tensor_copy::map_ranges;
+    use convlens::render::{AtlasFill, copy_maps, copy_maps_or_upload};
+
+    let ctx = ctx();
+    let shared = ctx
+        .burn_device()
+        .expect("burn accepts the renderer's device");
+    // 9 maps of 7×5; then maps 2..8 as a view at an offset into the same buffer, as a layer's
+    // slice of a bigger tensor would be.
+    let (n, h, w) = (9usize, 5usize, 7usize);
+    let values = activations(n, h * w);
+    let all = Tensor::<3>::from_data(TensorData::new(values.clone(), [n, h, w]), &shared);
+    for (maps, first, count) in [(all.clone(), 0, n), (all.clone().narrow(0, 2, 6), 2, 6)] {
+        let expected = &values[first * h * w..(first + count) * h * w];
+        let mut renderer = Renderer::with_atlas(
+            &ctx,
+            wgpu::TextureFormat::Rgba8Unorm,
+            TileAtlas::with_layout(&ctx.device, 128, 2),
+        );
+        let tiles = copy_maps(&mut renderer.atlas, &ctx, maps).unwrap_or_else(|e| panic!("{e}"));
+        let (handles, ranges): (Vec<TileHandle>, Vec<[f32; 2]>) = tiles.into_iter().unzip();
+        let cpu_ranges: Vec<[f32; 2]> = expected.chunks(h * w).map(value_range).collect();
+        assert_eq!(ranges, cpu_ranges, "ranges computed on the GPU");
+        let img = render_grid(&ctx, &mut renderer, &handles, &ranges, Colormap::Grey, 3);
+        let size = [w as u32, h as u32];
+        check_grid(
+            &img,
+            expected,
+            size,
+            &ranges,
+            Colormap::Grey,
+            3,
+            0.5 / 255.0 + 1e-4,
+        );
+    }
+
+    // Ranges skip NaN and infinities like the CPU's; a map without finite values is [0, 0].
+    let mut odd = values[..3 * h * w].to_vec();
+    odd[3] = f32::NAN;
+    odd[h * w + 4] = f32::NEG_INFINITY;
+    odd[2 * h * w..].fill(f32::INFINITY);
+    let odd_maps = Tensor::<3>::from_data(TensorData::new(odd.clone(), [3, h, w]), &shared);
+    let cpu: Vec<[f32; 2]> = odd.chunks(h * w).map(value_range).collect();
+    assert_eq!(map_ranges(&odd_maps).unwrap(), cpu);
+    assert_eq!(cpu[2], [0.0, 0.0]);
+
+    // A transposed view is not row-major: no zero-copy; the fallback reads it back and
+    // uploads it, tiles shaped like the view.
+    let mut atlas = TileAtlas::with_layout(&ctx.device, 128, 2);
+    let transposed = all.clone().swap_dims(1, 2);
+    assert!(copy_maps(&mut atlas, &ctx, transposed.clone()).is_err());
+    let (tiles, how) = copy_maps_or_upload(&mut atlas, &ctx, transposed).unwrap();
+    assert_eq!((tiles.len(), how), (n, AtlasFill::Upload));
+    assert_eq!(tiles[0].0.size_px, [h as u32, w as u32]);
+
+    // A tensor on another device (flex) is uploaded from the CPU.
+    let flex = burn::tensor::Device::flex();
+    let on_cpu = Tensor::<3>::from_data(TensorData::new(values.clone(), [n, h, w]), &flex);
+    assert!(copy_maps(&mut atlas, &ctx, on_cpu.clone()).is_err());
+    let (tiles, how) = copy_maps_or_upload(&mut atlas, &ctx, on_cpu).unwrap();
+    assert_eq!((tiles.len(), how), (n, AtlasFill::Upload));
+    let (_, how) = copy_maps_or_upload(&mut atlas, &ctx, all).unwrap();
+    assert_eq!(how, AtlasFill::ZeroCopy);
+}

@@ -1,10 +1,13 @@
 //! The viewer application: headless screenshots of any view state, and the winit window
 //! whose event handler feeds the pure UI state machine, runs forward passes on a worker
-//! thread (the newest input wins) and redraws through the renderer.
+//! thread (the newest input wins) and redraws through the renderer; with the `webcam`
+//! feature, a capture thread ([`webcam`]) feeds that worker live camera frames.
 
 pub mod examples;
 pub mod fallback;
 pub mod session;
+#[cfg(feature = "webcam")]
+pub mod webcam;
 mod window;
 mod worker;
 
@@ -19,11 +22,17 @@ use crate::ui::state::{Hover, ViewState};
 pub use session::Session;
 pub use window::run_window;
 
+/// What `view --webcam` says in a build without the `webcam` cargo feature.
+pub const NO_WEBCAM_SUPPORT: &str = "this convlens was built without webcam support; rebuild with `cargo run --features webcam -- view --webcam`";
+
 /// How the viewer starts.
 #[derive(Debug, Clone)]
 pub struct ViewerOptions {
     /// Input file or folder (None = the embedded photo).
     pub input: Option<PathBuf>,
+    /// Live input from camera N (`--webcam N`: `/dev/videoN`); the window only, and only in
+    /// a build with the `webcam` feature (else the notice says so).
+    pub webcam: Option<u32>,
     /// Layer to select first (by name); default: the first conv layer.
     pub layer: Option<String>,
     /// Filter to show as hovered (from 1), for headless screenshots.
@@ -44,9 +53,32 @@ pub struct ViewerOptions {
     pub sort_by_rank: bool,
     /// Show one architecture node per block of layers at start.
     pub collapse_blocks: bool,
+    /// Architecture node size at start (see [`crate::ui::layout::ArchGrid`]).
+    pub arch_zoom: f32,
     /// Screenshots: physical pixels per layout pixel (2 = a HiDPI display); windows use
     /// the display's own factor.
     pub ui_scale: f32,
+}
+
+impl ViewerOptions {
+    /// The view state these options ask for at start: `selected` layer, method, panel, rank
+    /// order, blocks and architecture zoom, the selection scrolled into view.
+    pub fn initial_state(
+        &self,
+        vm: &crate::ui::ViewModel,
+        selected: usize,
+        window_px: [f32; 2],
+    ) -> ViewState {
+        let mut state = ViewState::new(selected, window_px);
+        state.method = self.method;
+        state.sort_by_rank = self.sort_by_rank;
+        state.panel = self.panel;
+        state.collapsed = self.collapse_blocks;
+        state.arch_zoom = self.arch_zoom;
+        let shape = crate::ui::scene::model_shape(vm, &state);
+        state.scroll_arch_to(shape.item_of(selected));
+        state
+    }
 }
 
 /// The session for a viewer: compute on the renderer's own wgpu device when the choice
@@ -130,13 +162,8 @@ pub fn screenshot(source: ViewSource, options: &ViewerOptions, out: &Path) -> Re
     let mut renderer = Renderer::new(&ctx, OffscreenTarget::DEFAULT_FORMAT);
     let [w, h] = options.window_px;
     let scale = options.ui_scale;
-    let mut state = ViewState::new(selected, [w as f32 / scale, h as f32 / scale]);
-    state.method = options.method;
-    state.sort_by_rank = options.sort_by_rank;
-    state.panel = options.panel;
-    state.collapsed = options.collapse_blocks;
-    let shape = crate::ui::scene::model_shape(&session.vm, &state);
-    state.scroll_arch_to(shape.item_of(selected));
+    let mut state =
+        options.initial_state(&session.vm, selected, [w as f32 / scale, h as f32 / scale]);
     if options.method != crate::export::Method::Forward {
         session.ensure_gradients(selected, options.method)?;
     }

@@ -32,6 +32,10 @@ pub struct ForwardResult {
     pub constant_channels: Vec<Vec<usize>>,
     /// Per layer: channels by mean activation on this input, highest first (filter rank).
     pub rank_order: Vec<Vec<usize>>,
+    /// When computed on a wgpu device: the same maps as device tensors `[C, H, W]` (handles
+    /// to burn's buffers, no copy), so a renderer sharing that device copies them into the
+    /// atlas on the GPU ([`crate::render::copy_maps`]). Empty on the CPU.
+    pub device_maps: Vec<Option<burn::tensor::Tensor<3>>>,
 }
 
 /// Gradient images of every filter of one layer: `[C, 3, H, W]`.
@@ -110,7 +114,12 @@ pub fn run_forward(engine: &Engine, input: &InputTensor, label: String) -> Resul
     let mut maps: Vec<Option<HostTensor>> = vec![None; graph.nodes.len()];
     let mut constant = vec![Vec::new(); graph.nodes.len()];
     let mut rank_order = vec![Vec::new(); graph.nodes.len()];
+    let on_wgpu = *engine.device() != burn::tensor::Device::flex();
+    let mut device_maps = vec![None; graph.nodes.len()];
     for (i, node) in graph.feature_map_layers() {
+        if on_wgpu {
+            device_maps[i] = acts.maps(&node.outputs[0]).ok();
+        }
         let map = acts.read(&node.outputs[0])?;
         // [1, C, H, W]
         let hw = map.shape.iter().skip(2).product();
@@ -127,6 +136,7 @@ pub fn run_forward(engine: &Engine, input: &InputTensor, label: String) -> Resul
         input: Some(Arc::new(input.clone())),
         constant_channels: constant,
         rank_order,
+        device_maps,
     })
 }
 
@@ -249,6 +259,7 @@ impl Session {
             input: None,
             constant_channels: vec![Vec::new(); data.layers.len()],
             rank_order: vec![Vec::new(); data.layers.len()],
+            device_maps: vec![None; data.layers.len()],
         };
         Self {
             model: None,
@@ -596,6 +607,21 @@ pub fn upload_layer(
     };
     let [_, c, h, w] =
         <[usize; 4]>::try_from(map.shape.as_slice()).context("feature map is not [1, C, H, W]")?;
+    // Zero-copy when burn computed this map on the renderer's own device.
+    let on_device = result.device_maps.get(layer).cloned().flatten();
+    if let Some(maps) = on_device.filter(|t| ctx.shared_burn_device() == Some(t.device()))
+        && let Ok(tiles) = crate::render::copy_maps(&mut renderer.atlas, ctx, maps)
+    {
+        return Ok((
+            picture,
+            Some(LayerTiles {
+                layer,
+                method: Method::Forward,
+                map_hw: [h, w],
+                tiles,
+            }),
+        ));
+    }
     let tiles = renderer.atlas.upload_maps(
         &ctx.device,
         &ctx.queue,

@@ -1,6 +1,8 @@
 //! The winit window: translates window events into UI state changes, hands new inputs to the
 //! compute worker ([`super::worker`]; the newest input wins, the UI never waits for a forward
-//! pass), uploads the selected layer's maps when they change, and draws each frame.
+//! pass), uploads the selected layer's maps when they change, and draws each frame. With
+//! `--webcam`, a capture thread feeds the worker camera frames through a [`LiveFeed`] and
+//! every finished forward pass arrives here like any other input's.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use winit::keyboard::{Key as WinitKey, NamedKey};
 use winit::window::{Window, WindowId};
 
 use super::session::{InputList, Session, upload_layer, upload_picture};
-use super::worker::{Job, UserEvent, Worker};
+use super::worker::{Job, LiveFeed, UserEvent, Worker};
 use super::{ViewSource, ViewerOptions, initial_layer, new_session};
 use crate::export::Method;
 use crate::model::LoadedModel;
@@ -31,6 +33,59 @@ fn logical(width: u32, height: u32, scale: f32) -> [f32; 2] {
         1.0
     };
     [width as f32 / scale, height as f32 / scale]
+}
+
+/// The live camera input (`--webcam`): the feed the worker takes its frames from, and the
+/// capture thread (stopped, and the device closed, on drop).
+// Never built without the `webcam` feature.
+#[cfg_attr(not(feature = "webcam"), allow(dead_code))]
+struct Live {
+    feed: Arc<LiveFeed>,
+    /// `webcam /dev/video0`.
+    label: String,
+    paused: bool,
+    #[cfg(feature = "webcam")]
+    _capture: super::webcam::Capture,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.feed.close();
+    }
+}
+
+/// Starts camera `index` for the window; when that fails (or this build has no webcam
+/// support) the viewer goes on with its other input and the notice says why.
+fn open_live(index: u32, proxy: &EventLoopProxy<UserEvent>) -> (Option<Live>, String) {
+    #[cfg(feature = "webcam")]
+    {
+        let feed = LiveFeed::new();
+        let label = super::webcam::input_label(index);
+        match super::webcam::start_feed(index, Arc::clone(&feed), proxy.clone()) {
+            Ok(capture) => {
+                let notice = format!(
+                    "{label} ({}): waiting for the first frame… (Space pauses)",
+                    capture.format()
+                );
+                let live = Live {
+                    feed,
+                    label,
+                    paused: false,
+                    _capture: capture,
+                };
+                (Some(live), notice)
+            }
+            Err(e) => (
+                None,
+                format!("webcam: {e}; showing the embedded photo instead"),
+            ),
+        }
+    }
+    #[cfg(not(feature = "webcam"))]
+    {
+        let _ = (index, proxy);
+        (None, super::NO_WEBCAM_SUPPORT.to_string())
+    }
 }
 
 struct Gfx {
@@ -70,6 +125,8 @@ struct App {
     ui_scale: f32,
     /// The GPU context burn already computes on, waiting for the window's surface.
     shared_ctx: Option<GpuContext>,
+    /// The webcam, when `--webcam` opened one.
+    live: Option<Live>,
 }
 
 /// Opens the viewer window and runs until it is closed.
@@ -95,22 +152,27 @@ pub fn run_window(source: ViewSource, options: ViewerOptions) -> Result<()> {
         .transpose()?;
     session.run_file(inputs.as_ref().and_then(|l| l.current()))?;
     let selected = initial_layer(&session, options.layer.as_deref())?;
+    // The first frame replaces the picture just computed (the embedded photo).
+    let live = match options.webcam {
+        Some(index) if session.model.is_some() => {
+            let (live, notice) = open_live(index, &event_loop.create_proxy());
+            session.vm.notice = Some(notice);
+            live
+        }
+        _ => None,
+    };
     let worker = match (&session.engine, &session.model) {
         (Some(engine), Some(model)) => Some(Worker::spawn(
             Arc::clone(engine),
             session.on_gpu,
             model.spec.clone(),
             event_loop.create_proxy(),
+            live.as_ref().map(|l| Arc::clone(&l.feed)),
         )),
         _ => None,
     };
     let [w, h] = options.window_px;
-    let mut state = ViewState::new(selected, [w as f32, h as f32]);
-    state.method = options.method;
-    state.sort_by_rank = options.sort_by_rank;
-    state.panel = options.panel;
-    state.collapsed = options.collapse_blocks;
-    state.scroll_arch_to(model_shape(&session.vm, &state).item_of(selected));
+    let state = options.initial_state(&session.vm, selected, [w as f32, h as f32]);
     let proxy = event_loop.create_proxy();
     let mut app = App {
         session,
@@ -134,6 +196,7 @@ pub fn run_window(source: ViewSource, options: ViewerOptions) -> Result<()> {
         ctrl_held: false,
         ui_scale: 1.0,
         shared_ctx,
+        live,
     };
     event_loop
         .run_app(&mut app)
@@ -161,10 +224,33 @@ impl App {
         }
     }
 
+    /// `ConvLens — <model>`, and the live input's label when there is one.
+    fn title(&self) -> String {
+        match &self.live {
+            Some(live) => format!("ConvLens — {} — {}", self.session.vm.model_name, live.label),
+            None => format!("ConvLens — {}", self.session.vm.model_name),
+        }
+    }
+
+    /// Space: stops taking webcam frames (the last result stays) or resumes.
+    fn toggle_live_pause(&mut self) {
+        let Some(live) = self.live.as_mut() else {
+            return;
+        };
+        live.paused = !live.paused;
+        live.feed.set_paused(live.paused);
+        self.session.vm.notice = self.pause_notice();
+    }
+
+    /// The notice while the webcam is paused.
+    fn pause_notice(&self) -> Option<String> {
+        let live = self.live.as_ref().filter(|l| l.paused)?;
+        Some(format!("{} paused (Space resumes)", live.label))
+    }
+
     fn create_gfx(&mut self, event_loop: &ActiveEventLoop) -> Result<()> {
-        let title = format!("ConvLens — {}", self.session.vm.model_name);
         let attrs = Window::default_attributes()
-            .with_title(title)
+            .with_title(self.title())
             .with_inner_size(PhysicalSize::new(self.window_px[0], self.window_px[1]));
         let window = Arc::new(
             event_loop
@@ -327,10 +413,16 @@ impl App {
                 }
                 None
             }
+            WinitKey::Named(NamedKey::Space) if self.live.is_some() => {
+                self.toggle_live_pause();
+                None
+            }
             WinitKey::Character(c) if c.eq_ignore_ascii_case("m") => Some(Key::CycleMethod),
             WinitKey::Character(c) if c == "+" || c == "=" => Some(Key::ZoomIn),
             WinitKey::Character(c) if c == "-" => Some(Key::ZoomOut),
             WinitKey::Character(c) if c == "0" => Some(Key::ZoomReset),
+            WinitKey::Character(c) if c == "]" => Some(Key::ArchZoomIn),
+            WinitKey::Character(c) if c == "[" => Some(Key::ArchZoomOut),
             WinitKey::Character(c) if c.eq_ignore_ascii_case("s") => Some(Key::ToggleRankSort),
             WinitKey::Character(c) if c.eq_ignore_ascii_case("g") => {
                 // Collapse or expand the blocks, then bring the selection into view.
@@ -381,6 +473,8 @@ impl App {
                 session.on_gpu,
                 model.spec.clone(),
                 self.proxy.clone(),
+                // The webcam goes on feeding the new model (at its own input size).
+                self.live.as_ref().map(|l| Arc::clone(&l.feed)),
             )),
             _ => None,
         };
@@ -391,8 +485,7 @@ impl App {
         self.inputs = None;
         self.session = session;
         if let Some(g) = &self.gfx {
-            g.window
-                .set_title(&format!("ConvLens — {}", self.session.vm.model_name));
+            g.window.set_title(&self.title());
         }
         self.needs_upload = true;
     }
@@ -463,6 +556,10 @@ impl ApplicationHandler<UserEvent> for App {
         match event {
             UserEvent::Forward(Ok(result)) => {
                 self.session.accept(result);
+                // The frame taken just before a pause arrives after it: keep saying paused.
+                if let Some(notice) = self.pause_notice() {
+                    self.session.vm.notice = Some(notice);
+                }
                 self.view_changed();
             }
             UserEvent::Gradients(Ok(g)) => {
@@ -474,6 +571,7 @@ impl ApplicationHandler<UserEvent> for App {
                 self.needs_upload = true;
             }
             UserEvent::SwitchedToCpu(fallback) => self.session.switch_to(fallback),
+            UserEvent::Notice(message) => self.session.vm.notice = Some(message),
             UserEvent::Forward(Err(message))
             | UserEvent::Gradients(Err(message))
             | UserEvent::Cam(Err(message)) => self.session.vm.notice = Some(message),
@@ -553,8 +651,12 @@ impl ApplicationHandler<UserEvent> for App {
                     MouseScrollDelta::PixelDelta(p) => -p.y as f32,
                 };
                 if let Some(p) = self.cursor {
-                    if self.ctrl_held {
-                        // Ctrl+wheel zooms the tiles (wheel up = larger).
+                    if self.ctrl_held && self.state.canvases().arch.contains(p) {
+                        // Ctrl+wheel over the architecture sizes its nodes (up = larger).
+                        let zoom = self.state.arch_zoom * 1.1f32.powf(-dy / 60.0);
+                        self.state.zoom_arch(&shape, zoom);
+                    } else if self.ctrl_held {
+                        // Ctrl+wheel elsewhere zooms the tiles (wheel up = larger).
                         let zoom = self.state.tile_zoom * 1.1f32.powf(-dy / 60.0);
                         self.state.zoom_tiles(&shape, zoom);
                     } else {

@@ -12,15 +12,17 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use serde::Serialize;
-
 use crate::engine::attribution::{self, BackwardError, Method};
 use crate::engine::{Capture, ComputeDevice, Engine, EngineError};
 use crate::model::preprocess::InputTensor;
 use crate::model::{LoadedModel, ModelError, default};
-use crate::render::{
-    Colormap, GpuContext, OffscreenTarget, RenderError, Renderer, Scene, TileHandle, TileInstance,
-};
+use crate::render::{AtlasFill, GpuContext, RenderError};
+
+mod render;
+mod report;
+
+pub use render::grid_cell;
+pub use report::{BenchReport, OpTime};
 
 /// A gradient run longer than this is measured once (the whole run is the sample).
 pub const GBP_SINGLE_RUN_S: f64 = 10.0;
@@ -63,54 +65,13 @@ pub struct BenchOptions {
     pub warmup: usize,
     /// Leave out the guided-backprop measurement.
     pub skip_gbp: bool,
+    /// Time the forward pass node by node too ([`BenchReport::forward_ops`]).
+    pub ops: bool,
     /// Size of the offscreen frame.
     pub viewport: [u32; 2],
 }
 
-/// The measured figures. `None` means "not measured" (see `notes`).
-#[derive(Debug, Clone, Serialize)]
-pub struct BenchReport {
-    pub model: String,
-    pub input: String,
-    /// The compute device (burn backend and adapter).
-    pub device: String,
-    /// The wgpu adapter the renderer used.
-    pub render_device: Option<String>,
-    pub repeats: usize,
-    pub warmup: usize,
-    /// Forward pass keeping every layer's output, until the device is idle.
-    pub forward_ms: f64,
-    /// Guided backprop of every filter of every conv layer, images on the host.
-    pub gbp_all_conv_s: Option<f64>,
-    /// Filters (gradient images) in that workload.
-    pub gbp_filters: usize,
-    /// Conv layers in that workload.
-    pub gbp_layers: usize,
-    /// Process CPU time (user + system, all threads) of a gradient run, median; with the
-    /// machine otherwise idle, wall time ≈ this / cores used (Linux only).
-    pub gbp_cpu_s: Option<f64>,
-    /// Timed gradient runs (1 when a run took longer than [`GBP_SINGLE_RUN_S`]).
-    pub gbp_repeats: usize,
-    /// One offscreen frame (prepare, draw, GPU done) of `tiles` tiles of `frame_layer`.
-    pub frame_ms: Option<f64>,
-    pub tiles: Option<usize>,
-    pub frame_layer: Option<String>,
-    pub viewport: [u32; 2],
-    /// Input file → decode, preprocess → forward → every conv layer's tiles in the atlas.
-    pub input_to_tiles_ms: Option<f64>,
-    pub uploaded_tiles: Option<usize>,
-    /// Peak resident set of the process (Linux `VmHWM`).
-    pub peak_rss_mib: Option<f64>,
-    /// Most bytes burn's wgpu allocator held at the sampled points (GPU compute only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub compute_pool_reserved_mib: Option<f64>,
-    /// Size of the tile atlas texture after the input→tiles measurement.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub atlas_mib: Option<f64>,
-    pub notes: Vec<String>,
-}
-
-const MIB: f64 = (1u64 << 20) as f64;
+pub(crate) const MIB: f64 = (1u64 << 20) as f64;
 
 /// Runs every measurement on `model`; `progress` gets one line per step (for stderr).
 pub fn run(
@@ -134,7 +95,23 @@ pub fn run(
         )?)
     };
     let input = read_input()?;
-    let engine = Engine::new(std::sync::Arc::clone(graph), device.device.clone());
+    // On a GPU, compute on the renderer's own device so tiles can take the zero-copy path.
+    let gpu = GpuContext::headless();
+    let mut notes = Vec::new();
+    let (compute_device, device_description) = match (&gpu, device.is_gpu) {
+        (Ok(ctx), true) => match ctx.burn_device() {
+            Ok(shared) => (
+                shared,
+                format!("{} (shared with the renderer)", device.description),
+            ),
+            Err(e) => {
+                notes.push(format!("burn could not share the renderer's device: {e}"));
+                (device.device.clone(), device.description.clone())
+            }
+        },
+        _ => (device.device.clone(), device.description.clone()),
+    };
+    let engine = Engine::new(std::sync::Arc::clone(graph), compute_device);
     let sync = || {
         engine
             .device()
@@ -149,7 +126,6 @@ pub fn run(
             pool_max = Some(pool_max.unwrap_or(0).max(usage.bytes_reserved));
         }
     };
-    let mut notes = Vec::new();
 
     progress(&format!(
         "forward pass, every layer kept: {} warm-up + {} timed runs",
@@ -161,6 +137,12 @@ pub fn run(
         Ok(acts)
     })?;
     sample_pool();
+    let forward_ops = if options.ops {
+        progress("forward pass op by op (device synchronised after each node)");
+        forward_by_op(&engine, &input, options)?
+    } else {
+        Vec::new()
+    };
 
     let gbp_filters: usize = convs.iter().map(|&(_, (c, _, _))| c).sum();
     let (gbp_all_conv_s, gbp_cpu_s, gbp_repeats) = if options.skip_gbp {
@@ -231,7 +213,7 @@ pub fn run(
             || format!("{} (embedded)", default::SAMPLE_IMAGES[0].0),
             |p| p.display().to_string(),
         ),
-        device: device.description.clone(),
+        device: device_description,
         render_device: None,
         repeats: options.repeats,
         warmup: options.warmup,
@@ -247,98 +229,41 @@ pub fn run(
         viewport: options.viewport,
         input_to_tiles_ms: None,
         uploaded_tiles: None,
+        atlas_fill: None,
+        atlas_fill_ms: None,
+        input_to_tiles_upload_ms: None,
+        atlas_fill_upload_ms: None,
+        forward_ops,
         peak_rss_mib: None,
         compute_pool_reserved_mib: None,
         atlas_mib: None,
         notes,
     };
-
-    match GpuContext::headless() {
+    match gpu {
         Err(e) => report.notes.push(format!(
             "no wgpu adapter ({e}): frame_ms and input_to_tiles_ms not measured"
         )),
         Ok(ctx) => {
             report.render_device = Some(ctx.describe());
-            let mut renderer = Renderer::new(&ctx, OffscreenTarget::DEFAULT_FORMAT);
-
-            // The frame: the conv layer with the most filters (the first of equals).
-            let (layer, (c, h, w)) = convs
-                .iter()
-                .copied()
-                .fold(convs[0], |best, x| if x.1.0 > best.1.0 { x } else { best });
-            let shown = c.min(MAX_FRAME_TILES);
-            progress(&format!(
-                "frame: {shown} tiles of {} at {}x{}",
-                graph.nodes[layer].name, options.viewport[0], options.viewport[1]
-            ));
-            let acts = engine.forward(&input, &Capture::All)?;
-            let map = acts.read(&graph.nodes[layer].outputs[0])?;
-            drop(acts);
-            let data = &map.data[..shown * h * w];
-            let tiles = renderer.atlas.upload_maps(
-                &ctx.device,
-                &ctx.queue,
-                data,
-                w as u32,
-                h as u32,
-                shown as u32,
-            )?;
-            let scene = grid_scene(&tiles, options.viewport);
-            ctx.queue.submit([]);
-            ctx.wait_idle()?;
-            let target = OffscreenTarget::new(
-                &ctx,
-                options.viewport[0],
-                options.viewport[1],
-                OffscreenTarget::DEFAULT_FORMAT,
-            )?;
-            let (frame_s, stats) = median_of(options.warmup, options.repeats, || {
-                let stats = renderer.draw_to_view(&ctx, &scene, target.view(), options.viewport)?;
-                ctx.wait_idle()?;
-                Ok(stats)
-            })?;
-            report.frame_ms = Some(round(frame_s * 1e3, 3));
-            report.tiles = Some(stats.tiles_drawn);
-            report.frame_layer = Some(graph.nodes[layer].name.clone());
-            if stats.tiles_drawn != shown {
-                report.notes.push(format!(
-                    "frame: {} of {shown} tiles were inside the viewport",
-                    stats.tiles_drawn
-                ));
-            }
-
-            progress(&format!(
-                "input → tiles of all {} conv layers: {} warm-up + {} timed runs",
-                convs.len(),
-                options.warmup,
-                options.repeats
-            ));
-            let (to_tiles_s, uploaded) = median_of(options.warmup, options.repeats, || {
-                let input = read_input()?;
-                let acts = engine.forward(&input, &Capture::All)?;
-                renderer.atlas.clear();
-                let mut ready: Vec<(TileHandle, [f32; 2])> = Vec::with_capacity(gbp_filters);
-                for &(i, (c, h, w)) in &convs {
-                    let map = acts.read(&graph.nodes[i].outputs[0])?;
-                    ready.extend(renderer.atlas.upload_maps(
-                        &ctx.device,
-                        &ctx.queue,
-                        &map.data,
-                        w as u32,
-                        h as u32,
-                        c as u32,
-                    )?);
-                }
-                ctx.queue.submit([]);
-                ctx.wait_idle()?;
-                Ok(ready.len())
-            })?;
+            let r = render::measure(&ctx, &engine, &convs, options, &read_input, progress)?;
             sample_pool();
-            report.input_to_tiles_ms = Some(round(to_tiles_s * 1e3, 3));
-            report.uploaded_tiles = Some(uploaded);
-            let side = f64::from(renderer.atlas.layer_size());
-            report.atlas_mib =
-                Some(f64::from(renderer.atlas.layers_allocated()) * side * side * 4.0 / MIB);
+            report.frame_ms = Some(r.frame_ms);
+            report.tiles = Some(r.tiles);
+            report.frame_layer = Some(r.frame_layer);
+            report.input_to_tiles_ms = Some(r.input_to_tiles_ms);
+            report.uploaded_tiles = Some(r.uploaded_tiles);
+            report.atlas_fill = Some(
+                match r.atlas_fill {
+                    AtlasFill::ZeroCopy => "zero-copy",
+                    AtlasFill::Upload => "upload",
+                }
+                .to_string(),
+            );
+            report.atlas_fill_ms = Some(r.atlas_fill_ms);
+            report.input_to_tiles_upload_ms = r.input_to_tiles_upload_ms;
+            report.atlas_fill_upload_ms = r.atlas_fill_upload_ms;
+            report.atlas_mib = Some(r.atlas_mib);
+            report.notes.extend(r.notes);
         }
     }
     report.compute_pool_reserved_mib = pool_max.map(|b| round(b as f64 / MIB, 1));
@@ -349,6 +274,47 @@ pub fn run(
             .push("peak RSS unknown (needs Linux /proc/self/status)".to_string());
     }
     Ok(report)
+}
+
+/// Median seconds of every node over `repeats` timed forward passes, summed by op type,
+/// largest first.
+fn forward_by_op(
+    engine: &Engine,
+    input: &InputTensor,
+    options: &BenchOptions,
+) -> Result<Vec<OpTime>> {
+    let graph = engine.graph();
+    for _ in 0..options.warmup {
+        engine.forward_timed(input)?;
+    }
+    let mut samples = vec![Vec::new(); graph.nodes.len()];
+    for _ in 0..options.repeats {
+        let (_, seconds) = engine.forward_timed(input)?;
+        for (s, t) in samples.iter_mut().zip(seconds) {
+            s.push(t);
+        }
+    }
+    let mut by_op: Vec<OpTime> = Vec::new();
+    for (node, mut s) in graph.nodes.iter().zip(samples) {
+        let ms = median(&mut s) * 1e3;
+        let op = node.op.type_name();
+        match by_op.iter_mut().find(|o| o.op == op) {
+            Some(o) => {
+                o.ms += ms;
+                o.nodes += 1;
+            }
+            None => by_op.push(OpTime {
+                op: op.to_string(),
+                nodes: 1,
+                ms,
+            }),
+        }
+    }
+    for o in &mut by_op {
+        o.ms = round(o.ms, 3);
+    }
+    by_op.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    Ok(by_op)
 }
 
 /// Conv-like layers with per-channel maps and their `(C, H, W)`, in graph order.
@@ -395,49 +361,8 @@ pub fn median(samples: &mut [f64]) -> f64 {
     }
 }
 
-/// The largest square cell (with a 1-px gap) that fits `n` tiles in `viewport` in rows.
-pub fn grid_cell(n: usize, viewport: [u32; 2]) -> (f32, usize) {
-    let [vw, vh] = [viewport[0] as usize, viewport[1] as usize];
-    let n = n.max(1);
-    let mut cell = (((vw * vh) as f64 / n as f64).sqrt().floor() as usize).max(2);
-    loop {
-        let cols = (vw / cell).max(1);
-        if cell <= 2 || n.div_ceil(cols) * cell <= vh {
-            return (cell as f32, cols);
-        }
-        cell -= 1;
-    }
-}
-
-/// Tiles in a grid of the largest cells that fit them all, grey colour map (the viewer's).
-fn grid_scene(uploaded: &[(TileHandle, [f32; 2])], viewport: [u32; 2]) -> Scene {
-    let (cell, cols) = grid_cell(uploaded.len(), viewport);
-    let tiles = uploaded
-        .iter()
-        .enumerate()
-        .map(|(i, (h, r))| {
-            let (x, y) = ((i % cols) as f32 * cell, (i / cols) as f32 * cell);
-            TileInstance::new([x, y, cell - 1.0, cell - 1.0], *h, *r, Colormap::Grey)
-        })
-        .collect();
-    Scene {
-        tiles,
-        ..Scene::default()
-    }
-}
-
-/// A value with 3–4 significant digits (no more than the timer noise allows).
-fn figure(v: f64) -> String {
-    match v.abs() {
-        a if a >= 100.0 => format!("{v:.0}"),
-        a if a >= 10.0 => format!("{v:.1}"),
-        a if a >= 1.0 => format!("{v:.2}"),
-        _ => format!("{v:.3}"),
-    }
-}
-
 /// `x` rounded to `digits` decimals (timer noise is far above that).
-fn round(x: f64, digits: i32) -> f64 {
+pub(crate) fn round(x: f64, digits: i32) -> f64 {
     let scale = 10f64.powi(digits);
     (x * scale).round() / scale
 }
@@ -464,129 +389,6 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-impl BenchReport {
-    /// The human-readable report: an aligned table with units, then the notes.
-    pub fn table(&self) -> String {
-        let ms = |v: Option<f64>| v.map_or("–".to_string(), figure);
-        let n = |measured: bool, k: usize| {
-            if measured {
-                k.to_string()
-            } else {
-                String::new()
-            }
-        };
-        let mut rows: Vec<[String; 5]> = vec![
-            [
-                "forward, every layer kept".into(),
-                figure(self.forward_ms),
-                "ms".into(),
-                self.repeats.to_string(),
-                String::new(),
-            ],
-            [
-                "GBP, every conv filter".into(),
-                ms(self.gbp_all_conv_s),
-                "s".into(),
-                n(self.gbp_all_conv_s.is_some(), self.gbp_repeats),
-                format!(
-                    "{} filters in {} conv layers, images on the host",
-                    self.gbp_filters, self.gbp_layers
-                ),
-            ],
-            [
-                "GBP, process CPU time".into(),
-                ms(self.gbp_cpu_s),
-                "s".into(),
-                n(self.gbp_cpu_s.is_some(), self.gbp_repeats),
-                "user + system, all threads".into(),
-            ],
-            [
-                "frame".into(),
-                ms(self.frame_ms),
-                "ms".into(),
-                n(self.frame_ms.is_some(), self.repeats),
-                match (self.tiles, &self.frame_layer) {
-                    (Some(t), Some(l)) => format!(
-                        "{t} tiles of {l}, {}x{} offscreen",
-                        self.viewport[0], self.viewport[1]
-                    ),
-                    _ => String::new(),
-                },
-            ],
-            [
-                "input file → tiles".into(),
-                ms(self.input_to_tiles_ms),
-                "ms".into(),
-                n(self.input_to_tiles_ms.is_some(), self.repeats),
-                self.uploaded_tiles
-                    .map(|t| {
-                        format!("decode, preprocess, forward, {t} conv tiles uploaded + ranges")
-                    })
-                    .unwrap_or_default(),
-            ],
-            [
-                "peak RSS".into(),
-                self.peak_rss_mib.map_or("–".into(), |v| format!("{v:.0}")),
-                "MiB".into(),
-                String::new(),
-                "VmHWM of the whole process".into(),
-            ],
-        ];
-        if let Some(v) = self.compute_pool_reserved_mib {
-            rows.push([
-                "burn wgpu pool, max reserved".into(),
-                format!("{v:.0}"),
-                "MiB".into(),
-                String::new(),
-                "sampled after forward and GBP".into(),
-            ]);
-        }
-        if let Some(v) = self.atlas_mib {
-            rows.push([
-                "tile atlas texture".into(),
-                format!("{v:.0}"),
-                "MiB".into(),
-                String::new(),
-                "R32Float layers allocated".into(),
-            ]);
-        }
-        let width = |k: usize| rows.iter().map(|r| r[k].chars().count()).max().unwrap_or(0);
-        let (w0, w1, w2, w3) = (
-            width(0).max(7),
-            width(1).max(5),
-            width(2).max(4),
-            width(3).max(1),
-        );
-        let mut out = format!(
-            "model   {}\ninput   {}\ndevice  {}\nrender  {}\n\n",
-            self.model,
-            self.input,
-            self.device,
-            self.render_device.as_deref().unwrap_or("none")
-        );
-        out += &format!(
-            "{:<w0$}  {:>w1$}  {:<w2$}  {:>w3$}  {}\n",
-            "measure", "value", "unit", "n", "what"
-        );
-        for r in &rows {
-            let line = format!(
-                "{:<w0$}  {:>w1$}  {:<w2$}  {:>w3$}  {}",
-                r[0], r[1], r[2], r[3], r[4]
-            );
-            out += line.trim_end();
-            out.push('\n');
-        }
-        out += &format!(
-            "\nmedians over n timed runs after {} warm-up run(s)\n",
-            self.warmup
-        );
-        for note in &self.notes {
-            out += &format!("note: {note}\n");
-        }
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -606,54 +408,5 @@ mod tests {
         std::hint::black_box(busy);
         assert!(cpu >= 0.0 && process_cpu_s().is_some_and(|later| later >= cpu));
         assert!(peak_rss_mib().is_some_and(|m| m > 1.0));
-    }
-
-    #[test]
-    fn grid_cells_fit_every_tile_in_the_viewport() {
-        for n in [1usize, 7, 96, 1280, 10_000] {
-            let (cell, cols) = grid_cell(n, FRAME_VIEWPORT);
-            assert!(cols as f32 * cell <= FRAME_VIEWPORT[0] as f32, "{n}");
-            assert!(
-                n.div_ceil(cols) as f32 * cell <= FRAME_VIEWPORT[1] as f32,
-                "{n}: {cell} px × {cols} columns"
-            );
-        }
-        assert_eq!(grid_cell(1, [100, 50]).0, 50.0);
-    }
-
-    #[test]
-    fn the_table_names_units_and_missing_figures() {
-        let report = BenchReport {
-            model: "m".into(),
-            input: "i".into(),
-            device: "cpu".into(),
-            render_device: None,
-            repeats: 3,
-            warmup: 1,
-            forward_ms: 12.34,
-            gbp_all_conv_s: None,
-            gbp_filters: 72,
-            gbp_layers: 3,
-            gbp_cpu_s: None,
-            gbp_repeats: 0,
-            frame_ms: None,
-            tiles: None,
-            frame_layer: None,
-            viewport: FRAME_VIEWPORT,
-            input_to_tiles_ms: None,
-            uploaded_tiles: None,
-            peak_rss_mib: Some(100.0),
-            compute_pool_reserved_mib: None,
-            atlas_mib: None,
-            notes: vec!["no adapter".into()],
-        };
-        let t = report.table();
-        assert!(
-            t.contains("12.3") && t.contains(" ms ") && t.contains("MiB"),
-            "{t}"
-        );
-        assert!(t.contains("note: no adapter"), "{t}");
-        let json = serde_json::to_value(&report).expect("serialises");
-        assert!(json["frame_ms"].is_null() && json.get("atlas_mib").is_none());
     }
 }

@@ -122,6 +122,38 @@ impl Engine {
 
     /// Runs the network with a value for every runtime input of the graph.
     pub fn forward_inputs(&self, inputs: &[NamedInput], capture: &Capture) -> Result<Activations> {
+        self.run_nodes(inputs, capture, None)
+    }
+
+    /// [`Engine::forward`] that waits for the device after every node and returns each
+    /// node's seconds (for `convlens bench --ops`: where the forward time goes). Slower than
+    /// a plain forward pass on a GPU, where nodes otherwise overlap.
+    pub fn forward_timed(&self, input: &InputTensor) -> Result<(Activations, Vec<f64>)> {
+        let name = self
+            .graph
+            .image_input()
+            .map(|i| i.name.clone())
+            .unwrap_or_default();
+        let named = NamedInput {
+            name,
+            shape: input.shape.to_vec(),
+            data: input.data.clone(),
+        };
+        let mut seconds = vec![0.0; self.graph.nodes.len()];
+        let acts = self.run_nodes(
+            std::slice::from_ref(&named),
+            &Capture::All,
+            Some(&mut seconds),
+        )?;
+        Ok((acts, seconds))
+    }
+
+    fn run_nodes(
+        &self,
+        inputs: &[NamedInput],
+        capture: &Capture,
+        mut timings: Option<&mut Vec<f64>>,
+    ) -> Result<Activations> {
         let graph = &self.graph;
         let mut values: HashMap<String, T6> = HashMap::new();
         for expected in &graph.inputs {
@@ -163,6 +195,7 @@ impl Engine {
                 .collect(),
         };
         for (i, node) in graph.nodes.iter().enumerate() {
+            let started = std::time::Instant::now();
             let mut ins = Vec::with_capacity(node.inputs.len());
             let mut in_shapes: Vec<&[usize]> = Vec::with_capacity(node.inputs.len());
             for name in &node.inputs {
@@ -187,6 +220,14 @@ impl Engine {
             })?;
             for (name, t) in node.outputs.iter().zip(outs) {
                 values.insert(name.clone(), t);
+            }
+            if let Some(seconds) = timings.as_deref_mut() {
+                self.device.sync().map_err(|e| EngineError::Backend {
+                    node: node.name.clone(),
+                    op: node.onnx_op.clone(),
+                    detail: format!("waiting for the device: {e}"),
+                })?;
+                seconds[i] = started.elapsed().as_secs_f64();
             }
             // Free values whose last consumer just ran, unless they are kept.
             for name in &node.inputs {
@@ -237,6 +278,27 @@ impl Activations {
     /// The device tensor of a value (rank 6, logical shape left-padded with 1s).
     pub fn value(&self, name: &str) -> Option<&T6> {
         self.values.get(name)
+    }
+
+    /// The graph these activations belong to.
+    pub fn graph(&self) -> &Arc<Graph> {
+        &self.graph
+    }
+
+    /// A `[1, C, H, W]` value as a `[C, H, W]` device tensor (no copy: the same buffer, for
+    /// the zero-copy path into the tile atlas).
+    pub fn maps(&self, name: &str) -> Result<burn::tensor::Tensor<3>> {
+        let t = self
+            .values
+            .get(name)
+            .ok_or_else(|| EngineError::UnknownLayer(name.to_string()))?;
+        match self.graph.shapes.get(name).map(Vec::as_slice) {
+            Some(&[1, c, h, w]) => Ok(t.clone().reshape([c, h, w])),
+            other => Err(EngineError::Readback {
+                value: name.to_string(),
+                detail: format!("not a [1, C, H, W] map: shape {other:?}"),
+            }),
+        }
     }
 
     /// Reads a value back to the CPU with its logical shape.

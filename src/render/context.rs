@@ -22,6 +22,10 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     /// Name, backend and type of the adapter (for logs, `--version` and bench reports).
     pub adapter_info: wgpu::AdapterInfo,
+    /// The burn device registered on this device and queue by [`GpuContext::burn_device`]
+    /// (shared by clones of the context); tensors on it can be copied into the atlas on the
+    /// GPU ([`crate::render::tensor_copy`]).
+    shared_burn: Arc<std::sync::Mutex<Option<burn::tensor::Device>>>,
 }
 
 impl GpuContext {
@@ -75,9 +79,16 @@ impl GpuContext {
 
     /// Registers this context's instance, adapter, device and queue with burn's wgpu runtime
     /// and returns the burn device that runs on them: tensors and the renderer then share one
-    /// device and one queue. Call once per context (burn does not detect a second
-    /// registration); clone the returned device instead.
+    /// device and one queue. Registers once per context (and its clones); later calls return
+    /// the same burn device.
     pub fn burn_device(&self) -> Result<burn::tensor::Device> {
+        let mut shared = self
+            .shared_burn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(device) = shared.as_ref() {
+            return Ok(device.clone());
+        }
         let setup = burn::tensor::wgpu::WgpuSetup {
             instance: self.instance.clone(),
             adapter: self.adapter.clone(),
@@ -85,13 +96,24 @@ impl GpuContext {
             queue: self.queue.clone(),
             backend: self.adapter_info.backend,
         };
-        burn::tensor::Device::wgpu_options()
+        let device = burn::tensor::Device::wgpu_options()
             .setup(setup)
             .init()
             .map_err(|e| RenderError::ShareWithBurn {
                 adapter: self.adapter_info.name.clone(),
                 detail: e.to_string(),
-            })
+            })?;
+        *shared = Some(device.clone());
+        Ok(device)
+    }
+
+    /// The burn device sharing this context's device and queue, once
+    /// [`GpuContext::burn_device`] has registered it.
+    pub fn shared_burn_device(&self) -> Option<burn::tensor::Device> {
+        self.shared_burn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// A context whose adapter can present to `surface` (created from `instance`).
@@ -150,6 +172,7 @@ impl GpuContext {
             device,
             queue,
             adapter_info,
+            shared_burn: Arc::default(),
         })
     }
 

@@ -119,6 +119,11 @@ pub enum RenderError {
         size: u64,
     },
 
+    /// A burn tensor could not be copied into the atlas on the GPU (wrong device, dtype or
+    /// layout, or burn refused the buffer).
+    #[error("zero-copy tensor → atlas: {0}")]
+    TensorCopy(String),
+
     /// Mapping a readback buffer failed.
     #[error("readback failed: could not map the buffer: {0}")]
     Map(#[from] wgpu::BufferAsyncError),

@@ -19,6 +19,7 @@ pub mod offscreen;
 pub mod packer;
 mod pipeline;
 pub mod shapes;
+pub mod tensor_copy;
 pub mod text;
 pub mod tile_atlas;
 pub mod tiles;
@@ -30,8 +31,9 @@ pub use frame::{FrameCounter, FrameStats, Renderer, Scene};
 pub use offscreen::OffscreenTarget;
 pub use packer::{LinearPacker, Span};
 pub use shapes::{ShapeInstance, ShapeKind, ShapeRenderer};
+pub use tensor_copy::{AtlasFill, copy_maps, copy_maps_or_upload};
 pub use text::{TextItem, TextRenderer};
-pub use tile_atlas::{TileAtlas, TileHandle, value_range};
+pub use tile_atlas::{ReadyTiles, TileAtlas, TileHandle, value_range};
 pub use tiles::{Colormap, TileInstance, TileRenderer, colormap_srgb, rect_visible, visible_tiles};
 
 /// Result alias for the render module.

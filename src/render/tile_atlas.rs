@@ -43,6 +43,10 @@ pub struct TileHandle {
     pub planes: u32,
 }
 
+/// Tiles in the atlas, each with the `[min, max]` its shader normalises by: one layer's maps
+/// ready to draw.
+pub type ReadyTiles = Vec<(TileHandle, [f32; 2])>;
+
 /// Finite `[min, max]` of `values`; `[0, 0]` (drawn black) when none is finite.
 pub fn value_range(values: &[f32]) -> [f32; 2] {
     values
@@ -202,7 +206,7 @@ impl TileAtlas {
         width: u32,
         height: u32,
         count: u32,
-    ) -> Result<Vec<(TileHandle, [f32; 2])>> {
+    ) -> Result<ReadyTiles> {
         let handles = self.upload_many(device, queue, values, width, height, count)?;
         let per = (width as usize * height as usize).max(1);
         Ok(handles
@@ -221,7 +225,7 @@ impl TileAtlas {
         width: u32,
         height: u32,
         count: u32,
-    ) -> Result<Vec<(TileHandle, [f32; 2])>> {
+    ) -> Result<ReadyTiles> {
         let handles = self.upload_rgb_planes_many(device, queue, planes, width, height, count)?;
         let per = (3 * width as usize * height as usize).max(1);
         Ok(handles

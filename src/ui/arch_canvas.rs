@@ -3,13 +3,14 @@
 //! nodes, collapsed blocks, the layer search box and node tooltips. Part of the scene builder
 //! ([`super::scene::build_scene`]); pure like it.
 
-use super::LayerInfo;
-use super::layout::{NODE_PX, NODES_PER_ROW, Rect, arch_node_rect};
+use super::layout::Rect;
 use super::scene::{
     ACCENT, BAD, BG, BLOCK, DIM, GOOD, LINK, PANEL, PANEL_EDGE, SKIP, SceneInputs, TEXT,
     TITLE_BAR_PX, UNMARKED, r4,
 };
 use super::state::Hover;
+use super::state::ViewState;
+use super::{LayerInfo, ViewModel};
 use crate::render::{Scene, ShapeInstance, TextItem};
 
 /// Node fill colour by layer type.
@@ -63,8 +64,11 @@ pub(super) fn architecture(inp: &SceneInputs, scene: &mut Scene) {
         .anchored([1.0, 0.0])
         .clipped(device_clip),
     );
+    let grid = state.arch_grid();
+    // Below this node size the output sizes and type names are left out (tooltips have them).
+    let labelled = grid.node_px >= 40.0;
     let scrolled = |i: usize| {
-        let mut r = arch_node_rect(&arch, i);
+        let mut r = grid.node_rect(i);
         r.y -= state.arch_scroll_px;
         r
     };
@@ -76,7 +80,8 @@ pub(super) fn architecture(inp: &SceneInputs, scene: &mut Scene) {
     );
     let body_clip = r4(&body);
     // Only whole nodes are drawn (the canvas scrolls by rows), so nothing spills out of it.
-    let visible = |r: &Rect| r.y >= body.y && r.bottom() + 20.0 <= body.bottom();
+    let visible =
+        |r: &Rect| r.y >= body.y && r.bottom() + 20.0 * grid.node_px / 64.0 <= body.bottom();
     // Node squares go on top of every link, so skip connections pass behind nodes.
     let mut nodes = Vec::new();
     // One node per layer, or per block of layers when collapsed.
@@ -103,11 +108,12 @@ pub(super) fn architecture(inp: &SceneInputs, scene: &mut Scene) {
         if i + 1 < items.len() && visible(&scrolled(i + 1)) {
             let n = scrolled(i + 1);
             let label = layer.size_label();
-            if (i + 1) % NODES_PER_ROW != 0 {
+            if !grid.ends_row(i) {
                 let y = r.center()[1];
                 scene
                     .overlay
                     .push(ShapeInstance::line([r.right(), y], [n.x, y], 1.5, LINK));
+
                 let mid = (r.right() + n.x) / 2.0;
                 // Above the link when it fits in the gap between the nodes (shrunk, never
                 // wrapped); else above the nodes' top edge, where the whole pitch is free.
@@ -120,11 +126,13 @@ pub(super) fn architecture(inp: &SceneInputs, scene: &mut Scene) {
                     let pitch = n.center()[0] - r.center()[0];
                     ([mid, r.y - 3.0], (pitch / (0.62 * chars)).clamp(7.0, 10.0))
                 };
-                scene.text.push(
-                    TextItem::new(label, pos, font, DIM)
-                        .anchored([0.5, 1.0])
-                        .clipped(body_clip),
-                );
+                if labelled {
+                    scene.text.push(
+                        TextItem::new(label, pos, font, DIM)
+                            .anchored([0.5, 1.0])
+                            .clipped(body_clip),
+                    );
+                }
             } else {
                 // Wrap to the next row: down, across, down.
                 let mid_y = r.bottom() + (n.y - r.bottom()) * 0.45;
@@ -147,11 +155,13 @@ pub(super) fn architecture(inp: &SceneInputs, scene: &mut Scene) {
                     LINK,
                 ));
                 // Left of the down-stroke: the row's last node is at the canvas's right edge.
-                scene.text.push(
-                    TextItem::new(label, [r.center()[0] - 6.0, r.bottom() + 2.0], 10.5, DIM)
-                        .anchored([1.0, 0.0])
-                        .clipped(body_clip),
-                );
+                if labelled {
+                    scene.text.push(
+                        TextItem::new(label, [r.center()[0] - 6.0, r.bottom() + 2.0], 10.5, DIM)
+                            .anchored([1.0, 0.0])
+                            .clipped(body_clip),
+                    );
+                }
             }
         }
         // Skip connections: inputs that do not come from the previous node.
@@ -185,11 +195,7 @@ pub(super) fn architecture(inp: &SceneInputs, scene: &mut Scene) {
         }
         // The type name (or block name and size) shrinks to fit rather than wrapping.
         let text = if block {
-            format!(
-                "{}\n×{}",
-                super::group_key(&vm.layers[range.start].name),
-                range.len()
-            )
+            format!("{}\n×{}", block_name(vm, state, i), range.len())
         } else {
             layer.type_name.clone()
         };
@@ -199,13 +205,15 @@ pub(super) fn architecture(inp: &SceneInputs, scene: &mut Scene) {
             .max()
             .unwrap_or(1)
             .max(1) as f32;
-        let font = ((NODE_PX - 8.0) / (0.62 * longest)).clamp(7.5, 11.5);
-        scene.text.push(
-            TextItem::new(text, r.center(), font, TEXT)
-                .anchored([0.5, 0.5])
-                .with_max_width(NODE_PX - 2.0)
-                .clipped(body_clip),
-        );
+        let font = ((grid.node_px - 8.0) / (0.62 * longest)).clamp(7.5, 11.5);
+        if labelled {
+            scene.text.push(
+                TextItem::new(text, r.center(), font, TEXT)
+                    .anchored([0.5, 0.5])
+                    .with_max_width(grid.node_px - 2.0)
+                    .clipped(body_clip),
+            );
+        }
         // The stacked annotation bar over the node's conv layers.
         let [mut good, mut bad, mut channels] = [0usize; 3];
         for l in range.clone() {
@@ -262,7 +270,7 @@ pub(super) fn architecture(inp: &SceneInputs, scene: &mut Scene) {
         let last = &vm.layers[range.end - 1];
         let tip = format!(
             "{}: {} layers\n{} … {}\nclick selects its first layer · G expands",
-            super::group_key(&layer.name),
+            block_name(vm, state, item),
             range.len(),
             layer.name,
             last.name
@@ -297,7 +305,14 @@ pub(super) fn architecture(inp: &SceneInputs, scene: &mut Scene) {
 /// grey unmarked, widths proportional to the counts `[good, bad, none]`.
 fn annotation_bar(node: &Rect, counts: [usize; 3], shapes: &mut Vec<ShapeInstance>) {
     let total = counts.iter().sum::<usize>().max(1) as f32;
-    let bar = Rect::new(node.x + 5.0, node.bottom() - 10.0, node.w - 10.0, 5.0);
+    // 5 px high and inset 5 px at full size, scaled down with the node.
+    let k = (node.w / 64.0).clamp(0.4, 1.0);
+    let bar = Rect::new(
+        node.x + 5.0 * k,
+        node.bottom() - 10.0 * k,
+        node.w - 10.0 * k,
+        5.0 * k,
+    );
     let mut x = bar.x;
     for (n, colour) in counts.into_iter().zip([GOOD, BAD, UNMARKED]) {
         let w = bar.w * n as f32 / total;
@@ -306,4 +321,14 @@ fn annotation_bar(node: &Rect, counts: [usize; 3], shapes: &mut Vec<ShapeInstanc
         }
         x += w;
     }
+}
+
+/// The label of architecture item `item`: its block's name when collapsed.
+fn block_name<'a>(vm: &'a ViewModel, state: &ViewState, item: usize) -> &'a str {
+    let names = if state.collapsed {
+        &vm.group_names
+    } else {
+        &[][..]
+    };
+    names.get(item).map_or("block", String::as_str)
 }

@@ -74,18 +74,69 @@ pub fn canvases(window_px: [f32; 2]) -> Canvases {
     }
 }
 
-/// Positions of the layer nodes in the architecture canvas (before scrolling): row-major,
-/// 7 per row, horizontally centred.
-pub fn arch_node_rect(canvas: &Rect, index: usize) -> Rect {
-    let row = index / NODES_PER_ROW;
-    let col = index % NODES_PER_ROW;
-    let pitch_x = (canvas.w / NODES_PER_ROW as f32).max(NODE_PX + 8.0);
-    let x = canvas.x + pitch_x * col as f32 + (pitch_x - NODE_PX) / 2.0;
-    let y = canvas.y + TITLE_PX + 28.0 + ROW_PITCH_PX * row as f32;
-    Rect::new(x, y, NODE_PX, NODE_PX)
+/// Zoom range of the architecture chain (1 = the paper's 7 nodes per row; smaller shows more
+/// nodes, smaller).
+pub const ARCH_ZOOM_RANGE: (f32, f32) = (0.25, 1.0);
+
+/// Where the architecture chain's nodes go at a zoom level (before scrolling): row-major,
+/// `round(7 / zoom)` per row, horizontally centred, squares of `64·zoom` px.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ArchGrid {
+    /// Top-left of the first node's cell.
+    origin_px: [f32; 2],
+    pub per_row: usize,
+    pub node_px: f32,
+    pub pitch_x_px: f32,
+    pub row_pitch_px: f32,
 }
 
-/// Total content height of the architecture canvas for `n` nodes.
+impl ArchGrid {
+    /// The chain in `canvas` at `zoom` (clamped to [`ARCH_ZOOM_RANGE`]).
+    pub fn new(canvas: &Rect, zoom: f32) -> Self {
+        let zoom = zoom.clamp(ARCH_ZOOM_RANGE.0, ARCH_ZOOM_RANGE.1);
+        let per_row = ((NODES_PER_ROW as f32 / zoom).round() as usize).max(1);
+        let node_px = (NODE_PX * zoom).round();
+        Self {
+            origin_px: [canvas.x, canvas.y + TITLE_PX + 28.0 * zoom.max(0.5)],
+            per_row,
+            node_px,
+            pitch_x_px: (canvas.w / per_row as f32).max(node_px + 8.0 * zoom),
+            row_pitch_px: (ROW_PITCH_PX * zoom).round(),
+        }
+    }
+
+    /// Node `index`'s square.
+    pub fn node_rect(&self, index: usize) -> Rect {
+        let (row, col) = (index / self.per_row, index % self.per_row);
+        let x = self.origin_px[0]
+            + self.pitch_x_px * col as f32
+            + (self.pitch_x_px - self.node_px) / 2.0;
+        let y = self.origin_px[1] + self.row_pitch_px * row as f32;
+        Rect::new(x, y, self.node_px, self.node_px)
+    }
+
+    /// Whether node `index` is the last of its row (the link to the next one wraps).
+    pub fn ends_row(&self, index: usize) -> bool {
+        (index + 1).is_multiple_of(self.per_row)
+    }
+
+    /// The row node `index` is in.
+    pub fn row(&self, index: usize) -> usize {
+        index / self.per_row
+    }
+
+    /// Total content height for `n` nodes (title included).
+    pub fn content_height(&self, n: usize) -> f32 {
+        self.origin_px[1] + self.row_pitch_px * n.div_ceil(self.per_row) as f32
+    }
+}
+
+/// Node `index`'s square at zoom 1 (the paper's layout).
+pub fn arch_node_rect(canvas: &Rect, index: usize) -> Rect {
+    ArchGrid::new(canvas, 1.0).node_rect(index)
+}
+
+/// Total content height of the architecture canvas for `n` nodes at zoom 1.
 pub fn arch_content_height(n: usize) -> f32 {
     TITLE_PX + 28.0 + ROW_PITCH_PX * n.div_ceil(NODES_PER_ROW) as f32
 }

@@ -3,6 +3,7 @@
 //! scene builder that turns all of it into a [`crate::render::Scene`]. No GPU here.
 
 pub mod arch_canvas;
+pub mod blocks;
 pub mod charts;
 pub mod layout;
 pub mod scene;
@@ -202,36 +203,11 @@ pub struct ViewModel {
     /// The layer whose Grad-CAM explains a hovered class: the last one with spatial maps
     /// (None without a model to compute with).
     pub cam_layer: Option<usize>,
-    /// Runs of consecutive layers of one block (see [`layer_groups`]), for the collapsed
-    /// architecture.
+    /// Runs of consecutive layers of one block and their names (see [`blocks::blocks`]), for
+    /// the collapsed architecture.
     pub groups: Vec<std::ops::Range<usize>>,
-}
-
-/// The block a layer name belongs to: its first path segment (`/_blocks.4/_expand_conv/Conv`
-/// → `_blocks.4`) or, for dotted names, the part before the first dot (`block1.conv2` →
-/// `block1`); else the whole name.
-pub fn group_key(name: &str) -> &str {
-    let trimmed = name.trim_start_matches('/');
-    if let Some((first, _)) = trimmed.split_once('/') {
-        return first;
-    }
-    trimmed.split_once('.').map_or(trimmed, |(first, _)| first)
-}
-
-/// Maximal runs of consecutive layers with the same [`group_key`]: what the architecture
-/// shows as one node each when collapsed.
-pub fn layer_groups<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<std::ops::Range<usize>> {
-    let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
-    let mut last_key: Option<&str> = None;
-    for (i, name) in names.into_iter().enumerate() {
-        let key = group_key(name);
-        match (groups.last_mut(), last_key) {
-            (Some(g), Some(k)) if k == key => g.end = i + 1,
-            _ => groups.push(i..i + 1),
-        }
-        last_key = Some(key);
-    }
-    groups
+    /// The name of each of [`ViewModel::groups`].
+    pub group_names: Vec<String>,
 }
 
 impl ViewModel {
@@ -276,6 +252,7 @@ impl ViewModel {
             notice: None,
             filter_rank: Vec::new(),
             groups: Vec::new(),
+            group_names: Vec::new(),
             cam_layer: graph
                 .feature_map_layers()
                 .filter(|(_, n)| n.feature_map_dims().is_some_and(|(_, h, w)| h * w > 1))
@@ -346,13 +323,16 @@ impl ViewModel {
             filter_rank: Vec::new(),
             cam_layer: None,
             groups: Vec::new(),
+            group_names: Vec::new(),
         }
         .with_groups()
     }
 
     /// Fills [`ViewModel::groups`] from the layer names.
     fn with_groups(mut self) -> Self {
-        self.groups = layer_groups(self.layers.iter().map(|l| l.name.as_str()));
+        let blocks = blocks::blocks(&self.layers);
+        self.groups = blocks.ranges;
+        self.group_names = blocks.names;
         self
     }
 
@@ -403,32 +383,4 @@ fn params_text(params: &serde_json::Value) -> String {
                 .join("\n")
         })
         .unwrap_or_default()
-}
-
-#[cfg(test)]
-mod group_tests {
-    use super::*;
-
-    #[test]
-    fn consecutive_layers_of_one_block_form_a_group() {
-        let names = [
-            "/_conv_stem/Conv",
-            "/_swish/Clip",
-            "/_blocks.0/_depthwise_conv/Conv",
-            "/_blocks.0/_swish/Clip",
-            "/_blocks.1/_expand_conv/Conv",
-            "block1.conv1",
-            "block1.add",
-            "conv5",
-            "conv6",
-        ];
-        assert_eq!(group_key(names[2]), "_blocks.0");
-        assert_eq!(group_key("block1.conv1"), "block1");
-        assert_eq!(group_key("conv5"), "conv5");
-        assert_eq!(
-            layer_groups(names),
-            vec![0..1, 1..2, 2..4, 4..5, 5..7, 7..8, 8..9]
-        );
-        assert!(layer_groups([]).is_empty());
-    }
 }

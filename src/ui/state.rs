@@ -2,8 +2,7 @@
 //! change it. Pure functions of (state, layout, event), unit-tested without a GPU.
 
 use super::layout::{
-    Canvases, ROW_PITCH_PX, Rect, TileGrid, arch_content_height, arch_node_rect, canvases,
-    clamp_scroll, method_button_rect,
+    ARCH_ZOOM_RANGE, ArchGrid, Canvases, Rect, TileGrid, canvases, clamp_scroll, method_button_rect,
 };
 use crate::annotations::Mark;
 use crate::export::Method;
@@ -89,8 +88,10 @@ pub struct ViewState {
     pub search: Option<String>,
     /// Tiles in filter-rank order instead of filter order.
     pub sort_by_rank: bool,
-    /// The architecture shows one node per block of layers (see [`crate::ui::layer_groups`]).
+    /// The architecture shows one node per block of layers (see [`crate::ui::blocks::blocks`]).
     pub collapsed: bool,
+    /// Size of the architecture's nodes (1 = the paper's 7 per row; see [`ArchGrid`]).
+    pub arch_zoom: f32,
     /// The last click on a tile: `(layer, tile, time_s)`, to tell a double-click.
     last_tile_click: Option<(usize, usize, f64)>,
 }
@@ -158,6 +159,10 @@ pub enum Key {
     ToggleRankSort,
     /// One node per block of layers in the architecture, or one per layer.
     ToggleCollapse,
+    /// Larger architecture nodes (fewer per row).
+    ArchZoomIn,
+    /// Smaller architecture nodes (more per row).
+    ArchZoomOut,
 }
 
 /// Zoom range of the tile grid.
@@ -180,6 +185,7 @@ impl ViewState {
             search: None,
             sort_by_rank: false,
             collapsed: false,
+            arch_zoom: 1.0,
             last_tile_click: None,
         };
         s.scroll_arch_to(selected);
@@ -208,7 +214,7 @@ impl ViewState {
             // A collapsed block is hovered as its first layer.
             let q = [p[0], p[1] + self.arch_scroll_px];
             return (0..model.arch_count())
-                .find(|&i| arch_node_rect(&c.arch, i).contains(q))
+                .find(|&i| self.arch_grid().node_rect(i).contains(q))
                 .map_or(Hover::Nothing, |i| Hover::Node(model.first_layer(i)));
         }
         if let Some(i) =
@@ -298,15 +304,17 @@ impl ViewState {
         let c = self.canvases();
         if c.arch.contains(p) {
             // The architecture scrolls by whole rows of nodes.
-            let content = arch_content_height(model.arch_count());
+            let grid = self.arch_grid();
+            let pitch = grid.row_pitch_px;
+            let content = grid.content_height(model.arch_count());
             let wanted = clamp_scroll(self.arch_scroll_px + dy_px, content, c.arch.h);
-            let max_rows = (clamp_scroll(f32::MAX, content, c.arch.h) / ROW_PITCH_PX).ceil();
+            let max_rows = (clamp_scroll(f32::MAX, content, c.arch.h) / pitch).ceil();
             let rows = if dy_px > 0.0 {
-                (wanted / ROW_PITCH_PX).ceil()
+                (wanted / pitch).ceil()
             } else {
-                (wanted / ROW_PITCH_PX).floor()
+                (wanted / pitch).floor()
             };
-            self.arch_scroll_px = rows.clamp(0.0, max_rows) * ROW_PITCH_PX;
+            self.arch_scroll_px = rows.clamp(0.0, max_rows) * pitch;
         } else if c.details.contains(p)
             && let Some(grid) = &model.grid
         {
@@ -375,7 +383,37 @@ impl ViewState {
                 self.press_button((self.active_button() + 1) % BUTTON_COUNT);
                 true
             }
+            Key::ArchZoomIn | Key::ArchZoomOut => {
+                let f = if key == Key::ArchZoomIn { 1.25 } else { 0.8 };
+                self.zoom_arch(model, self.arch_zoom * f);
+                false
+            }
         }
+    }
+
+    /// The architecture chain's geometry at the current zoom.
+    pub fn arch_grid(&self) -> ArchGrid {
+        ArchGrid::new(&self.canvases().arch, self.arch_zoom)
+    }
+
+    /// Sets the architecture zoom (clamped; within 2% of 1 snaps to 1), keeping the middle
+    /// node of the top row in view at the top (so repeated zooms do not drift).
+    pub fn zoom_arch(&mut self, model: &ModelShape, zoom: f32) {
+        let old = self.arch_grid();
+        let first_in_view = (self.arch_scroll_px / old.row_pitch_px).round() as usize * old.per_row
+            + old.per_row / 2;
+        let zoom = zoom.clamp(ARCH_ZOOM_RANGE.0, ARCH_ZOOM_RANGE.1);
+        self.arch_zoom = if (zoom - 1.0).abs() < 0.02 { 1.0 } else { zoom };
+        let new = self.arch_grid();
+        let max = clamp_scroll(
+            f32::MAX,
+            new.content_height(model.arch_count()),
+            self.canvases().arch.h,
+        );
+        let max_rows = (max / new.row_pitch_px).ceil();
+        self.arch_scroll_px =
+            (new.row(first_in_view.min(model.arch_count().saturating_sub(1))) as f32).min(max_rows)
+                * new.row_pitch_px;
     }
 
     /// Sets the tile zoom (clamped), keeping the same fraction of the grid scrolled past.
@@ -428,11 +466,12 @@ impl ViewState {
     /// visible.
     pub fn scroll_arch_to(&mut self, i: usize) {
         let arch = self.canvases().arch;
-        let r = arch_node_rect(&arch, i);
+        let grid = self.arch_grid();
+        let r = grid.node_rect(i);
         if r.y - self.arch_scroll_px < arch.y + super::layout::TITLE_PX
             || r.bottom() - self.arch_scroll_px > arch.bottom()
         {
-            self.arch_scroll_px = (i / super::layout::NODES_PER_ROW) as f32 * ROW_PITCH_PX;
+            self.arch_scroll_px = grid.row(i) as f32 * grid.row_pitch_px;
         }
     }
 
@@ -466,6 +505,7 @@ pub fn find_layer<'a>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::layout::{ROW_PITCH_PX, arch_node_rect};
     use super::*;
 
     fn model(grid: Option<&TileGrid>, maps: &[usize]) -> ModelShape {
@@ -744,5 +784,52 @@ mod tests {
         assert_eq!(s.details_scroll_px, grid.height() - s.tile_area().h);
         s.on_scroll(&m, p, -1e9);
         assert_eq!(s.details_scroll_px, 0.0);
+    }
+
+    #[test]
+    fn zooming_the_architecture_out_fits_more_nodes_and_keeps_hits_right() {
+        let mut s = ViewState::new(0, [1400.0, 900.0]);
+        let m = ModelShape {
+            layers: 300,
+            grid: None,
+            map_layers: Vec::new(),
+            bars: Vec::new(),
+            order: None,
+            arch_items: None,
+        };
+        // Scrolled to row 5 at full size (nodes 35..41 at the top).
+        s.on_scroll(&m, s.canvases().arch.center(), 5.0 * ROW_PITCH_PX);
+        assert_eq!(s.arch_scroll_px, 5.0 * ROW_PITCH_PX);
+        s.on_key(&m, Key::ArchZoomOut);
+        s.on_key(&m, Key::ArchZoomOut);
+        s.on_key(&m, Key::ArchZoomOut);
+        let grid = s.arch_grid();
+        assert!((s.arch_zoom - 0.512).abs() < 1e-3, "{}", s.arch_zoom);
+        assert_eq!(grid.per_row, 14);
+        assert_eq!(grid.node_px, 33.0);
+        // The row holding node 35 is now at the top.
+        assert_eq!(s.arch_scroll_px, grid.row(35) as f32 * grid.row_pitch_px);
+        // Hit testing follows the zoom: every node's centre hits that node.
+        for i in [35usize, 40, 50, 60] {
+            let mut c = grid.node_rect(i).center();
+            c[1] -= s.arch_scroll_px;
+            if s.canvases().arch.contains(c) {
+                assert_eq!(s.hit(&m, c), Hover::Node(i), "node {i}");
+            }
+        }
+        // Clamped at both ends; back to the paper's layout at 1.
+        for _ in 0..20 {
+            s.on_key(&m, Key::ArchZoomOut);
+        }
+        assert_eq!(s.arch_zoom, ARCH_ZOOM_RANGE.0);
+        assert_eq!(s.arch_grid().per_row, 28);
+        for _ in 0..20 {
+            s.on_key(&m, Key::ArchZoomIn);
+        }
+        assert_eq!(s.arch_zoom, 1.0);
+        assert_eq!(
+            s.arch_grid().node_rect(8),
+            arch_node_rect(&s.canvases().arch, 8)
+        );
     }
 }

@@ -1,0 +1,303 @@
+//! The figures `convlens bench` measured ([`BenchReport`]) and their human-readable table;
+//! `--json` serialises the same struct.
+
+use serde::Serialize;
+
+/// The measured figures. `None` means "not measured" (see `notes`).
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub model: String,
+    pub input: String,
+    /// The compute device (burn backend and adapter).
+    pub device: String,
+    /// The wgpu adapter the renderer used.
+    pub render_device: Option<String>,
+    pub repeats: usize,
+    pub warmup: usize,
+    /// Forward pass keeping every layer's output, until the device is idle.
+    pub forward_ms: f64,
+    /// Guided backprop of every filter of every conv layer, images on the host.
+    pub gbp_all_conv_s: Option<f64>,
+    /// Filters (gradient images) in that workload.
+    pub gbp_filters: usize,
+    /// Conv layers in that workload.
+    pub gbp_layers: usize,
+    /// Process CPU time (user + system, all threads) of a gradient run, median; with the
+    /// machine otherwise idle, wall time ≈ this / cores used (Linux only).
+    pub gbp_cpu_s: Option<f64>,
+    /// Timed gradient runs (1 when a run took longer than [`GBP_SINGLE_RUN_S`]).
+    pub gbp_repeats: usize,
+    /// One offscreen frame (prepare, draw, GPU done) of `tiles` tiles of `frame_layer`.
+    pub frame_ms: Option<f64>,
+    pub tiles: Option<usize>,
+    pub frame_layer: Option<String>,
+    pub viewport: [u32; 2],
+    /// Input file → decode, preprocess → forward → every conv layer's tiles in the atlas.
+    pub input_to_tiles_ms: Option<f64>,
+    pub uploaded_tiles: Option<usize>,
+    /// How the tiles reached the atlas in `input_to_tiles_ms`: `"zero-copy"` (burn shares
+    /// the renderer's device; buffer-to-texture copies, only the ranges read back) or
+    /// `"upload"` (maps read back to the CPU and written into the texture).
+    pub atlas_fill: Option<String>,
+    /// The atlas-fill part of `input_to_tiles_ms`: from the finished forward pass to every
+    /// tile and range in the atlas.
+    pub atlas_fill_ms: Option<f64>,
+    /// With `"zero-copy"`: the same input → tiles through a readback and upload instead, on
+    /// the same device in the same run, alternating with the zero-copy runs (the comparison
+    /// of the two paths).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_to_tiles_upload_ms: Option<f64>,
+    /// The atlas-fill part of `input_to_tiles_upload_ms`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub atlas_fill_upload_ms: Option<f64>,
+    /// With `--ops`: the forward pass timed node by node, summed by op type, largest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub forward_ops: Vec<OpTime>,
+    /// Peak resident set of the process (Linux `VmHWM`).
+    pub peak_rss_mib: Option<f64>,
+    /// Most bytes burn's wgpu allocator held at the sampled points (GPU compute only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compute_pool_reserved_mib: Option<f64>,
+    /// Size of the tile atlas texture after the input→tiles measurement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub atlas_mib: Option<f64>,
+    pub notes: Vec<String>,
+}
+
+/// One op type's share of the forward pass (`--ops`).
+#[derive(Debug, Clone, Serialize)]
+pub struct OpTime {
+    /// The op's type name (`Conv`, `ReLU`, …).
+    pub op: String,
+    /// Nodes of that type.
+    pub nodes: usize,
+    /// Sum of the nodes' median times.
+    pub ms: f64,
+}
+
+impl BenchReport {
+    /// The human-readable report: an aligned table with units, then the notes.
+    pub fn table(&self) -> String {
+        let ms = |v: Option<f64>| v.map_or("–".to_string(), figure);
+        let n = |measured: bool, k: usize| {
+            if measured {
+                k.to_string()
+            } else {
+                String::new()
+            }
+        };
+        let mut rows: Vec<[String; 5]> = vec![
+            [
+                "forward, every layer kept".into(),
+                figure(self.forward_ms),
+                "ms".into(),
+                self.repeats.to_string(),
+                String::new(),
+            ],
+            [
+                "GBP, every conv filter".into(),
+                ms(self.gbp_all_conv_s),
+                "s".into(),
+                n(self.gbp_all_conv_s.is_some(), self.gbp_repeats),
+                format!(
+                    "{} filters in {} conv layers, images on the host",
+                    self.gbp_filters, self.gbp_layers
+                ),
+            ],
+            [
+                "GBP, process CPU time".into(),
+                ms(self.gbp_cpu_s),
+                "s".into(),
+                n(self.gbp_cpu_s.is_some(), self.gbp_repeats),
+                "user + system, all threads".into(),
+            ],
+            [
+                "frame".into(),
+                ms(self.frame_ms),
+                "ms".into(),
+                n(self.frame_ms.is_some(), self.repeats),
+                match (self.tiles, &self.frame_layer) {
+                    (Some(t), Some(l)) => format!(
+                        "{t} tiles of {l}, {}x{} offscreen",
+                        self.viewport[0], self.viewport[1]
+                    ),
+                    _ => String::new(),
+                },
+            ],
+            [
+                "input file → tiles".into(),
+                ms(self.input_to_tiles_ms),
+                "ms".into(),
+                n(self.input_to_tiles_ms.is_some(), self.repeats),
+                self.uploaded_tiles
+                    .map(|t| {
+                        format!(
+                            "decode, preprocess, forward, {t} conv tiles + ranges in the atlas ({})",
+                            self.atlas_fill.as_deref().unwrap_or("upload")
+                        )
+                    })
+                    .unwrap_or_default(),
+            ],
+            [
+                "peak RSS".into(),
+                self.peak_rss_mib.map_or("–".into(), |v| format!("{v:.0}")),
+                "MiB".into(),
+                String::new(),
+                "VmHWM of the whole process".into(),
+            ],
+        ];
+        let mut extra = Vec::new();
+        if let Some(v) = self.atlas_fill_ms {
+            extra.push([
+                "  of which atlas fill".into(),
+                figure(v),
+                "ms".into(),
+                self.repeats.to_string(),
+                "after the forward pass: maps + ranges into the atlas".into(),
+            ]);
+        }
+        if let Some(v) = self.input_to_tiles_upload_ms {
+            extra.push([
+                "input file → tiles, upload".into(),
+                figure(v),
+                "ms".into(),
+                self.repeats.to_string(),
+                "the same through a readback and CPU upload, runs alternating".into(),
+            ]);
+        }
+        if let Some(v) = self.atlas_fill_upload_ms {
+            extra.push([
+                "  of which atlas fill".into(),
+                figure(v),
+                "ms".into(),
+                self.repeats.to_string(),
+                "readback + queue.write_texture".into(),
+            ]);
+        }
+        rows.splice(5..5, extra);
+        if let Some(v) = self.compute_pool_reserved_mib {
+            rows.push([
+                "burn wgpu pool, max reserved".into(),
+                format!("{v:.0}"),
+                "MiB".into(),
+                String::new(),
+                "sampled after forward and GBP".into(),
+            ]);
+        }
+        if let Some(v) = self.atlas_mib {
+            rows.push([
+                "tile atlas texture".into(),
+                format!("{v:.0}"),
+                "MiB".into(),
+                String::new(),
+                "R32Float layers allocated".into(),
+            ]);
+        }
+        let width = |k: usize| rows.iter().map(|r| r[k].chars().count()).max().unwrap_or(0);
+        let (w0, w1, w2, w3) = (
+            width(0).max(7),
+            width(1).max(5),
+            width(2).max(4),
+            width(3).max(1),
+        );
+        let mut out = format!(
+            "model   {}\ninput   {}\ndevice  {}\nrender  {}\n\n",
+            self.model,
+            self.input,
+            self.device,
+            self.render_device.as_deref().unwrap_or("none")
+        );
+        out += &format!(
+            "{:<w0$}  {:>w1$}  {:<w2$}  {:>w3$}  {}\n",
+            "measure", "value", "unit", "n", "what"
+        );
+        for r in &rows {
+            let line = format!(
+                "{:<w0$}  {:>w1$}  {:<w2$}  {:>w3$}  {}",
+                r[0], r[1], r[2], r[3], r[4]
+            );
+            out += line.trim_end();
+            out.push('\n');
+        }
+        out += &format!(
+            "\nmedians over n timed runs after {} warm-up run(s)\n",
+            self.warmup
+        );
+        if !self.forward_ops.is_empty() {
+            let total: f64 = self.forward_ops.iter().map(|o| o.ms).sum();
+            out += &format!(
+                "\nforward pass by op (device synchronised after each node, {total:.1} ms in all):\n"
+            );
+            for o in &self.forward_ops {
+                out += &format!(
+                    "  {:<16} {:>3} nodes  {:>8.2} ms  {:>5.1}%\n",
+                    o.op,
+                    o.nodes,
+                    o.ms,
+                    100.0 * o.ms / total.max(1e-9)
+                );
+            }
+        }
+        for note in &self.notes {
+            out += &format!("note: {note}\n");
+        }
+        out
+    }
+}
+
+/// A value with 3–4 significant digits (no more than the timer noise allows).
+fn figure(v: f64) -> String {
+    match v.abs() {
+        a if a >= 100.0 => format!("{v:.0}"),
+        a if a >= 10.0 => format!("{v:.1}"),
+        a if a >= 1.0 => format!("{v:.2}"),
+        _ => format!("{v:.3}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::FRAME_VIEWPORT;
+
+    #[test]
+    fn the_table_names_units_and_missing_figures() {
+        let report = BenchReport {
+            model: "m".into(),
+            input: "i".into(),
+            device: "cpu".into(),
+            render_device: None,
+            repeats: 3,
+            warmup: 1,
+            forward_ms: 12.34,
+            gbp_all_conv_s: None,
+            gbp_filters: 72,
+            gbp_layers: 3,
+            gbp_cpu_s: None,
+            gbp_repeats: 0,
+            frame_ms: None,
+            tiles: None,
+            frame_layer: None,
+            viewport: FRAME_VIEWPORT,
+            input_to_tiles_ms: None,
+            uploaded_tiles: None,
+            atlas_fill: None,
+            atlas_fill_ms: None,
+            input_to_tiles_upload_ms: None,
+            atlas_fill_upload_ms: None,
+            forward_ops: Vec::new(),
+            peak_rss_mib: Some(100.0),
+            compute_pool_reserved_mib: None,
+            atlas_mib: None,
+            notes: vec!["no adapter".into()],
+        };
+        let t = report.table();
+        assert!(
+            t.contains("12.3") && t.contains(" ms ") && t.contains("MiB"),
+            "{t}"
+        );
+        assert!(t.contains("note: no adapter"), "{t}");
+        let json = serde_json::to_value(&report).expect("serialises");
+        assert!(json["frame_ms"].is_null() && json.get("atlas_mib").is_none());
+    }
+}
