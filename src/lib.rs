@@ -5,7 +5,8 @@
 //! [`engine`] uploads the weights to a burn device (wgpu GPU or the flex CPU backend) and
 //! runs the forward pass, keeping every layer's output; [`viz`] turns activation maps into
 //! normalised tiles; [`export`] writes the paper's data directory (architecture, per-filter
-//! PNGs, scores, raw arrays). [`render`] draws tiles, shapes and text with wgpu; [`ui`] turns
+//! PNGs, scores, raw arrays). [`render`] draws tiles, shapes and text with wgpu (maps computed
+//! on the renderer's own device are copied into its atlas on the GPU); [`ui`] turns
 //! the model, the latest results and the interaction state into a scene (pure, no GPU);
 //! [`app`] is the window and its compute worker; [`annotations`] keeps the user's good/bad
 //! filter marks, saved atomically ([`atomic_file`]) on every change. [`cli`] is the

@@ -609,27 +609,20 @@ pub fn upload_layer(
         <[usize; 4]>::try_from(map.shape.as_slice()).context("feature map is not [1, C, H, W]")?;
     // Zero-copy when burn computed this map on the renderer's own device.
     let on_device = result.device_maps.get(layer).cloned().flatten();
-    if let Some(maps) = on_device.filter(|t| ctx.shared_burn_device() == Some(t.device()))
-        && let Ok(tiles) = crate::render::copy_maps(&mut renderer.atlas, ctx, maps)
-    {
-        return Ok((
-            picture,
-            Some(LayerTiles {
-                layer,
-                method: Method::Forward,
-                map_hw: [h, w],
-                tiles,
-            }),
-        ));
-    }
-    let tiles = renderer.atlas.upload_maps(
-        &ctx.device,
-        &ctx.queue,
-        &map.data,
-        w as u32,
-        h as u32,
-        c as u32,
-    )?;
+    let copied = on_device
+        .filter(|t| ctx.shared_burn_device() == Some(t.device()))
+        .and_then(|maps| crate::render::copy_maps(&mut renderer.atlas, ctx, maps).ok());
+    let tiles = match copied {
+        Some(tiles) => tiles,
+        None => renderer.atlas.upload_maps(
+            &ctx.device,
+            &ctx.queue,
+            &map.data,
+            w as u32,
+            h as u32,
+            c as u32,
+        )?,
+    };
     Ok((
         picture,
         Some(LayerTiles {

@@ -121,7 +121,7 @@ pub fn run(
     let mut pool_max: Option<u64> = None;
     let mut sample_pool = || {
         if device.is_gpu
-            && let Some(usage) = device.device.memory_pool_usage()
+            && let Some(usage) = engine.device().memory_pool_usage()
         {
             pool_max = Some(pool_max.unwrap_or(0).max(usage.bytes_reserved));
         }

@@ -181,17 +181,20 @@ impl Engine {
 
     /// Runs the network on an image input, keeping the node outputs `capture` asks for.
     pub fn forward(&self, input: &InputTensor, capture: &Capture) -> Result<Activations> {
-        let name = self
-            .graph
-            .image_input()
-            .map(|i| i.name.clone())
-            .unwrap_or_default();
-        let named = NamedInput {
-            name,
+        self.forward_inputs(std::slice::from_ref(&self.image_input(input)), capture)
+    }
+
+    /// `input` as the value of the graph's image input.
+    fn image_input(&self, input: &InputTensor) -> NamedInput {
+        NamedInput {
+            name: self
+                .graph
+                .image_input()
+                .map(|i| i.name.clone())
+                .unwrap_or_default(),
             shape: input.shape.to_vec(),
             data: input.data.clone(),
-        };
-        self.forward_inputs(std::slice::from_ref(&named), capture)
+        }
     }
 
     /// Runs the network with a value for every runtime input of the graph.
@@ -203,16 +206,7 @@ impl Engine {
     /// node's seconds (for `convlens bench --ops`: where the forward time goes). Slower than
     /// a plain forward pass on a GPU, where nodes otherwise overlap.
     pub fn forward_timed(&self, input: &InputTensor) -> Result<(Activations, Vec<f64>)> {
-        let name = self
-            .graph
-            .image_input()
-            .map(|i| i.name.clone())
-            .unwrap_or_default();
-        let named = NamedInput {
-            name,
-            shape: input.shape.to_vec(),
-            data: input.data.clone(),
-        };
+        let named = self.image_input(input);
         let mut seconds = vec![0.0; self.graph.nodes.len()];
         let acts = self.run_nodes(
             std::slice::from_ref(&named),
