@@ -177,31 +177,15 @@ pub fn run(
             beta,
             bias,
         } => {
-            let s = x_shape;
             let x = next();
             // Sum of x² over the channel window [c - ⌊(size-1)/2⌋, c + ⌈(size-1)/2⌉],
-            // zero-padded: `size` shifted views of the channel-padded squares, added (a few
-            // vectorised passes; burn's average pooling over a [1, 1, C, H·W] plane was the
-            // slowest op of AlexNet's forward pass).
-            let [n, c, hw] = [s[0], s[1], s[2..].iter().product()];
-            let sq: Tensor<3> = (x.clone() * x.clone()).reshape([n, c, hw]);
+            // zero-padded, as shifted adds (burn's average pooling over a [1, 1, C, H·W]
+            // plane was the slowest op of AlexNet's forward pass).
             let lo = (size - 1) / 2;
-            let hi = size - 1 - lo;
-            let padded = Tensor::cat(
-                vec![
-                    Tensor::zeros([n, lo, hw], device),
-                    sq,
-                    Tensor::zeros([n, hi, hw], device),
-                ],
-                1,
-            );
-            let sum_sq = (1..*size).fold(padded.clone().narrow(1, 0, c), |acc, j| {
-                acc + padded.clone().narrow(1, j, c)
-            });
-            let base = sum_sq
+            let axis = axis6(1, x_shape.len());
+            let base = window_sum(x.clone() * x.clone(), axis, lo, size - 1 - lo)
                 .mul_scalar(*alpha / *size as f32)
-                .add_scalar(*bias)
-                .reshape(dims6(s));
+                .add_scalar(*bias);
             one(x / pow_beta(base, *beta))
         }
         Op::BatchNorm { epsilon } => {
@@ -365,6 +349,20 @@ fn slice(mut x: T6, ranges: &[SliceRange], device: &Device) -> T6 {
         }
     }
     x
+}
+
+/// `Σ_{j = c − before}^{c + after} t_j` along `axis` (zero outside), as shifted adds.
+pub(crate) fn window_sum(t: T6, axis: usize, before: usize, after: usize) -> T6 {
+    let n = t.dims()[axis];
+    let zeros = |k: usize| {
+        let mut d = t.dims();
+        d[axis] = k;
+        Tensor::<RANK>::zeros(d, &t.device())
+    };
+    let padded = Tensor::cat(vec![zeros(before), t.clone(), zeros(after)], axis);
+    (1..=before + after).fold(padded.clone().narrow(axis, 0, n), |acc, o| {
+        acc + padded.clone().narrow(axis, o, n)
+    })
 }
 
 /// `base^beta` for LRN, with square roots for the usual exponents (0.75 in AlexNet and
