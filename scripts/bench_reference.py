@@ -27,6 +27,7 @@ The GBP part takes minutes on 2 cores (both sides); --skip-gbp leaves it out.
 """
 
 import argparse
+import gc
 import json
 import statistics
 import subprocess
@@ -171,6 +172,11 @@ def main() -> None:
             print("PyTorch batched GBP of every conv filter (minutes)...", file=sys.stderr)
             torch_s, torch_cpu_s, torch_filters = torch_gbp_s(net, convs, x, args.chunk, args.gbp_repeats)
 
+        # No thread pool of this process may compete with ConvLens's run: onnxruntime's
+        # workers spin between runs while their session lives (measured: ConvLens's forward
+        # 29-33 ms with the session alive, 24 ms without).
+        del sess
+        gc.collect()
         cmd = [args.convlens, "bench", str(onnx_path), "--json", "--device", "cpu",
                "--input", str(npy_path), "--repeats", str(args.repeats),
                "--warmup", str(args.warmup)]
