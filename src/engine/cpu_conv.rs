@@ -322,39 +322,57 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn matches_the_definition_for_strides_pads_dilations_and_groups() {
-        // (n, c_in, h, w, c_out, k, stride, pads (top, left, bottom, right), dilation, groups)
+    /// Geometries covering strides, asymmetric pads, dilation, groups, 1×1 and a batch:
+    /// `(n, c_in, h, w, c_out, kernel, strides, pads [top, left, bottom, right], dilations,
+    /// groups)`, each with its weight shape.
+    fn geometries() -> Vec<(ConvGeometry, [usize; 4])> {
         let cases = [
             (1, 3, 13, 11, 5, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1),
             (2, 4, 12, 12, 6, [5, 3], [2, 3], [2, 0, 1, 2], [1, 1], 2),
-            (1, 8, 9, 10, 4, [3, 3], [1, 1], [2, 2, 2, 2], [2, 2], 1),
+            (2, 8, 9, 10, 4, [3, 3], [1, 1], [2, 2, 2, 2], [2, 2], 1),
             (1, 6, 7, 7, 9, [1, 1], [1, 1], [0, 0, 0, 0], [1, 1], 3),
             (1, 3, 23, 23, 4, [11, 11], [4, 4], [2, 2, 2, 2], [1, 1], 1),
-            (1, 2, 5, 5, 3, [1, 1], [2, 2], [0, 0, 0, 0], [1, 1], 1),
+            (2, 2, 5, 5, 3, [1, 1], [2, 2], [0, 0, 0, 0], [1, 1], 1),
+            (1, 4, 7, 7, 8, [3, 3], [1, 1], [0, 0, 0, 0], [1, 1], 1),
         ];
-        for (i, &(n, c_in, h, w, c_out, kernel, strides, pads, dilations, groups)) in
-            cases.iter().enumerate()
-        {
-            let window = Window2d {
-                kernel,
-                strides,
-                pads: [(pads[0], pads[2]), (pads[1], pads[3])],
-                dilations,
-            };
-            let out_len = |len: usize, k: usize, s: usize, d: usize, p: usize| {
-                (len + p - d * (k - 1) - 1) / s + 1
-            };
-            let ho = out_len(h, kernel[0], strides[0], dilations[0], pads[0] + pads[2]);
-            let wo = out_len(w, kernel[1], strides[1], dilations[1], pads[1] + pads[3]);
-            let ws = [c_out, c_in / groups, kernel[0], kernel[1]];
-            let g = ConvGeometry::new(&window, groups, &[n, c_in, h, w], &ws, &[n, c_out, ho, wo])
-                .expect("valid geometry");
-            let x = values(n * c_in * h * w, i as u64);
+        let out_len = |len: usize, k: usize, s: usize, d: usize, p: usize| {
+            (len + p - d * (k - 1) - 1) / s + 1
+        };
+        cases
+            .iter()
+            .map(
+                |&(n, c_in, h, w, c_out, kernel, strides, pads, dilations, groups)| {
+                    let window = Window2d {
+                        kernel,
+                        strides,
+                        pads: [(pads[0], pads[2]), (pads[1], pads[3])],
+                        dilations,
+                    };
+                    let ho = out_len(h, kernel[0], strides[0], dilations[0], pads[0] + pads[2]);
+                    let wo = out_len(w, kernel[1], strides[1], dilations[1], pads[1] + pads[3]);
+                    let ws = [c_out, c_in / groups, kernel[0], kernel[1]];
+                    let g = ConvGeometry::new(
+                        &window,
+                        groups,
+                        &[n, c_in, h, w],
+                        &ws,
+                        &[n, c_out, ho, wo],
+                    )
+                    .expect("valid geometry");
+                    (g, ws)
+                },
+            )
+            .collect()
+    }
+
+    #[test]
+    fn matches_the_definition_for_strides_pads_dilations_and_groups() {
+        for (i, (g, ws)) in geometries().iter().enumerate() {
+            let x = values(g.n * g.c_in * g.h * g.w, i as u64);
             let wt = values(ws.iter().product(), 7 + i as u64);
-            let bias = values(c_out, 99);
-            let got = conv2d(&x, &wt, Some(&bias), &g);
-            let want = naive(&x, &wt, Some(&bias), &g);
+            let bias = values(g.c_out, 99);
+            let got = conv2d(&x, &wt, Some(&bias), g);
+            let want = naive(&x, &wt, Some(&bias), g);
             let worst = got
                 .iter()
                 .zip(&want)
@@ -364,45 +382,21 @@ mod tests {
     }
 
     /// The input gradient is the adjoint of the convolution: ⟨conv(x), g⟩ = ⟨x, ∇(g)⟩ for any
-    /// x and g (no bias), checked in f64 on every geometry of the forward test.
+    /// x and g (no bias), checked in f64 on every geometry.
     #[test]
     fn the_input_gradient_is_the_adjoint() {
-        let cases = [
-            (1, 3, 13, 11, 5, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1),
-            (3, 4, 12, 12, 6, [5, 3], [2, 3], [2, 0, 1, 2], [1, 1], 2),
-            (2, 8, 9, 10, 4, [3, 3], [1, 1], [2, 2, 2, 2], [2, 2], 1),
-            (1, 3, 23, 23, 4, [11, 11], [4, 4], [2, 2, 2, 2], [1, 1], 1),
-            (2, 2, 5, 5, 3, [1, 1], [2, 2], [0, 0, 0, 0], [1, 1], 1),
-            (1, 4, 7, 7, 8, [3, 3], [1, 1], [0, 0, 0, 0], [1, 1], 1),
-        ];
-        for (i, &(n, c_in, h, w, c_out, kernel, strides, pads, dilations, groups)) in
-            cases.iter().enumerate()
-        {
-            let window = Window2d {
-                kernel,
-                strides,
-                pads: [(pads[0], pads[2]), (pads[1], pads[3])],
-                dilations,
-            };
-            let out_len = |len: usize, k: usize, s: usize, d: usize, p: usize| {
-                (len + p - d * (k - 1) - 1) / s + 1
-            };
-            let ho = out_len(h, kernel[0], strides[0], dilations[0], pads[0] + pads[2]);
-            let wo = out_len(w, kernel[1], strides[1], dilations[1], pads[1] + pads[3]);
-            let ws = [c_out, c_in / groups, kernel[0], kernel[1]];
-            let g = ConvGeometry::new(&window, groups, &[n, c_in, h, w], &ws, &[n, c_out, ho, wo])
-                .expect("valid geometry");
-            let x = values(n * c_in * h * w, 3 + i as u64);
+        let dot = |a: &[f32], b: &[f32]| -> f64 {
+            a.iter()
+                .zip(b)
+                .map(|(p, q)| f64::from(*p) * f64::from(*q))
+                .sum()
+        };
+        for (i, (g, ws)) in geometries().iter().enumerate() {
+            let x = values(g.n * g.c_in * g.h * g.w, 3 + i as u64);
             let wt = values(ws.iter().product(), 11 + i as u64);
-            let gy = values(n * c_out * ho * wo, 29 + i as u64);
-            let y = naive(&x, &wt, None, &g);
-            let gx = conv2d_input_grad(&gy, &wt, &g);
-            let dot = |a: &[f32], b: &[f32]| -> f64 {
-                a.iter()
-                    .zip(b)
-                    .map(|(p, q)| f64::from(*p) * f64::from(*q))
-                    .sum()
-            };
+            let gy = values(g.n * g.c_out * g.ho * g.wo, 29 + i as u64);
+            let y = naive(&x, &wt, None, g);
+            let gx = conv2d_input_grad(&gy, &wt, g);
             let (lhs, rhs) = (dot(&y, &gy), dot(&x, &gx));
             assert!(
                 (lhs - rhs).abs() <= 1e-4 * lhs.abs().max(1.0),
