@@ -118,7 +118,10 @@ pub(super) fn architecture(inp: &SceneInputs, scene: &mut Scene) {
                 // Above the link when it fits in the gap between the nodes (shrunk, never
                 // wrapped); else above the nodes' top edge, where the whole pitch is free.
                 let chars = label.chars().count().max(1) as f32;
-                let gap = n.x - r.right() + 6.0;
+                // The gap between the nodes plus a little overlap onto the link's ends, but never
+                // onto the nodes of a zoomed-out chain (node sides under 64 px).
+                let slack = if grid.node_px >= 64.0 { 6.0 } else { -4.0 };
+                let gap = n.x - r.right() + slack;
                 let font = (gap / (0.62 * chars)).min(10.5);
                 let (pos, font) = if font >= 8.5 {
                     ([mid, y - 6.0], font)
