@@ -5,6 +5,7 @@
 pub mod attribution;
 pub mod backward;
 pub mod cpu_conv;
+pub mod cpu_reverse;
 pub mod device;
 pub mod gradcam;
 pub mod occlusion;

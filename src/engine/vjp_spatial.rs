@@ -9,8 +9,8 @@ use burn::tensor::ops::{AvgPoolOptions, ConvOptions, ConvTransposeOptions, MaxPo
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 
 use super::backward::{BackwardError, Result, Step};
-use super::cpu_conv;
 use super::ops::{RANK, T6, axis6, window_sum};
+use super::{cpu_conv, cpu_reverse};
 use crate::model::graph::{PadPair, Window2d};
 
 /// The 4-D shape `[N, C, H, W]` of input (`Some(i)`) or output (`None`), or an error.
@@ -329,6 +329,24 @@ pub(super) fn lrn(step: &Step, size: usize, alpha: f32, beta: f32, bias: f32, g:
     let d_pow = d.clone().powf_scalar(-beta); // D^(−β)
     let a = x.clone() * d_pow.clone() / d; // x·D^(−β−1)
     let b = x.mul_scalar(2.0 * alpha * beta / size as f32);
+    if *step.device() == burn::tensor::Device::flex() {
+        // One pass per seed on the host instead of burn's ~10 passes over the seed batch.
+        let host = |t: T6| {
+            t.into_data()
+                .try_into_vec::<f32>()
+                .map_err(|e| BackwardError::Readback {
+                    value: step.node.name.clone(),
+                    detail: format!("{e:?}"),
+                })
+        };
+        let (gv, dv, av, bv) = (host(g)?, host(d_pow)?, host(a)?, host(b)?);
+        let hw = s[2] * s[3];
+        let dx = cpu_reverse::lrn_input_grad(&gv, [&dv, &av, &bv], [s[0], s[1], hw], [hi, lo]);
+        return Ok(Tensor::from_data(
+            TensorData::new(dx, step.gdims(&s)?),
+            step.device(),
+        ));
+    }
     let spread = window_sum(g.clone() * a, axis, hi, lo); // [B, 1, N, C, H, W]
     if spread.dims() != step.gdims(&s)? {
         return Err(step.unsupported(format!("window sum has dims {:?}", spread.dims())));
