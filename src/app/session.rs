@@ -609,9 +609,9 @@ pub fn upload_layer(
         <[usize; 4]>::try_from(map.shape.as_slice()).context("feature map is not [1, C, H, W]")?;
     // Zero-copy when burn computed this map on the renderer's own device.
     let on_device = result.device_maps.get(layer).cloned().flatten();
-    let copied = on_device
-        .filter(|t| ctx.shared_burn_device() == Some(t.device()))
-        .and_then(|maps| crate::render::copy_maps(&mut renderer.atlas, ctx, maps).ok());
+    // (copy_maps refuses a tensor on any other device before doing any work.)
+    let copied =
+        on_device.and_then(|maps| crate::render::copy_maps(&mut renderer.atlas, ctx, maps).ok());
     let tiles = match copied {
         Some(tiles) => tiles,
         None => renderer.atlas.upload_maps(

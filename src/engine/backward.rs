@@ -342,11 +342,7 @@ fn carry(
         return Ok(seed);
     }
     // Nodes at or before the target's producer cannot carry gradient to it.
-    let stop = graph
-        .nodes
-        .iter()
-        .position(|n| n.outputs.iter().any(|o| o == target))
-        .map_or(0, |p| p + 1);
+    let stop = producer(graph, target).map_or(0, |p| p + 1);
     let live = dependents(graph, target);
     let mut grads: HashMap<String, T6> = HashMap::from([(value.to_string(), seed)]);
 
@@ -369,14 +365,7 @@ fn carry(
                 None => Tensor::zeros(step.gdims(step.out_shape(k))?, step.device()),
             });
         }
-        let in_grads = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            vjp::vjp(&step, method, out_grads)
-        }))
-        .map_err(|panic| BackwardError::Backend {
-            node: node.name.clone(),
-            op: node.onnx_op.clone(),
-            detail: panic_message(&panic),
-        })??;
+        let in_grads = guarded(node, || vjp::vjp(&step, method, out_grads))?;
         for (name, g) in node.inputs.iter().zip(in_grads) {
             let Some(g) = g else { continue };
             if !live.contains(name) {
@@ -441,24 +430,32 @@ pub fn backward_channel_sums(
         batch: range.len(),
         wants: node.inputs.iter().map(|n| live.contains(n)).collect(),
     };
-    let input_grad = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        vjp::conv_channel_sums_input_grad(&step, range)
-    }))
-    .map_err(|panic| BackwardError::Backend {
-        node: node.name.clone(),
-        op: node.onnx_op.clone(),
-        detail: panic_message(&panic),
-    })??;
+    let input_grad = guarded(node, || vjp::conv_channel_sums_input_grad(&step, range))?;
     let x = &node.inputs[0];
-    match graph
+    // The reverse pass goes on from x's producer (none when the conv reads the image, which
+    // is then the target itself).
+    let from = producer(graph, x).unwrap_or(0);
+    carry(engine, acts, from, x, input_grad, method, &target)
+}
+
+/// Index of the node that computes `value`, if any.
+fn producer(graph: &Graph, value: &str) -> Option<usize> {
+    graph
         .nodes
         .iter()
-        .position(|n| n.outputs.iter().any(|o| o == x))
-    {
-        Some(producer) => carry(engine, acts, producer, x, input_grad, method, &target),
-        // The conv reads the image itself.
-        None => carry(engine, acts, 0, x, input_grad, method, &target),
-    }
+        .position(|n| n.outputs.iter().any(|o| o == value))
+}
+
+/// Runs `step` (a reverse step of `node`), turning a backend panic into
+/// [`BackwardError::Backend`] naming the node.
+fn guarded<T>(node: &Node, step: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).map_err(|panic| {
+        BackwardError::Backend {
+            node: node.name.clone(),
+            op: node.onnx_op.clone(),
+            detail: panic_message(&panic),
+        }
+    })?
 }
 
 /// Sums a gradient over the axes a forward broadcast expanded, giving it the rank-6 `dims`

@@ -8,6 +8,44 @@
 use rayon::prelude::*;
 
 use crate::model::graph::Window2d;
+use crate::model::{Graph, Node, Op};
+
+/// A convolution node prepared for [`conv2d`]: its geometry and host copies of its constant
+/// weight and bias, made once per engine.
+#[derive(Debug, Clone)]
+pub struct HostConv {
+    geometry: ConvGeometry,
+    weight: Vec<f32>,
+    bias: Option<Vec<f32>>,
+}
+
+impl HostConv {
+    /// `node` as a host convolution, when it is a Conv with constant weights (and bias)
+    /// whose geometry [`ConvGeometry::suits_gemm`]; else `None` (the backend runs it).
+    pub fn plan(graph: &Graph, node: &Node) -> Option<Self> {
+        let Op::Conv { window, group } = &node.op else {
+            return None;
+        };
+        let weight = graph.constants.get(node.inputs.get(1)?)?;
+        let bias = match node.inputs.get(2) {
+            Some(name) => Some(graph.constants.get(name)?.to_f32_vec()),
+            None => None,
+        };
+        let x = graph.shapes.get(node.inputs.first()?)?;
+        let out = node.output_shapes.first()?;
+        let geometry = ConvGeometry::new(window, *group, x, &weight.shape, out)?;
+        geometry.suits_gemm().then(|| Self {
+            geometry,
+            weight: weight.to_f32_vec(),
+            bias,
+        })
+    }
+
+    /// The convolution of `x` (`[n, c_in, h, w]`, row-major): `[n, c_out, ho, wo]`.
+    pub fn run(&self, x: &[f32]) -> Vec<f32> {
+        conv2d(x, &self.weight, self.bias.as_deref(), &self.geometry)
+    }
+}
 
 /// Shapes of one 2-D convolution: input `[n, c_in, h, w]`, weight `[c_out, c_in/groups, kh,
 /// kw]`, output `[n, c_out, ho, wo]`.
@@ -98,32 +136,13 @@ pub fn conv2d(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry)
             };
             let lhs = &weight[grp * cg_out * k..][..cg_out * k]; // [cg_out, K]
             let dst = &mut out[(b * g.c_out + grp * cg_out) * cols_n..][..cg_out * cols_n];
-            // SAFETY: `dst` is cg_out × cols_n, `lhs` cg_out × k, `rhs` k × cols_n, all
-            // row-major and in bounds (the slices above have exactly these lengths); `dst`
-            // does not alias the inputs.
-            unsafe {
-                gemm::gemm(
-                    cg_out,
-                    cols_n,
-                    k,
-                    dst.as_mut_ptr(),
-                    1,
-                    cols_n as isize,
-                    false,
-                    lhs.as_ptr(),
-                    1,
-                    k as isize,
-                    rhs.as_ptr(),
-                    1,
-                    cols_n as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::Rayon(0),
-                );
-            }
+            matmul(
+                dst,
+                (lhs, false),
+                rhs,
+                [cg_out, cols_n, k],
+                gemm::Parallelism::Rayon(0),
+            );
         }
     }
     if let Some(bias) = bias {
@@ -160,38 +179,59 @@ pub fn conv2d_input_grad(grad: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<
             for grp in 0..g.groups {
                 let lhs = &weight[grp * cg_out * k..][..cg_out * k]; // [cg_out, K], read as Wᵀ
                 let rhs = &grad[(b * g.c_out + grp * cg_out) * cols_n..][..cg_out * cols_n];
-                // SAFETY: `cols` is K × cols_n; `lhs` is cg_out × K row-major, read transposed
-                // (row stride 1, column stride K); `rhs` is cg_out × cols_n row-major; all in
-                // bounds by the slice lengths above, and `cols` aliases neither.
-                unsafe {
-                    gemm::gemm(
-                        k,
-                        cols_n,
-                        cg_out,
-                        cols.as_mut_ptr(),
-                        1,
-                        cols_n as isize,
-                        false,
-                        lhs.as_ptr(),
-                        k as isize,
-                        1,
-                        rhs.as_ptr(),
-                        1,
-                        cols_n as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        parallelism,
-                    );
-                }
+                matmul(cols, (lhs, true), rhs, [k, cols_n, cg_out], parallelism);
                 let dst = &mut dst_image[grp * cg_in * g.h * g.w..][..cg_in * g.h * g.w];
                 col2im_add(cols, g, dst);
             }
         },
     );
     out
+}
+
+/// `dst [m, n] = lhs [m, k] × rhs [k, n]`, all row-major; with `lhs.1` set, `lhs.0` is the
+/// row-major `[k, m]` matrix read transposed. The one place this module calls into `gemm`:
+/// the slice lengths are checked here, so the unsafe call stays in bounds.
+fn matmul(
+    dst: &mut [f32],
+    (lhs, lhs_transposed): (&[f32], bool),
+    rhs: &[f32],
+    [m, n, k]: [usize; 3],
+    parallelism: gemm::Parallelism,
+) {
+    assert!(
+        dst.len() == m * n && lhs.len() == m * k && rhs.len() == k * n,
+        "matmul of [{m}, {k}] × [{k}, {n}] with lhs {}, rhs {} and dst {} values",
+        lhs.len(),
+        rhs.len(),
+        dst.len()
+    );
+    // Strides of lhs as [m, k]: (column stride, row stride).
+    let (lhs_cs, lhs_rs) = if lhs_transposed { (m, 1) } else { (1, k) };
+    // SAFETY: every matrix lies in its slice (lengths checked above, strides from the same
+    // shapes), and `dst` is a unique borrow, so it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
 }
 
 /// Adds each row of `cols` (`[c · kh · kw, ho · wo]`) onto the input positions its window

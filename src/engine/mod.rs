@@ -60,9 +60,9 @@ pub struct Engine {
     graph: Arc<Graph>,
     device: Device,
     weights: HashMap<String, T6>,
-    /// On the CPU (flex): host copies of the weights and biases of the convolutions that
-    /// [`cpu_conv`] runs (by weight name).
-    host_weights: HashMap<String, Vec<f32>>,
+    /// On the CPU (flex): the convolutions [`cpu_conv`] runs, by node index, with their
+    /// geometry and host copies of their weights.
+    host_convs: HashMap<usize, cpu_conv::HostConv>,
     /// For each value, the index of the last node that reads it.
     last_use: HashMap<String, usize>,
 }
@@ -88,82 +88,43 @@ impl Engine {
                 }
             }
         }
-        let mut host_weights = HashMap::new();
-        if device == Device::flex() {
-            for node in &graph.nodes {
-                if Self::gemm_conv_geometry(&graph, node).is_some() {
-                    for name in node.inputs.iter().skip(1) {
-                        if let Some(c) = graph.constants.get(name) {
-                            host_weights.insert(name.clone(), c.to_f32_vec());
-                        }
-                    }
-                }
-            }
-        }
+        let host_convs = if device == Device::flex() {
+            (graph.nodes.iter().enumerate())
+                .filter_map(|(i, node)| cpu_conv::HostConv::plan(&graph, node).map(|c| (i, c)))
+                .collect()
+        } else {
+            HashMap::new()
+        };
         Self {
             graph,
             device,
             weights,
-            host_weights,
+            host_convs,
             last_use,
         }
     }
 
-    /// The geometry of a convolution [`cpu_conv::conv2d`] should run (wide groups, constant
-    /// weights), else `None`.
-    fn gemm_conv_geometry(
-        graph: &Graph,
+    /// Runs `conv` (node `node`'s host convolution) on the value `x`.
+    fn run_host_conv(
+        &self,
+        conv: &cpu_conv::HostConv,
         node: &crate::model::Node,
-    ) -> Option<cpu_conv::ConvGeometry> {
-        let crate::model::Op::Conv { window, group } = &node.op else {
-            return None;
-        };
-        let weight = graph.constants.get(node.inputs.get(1)?)?;
-        if node
-            .inputs
-            .get(2)
-            .is_some_and(|b| !graph.constants.contains_key(b))
-        {
-            return None;
-        }
-        let x = graph.shapes.get(node.inputs.first()?)?;
-        let g = cpu_conv::ConvGeometry::new(
-            window,
-            *group,
-            x,
-            &weight.shape,
-            node.output_shapes.first()?,
-        )?;
-        g.suits_gemm().then_some(g)
-    }
-
-    /// Runs `node` with [`cpu_conv::conv2d`] when it is a convolution whose weights are on the
-    /// host (flex only); `None` to use the backend's op.
-    fn run_cpu_conv(&self, node: &crate::model::Node, x: &T6) -> Option<Result<Vec<T6>>> {
-        let weight = self.host_weights.get(node.inputs.get(1)?)?;
-        let geometry = Self::gemm_conv_geometry(&self.graph, node)?;
-        let bias = node.inputs.get(2).and_then(|b| self.host_weights.get(b));
-        let run =
-            || -> Result<Vec<T6>> {
-                let data = x.clone().into_data().try_into_vec::<f32>().map_err(|e| {
-                    EngineError::Backend {
-                        node: node.name.clone(),
-                        op: node.onnx_op.clone(),
-                        detail: format!("reading the input: {e:?}"),
-                    }
-                })?;
-                let out = cpu_conv::conv2d(&data, weight, bias.map(Vec::as_slice), &geometry);
-                Ok(vec![upload(out, &node.output_shapes[0], &self.device)])
-            };
-        Some(
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|panic| {
-                Err(EngineError::Backend {
+        x: &T6,
+    ) -> Result<Vec<T6>> {
+        let data =
+            x.clone()
+                .into_data()
+                .try_into_vec::<f32>()
+                .map_err(|e| EngineError::Backend {
                     node: node.name.clone(),
                     op: node.onnx_op.clone(),
-                    detail: panic_message(&panic),
-                })
-            }),
-        )
+                    detail: format!("reading the input: {e:?}"),
+                })?;
+        Ok(vec![upload(
+            conv.run(&data),
+            &node.output_shapes[0],
+            &self.device,
+        )])
     }
 
     pub fn graph(&self) -> &Arc<Graph> {
@@ -279,17 +240,23 @@ impl Engine {
                 ins.push(t.clone());
                 in_shapes.push(self.shape_of(name));
             }
-            let outs = match ins.first().and_then(|x| self.run_cpu_conv(node, x)) {
-                Some(outs) => outs?,
-                None => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    ops::run(&node.op, ins, &in_shapes, &node.output_shapes, &self.device)
-                }))
-                .map_err(|panic| EngineError::Backend {
-                    node: node.name.clone(),
-                    op: node.onnx_op.clone(),
-                    detail: panic_message(&panic),
-                })?,
-            };
+            let outs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                match (self.host_convs.get(&i), ins.first()) {
+                    (Some(conv), Some(x)) => self.run_host_conv(conv, node, x),
+                    _ => Ok(ops::run(
+                        &node.op,
+                        ins,
+                        &in_shapes,
+                        &node.output_shapes,
+                        &self.device,
+                    )),
+                }
+            }))
+            .map_err(|panic| EngineError::Backend {
+                node: node.name.clone(),
+                op: node.onnx_op.clone(),
+                detail: panic_message(&panic),
+            })??;
             for (name, t) in node.outputs.iter().zip(outs) {
                 values.insert(name.clone(), t);
             }

@@ -128,19 +128,21 @@ fn conv_input_grad_on_host(
     if window.kernel == [1, 1] || ys[1] / group < 8 || xs[1] / group < 8 {
         return Ok(None);
     }
-    let host = |t: Tensor<4>| {
-        t.into_data()
-            .try_into_vec::<f32>()
-            .map_err(|e| BackwardError::Readback {
-                value: step.node.name.clone(),
-                detail: format!("{e:?}"),
-            })
-    };
-    let grad = host(fold(step, g, ys))?; // [B·N, M, Ho, Wo]
-    let weight = host(step.input(1)?.reshape(ws))?; // [M, C/g, kH, kW]
+    let grad = to_host(step, fold(step, g, ys))?; // [B·N, M, Ho, Wo]
+    let weight = to_host(step, step.input(1)?)?; // [M, C/g, kH, kW]
     let gx = cpu_conv::conv2d_input_grad(&grad, &weight, &geometry); // [B·N, C, H, W]
     let gx = Tensor::<4>::from_data(TensorData::new(gx, x_dims), step.device());
     Ok(Some(gx.reshape(step.gdims(&xs)?)))
+}
+
+/// A tensor's values on the host, row-major (for the host kernels used on flex).
+fn to_host<const D: usize>(step: &Step, t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| BackwardError::Readback {
+            value: step.node.name.clone(),
+            detail: format!("{e:?}"),
+        })
 }
 
 /// ConvTranspose: the forward ran burn's transposed convolution with symmetric padding
@@ -331,15 +333,12 @@ pub(super) fn lrn(step: &Step, size: usize, alpha: f32, beta: f32, bias: f32, g:
     let b = x.mul_scalar(2.0 * alpha * beta / size as f32);
     if *step.device() == burn::tensor::Device::flex() {
         // One pass per seed on the host instead of burn's ~10 passes over the seed batch.
-        let host = |t: T6| {
-            t.into_data()
-                .try_into_vec::<f32>()
-                .map_err(|e| BackwardError::Readback {
-                    value: step.node.name.clone(),
-                    detail: format!("{e:?}"),
-                })
-        };
-        let (gv, dv, av, bv) = (host(g)?, host(d_pow)?, host(a)?, host(b)?);
+        let (gv, dv, av, bv) = (
+            to_host(step, g)?,
+            to_host(step, d_pow)?,
+            to_host(step, a)?,
+            to_host(step, b)?,
+        );
         let hw = s[2] * s[3];
         let dx = cpu_reverse::lrn_input_grad(&gv, [&dv, &av, &bv], [s[0], s[1], hw], [hi, lo]);
         return Ok(Tensor::from_data(

@@ -127,11 +127,10 @@ pub fn copy_maps_or_upload(
     ctx: &GpuContext,
     maps: Tensor<3>,
 ) -> Result<(ReadyTiles, AtlasFill)> {
-    if ctx.shared_burn_device().is_some_and(|d| d == maps.device()) {
-        // A clone is another handle to the same buffer, kept for the fallback.
-        if let Ok(tiles) = copy_maps(atlas, ctx, maps.clone()) {
-            return Ok((tiles, AtlasFill::ZeroCopy));
-        }
+    // A clone is another handle to the same buffer, kept for the fallback; copy_maps refuses
+    // a tensor on another device before doing any work.
+    if let Ok(tiles) = copy_maps(atlas, ctx, maps.clone()) {
+        return Ok((tiles, AtlasFill::ZeroCopy));
     }
     let [c, h, w] = maps.dims();
     let values = maps
