@@ -15,7 +15,7 @@ use crate::engine::{self, Capture, ComputeDevice, Engine, HostTensor, attributio
 use crate::export::Method;
 use crate::model::LoadedModel;
 use crate::model::preprocess::{InputTensor, list_inputs, load_input};
-use crate::render::{GpuContext, Renderer, TileHandle};
+use crate::render::{GpuContext, Renderer, TileAtlas, TileHandle};
 use crate::ui::ViewModel;
 use crate::ui::scene::LayerTiles;
 
@@ -571,27 +571,22 @@ pub fn upload_layer(
         };
         let [c, planes, h, w] = <[usize; 4]>::try_from(g.images.shape.as_slice())
             .context("per-filter images are not [C, planes, H, W]")?;
-        let tiles = match planes {
+        let upload = match planes {
             // Gradient images: RGB planes, normalised jointly.
-            3 => renderer.atlas.upload_rgb_images(
-                &ctx.device,
-                &ctx.queue,
-                &g.images.data,
-                w as u32,
-                h as u32,
-                c as u32,
-            )?,
+            3 => TileAtlas::upload_rgb_images,
             // Occlusion maps: one grey map per filter.
-            1 => renderer.atlas.upload_maps(
-                &ctx.device,
-                &ctx.queue,
-                &g.images.data,
-                w as u32,
-                h as u32,
-                c as u32,
-            )?,
+            1 => TileAtlas::upload_maps,
             _ => anyhow::bail!("per-filter images of shape {:?}", g.images.shape),
         };
+        let tiles = upload(
+            &mut renderer.atlas,
+            &ctx.device,
+            &ctx.queue,
+            &g.images.data,
+            w as u32,
+            h as u32,
+            c as u32,
+        )?;
         return Ok((
             picture,
             Some(LayerTiles {
