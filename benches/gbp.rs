@@ -18,6 +18,8 @@ use convlens::engine::attribution::{Method, attribute_layer};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn bench(c: &mut Criterion) {
+    // As the binary does: large freed tensors stay in the heap instead of fresh page faults.
+    convlens::engine::device::retain_freed_host_memory();
     let (device, label) = match std::env::var("CONVLENS_BENCH_DEVICE").as_deref() {
         Ok("wgpu") => (Device::default(), "wgpu"),
         _ => (Device::flex(), "flex"),

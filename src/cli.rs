@@ -62,8 +62,9 @@ pub struct BenchArgs {
     /// Leave out guided backprop of every conv filter (minutes on a CPU).
     #[arg(long)]
     pub skip_gbp: bool,
-    /// Also time the forward pass op by op (waiting for the device after each node) and
-    /// report where the time goes, by op type.
+    /// Also time the forward pass op by op (waiting for the device after each node) and, unless
+    /// --skip-gbp, one more guided-backprop run reverse step by step; report where the time
+    /// goes, by op type.
     #[arg(long)]
     pub ops: bool,
 }

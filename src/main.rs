@@ -6,6 +6,7 @@ use convlens::cli::{self, Cli, Command};
 
 fn main() -> std::process::ExitCode {
     restore_default_sigpipe();
+    convlens::engine::device::retain_freed_host_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Info(args)) => cli::info(&args),

@@ -65,7 +65,8 @@ pub struct BenchOptions {
     pub warmup: usize,
     /// Leave out the guided-backprop measurement.
     pub skip_gbp: bool,
-    /// Time the forward pass node by node too ([`BenchReport::forward_ops`]).
+    /// Time the forward pass node by node too ([`BenchReport::forward_ops`]), and one more
+    /// guided-backprop run step by step ([`BenchReport::gbp_ops`]).
     pub ops: bool,
     /// Size of the offscreen frame.
     pub viewport: [u32; 2],
@@ -145,6 +146,7 @@ pub fn run(
     };
 
     let gbp_filters: usize = convs.iter().map(|&(_, (c, _, _))| c).sum();
+    let mut gbp_ops = Vec::new();
     let (gbp_all_conv_s, gbp_cpu_s, gbp_repeats) = if options.skip_gbp {
         notes.push("guided backprop skipped (--skip-gbp)".to_string());
         (None, None, 0)
@@ -198,6 +200,20 @@ pub fn run(
                 samples.push(run_gbp(None)?);
             }
         }
+        if options.ops {
+            progress("guided backprop once more, timed by reverse op");
+            let profile = crate::engine::profile::ReverseProfile::start();
+            run_gbp(None)?;
+            gbp_ops = profile
+                .finish()
+                .into_iter()
+                .map(|(op, nodes, s)| OpTime {
+                    op,
+                    nodes,
+                    ms: round(s * 1e3, 1),
+                })
+                .collect();
+        }
         let mut wall: Vec<f64> = samples.iter().map(|s| s.0).collect();
         let mut cpu: Vec<f64> = samples.iter().map(|s| s.1).collect();
         let cpu = cpu
@@ -234,6 +250,7 @@ pub fn run(
         input_to_tiles_upload_ms: None,
         atlas_fill_upload_ms: None,
         forward_ops,
+        gbp_ops,
         peak_rss_mib: None,
         compute_pool_reserved_mib: None,
         atlas_mib: None,

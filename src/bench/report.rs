@@ -53,6 +53,11 @@ pub struct BenchReport {
     /// With `--ops`: the forward pass timed node by node, summed by op type, largest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub forward_ops: Vec<OpTime>,
+    /// With `--ops`: one more guided-backprop run of every conv filter, timed reverse step by
+    /// reverse step (device synchronised after each), summed by op type, largest first;
+    /// `nodes` counts steps (nodes × chunks).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gbp_ops: Vec<OpTime>,
     /// Peak resident set of the process (Linux `VmHWM`).
     pub peak_rss_mib: Option<f64>,
     /// Most bytes burn's wgpu allocator held at the sampled points (GPU compute only).
@@ -238,6 +243,22 @@ impl BenchReport {
                 );
             }
         }
+        if !self.gbp_ops.is_empty() {
+            let total: f64 = self.gbp_ops.iter().map(|o| o.ms).sum();
+            out += &format!(
+                "\nguided backprop by reverse op (one extra run, {:.2} s in all):\n",
+                total / 1e3
+            );
+            for o in &self.gbp_ops {
+                out += &format!(
+                    "  {:<20} {:>5} steps  {:>8.2} s  {:>5.1}%\n",
+                    o.op,
+                    o.nodes,
+                    o.ms / 1e3,
+                    100.0 * o.ms / total.max(1e-9)
+                );
+            }
+        }
         for note in &self.notes {
             out += &format!("note: {note}\n");
         }
@@ -286,6 +307,7 @@ mod tests {
             input_to_tiles_upload_ms: None,
             atlas_fill_upload_ms: None,
             forward_ops: Vec::new(),
+            gbp_ops: Vec::new(),
             peak_rss_mib: Some(100.0),
             compute_pool_reserved_mib: None,
             atlas_mib: None,

@@ -34,7 +34,7 @@ use std::collections::{HashMap, HashSet};
 use burn::tensor::Tensor;
 
 use super::ops::{RANK, T6, dims6};
-use super::{Activations, Engine, panic_message, vjp};
+use super::{Activations, Engine, panic_message, profile, vjp};
 use crate::model::{Graph, Node};
 
 /// How gradients pass the ReLU family (ReLU, Clip/ReLU6, LeakyReLU); every other op uses its
@@ -365,7 +365,9 @@ fn carry(
                 None => Tensor::zeros(step.gdims(step.out_shape(k))?, step.device()),
             });
         }
-        let in_grads = guarded(node, || vjp::vjp(&step, method, out_grads))?;
+        let in_grads = profile::timed(node.op.type_name(), engine.device(), || {
+            guarded(node, || vjp::vjp(&step, method, out_grads))
+        })?;
         for (name, g) in node.inputs.iter().zip(in_grads) {
             let Some(g) = g else { continue };
             if !live.contains(name) {
@@ -430,7 +432,9 @@ pub fn backward_channel_sums(
         batch: range.len(),
         wants: node.inputs.iter().map(|n| live.contains(n)).collect(),
     };
-    let input_grad = guarded(node, || vjp::conv_channel_sums_input_grad(&step, range))?;
+    let input_grad = profile::timed("Conv (channel sums)", engine.device(), || {
+        guarded(node, || vjp::conv_channel_sums_input_grad(&step, range))
+    })?;
     let x = &node.inputs[0];
     // The reverse pass goes on from x's producer (none when the conv reads the image, which
     // is then the target itself).

@@ -1,6 +1,7 @@
 //! Host kernels for reverse steps that burn would run as several full passes over the seed
 //! batch on the CPU (flex): one pass per seed instead. Used by [`super::vjp_spatial`] on the
-//! flex device only; the factors that do not depend on the seeds are still computed by burn.
+//! flex device only; the factors that do not depend on the seeds (LRN's powers, max-pooling's
+//! switches) are still computed by burn, once per step.
 
 use rayon::prelude::*;
 
@@ -42,6 +43,43 @@ pub fn lrn_input_grad(
     out
 }
 
+/// Max-pooling's input gradient: each output gradient of `g` (`[B, P, L]`: the seed batch
+/// over `P` planes of `L` outputs) goes to the input position `switches[p·L + o]` (a flat
+/// index into a plane of `plane` inputs) its maximum came from, summed where windows
+/// overlap: `[B, P, plane]`. Zero gradients (most of them, behind a ReLU gate) are skipped.
+/// `None` when a switch lies outside its plane or the lengths disagree.
+pub fn max_pool_input_grad(
+    g: &[f32],
+    switches: &[i64],
+    [planes, outs, plane]: [usize; 3],
+) -> Option<Vec<f32>> {
+    let valid = switches.len() == planes * outs
+        && g.len().is_multiple_of((planes * outs).max(1))
+        && switches
+            .iter()
+            .all(|&i| usize::try_from(i).is_ok_and(|i| i < plane));
+    if !valid {
+        return None;
+    }
+    let batch = g.len() / (planes * outs).max(1);
+    let mut out = vec![0f32; batch * planes * plane];
+    if plane == 0 || outs == 0 {
+        return Some(out);
+    }
+    out.par_chunks_mut(plane)
+        .zip(g.par_chunks(outs))
+        .enumerate()
+        .for_each(|(k, (dst, g))| {
+            let switches = &switches[(k % planes) * outs..][..outs];
+            for (&v, &at) in g.iter().zip(switches) {
+                if v != 0.0 {
+                    dst[at as usize] += v;
+                }
+            }
+        });
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,5 +103,23 @@ mod tests {
         assert_eq!(&got[..3], &got[3..6]);
         assert_eq!(&got[6..9], &[0.0, 0.0, 0.0]);
         assert_eq!(&got[9..], &got[..3]);
+    }
+
+    #[test]
+    fn max_pool_gradient_by_hand() {
+        // Two planes of 4 inputs, 2 outputs each; plane 0's outputs share input 1 (overlapping
+        // windows), plane 1's come from inputs 0 and 3. Two seeds.
+        let switches = [1, 1, 0, 3];
+        let g = [1.0, 2.0, 3.0, 4.0, 0.5, 0.0, 0.0, -1.0];
+        let got = max_pool_input_grad(&g, &switches, [2, 2, 4]);
+        let want = [
+            [0.0, 3.0, 0.0, 0.0, 3.0, 0.0, 0.0, 4.0],
+            [0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0],
+        ]
+        .concat();
+        assert_eq!(got, Some(want));
+        // A switch outside its plane is refused, not a panic.
+        assert_eq!(max_pool_input_grad(&g, &[1, 4, 0, 3], [2, 2, 4]), None);
+        assert_eq!(max_pool_input_grad(&g, &[1, -1, 0, 3], [2, 2, 4]), None);
     }
 }

@@ -6,10 +6,12 @@ pub mod attribution;
 pub mod backward;
 pub mod cpu_conv;
 pub mod cpu_reverse;
+pub mod cpu_sparse_grad;
 pub mod device;
 pub mod gradcam;
 pub mod occlusion;
 pub mod ops;
+pub mod profile;
 mod vjp;
 mod vjp_spatial;
 

@@ -10,7 +10,7 @@ use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 
 use super::backward::{BackwardError, Result, Step};
 use super::ops::{RANK, T6, axis6, window_sum};
-use super::{cpu_conv, cpu_reverse};
+use super::{cpu_conv, cpu_reverse, cpu_sparse_grad};
 use crate::model::graph::{PadPair, Window2d};
 
 /// The 4-D shape `[N, C, H, W]` of input (`Some(i)`) or output (`None`), or an error.
@@ -64,11 +64,14 @@ fn window_to_input(t: Tensor<4>, pads: [PadPair; 2], size: [usize; 2]) -> Tensor
 /// handles asymmetric pads and trailing rows the forward's floor division skipped.
 pub(super) fn conv(step: &Step, window: &Window2d, group: usize, g: T6) -> Result<T6> {
     let (xs, ys) = (shape4(step, Some(0))?, shape4(step, None)?);
-    if *step.device() == burn::tensor::Device::flex()
-        && let Some(gx) = conv_input_grad_on_host(step, window, group, g.clone(), xs, ys)?
-    {
-        return Ok(gx);
-    }
+    let g = if *step.device() == burn::tensor::Device::flex() {
+        match conv_input_grad_on_host(step, window, group, g, xs, ys)? {
+            Ok(gx) => return Ok(gx),
+            Err(g) => g,
+        }
+    } else {
+        g
+    };
     let w: Tensor<4> = step.input(1)?.reshape(shape4(step, Some(1))?); // [M, C/g, kH, kW]
     let options =
         ConvTransposeOptions::new(window.strides, [0, 0], [0, 0], window.dilations, group);
@@ -104,11 +107,15 @@ pub(super) fn conv_channel_sums(
     Ok(gx.reshape(step.gdims(&xs)?))
 }
 
-/// [`conv`] on the CPU by [`cpu_conv::conv2d_input_grad`] (one GEMM per image and group,
-/// col2im back onto the input), for spatial kernels with at least 8 input and output channels
-/// per group; `None` leaves the rest (1×1, depthwise, an RGB first layer) to flex's transposed
-/// convolution, which was faster there (AlexNet-shaped GBP, 119 seeds: conv2's input
-/// gradient 0.87 s here vs 0.92 s on flex, conv1's — 3 channels, stride 4 — 0.85 vs 0.75 s).
+/// [`conv`] on the CPU. A sparse gradient (guided backprop and deconvnet gate it to its
+/// positive values: 10–16% non-zero on AlexNet-shaped networks) goes through
+/// [`cpu_sparse_grad::conv2d_input_grad_sparse`], whose work follows the non-zeros; a dense
+/// one through [`cpu_conv::conv2d_input_grad`] (one GEMM per image and group, col2im back
+/// onto the input) for spatial kernels with at least 8 input and output channels per group.
+/// `Err(g)` hands the gradient back for the rest (dense gradients of 1×1, depthwise or
+/// RGB-input convolutions): flex's transposed convolution was faster there (AlexNet-shaped
+/// GBP, 119 seeds: conv2's dense input gradient 0.87 s by GEMM vs 0.92 s on flex, conv1's —
+/// 3 channels, stride 4 — 0.85 vs 0.75 s).
 fn conv_input_grad_on_host(
     step: &Step,
     window: &Window2d,
@@ -116,23 +123,30 @@ fn conv_input_grad_on_host(
     g: T6,
     xs: [usize; 4],
     ys: [usize; 4],
-) -> Result<Option<T6>> {
+) -> Result<std::result::Result<T6, T6>> {
     let ws = shape4(step, Some(1))?;
     let bn = step.batch * xs[0];
     let x_dims = [bn, xs[1], xs[2], xs[3]];
-    let Some(geometry) =
-        cpu_conv::ConvGeometry::new(window, group, &x_dims, &ws, &[bn, ys[1], ys[2], ys[3]])
-    else {
-        return Ok(None);
+    let y_dims = [bn, ys[1], ys[2], ys[3]];
+    let Some(geometry) = cpu_conv::ConvGeometry::new(window, group, &x_dims, &ws, &y_dims) else {
+        return Ok(Err(g));
     };
-    if window.kernel == [1, 1] || ys[1] / group < 8 || xs[1] / group < 8 {
-        return Ok(None);
-    }
+    let dense_by_gemm = window.kernel != [1, 1] && ys[1] / group >= 8 && xs[1] / group >= 8;
+    // Moved, not cloned: flex hands over a uniquely owned buffer without a copy.
     let grad = to_host(step, fold(step, g, ys))?; // [B·N, M, Ho, Wo]
+    let sparse = cpu_sparse_grad::worth_it(cpu_sparse_grad::density(&grad));
+    if !sparse && !dense_by_gemm {
+        let g = Tensor::<4>::from_data(TensorData::new(grad, y_dims), step.device());
+        return Ok(Err(g.reshape(step.gdims(&ys)?)));
+    }
     let weight = to_host(step, step.input(1)?)?; // [M, C/g, kH, kW]
-    let gx = cpu_conv::conv2d_input_grad(&grad, &weight, &geometry); // [B·N, C, H, W]
+    let gx = if sparse {
+        cpu_sparse_grad::conv2d_input_grad_sparse(&grad, &weight, &geometry)
+    } else {
+        cpu_conv::conv2d_input_grad(&grad, &weight, &geometry)
+    }; // [B·N, C, H, W]
     let gx = Tensor::<4>::from_data(TensorData::new(gx, x_dims), step.device());
-    Ok(Some(gx.reshape(step.gdims(&xs)?)))
+    Ok(Ok(gx.reshape(step.gdims(&xs)?)))
 }
 
 /// A tensor's values on the host, row-major (for the host kernels used on flex).
@@ -213,6 +227,21 @@ pub(super) fn max_pool(step: &Step, window: &Window2d, ceil_mode: bool, g: T6) -
             "switches have dims {:?}, the output {ys:?}",
             idx.dims()
         )));
+    }
+    if *step.device() == burn::tensor::Device::flex() {
+        let switches = idx
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec::<i64>()
+            .map_err(|e| BackwardError::Readback {
+                value: step.node.name.clone(),
+                detail: format!("{e:?}"),
+            })?;
+        let g = to_host(step, g)?;
+        let gx = cpu_reverse::max_pool_input_grad(&g, &switches, [planes, outs, xs[2] * xs[3]])
+            .ok_or_else(|| step.unsupported("max-pool switches outside their planes"))?;
+        let gx = TensorData::new(gx, step.gdims(&xs)?);
+        return Ok(Tensor::from_data(gx, step.device()));
     }
     let gx = route_to_switches(
         step,
