@@ -1,11 +1,14 @@
 //! The forward convolution on the CPU (flex) device: im2col into one `[K, Ho·Wo]` column
-//! matrix per image and group, then a single multithreaded GEMM (the `gemm` crate's AVX-512 /
-//! AVX2 kernels, chosen at run time). On AlexNet-shaped layers this is about twice as fast as
-//! flex's tiled convolution, which runs many small GEMMs. Used by [`super::Engine`] for
-//! convolutions whose groups are wide (depthwise ones stay on flex's direct kernel); weights
-//! are kept on the host once per engine.
+//! matrix per image and group, then a single multithreaded GEMM ([`super::sgemm`] on CPUs
+//! with AVX-512, else the `gemm` crate's kernels, chosen at run time). On AlexNet-shaped
+//! layers this is several times faster than flex's tiled convolution, which runs many small
+//! GEMMs. Used by [`super::Engine`] for spatial convolutions with deep column matrices
+//! (depthwise and 1×1 ones stay on flex); weights are kept on the host once per engine. The
+//! same GEMM gives the reverse pass its dense input gradients ([`conv2d_input_grad`]).
 
 use rayon::prelude::*;
+
+use super::sgemm::{self, MatRef};
 
 use crate::model::graph::Window2d;
 use crate::model::{Graph, Node, Op};
@@ -100,12 +103,14 @@ impl ConvGeometry {
         self.c_in / self.groups * self.kernel[0] * self.kernel[1]
     }
 
-    /// Whether this convolution goes through [`conv2d`] rather than flex: spatial kernels over
-    /// wide groups (at least 8 input channels each), where one big GEMM per group pays off.
-    /// Flex keeps pointwise (1×1) convolutions, where its own GEMM path was faster on
-    /// EfficientNet-Lite0 (36.7 vs 49.5 ms forward), and depthwise or narrow ones.
+    /// Whether this convolution goes through [`conv2d`] rather than flex: spatial kernels
+    /// whose column matrix is at least 64 deep (`c_in/g · kh · kw`), where one big GEMM per
+    /// group pays off — including an RGB first layer (AlexNet's 11×11 conv1: 5.5 ms on flex,
+    /// and the whole forward pass 19.0 → 15.7 ms once it ran here). Flex keeps pointwise
+    /// (1×1) convolutions (EfficientNet-Lite0's forward pass took the same 32 ms either
+    /// way) and depthwise ones (9 or 25 deep).
     pub fn suits_gemm(&self) -> bool {
-        self.c_in / self.groups >= 8 && self.kernel != [1, 1]
+        self.k() >= 64 && self.kernel != [1, 1]
     }
 }
 
@@ -189,8 +194,10 @@ pub fn conv2d_input_grad(grad: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<
 }
 
 /// `dst [m, n] = lhs [m, k] × rhs [k, n]`, all row-major; with `lhs.1` set, `lhs.0` is the
-/// row-major `[k, m]` matrix read transposed. The one place this module calls into `gemm`:
-/// the slice lengths are checked here, so the unsafe call stays in bounds.
+/// row-major `[k, m]` matrix read transposed. On CPUs with AVX-512 through
+/// [`super::sgemm`] (about twice the `gemm` crate's GFLOP/s here; it always uses every
+/// thread), else the `gemm` crate with `parallelism` — the one place this module calls into
+/// `gemm`: the slice lengths are checked here, so the unsafe call stays in bounds.
 fn matmul(
     dst: &mut [f32],
     (lhs, lhs_transposed): (&[f32], bool),
@@ -205,6 +212,15 @@ fn matmul(
         rhs.len(),
         dst.len()
     );
+    if sgemm::available() {
+        let lhs = if lhs_transposed {
+            MatRef::transposed(lhs, m, k)
+        } else {
+            MatRef::row_major(lhs, m, k)
+        };
+        sgemm::matmul(dst, lhs, rhs, n);
+        return;
+    }
     // Strides of lhs as [m, k]: (column stride, row stride).
     let (lhs_cs, lhs_rs) = if lhs_transposed { (m, 1) } else { (1, k) };
     // SAFETY: every matrix lies in its slice (lengths checked above, strides from the same

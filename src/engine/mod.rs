@@ -12,6 +12,7 @@ pub mod gradcam;
 pub mod occlusion;
 pub mod ops;
 pub mod profile;
+pub mod sgemm;
 mod vjp;
 mod vjp_spatial;
 
