@@ -5,6 +5,7 @@
 pub mod attribution;
 pub mod backward;
 pub mod cpu_conv;
+pub mod cpu_pool;
 pub mod cpu_reverse;
 pub mod cpu_sparse_grad;
 pub mod device;
@@ -58,14 +59,41 @@ pub enum Capture {
     Layers(HashSet<String>),
 }
 
+/// A node the CPU (flex) path runs with a host kernel instead of burn's: convolutions with
+/// deep column matrices ([`cpu_conv`]) and 2-D max-pooling ([`cpu_pool`]).
+enum HostOp {
+    Conv(cpu_conv::HostConv),
+    MaxPool(cpu_pool::PoolGeometry),
+}
+
+impl HostOp {
+    fn plan(graph: &Graph, node: &crate::model::Node) -> Option<Self> {
+        if let Some(conv) = cpu_conv::HostConv::plan(graph, node) {
+            return Some(Self::Conv(conv));
+        }
+        let crate::model::Op::MaxPool { window, .. } = &node.op else {
+            return None;
+        };
+        let x = graph.shapes.get(node.inputs.first()?)?;
+        cpu_pool::PoolGeometry::new(window, x, node.output_shapes.first()?).map(Self::MaxPool)
+    }
+
+    /// The node's output for its first input `x` (row-major, the node's input shape).
+    fn run(&self, x: &[f32]) -> Vec<f32> {
+        match self {
+            Self::Conv(conv) => conv.run(x),
+            Self::MaxPool(geometry) => cpu_pool::max_pool2d(x, geometry),
+        }
+    }
+}
+
 /// A network bound to a device with its weights uploaded.
 pub struct Engine {
     graph: Arc<Graph>,
     device: Device,
     weights: HashMap<String, T6>,
-    /// On the CPU (flex): the convolutions [`cpu_conv`] runs, by node index, with their
-    /// geometry and host copies of their weights.
-    host_convs: HashMap<usize, cpu_conv::HostConv>,
+    /// On the CPU (flex): the nodes run by host kernels instead of burn, by node index.
+    host_ops: HashMap<usize, HostOp>,
     /// For each value, the index of the last node that reads it.
     last_use: HashMap<String, usize>,
 }
@@ -91,9 +119,9 @@ impl Engine {
                 }
             }
         }
-        let host_convs = if device == Device::flex() {
+        let host_ops = if device == Device::flex() {
             (graph.nodes.iter().enumerate())
-                .filter_map(|(i, node)| cpu_conv::HostConv::plan(&graph, node).map(|c| (i, c)))
+                .filter_map(|(i, node)| HostOp::plan(&graph, node).map(|op| (i, op)))
                 .collect()
         } else {
             HashMap::new()
@@ -102,18 +130,13 @@ impl Engine {
             graph,
             device,
             weights,
-            host_convs,
+            host_ops,
             last_use,
         }
     }
 
-    /// Runs `conv` (node `node`'s host convolution) on the value `x`.
-    fn run_host_conv(
-        &self,
-        conv: &cpu_conv::HostConv,
-        node: &crate::model::Node,
-        x: &T6,
-    ) -> Result<Vec<T6>> {
+    /// Runs `op` (node `node`'s host kernel) on the value `x`.
+    fn run_host_op(&self, op: &HostOp, node: &crate::model::Node, x: &T6) -> Result<Vec<T6>> {
         let data =
             x.clone()
                 .into_data()
@@ -124,7 +147,7 @@ impl Engine {
                     detail: format!("reading the input: {e:?}"),
                 })?;
         Ok(vec![upload(
-            conv.run(&data),
+            op.run(&data),
             &node.output_shapes[0],
             &self.device,
         )])
@@ -244,8 +267,8 @@ impl Engine {
                 in_shapes.push(self.shape_of(name));
             }
             let outs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                match (self.host_convs.get(&i), ins.first()) {
-                    (Some(conv), Some(x)) => self.run_host_conv(conv, node, x),
+                match (self.host_ops.get(&i), ins.first()) {
+                    (Some(op), Some(x)) => self.run_host_op(op, node, x),
                     _ => Ok(ops::run(
                         &node.op,
                         ins,
