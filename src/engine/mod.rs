@@ -5,6 +5,7 @@
 pub mod attribution;
 pub mod backward;
 pub mod cpu_conv;
+pub mod cpu_lrn;
 pub mod cpu_pool;
 pub mod cpu_reverse;
 pub mod cpu_sparse_grad;
@@ -60,10 +61,12 @@ pub enum Capture {
 }
 
 /// A node the CPU (flex) path runs with a host kernel instead of burn's: convolutions with
-/// deep column matrices ([`cpu_conv`]) and 2-D max-pooling ([`cpu_pool`]).
+/// deep column matrices ([`cpu_conv`]), 2-D max-pooling ([`cpu_pool`]) and LRN
+/// ([`cpu_lrn`]).
 enum HostOp {
     Conv(cpu_conv::HostConv),
     MaxPool(cpu_pool::PoolGeometry),
+    Lrn(cpu_lrn::LrnGeometry),
 }
 
 impl HostOp {
@@ -71,11 +74,28 @@ impl HostOp {
         if let Some(conv) = cpu_conv::HostConv::plan(graph, node) {
             return Some(Self::Conv(conv));
         }
-        let crate::model::Op::MaxPool { window, .. } = &node.op else {
-            return None;
-        };
         let x = graph.shapes.get(node.inputs.first()?)?;
-        cpu_pool::PoolGeometry::new(window, x, node.output_shapes.first()?).map(Self::MaxPool)
+        match &node.op {
+            crate::model::Op::MaxPool { window, .. } => {
+                cpu_pool::PoolGeometry::new(window, x, node.output_shapes.first()?)
+                    .map(Self::MaxPool)
+            }
+            &crate::model::Op::Lrn {
+                size,
+                alpha,
+                beta,
+                bias,
+            } if x.len() >= 3 => Some(Self::Lrn(cpu_lrn::LrnGeometry {
+                images: x[0],
+                channels: x[1],
+                plane: x[2..].iter().product(),
+                size,
+                alpha,
+                beta,
+                bias,
+            })),
+            _ => None,
+        }
     }
 
     /// The node's output for its first input `x` (row-major, the node's input shape).
@@ -83,6 +103,7 @@ impl HostOp {
         match self {
             Self::Conv(conv) => conv.run(x),
             Self::MaxPool(geometry) => cpu_pool::max_pool2d(x, geometry),
+            Self::Lrn(geometry) => cpu_lrn::lrn(x, geometry),
         }
     }
 }
@@ -135,22 +156,14 @@ impl Engine {
         }
     }
 
-    /// Runs `op` (node `node`'s host kernel) on the value `x`.
+    /// Runs `op` (node `node`'s host kernel) on the value `x`, read in place.
     fn run_host_op(&self, op: &HostOp, node: &crate::model::Node, x: &T6) -> Result<Vec<T6>> {
-        let data =
-            x.clone()
-                .into_data()
-                .try_into_vec::<f32>()
-                .map_err(|e| EngineError::Backend {
-                    node: node.name.clone(),
-                    op: node.onnx_op.clone(),
-                    detail: format!("reading the input: {e:?}"),
-                })?;
-        Ok(vec![upload(
-            op.run(&data),
-            &node.output_shapes[0],
-            &self.device,
-        )])
+        let out = ops::with_host_values(x, |x| op.run(x)).map_err(|e| EngineError::Backend {
+            node: node.name.clone(),
+            op: node.onnx_op.clone(),
+            detail: format!("reading the input: {e}"),
+        })?;
+        Ok(vec![upload(out, &node.output_shapes[0], &self.device)])
     }
 
     pub fn graph(&self) -> &Arc<Graph> {

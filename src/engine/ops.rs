@@ -33,6 +33,27 @@ pub fn upload(data: Vec<f32>, shape: &[usize], device: &Device) -> T6 {
     Tensor::from_data(TensorData::new(data, dims6(shape)), device)
 }
 
+/// Runs `f` on a CPU (flex) tensor's values, row-major: borrowed in place when the tensor
+/// is a contiguous `f32` view of its buffer (the usual case: no copy of a value the forward
+/// pass keeps), else on one contiguous copy. `Err` names why the values could not be read
+/// (another device's tensor, another dtype).
+pub fn with_host_values<const D: usize, R>(
+    t: &Tensor<D>,
+    f: impl FnOnce(&[f32]) -> R,
+) -> Result<R, String> {
+    if let Ok(flex) = t.clone().try_into_primitive::<burn_flex::Flex>()
+        && let Some(values) = flex.as_slice::<f32>()
+    {
+        return Ok(f(values));
+    }
+    let values = t
+        .clone()
+        .into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(f(&values))
+}
+
 fn as4(x: T6, s: &[usize]) -> Tensor<4> {
     x.reshape([s[0], s[1], s[2], s[3]])
 }

@@ -1,0 +1,118 @@
+//! Local response normalisation's forward pass on the CPU (flex) device, one pass per image
+//! on the host: `y_c = x_c / (bias + α/size · Σ_{j = c − lo}^{c + hi} x_j²)^β` with the
+//! channel window `lo = ⌊(size − 1)/2⌋`, `hi = size − 1 − lo` (zero outside the channels).
+//! burn ran it as shifted sums of padded copies, several passes over the tensor (1.1 ms of
+//! AlexNet's forward pass). Used by [`super::Engine`] for LRN nodes on flex; the reverse
+//! step is [`super::cpu_reverse::lrn_input_grad`].
+
+use rayon::prelude::*;
+
+/// The parameters and shape of one LRN node: input `[n, c, hw]` (any trailing spatial size).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LrnGeometry {
+    pub images: usize,
+    pub channels: usize,
+    pub plane: usize,
+    pub size: usize,
+    pub alpha: f32,
+    pub beta: f32,
+    pub bias: f32,
+}
+
+/// LRN over `x` (`[images, channels, plane]`, row-major): the same shape.
+pub fn lrn(x: &[f32], g: &LrnGeometry) -> Vec<f32> {
+    let (c, hw) = (g.channels, g.plane);
+    assert_eq!(x.len(), g.images * c * hw, "LRN input for {g:?}");
+    let mut out = vec![0f32; x.len()];
+    if c == 0 || hw == 0 || g.size == 0 {
+        return out;
+    }
+    let lo = (g.size - 1) / 2;
+    let hi = g.size - 1 - lo;
+    let scale = g.alpha / g.size as f32;
+    // Rows of one image in parallel: each output row sums its window's squared input rows.
+    out.par_chunks_mut(hw)
+        .enumerate()
+        .for_each_init(Vec::new, |sum: &mut Vec<f32>, (row, dst)| {
+            let (image, ch) = (row / c, row % c);
+            let x_image = &x[image * c * hw..][..c * hw];
+            sum.clear();
+            sum.resize(hw, 0.0);
+            for j in ch.saturating_sub(lo)..(ch + hi + 1).min(c) {
+                for (s, v) in sum.iter_mut().zip(&x_image[j * hw..][..hw]) {
+                    *s += v * v;
+                }
+            }
+            let x_row = &x_image[ch * hw..][..hw];
+            for ((d, s), v) in dst.iter_mut().zip(sum.iter()).zip(x_row) {
+                *d = v / pow_beta(g.bias + scale * s, g.beta);
+            }
+        });
+    out
+}
+
+/// `base^beta`, by square roots for the usual exponents (0.75 in AlexNet and GoogLeNet, 0.5,
+/// 1) — the same choices as the burn path in [`super::ops`].
+#[inline(always)]
+fn pow_beta(base: f32, beta: f32) -> f32 {
+    if beta == 1.0 {
+        base
+    } else if beta == 0.5 {
+        base.sqrt()
+    } else if beta == 0.75 {
+        let root = base.sqrt();
+        root * root.sqrt()
+    } else {
+        base.powf(beta)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lrn_by_hand() {
+        // 1 image, 3 channels of 2 positions, size 3 (lo = hi = 1), α = 3 (scale 1), β = 0.5,
+        // bias 1: channel 0 sums x0² + x1², channel 1 all three, channel 2 x1² + x2².
+        let x = [1.0, 2.0, 2.0, 0.0, 3.0, 1.0];
+        let g = LrnGeometry {
+            images: 1,
+            channels: 3,
+            plane: 2,
+            size: 3,
+            alpha: 3.0,
+            beta: 0.5,
+            bias: 1.0,
+        };
+        let got = lrn(&x, &g);
+        let want = [
+            1.0 / (1.0f32 + 1.0 + 4.0).sqrt(),
+            2.0 / (1.0f32 + 4.0 + 0.0).sqrt(),
+            2.0 / (1.0f32 + 1.0 + 4.0 + 9.0).sqrt(),
+            0.0,
+            3.0 / (1.0f32 + 4.0 + 9.0).sqrt(),
+            1.0 / (1.0f32 + 0.0 + 1.0).sqrt(),
+        ];
+        for (a, b) in got.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{got:?} vs {want:?}");
+        }
+        // β = 0.75 and an even size (lo = 1, hi = 2) against the plain formula.
+        let g = LrnGeometry {
+            size: 4,
+            beta: 0.75,
+            ..g
+        };
+        let got = lrn(&x, &g);
+        let sq = |c: usize, p: usize| x[c * 2 + p] * x[c * 2 + p];
+        for ch in 0..3usize {
+            for p in 0..2 {
+                let s: f32 = (ch.saturating_sub(1)..(ch + 3).min(3))
+                    .map(|j| sq(j, p))
+                    .sum();
+                let want = x[ch * 2 + p] / (1.0f32 + 0.75 * s).powf(0.75);
+                assert!((got[ch * 2 + p] - want).abs() < 1e-6);
+            }
+        }
+    }
+}
