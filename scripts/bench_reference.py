@@ -7,7 +7,9 @@ torch.manual_seed(0) Kaiming-uniform weights, zero biases). It is written to ONN
 (Conv, Relu, LRN, MaxPool with the torch weights; the export is checked against torch's own
 forward) into a temporary folder, or to --onnx-out (keep such files out of git).
 
-Measured, one after the other on this machine's CPU with --threads threads:
+Measured, one after the other on this machine's CPU with --threads threads, in this order:
+PyTorch's GBP, onnxruntime's forward, then ConvLens (so both forward passes follow the long
+PyTorch run, and ConvLens's GBP runs on the warmer machine):
   forward  onnxruntime InferenceSession.run (intra_op_num_threads=--threads), median of
            --repeats runs after --warmup; against ConvLens's forward_ms, which keeps every
            layer's output (target: convlens/ort <= 1.5);
@@ -151,11 +153,16 @@ def main() -> None:
         npy_path = Path(tmp) / "input.npy"
         np.save(npy_path, x_np)
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = args.threads
-        opts.inter_op_num_threads = 1
-        sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        def ort_session() -> ort.InferenceSession:
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = args.threads
+            opts.inter_op_num_threads = 1
+            return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+
+        sess = ort_session()
         (ort_out,) = sess.run(None, {"data_0": x_np})
+        del sess
+        gc.collect()
         with torch.no_grad():
             torch_out = net(x).numpy()
         err = float(np.abs(ort_out - torch_out).max() / max(np.abs(torch_out).max(), 1e-30))
@@ -164,13 +171,19 @@ def main() -> None:
         print(f"ONNX export matches torch (scaled max error {err:.1e}); "
               f"onnxruntime {ort.__version__}, torch {torch.__version__}, "
               f"{args.threads} threads", file=sys.stderr)
-        ort_ms = median_ms(lambda: sess.run(None, {"data_0": x_np}), args.warmup, args.repeats)
-        print(f"onnxruntime forward: {ort_ms:.2f} ms", file=sys.stderr)
 
         torch_s, torch_cpu_s, torch_filters = (None, None, None)
         if not args.skip_gbp:
             print("PyTorch batched GBP of every conv filter (minutes)...", file=sys.stderr)
             torch_s, torch_cpu_s, torch_filters = torch_gbp_s(net, convs, x, args.chunk, args.gbp_repeats)
+
+        # onnxruntime's forward is timed right before ConvLens's, after the long PyTorch run,
+        # so both forward passes meet the machine in the same state (timed before the PyTorch
+        # run, onnxruntime had a cool machine and ConvLens a hot one: 27 vs 14 ms for the same
+        # ConvLens build).
+        sess = ort_session()
+        ort_ms = median_ms(lambda: sess.run(None, {"data_0": x_np}), args.warmup, args.repeats)
+        print(f"onnxruntime forward: {ort_ms:.2f} ms", file=sys.stderr)
 
         # No thread pool of this process may compete with ConvLens's run: onnxruntime's
         # workers spin between runs while their session lives (measured: ConvLens's forward
