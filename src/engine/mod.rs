@@ -5,6 +5,7 @@
 pub mod attribution;
 pub mod backward;
 pub mod cpu_conv;
+pub mod cpu_linear;
 pub mod cpu_lrn;
 pub mod cpu_pool;
 pub mod cpu_reverse;
@@ -61,10 +62,11 @@ pub enum Capture {
 }
 
 /// A node the CPU (flex) path runs with a host kernel instead of burn's: convolutions with
-/// deep column matrices ([`cpu_conv`]), 2-D max-pooling ([`cpu_pool`]) and LRN
-/// ([`cpu_lrn`]).
+/// deep column matrices ([`cpu_conv`]), fully connected layers ([`cpu_linear`]), 2-D
+/// max-pooling ([`cpu_pool`]) and LRN ([`cpu_lrn`]).
 enum HostOp {
     Conv(cpu_conv::HostConv),
+    Linear(cpu_linear::HostLinear),
     MaxPool(cpu_pool::PoolGeometry),
     Lrn(cpu_lrn::LrnGeometry),
 }
@@ -73,6 +75,9 @@ impl HostOp {
     fn plan(graph: &Graph, node: &crate::model::Node) -> Option<Self> {
         if let Some(conv) = cpu_conv::HostConv::plan(graph, node) {
             return Some(Self::Conv(conv));
+        }
+        if let Some(linear) = cpu_linear::HostLinear::plan(graph, node) {
+            return Some(Self::Linear(linear));
         }
         let x = graph.shapes.get(node.inputs.first()?)?;
         match &node.op {
@@ -102,6 +107,7 @@ impl HostOp {
     fn run(&self, x: &[f32]) -> Vec<f32> {
         match self {
             Self::Conv(conv) => conv.run(x),
+            Self::Linear(linear) => linear.run(x),
             Self::MaxPool(geometry) => cpu_pool::max_pool2d(x, geometry),
             Self::Lrn(geometry) => cpu_lrn::lrn(x, geometry),
         }

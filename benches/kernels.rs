@@ -1,0 +1,113 @@
+//! The CPU path's forward pass and its GEMM: the AlexNet-shaped network of
+//! `tests/attribution_support/mod.rs` run forward with every layer kept (what
+//! `convlens bench` reports as `forward_ms`), and `engine::sgemm` against the `gemm` crate on
+//! the five conv layers' GEMM shapes (`[c_out/g, K] × [K, Ho·Wo]`, per group).
+//!
+//! Run: `cargo bench --bench kernels`. `scripts/bench_reference.py` puts the forward pass
+//! next to onnxruntime's.
+
+#[path = "../tests/attribution_support/mod.rs"]
+mod attribution_support;
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use burn::tensor::Device;
+use convlens::engine::sgemm::{self, MatRef};
+use convlens::engine::{Capture, NamedInput};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn forward(c: &mut Criterion) {
+    convlens::engine::device::retain_freed_host_memory();
+    let (engine, _, _) = attribution_support::alexnet(Device::flex());
+    let input = engine
+        .graph()
+        .image_input()
+        .expect("an image input")
+        .clone();
+    let n: usize = input.shape.iter().product();
+    let named = NamedInput {
+        name: input.name,
+        shape: input.shape,
+        data: (0..n).map(|i| (i % 255) as f32 / 127.0 - 1.0).collect(),
+    };
+    let mut group = c.benchmark_group("forward_alexnet_flex");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(2));
+    group.bench_function("every_layer_kept", |b| {
+        b.iter(|| {
+            black_box(
+                engine
+                    .forward_inputs(std::slice::from_ref(&named), &Capture::All)
+                    .expect("forward"),
+            )
+        })
+    });
+    group.finish();
+}
+
+fn gemm(c: &mut Criterion) {
+    // (c_out/g, K, Ho·Wo, groups) of conv1..conv5 at 224×224.
+    let shapes = [
+        (96, 363, 2916, 1),
+        (128, 1200, 676, 2),
+        (384, 2304, 144, 1),
+        (192, 1728, 144, 2),
+        (128, 1728, 144, 2),
+    ];
+    let mut group = c.benchmark_group("conv_gemm_alexnet");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(1));
+    for (layer, &(m, k, n, groups)) in shapes.iter().enumerate() {
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 - 3.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 - 2.0).collect();
+        let mut dst = vec![0f32; m * n];
+        if sgemm::available() {
+            group.bench_function(format!("conv{}_sgemm", layer + 1), |bench| {
+                bench.iter(|| {
+                    for _ in 0..groups {
+                        sgemm::matmul(&mut dst, MatRef::row_major(&a, m, k), &b, n);
+                    }
+                    black_box(&dst);
+                })
+            });
+        }
+        group.bench_function(format!("conv{}_gemm_crate", layer + 1), |bench| {
+            bench.iter(|| {
+                for _ in 0..groups {
+                    // SAFETY: dst is [m, n], a [m, k], b [k, n], all row-major and in bounds.
+                    unsafe {
+                        gemm::gemm(
+                            m,
+                            n,
+                            k,
+                            dst.as_mut_ptr(),
+                            1,
+                            n as isize,
+                            false,
+                            a.as_ptr(),
+                            1,
+                            k as isize,
+                            b.as_ptr(),
+                            1,
+                            n as isize,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::Rayon(0),
+                        )
+                    }
+                }
+                black_box(&dst);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, forward, gemm);
+criterion_main!(benches);
