@@ -3,7 +3,9 @@
 //! Data flow: [`model`] imports an ONNX file (or the embedded EfficientNet-Lite0) into a
 //! small graph IR with static shapes, and turns an image into the network's input tensor;
 //! [`engine`] uploads the weights to a burn device (wgpu GPU or the flex CPU backend) and
-//! runs the forward pass, keeping every layer's output; [`viz`] turns activation maps into
+//! runs the forward pass, keeping every layer's output, and the reverse passes behind the
+//! gradient views (on the CPU the heavy ops are host kernels: a packed AVX-512 GEMM for
+//! convolutions, sparse convolution gradients, pooling, LRN); [`viz`] turns activation maps into
 //! normalised tiles; [`export`] writes the paper's data directory (architecture, per-filter
 //! PNGs, scores, raw arrays). [`render`] draws tiles, shapes and text with wgpu (maps computed
 //! on the renderer's own device are copied into its atlas on the GPU); [`ui`] turns

@@ -4,8 +4,8 @@
 //! positive): on AlexNet-shaped networks 10–16% of its values are non-zero, and a one-hot
 //! seed has `1/C`. A dense GEMM multiplies all the zeros; here each non-zero output gradient
 //! `v` at `(co, oy, ox)` adds `v · W[co]` onto the input positions its window covers, so the
-//! work is proportional to the non-zeros. [`super::vjp_spatial`] picks this path from the
-//! measured density ([`worth_it`]).
+//! work is proportional to the non-zeros. The reverse pass (`vjp_spatial`) picks this path
+//! from the measured density ([`worth_it`]).
 //!
 //! Layout: the weights are permuted once per call to `[c_out, kh, kw, c_in/g]` and each
 //! image's gradient accumulates channels-last per group, `[g, h, w, c_in/g]`, so one kernel

@@ -1,6 +1,8 @@
 //! Running a network with burn: weights uploaded once to the chosen device, then a forward
 //! pass that walks the graph in topological order and keeps every requested node output
-//! (freeing the others as soon as their last consumer has run).
+//! (freeing the others as soon as their last consumer has run). On the CPU (flex) the
+//! convolutions, fully connected layers, max-pooling and LRN run as host kernels
+//! (`HostOp`) on the tensors' buffers; everything else is burn's.
 
 pub mod attribution;
 pub mod backward;
