@@ -80,6 +80,24 @@ pub struct OpTime {
     pub ms: f64,
 }
 
+/// The rows of an op-by-op breakdown: op name and count in columns `widths` wide, the time
+/// in `unit` (`"ms"`, or `"s"` for the milliseconds divided by 1000) and its share of all.
+fn op_rows(ops: &[OpTime], [name_w, count_w]: [usize; 2], count: &str, unit: &str) -> String {
+    let total: f64 = ops.iter().map(|o| o.ms).sum();
+    let scale = if unit == "s" { 1e-3 } else { 1.0 };
+    ops.iter()
+        .map(|o| {
+            format!(
+                "  {:<name_w$} {:>count_w$} {count}  {:>8.2} {unit}  {:>5.1}%\n",
+                o.op,
+                o.nodes,
+                o.ms * scale,
+                100.0 * o.ms / total.max(1e-9)
+            )
+        })
+        .collect()
+}
+
 impl BenchReport {
     /// The human-readable report: an aligned table with units, then the notes.
     pub fn table(&self) -> String {
@@ -233,15 +251,7 @@ impl BenchReport {
             out += &format!(
                 "\nforward pass by op (device synchronised after each node, {total:.1} ms in all):\n"
             );
-            for o in &self.forward_ops {
-                out += &format!(
-                    "  {:<16} {:>3} nodes  {:>8.2} ms  {:>5.1}%\n",
-                    o.op,
-                    o.nodes,
-                    o.ms,
-                    100.0 * o.ms / total.max(1e-9)
-                );
-            }
+            out += &op_rows(&self.forward_ops, [16, 3], "nodes", "ms");
         }
         if !self.gbp_ops.is_empty() {
             let total: f64 = self.gbp_ops.iter().map(|o| o.ms).sum();
@@ -249,15 +259,7 @@ impl BenchReport {
                 "\nguided backprop by reverse op (one extra run, {:.2} s in all):\n",
                 total / 1e3
             );
-            for o in &self.gbp_ops {
-                out += &format!(
-                    "  {:<20} {:>5} steps  {:>8.2} s  {:>5.1}%\n",
-                    o.op,
-                    o.nodes,
-                    o.ms / 1e3,
-                    100.0 * o.ms / total.max(1e-9)
-                );
-            }
+            out += &op_rows(&self.gbp_ops, [20, 5], "steps", "s");
         }
         for note in &self.notes {
             out += &format!("note: {note}\n");
