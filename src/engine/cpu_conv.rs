@@ -3,7 +3,7 @@
 //! with AVX-512, else the `gemm` crate's kernels, chosen at run time). On AlexNet-shaped
 //! layers this is several times faster than flex's tiled convolution, which runs many small
 //! GEMMs. Used by [`super::Engine`] for spatial convolutions with deep column matrices
-//! (depthwise and 1×1 ones stay on flex); weights are kept on the host once per engine. The
+//! (depthwise and 1×1 ones stay on flex), reading the engine's weight tensors in place. The
 //! same GEMM gives the reverse pass its dense input gradients ([`conv2d_input_grad`]).
 
 use rayon::prelude::*;
@@ -13,41 +13,21 @@ use super::sgemm::{self, MatRef};
 use crate::model::graph::Window2d;
 use crate::model::{Graph, Node, Op};
 
-/// A convolution node prepared for [`conv2d`]: its geometry and host copies of its constant
-/// weight and bias, made once per engine.
-#[derive(Debug, Clone)]
-pub struct HostConv {
-    geometry: ConvGeometry,
-    weight: Vec<f32>,
-    bias: Option<Vec<f32>>,
-}
-
-impl HostConv {
-    /// `node` as a host convolution, when it is a Conv with constant weights (and bias)
-    /// whose geometry [`ConvGeometry::suits_gemm`]; else `None` (the backend runs it).
-    pub fn plan(graph: &Graph, node: &Node) -> Option<Self> {
-        let Op::Conv { window, group } = &node.op else {
-            return None;
-        };
-        let weight = graph.constants.get(node.inputs.get(1)?)?;
-        let bias = match node.inputs.get(2) {
-            Some(name) => Some(graph.constants.get(name)?.to_f32_vec()),
-            None => None,
-        };
-        let x = graph.shapes.get(node.inputs.first()?)?;
-        let out = node.output_shapes.first()?;
-        let geometry = ConvGeometry::new(window, *group, x, &weight.shape, out)?;
-        geometry.suits_gemm().then(|| Self {
-            geometry,
-            weight: weight.to_f32_vec(),
-            bias,
-        })
+/// `node`'s geometry when it is a Conv with constant weights (and bias) whose geometry
+/// [`ConvGeometry::suits_gemm`]: the engine then runs it with [`conv2d`] on its weight
+/// tensors; else `None` (the backend runs it).
+pub fn plan(graph: &Graph, node: &Node) -> Option<ConvGeometry> {
+    let Op::Conv { window, group } = &node.op else {
+        return None;
+    };
+    let weight = graph.constants.get(node.inputs.get(1)?)?;
+    if let Some(bias) = node.inputs.get(2) {
+        graph.constants.get(bias)?;
     }
-
-    /// The convolution of `x` (`[n, c_in, h, w]`, row-major): `[n, c_out, ho, wo]`.
-    pub fn run(&self, x: &[f32]) -> Vec<f32> {
-        conv2d(x, &self.weight, self.bias.as_deref(), &self.geometry)
-    }
+    let x = graph.shapes.get(node.inputs.first()?)?;
+    let out = node.output_shapes.first()?;
+    let geometry = ConvGeometry::new(window, *group, x, &weight.shape, out)?;
+    geometry.suits_gemm().then_some(geometry)
 }
 
 /// Shapes of one 2-D convolution: input `[n, c_in, h, w]`, weight `[c_out, c_in/groups, kh,

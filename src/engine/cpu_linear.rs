@@ -3,21 +3,23 @@
 //! on the host. With one image this is a matrix-vector product bound by reading the weights
 //! once (AlexNet's three layers: 58 M weights, 232 MB per forward pass); burn transposed the
 //! weight view and ran a general matmul, 26 ms for those three layers. Used by
-//! [`super::Engine`] for Gemm nodes on flex.
+//! [`super::Engine`] for Gemm nodes on flex; the usual layout (`transB = 1`, `α = 1`) reads
+//! the engine's weight tensor in place, so the weights are not held twice.
 
 use rayon::prelude::*;
 
 use crate::model::{Graph, Node, Op};
 
-/// A Gemm node prepared for [`HostLinear::run`]: weights as `[n, k]` rows (transposed once
-/// here when the model stores `[k, n]`), the scaled bias per output.
+/// A Gemm node prepared for [`HostLinear::run`]: its sizes, the scaled bias per output, and
+/// a `[n, k]` copy of the weights only when the model's do not already have that form.
 #[derive(Debug, Clone)]
 pub struct HostLinear {
     rows: usize,
     k: usize,
     n: usize,
-    /// `[n, k]`, already multiplied by α.
-    weight: Vec<f32>,
+    /// `[n, k]` rows multiplied by α, made once here when the model stores `[k, n]`
+    /// (`transB = 0`) or `α ≠ 1`; `None` when the stored weights are already those rows.
+    prepared: Option<Vec<f32>>,
     /// `β · c` per output when `c` is one value or one per output (broadcast over rows).
     bias: Option<Vec<f32>>,
 }
@@ -45,13 +47,17 @@ impl HostLinear {
         if wk != k || node.output_shapes.first()? != &[rows, n] {
             return None;
         }
-        let values = w.to_f32_vec();
-        let weight: Vec<f32> = if trans_b {
-            values.iter().map(|v| alpha * v).collect()
-        } else {
-            (0..n * k)
-                .map(|i| alpha * values[(i % k) * n + i / k])
-                .collect()
+        let prepared = match (trans_b, alpha == 1.0) {
+            (true, true) => None,
+            (true, false) => Some(w.to_f32_vec().iter().map(|v| alpha * v).collect()),
+            (false, _) => {
+                let values = w.to_f32_vec();
+                Some(
+                    (0..n * k)
+                        .map(|i| alpha * values[(i % k) * n + i / k])
+                        .collect(),
+                )
+            }
         };
         let bias = match node.inputs.get(2) {
             None => None,
@@ -68,21 +74,24 @@ impl HostLinear {
             rows,
             k,
             n,
-            weight,
+            prepared,
             bias,
         })
     }
 
-    /// `x [rows, k]` (row-major) → `[rows, n]`. Outputs run in parallel, each reading its
-    /// weight row once for all rows of `x`.
-    pub fn run(&self, x: &[f32]) -> Vec<f32> {
+    /// `x [rows, k]` (row-major) → `[rows, n]`; `stored` is the node's weight input as the
+    /// model stores it (read only when no prepared copy was made). Outputs run in parallel,
+    /// each reading its weight row once for all rows of `x`.
+    pub fn run(&self, x: &[f32], stored: &[f32]) -> Vec<f32> {
         let (rows, k, n) = (self.rows, self.k, self.n);
         assert_eq!(x.len(), rows * k, "linear layer input");
+        let weight = self.prepared.as_deref().unwrap_or(stored);
+        assert_eq!(weight.len(), n * k, "linear layer weight");
         let mut out_t = vec![0f32; n * rows]; // [n, rows]
         if k > 0 {
             out_t
                 .par_chunks_mut(rows.max(1))
-                .zip(self.weight.par_chunks(k))
+                .zip(weight.par_chunks(k))
                 .enumerate()
                 .for_each(|(j, (dst, w))| {
                     let b = self.bias.as_ref().map_or(0.0, |b| b[j]);
@@ -142,12 +151,27 @@ mod tests {
             rows: 2,
             k: 3,
             n: 2,
-            weight: [1.0, 0.0, 2.0, 0.0, 1.0, 1.0].map(|v| 2.0 * v).to_vec(),
+            prepared: Some([1.0, 0.0, 2.0, 0.0, 1.0, 1.0].map(|v| 2.0 * v).to_vec()),
             bias: Some(vec![0.5, -0.5]),
         };
         let x = [1.0, 2.0, 3.0, -1.0, 0.0, 1.0];
         // Row 0: 2·(1 + 6) + 0.5 = 14.5, 2·(2 + 3) − 0.5 = 9.5; row 1: 2·(−1 + 2) + 0.5 = 2.5,
         // 2·(0 + 1) − 0.5 = 1.5.
-        assert_eq!(layer.run(&x), vec![14.5, 9.5, 2.5, 1.5]);
+        assert_eq!(layer.run(&x, &[]), vec![14.5, 9.5, 2.5, 1.5]);
+    }
+
+    #[test]
+    fn stored_rows_are_read_in_place() {
+        // α = 1, transB: the stored [n = 2, k = 3] weights are the rows; no bias.
+        let layer = HostLinear {
+            rows: 1,
+            k: 3,
+            n: 2,
+            prepared: None,
+            bias: None,
+        };
+        let stored = [1.0, 0.0, 2.0, 0.0, 1.0, 1.0];
+        // 1 + 6 = 7, 2 + 3 = 5.
+        assert_eq!(layer.run(&[1.0, 2.0, 3.0], &stored), vec![7.0, 5.0]);
     }
 }

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use burn::tensor::Device;
 
 pub use device::{ComputeDevice, DeviceChoice};
-use ops::{T6, dims6, upload};
+use ops::{HostValues, T6, dims6, upload};
 
 use crate::model::Graph;
 use crate::model::preprocess::InputTensor;
@@ -67,7 +67,7 @@ pub enum Capture {
 /// deep column matrices ([`cpu_conv`]), fully connected layers ([`cpu_linear`]), 2-D
 /// max-pooling ([`cpu_pool`]) and LRN ([`cpu_lrn`]).
 enum HostOp {
-    Conv(cpu_conv::HostConv),
+    Conv(cpu_conv::ConvGeometry),
     Linear(cpu_linear::HostLinear),
     MaxPool(cpu_pool::PoolGeometry),
     Lrn(cpu_lrn::LrnGeometry),
@@ -75,7 +75,7 @@ enum HostOp {
 
 impl HostOp {
     fn plan(graph: &Graph, node: &crate::model::Node) -> Option<Self> {
-        if let Some(conv) = cpu_conv::HostConv::plan(graph, node) {
+        if let Some(conv) = cpu_conv::plan(graph, node) {
             return Some(Self::Conv(conv));
         }
         if let Some(linear) = cpu_linear::HostLinear::plan(graph, node) {
@@ -105,14 +105,27 @@ impl HostOp {
         }
     }
 
-    /// The node's output for its first input `x` (row-major, the node's input shape).
-    fn run(&self, x: &[f32]) -> Vec<f32> {
-        match self {
-            Self::Conv(conv) => conv.run(x),
-            Self::Linear(linear) => linear.run(x),
+    /// The node's output (row-major) for its inputs `ins` (data first, then the weight and
+    /// bias tensors the engine holds), all read in place on flex. `Err` says which input
+    /// could not be read.
+    fn run(&self, ins: &[T6]) -> std::result::Result<Vec<f32>, String> {
+        let read = |i: usize| -> std::result::Result<HostValues, String> {
+            let t = ins.get(i).ok_or_else(|| format!("input {i} is missing"))?;
+            HostValues::of(t).map_err(|e| format!("reading input {i}: {e}"))
+        };
+        let x = read(0)?;
+        let x = x.as_slice();
+        Ok(match self {
+            Self::Conv(geometry) => {
+                let weight = read(1)?;
+                let bias = if ins.len() > 2 { Some(read(2)?) } else { None };
+                let bias = bias.as_ref().map(HostValues::as_slice);
+                cpu_conv::conv2d(x, weight.as_slice(), bias, geometry)
+            }
+            Self::Linear(linear) => linear.run(x, read(1)?.as_slice()),
             Self::MaxPool(geometry) => cpu_pool::max_pool2d(x, geometry),
             Self::Lrn(geometry) => cpu_lrn::lrn(x, geometry),
-        }
+        })
     }
 }
 
@@ -164,12 +177,12 @@ impl Engine {
         }
     }
 
-    /// Runs `op` (node `node`'s host kernel) on the value `x`, read in place.
-    fn run_host_op(&self, op: &HostOp, node: &crate::model::Node, x: &T6) -> Result<Vec<T6>> {
-        let out = ops::with_host_values(x, |x| op.run(x)).map_err(|e| EngineError::Backend {
+    /// Runs `op` (node `node`'s host kernel) on the node's inputs, read in place.
+    fn run_host_op(&self, op: &HostOp, node: &crate::model::Node, ins: &[T6]) -> Result<Vec<T6>> {
+        let out = op.run(ins).map_err(|detail| EngineError::Backend {
             node: node.name.clone(),
             op: node.onnx_op.clone(),
-            detail: format!("reading the input: {e}"),
+            detail,
         })?;
         Ok(vec![upload(out, &node.output_shapes[0], &self.device)])
     }
@@ -288,9 +301,9 @@ impl Engine {
                 in_shapes.push(self.shape_of(name));
             }
             let outs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                match (self.host_ops.get(&i), ins.first()) {
-                    (Some(op), Some(x)) => self.run_host_op(op, node, x),
-                    _ => Ok(ops::run(
+                match self.host_ops.get(&i) {
+                    Some(op) => self.run_host_op(op, node, &ins),
+                    None => Ok(ops::run(
                         &node.op,
                         ins,
                         &in_shapes,

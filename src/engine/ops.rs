@@ -33,25 +33,41 @@ pub fn upload(data: Vec<f32>, shape: &[usize], device: &Device) -> T6 {
     Tensor::from_data(TensorData::new(data, dims6(shape)), device)
 }
 
-/// Runs `f` on a CPU (flex) tensor's values, row-major: borrowed in place when the tensor
-/// is a contiguous `f32` view of its buffer (the usual case: no copy of a value the forward
-/// pass keeps), else on one contiguous copy. `Err` names why the values could not be read
-/// (another device's tensor, another dtype).
-pub fn with_host_values<const D: usize, R>(
-    t: &Tensor<D>,
-    f: impl FnOnce(&[f32]) -> R,
-) -> Result<R, String> {
-    if let Ok(flex) = t.clone().try_into_primitive::<burn_flex::Flex>()
-        && let Some(values) = flex.as_slice::<f32>()
-    {
-        return Ok(f(values));
+/// A tensor's `f32` values on the host, row-major, for the host kernels used on the CPU
+/// (flex): the flex tensor itself when it is a contiguous `f32` view of its buffer (the usual
+/// case: a value the forward pass keeps, a weight the engine holds, read with no copy), else
+/// one contiguous copy.
+pub enum HostValues {
+    /// A flex tensor whose buffer is the values (checked by [`HostValues::of`]).
+    InPlace(burn_flex::FlexTensor),
+    /// A copy, for views, other layouts and other devices' tensors.
+    Copied(Vec<f32>),
+}
+
+impl HostValues {
+    /// `t`'s values; `Err` names why they could not be read (another dtype, a failed
+    /// readback).
+    pub fn of<const D: usize>(t: &Tensor<D>) -> Result<Self, String> {
+        if let Ok(flex) = t.clone().try_into_primitive::<burn_flex::Flex>()
+            && flex.as_slice::<f32>().is_some()
+        {
+            return Ok(Self::InPlace(flex));
+        }
+        t.clone()
+            .into_data()
+            .try_into_vec::<f32>()
+            .map(Self::Copied)
+            .map_err(|e| format!("{e:?}"))
     }
-    let values = t
-        .clone()
-        .into_data()
-        .try_into_vec::<f32>()
-        .map_err(|e| format!("{e:?}"))?;
-    Ok(f(&values))
+
+    pub fn as_slice(&self) -> &[f32] {
+        match self {
+            Self::InPlace(flex) => flex
+                .as_slice::<f32>()
+                .expect("HostValues::of checked the flex tensor is a contiguous f32 buffer"),
+            Self::Copied(values) => values,
+        }
+    }
 }
 
 fn as4(x: T6, s: &[usize]) -> Tensor<4> {

@@ -9,7 +9,7 @@ use burn::tensor::ops::{AvgPoolOptions, ConvOptions, ConvTransposeOptions, MaxPo
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 
 use super::backward::{BackwardError, Result, Step};
-use super::ops::{RANK, T6, axis6, window_sum, with_host_values};
+use super::ops::{HostValues, RANK, T6, axis6, window_sum};
 use super::{cpu_conv, cpu_reverse, cpu_sparse_grad};
 use crate::model::graph::{PadPair, Window2d};
 
@@ -140,17 +140,15 @@ fn conv_input_grad_on_host(
         return Ok(Err(g.reshape(step.gdims(&ys)?)));
     }
     // The weights [M, C/g, kH, kW] are read in place (the engine keeps them; no copy per step).
-    let gx = with_host_values(&step.input(1)?, |weight| {
-        if sparse {
-            cpu_sparse_grad::conv2d_input_grad_sparse(&grad, weight, &geometry)
-        } else {
-            cpu_conv::conv2d_input_grad(&grad, weight, &geometry)
-        }
-    }) // [B·N, C, H, W]
-    .map_err(|detail| BackwardError::Readback {
+    let weight = HostValues::of(&step.input(1)?).map_err(|detail| BackwardError::Readback {
         value: step.node.name.clone(),
         detail,
     })?;
+    let gx = if sparse {
+        cpu_sparse_grad::conv2d_input_grad_sparse(&grad, weight.as_slice(), &geometry)
+    } else {
+        cpu_conv::conv2d_input_grad(&grad, weight.as_slice(), &geometry)
+    }; // [B·N, C, H, W]
     let gx = Tensor::<4>::from_data(TensorData::new(gx, x_dims), step.device());
     Ok(Ok(gx.reshape(step.gdims(&xs)?)))
 }
