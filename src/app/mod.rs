@@ -5,6 +5,8 @@
 
 pub mod examples;
 pub mod fallback;
+mod keymap;
+mod live;
 pub mod session;
 #[cfg(feature = "webcam")]
 pub mod webcam;

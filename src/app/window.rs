@@ -13,11 +13,13 @@ use winit::application::ApplicationHandler;
 use winit::dpi::PhysicalSize;
 use winit::event::{ElementState, MouseButton, MouseScrollDelta, WindowEvent};
 use winit::event_loop::{ActiveEventLoop, EventLoop, EventLoopProxy};
-use winit::keyboard::{Key as WinitKey, NamedKey};
+use winit::keyboard::Key as WinitKey;
 use winit::window::{Window, WindowId};
 
+use super::keymap::{self, Command, SearchEdit};
+use super::live::{Live, open_live};
 use super::session::{InputList, Session, upload_layer, upload_picture};
-use super::worker::{Job, LiveFeed, UserEvent, Worker};
+use super::worker::{Job, UserEvent, Worker};
 use super::{ViewSource, ViewerOptions, initial_layer, new_session};
 use crate::export::Method;
 use crate::model::LoadedModel;
@@ -33,59 +35,6 @@ fn logical(width: u32, height: u32, scale: f32) -> [f32; 2] {
         1.0
     };
     [width as f32 / scale, height as f32 / scale]
-}
-
-/// The live camera input (`--webcam`): the feed the worker takes its frames from, and the
-/// capture thread (stopped, and the device closed, on drop).
-// Never built without the `webcam` feature.
-#[cfg_attr(not(feature = "webcam"), allow(dead_code))]
-struct Live {
-    feed: Arc<LiveFeed>,
-    /// `webcam /dev/video0`.
-    label: String,
-    paused: bool,
-    #[cfg(feature = "webcam")]
-    _capture: super::webcam::Capture,
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        self.feed.close();
-    }
-}
-
-/// Starts camera `index` for the window; when that fails (or this build has no webcam
-/// support) the viewer goes on with its other input and the notice says why.
-fn open_live(index: u32, proxy: &EventLoopProxy<UserEvent>) -> (Option<Live>, String) {
-    #[cfg(feature = "webcam")]
-    {
-        let feed = LiveFeed::new();
-        let label = super::webcam::input_label(index);
-        match super::webcam::start_feed(index, Arc::clone(&feed), proxy.clone()) {
-            Ok(capture) => {
-                let notice = format!(
-                    "{label} ({}): waiting for the first frame… (Space pauses)",
-                    capture.format()
-                );
-                let live = Live {
-                    feed,
-                    label,
-                    paused: false,
-                    _capture: capture,
-                };
-                (Some(live), notice)
-            }
-            Err(e) => (
-                None,
-                format!("webcam: {e}; showing the embedded photo instead"),
-            ),
-        }
-    }
-    #[cfg(not(feature = "webcam"))]
-    {
-        let _ = (index, proxy);
-        (None, super::NO_WEBCAM_SUPPORT.to_string())
-    }
 }
 
 struct Gfx {
@@ -232,22 +181,6 @@ impl App {
         }
     }
 
-    /// Space: stops taking webcam frames (the last result stays) or resumes.
-    fn toggle_live_pause(&mut self) {
-        let Some(live) = self.live.as_mut() else {
-            return;
-        };
-        live.paused = !live.paused;
-        live.feed.set_paused(live.paused);
-        self.session.vm.notice = self.pause_notice();
-    }
-
-    /// The notice while the webcam is paused.
-    fn pause_notice(&self) -> Option<String> {
-        let live = self.live.as_ref().filter(|l| l.paused)?;
-        Some(format!("{} paused (Space resumes)", live.label))
-    }
-
     fn create_gfx(&mut self, event_loop: &ActiveEventLoop) -> Result<()> {
         let attrs = Window::default_attributes()
             .with_title(self.title())
@@ -344,30 +277,24 @@ impl App {
     }
 
     /// Typing into the layer search (`/`): characters narrow it and jump to the first match,
-    /// Tab jumps to the next match, Enter keeps the selection and closes it, Esc closes it.
+    /// Tab jumps to the next match, Enter or Esc keeps the selection and closes it.
     fn on_search_key(&mut self, key: &WinitKey) {
-        let Some(query) = self.state.search.as_mut() else {
+        let (Some(query), Some(edit)) = (self.state.search.as_mut(), keymap::search_edit(key))
+        else {
             return;
         };
         let mut start = self.state.selected;
-        match key {
-            WinitKey::Named(NamedKey::Escape) => {
+        match edit {
+            SearchEdit::Close => {
                 self.state.search = None;
                 self.redraw();
                 return;
             }
-            WinitKey::Named(NamedKey::Enter) => {
-                self.state.search = None;
-                self.redraw();
-                return;
-            }
-            WinitKey::Named(NamedKey::Tab) => start = self.state.selected + 1,
-            WinitKey::Named(NamedKey::Backspace) => {
+            SearchEdit::Next => start = self.state.selected + 1,
+            SearchEdit::Backspace => {
                 query.pop();
             }
-            WinitKey::Named(NamedKey::Space) => query.push(' '),
-            WinitKey::Character(c) => query.push_str(c),
-            _ => return,
+            SearchEdit::Type(text) => query.push_str(&text),
         }
         let query = query.clone();
         let shape = model_shape(&self.session.vm, &self.state);
@@ -380,28 +307,25 @@ impl App {
         self.redraw();
     }
 
-    fn on_key(&mut self, key: &WinitKey) {
+    /// A key press outside the search; `true` when it asks to close the viewer.
+    fn on_key(&mut self, key: &WinitKey) -> bool {
         if self.state.search.is_some() {
             self.on_search_key(key);
-            return;
+            return false;
         }
-        if matches!(key, WinitKey::Character(c) if c == "/") {
-            self.state.search = Some(String::new());
-            self.redraw();
-            return;
-        }
+        let Some(command) = keymap::command(key, self.live.is_some()) else {
+            return false;
+        };
         let shape = model_shape(&self.session.vm, &self.state);
-        let ui_key = match key {
-            WinitKey::Named(NamedKey::ArrowDown) => Some(Key::NextLayer),
-            WinitKey::Named(NamedKey::ArrowUp) => Some(Key::PrevLayer),
-            WinitKey::Character(c) if c.eq_ignore_ascii_case("c") => Some(Key::CycleColormap),
-            WinitKey::Character(c) if c.eq_ignore_ascii_case("f") => Some(Key::ToggleFrameTime),
-            WinitKey::Named(NamedKey::ArrowRight | NamedKey::ArrowLeft) => {
-                let step = if matches!(key, WinitKey::Named(NamedKey::ArrowRight)) {
-                    1
-                } else {
-                    -1
-                };
+        match command {
+            Command::Quit => return true,
+            Command::OpenSearch => self.state.search = Some(String::new()),
+            Command::View(k) => {
+                if self.state.on_key(&shape, k) {
+                    self.view_changed();
+                }
+            }
+            Command::StepInput(step) => {
                 if let Some(path) = self
                     .inputs
                     .as_mut()
@@ -411,42 +335,28 @@ impl App {
                     self.session.vm.notice = Some(format!("computing {}…", path.display()));
                     self.submit(Job::Input(path));
                 }
-                None
             }
-            WinitKey::Named(NamedKey::Space) if self.live.is_some() => {
-                self.toggle_live_pause();
-                None
+            Command::ToggleLivePause => {
+                if let Some(live) = self.live.as_mut() {
+                    self.session.vm.notice = live.toggle_pause();
+                }
             }
-            WinitKey::Character(c) if c.eq_ignore_ascii_case("m") => Some(Key::CycleMethod),
-            WinitKey::Character(c) if c == "+" || c == "=" => Some(Key::ZoomIn),
-            WinitKey::Character(c) if c == "-" => Some(Key::ZoomOut),
-            WinitKey::Character(c) if c == "0" => Some(Key::ZoomReset),
-            WinitKey::Character(c) if c == "]" => Some(Key::ArchZoomIn),
-            WinitKey::Character(c) if c == "[" => Some(Key::ArchZoomOut),
-            WinitKey::Character(c) if c.eq_ignore_ascii_case("s") => Some(Key::ToggleRankSort),
-            WinitKey::Character(c) if c.eq_ignore_ascii_case("g") => {
+            Command::ToggleCollapse => {
                 // Collapse or expand the blocks, then bring the selection into view.
                 self.state.on_key(&shape, Key::ToggleCollapse);
                 let new_shape = model_shape(&self.session.vm, &self.state);
                 self.state
                     .scroll_arch_to(new_shape.item_of(self.state.selected));
-                None
             }
-            WinitKey::Character(c) if c.eq_ignore_ascii_case("b") => {
+            Command::AcceptDeadSuggestions => {
                 let n = self.session.accept_dead_suggestions(self.state.selected);
                 if n > 0 && self.session.vm.notice.is_none() {
                     self.session.vm.notice = Some(format!("marked {n} constant filters bad"));
                 }
-                None
             }
-            _ => None,
-        };
-        if let Some(k) = ui_key
-            && self.state.on_key(&shape, k)
-        {
-            self.view_changed();
         }
         self.redraw();
+        false
     }
 
     /// Replaces the session with a model dropped onto the window (its own annotations, the
@@ -557,7 +467,7 @@ impl ApplicationHandler<UserEvent> for App {
             UserEvent::Forward(Ok(result)) => {
                 self.session.accept(result);
                 // The frame taken just before a pause arrives after it: keep saying paused.
-                if let Some(notice) = self.pause_notice() {
+                if let Some(notice) = self.live.as_ref().and_then(Live::pause_notice) {
                     self.session.vm.notice = Some(notice);
                 }
                 self.view_changed();
@@ -666,12 +576,8 @@ impl ApplicationHandler<UserEvent> for App {
                 }
             }
             WindowEvent::KeyboardInput { event, .. } if event.state == ElementState::Pressed => {
-                if event.logical_key == WinitKey::Named(NamedKey::Escape)
-                    && self.state.search.is_none()
-                {
+                if self.on_key(&event.logical_key) {
                     event_loop.exit();
-                } else {
-                    self.on_key(&event.logical_key);
                 }
             }
             WindowEvent::DroppedFile(path) => {
