@@ -576,7 +576,8 @@ impl ApplicationHandler<UserEvent> for App {
                 }
             }
             WindowEvent::KeyboardInput { event, .. } if event.state == ElementState::Pressed => {
-                if self.on_key(&event.logical_key) {
+                let quit = self.on_key(&event.logical_key);
+                if quit {
                     event_loop.exit();
                 }
             }

@@ -62,6 +62,9 @@ impl HostValues {
 
     pub fn as_slice(&self) -> &[f32] {
         match self {
+            // `of` built `InPlace` only after `as_slice` returned the buffer; the tensor is
+            // immutable, so it does again (nothing a user or file influences).
+            #[allow(clippy::expect_used)]
             Self::InPlace(flex) => flex
                 .as_slice::<f32>()
                 .expect("HostValues::of checked the flex tensor is a contiguous f32 buffer"),
