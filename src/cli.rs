@@ -1,19 +1,24 @@
 //! The command line (the binary's edge, where `anyhow` turns every library error into one
 //! clear message): argument parsing, model/input resolution shared by the subcommands, and
-//! the `info` and `export` commands.
+//! the `info`, `view` and `bench` commands; `export`, `stats` and `annotations` have modules
+//! of their own.
 
 pub mod annotations;
+mod export;
+mod stats;
+
+pub use export::{ExportArgs, export};
+pub use stats::{StatsArgs, stats};
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::engine::{self, Capture, DeviceChoice, Engine};
-use crate::export::{self, ExportRequest, LayerSelection, Method};
-use crate::model::preprocess::{Fit, load_input};
+use crate::engine::{self, DeviceChoice};
+use crate::export::Method;
+use crate::model::preprocess::Fit;
 use crate::model::{LoadedModel, default};
 
 #[derive(Parser, Debug)]
@@ -67,21 +72,6 @@ pub struct BenchArgs {
     /// goes, by op type.
     #[arg(long)]
     pub ops: bool,
-}
-
-#[derive(Args, Debug)]
-pub struct StatsArgs {
-    #[command(flatten)]
-    pub model: ModelArgs,
-    /// Folder of images (or one image); every png/jpg/webp/bmp/tif/gif/npy in it is used.
-    #[arg(long)]
-    pub inputs: PathBuf,
-    /// Output file: `.csv` (one row per filter) or `.json`.
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Layers: `all` (every [1,C,H,W] layer), `conv`, or comma-separated names.
-    #[arg(long, default_value = "all")]
-    pub layers: String,
 }
 
 /// Model choice and preprocessing, shared by every command that runs a model.
@@ -177,37 +167,6 @@ pub struct InfoArgs {
     pub json: bool,
 }
 
-#[derive(Args, Debug)]
-pub struct ExportArgs {
-    #[command(flatten)]
-    pub model: ModelArgs,
-    /// Input image or .npy tensor `[1,3,H,W]`/`[3,H,W]`.
-    #[arg(long)]
-    pub input: PathBuf,
-    /// Output directory (created if missing).
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Comma-separated methods: forward, gbp (guided backpropagation), deconvnet, backprop,
-    /// gradcam (one map per layer for `--class`), occlusion (sliding grey square).
-    #[arg(long, default_value = "forward")]
-    pub methods: String,
-    /// Class for Grad-CAM and occlusion (index into the model's outputs); default: top-1.
-    #[arg(long)]
-    pub class: Option<usize>,
-    /// Occlusion square size in input pixels (default: max(H, W)/8).
-    #[arg(long, value_name = "PX")]
-    pub occlusion_size: Option<usize>,
-    /// Occlusion stride in input pixels (default: half the square).
-    #[arg(long, value_name = "PX")]
-    pub occlusion_stride: Option<usize>,
-    /// Layers to write tiles for: `conv`, `all` (every [1,C,H,W] layer) or comma-separated names.
-    #[arg(long, default_value = "conv")]
-    pub layers: String,
-    /// Also write unnormalised float32 arrays under raw/<method>/<stem>.npy.
-    #[arg(long)]
-    pub raw: bool,
-}
-
 fn parse_hw(s: &str) -> Result<[usize; 2], String> {
     let (h, w) = s
         .split_once(['x', 'X'])
@@ -299,7 +258,7 @@ pub fn info(args: &InfoArgs) -> Result<()> {
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&export::architecture_json(g))?
+            serde_json::to_string_pretty(&crate::export::architecture_json(g))?
         );
         return Ok(());
     }
@@ -339,131 +298,6 @@ pub fn info(args: &InfoArgs) -> Result<()> {
             n.name
         );
     }
-    Ok(())
-}
-
-/// `convlens export`.
-pub fn export(args: &ExportArgs) -> Result<()> {
-    let wants = |name: &str| args.methods.split(',').any(|m| m.trim() == name);
-    let (gradcam, occlusion) = (wants("gradcam"), wants("occlusion"));
-    let per_filter: Vec<&str> = args
-        .methods
-        .split(',')
-        .map(str::trim)
-        .filter(|m| !matches!(*m, "gradcam" | "occlusion"))
-        .collect();
-    let mut methods = Method::parse_list(&per_filter.join(","))?;
-    methods.dedup();
-    if methods.is_empty() && !gradcam && !occlusion {
-        bail!("--methods is empty");
-    }
-    let gradients = gradcam || methods.iter().any(|m| m.gradient().is_some());
-    let m = args.model.load()?;
-    let selection = LayerSelection::parse(&args.layers);
-    let layers = selection.resolve(&m.graph)?;
-    let input = load_input(&args.input, &m.spec)?;
-    let device = engine::device::select(args.model.device);
-    eprintln!(
-        "model: {} ({} layers), device: {}",
-        m.graph.name,
-        m.graph.nodes.len(),
-        device.description
-    );
-    let started = Instant::now();
-    let engine = Engine::new(Arc::clone(&m.graph), device.device.clone());
-    // Gradient methods walk back through every layer, so they need all of them kept.
-    let capture = if gradients {
-        Capture::All
-    } else {
-        Capture::Layers(selection.names(&m.graph)?)
-    };
-    let acts = engine.forward(&input, &capture)?;
-    let probs = engine::class_probabilities(&m.graph, &acts)?;
-    let forward_s = started.elapsed().as_secs_f64();
-    let tiles: u64 = layers
-        .iter()
-        .filter_map(|&i| m.graph.nodes[i].feature_map_dims())
-        .map(|(c, _, _)| c as u64)
-        .sum::<u64>()
-        * methods.len() as u64
-        + if gradcam { layers.len() as u64 } else { 0 };
-    let bar = indicatif::ProgressBar::new(tiles).with_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} tiles ({eta})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.set_message(format!("writing {}", args.methods));
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let class = match args.class {
-        Some(c) if c < probs.len() => c,
-        Some(c) => bail!(
-            "--class {c} is out of range (the model has {} classes)",
-            probs.len()
-        ),
-        None => engine::top_k(&probs, 1).first().copied().unwrap_or(0),
-    };
-    let gradcam_class = gradcam.then_some(class);
-    let req = ExportRequest {
-        out_dir: &args.out,
-        layers: &layers,
-        methods: &methods,
-        gradcam_class,
-        raw: args.raw,
-        scores: (&probs, &m.labels),
-        picture: input.picture.as_ref(),
-    };
-    let summary = export::export_methods(&engine, &acts, &req, || bar.inc(1))?;
-    bar.finish_and_clear();
-    if occlusion {
-        let hw = [input.shape[2], input.shape[3]];
-        let mut spec = engine::occlusion::OcclusionSpec::for_input(hw);
-        spec.size_px = args.occlusion_size.unwrap_or(spec.size_px);
-        spec.stride_px = args.occlusion_stride.unwrap_or((spec.size_px / 2).max(1));
-        anyhow::ensure!(
-            spec.size_px >= 1 && spec.stride_px >= 1,
-            "--occlusion-size and --occlusion-stride must be at least 1"
-        );
-        let passes = (spec.offsets(hw[0]).len() * spec.offsets(hw[1]).len()) as u64;
-        let map_layers: Vec<usize> = layers
-            .iter()
-            .copied()
-            .filter(|&i| m.graph.nodes[i].feature_map_dims().is_some())
-            .collect();
-        let bar = indicatif::ProgressBar::new(passes).with_style(
-            indicatif::ProgressStyle::with_template(
-                "occlusion [{bar:40}] {pos}/{len} forward passes ({eta})",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        let maps =
-            engine::occlusion::occlusion(&engine, &input, &map_layers, &spec, || bar.inc(1))?;
-        bar.finish_and_clear();
-        let written = export::write_occlusion(&m.graph, &maps, class, &args.out, args.raw)?;
-        eprintln!(
-            "occlusion: {} squares of {} px at stride {} → {} PNGs",
-            passes, spec.size_px, spec.stride_px, written.pngs
-        );
-    }
-    let top: Vec<String> = engine::top_k(&probs, 5)
-        .iter()
-        .map(|&i| {
-            format!(
-                "{} {:.3}",
-                m.labels.get(i).map(String::as_str).unwrap_or("?"),
-                probs[i]
-            )
-        })
-        .collect();
-    eprintln!(
-        "wrote {} layers, {} PNGs, {} .npy to {} (forward {:.2} s, total {:.2} s); top-5: {}",
-        summary.layers,
-        summary.pngs,
-        summary.npys,
-        args.out.display(),
-        forward_s,
-        started.elapsed().as_secs_f64(),
-        top.join(", ")
-    );
     Ok(())
 }
 
@@ -539,96 +373,6 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     } else {
         print!("{}", report.table());
     }
-    Ok(())
-}
-
-/// `convlens stats`: streams the images through the model, keeping only running sums.
-pub fn stats(args: &StatsArgs) -> Result<()> {
-    let json = match args.out.extension().and_then(|e| e.to_str()) {
-        Some("json") => true,
-        Some("csv") => false,
-        _ => bail!("--out must end in .csv or .json"),
-    };
-    let m = args.model.load()?;
-    let selection = LayerSelection::parse(&args.layers);
-    let layers = selection.resolve(&m.graph)?;
-    let mut acc: Vec<crate::viz::stats::LayerStats> = Vec::new();
-    let mut picked = Vec::new();
-    for &i in &layers {
-        let node = &m.graph.nodes[i];
-        match node.feature_map_dims() {
-            Some((c, _, _)) => {
-                acc.push(crate::viz::stats::LayerStats::new(node.name.clone(), c));
-                picked.push(i);
-            }
-            None => eprintln!(
-                "note: layer '{}' has no per-channel maps ({:?}); skipped",
-                node.name,
-                node.output_shape()
-            ),
-        }
-    }
-    anyhow::ensure!(
-        !picked.is_empty(),
-        "none of the selected layers has per-channel maps"
-    );
-    let files = crate::model::preprocess::list_inputs(&args.inputs)?;
-    let device = engine::device::select(args.model.device);
-    eprintln!(
-        "model: {}, {} images, {} layers, device: {}",
-        m.graph.name,
-        files.len(),
-        picked.len(),
-        device.description
-    );
-    let engine = Engine::new(Arc::clone(&m.graph), device.device.clone());
-    let capture = Capture::Layers(selection.names(&m.graph)?);
-    let bar = indicatif::ProgressBar::new(files.len() as u64).with_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} images ({eta})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.set_message("statistics");
-    let mut skipped = 0usize;
-    for file in &files {
-        // Read every layer first, so a failing image adds to no layer at all.
-        let run = || -> Result<Vec<Vec<f32>>> {
-            let input = load_input(file, &m.spec)?;
-            let acts = engine.forward(&input, &capture)?;
-            picked
-                .iter()
-                .map(|&i| Ok(acts.read(&m.graph.nodes[i].outputs[0])?.data))
-                .collect()
-        };
-        match run() {
-            Ok(maps) => acc
-                .iter_mut()
-                .zip(&maps)
-                .for_each(|(stats, map)| stats.add(map)),
-            Err(e) => {
-                skipped += 1;
-                bar.suspend(|| eprintln!("warning: skipped {}: {e:#}", file.display()));
-            }
-        }
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    anyhow::ensure!(skipped < files.len(), "no image could be processed");
-    let text = if json {
-        serde_json::to_string_pretty(&crate::viz::stats::to_json(&acc))?
-    } else {
-        crate::viz::stats::to_csv(&acc)
-    };
-    export::atomic_write(&args.out, text.as_bytes(), true)?;
-    let dead: usize = acc
-        .iter()
-        .map(|l| l.summary().iter().filter(|f| f.dead).count())
-        .sum();
-    let total: usize = acc.iter().map(|l| l.channels).sum();
-    eprintln!(
-        "wrote {} ({} images, {skipped} skipped; {dead} of {total} filters dead)",
-        args.out.display(),
-        files.len() - skipped
-    );
     Ok(())
 }
 

@@ -8,6 +8,7 @@ pub mod fallback;
 mod keymap;
 mod live;
 pub mod session;
+mod upload;
 #[cfg(feature = "webcam")]
 pub mod webcam;
 mod window;
@@ -209,15 +210,13 @@ pub fn screenshot(source: ViewSource, options: &ViewerOptions, out: &Path) -> Re
         session.ensure_cam(layer, class)?;
     }
     let (picture, tiles) =
-        session::upload_layer(&mut renderer, &ctx, session, selected, state.method)?;
+        upload::upload_layer(&mut renderer, &ctx, session, selected, state.method)?;
     let example = match session.hovered_example(&state) {
-        Some(img) => Some(session::upload_picture(&mut renderer, &ctx, &img)?),
+        Some(img) => Some(upload::upload_picture(&mut renderer, &ctx, &img)?),
         None => None,
     };
     let cam = match wanted.and_then(|(l, c)| session.cam_picture(l, c)) {
-        Some((img, caption)) => {
-            Some((session::upload_picture(&mut renderer, &ctx, &img)?, caption))
-        }
+        Some((img, caption)) => Some((upload::upload_picture(&mut renderer, &ctx, &img)?, caption)),
         None => None,
     };
     let scene = build_scene(&SceneInputs {

@@ -1,6 +1,6 @@
 //! A viewing session's data: the model and its engine (or a data directory read from disk),
-//! the latest forward pass read back per layer, and the step that puts the selected layer's
-//! maps (and the input picture) into the renderer's tile atlas.
+//! the latest forward pass read back per layer, the gradients and Grad-CAMs computed for it,
+//! and the filter annotations. [`super::upload`] puts what it holds into the tile atlas.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,9 +15,7 @@ use crate::engine::{self, Capture, ComputeDevice, Engine, HostTensor, attributio
 use crate::export::Method;
 use crate::model::LoadedModel;
 use crate::model::preprocess::{InputTensor, list_inputs, load_input};
-use crate::render::{GpuContext, Renderer, TileAtlas, TileHandle};
 use crate::ui::ViewModel;
-use crate::ui::scene::LayerTiles;
 
 /// What one forward pass produced, on the CPU.
 pub struct ForwardResult {
@@ -529,104 +527,6 @@ impl Session {
             .context("no model to prepare inputs for")?;
         Ok(load_input(path, &model.spec)?)
     }
-}
-
-/// Uploads an 8-bit picture (e.g. a Grad-CAM overlay) into the atlas.
-pub fn upload_picture(
-    renderer: &mut Renderer,
-    ctx: &GpuContext,
-    picture: &RgbImage,
-) -> Result<TileHandle> {
-    Ok(renderer.atlas.upload_rgba8(
-        &ctx.device,
-        &ctx.queue,
-        &image::DynamicImage::ImageRgb8(picture.clone()).to_rgba8(),
-    )?)
-}
-
-/// Clears the atlas and uploads the input picture and every channel of `layer` as `method`
-/// shows it (nothing for a gradient method not computed yet).
-pub fn upload_layer(
-    renderer: &mut Renderer,
-    ctx: &GpuContext,
-    session: &Session,
-    layer: usize,
-    method: Method,
-) -> Result<(Option<TileHandle>, Option<LayerTiles>)> {
-    renderer.atlas.clear();
-    let Some(result) = &session.result else {
-        return Ok((None, None));
-    };
-    let picture = match &result.picture {
-        Some(p) => Some(renderer.atlas.upload_rgba8(
-            &ctx.device,
-            &ctx.queue,
-            &image::DynamicImage::ImageRgb8(p.clone()).to_rgba8(),
-        )?),
-        None => None,
-    };
-    if method != Method::Forward {
-        let Some(g) = session.gradient(layer, method) else {
-            return Ok((picture, None));
-        };
-        let [c, planes, h, w] = <[usize; 4]>::try_from(g.images.shape.as_slice())
-            .context("per-filter images are not [C, planes, H, W]")?;
-        let upload = match planes {
-            // Gradient images: RGB planes, normalised jointly.
-            3 => TileAtlas::upload_rgb_images,
-            // Occlusion maps: one grey map per filter.
-            1 => TileAtlas::upload_maps,
-            _ => anyhow::bail!("per-filter images of shape {:?}", g.images.shape),
-        };
-        let tiles = upload(
-            &mut renderer.atlas,
-            &ctx.device,
-            &ctx.queue,
-            &g.images.data,
-            w as u32,
-            h as u32,
-            c as u32,
-        )?;
-        return Ok((
-            picture,
-            Some(LayerTiles {
-                layer,
-                method,
-                map_hw: [h, w],
-                tiles,
-            }),
-        ));
-    }
-    let Some(Some(map)) = result.maps.get(layer) else {
-        return Ok((picture, None));
-    };
-    let [_, c, h, w] =
-        <[usize; 4]>::try_from(map.shape.as_slice()).context("feature map is not [1, C, H, W]")?;
-    // Zero-copy when burn computed this map on the renderer's own device.
-    let on_device = result.device_maps.get(layer).cloned().flatten();
-    // (copy_maps refuses a tensor on any other device before doing any work.)
-    let copied =
-        on_device.and_then(|maps| crate::render::copy_maps(&mut renderer.atlas, ctx, maps).ok());
-    let tiles = match copied {
-        Some(tiles) => tiles,
-        None => renderer.atlas.upload_maps(
-            &ctx.device,
-            &ctx.queue,
-            &map.data,
-            w as u32,
-            h as u32,
-            c as u32,
-        )?,
-    };
-    Ok((
-        picture,
-        Some(LayerTiles {
-            layer,
-            method: Method::Forward,
-            map_hw: [h, w],
-            tiles,
-        }),
-    ))
 }
 
 #[cfg(test)]

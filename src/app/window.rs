@@ -18,7 +18,8 @@ use winit::window::{Window, WindowId};
 
 use super::keymap::{self, Command, SearchEdit};
 use super::live::{Live, open_live};
-use super::session::{InputList, Session, upload_layer, upload_picture};
+use super::session::{InputList, Session};
+use super::upload::{upload_layer, upload_picture};
 use super::worker::{Job, UserEvent, Worker};
 use super::{ViewSource, ViewerOptions, initial_layer, new_session};
 use crate::export::Method;

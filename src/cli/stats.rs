@@ -1,0 +1,118 @@
+//! `convlens stats`: per-filter statistics over a folder of images, streamed through the
+//! model with running sums only ([`crate::viz::stats`]), written as CSV or JSON.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use super::ModelArgs;
+use crate::engine::{self, Capture, Engine};
+use crate::export::{self, LayerSelection};
+use crate::model::preprocess::load_input;
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Folder of images (or one image); every png/jpg/webp/bmp/tif/gif/npy in it is used.
+    #[arg(long)]
+    pub inputs: PathBuf,
+    /// Output file: `.csv` (one row per filter) or `.json`.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Layers: `all` (every [1,C,H,W] layer), `conv`, or comma-separated names.
+    #[arg(long, default_value = "all")]
+    pub layers: String,
+}
+
+/// `convlens stats`: streams the images through the model, keeping only running sums.
+pub fn stats(args: &StatsArgs) -> Result<()> {
+    let json = match args.out.extension().and_then(|e| e.to_str()) {
+        Some("json") => true,
+        Some("csv") => false,
+        _ => bail!("--out must end in .csv or .json"),
+    };
+    let m = args.model.load()?;
+    let selection = LayerSelection::parse(&args.layers);
+    let layers = selection.resolve(&m.graph)?;
+    let mut acc: Vec<crate::viz::stats::LayerStats> = Vec::new();
+    let mut picked = Vec::new();
+    for &i in &layers {
+        let node = &m.graph.nodes[i];
+        match node.feature_map_dims() {
+            Some((c, _, _)) => {
+                acc.push(crate::viz::stats::LayerStats::new(node.name.clone(), c));
+                picked.push(i);
+            }
+            None => eprintln!(
+                "note: layer '{}' has no per-channel maps ({:?}); skipped",
+                node.name,
+                node.output_shape()
+            ),
+        }
+    }
+    anyhow::ensure!(
+        !picked.is_empty(),
+        "none of the selected layers has per-channel maps"
+    );
+    let files = crate::model::preprocess::list_inputs(&args.inputs)?;
+    let device = engine::device::select(args.model.device);
+    eprintln!(
+        "model: {}, {} images, {} layers, device: {}",
+        m.graph.name,
+        files.len(),
+        picked.len(),
+        device.description
+    );
+    let engine = Engine::new(Arc::clone(&m.graph), device.device.clone());
+    let capture = Capture::Layers(selection.names(&m.graph)?);
+    let bar = indicatif::ProgressBar::new(files.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} images ({eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message("statistics");
+    let mut skipped = 0usize;
+    for file in &files {
+        // Read every layer first, so a failing image adds to no layer at all.
+        let run = || -> Result<Vec<Vec<f32>>> {
+            let input = load_input(file, &m.spec)?;
+            let acts = engine.forward(&input, &capture)?;
+            picked
+                .iter()
+                .map(|&i| Ok(acts.read(&m.graph.nodes[i].outputs[0])?.data))
+                .collect()
+        };
+        match run() {
+            Ok(maps) => acc
+                .iter_mut()
+                .zip(&maps)
+                .for_each(|(stats, map)| stats.add(map)),
+            Err(e) => {
+                skipped += 1;
+                bar.suspend(|| eprintln!("warning: skipped {}: {e:#}", file.display()));
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    anyhow::ensure!(skipped < files.len(), "no image could be processed");
+    let text = if json {
+        serde_json::to_string_pretty(&crate::viz::stats::to_json(&acc))?
+    } else {
+        crate::viz::stats::to_csv(&acc)
+    };
+    export::atomic_write(&args.out, text.as_bytes(), true)?;
+    let dead: usize = acc
+        .iter()
+        .map(|l| l.summary().iter().filter(|f| f.dead).count())
+        .sum();
+    let total: usize = acc.iter().map(|l| l.channels).sum();
+    eprintln!(
+        "wrote {} ({} images, {skipped} skipped; {dead} of {total} filters dead)",
+        args.out.display(),
+        files.len() - skipped
+    );
+    Ok(())
+}
