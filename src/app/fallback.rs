@@ -34,7 +34,7 @@ impl Fallback {
 pub fn compute_with_fallback<T>(
     engine: &Arc<Engine>,
     on_gpu: bool,
-    work: impl Fn(&Engine) -> Result<T>,
+    mut work: impl FnMut(&Engine) -> Result<T>,
 ) -> (Result<T>, Option<Fallback>) {
     match work(engine) {
         Ok(v) => (Ok(v), None),

@@ -3,6 +3,7 @@
 //! thread (the newest input wins) and redraws through the renderer; with the `webcam`
 //! feature, a capture thread ([`webcam`]) feeds that worker live camera frames.
 
+pub mod compute;
 pub mod examples;
 pub mod fallback;
 mod keymap;

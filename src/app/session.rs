@@ -8,135 +8,18 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use image::RgbImage;
 
+use super::compute::{
+    CamResult, ForwardResult, GradientChunk, GradientResult, compute_cam, compute_gradients,
+    run_forward,
+};
 use super::fallback::{Fallback, compute_with_fallback};
 use crate::annotations::{self, AnnotationStore};
 use crate::datadir::DataDir;
-use crate::engine::{self, Capture, ComputeDevice, Engine, HostTensor, attribution};
+use crate::engine::{ComputeDevice, Engine};
 use crate::export::Method;
 use crate::model::LoadedModel;
 use crate::model::preprocess::{InputTensor, list_inputs, load_input};
 use crate::ui::ViewModel;
-
-/// What one forward pass produced, on the CPU.
-pub struct ForwardResult {
-    /// First output of every layer with per-channel maps, by node index.
-    pub maps: Vec<Option<HostTensor>>,
-    pub probabilities: Vec<f32>,
-    pub picture: Option<RgbImage>,
-    pub label: String,
-    /// The input itself, for computing gradient images on demand (None for a data directory).
-    pub input: Option<Arc<InputTensor>>,
-    /// Per layer (by node index): channels whose map is constant on this input.
-    pub constant_channels: Vec<Vec<usize>>,
-    /// Per layer: channels by mean activation on this input, highest first (filter rank).
-    pub rank_order: Vec<Vec<usize>>,
-    /// When computed on a wgpu device: the same maps as device tensors `[C, H, W]` (handles
-    /// to burn's buffers, no copy), so a renderer sharing that device copies them into the
-    /// atlas on the GPU ([`crate::render::copy_maps`]). Empty on the CPU.
-    pub device_maps: Vec<Option<burn::tensor::Tensor<3>>>,
-}
-
-/// Gradient images of every filter of one layer: `[C, 3, H, W]`.
-pub struct GradientResult {
-    pub layer: usize,
-    pub method: Method,
-    pub images: HostTensor,
-}
-
-/// The Grad-CAM map of one class at the last layer with feature maps: `[H, W]`.
-pub struct CamResult {
-    pub class: usize,
-    pub layer: usize,
-    pub cam: HostTensor,
-}
-
-/// Grad-CAM of `class` at `layer` (one forward pass keeping every layer, one reverse pass
-/// from the class score).
-pub fn compute_cam(
-    engine: &Engine,
-    input: &InputTensor,
-    layer: usize,
-    class: usize,
-) -> Result<CamResult> {
-    let acts = engine.forward(input, &Capture::All)?;
-    let cam = crate::engine::gradcam::grad_cam(engine, &acts, layer, class)?;
-    Ok(CamResult { class, layer, cam })
-}
-
-/// Every filter's image of `layer` under `method`: for gradient methods one forward pass
-/// keeping every layer and the batched reverse passes (`[C, 3, H, W]`); for occlusion the
-/// sweep of forward passes with the grey square (`[C, 1, rows, cols]`).
-pub fn compute_gradients(
-    engine: &Engine,
-    input: &InputTensor,
-    layer: usize,
-    method: Method,
-) -> Result<GradientResult> {
-    if method == Method::Occlusion {
-        let hw = [input.shape[2], input.shape[3]];
-        let spec = engine::occlusion::OcclusionSpec::for_input(hw);
-        let maps = engine::occlusion::occlusion(engine, input, &[layer], &spec, || {})?;
-        let [rows, cols] = maps.grid_hw;
-        let data = maps
-            .layers
-            .into_iter()
-            .next()
-            .map(|(_, d)| d)
-            .context("the occlusion sweep returned no maps for the layer")?;
-        let channels = data.len() / (rows * cols).max(1);
-        return Ok(GradientResult {
-            layer,
-            method,
-            images: HostTensor {
-                shape: vec![channels, 1, rows, cols],
-                data,
-            },
-        });
-    }
-    let rule = method
-        .gradient()
-        .context("forward is not a gradient method")?;
-    let acts = engine.forward(input, &Capture::All)?;
-    let images = attribution::attribute_layer(engine, &acts, layer, rule, None)?;
-    Ok(GradientResult {
-        layer,
-        method,
-        images,
-    })
-}
-
-/// Runs the engine on one input and reads back every feature map.
-pub fn run_forward(engine: &Engine, input: &InputTensor, label: String) -> Result<ForwardResult> {
-    let graph = engine.graph();
-    let acts = engine.forward(input, &Capture::All)?;
-    let mut maps: Vec<Option<HostTensor>> = vec![None; graph.nodes.len()];
-    let mut constant = vec![Vec::new(); graph.nodes.len()];
-    let mut rank_order = vec![Vec::new(); graph.nodes.len()];
-    let on_wgpu = *engine.device() != burn::tensor::Device::flex();
-    let mut device_maps = vec![None; graph.nodes.len()];
-    for (i, node) in graph.feature_map_layers() {
-        if on_wgpu {
-            device_maps[i] = acts.maps(&node.outputs[0]).ok();
-        }
-        let map = acts.read(&node.outputs[0])?;
-        // [1, C, H, W]
-        let hw = map.shape.iter().skip(2).product();
-        constant[i] = crate::viz::tiles::constant_channels(&map.data, hw);
-        rank_order[i] = crate::viz::tiles::rank_by_mean(&map.data, hw);
-        maps[i] = Some(map);
-    }
-    let probabilities = engine::class_probabilities(graph, &acts)?;
-    Ok(ForwardResult {
-        maps,
-        probabilities,
-        picture: input.picture.clone(),
-        label,
-        input: Some(Arc::new(input.clone())),
-        constant_channels: constant,
-        rank_order,
-        device_maps,
-    })
-}
 
 /// Where inputs come from: one file, a folder stepped with the arrow keys, or the embedded photo.
 #[derive(Debug, Clone)]
@@ -299,11 +182,7 @@ impl Session {
                         *slot = Some(images.tensor);
                     }
                 } else {
-                    self.accept_gradients(GradientResult {
-                        layer,
-                        method,
-                        images: images.tensor,
-                    });
+                    self.accept_gradients(GradientResult::complete(layer, method, images.tensor));
                 }
             }
             Ok(None) => {
@@ -405,7 +284,7 @@ impl Session {
     /// so the notice about the switch is the one shown).
     fn compute<T>(
         &mut self,
-        work: impl Fn(&Engine) -> Result<T>,
+        work: impl FnMut(&Engine) -> Result<T>,
         accept: impl FnOnce(&mut Self, T),
     ) -> Result<()> {
         let engine = self.engine.clone().context("no model to compute with")?;
@@ -441,7 +320,25 @@ impl Session {
         keep_newest(&mut self.gradients, g, |x| (x.layer, x.method), 4);
     }
 
-    /// The gradient images of `layer` under `method`, if computed.
+    /// Puts a chunk of per-filter images in place (starting the layer's result with its
+    /// first chunk). Chunks computed for another input than the current one are dropped.
+    /// Returns whether anything changed.
+    pub fn accept_chunk(&mut self, chunk: GradientChunk) -> bool {
+        let current = self.result.as_ref().and_then(|r| r.input.as_ref());
+        if !current.is_some_and(|input| Arc::ptr_eq(input, &chunk.input)) {
+            return false;
+        }
+        let key = (chunk.layer, chunk.method);
+        if !self.gradients.iter().any(|g| (g.layer, g.method) == key) {
+            self.accept_gradients(chunk.empty_result());
+        }
+        self.gradients
+            .iter_mut()
+            .find(|g| (g.layer, g.method) == key)
+            .is_some_and(|g| g.accept_chunk(&chunk))
+    }
+
+    /// The images of `layer` under `method`: complete, arriving, or stopped part-way.
     pub fn gradient(&self, layer: usize, method: Method) -> Option<&GradientResult> {
         self.gradients
             .iter()

@@ -44,8 +44,10 @@ pub fn upload_layer(
         let Some(g) = session.gradient(layer, method) else {
             return Ok((picture, None));
         };
-        let [c, planes, h, w] = <[usize; 4]>::try_from(g.images.shape.as_slice())
+        let [channels, planes, h, w] = <[usize; 4]>::try_from(g.images.shape.as_slice())
             .context("per-filter images are not [C, planes, H, W]")?;
+        // While the images arrive chunk by chunk, the computed ones so far.
+        let c = g.filled.min(channels);
         let upload = match planes {
             // Gradient images: RGB planes, normalised jointly.
             3 => TileAtlas::upload_rgb_images,
@@ -57,7 +59,7 @@ pub fn upload_layer(
             &mut renderer.atlas,
             &ctx.device,
             &ctx.queue,
-            &g.images.data,
+            &g.images.data[..c * planes * h * w],
             w as u32,
             h as u32,
             c as u32,
@@ -68,6 +70,7 @@ pub fn upload_layer(
                 layer,
                 method,
                 map_hw: [h, w],
+                channels,
                 tiles,
             }),
         ));
@@ -99,6 +102,7 @@ pub fn upload_layer(
             layer,
             method: Method::Forward,
             map_hw: [h, w],
+            channels: c,
             tiles,
         }),
     ))

@@ -16,6 +16,7 @@ use winit::event_loop::{ActiveEventLoop, EventLoop, EventLoopProxy};
 use winit::keyboard::Key as WinitKey;
 use winit::window::{Window, WindowId};
 
+use super::compute::GradientResult;
 use super::keymap::{self, Command, SearchEdit};
 use super::live::{Live, open_live};
 use super::session::{InputList, Session};
@@ -148,6 +149,8 @@ pub fn run_window(source: ViewSource, options: ViewerOptions) -> Result<()> {
         shared_ctx,
         live,
     };
+    // A start on a gradient method or with a hovered class asks for its images now.
+    app.view_changed();
     event_loop
         .run_app(&mut app)
         .context("the event loop failed")?;
@@ -426,7 +429,8 @@ impl App {
         }
     }
 
-    /// The selected layer or method changed: re-upload, and ask for gradients if missing.
+    /// The selected layer or method changed: re-upload, and ask for the per-filter images
+    /// if they are missing or were stopped part-way (then from the first missing filter).
     fn view_changed(&mut self) {
         self.request_cam();
         self.needs_upload = true;
@@ -438,15 +442,18 @@ impl App {
             .get(layer)
             .and_then(|l| l.map_dims())
             .is_some();
+        let have = self.session.gradient(layer, method);
         if method != Method::Forward
             && has_maps
-            && self.session.gradient(layer, method).is_none()
+            && !have.is_some_and(GradientResult::is_complete)
             && let Some(input) = self.session.result.as_ref().and_then(|r| r.input.clone())
         {
+            let from_channel = have.map_or(0, |g| g.filled);
             self.submit(Job::Gradients {
                 input,
                 layer,
                 method,
+                from_channel,
             });
         }
     }
@@ -473,9 +480,11 @@ impl ApplicationHandler<UserEvent> for App {
                 }
                 self.view_changed();
             }
-            UserEvent::Gradients(Ok(g)) => {
-                self.session.accept_gradients(g);
-                self.needs_upload = true;
+            UserEvent::GradientChunk(chunk) => {
+                let shown = (chunk.layer, chunk.method) == (self.state.selected, self.state.method);
+                if self.session.accept_chunk(chunk) && shown {
+                    self.needs_upload = true;
+                }
             }
             UserEvent::Cam(Ok(cam)) => {
                 self.session.accept_cam(cam);
@@ -483,8 +492,9 @@ impl ApplicationHandler<UserEvent> for App {
             }
             UserEvent::SwitchedToCpu(fallback) => self.session.switch_to(fallback),
             UserEvent::Notice(message) => self.session.vm.notice = Some(message),
+            // A layer whose images failed part-way keeps what came; showing it again resumes.
             UserEvent::Forward(Err(message))
-            | UserEvent::Gradients(Err(message))
+            | UserEvent::GradientsFailed(message)
             | UserEvent::Cam(Err(message)) => self.session.vm.notice = Some(message),
         }
         self.redraw();

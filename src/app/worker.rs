@@ -1,10 +1,13 @@
 //! The compute worker of the viewer window: forward passes, per-filter images and Grad-CAM
 //! maps run on their own thread, the newest request wins, results (and a switch to the CPU
-//! after a GPU failure) come back to the event loop as [`UserEvent`]s. A live input (the
+//! after a GPU failure) come back to the event loop as [`UserEvent`]s. Per-filter images come
+//! back chunk by chunk; between two chunks a newer request for other images or another input
+//! stops the computation, and a Grad-CAM request runs at once. A live input (the
 //! webcam) reaches it through a [`LiveFeed`]: one slot holding only the newest picture,
 //! taken whenever the worker has no request from the window, so frames are never queued and
 //! the frame rate follows the speed of the forward pass.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -13,10 +16,10 @@ use image::RgbImage;
 
 use winit::event_loop::EventLoopProxy;
 
-use super::fallback::{Fallback, compute_with_fallback};
-use super::session::{
-    CamResult, ForwardResult, GradientResult, compute_cam, compute_gradients, run_forward,
+use super::compute::{
+    CamResult, ForwardResult, GradientChunk, compute_cam, compute_gradient_chunks, run_forward,
 };
+use super::fallback::{Fallback, compute_with_fallback};
 use crate::engine::Engine;
 use crate::export::Method;
 use crate::model::preprocess::{InputSpec, InputTensor};
@@ -24,7 +27,11 @@ use crate::model::preprocess::{InputSpec, InputTensor};
 /// Messages from the worker to the event loop.
 pub(super) enum UserEvent {
     Forward(Result<ForwardResult, String>),
-    Gradients(Result<GradientResult, String>),
+    /// Some filters' images of the layer being computed.
+    GradientChunk(GradientChunk),
+    /// Computing a layer's images failed (the chunks that came stay; showing the layer
+    /// again resumes after them).
+    GradientsFailed(String),
     /// A GPU pass failed; the worker computes on this CPU engine from now on.
     SwitchedToCpu(Fallback),
     Cam(Result<CamResult, String>),
@@ -47,11 +54,13 @@ pub(super) enum Job {
         layer: usize,
         class: usize,
     },
-    /// Gradient images of every filter of a layer for an input.
+    /// Every filter's image of a layer for an input, from channel `from_channel` on (the
+    /// ones before it were computed by a request this one resumes).
     Gradients {
         input: Arc<InputTensor>,
         layer: usize,
         method: Method,
+        from_channel: usize,
     },
 }
 
@@ -79,7 +88,9 @@ impl Worker {
             .name("convlens-compute".into())
             .spawn(move || {
                 let (mut engine, mut on_gpu) = (engine, on_gpu);
-                while let Some(job) = next_job(&rx, feed.as_deref()) {
+                // A request that stopped a long computation, to run next.
+                let mut waiting: Option<Job> = None;
+                while let Some(job) = next_job(&rx, feed.as_deref(), &mut waiting) {
                     let job = match job {
                         Next::Job(job) => job,
                         Next::Live(live) => match (live.decode)() {
@@ -105,7 +116,7 @@ impl Worker {
                                     run_forward(engine, &input, path.display().to_string())
                                 });
                             (
-                                UserEvent::Forward(result.map_err(|e| format!("{e:#}"))),
+                                Some(UserEvent::Forward(result.map_err(|e| format!("{e:#}")))),
                                 fallback,
                             )
                         }
@@ -117,7 +128,7 @@ impl Worker {
                                     run_forward(engine, &input, label.clone())
                                 });
                             (
-                                UserEvent::Forward(result.map_err(|e| format!("{e:#}"))),
+                                Some(UserEvent::Forward(result.map_err(|e| format!("{e:#}")))),
                                 fallback,
                             )
                         }
@@ -131,7 +142,7 @@ impl Worker {
                                     compute_cam(engine, &input, layer, class)
                                 });
                             (
-                                UserEvent::Cam(result.map_err(|e| format!("{e:#}"))),
+                                Some(UserEvent::Cam(result.map_err(|e| format!("{e:#}")))),
                                 fallback,
                             )
                         }
@@ -139,18 +150,45 @@ impl Worker {
                             input,
                             layer,
                             method,
+                            from_channel,
                         } => {
                             let (result, fallback) =
                                 compute_with_fallback(&engine, on_gpu, |engine| {
-                                    compute_gradients(engine, &input, layer, method)
+                                    let mut send = |e| proxy.send_event(e).is_ok();
+                                    let current = (&input, layer, method);
+                                    let mut on_chunk = |c| {
+                                        if !send(UserEvent::GradientChunk(c)) {
+                                            return ControlFlow::Break(()); // the window is gone
+                                        }
+                                        between_chunks(
+                                            engine,
+                                            &rx,
+                                            &mut send,
+                                            &mut waiting,
+                                            current,
+                                        )
+                                    };
+                                    compute_gradient_chunks(
+                                        engine,
+                                        &input,
+                                        layer,
+                                        method,
+                                        from_channel,
+                                        None,
+                                        &mut on_chunk,
+                                    )
                                 });
-                            (
-                                UserEvent::Gradients(result.map_err(|e| format!("{e:#}"))),
-                                fallback,
-                            )
+                            match result {
+                                Ok(_) => (None, fallback),
+                                Err(e) => {
+                                    (Some(UserEvent::GradientsFailed(format!("{e:#}"))), fallback)
+                                }
+                            }
                         }
                     };
-                    if proxy.send_event(event).is_err() {
+                    if let Some(event) = event
+                        && proxy.send_event(event).is_err()
+                    {
                         break; // the window is gone
                     }
                     // After the result, so the notice about the switch is not cleared by it.
@@ -178,12 +216,65 @@ enum Next {
     Live(LivePicture),
 }
 
-/// Waits for work: of the requests queued now only the newest counts (wake-ups from the feed
-/// are not requests); with none, the feed's newest picture. `None` once the window is gone.
-fn next_job(rx: &Receiver<Job>, feed: Option<&LiveFeed>) -> Option<Next> {
+/// Between two chunks of a layer's images: takes the requests queued meanwhile. A Grad-CAM
+/// request runs at once (one short pass) and the layer goes on; any other request (another
+/// layer or method, a new input) stops the layer and is kept in `waiting` to run next — unless
+/// a request for this same layer and input came after it: then the user came back, nothing
+/// waits, and the layer goes on.
+/// `send` hands an event to the window (`false` once it is gone).
+fn between_chunks(
+    engine: &Engine,
+    rx: &Receiver<Job>,
+    send: &mut dyn FnMut(UserEvent) -> bool,
+    waiting: &mut Option<Job>,
+    (input, layer, method): (&Arc<InputTensor>, usize, Method),
+) -> ControlFlow<()> {
+    while let Ok(job) = rx.try_recv() {
+        match job {
+            // The feed's picture waits in its slot; `next_job` looks there.
+            Job::Wake => {}
+            Job::Cam {
+                input,
+                layer,
+                class,
+            } => {
+                let cam = compute_cam(engine, &input, layer, class);
+                if !send(UserEvent::Cam(cam.map_err(|e| format!("{e:#}")))) {
+                    return ControlFlow::Break(());
+                }
+            }
+            Job::Gradients {
+                input: ref other,
+                layer: l,
+                method: m,
+                ..
+            } if Arc::ptr_eq(other, input) && (l, m) == (layer, method) => *waiting = None,
+            newer => *waiting = Some(newer),
+        }
+    }
+    if waiting.is_some() {
+        ControlFlow::Break(())
+    } else {
+        ControlFlow::Continue(())
+    }
+}
+
+/// Waits for work: of `waiting` (a request kept for later) and the requests queued now only
+/// the newest counts (wake-ups from the feed are not requests), except that a request
+/// followed only by Grad-CAM requests is kept in `waiting` to run after the newest Grad-CAM
+/// (hovering a class must not lose the input or layer the user asked for). With no request,
+/// the feed's newest picture. `None` once the window is gone.
+fn next_job(
+    rx: &Receiver<Job>,
+    feed: Option<&LiveFeed>,
+    waiting: &mut Option<Job>,
+) -> Option<Next> {
+    let mut job = waiting.take();
+    // The newest request that only Grad-CAM requests came after.
+    let mut behind_cam: Option<Job> = None;
     loop {
-        // Block only when no picture waits: the feed sends a wake-up whenever its slot fills.
-        let first = if feed.is_some_and(LiveFeed::has_picture) {
+        // Block only when nothing waits: the feed sends a wake-up whenever its slot fills.
+        let first = if job.is_some() || feed.is_some_and(LiveFeed::has_picture) {
             match rx.try_recv() {
                 Ok(job) => Some(job),
                 Err(TryRecvError::Empty) => None,
@@ -192,13 +283,26 @@ fn next_job(rx: &Receiver<Job>, feed: Option<&LiveFeed>) -> Option<Next> {
         } else {
             Some(rx.recv().ok()?)
         };
-        let mut job = first.filter(|j| !matches!(j, Job::Wake));
-        while let Ok(newer) = rx.try_recv() {
-            if !matches!(newer, Job::Wake) {
-                job = Some(newer);
+        let queued = first
+            .into_iter()
+            .chain(std::iter::from_fn(|| rx.try_recv().ok()));
+        for newer in queued {
+            match (&newer, job.take()) {
+                (Job::Wake, older) => job = older,
+                (Job::Cam { .. }, older) => {
+                    if let Some(older) = older.filter(|j| !matches!(j, Job::Cam { .. })) {
+                        behind_cam = Some(older);
+                    }
+                    job = Some(newer);
+                }
+                (_, _) => {
+                    behind_cam = None;
+                    job = Some(newer);
+                }
             }
         }
-        if let Some(job) = job {
+        if let Some(job) = job.take() {
+            *waiting = behind_cam;
             return Some(Next::Job(job));
         }
         if let Some(live) = feed.and_then(LiveFeed::take) {
@@ -322,7 +426,7 @@ mod tests {
     }
 
     fn next_label(rx: &Receiver<Job>, feed: &LiveFeed) -> String {
-        match next_job(rx, Some(feed)) {
+        match next_job(rx, Some(feed), &mut None) {
             Some(Next::Live(p)) => {
                 let img = (p.decode)().unwrap();
                 format!("{} {}", p.label, img.get_pixel(0, 0)[0])
@@ -331,6 +435,143 @@ mod tests {
             Some(Next::Job(_)) => "other job".into(),
             None => "closed".into(),
         }
+    }
+
+    /// tiny_alexnet on flex, a formula input, and its deepest conv layer.
+    fn tiny_engine() -> (Engine, Arc<InputTensor>, usize) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/mixed/tiny_alexnet.onnx");
+        let graph = crate::model::load_onnx_file(&path, &Default::default()).unwrap();
+        let shape: [usize; 4] = graph.inputs[0].shape.clone().try_into().unwrap();
+        let n = shape.iter().product::<usize>();
+        let input = Arc::new(InputTensor {
+            shape,
+            data: (0..n).map(|i| ((i * 7) % 13) as f32 / 13.0 - 0.5).collect(),
+            picture: None,
+        });
+        let conv = (graph.nodes.iter().enumerate())
+            .rfind(|(_, node)| node.onnx_op == "Conv")
+            .map(|(i, _)| i)
+            .unwrap();
+        let engine = Engine::new(Arc::new(graph), burn::tensor::Device::flex());
+        (engine, input, conv)
+    }
+
+    #[test]
+    fn between_chunks_runs_gradcam_at_once_and_stops_for_other_requests() {
+        let (engine, input, layer) = tiny_engine();
+        let current = (&input, layer, Method::Gbp);
+        let (tx, rx) = channel();
+        let mut events = Vec::new();
+        let mut send = |e| {
+            events.push(e);
+            true
+        };
+        let mut waiting = None;
+        let gradients = |input: &Arc<InputTensor>, layer, method| Job::Gradients {
+            input: Arc::clone(input),
+            layer,
+            method,
+            from_channel: 0,
+        };
+        // The same layer asked again, and a wake-up from the feed: it goes on.
+        tx.send(gradients(&input, layer, Method::Gbp)).unwrap();
+        tx.send(Job::Wake).unwrap();
+        let flow = between_chunks(&engine, &rx, &mut send, &mut waiting, current);
+        assert!(flow.is_continue() && waiting.is_none());
+        // A Grad-CAM request is computed right away, and it goes on.
+        tx.send(Job::Cam {
+            input: Arc::clone(&input),
+            layer,
+            class: 0,
+        })
+        .unwrap();
+        let flow = between_chunks(&engine, &rx, &mut send, &mut waiting, current);
+        assert!(flow.is_continue() && waiting.is_none());
+        // Another method of the same layer, then a new input: it stops; the newest waits.
+        tx.send(gradients(&input, layer, Method::Backprop)).unwrap();
+        tx.send(Job::Input("b.png".into())).unwrap();
+        let flow = between_chunks(&engine, &rx, &mut send, &mut waiting, current);
+        assert!(flow.is_break());
+        assert!(matches!(&waiting, Some(Job::Input(p)) if p.as_os_str() == "b.png"));
+        assert_eq!(events.len(), 1);
+        assert!(matches!(&events[0], UserEvent::Cam(Ok(cam)) if cam.layer == layer));
+        // The user went elsewhere and came back: the later request for this layer wins.
+        let mut waiting = None;
+        tx.send(gradients(&input, layer + 1, Method::Gbp)).unwrap();
+        tx.send(gradients(&input, layer, Method::Gbp)).unwrap();
+        let flow = between_chunks(&engine, &rx, &mut |_| true, &mut waiting, current);
+        assert!(flow.is_continue() && waiting.is_none());
+        // The same layer for another input (a new Arc) stops it too.
+        let mut waiting = None;
+        let other_input = Arc::new(InputTensor::clone(&input));
+        tx.send(gradients(&other_input, layer, Method::Gbp))
+            .unwrap();
+        let flow = between_chunks(&engine, &rx, &mut |_| true, &mut waiting, current);
+        assert!(flow.is_break() && waiting.is_some());
+    }
+
+    fn label(next: Option<Next>) -> String {
+        match next {
+            Some(Next::Job(Job::Input(path))) => path.display().to_string(),
+            Some(Next::Job(Job::Cam { class, .. })) => format!("cam {class}"),
+            Some(Next::Job(Job::Gradients { layer, .. })) => format!("layer {layer}"),
+            _ => "other".to_string(),
+        }
+    }
+
+    #[test]
+    fn a_waiting_request_runs_next_unless_a_newer_one_came() {
+        let (tx, rx) = channel::<Job>();
+        // Nothing queued: the waiting request runs without blocking.
+        let mut waiting = Some(Job::Input("a".into()));
+        assert_eq!(label(next_job(&rx, None, &mut waiting)), "a");
+        assert!(waiting.is_none());
+        tx.send(Job::Input("b".into())).unwrap();
+        tx.send(Job::Wake).unwrap();
+        let mut waiting = Some(Job::Input("a".into()));
+        assert_eq!(label(next_job(&rx, None, &mut waiting)), "b");
+        assert!(waiting.is_none());
+    }
+
+    #[test]
+    fn grad_cam_requests_go_first_and_keep_the_request_before_them() {
+        let input = Arc::new(InputTensor {
+            shape: [1, 1, 1, 1],
+            data: vec![0.0],
+            picture: None,
+        });
+        let layer = 4;
+        let (tx, rx) = channel::<Job>();
+        let cam = |class| Job::Cam {
+            input: Arc::clone(&input),
+            layer,
+            class,
+        };
+        tx.send(Job::Input("old.png".into())).unwrap();
+        tx.send(Job::Gradients {
+            input: Arc::clone(&input),
+            layer,
+            method: Method::Gbp,
+            from_channel: 0,
+        })
+        .unwrap();
+        tx.send(cam(1)).unwrap();
+        tx.send(cam(2)).unwrap();
+        let mut waiting = None;
+        // The newest Grad-CAM runs first, the layer request before it waits; the older input
+        // was replaced by that request, as before.
+        assert_eq!(label(next_job(&rx, None, &mut waiting)), "cam 2");
+        assert_eq!(
+            label(next_job(&rx, None, &mut waiting)),
+            format!("layer {layer}")
+        );
+        // A request after the Grad-CAM replaces the one kept behind it.
+        tx.send(Job::Input("a.png".into())).unwrap();
+        tx.send(cam(3)).unwrap();
+        tx.send(Job::Input("b.png".into())).unwrap();
+        assert_eq!(label(next_job(&rx, None, &mut waiting)), "b.png");
+        assert!(waiting.is_none());
     }
 
     #[test]

@@ -27,7 +27,7 @@
 //! convolution workspace. For AlexNet at 224×224 (largest value: conv1's 96×54×54 output) that
 //! is 119 seeds per pass.
 
-use std::ops::Range;
+use std::ops::{ControlFlow, Range};
 
 use burn::tensor::{Tensor, TensorData};
 
@@ -78,29 +78,35 @@ pub fn channel_seeds(
 
 /// Streams the attribution images of every channel of node `layer`, chunk by chunk: `sink`
 /// gets each channel range and its input gradients on the device, `[B, 1, 1, Cin, Hin, Win]`
-/// (rank-6 layout of [`super::backward`]). `chunk` overrides [`chunk_size`]'s choice. Use
-/// this to keep images on the GPU or to write them out without holding all of them.
+/// (rank-6 layout of [`super::backward`]), and says whether to go on: after
+/// `ControlFlow::Break` no further chunk is computed and that is returned. The stream starts
+/// at channel `from_channel` (0 for all; past the last channel, nothing). `chunk` overrides
+/// [`chunk_size`]'s choice. Use this to keep images on the GPU, to write them out without
+/// holding all of them, or to show them as they finish.
 pub fn attribute_layer_chunks(
     engine: &Engine,
     acts: &Activations,
     layer: usize,
     method: Method,
+    from_channel: usize,
     chunk: Option<usize>,
-    mut sink: impl FnMut(Range<usize>, T6) -> Result<()>,
-) -> Result<()> {
+    mut sink: impl FnMut(Range<usize>, T6) -> Result<ControlFlow<()>>,
+) -> Result<ControlFlow<()>> {
     let dims = feature_map_dims(engine, layer)?;
     let channels = dims.0;
     let step = chunk
         .unwrap_or_else(|| chunk_size(engine, layer, channels, GRAD_TENSOR_BUDGET_BYTES))
         .max(1);
-    let mut k0 = 0;
+    let mut k0 = from_channel;
     while k0 < channels {
         let range = k0..(k0 + step).min(channels);
         let grads = backward_channel_sums(engine, acts, layer, range.clone(), method)?;
-        sink(range.clone(), grads)?;
+        if sink(range.clone(), grads)?.is_break() {
+            return Ok(ControlFlow::Break(()));
+        }
         k0 = range.end;
     }
-    Ok(())
+    Ok(ControlFlow::Continue(()))
 }
 
 /// The attribution images of every channel of node `layer` (index into `graph.nodes`) on the
@@ -123,19 +129,30 @@ pub fn attribute_layer(
     let channels = feature_map_dims(engine, layer)?.0;
     let per_image: usize = input.iter().product();
     let mut data = Vec::with_capacity(channels * per_image);
-    attribute_layer_chunks(engine, acts, layer, method, chunk, |_, grads| {
-        let host = grads
-            .try_into_data()
-            .map_err(|e| format!("{e:?}"))
-            .and_then(|d| d.try_into_vec::<f32>().map_err(|e| format!("{e:?}")))
-            .map_err(|detail| BackwardError::Readback {
-                value: graph.nodes[layer].name.clone(),
-                detail,
-            })?;
-        data.extend_from_slice(&host);
-        Ok(())
-    })?;
+    // This sink never stops the stream, so the flow returned is always `Continue`.
+    let _: ControlFlow<()> =
+        attribute_layer_chunks(engine, acts, layer, method, 0, chunk, |_, g| {
+            data.extend_from_slice(&read_chunk(engine, layer, g)?);
+            Ok(ControlFlow::Continue(()))
+        })?;
     let mut shape = vec![channels];
     shape.extend(input.iter().skip(1));
     Ok(HostTensor { shape, data })
+}
+
+/// A chunk of [`attribute_layer_chunks`] read back to the host, row-major
+/// (`[B, Cin, Hin, Win]`); the error names the layer.
+pub fn read_chunk(engine: &Engine, layer: usize, grads: T6) -> Result<Vec<f32>> {
+    grads
+        .try_into_data()
+        .map_err(|e| format!("{e:?}"))
+        .and_then(|d| d.try_into_vec::<f32>().map_err(|e| format!("{e:?}")))
+        .map_err(|detail| BackwardError::Readback {
+            value: engine
+                .graph()
+                .nodes
+                .get(layer)
+                .map_or_else(|| format!("layer {layer}"), |n| n.name.clone()),
+            detail,
+        })
 }

@@ -40,6 +40,9 @@ pub struct LayerTiles {
     pub method: Method,
     /// `[H, W]` of each map.
     pub map_hw: [usize; 2],
+    /// Channels of the layer; more than `tiles` while per-filter images are still arriving.
+    pub channels: usize,
+    /// Channel `k`'s tile, for the first `tiles.len()` channels.
     pub tiles: Vec<(TileHandle, [f32; 2])>,
 }
 
@@ -234,9 +237,14 @@ fn details(inp: &SceneInputs, scene: &mut Scene) {
                 ),
             };
             let (good, bad) = inp.annotations.counts(&layer.name);
+            let count = match tiles.tiles.len() {
+                done if done < tiles.channels => {
+                    format!("{done} of {} filters so far, computing…", tiles.channels)
+                }
+                done => format!("{done} filters"),
+            };
             let mut hint = format!(
-                "{what} · {} filters (good {good}, bad {bad}) · click good, double-click bad, shift+click clear",
-                tiles.tiles.len()
+                "{what} · {count} (good {good}, bad {bad}) · click good, double-click bad, shift+click clear"
             );
             hint.push_str(match tile_order(vm, state) {
                 Some(_) => " · sorted by rank (S: filter order)",

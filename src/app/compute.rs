@@ -1,0 +1,302 @@
+//! The passes the viewer runs, on the compute worker ([`super::worker`]) or synchronously
+//! for screenshots: a forward pass read back per layer, every filter's image of one layer —
+//! delivered chunk by chunk, so the window shows tiles as they finish and a newer request can
+//! stop the rest — and Grad-CAM maps.
+
+use std::ops::{ControlFlow, Range};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use image::RgbImage;
+
+use crate::engine::{self, Capture, Engine, HostTensor, attribution};
+use crate::export::Method;
+use crate::model::preprocess::InputTensor;
+
+/// What one forward pass produced, on the CPU.
+pub struct ForwardResult {
+    /// First output of every layer with per-channel maps, by node index.
+    pub maps: Vec<Option<HostTensor>>,
+    pub probabilities: Vec<f32>,
+    pub picture: Option<RgbImage>,
+    pub label: String,
+    /// The input itself, for computing gradient images on demand (None for a data directory).
+    pub input: Option<Arc<InputTensor>>,
+    /// Per layer (by node index): channels whose map is constant on this input.
+    pub constant_channels: Vec<Vec<usize>>,
+    /// Per layer: channels by mean activation on this input, highest first (filter rank).
+    pub rank_order: Vec<Vec<usize>>,
+    /// When computed on a wgpu device: the same maps as device tensors `[C, H, W]` (handles
+    /// to burn's buffers, no copy), so a renderer sharing that device copies them into the
+    /// atlas on the GPU ([`crate::render::copy_maps`]). Empty on the CPU.
+    pub device_maps: Vec<Option<burn::tensor::Tensor<3>>>,
+}
+
+/// Every filter's image of one layer under a method: `[C, planes, H, W]` (3 planes for
+/// gradient images, 1 for occlusion maps). While the window still receives it chunk by chunk,
+/// only the first `filled` channels hold images (the rest are zeros).
+pub struct GradientResult {
+    pub layer: usize,
+    pub method: Method,
+    pub images: HostTensor,
+    /// Channels computed so far, from channel 0.
+    pub filled: usize,
+}
+
+impl GradientResult {
+    /// A result with every channel computed.
+    pub fn complete(layer: usize, method: Method, images: HostTensor) -> Self {
+        let filled = images.shape.first().copied().unwrap_or(0);
+        Self {
+            layer,
+            method,
+            images,
+            filled,
+        }
+    }
+
+    /// Channels of the layer (computed or not).
+    pub fn channels(&self) -> usize {
+        self.images.shape.first().copied().unwrap_or(0)
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.filled >= self.channels()
+    }
+
+    /// Copies `chunk`'s images into place (a chunk of another layer, method or size is
+    /// refused: `false`). Chunks arrive in channel order; `filled` only grows.
+    pub fn accept_chunk(&mut self, chunk: &GradientChunk) -> bool {
+        let per_channel: usize = chunk.shape[1..].iter().product();
+        let (start, end) = (chunk.channels.start, chunk.channels.end);
+        if (self.layer, self.method) != (chunk.layer, chunk.method)
+            || self.images.shape != chunk.shape
+            || end > chunk.shape[0]
+            || chunk.data.len() != (end - start) * per_channel
+        {
+            return false;
+        }
+        self.images.data[start * per_channel..end * per_channel].copy_from_slice(&chunk.data);
+        self.filled = self.filled.max(end);
+        true
+    }
+}
+
+/// The images of some of a layer's filters, as one reverse pass delivers them.
+pub struct GradientChunk {
+    /// The input they were computed for (the window drops chunks of an older input).
+    pub input: Arc<InputTensor>,
+    pub layer: usize,
+    pub method: Method,
+    /// `[C, planes, H, W]` of the whole layer.
+    pub shape: Vec<usize>,
+    /// The channels in this chunk.
+    pub channels: Range<usize>,
+    /// Their images, `[channels.len(), planes, H, W]` row-major.
+    pub data: Vec<f32>,
+}
+
+impl GradientChunk {
+    /// A zero-filled result of the chunk's layer and shape, nothing computed yet.
+    pub fn empty_result(&self) -> GradientResult {
+        GradientResult {
+            layer: self.layer,
+            method: self.method,
+            images: HostTensor {
+                shape: self.shape.clone(),
+                data: vec![0.0; self.shape.iter().product()],
+            },
+            filled: 0,
+        }
+    }
+}
+
+/// The Grad-CAM map of one class at the last layer with feature maps: `[H, W]`.
+pub struct CamResult {
+    pub class: usize,
+    pub layer: usize,
+    pub cam: HostTensor,
+}
+
+/// Grad-CAM of `class` at `layer` (one forward pass keeping every layer, one reverse pass
+/// from the class score).
+pub fn compute_cam(
+    engine: &Engine,
+    input: &InputTensor,
+    layer: usize,
+    class: usize,
+) -> Result<CamResult> {
+    let acts = engine.forward(input, &Capture::All)?;
+    let cam = crate::engine::gradcam::grad_cam(engine, &acts, layer, class)?;
+    Ok(CamResult { class, layer, cam })
+}
+
+/// Every filter's image of `layer` under `method`, delivered to `on_chunk` as it is computed:
+/// for gradient methods one forward pass keeping every layer, then one chunk per batched
+/// reverse pass (`[B, 3, H, W]` each); for occlusion the sweep of forward passes with the
+/// grey square, one chunk of every channel's `[1, rows, cols]` map at the end.
+/// Gradient methods start at channel `from_channel` (resuming a layer stopped part-way);
+/// occlusion always sweeps every channel. `on_chunk` returns `ControlFlow::Break` to stop
+/// before the next reverse pass (a newer request made this one moot); that is returned.
+/// `seeds_per_pass` overrides the chunk size ([`attribution::chunk_size`]'s memory bound by
+/// default).
+pub fn compute_gradient_chunks(
+    engine: &Engine,
+    input: &Arc<InputTensor>,
+    layer: usize,
+    method: Method,
+    from_channel: usize,
+    seeds_per_pass: Option<usize>,
+    on_chunk: &mut dyn FnMut(GradientChunk) -> ControlFlow<()>,
+) -> Result<ControlFlow<()>> {
+    let chunk = |shape: Vec<usize>, channels: Range<usize>, data: Vec<f32>| GradientChunk {
+        input: Arc::clone(input),
+        layer,
+        method,
+        shape,
+        channels,
+        data,
+    };
+    if method == Method::Occlusion {
+        let hw = [input.shape[2], input.shape[3]];
+        let spec = engine::occlusion::OcclusionSpec::for_input(hw);
+        let maps = engine::occlusion::occlusion(engine, input, &[layer], &spec, || {})?;
+        let [rows, cols] = maps.grid_hw;
+        let data = maps
+            .layers
+            .into_iter()
+            .next()
+            .map(|(_, d)| d)
+            .context("the occlusion sweep returned no maps for the layer")?;
+        let channels = data.len() / (rows * cols).max(1);
+        return Ok(on_chunk(chunk(
+            vec![channels, 1, rows, cols],
+            0..channels,
+            data,
+        )));
+    }
+    let rule = method
+        .gradient()
+        .context("forward is not a gradient method")?;
+    let channels = attribution::feature_map_dims(engine, layer)?.0;
+    let mut shape = vec![channels];
+    shape.extend(input.shape.iter().skip(1));
+    let acts = engine.forward(input, &Capture::All)?;
+    let flow = attribution::attribute_layer_chunks(
+        engine,
+        &acts,
+        layer,
+        rule,
+        from_channel,
+        seeds_per_pass,
+        |range, g| {
+            let data = attribution::read_chunk(engine, layer, g)?;
+            Ok(on_chunk(chunk(shape.clone(), range, data)))
+        },
+    )?;
+    Ok(flow)
+}
+
+/// Every filter's image of `layer` under `method` at once (see
+/// [`compute_gradient_chunks`]; screenshots and tests).
+pub fn compute_gradients(
+    engine: &Engine,
+    input: &Arc<InputTensor>,
+    layer: usize,
+    method: Method,
+) -> Result<GradientResult> {
+    let mut result: Option<GradientResult> = None;
+    let mut refused = false;
+    let mut collect = |c: GradientChunk| {
+        let r = result.get_or_insert_with(|| c.empty_result());
+        refused |= !r.accept_chunk(&c);
+        ControlFlow::Continue(())
+    };
+    // `collect` never stops the stream.
+    let _: ControlFlow<()> =
+        compute_gradient_chunks(engine, input, layer, method, 0, None, &mut collect)?;
+    let result = result.context("the layer has no filters")?;
+    anyhow::ensure!(
+        !refused && result.is_complete(),
+        "per-filter images of {} came back incomplete",
+        engine
+            .graph()
+            .nodes
+            .get(layer)
+            .map_or("the layer", |n| n.name.as_str())
+    );
+    Ok(result)
+}
+
+/// Runs the engine on one input and reads back every feature map.
+pub fn run_forward(engine: &Engine, input: &InputTensor, label: String) -> Result<ForwardResult> {
+    let graph = engine.graph();
+    let acts = engine.forward(input, &Capture::All)?;
+    let mut maps: Vec<Option<HostTensor>> = vec![None; graph.nodes.len()];
+    let mut constant = vec![Vec::new(); graph.nodes.len()];
+    let mut rank_order = vec![Vec::new(); graph.nodes.len()];
+    let on_wgpu = *engine.device() != burn::tensor::Device::flex();
+    let mut device_maps = vec![None; graph.nodes.len()];
+    for (i, node) in graph.feature_map_layers() {
+        if on_wgpu {
+            device_maps[i] = acts.maps(&node.outputs[0]).ok();
+        }
+        let map = acts.read(&node.outputs[0])?;
+        // [1, C, H, W]
+        let hw = map.shape.iter().skip(2).product();
+        constant[i] = crate::viz::tiles::constant_channels(&map.data, hw);
+        rank_order[i] = crate::viz::tiles::rank_by_mean(&map.data, hw);
+        maps[i] = Some(map);
+    }
+    let probabilities = engine::class_probabilities(graph, &acts)?;
+    Ok(ForwardResult {
+        maps,
+        probabilities,
+        picture: input.picture.clone(),
+        label,
+        input: Some(Arc::new(input.clone())),
+        constant_channels: constant,
+        rank_order,
+        device_maps,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(channels: Range<usize>, data: Vec<f32>) -> GradientChunk {
+        GradientChunk {
+            input: Arc::new(InputTensor {
+                shape: [1, 1, 1, 2],
+                data: vec![0.0; 2],
+                picture: None,
+            }),
+            layer: 3,
+            method: Method::Gbp,
+            shape: vec![3, 1, 1, 2],
+            channels,
+            data,
+        }
+    }
+
+    #[test]
+    fn chunks_fill_their_channels_and_mismatches_are_refused() {
+        let first = chunk(0..2, vec![1.0, 2.0, 3.0, 4.0]);
+        let mut r = first.empty_result();
+        assert_eq!((r.filled, r.channels(), r.is_complete()), (0, 3, false));
+        assert!(r.accept_chunk(&first));
+        assert_eq!(r.filled, 2);
+        assert_eq!(r.images.data, [1.0, 2.0, 3.0, 4.0, 0.0, 0.0]);
+        // Wrong length, beyond the layer, another method: refused, nothing written.
+        assert!(!r.accept_chunk(&chunk(2..3, vec![9.0])));
+        assert!(!r.accept_chunk(&chunk(2..4, vec![9.0; 4])));
+        let mut other = chunk(2..3, vec![9.0, 9.0]);
+        other.method = Method::Backprop;
+        assert!(!r.accept_chunk(&other));
+        assert_eq!(r.images.data, [1.0, 2.0, 3.0, 4.0, 0.0, 0.0]);
+        assert!(r.accept_chunk(&chunk(2..3, vec![5.0, 6.0])));
+        assert!(r.is_complete());
+        assert_eq!(r.images.data, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    }
+}

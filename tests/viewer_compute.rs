@@ -1,0 +1,149 @@
+//! The viewer's per-filter images arrive chunk by chunk (`app::compute`): the chunks of a
+//! layer, put in place, equal the whole layer computed in one go; a receiver that says stop
+//! gets no further chunk; a layer stopped part-way resumes from its first missing filter.
+
+mod common;
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use common::{fixture, formula_input};
+use convlens::app::compute::{GradientChunk, compute_gradient_chunks, compute_gradients};
+use convlens::engine::{Capture, Engine, attribution};
+use convlens::export::Method;
+use convlens::model::preprocess::InputTensor;
+use convlens::model::{ImportOptions, load_onnx_file};
+
+fn tiny_alexnet() -> (Engine, Arc<InputTensor>, usize) {
+    let graph = Arc::new(
+        load_onnx_file(
+            &fixture("mixed/tiny_alexnet.onnx"),
+            &ImportOptions::default(),
+        )
+        .unwrap(),
+    );
+    let shape: [usize; 4] = graph.inputs[0].shape.clone().try_into().unwrap();
+    let input = Arc::new(InputTensor {
+        shape,
+        data: formula_input(shape.iter().product()),
+        picture: None,
+    });
+    // The deepest conv layer: its reverse passes cross every layer below it.
+    let layer = (graph.nodes.iter().enumerate())
+        .rfind(|(_, n)| n.onnx_op == "Conv")
+        .map(|(i, _)| i)
+        .unwrap();
+    let engine = Engine::new(graph, burn::tensor::Device::flex());
+    (engine, input, layer)
+}
+
+#[test]
+fn chunks_put_in_place_equal_the_whole_layer() {
+    let (engine, input, layer) = tiny_alexnet();
+    let acts = engine.forward(&input, &Capture::All).unwrap();
+    let rule = Method::Gbp.gradient().unwrap();
+    // The reference: every channel in one call, with the engine's own chunk size.
+    let want = attribution::attribute_layer(&engine, &acts, layer, rule, None).unwrap();
+    let channels = want.shape[0];
+    assert!(channels > 4, "the layer needs several chunks of 2");
+
+    let mut ranges = Vec::new();
+    let mut result = None;
+    let mut on_chunk = |c: GradientChunk| {
+        ranges.push(c.channels.clone());
+        let r = result.get_or_insert_with(|| c.empty_result());
+        assert!(r.accept_chunk(&c), "chunk {:?} refused", c.channels);
+        ControlFlow::Continue(())
+    };
+    let flow = compute_gradient_chunks(
+        &engine,
+        &input,
+        layer,
+        Method::Gbp,
+        0,
+        Some(2),
+        &mut on_chunk,
+    )
+    .unwrap();
+    assert!(flow.is_continue());
+    let expected: Vec<_> = (0..channels)
+        .step_by(2)
+        .map(|k| k..(k + 2).min(channels))
+        .collect();
+    assert_eq!(ranges, expected);
+    let result = result.unwrap();
+    assert!(result.is_complete());
+    assert_eq!(result.images.shape, want.shape);
+    let scale = want
+        .data
+        .iter()
+        .fold(0f32, |m, v| m.max(v.abs()))
+        .max(1e-12);
+    let worst = (result.images.data.iter())
+        .zip(&want.data)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        worst / scale <= 1e-5,
+        "chunks of 2 differ from one pass: {:.2e}",
+        worst / scale
+    );
+
+    // The all-at-once helper (screenshots) assembles the same.
+    let whole = compute_gradients(&engine, &input, layer, Method::Gbp).unwrap();
+    assert_eq!(whole.filled, channels);
+    assert_eq!(whole.images.shape, want.shape);
+}
+
+#[test]
+fn a_layer_stopped_part_way_resumes_where_it_stopped() {
+    let (engine, input, layer) = tiny_alexnet();
+    // Stopped after the first chunk of 2 …
+    let mut partial = None;
+    let mut stop_after_one = |c: GradientChunk| {
+        let r = partial.get_or_insert_with(|| c.empty_result());
+        assert!(r.accept_chunk(&c));
+        ControlFlow::Break(())
+    };
+    let method = Method::Deconvnet;
+    let flow = compute_gradient_chunks(
+        &engine,
+        &input,
+        layer,
+        method,
+        0,
+        Some(2),
+        &mut stop_after_one,
+    )
+    .unwrap();
+    assert!(flow.is_break());
+    let mut partial = partial.unwrap();
+    assert_eq!(partial.filled, 2);
+    assert!(!partial.is_complete());
+    // … then resumed from channel 2 with the default chunk size.
+    let mut starts = Vec::new();
+    let mut resume = |c: GradientChunk| {
+        starts.push(c.channels.start);
+        assert!(partial.accept_chunk(&c));
+        ControlFlow::Continue(())
+    };
+    let flow =
+        compute_gradient_chunks(&engine, &input, layer, method, 2, None, &mut resume).unwrap();
+    assert!(flow.is_continue());
+    assert_eq!(starts.first(), Some(&2));
+    assert!(partial.is_complete());
+    let whole = compute_gradients(&engine, &input, layer, method).unwrap();
+    let scale = whole
+        .images
+        .data
+        .iter()
+        .fold(0f32, |m, v| m.max(v.abs()))
+        .max(1e-12);
+    let worst = (partial.images.data.iter())
+        .zip(&whole.images.data)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        worst / scale <= 1e-5,
+        "resumed images differ: {:.2e}",
+        worst / scale
+    );
+}
