@@ -12,7 +12,8 @@
 //! the model, the latest results and the interaction state into a scene (pure, no GPU);
 //! [`app`] is the window and its compute worker; [`annotations`] keeps the user's good/bad
 //! filter marks, saved atomically ([`atomic_file`]) on every change. [`cli`] is the
-//! command-line edge that wires these together.
+//! command-line edge that wires these together; [`error_line`] words its errors (and the
+//! viewer's) as one line.
 //! [`bench`] measures how fast each stage is (`convlens bench`).
 
 // Nothing a user or a file can influence may unwrap: errors are values (see each module's
@@ -27,6 +28,7 @@ pub mod bench;
 pub mod cli;
 pub mod datadir;
 pub mod engine;
+pub mod error_line;
 pub mod export;
 pub mod model;
 pub mod npy;

@@ -24,7 +24,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", convlens::error_line::error_line(&e));
             std::process::ExitCode::FAILURE
         }
     }

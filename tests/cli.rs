@@ -117,6 +117,16 @@ fn bad_inputs_get_clear_errors() {
         "{}",
         text(&missing)
     );
+    // The OS's reason once, not once per error in the chain.
+    let os_reason = std::fs::read("/nonexistent/model.onnx")
+        .expect_err("the path does not exist")
+        .to_string();
+    assert_eq!(
+        text(&missing).matches(&os_reason).count(),
+        1,
+        "{}",
+        text(&missing)
+    );
 
     let garbage = dir.path().join("garbage.onnx");
     std::fs::write(&garbage, b"\x08\x07this is not protobuf\xff\xff\xff").expect("write");

@@ -48,7 +48,7 @@ pub fn compute_with_fallback<T>(
                 result,
                 Some(Fallback {
                     engine: cpu,
-                    reason: format!("{e:#}"),
+                    reason: crate::error_line::error_line(&e),
                 }),
             )
         }

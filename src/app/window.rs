@@ -378,7 +378,11 @@ impl App {
         options.annotations = None; // --annotations named the first model's file
         let mut session = new_session(ViewSource::Model(model), &options, None);
         if let Err(e) = session.run_file(None) {
-            self.session.vm.notice = Some(format!("{}: {e:#}", path.display()));
+            self.session.vm.notice = Some(format!(
+                "{}: {}",
+                path.display(),
+                crate::error_line::error_line(&e)
+            ));
             return;
         }
         self.worker = match (&session.engine, &session.model) {
@@ -609,7 +613,7 @@ impl ApplicationHandler<UserEvent> for App {
                             }
                             self.inputs = Some(list);
                         }
-                        Err(e) => self.session.vm.notice = Some(format!("{e:#}")),
+                        Err(e) => self.session.vm.notice = Some(crate::error_line::error_line(&e)),
                     }
                 }
                 self.redraw();

@@ -116,7 +116,9 @@ impl Worker {
                                     run_forward(engine, &input, path.display().to_string())
                                 });
                             (
-                                Some(UserEvent::Forward(result.map_err(|e| format!("{e:#}")))),
+                                Some(UserEvent::Forward(
+                                    result.map_err(|e| crate::error_line::error_line(&e)),
+                                )),
                                 fallback,
                             )
                         }
@@ -128,7 +130,9 @@ impl Worker {
                                     run_forward(engine, &input, label.clone())
                                 });
                             (
-                                Some(UserEvent::Forward(result.map_err(|e| format!("{e:#}")))),
+                                Some(UserEvent::Forward(
+                                    result.map_err(|e| crate::error_line::error_line(&e)),
+                                )),
                                 fallback,
                             )
                         }
@@ -142,7 +146,9 @@ impl Worker {
                                     compute_cam(engine, &input, layer, class)
                                 });
                             (
-                                Some(UserEvent::Cam(result.map_err(|e| format!("{e:#}")))),
+                                Some(UserEvent::Cam(
+                                    result.map_err(|e| crate::error_line::error_line(&e)),
+                                )),
                                 fallback,
                             )
                         }
@@ -180,9 +186,12 @@ impl Worker {
                                 });
                             match result {
                                 Ok(_) => (None, fallback),
-                                Err(e) => {
-                                    (Some(UserEvent::GradientsFailed(format!("{e:#}"))), fallback)
-                                }
+                                Err(e) => (
+                                    Some(UserEvent::GradientsFailed(
+                                        crate::error_line::error_line(&e),
+                                    )),
+                                    fallback,
+                                ),
                             }
                         }
                     };
@@ -239,7 +248,9 @@ fn between_chunks(
                 class,
             } => {
                 let cam = compute_cam(engine, &input, layer, class);
-                if !send(UserEvent::Cam(cam.map_err(|e| format!("{e:#}")))) {
+                if !send(UserEvent::Cam(
+                    cam.map_err(|e| crate::error_line::error_line(&e)),
+                )) {
                     return ControlFlow::Break(());
                 }
             }
