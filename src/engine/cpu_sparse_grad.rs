@@ -5,7 +5,7 @@
 //! seed has `1/C`. A dense GEMM multiplies all the zeros; here each non-zero output gradient
 //! `v` at `(co, oy, ox)` adds `v · W[co]` onto the input positions its window covers, so the
 //! work is proportional to the non-zeros. The reverse pass (`vjp_spatial`) picks this path
-//! from the measured density ([`worth_it`]).
+//! from the measured density ([`super::cpu_conv::input_grad_path`]).
 //!
 //! Layout: the weights are permuted once per call to `[c_out, kh, kw, c_in/g]` and each
 //! image's gradient accumulates channels-last per group, `[g, h, w, c_in/g]`, so one kernel
@@ -18,7 +18,8 @@ use rayon::prelude::*;
 use super::cpu_conv::ConvGeometry;
 
 /// Highest fraction of non-zero output gradients for which [`conv2d_input_grad_sparse`]
-/// beats the dense GEMM path; measured on AlexNet-shaped layers (see [`worth_it`]).
+/// beats the dense GEMM path; measured on AlexNet-shaped layers (1×1 and depthwise layers
+/// have lower limits: [`super::cpu_conv::input_grad_path`]).
 pub const MAX_DENSITY: f64 = 0.35;
 
 /// Fraction of non-zero values in `grad` (0 for an empty slice).
@@ -30,11 +31,6 @@ pub fn density(grad: &[f32]) -> f64 {
         .par_chunks(1 << 16)
         .map(|c| c.iter().filter(|v| **v != 0.0).count());
     nonzero.sum::<usize>() as f64 / grad.len() as f64
-}
-
-/// Whether the sparse kernel should take an output gradient with this density.
-pub fn worth_it(density: f64) -> bool {
-    density <= MAX_DENSITY
 }
 
 /// The input gradient `[n, c_in, h, w]` of a convolution with geometry `g`, for the output

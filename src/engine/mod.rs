@@ -7,6 +7,7 @@
 pub mod attribution;
 pub mod backward;
 pub mod cpu_conv;
+pub mod cpu_depthwise;
 pub mod cpu_linear;
 pub mod cpu_lrn;
 pub mod cpu_pool;

@@ -9,8 +9,9 @@ use burn::tensor::ops::{AvgPoolOptions, ConvOptions, ConvTransposeOptions, MaxPo
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 
 use super::backward::{BackwardError, Result, Step};
+use super::cpu_conv::InputGradPath;
 use super::ops::{HostValues, RANK, T6, axis6, window_sum};
-use super::{cpu_conv, cpu_reverse, cpu_sparse_grad};
+use super::{cpu_conv, cpu_depthwise, cpu_reverse, cpu_sparse_grad};
 use crate::model::graph::{PadPair, Window2d};
 
 /// The 4-D shape `[N, C, H, W]` of input (`Some(i)`) or output (`None`), or an error.
@@ -107,15 +108,14 @@ pub(super) fn conv_channel_sums(
     Ok(gx.reshape(step.gdims(&xs)?))
 }
 
-/// [`conv`] on the CPU. A sparse gradient (guided backprop and deconvnet gate it to its
-/// positive values: 10–16% non-zero on AlexNet-shaped networks) goes through
-/// [`cpu_sparse_grad::conv2d_input_grad_sparse`], whose work follows the non-zeros; a dense
-/// one through [`cpu_conv::conv2d_input_grad`] (one GEMM per image and group, col2im back
-/// onto the input) for spatial kernels with at least 8 input and output channels per group.
-/// `Err(g)` hands the gradient back for the rest (dense gradients of 1×1, depthwise or
-/// RGB-input convolutions): flex's transposed convolution was faster there (AlexNet-shaped
-/// GBP, 119 seeds: conv2's dense input gradient 0.87 s by GEMM vs 0.92 s on flex, conv1's —
-/// 3 channels, stride 4 — 0.85 vs 0.75 s).
+/// [`conv`] on the CPU, by the host kernel [`cpu_conv::input_grad_path`] picks from the
+/// layer's geometry and the gradient's density (guided backprop and deconvnet gate it to its
+/// positive values: 10–16% non-zero on AlexNet-shaped networks): sparse
+/// ([`cpu_sparse_grad::conv2d_input_grad_sparse`], work follows the non-zeros), GEMM
+/// ([`cpu_conv::conv2d_input_grad`]) or direct depthwise
+/// ([`cpu_depthwise::depthwise_input_grad`]). `Err(g)` hands the gradient back for flex's
+/// transposed convolution, which was faster for dense gradients of thin layers (AlexNet's
+/// conv1 — 3 channels, stride 4 — 0.75 s on flex vs 0.85 s by GEMM for 119 seeds).
 fn conv_input_grad_on_host(
     step: &Step,
     window: &Window2d,
@@ -131,11 +131,10 @@ fn conv_input_grad_on_host(
     let Some(geometry) = cpu_conv::ConvGeometry::new(window, group, &x_dims, &ws, &y_dims) else {
         return Ok(Err(g));
     };
-    let dense_by_gemm = window.kernel != [1, 1] && ys[1] / group >= 8 && xs[1] / group >= 8;
     // Moved, not cloned: flex hands over a uniquely owned buffer without a copy.
     let grad = to_host(step, fold(step, g, ys))?; // [B·N, M, Ho, Wo]
-    let sparse = cpu_sparse_grad::worth_it(cpu_sparse_grad::density(&grad));
-    if !sparse && !dense_by_gemm {
+    let path = cpu_conv::input_grad_path(&geometry, cpu_sparse_grad::density(&grad));
+    if path == InputGradPath::Flex {
         let g = Tensor::<4>::from_data(TensorData::new(grad, y_dims), step.device());
         return Ok(Err(g.reshape(step.gdims(&ys)?)));
     }
@@ -144,10 +143,18 @@ fn conv_input_grad_on_host(
         value: step.node.name.clone(),
         detail,
     })?;
-    let gx = if sparse {
-        cpu_sparse_grad::conv2d_input_grad_sparse(&grad, weight.as_slice(), &geometry)
-    } else {
-        cpu_conv::conv2d_input_grad(&grad, weight.as_slice(), &geometry)
+    let weight = weight.as_slice();
+    let gx = match path {
+        InputGradPath::Sparse => {
+            cpu_sparse_grad::conv2d_input_grad_sparse(&grad, weight, &geometry)
+        }
+        InputGradPath::Depthwise => {
+            cpu_depthwise::depthwise_input_grad(&grad, weight, &geometry)
+                .ok_or_else(|| step.unsupported("depthwise input gradient of this geometry"))?
+        }
+        InputGradPath::Gemm | InputGradPath::Flex => {
+            cpu_conv::conv2d_input_grad(&grad, weight, &geometry)
+        }
     }; // [B·N, C, H, W]
     let gx = Tensor::<4>::from_data(TensorData::new(gx, x_dims), step.device());
     Ok(Ok(gx.reshape(step.gdims(&xs)?)))
