@@ -30,12 +30,19 @@ sums, and for the graph output those of each class score, along dense directions
 1e-6, precise to ~1e-9 where no kink lies within 1e-6. v_s[i] = 2 * splitmix64(s << 40 ^ i)
 / 2^64 - 1, the same sequence as `unit` in tests/attribution_support/mod.rs.
 
-Outputs (tests/fixtures/attribution/, < 1 MB in all):
+Third, the same per-channel references for a small MobileNet-like network (depthwise 3x3
+and 5x5 convolutions at strides 1 and 2, pointwise 1x1 convolutions with and without ReLU6
+after them, on a 1x3x24x24 input), for the layers `dw2` and `pw3`: the reverse pass picks
+other host kernels for these (direct depthwise, GEMM for 1x1) than for AlexNet-shaped ones.
+
+Outputs (tests/fixtures/attribution/, ~2 MB in all):
   small_cnn.onnx                the model (opset 17, weights as initializers)
   small_cnn_<method>.npy        float32 [24, 3, 32, 32]: conv1 channels 0-7, conv2 0-7, conv3 0-7
   small_cnn.json                layers (ONNX node name, channel count, row offset), per-image
                                 L2 norms (from the float64 result), provenance
   fd64.json                     {model: {"salts": [...], "values": {output: [[d_k] per salt]}}}
+  small_mobile.onnx, small_mobile_<method>.npy, small_mobile.json
+                                the same for the MobileNet-like network (layers dw2, pw3)
 
 Run: /root/.cache/convlens-venv/bin/python scripts/make_attribution_reference.py
 (deterministic: seed 20240611; torch 2.15 CPU, a few seconds).
@@ -86,7 +93,38 @@ class SmallCnn(nn.Module):
         return x
 
 
-def rule_hooks(model: SmallCnn, method: str) -> list:
+class SmallMobile(nn.Module):
+    """Depthwise-separable blocks as in MobileNet/EfficientNet: 3x3 and 5x5 depthwise
+    convolutions at strides 1 and 2, 1x1 expansions (ReLU6) and linear 1x1 projections."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, stride=2, padding=1)
+        self.relu_stem = nn.ReLU6()
+        self.dw1 = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.relu_dw1 = nn.ReLU6()
+        self.pw1 = nn.Conv2d(16, 24, 1)
+        self.ex2 = nn.Conv2d(24, 48, 1)
+        self.relu_ex2 = nn.ReLU6()
+        self.dw2 = nn.Conv2d(48, 48, 5, stride=2, padding=2, groups=48)
+        self.relu_dw2 = nn.ReLU6()
+        self.pw2 = nn.Conv2d(48, 32, 1)
+        self.dw3 = nn.Conv2d(32, 32, 5, padding=2, groups=32)
+        self.relu_dw3 = nn.ReLU6()
+        self.pw3 = nn.Conv2d(32, 16, 1)
+        self.relu_pw3 = nn.ReLU()
+        self.order = ["stem", "relu_stem", "dw1", "relu_dw1", "pw1", "ex2", "relu_ex2", "dw2",
+                      "relu_dw2", "pw2", "dw3", "relu_dw3", "pw3", "relu_pw3"]
+
+    def forward(self, x: torch.Tensor, upto: str = "relu_pw3") -> torch.Tensor:
+        for name in self.order:
+            x = getattr(self, name)(x)
+            if name == upto:
+                break
+        return x
+
+
+def rule_hooks(model: nn.Module, method: str) -> list:
     """Forward hooks saving each ReLU-family input; backward hooks applying `method`'s rule."""
     handles = []
     for module in model.modules():
@@ -109,7 +147,7 @@ def rule_hooks(model: SmallCnn, method: str) -> list:
     return handles
 
 
-def attributions(model: SmallCnn, x: torch.Tensor, layer: str, method: str) -> np.ndarray:
+def attributions(model: nn.Module, x: torch.Tensor, layer: str, method: str) -> np.ndarray:
     """[C, 3, H, W] float64: dJ_k/dx for every channel k of `layer`, one backward per channel."""
     handles = rule_hooks(model, method) if method != "backprop" else []
     try:
@@ -126,8 +164,8 @@ def attributions(model: SmallCnn, x: torch.Tensor, layer: str, method: str) -> n
             h.remove()
 
 
-def export(model: SmallCnn, path: pathlib.Path) -> None:
-    dummy = torch.from_numpy(formula_input(int(np.prod(INPUT_SHAPE))).reshape(INPUT_SHAPE))
+def export(model: nn.Module, path: pathlib.Path, shape=INPUT_SHAPE) -> None:
+    dummy = torch.from_numpy(formula_input(int(np.prod(shape))).reshape(shape))
     torch.onnx.export(model, (dummy,), str(path), input_names=["input"], output_names=["output"],
                       opset_version=17, dynamo=False)
     m = onnx.load(str(path))
@@ -217,57 +255,75 @@ def fd_references(salts=(1, 2), step=1e-6) -> dict:
     return result
 
 
-def main() -> None:
-    torch.manual_seed(SEED)
-    model = SmallCnn().eval()
+def init_weights(model: nn.Module) -> None:
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.Conv2d):
                 # He-like scale so activations neither vanish nor explode; biases small and
                 # positive so that ReLU6's upper gate (x > 6) is reached at some positions.
-                fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+                fan_in = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
                 m.weight.normal_(0.0, (2.0 / fan_in) ** 0.5 * 1.5)
                 m.bias.uniform_(-0.1, 0.3)
-        model.conv2.weight.mul_(1.6)  # drive ~7% of ReLU6's inputs above 6
-    OUT.mkdir(parents=True, exist_ok=True)
-    onnx_path = OUT / "small_cnn.onnx"
-    export(model, onnx_path)
-    conv_nodes = [n.name for n in onnx.load(str(onnx_path)).graph.node if n.op_type == "Conv"]
 
-    x = torch.from_numpy(formula_input(int(np.prod(INPUT_SHAPE))).reshape(INPUT_SHAPE)).double()
+
+def write_reference(name: str, model: nn.Module, shape: tuple, layers: list, extra: dict) -> list:
+    """Exports `model` as <name>.onnx and writes <name>_<method>.npy (every channel of each
+    layer in `layers`, float64 autograd cast to float32) and <name>.json; returns the ONNX
+    names of the layers' Conv nodes."""
+    onnx_path = OUT / f"{name}.onnx"
+    export(model, onnx_path, shape)
+    graph = onnx.load(str(onnx_path)).graph
+    conv_nodes = {n.name.split("/")[1]: n.name for n in graph.node if n.op_type == "Conv"}
+    x = torch.from_numpy(formula_input(int(np.prod(shape))).reshape(shape)).double()
     model64 = copy.deepcopy(model).double()
-    with torch.no_grad():
-        relu6_in = model64(x, upto="conv2")
-        saturated = int((relu6_in > 6).sum())
-    layers, norms = [], {m: [] for m in METHODS}
+    meta_layers, norms = [], {m: [] for m in METHODS}
     stacks = {m: [] for m in METHODS}
     row = 0
-    for onnx_name, layer in zip(conv_nodes, ["conv1", "conv2", "conv3"]):
+    for layer in layers:
         channels = getattr(model, layer).out_channels
-        layers.append({"layer": layer, "onnx_node": onnx_name, "channels": channels, "row": row})
+        meta_layers.append({"layer": layer, "onnx_node": conv_nodes[layer], "channels": channels, "row": row})
         row += channels
         for method in METHODS:
             imgs = attributions(model64, x, layer, method)
             stacks[method].append(imgs)
             norms[method].extend(float(np.linalg.norm(i)) for i in imgs)
     for method in METHODS:
-        write_npy(OUT / f"small_cnn_{method}.npy", np.concatenate(stacks[method]))
+        write_npy(OUT / f"{name}_{method}.npy", np.concatenate(stacks[method]))
     meta = {
-        "model": "small_cnn.onnx",
+        "model": f"{name}.onnx",
         "input_name": "input",
-        "input_shape": list(INPUT_SHAPE),
+        "input_shape": list(shape),
         "input_formula": "u=((i*2654435761)%2^32)/2^32; x=f32(2u-1)",
         "objective": "J_k = sum over h,w of the layer's output channel k; image = dJ_k/dinput",
-        "methods": {m: f"small_cnn_{m}.npy" for m in METHODS},
-        "layers": layers,
+        "methods": {m: f"{name}_{m}.npy" for m in METHODS},
+        "layers": meta_layers,
         "norms": norms,
-        "relu6_inputs_above_6": saturated,
+        **extra,
         "made_by": f"scripts/make_attribution_reference.py, torch {torch.__version__}, seed {SEED}, float64",
     }
-    (OUT / "small_cnn.json").write_text(json.dumps(meta, indent=1) + "\n")
+    (OUT / f"{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return [l["onnx_node"] for l in meta_layers]
+
+
+def main() -> None:
+    torch.manual_seed(SEED)
+    model = SmallCnn().eval()
+    init_weights(model)
+    with torch.no_grad():
+        model.conv2.weight.mul_(1.6)  # drive ~7% of ReLU6's inputs above 6
+        x = torch.from_numpy(formula_input(int(np.prod(INPUT_SHAPE))).reshape(INPUT_SHAPE))
+        saturated = int((copy.deepcopy(model).double()(x.double(), upto="conv2") > 6).sum())
+    OUT.mkdir(parents=True, exist_ok=True)
+    conv_nodes = write_reference("small_cnn", model, INPUT_SHAPE, ["conv1", "conv2", "conv3"],
+                                 {"relu6_inputs_above_6": saturated})
     (OUT / "fd64.json").write_text(json.dumps(fd_references()) + "\n")
+
+    mobile = SmallMobile().eval()
+    init_weights(mobile)
+    mobile_nodes = write_reference("small_mobile", mobile, (1, 3, 24, 24), ["dw2", "pw3"], {})
     total = sum(p.stat().st_size for p in OUT.iterdir())
-    print(f"wrote {OUT} ({total} bytes); conv nodes {conv_nodes}; ReLU6 inputs above 6: {saturated}")
+    print(f"wrote {OUT} ({total} bytes); conv nodes {conv_nodes}, {mobile_nodes}; "
+          f"ReLU6 inputs above 6: {saturated}")
 
 
 if __name__ == "__main__":

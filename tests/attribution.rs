@@ -314,23 +314,32 @@ fn backprop_matches_float64_finite_differences() {
 /// Worst per-image cosine similarity and relative norm error against the PyTorch reference.
 struct Agreement {
     images: usize,
+    /// Images that are exactly zero in the float64 reference (and here).
+    zero: usize,
     min_cos: f64,
     max_norm_err: f64,
 }
 
-/// Every channel of every conv layer of `small_cnn.onnx`, all three methods, against the
-/// float64 PyTorch autograd (+ hooks) images of `scripts/make_attribution_reference.py`.
-fn pytorch_reference_check(device: Device, min_cos: f64, norm_tol: f64) -> Agreement {
+/// Every channel of the reference layers of `attribution/<name>.onnx` (`small_cnn`: its three
+/// conv layers; `small_mobile`: a depthwise and a pointwise layer of a MobileNet-like
+/// network), all three methods, against the float64 PyTorch autograd (+ hooks) images of
+/// `scripts/make_attribution_reference.py`.
+fn pytorch_reference_check(name: &str, device: Device, min_cos: f64, norm_tol: f64) -> Agreement {
     let meta: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(fixture("attribution/small_cnn.json")).expect("small_cnn.json"),
+        &std::fs::read(fixture(&format!("attribution/{name}.json"))).expect("reference json"),
     )
     .expect("valid json");
-    let graph = load("attribution/small_cnn.onnx");
+    let graph = load(&format!("attribution/{name}.onnx"));
+    let input_shape: Vec<usize> = (meta["input_shape"].as_array().expect("input shape"))
+        .iter()
+        .map(|d| d.as_u64().expect("dim") as usize)
+        .collect();
     let engine = Engine::new(Arc::clone(&graph), device);
     let n: usize = graph.image_input().expect("input").shape.iter().product();
     let acts = run(&engine, &formula_input(n));
     let mut agreement = Agreement {
         images: 0,
+        zero: 0,
         min_cos: 1.0,
         max_norm_err: 0.0,
     };
@@ -351,19 +360,23 @@ fn pytorch_reference_check(device: Device, min_cos: f64, norm_tol: f64) -> Agree
                 .unwrap_or_else(|| panic!("no node {name}"));
             // A small chunk so that several reverse passes per layer are exercised.
             let got = attribute_layer(&engine, &acts, index, method, Some(3)).expect("attribution");
-            assert_eq!(
-                got.shape,
-                [
-                    layer["channels"].as_u64().expect("channels") as usize,
-                    3,
-                    32,
-                    32
-                ]
-            );
+            let mut want_shape = vec![layer["channels"].as_u64().expect("channels") as usize];
+            want_shape.extend(&input_shape[1..]);
+            assert_eq!(got.shape, want_shape);
             for (k, img) in got.data.chunks(n).enumerate() {
                 let want = &reference.data[(row + k) * n..(row + k + 1) * n];
                 let (ng, nw) = (dot(img, img).sqrt(), dot(want, want).sqrt());
                 let norm64 = norms[row + k].as_f64().expect("norm");
+                if norm64 == 0.0 {
+                    // Every path to the input gated off (guided backprop's double gate).
+                    assert!(
+                        ng == 0.0,
+                        "{key} {name} channel {k}: want zero, norm {ng:e}"
+                    );
+                    agreement.images += 1;
+                    agreement.zero += 1;
+                    continue;
+                }
                 assert!(
                     nw > 1e-9,
                     "{key} {name} channel {k}: the reference image is zero"
@@ -385,17 +398,31 @@ fn pytorch_reference_check(device: Device, min_cos: f64, norm_tol: f64) -> Agree
 
 #[test]
 fn all_methods_match_pytorch_autograd_with_hooks_on_flex() {
-    let a = pytorch_reference_check(Device::flex(), 0.999, 1e-3);
+    let a = pytorch_reference_check("small_cnn", Device::flex(), 0.999, 1e-3);
     eprintln!(
         "flex: {} images, min cosine {:.7}, max relative norm error {:.2e}",
         a.images, a.min_cos, a.max_norm_err
     );
-    assert_eq!(a.images, 3 * 24);
+    assert_eq!((a.images, a.zero), (3 * 24, 0));
+}
+
+/// The depthwise (3×3 and 5×5, strides 1 and 2) and pointwise layers take other host kernels
+/// in the reverse pass on flex (`cpu_conv::input_grad_path`).
+#[test]
+fn depthwise_and_pointwise_layers_match_pytorch_on_flex() {
+    let a = pytorch_reference_check("small_mobile", Device::flex(), 0.999, 1e-3);
+    eprintln!(
+        "flex, small_mobile: {} images, min cosine {:.7}, max relative norm error {:.2e}",
+        a.images, a.min_cos, a.max_norm_err
+    );
+    assert_eq!(a.images, 3 * (48 + 16));
+    // Two of dw2's guided-backprop images are zero on this input; the rest carry signal.
+    assert!(a.zero <= 2, "{} zero images", a.zero);
 }
 
 #[test]
 fn all_methods_match_pytorch_autograd_with_hooks_on_wgpu() {
-    let a = pytorch_reference_check(common::wgpu(), 0.999, 1e-2);
+    let a = pytorch_reference_check("small_cnn", common::wgpu(), 0.999, 1e-2);
     eprintln!(
         "wgpu: {} images, min cosine {:.7}, max relative norm error {:.2e}",
         a.images, a.min_cos, a.max_norm_err
