@@ -44,7 +44,27 @@ fn occlusion_drop_equals_gradient_times_input_on_a_linear_network() {
         stride_px: 6,
         fill: 0.0,
     };
-    let maps = occlusion(&engine, &input, &[0], &spec, || {}).expect("sweep");
+    let mut passes = Vec::new();
+    let maps = occlusion(&engine, &input, &[0], &spec, |done, total| {
+        passes.push((done, total));
+        std::ops::ControlFlow::Continue(())
+    })
+    .expect("sweep")
+    .expect("not stopped");
+    let cells = maps.grid_hw[0] * maps.grid_hw[1];
+    assert_eq!(passes, (1..=cells).map(|d| (d, cells)).collect::<Vec<_>>());
+    // A receiver that says stop after the second pass gets no third.
+    let mut calls = 0;
+    let stopped = occlusion(&engine, &input, &[0], &spec, |_, _| {
+        calls += 1;
+        if calls == 2 {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    })
+    .expect("sweep");
+    assert!(stopped.is_none() && calls == 2);
     let acts = engine.forward(&input, &Capture::All).expect("forward");
     let grads = attribute_layer(&engine, &acts, 0, Method::Backprop, None).expect("gradients"); // [C, 3, H, W]
     let channels = grads.shape[0];

@@ -8,11 +8,19 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use common::{fixture, formula_input};
-use convlens::app::compute::{GradientChunk, compute_gradient_chunks, compute_gradients};
+use convlens::app::compute::{Delivery, GradientChunk, compute_gradient_chunks, compute_gradients};
 use convlens::engine::{Capture, Engine, attribution};
 use convlens::export::Method;
 use convlens::model::preprocess::InputTensor;
 use convlens::model::{ImportOptions, load_onnx_file};
+
+/// Gradient methods deliver images only.
+fn chunk(d: Delivery) -> GradientChunk {
+    match d {
+        Delivery::Chunk(c) => c,
+        Delivery::Progress { .. } => panic!("progress from a gradient method"),
+    }
+}
 
 fn tiny_alexnet() -> (Engine, Arc<InputTensor>, usize) {
     let graph = Arc::new(
@@ -49,7 +57,8 @@ fn chunks_put_in_place_equal_the_whole_layer() {
 
     let mut ranges = Vec::new();
     let mut result = None;
-    let mut on_chunk = |c: GradientChunk| {
+    let mut on_chunk = |d: Delivery| {
+        let c = chunk(d);
         ranges.push(c.channels.clone());
         let r = result.get_or_insert_with(|| c.empty_result());
         assert!(r.accept_chunk(&c), "chunk {:?} refused", c.channels);
@@ -99,7 +108,8 @@ fn a_layer_stopped_part_way_resumes_where_it_stopped() {
     let (engine, input, layer) = tiny_alexnet();
     // Stopped after the first chunk of 2 …
     let mut partial = None;
-    let mut stop_after_one = |c: GradientChunk| {
+    let mut stop_after_one = |d: Delivery| {
+        let c = chunk(d);
         let r = partial.get_or_insert_with(|| c.empty_result());
         assert!(r.accept_chunk(&c));
         ControlFlow::Break(())
@@ -121,7 +131,8 @@ fn a_layer_stopped_part_way_resumes_where_it_stopped() {
     assert!(!partial.is_complete());
     // … then resumed from channel 2 with the default chunk size.
     let mut starts = Vec::new();
-    let mut resume = |c: GradientChunk| {
+    let mut resume = |d: Delivery| {
+        let c = chunk(d);
         starts.push(c.channels.start);
         assert!(partial.accept_chunk(&c));
         ControlFlow::Continue(())
@@ -146,4 +157,53 @@ fn a_layer_stopped_part_way_resumes_where_it_stopped() {
         "resumed images differ: {:.2e}",
         worst / scale
     );
+}
+
+#[test]
+fn occlusion_reports_its_passes_then_delivers_every_channel() {
+    let (engine, input, layer) = tiny_alexnet();
+    let (mut passes, mut chunks) = (Vec::new(), Vec::new());
+    let mut on_delivery = |d: Delivery| {
+        match d {
+            Delivery::Progress { done, total } => passes.push((done, total)),
+            Delivery::Chunk(c) => chunks.push((c.channels.clone(), c.shape.clone())),
+        }
+        ControlFlow::Continue(())
+    };
+    let flow = compute_gradient_chunks(
+        &engine,
+        &input,
+        layer,
+        Method::Occlusion,
+        0,
+        None,
+        &mut on_delivery,
+    )
+    .unwrap();
+    assert!(flow.is_continue());
+    let total = passes.last().unwrap().1;
+    assert_eq!(passes, (1..=total).map(|d| (d, total)).collect::<Vec<_>>());
+    assert_eq!(chunks.len(), 1);
+    let (channels, shape) = &chunks[0];
+    assert_eq!(*channels, 0..shape[0]);
+    assert_eq!(shape[2] * shape[3], total, "one pass per grid cell");
+
+    // Stopped at the first pass: no maps.
+    let mut delivered = 0;
+    let mut stop = |_: Delivery| {
+        delivered += 1;
+        ControlFlow::Break(())
+    };
+    let flow = compute_gradient_chunks(
+        &engine,
+        &input,
+        layer,
+        Method::Occlusion,
+        0,
+        None,
+        &mut stop,
+    )
+    .unwrap();
+    assert!(flow.is_break());
+    assert_eq!(delivered, 1);
 }

@@ -131,15 +131,24 @@ pub fn compute_cam(
     Ok(CamResult { class, layer, cam })
 }
 
-/// Every filter's image of `layer` under `method`, delivered to `on_chunk` as it is computed:
-/// for gradient methods one forward pass keeping every layer, then one chunk per batched
-/// reverse pass (`[B, 3, H, W]` each); for occlusion the sweep of forward passes with the
-/// grey square, one chunk of every channel's `[1, rows, cols]` map at the end.
-/// Gradient methods start at channel `from_channel` (resuming a layer stopped part-way);
-/// occlusion always sweeps every channel. `on_chunk` returns `ControlFlow::Break` to stop
-/// before the next reverse pass (a newer request made this one moot); that is returned.
-/// `seeds_per_pass` overrides the chunk size ([`attribution::chunk_size`]'s memory bound by
-/// default).
+/// What a computation of a layer's images hands its receiver as it goes.
+pub enum Delivery {
+    /// Some filters' images.
+    Chunk(GradientChunk),
+    /// The occlusion sweep's progress: `done` of `total` occluded forward passes (its maps
+    /// come as one chunk at the end).
+    Progress { done: usize, total: usize },
+}
+
+/// Every filter's image of `layer` under `method`, delivered to `on_delivery` as it is
+/// computed: for gradient methods one forward pass keeping every layer, then one chunk per
+/// batched reverse pass (`[B, 3, H, W]` each); for occlusion the sweep of forward passes with
+/// the grey square — progress after each — and one chunk of every channel's
+/// `[1, rows, cols]` map at the end. Gradient methods start at channel `from_channel`
+/// (resuming a layer stopped part-way); occlusion always sweeps every channel.
+/// `on_delivery` returns `ControlFlow::Break` to stop before the next pass (a newer request
+/// made this one moot); that is returned. `seeds_per_pass` overrides the chunk size
+/// ([`attribution::chunk_size`]'s memory bound by default).
 pub fn compute_gradient_chunks(
     engine: &Engine,
     input: &Arc<InputTensor>,
@@ -147,7 +156,7 @@ pub fn compute_gradient_chunks(
     method: Method,
     from_channel: usize,
     seeds_per_pass: Option<usize>,
-    on_chunk: &mut dyn FnMut(GradientChunk) -> ControlFlow<()>,
+    on_delivery: &mut dyn FnMut(Delivery) -> ControlFlow<()>,
 ) -> Result<ControlFlow<()>> {
     let chunk = |shape: Vec<usize>, channels: Range<usize>, data: Vec<f32>| GradientChunk {
         input: Arc::clone(input),
@@ -160,7 +169,11 @@ pub fn compute_gradient_chunks(
     if method == Method::Occlusion {
         let hw = [input.shape[2], input.shape[3]];
         let spec = engine::occlusion::OcclusionSpec::for_input(hw);
-        let maps = engine::occlusion::occlusion(engine, input, &[layer], &spec, || {})?;
+        let progress = |done, total| on_delivery(Delivery::Progress { done, total });
+        let Some(maps) = engine::occlusion::occlusion(engine, input, &[layer], &spec, progress)?
+        else {
+            return Ok(ControlFlow::Break(()));
+        };
         let [rows, cols] = maps.grid_hw;
         let data = maps
             .layers
@@ -169,11 +182,11 @@ pub fn compute_gradient_chunks(
             .map(|(_, d)| d)
             .context("the occlusion sweep returned no maps for the layer")?;
         let channels = data.len() / (rows * cols).max(1);
-        return Ok(on_chunk(chunk(
+        return Ok(on_delivery(Delivery::Chunk(chunk(
             vec![channels, 1, rows, cols],
             0..channels,
             data,
-        )));
+        ))));
     }
     let rule = method
         .gradient()
@@ -191,7 +204,11 @@ pub fn compute_gradient_chunks(
         seeds_per_pass,
         |range, g| {
             let data = attribution::read_chunk(engine, layer, g)?;
-            Ok(on_chunk(chunk(shape.clone(), range, data)))
+            Ok(on_delivery(Delivery::Chunk(chunk(
+                shape.clone(),
+                range,
+                data,
+            ))))
         },
     )?;
     Ok(flow)
@@ -207,9 +224,11 @@ pub fn compute_gradients(
 ) -> Result<GradientResult> {
     let mut result: Option<GradientResult> = None;
     let mut refused = false;
-    let mut collect = |c: GradientChunk| {
-        let r = result.get_or_insert_with(|| c.empty_result());
-        refused |= !r.accept_chunk(&c);
+    let mut collect = |d: Delivery| {
+        if let Delivery::Chunk(c) = d {
+            let r = result.get_or_insert_with(|| c.empty_result());
+            refused |= !r.accept_chunk(&c);
+        }
         ControlFlow::Continue(())
     };
     // `collect` never stops the stream.

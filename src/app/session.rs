@@ -309,6 +309,7 @@ impl Session {
         self.vm.probabilities = result.probabilities.clone();
         self.vm.filter_rank = result.rank_order.clone();
         self.vm.input_label = result.label.clone();
+        self.vm.progress = None;
         self.vm.notice = self.vm.map_layers.is_empty().then(|| NO_MAPS_NOTICE.into());
         self.result = Some(result);
         self.gradients.clear();

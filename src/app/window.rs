@@ -484,6 +484,7 @@ impl ApplicationHandler<UserEvent> for App {
                 }
                 self.view_changed();
             }
+            UserEvent::Progress(progress) => self.session.vm.progress = Some(progress),
             UserEvent::GradientChunk(chunk) => {
                 let shown = (chunk.layer, chunk.method) == (self.state.selected, self.state.method);
                 if self.session.accept_chunk(chunk) && shown {

@@ -17,18 +17,22 @@ use image::RgbImage;
 use winit::event_loop::EventLoopProxy;
 
 use super::compute::{
-    CamResult, ForwardResult, GradientChunk, compute_cam, compute_gradient_chunks, run_forward,
+    CamResult, Delivery, ForwardResult, GradientChunk, compute_cam, compute_gradient_chunks,
+    run_forward,
 };
 use super::fallback::{Fallback, compute_with_fallback};
 use crate::engine::Engine;
 use crate::export::Method;
 use crate::model::preprocess::{InputSpec, InputTensor};
+use crate::ui::Progress;
 
 /// Messages from the worker to the event loop.
 pub(super) enum UserEvent {
     Forward(Result<ForwardResult, String>),
     /// Some filters' images of the layer being computed.
     GradientChunk(GradientChunk),
+    /// How far the occlusion sweep of a layer has got.
+    Progress(Progress),
     /// Computing a layer's images failed (the chunks that came stay; showing the layer
     /// again resumes after them).
     GradientsFailed(String),
@@ -162,8 +166,19 @@ impl Worker {
                                 compute_with_fallback(&engine, on_gpu, |engine| {
                                     let mut send = |e| proxy.send_event(e).is_ok();
                                     let current = (&input, layer, method);
-                                    let mut on_chunk = |c| {
-                                        if !send(UserEvent::GradientChunk(c)) {
+                                    let mut on_delivery = |d| {
+                                        let event = match d {
+                                            Delivery::Chunk(c) => UserEvent::GradientChunk(c),
+                                            Delivery::Progress { done, total } => {
+                                                UserEvent::Progress(Progress {
+                                                    layer,
+                                                    method,
+                                                    done,
+                                                    total,
+                                                })
+                                            }
+                                        };
+                                        if !send(event) {
                                             return ControlFlow::Break(()); // the window is gone
                                         }
                                         between_chunks(
@@ -181,7 +196,7 @@ impl Worker {
                                         method,
                                         from_channel,
                                         None,
-                                        &mut on_chunk,
+                                        &mut on_delivery,
                                     )
                                 });
                             match result {

@@ -114,7 +114,7 @@ pub fn export(args: &ExportArgs) -> Result<()> {
         scores: (&probs, &m.labels),
         picture: input.picture.as_ref(),
     };
-    let summary = export::export_methods(&engine, &acts, &req, || bar.inc(1))?;
+    let mut summary = export::export_methods(&engine, &acts, &req, || bar.inc(1))?;
     bar.finish_and_clear();
     if occlusion {
         let hw = [input.shape[2], input.shape[3]];
@@ -137,14 +137,19 @@ pub fn export(args: &ExportArgs) -> Result<()> {
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        let maps =
-            engine::occlusion::occlusion(&engine, &input, &map_layers, &spec, || bar.inc(1))?;
+        let maps = engine::occlusion::occlusion(&engine, &input, &map_layers, &spec, |_, _| {
+            bar.inc(1);
+            std::ops::ControlFlow::Continue(())
+        })?
+        .context("the occlusion sweep stopped")?;
         bar.finish_and_clear();
         let written = export::write_occlusion(&m.graph, &maps, class, &args.out, args.raw)?;
         eprintln!(
             "occlusion: {} squares of {} px at stride {} → {} PNGs",
             passes, spec.size_px, spec.stride_px, written.pngs
         );
+        summary.pngs += written.pngs;
+        summary.npys += written.npys;
     }
     let top: Vec<String> = engine::top_k(&probs, 5)
         .iter()

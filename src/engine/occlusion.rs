@@ -5,6 +5,7 @@
 //! batch 1), capturing only the selected layers.
 
 use std::collections::HashSet;
+use std::ops::ControlFlow;
 
 use super::{Capture, Engine, Result};
 use crate::model::preprocess::InputTensor;
@@ -63,15 +64,16 @@ fn channel_sums(data: &[f32], channels: usize) -> Vec<f64> {
         .collect()
 }
 
-/// Runs the occlusion sweep. `layers` must have `[1, C, H, W]` outputs; `on_pass` is called
-/// after every forward pass (for progress).
+/// Runs the occlusion sweep. `layers` must have `[1, C, H, W]` outputs; `on_pass(done,
+/// total)` is called after every occluded forward pass (for progress) and may stop the sweep
+/// with `ControlFlow::Break`: then `None`.
 pub fn occlusion(
     engine: &Engine,
     input: &InputTensor,
     layers: &[usize],
     spec: &OcclusionSpec,
-    mut on_pass: impl FnMut(),
-) -> Result<OcclusionMaps> {
+    mut on_pass: impl FnMut(usize, usize) -> ControlFlow<()>,
+) -> Result<Option<OcclusionMaps>> {
     let graph = engine.graph();
     let [_, planes, h, w] = input.shape;
     let names: HashSet<String> = layers
@@ -125,15 +127,17 @@ pub fn occlusion(
                     map[k * cells + cell] = (bk - gk) as f32;
                 }
             }
-            on_pass();
+            if on_pass(cell + 1, cells).is_break() {
+                return Ok(None);
+            }
         }
     }
     let classes = maps.pop().unwrap_or_default();
-    Ok(OcclusionMaps {
+    Ok(Some(OcclusionMaps {
         grid_hw: [rows.len(), cols.len()],
         layers: layers.iter().copied().zip(maps).collect(),
         classes,
-    })
+    }))
 }
 
 #[cfg(test)]

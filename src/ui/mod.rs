@@ -179,6 +179,17 @@ impl LayerInfo {
     }
 }
 
+/// How far a long computation of a layer's images has got (the occlusion sweep), for the
+/// details canvas while its tiles are not there yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub layer: usize,
+    pub method: crate::export::Method,
+    /// Passes done, of `total`.
+    pub done: usize,
+    pub total: usize,
+}
+
 /// Everything the views show about the model and the current input.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ViewModel {
@@ -208,6 +219,8 @@ pub struct ViewModel {
     pub groups: Vec<std::ops::Range<usize>>,
     /// The name of each of [`ViewModel::groups`].
     pub group_names: Vec<String>,
+    /// The latest progress of a computation of a layer's images, if one reported any.
+    pub progress: Option<Progress>,
 }
 
 impl ViewModel {
@@ -258,6 +271,7 @@ impl ViewModel {
                 .filter(|(_, n)| n.feature_map_dims().is_some_and(|(_, h, w)| h * w > 1))
                 .map(|(i, _)| i)
                 .last(),
+            progress: None,
         }
         .with_groups()
     }
@@ -324,6 +338,7 @@ impl ViewModel {
             cam_layer: None,
             groups: Vec::new(),
             group_names: Vec::new(),
+            progress: None,
         }
         .with_groups()
     }

@@ -294,7 +294,12 @@ fn details(inp: &SceneInputs, scene: &mut Scene) {
             let what = if state.method == Method::Forward {
                 "computing…".to_string()
             } else {
-                format!("computing {} for every filter…", state.method.label())
+                let mut what = format!("computing {} for every filter…", state.method.label());
+                let shown = (state.selected, state.method);
+                if let Some(p) = vm.progress.filter(|p| (p.layer, p.method) == shown) {
+                    what.push_str(&format!(" {} of {} passes", p.done, p.total));
+                }
+                what
             };
             scene
                 .text
