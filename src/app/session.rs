@@ -63,6 +63,28 @@ fn keep_newest<T, K: PartialEq>(list: &mut Vec<T>, item: T, key: impl Fn(&T) -> 
     }
 }
 
+/// Host memory the per-filter images of the current input may hold together (f32 values of
+/// complete results; a layer being computed is never dropped). One deep layer's guided
+/// backprop can be large: EfficientNet-Lite0's `/_conv_head/Conv`, 1280 × 3 × 224 × 224,
+/// is 770 MB.
+pub const GRADIENT_CACHE_BYTES: usize = 1 << 30;
+
+/// Drops the oldest complete results while the list holds more than `budget` bytes of images
+/// (the newest result always stays).
+fn evict_over_budget(list: &mut Vec<GradientResult>, budget: usize) {
+    let bytes = |g: &GradientResult| g.images.data.len() * std::mem::size_of::<f32>();
+    let mut total: usize = list.iter().map(bytes).sum();
+    let mut i = 0;
+    while total > budget && i + 1 < list.len() {
+        if list[i].is_complete() {
+            total -= bytes(&list[i]);
+            list.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+}
+
 /// Shown for models without any `[1, C, H, W]` layer.
 const NO_MAPS_NOTICE: &str = "This model has no layers with per-channel maps [1, C, H, W], so \
      there are no filter tiles; the architecture, parameters and outputs are shown.";
@@ -316,9 +338,11 @@ impl Session {
         self.cams.clear();
     }
 
-    /// Keeps gradient images for the current input (at most a few layers' worth).
+    /// Keeps per-filter images for the current input: at most 8 layers' worth and
+    /// [`GRADIENT_CACHE_BYTES`], the oldest complete ones dropped first.
     pub fn accept_gradients(&mut self, g: GradientResult) {
-        keep_newest(&mut self.gradients, g, |x| (x.layer, x.method), 4);
+        keep_newest(&mut self.gradients, g, |x| (x.layer, x.method), 8);
+        evict_over_budget(&mut self.gradients, GRADIENT_CACHE_BYTES);
     }
 
     /// Puts a chunk of per-filter images in place (starting the layer's result with its
@@ -429,7 +453,41 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
-    use super::keep_newest;
+    use super::*;
+    use crate::engine::HostTensor;
+
+    fn result(layer: usize, channels: usize, filled: usize) -> GradientResult {
+        GradientResult {
+            layer,
+            method: Method::Gbp,
+            images: HostTensor {
+                shape: vec![channels, 1, 1, 1],
+                data: vec![0.0; channels],
+            },
+            filled,
+        }
+    }
+
+    #[test]
+    fn the_image_cache_drops_the_oldest_complete_results_over_its_budget() {
+        // Budget 40 bytes = 10 values. Layers 0 (4 values, complete), 1 (4, still arriving),
+        // 2 (4, complete), then 3 (6, complete): 18 values, so the oldest complete ones go
+        // until 10 remain; the one still arriving stays.
+        let mut list = vec![
+            result(0, 4, 4),
+            result(1, 4, 2),
+            result(2, 4, 4),
+            result(3, 6, 6),
+        ];
+        evict_over_budget(&mut list, 40);
+        let layers: Vec<usize> = list.iter().map(|g| g.layer).collect();
+        assert_eq!(layers, [1, 3]);
+        // The newest stays even when it alone is over the budget.
+        let mut list = vec![result(0, 4, 4), result(5, 100, 100)];
+        evict_over_budget(&mut list, 40);
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].layer, 5);
+    }
 
     #[test]
     fn the_result_cache_replaces_by_key_and_drops_the_oldest() {
