@@ -160,13 +160,13 @@ fn a_layer_stopped_part_way_resumes_where_it_stopped() {
 }
 
 #[test]
-fn occlusion_reports_its_passes_then_delivers_every_channel() {
+fn occlusion_reports_its_passes_then_delivers_every_layer() {
     let (engine, input, layer) = tiny_alexnet();
     let (mut passes, mut chunks) = (Vec::new(), Vec::new());
     let mut on_delivery = |d: Delivery| {
         match d {
             Delivery::Progress { done, total } => passes.push((done, total)),
-            Delivery::Chunk(c) => chunks.push((c.channels.clone(), c.shape.clone())),
+            Delivery::Chunk(c) => chunks.push((c.layer, c.channels.clone(), c.shape.clone())),
         }
         ControlFlow::Continue(())
     };
@@ -183,10 +183,24 @@ fn occlusion_reports_its_passes_then_delivers_every_channel() {
     assert!(flow.is_continue());
     let total = passes.last().unwrap().1;
     assert_eq!(passes, (1..=total).map(|d| (d, total)).collect::<Vec<_>>());
-    assert_eq!(chunks.len(), 1);
-    let (channels, shape) = &chunks[0];
-    assert_eq!(*channels, 0..shape[0]);
-    assert_eq!(shape[2] * shape[3], total, "one pass per grid cell");
+    // The requested layer first, then every other layer with feature maps, each whole.
+    let mut want: Vec<usize> = engine
+        .graph()
+        .feature_map_layers()
+        .map(|(i, _)| i)
+        .collect();
+    want.retain(|&i| i != layer);
+    want.insert(0, layer);
+    let got: Vec<usize> = chunks.iter().map(|c| c.0).collect();
+    assert_eq!(got, want);
+    for (l, channels, shape) in &chunks {
+        let c = engine.graph().nodes[*l].feature_map_dims().unwrap().0;
+        assert_eq!((channels.clone(), shape[0]), (0..c, c));
+        assert_eq!(shape[2] * shape[3], total, "one pass per grid cell");
+    }
+    // The all-at-once helper keeps the requested layer's maps only.
+    let whole = compute_gradients(&engine, &input, layer, Method::Occlusion).unwrap();
+    assert_eq!((whole.layer, &whole.images.shape), (layer, &chunks[0].2));
 
     // Stopped at the first pass: no maps.
     let mut delivered = 0;

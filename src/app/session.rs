@@ -338,10 +338,11 @@ impl Session {
         self.cams.clear();
     }
 
-    /// Keeps per-filter images for the current input: at most 8 layers' worth and
-    /// [`GRADIENT_CACHE_BYTES`], the oldest complete ones dropped first.
+    /// Keeps per-filter images for the current input: at most [`GRADIENT_CACHE_BYTES`] (and
+    /// 512 layers: an occlusion sweep delivers every layer's small maps), the oldest complete
+    /// ones dropped first.
     pub fn accept_gradients(&mut self, g: GradientResult) {
-        keep_newest(&mut self.gradients, g, |x| (x.layer, x.method), 8);
+        keep_newest(&mut self.gradients, g, |x| (x.layer, x.method), 512);
         evict_over_budget(&mut self.gradients, GRADIENT_CACHE_BYTES);
     }
 

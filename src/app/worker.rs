@@ -243,8 +243,9 @@ enum Next {
 /// Between two chunks of a layer's images: takes the requests queued meanwhile. A Grad-CAM
 /// request runs at once (one short pass) and the layer goes on; any other request (another
 /// layer or method, a new input) stops the layer and is kept in `waiting` to run next — unless
-/// a request for this same layer and input came after it: then the user came back, nothing
-/// waits, and the layer goes on.
+/// a request for this same layer and input came after it (or, during an occlusion sweep,
+/// for any layer's occlusion: the sweep computes them all): then nothing waits and the
+/// computation goes on.
 /// `send` hands an event to the window (`false` once it is gone).
 fn between_chunks(
     engine: &Engine,
@@ -269,12 +270,19 @@ fn between_chunks(
                     return ControlFlow::Break(());
                 }
             }
+            // This layer again, or any layer's occlusion during an occlusion sweep (it
+            // computes every layer's maps).
             Job::Gradients {
                 input: ref other,
                 layer: l,
                 method: m,
                 ..
-            } if Arc::ptr_eq(other, input) && (l, m) == (layer, method) => *waiting = None,
+            } if Arc::ptr_eq(other, input)
+                && m == method
+                && (l == layer || m == Method::Occlusion) =>
+            {
+                *waiting = None
+            }
             newer => *waiting = Some(newer),
         }
     }
@@ -528,6 +536,15 @@ mod tests {
         tx.send(gradients(&input, layer, Method::Gbp)).unwrap();
         let flow = between_chunks(&engine, &rx, &mut |_| true, &mut waiting, current);
         assert!(flow.is_continue() && waiting.is_none());
+        // During an occlusion sweep (it computes every layer), another layer's occlusion
+        // does not stop it; another layer's guided backprop does.
+        let sweep = (&input, layer, Method::Occlusion);
+        tx.send(gradients(&input, layer + 1, Method::Occlusion)).unwrap();
+        let flow = between_chunks(&engine, &rx, &mut |_| true, &mut waiting, sweep);
+        assert!(flow.is_continue() && waiting.is_none());
+        tx.send(gradients(&input, layer + 1, Method::Gbp)).unwrap();
+        let flow = between_chunks(&engine, &rx, &mut |_| true, &mut waiting, sweep);
+        assert!(flow.is_break() && waiting.is_some());
         // The same layer for another input (a new Arc) stops it too.
         let mut waiting = None;
         let other_input = Arc::new(InputTensor::clone(&input));

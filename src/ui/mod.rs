@@ -179,8 +179,9 @@ impl LayerInfo {
     }
 }
 
-/// How far a long computation of a layer's images has got (the occlusion sweep), for the
-/// details canvas while its tiles are not there yet.
+/// How far a long computation of a layer's images has got (the occlusion sweep, which
+/// computes every layer's maps at once), for the details canvas while its tiles are not
+/// there yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
     pub layer: usize,

@@ -295,8 +295,12 @@ fn details(inp: &SceneInputs, scene: &mut Scene) {
                 "computing…".to_string()
             } else {
                 let mut what = format!("computing {} for every filter…", state.method.label());
-                let shown = (state.selected, state.method);
-                if let Some(p) = vm.progress.filter(|p| (p.layer, p.method) == shown) {
+                // An occlusion sweep computes every layer's maps at once.
+                let covers = |p: &crate::ui::Progress| {
+                    p.method == state.method
+                        && (p.layer == state.selected || p.method == Method::Occlusion)
+                };
+                if let Some(p) = vm.progress.filter(covers) {
                     what.push_str(&format!(" {} of {} passes", p.done, p.total));
                 }
                 what
