@@ -145,8 +145,8 @@ pub enum Delivery {
 /// batched reverse pass (`[B, 3, H, W]` each); for occlusion the sweep of forward passes with
 /// the grey square — progress after each — and then one chunk of every channel's
 /// `[1, rows, cols]` map for `layer` *and for every other layer with feature maps* (each
-/// pass computes them all anyway: EfficientNet-Lite0's sweep takes ~1.5× as long for all 92
-/// layers as for one), `layer` first. Gradient methods start at channel `from_channel`
+/// pass computes them all anyway: EfficientNet-Lite0's sweep took ~1.4× as long for all 92
+/// layers as for one in the viewer), `layer` first. Gradient methods start at channel `from_channel`
 /// (resuming a layer stopped part-way); occlusion always sweeps every channel.
 /// `on_delivery` returns `ControlFlow::Break` to stop before the next pass (a newer request
 /// made this one moot); that is returned. `seeds_per_pass` overrides the chunk size
