@@ -539,7 +539,8 @@ mod tests {
         // During an occlusion sweep (it computes every layer), another layer's occlusion
         // does not stop it; another layer's guided backprop does.
         let sweep = (&input, layer, Method::Occlusion);
-        tx.send(gradients(&input, layer + 1, Method::Occlusion)).unwrap();
+        tx.send(gradients(&input, layer + 1, Method::Occlusion))
+            .unwrap();
         let flow = between_chunks(&engine, &rx, &mut |_| true, &mut waiting, sweep);
         assert!(flow.is_continue() && waiting.is_none());
         tx.send(gradients(&input, layer + 1, Method::Gbp)).unwrap();

@@ -208,6 +208,14 @@ impl Step<'_> {
         })
     }
 
+    /// A value of this step could not be read to the host (for a host kernel).
+    pub fn readback(&self, detail: impl Into<String>) -> BackwardError {
+        BackwardError::Readback {
+            value: self.node.name.clone(),
+            detail: detail.into(),
+        }
+    }
+
     pub fn unsupported(&self, detail: impl Into<String>) -> BackwardError {
         BackwardError::Unsupported {
             node: self.node.name.clone(),

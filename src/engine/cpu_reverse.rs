@@ -1,7 +1,7 @@
 //! Host kernels for reverse steps that burn would run as several full passes over the seed
-//! batch on the CPU (flex): one pass per seed instead. Used by [`super::vjp_spatial`] on the
-//! flex device only; the factors that do not depend on the seeds (LRN's powers, max-pooling's
-//! switches) are still computed by burn, once per step.
+//! batch on the CPU (flex): one pass per seed instead. Used by [`super::vjp_spatial`] and
+//! [`super::vjp`] on the flex device only; the factors that do not depend on the seeds (LRN's
+//! powers, max-pooling's switches) are still computed by burn, once per step.
 
 use rayon::prelude::*;
 
@@ -41,6 +41,46 @@ pub fn lrn_input_grad(
             }
         });
     out
+}
+
+/// The rule a ReLU-family node applies to the gradient passing it (see
+/// [`super::backward::Method`]): `open` is the interval of inputs where the forward passes
+/// its input through (`(0, ∞)` for ReLU and LeakyReLU, `(min, max)` for Clip/ReLU6), `slope`
+/// the derivative outside it (LeakyReLU's α, else 0).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReluRule {
+    /// The ordinary gradient: `g` inside, `slope · g` outside.
+    Backprop { open: (f32, f32), slope: f32 },
+    /// `max(g, 0)` wherever the input was.
+    Deconvnet,
+    /// `max(g, 0)` inside, 0 outside.
+    Guided { open: (f32, f32) },
+}
+
+/// Applies `rule` to `g` in place: `g` is the seed batch over one forward value, each seed's
+/// gradient as long as `x` (the node's forward input, shared by the seeds). One pass over the
+/// batch instead of burn's gate mask, ReLU and product as separate passes with their own
+/// allocations. Seeds run in parallel.
+pub fn relu_rule_in_place(g: &mut [f32], x: &[f32], rule: ReluRule) {
+    if x.is_empty() {
+        return;
+    }
+    let inside = |v: f32, (lo, hi): (f32, f32)| v > lo && v < hi;
+    g.par_chunks_mut(x.len()).for_each(|g| match rule {
+        ReluRule::Deconvnet => g.iter_mut().for_each(|v| *v = v.max(0.0)),
+        ReluRule::Guided { open } => {
+            for (v, &x) in g.iter_mut().zip(x) {
+                *v = if inside(x, open) { v.max(0.0) } else { 0.0 };
+            }
+        }
+        ReluRule::Backprop { open, slope } => {
+            for (v, &x) in g.iter_mut().zip(x) {
+                if !inside(x, open) {
+                    *v *= slope;
+                }
+            }
+        }
+    });
 }
 
 /// Max-pooling's input gradient: each output gradient of `g` (`[B, P, L]`: the seed batch
@@ -83,6 +123,40 @@ pub fn max_pool_input_grad(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relu_rules_by_hand() {
+        // Two seeds over x = [-1, 0.5, 7]; ReLU6's open interval (0, 6).
+        let x = [-1.0, 0.5, 7.0];
+        let g = [2.0, -3.0, 4.0, -5.0, 6.0, 7.0];
+        let run = |rule| {
+            let mut g = g;
+            relu_rule_in_place(&mut g, &x, rule);
+            g
+        };
+        let relu6 = (0.0, 6.0);
+        assert_eq!(run(ReluRule::Deconvnet), [2.0, 0.0, 4.0, 0.0, 6.0, 7.0]);
+        assert_eq!(
+            run(ReluRule::Guided { open: relu6 }),
+            [0.0, 0.0, 0.0, 0.0, 6.0, 0.0]
+        );
+        let backprop = ReluRule::Backprop {
+            open: relu6,
+            slope: 0.0,
+        };
+        assert_eq!(run(backprop), [0.0, -3.0, 0.0, 0.0, 6.0, 0.0]);
+        // LeakyReLU (α = 0.1): open above 0, slope α below.
+        let leaky = ReluRule::Backprop {
+            open: (0.0, f32::INFINITY),
+            slope: 0.1,
+        };
+        let got = run(leaky);
+        let want = [0.2, -3.0, 4.0, -0.5, 6.0, 7.0];
+        assert!(
+            got.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6),
+            "{got:?}"
+        );
+    }
 
     #[test]
     fn lrn_gradient_by_hand() {

@@ -7,7 +7,8 @@ use burn::tensor::activation::relu;
 use burn::tensor::{IndexingUpdateOp, Int, Slice, Tensor, TensorData};
 
 use super::backward::{Method, Result, Step, unbroadcast};
-use super::ops::{RANK, T6, axis6, dims6};
+use super::cpu_reverse::{self, ReluRule};
+use super::ops::{HostValues, RANK, T6, axis6, dims6};
 use super::vjp_spatial as spatial;
 use crate::model::graph::{Op, SliceRange};
 
@@ -208,8 +209,39 @@ fn open_interval(t: T6, lo: f32, hi: f32) -> T6 {
     t.clone().greater_elem(lo).float() * t.lower_elem(hi).float()
 }
 
-/// The method's rule at a ReLU, Clip or LeakyReLU node (table at [`Method`]).
+/// The method's rule at a ReLU, Clip or LeakyReLU node (table at [`Method`]). On the CPU
+/// (flex) one host pass ([`cpu_reverse::relu_rule_in_place`]) on the gradient's own buffer.
 fn relu_family(step: &Step, op: &Op, method: Method, g: T6) -> Result<T6> {
+    if *step.device() == burn::tensor::Device::flex() {
+        let (lo, hi) = match op {
+            Op::Clip { min, max } => (*min, *max),
+            _ => (0.0, f32::INFINITY),
+        };
+        let rule = match (method, op) {
+            (Method::Deconvnet, _) => ReluRule::Deconvnet,
+            (Method::Guided, _) => ReluRule::Guided { open: (lo, hi) },
+            (_, Op::LeakyRelu { alpha }) => ReluRule::Backprop {
+                open: (lo, hi),
+                slope: *alpha,
+            },
+            _ => ReluRule::Backprop {
+                open: (lo, hi),
+                slope: 0.0,
+            },
+        };
+        let dims = g.dims();
+        let x = HostValues::of(&step.input(0)?).map_err(|detail| step.readback(detail))?;
+        // One seed's gradient has the forward value's shape (the layout of `backward`).
+        if dims.iter().product::<usize>() == dims[0] * x.as_slice().len() {
+            // Moved, not cloned: flex hands over a uniquely owned buffer without a copy.
+            let mut gv = g
+                .into_data()
+                .try_into_vec::<f32>()
+                .map_err(|e| step.readback(format!("{e:?}")))?;
+            cpu_reverse::relu_rule_in_place(&mut gv, x.as_slice(), rule);
+            return Ok(Tensor::from_data(TensorData::new(gv, dims), step.device()));
+        }
+    }
     if method == Method::Deconvnet {
         return Ok(relu(g));
     }
