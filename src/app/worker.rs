@@ -162,42 +162,10 @@ impl Worker {
                             method,
                             from_channel,
                         } => {
+                            let request = (&input, layer, method, from_channel);
                             let (result, fallback) =
                                 compute_with_fallback(&engine, on_gpu, |engine| {
-                                    let mut send = |e| proxy.send_event(e).is_ok();
-                                    let current = (&input, layer, method);
-                                    let mut on_delivery = |d| {
-                                        let event = match d {
-                                            Delivery::Chunk(c) => UserEvent::GradientChunk(c),
-                                            Delivery::Progress { done, total } => {
-                                                UserEvent::Progress(Progress {
-                                                    layer,
-                                                    method,
-                                                    done,
-                                                    total,
-                                                })
-                                            }
-                                        };
-                                        if !send(event) {
-                                            return ControlFlow::Break(()); // the window is gone
-                                        }
-                                        between_chunks(
-                                            engine,
-                                            &rx,
-                                            &mut send,
-                                            &mut waiting,
-                                            current,
-                                        )
-                                    };
-                                    compute_gradient_chunks(
-                                        engine,
-                                        &input,
-                                        layer,
-                                        method,
-                                        from_channel,
-                                        None,
-                                        &mut on_delivery,
-                                    )
+                                    stream_images(engine, request, &rx, &proxy, &mut waiting)
                                 });
                             match result {
                                 Ok(_) => (None, fallback),
@@ -238,6 +206,43 @@ impl Worker {
 enum Next {
     Job(Job),
     Live(LivePicture),
+}
+
+/// Computes `request`'s images (input, layer, method, first channel) chunk by chunk, sending
+/// each chunk (and occlusion progress) to the window and looking at the queue between them
+/// ([`between_chunks`]); a request that stops the computation is left in `waiting`.
+fn stream_images(
+    engine: &Engine,
+    (input, layer, method, from_channel): (&Arc<InputTensor>, usize, Method, usize),
+    rx: &Receiver<Job>,
+    proxy: &EventLoopProxy<UserEvent>,
+    waiting: &mut Option<Job>,
+) -> anyhow::Result<ControlFlow<()>> {
+    let mut send = |e| proxy.send_event(e).is_ok();
+    let mut on_delivery = |d| {
+        let event = match d {
+            Delivery::Chunk(c) => UserEvent::GradientChunk(c),
+            Delivery::Progress { done, total } => UserEvent::Progress(Progress {
+                layer,
+                method,
+                done,
+                total,
+            }),
+        };
+        if !send(event) {
+            return ControlFlow::Break(()); // the window is gone
+        }
+        between_chunks(engine, rx, &mut send, waiting, (input, layer, method))
+    };
+    compute_gradient_chunks(
+        engine,
+        input,
+        layer,
+        method,
+        from_channel,
+        None,
+        &mut on_delivery,
+    )
 }
 
 /// Between two chunks of a layer's images: takes the requests queued meanwhile. A Grad-CAM
