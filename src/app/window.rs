@@ -20,7 +20,7 @@ use super::compute::GradientResult;
 use super::keymap::{self, Command, SearchEdit};
 use super::live::{Live, open_live};
 use super::session::{InputList, Session};
-use super::upload::{upload_layer, upload_picture};
+use super::upload::{append_tiles, upload_layer, upload_picture};
 use super::worker::{Job, UserEvent, Worker};
 use super::{ViewSource, ViewerOptions, initial_layer, new_session};
 use crate::export::Method;
@@ -64,6 +64,8 @@ struct App {
     /// The hovered class's example image (`--examples`), in the atlas.
     example: Option<TileHandle>,
     needs_upload: bool,
+    /// More of the shown layer's per-filter images arrived: append them to `tiles`.
+    tiles_arrived: bool,
     cursor: Option<[f32; 2]>,
     frames: FrameCounter,
     window_px: [u32; 2],
@@ -138,6 +140,7 @@ pub fn run_window(source: ViewSource, options: ViewerOptions) -> Result<()> {
         cam: None,
         example: None,
         needs_upload: true,
+        tiles_arrived: false,
         cursor: None,
         frames: FrameCounter::new(60),
         window_px: options.window_px,
@@ -257,6 +260,17 @@ impl App {
                 None => None,
             };
             self.needs_upload = false;
+            self.tiles_arrived = false;
+        } else if self.tiles_arrived {
+            self.tiles_arrived = false;
+            let appended = match self.tiles.as_mut() {
+                Some(tiles) => append_tiles(&mut g.renderer, &g.ctx, &self.session, tiles)?,
+                None => false,
+            };
+            if !appended {
+                self.needs_upload = true;
+                g.window.request_redraw();
+            }
         }
         self.frames.tick(Instant::now());
         let scene = build_scene(&SceneInputs {
@@ -486,9 +500,19 @@ impl ApplicationHandler<UserEvent> for App {
             }
             UserEvent::Progress(progress) => self.session.vm.progress = Some(progress),
             UserEvent::GradientChunk(chunk) => {
-                let shown = (chunk.layer, chunk.method) == (self.state.selected, self.state.method);
+                let key = (chunk.layer, chunk.method);
+                let shown = key == (self.state.selected, self.state.method);
                 if self.session.accept_chunk(chunk) && shown {
-                    self.needs_upload = true;
+                    // Appended to the tiles already shown, or (the first chunk) uploaded.
+                    let continues = self
+                        .tiles
+                        .as_ref()
+                        .is_some_and(|t| (t.layer, t.method) == key);
+                    if continues {
+                        self.tiles_arrived = true;
+                    } else {
+                        self.needs_upload = true;
+                    }
                 }
             }
             UserEvent::Cam(Ok(cam)) => {
