@@ -169,36 +169,13 @@ pub fn compute_gradient_chunks(
         data,
     };
     if method == Method::Occlusion {
-        let hw = [input.shape[2], input.shape[3]];
-        let spec = engine::occlusion::OcclusionSpec::for_input(hw);
         let graph = engine.graph();
         let others = graph
             .feature_map_layers()
             .map(|(i, _)| i)
             .filter(|&i| i != layer);
         let layers: Vec<usize> = std::iter::once(layer).chain(others).collect();
-        let progress = |done, total| on_delivery(Delivery::Progress { done, total });
-        let Some(maps) = engine::occlusion::occlusion(engine, input, &layers, &spec, progress)?
-        else {
-            return Ok(ControlFlow::Break(()));
-        };
-        let [rows, cols] = maps.grid_hw;
-        anyhow::ensure!(
-            maps.layers.first().is_some_and(|(l, _)| *l == layer),
-            "the occlusion sweep returned no maps for the layer"
-        );
-        for (l, data) in maps.layers {
-            let channels = data.len() / (rows * cols).max(1);
-            let shape = vec![channels, 1, rows, cols];
-            let chunk = GradientChunk {
-                layer: l,
-                ..chunk(shape, 0..channels, data)
-            };
-            if on_delivery(Delivery::Chunk(chunk)).is_break() {
-                return Ok(ControlFlow::Break(()));
-            }
-        }
-        return Ok(ControlFlow::Continue(()));
+        return occlusion_chunks(engine, input, &layers, on_delivery);
     }
     let rule = method
         .gradient()
@@ -226,8 +203,47 @@ pub fn compute_gradient_chunks(
     Ok(flow)
 }
 
+/// The occlusion sweep over `layers` (`[1, C, H, W]` outputs): progress after each pass, then
+/// one chunk of every channel's `[1, rows, cols]` map per layer, in `layers`' order.
+fn occlusion_chunks(
+    engine: &Engine,
+    input: &Arc<InputTensor>,
+    layers: &[usize],
+    on_delivery: &mut dyn FnMut(Delivery) -> ControlFlow<()>,
+) -> Result<ControlFlow<()>> {
+    let hw = [input.shape[2], input.shape[3]];
+    let spec = engine::occlusion::OcclusionSpec::for_input(hw);
+    let progress = |done, total| on_delivery(Delivery::Progress { done, total });
+    let Some(maps) = engine::occlusion::occlusion(engine, input, layers, &spec, progress)? else {
+        return Ok(ControlFlow::Break(()));
+    };
+    let [rows, cols] = maps.grid_hw;
+    anyhow::ensure!(
+        maps.layers.len() == layers.len(),
+        "the occlusion sweep returned maps for {} of {} layers",
+        maps.layers.len(),
+        layers.len()
+    );
+    for (layer, data) in maps.layers {
+        let channels = data.len() / (rows * cols).max(1);
+        let chunk = GradientChunk {
+            input: Arc::clone(input),
+            layer,
+            method: Method::Occlusion,
+            shape: vec![channels, 1, rows, cols],
+            channels: 0..channels,
+            data,
+        };
+        if on_delivery(Delivery::Chunk(chunk)).is_break() {
+            return Ok(ControlFlow::Break(()));
+        }
+    }
+    Ok(ControlFlow::Continue(()))
+}
+
 /// Every filter's image of `layer` under `method` at once (see
-/// [`compute_gradient_chunks`]; screenshots and tests).
+/// [`compute_gradient_chunks`]; an occlusion sweep of this layer only), for screenshots and
+/// tests.
 pub fn compute_gradients(
     engine: &Engine,
     input: &Arc<InputTensor>,
@@ -246,9 +262,12 @@ pub fn compute_gradients(
         }
         ControlFlow::Continue(())
     };
-    // `collect` never stops the stream.
-    let _: ControlFlow<()> =
-        compute_gradient_chunks(engine, input, layer, method, 0, None, &mut collect)?;
+    // `collect` never stops the stream. Occlusion sweeps this layer only.
+    let _: ControlFlow<()> = if method == Method::Occlusion {
+        occlusion_chunks(engine, input, &[layer], &mut collect)?
+    } else {
+        compute_gradient_chunks(engine, input, layer, method, 0, None, &mut collect)?
+    };
     let result = result.context("the layer has no filters")?;
     anyhow::ensure!(
         !refused && result.is_complete(),
