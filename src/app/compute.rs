@@ -65,19 +65,26 @@ impl GradientResult {
     }
 
     /// Copies `chunk`'s images into place (a chunk of another layer, method or size is
-    /// refused: `false`). Chunks arrive in channel order; `filled` only grows.
+    /// refused: `false`). `filled` grows only over channels that continue it from 0, so a
+    /// chunk after a gap is stored but not counted.
     pub fn accept_chunk(&mut self, chunk: &GradientChunk) -> bool {
-        let per_channel: usize = chunk.shape[1..].iter().product();
         let (start, end) = (chunk.channels.start, chunk.channels.end);
+        let Some((&channels, rest)) = chunk.shape.split_first() else {
+            return false;
+        };
+        let per_channel: usize = rest.iter().product();
         if (self.layer, self.method) != (chunk.layer, chunk.method)
             || self.images.shape != chunk.shape
-            || end > chunk.shape[0]
+            || start > end
+            || end > channels
             || chunk.data.len() != (end - start) * per_channel
         {
             return false;
         }
         self.images.data[start * per_channel..end * per_channel].copy_from_slice(&chunk.data);
-        self.filled = self.filled.max(end);
+        if start <= self.filled {
+            self.filled = self.filled.max(end);
+        }
         true
     }
 }
@@ -350,6 +357,12 @@ mod tests {
         assert_eq!(r.images.data, [1.0, 2.0, 3.0, 4.0, 0.0, 0.0]);
         assert!(r.accept_chunk(&chunk(2..3, vec![5.0, 6.0])));
         assert!(r.is_complete());
+        // A chunk after a gap is stored but does not count as filled.
+        let mut gap = first.empty_result();
+        assert!(gap.accept_chunk(&chunk(2..3, vec![5.0, 6.0])));
+        assert_eq!(gap.filled, 0);
+        assert!(gap.accept_chunk(&first));
+        assert_eq!(gap.filled, 2);
         assert_eq!(r.images.data, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
     }
 }
