@@ -162,11 +162,14 @@ fn a_layer_stopped_part_way_resumes_where_it_stopped() {
 #[test]
 fn occlusion_reports_its_passes_then_delivers_every_layer() {
     let (engine, input, layer) = tiny_alexnet();
-    let (mut passes, mut chunks) = (Vec::new(), Vec::new());
+    let (mut passes, mut chunks, mut first_maps) = (Vec::new(), Vec::new(), None);
     let mut on_delivery = |d: Delivery| {
         match d {
             Delivery::Progress { done, total } => passes.push((done, total)),
-            Delivery::Chunk(c) => chunks.push((c.layer, c.channels.clone(), c.shape.clone())),
+            Delivery::Chunk(c) => {
+                chunks.push((c.layer, c.channels.clone(), c.shape.clone()));
+                first_maps.get_or_insert(c.data);
+            }
         }
         ControlFlow::Continue(())
     };
@@ -198,9 +201,10 @@ fn occlusion_reports_its_passes_then_delivers_every_layer() {
         assert_eq!((channels.clone(), shape[0]), (0..c, c));
         assert_eq!(shape[2] * shape[3], total, "one pass per grid cell");
     }
-    // The all-at-once helper keeps the requested layer's maps only.
+    // The all-at-once helper sweeps the requested layer only, to the same maps.
     let whole = compute_gradients(&engine, &input, layer, Method::Occlusion).unwrap();
     assert_eq!((whole.layer, &whole.images.shape), (layer, &chunks[0].2));
+    assert_eq!(Some(whole.images.data), first_maps);
 
     // Stopped at the first pass: no maps.
     let mut delivered = 0;
