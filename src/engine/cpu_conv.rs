@@ -163,16 +163,22 @@ pub fn conv2d_input_grad(grad: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<
     } else {
         gemm::Parallelism::None
     };
+    // A 1×1 stride-1 convolution's column matrix is the input gradient itself.
+    let pointwise = g.is_pointwise();
     out.par_chunks_mut(plane_in).enumerate().for_each_init(
         Vec::new,
         |cols: &mut Vec<f32>, (b, dst_image)| {
-            cols.resize(k * cols_n, 0.0);
             for grp in 0..g.groups {
                 let lhs = &weight[grp * cg_out * k..][..cg_out * k]; // [cg_out, K], read as Wᵀ
                 let rhs = &grad[(b * g.c_out + grp * cg_out) * cols_n..][..cg_out * cols_n];
-                matmul(cols, (lhs, true), rhs, [k, cols_n, cg_out], parallelism);
                 let dst = &mut dst_image[grp * cg_in * g.h * g.w..][..cg_in * g.h * g.w];
-                col2im_add(cols, g, dst);
+                if pointwise {
+                    matmul(dst, (lhs, true), rhs, [k, cols_n, cg_out], parallelism);
+                } else {
+                    cols.resize(k * cols_n, 0.0);
+                    matmul(cols, (lhs, true), rhs, [k, cols_n, cg_out], parallelism);
+                    col2im_add(cols, g, dst);
+                }
             }
         },
     );
