@@ -216,6 +216,14 @@ impl Step<'_> {
         }
     }
 
+    /// A tensor's values on the host, row-major (for the host kernels used on flex). Moved,
+    /// not cloned: flex hands over a uniquely owned buffer without a copy.
+    pub fn to_host<const D: usize>(&self, t: Tensor<D>) -> Result<Vec<f32>> {
+        t.into_data()
+            .try_into_vec::<f32>()
+            .map_err(|e| self.readback(format!("{e:?}")))
+    }
+
     pub fn unsupported(&self, detail: impl Into<String>) -> BackwardError {
         BackwardError::Unsupported {
             node: self.node.name.clone(),

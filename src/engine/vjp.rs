@@ -233,11 +233,7 @@ fn relu_family(step: &Step, op: &Op, method: Method, g: T6) -> Result<T6> {
         let x = HostValues::of(&step.input(0)?).map_err(|detail| step.readback(detail))?;
         // One seed's gradient has the forward value's shape (the layout of `backward`).
         if dims.iter().product::<usize>() == dims[0] * x.as_slice().len() {
-            // Moved, not cloned: flex hands over a uniquely owned buffer without a copy.
-            let mut gv = g
-                .into_data()
-                .try_into_vec::<f32>()
-                .map_err(|e| step.readback(format!("{e:?}")))?;
+            let mut gv = step.to_host(g)?;
             cpu_reverse::relu_rule_in_place(&mut gv, x.as_slice(), rule);
             return Ok(Tensor::from_data(TensorData::new(gv, dims), step.device()));
         }

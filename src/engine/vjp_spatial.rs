@@ -8,7 +8,7 @@ use burn::tensor::module::{avg_pool2d, conv_transpose2d, conv2d, max_pool2d_with
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, ConvTransposeOptions, MaxPoolOptions};
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 
-use super::backward::{BackwardError, Result, Step};
+use super::backward::{Result, Step};
 use super::cpu_conv::InputGradPath;
 use super::ops::{HostValues, RANK, T6, axis6, window_sum};
 use super::{cpu_conv, cpu_depthwise, cpu_reverse, cpu_sparse_grad};
@@ -131,18 +131,14 @@ fn conv_input_grad_on_host(
     let Some(geometry) = cpu_conv::ConvGeometry::new(window, group, &x_dims, &ws, &y_dims) else {
         return Ok(Err(g));
     };
-    // Moved, not cloned: flex hands over a uniquely owned buffer without a copy.
-    let grad = to_host(step, fold(step, g, ys))?; // [B·N, M, Ho, Wo]
+    let grad = step.to_host(fold(step, g, ys))?; // [B·N, M, Ho, Wo]
     let path = cpu_conv::input_grad_path(&geometry, cpu_sparse_grad::density(&grad));
     if path == InputGradPath::Flex {
         let g = Tensor::<4>::from_data(TensorData::new(grad, y_dims), step.device());
         return Ok(Err(g.reshape(step.gdims(&ys)?)));
     }
     // The weights [M, C/g, kH, kW] are read in place (the engine keeps them; no copy per step).
-    let weight = HostValues::of(&step.input(1)?).map_err(|detail| BackwardError::Readback {
-        value: step.node.name.clone(),
-        detail,
-    })?;
+    let weight = HostValues::of(&step.input(1)?).map_err(|detail| step.readback(detail))?;
     let weight = weight.as_slice();
     let gx = match path {
         InputGradPath::Sparse => {
@@ -158,16 +154,6 @@ fn conv_input_grad_on_host(
     }; // [B·N, C, H, W]
     let gx = Tensor::<4>::from_data(TensorData::new(gx, x_dims), step.device());
     Ok(Ok(gx.reshape(step.gdims(&xs)?)))
-}
-
-/// A tensor's values on the host, row-major (for the host kernels used on flex).
-fn to_host<const D: usize>(step: &Step, t: Tensor<D>) -> Result<Vec<f32>> {
-    t.into_data()
-        .try_into_vec::<f32>()
-        .map_err(|e| BackwardError::Readback {
-            value: step.node.name.clone(),
-            detail: format!("{e:?}"),
-        })
 }
 
 /// ConvTranspose: the forward ran burn's transposed convolution with symmetric padding
@@ -244,11 +230,8 @@ pub(super) fn max_pool(step: &Step, window: &Window2d, ceil_mode: bool, g: T6) -
             .into_data()
             .convert::<i64>()
             .try_into_vec::<i64>()
-            .map_err(|e| BackwardError::Readback {
-                value: step.node.name.clone(),
-                detail: format!("{e:?}"),
-            })?;
-        let g = to_host(step, g)?;
+            .map_err(|e| step.readback(format!("{e:?}")))?;
+        let g = step.to_host(g)?;
         let gx = cpu_reverse::max_pool_input_grad(&g, &switches, [planes, outs, xs[2] * xs[3]])
             .ok_or_else(|| step.unsupported("max-pool switches outside their planes"))?;
         let gx = TensorData::new(gx, step.gdims(&xs)?);
@@ -374,10 +357,10 @@ pub(super) fn lrn(step: &Step, size: usize, alpha: f32, beta: f32, bias: f32, g:
     if *step.device() == burn::tensor::Device::flex() {
         // One pass per seed on the host instead of burn's ~10 passes over the seed batch.
         let (gv, dv, av, bv) = (
-            to_host(step, g)?,
-            to_host(step, d_pow)?,
-            to_host(step, a)?,
-            to_host(step, b)?,
+            step.to_host(g)?,
+            step.to_host(d_pow)?,
+            step.to_host(a)?,
+            step.to_host(b)?,
         );
         let hw = s[2] * s[3];
         let dx = cpu_reverse::lrn_input_grad(&gv, [&dv, &av, &bv], [s[0], s[1], hw], [hi, lo]);
