@@ -205,31 +205,20 @@ pub fn screenshot(source: ViewSource, options: &ViewerOptions, out: &Path) -> Re
             }
         }
     }
-    session.ensure_layer(selected, state.method);
-    let wanted = crate::ui::scene::wanted_cam(&session.vm, &state);
-    if let Some((layer, class)) = wanted {
+    if let Some((layer, class)) = crate::ui::scene::wanted_cam(&session.vm, &state) {
         session.ensure_cam(layer, class)?;
     }
-    let (picture, tiles) =
-        upload::upload_layer(&mut renderer, &ctx, session, selected, state.method)?;
-    let example = match session.hovered_example(&state) {
-        Some(img) => Some(upload::upload_picture(&mut renderer, &ctx, &img)?),
-        None => None,
-    };
-    let cam = match wanted.and_then(|(l, c)| session.cam_picture(l, c)) {
-        Some((img, caption)) => Some((upload::upload_picture(&mut renderer, &ctx, &img)?, caption)),
-        None => None,
-    };
+    let view = upload::upload_view(&mut renderer, &ctx, session, &state)?;
     let scene = build_scene(&SceneInputs {
         vm: &session.vm,
         state: &state,
-        tiles: tiles.as_ref(),
-        picture,
+        tiles: view.tiles.as_ref(),
+        picture: view.picture,
         frame_ms: None,
         annotations: &session.annotations.annotations,
         suggested_bad: &session.suggested_bad(selected),
-        cam: cam.as_ref().map(|(h, c)| (*h, c.as_str())),
-        example,
+        cam: view.cam.as_ref().map(|(h, c)| (*h, c.as_str())),
+        example: view.example,
     });
     let tiles_drawn = scene.tiles.len();
     let image = renderer.render_to_image(&ctx, &scene.scaled(scale), w, h)?;

@@ -1,6 +1,7 @@
 //! The step from a session to the renderer: clears the tile atlas and puts the selected
 //! layer's maps (forward, on the GPU without a readback when burn computed them on the
-//! renderer's device) or per-filter images, and the input picture, into it.
+//! renderer's device) or per-filter images, the input picture and the hovered class's
+//! pictures into it ([`upload_view`]), or appends per-filter images as they arrive.
 
 use anyhow::{Context, Result};
 use image::RgbImage;
@@ -10,9 +11,10 @@ use super::session::Session;
 use crate::export::Method;
 use crate::render::{GpuContext, ReadyTiles, Renderer, TileAtlas, TileHandle};
 use crate::ui::scene::LayerTiles;
+use crate::ui::state::ViewState;
 
 /// Uploads an 8-bit picture (e.g. a Grad-CAM overlay) into the atlas.
-pub fn upload_picture(
+fn upload_picture(
     renderer: &mut Renderer,
     ctx: &GpuContext,
     picture: &RgbImage,
@@ -24,9 +26,51 @@ pub fn upload_picture(
     )?)
 }
 
+/// What one view of a session has in the tile atlas.
+#[derive(Default)]
+pub struct ViewTiles {
+    /// The input picture.
+    pub picture: Option<TileHandle>,
+    /// The selected layer's tiles under the shown method.
+    pub tiles: Option<LayerTiles>,
+    /// The hovered class's example image (`--examples`).
+    pub example: Option<TileHandle>,
+    /// The hovered class's Grad-CAM over the input, with its caption.
+    pub cam: Option<(TileHandle, String)>,
+}
+
+/// Clears the atlas and uploads everything `state` shows of `session`: the input picture,
+/// the selected layer's tiles (read from a data directory first if needed), and the hovered
+/// class's example image and Grad-CAM when those are at hand (nothing is computed here).
+pub fn upload_view(
+    renderer: &mut Renderer,
+    ctx: &GpuContext,
+    session: &mut Session,
+    state: &ViewState,
+) -> Result<ViewTiles> {
+    session.ensure_layer(state.selected, state.method);
+    let (picture, tiles) = upload_layer(renderer, ctx, session, state.selected, state.method)?;
+    let example = match session.hovered_example(state) {
+        Some(img) => Some(upload_picture(renderer, ctx, &img)?),
+        None => None,
+    };
+    let cam = match crate::ui::scene::wanted_cam(&session.vm, state)
+        .and_then(|(layer, class)| session.cam_picture(layer, class))
+    {
+        Some((img, caption)) => Some((upload_picture(renderer, ctx, &img)?, caption)),
+        None => None,
+    };
+    Ok(ViewTiles {
+        picture,
+        tiles,
+        example,
+        cam,
+    })
+}
+
 /// Clears the atlas and uploads the input picture and every channel of `layer` as `method`
 /// shows it (nothing for a gradient method not computed yet).
-pub fn upload_layer(
+fn upload_layer(
     renderer: &mut Renderer,
     ctx: &GpuContext,
     session: &Session,

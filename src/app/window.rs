@@ -20,13 +20,13 @@ use super::compute::GradientResult;
 use super::keymap::{self, Command, SearchEdit};
 use super::live::{Live, open_live};
 use super::session::{InputList, Session};
-use super::upload::{append_tiles, upload_layer, upload_picture};
+use super::upload::{ViewTiles, append_tiles, upload_view};
 use super::worker::{Job, UserEvent, Worker};
 use super::{ViewSource, ViewerOptions, initial_layer, new_session};
 use crate::export::Method;
 use crate::model::LoadedModel;
-use crate::render::{FrameCounter, GpuContext, Renderer, SurfaceTarget, TileHandle};
-use crate::ui::scene::{LayerTiles, SceneInputs, build_scene, model_shape};
+use crate::render::{FrameCounter, GpuContext, Renderer, SurfaceTarget};
+use crate::ui::scene::{SceneInputs, build_scene, model_shape};
 use crate::ui::state::{ClickInfo, Key, ViewState};
 
 /// A physical size in layout (logical) pixels.
@@ -57,12 +57,8 @@ struct App {
     worker: Option<Worker>,
     gfx: Option<Gfx>,
     state: ViewState,
-    picture: Option<TileHandle>,
-    tiles: Option<LayerTiles>,
-    /// The hovered class's Grad-CAM over the input, in the atlas, with its caption.
-    cam: Option<(TileHandle, String)>,
-    /// The hovered class's example image (`--examples`), in the atlas.
-    example: Option<TileHandle>,
+    /// What the view has in the atlas.
+    view: ViewTiles,
     needs_upload: bool,
     /// More of the shown layer's per-filter images arrived: append them to `tiles`.
     tiles_arrived: bool,
@@ -135,10 +131,7 @@ pub fn run_window(source: ViewSource, options: ViewerOptions) -> Result<()> {
         worker,
         gfx: None,
         state,
-        picture: None,
-        tiles: None,
-        cam: None,
-        example: None,
+        view: ViewTiles::default(),
         needs_upload: true,
         tiles_arrived: false,
         cursor: None,
@@ -236,34 +229,12 @@ impl App {
             return Ok(());
         };
         if self.needs_upload {
-            self.session
-                .ensure_layer(self.state.selected, self.state.method);
-            let (picture, tiles) = upload_layer(
-                &mut g.renderer,
-                &g.ctx,
-                &self.session,
-                self.state.selected,
-                self.state.method,
-            )?;
-            self.picture = picture;
-            self.tiles = tiles;
-            self.example = match self.session.hovered_example(&self.state) {
-                Some(img) => Some(upload_picture(&mut g.renderer, &g.ctx, &img)?),
-                None => None,
-            };
-            self.cam = match crate::ui::scene::wanted_cam(&self.session.vm, &self.state)
-                .and_then(|(l, c)| self.session.cam_picture(l, c))
-            {
-                Some((img, caption)) => {
-                    Some((upload_picture(&mut g.renderer, &g.ctx, &img)?, caption))
-                }
-                None => None,
-            };
+            self.view = upload_view(&mut g.renderer, &g.ctx, &mut self.session, &self.state)?;
             self.needs_upload = false;
             self.tiles_arrived = false;
         } else if self.tiles_arrived {
             self.tiles_arrived = false;
-            let appended = match self.tiles.as_mut() {
+            let appended = match self.view.tiles.as_mut() {
                 Some(tiles) => append_tiles(&mut g.renderer, &g.ctx, &self.session, tiles)?,
                 None => false,
             };
@@ -276,13 +247,13 @@ impl App {
         let scene = build_scene(&SceneInputs {
             vm: &self.session.vm,
             state: &self.state,
-            tiles: self.tiles.as_ref(),
-            picture: self.picture,
+            tiles: self.view.tiles.as_ref(),
+            picture: self.view.picture,
             frame_ms: self.frames.mean_ms(),
             annotations: &self.session.annotations.annotations,
             suggested_bad: &self.session.suggested_bad(self.state.selected),
-            cam: self.cam.as_ref().map(|(h, c)| (*h, c.as_str())),
-            example: self.example,
+            cam: self.view.cam.as_ref().map(|(h, c)| (*h, c.as_str())),
+            example: self.view.example,
         });
         if g.renderer
             .draw_to_surface(&g.ctx, &mut g.surface, &scene.scaled(self.ui_scale))?
@@ -426,7 +397,7 @@ impl App {
     /// (computed on the worker when missing) or the plain input again.
     fn hover_changed(&mut self) {
         let wanted = crate::ui::scene::wanted_cam(&self.session.vm, &self.state);
-        if wanted.is_some() || self.cam.is_some() {
+        if wanted.is_some() || self.view.cam.is_some() {
             self.request_cam();
             self.needs_upload = true;
         }
@@ -504,10 +475,8 @@ impl ApplicationHandler<UserEvent> for App {
                 let shown = key == (self.state.selected, self.state.method);
                 if self.session.accept_chunk(chunk) && shown {
                     // Appended to the tiles already shown, or (the first chunk) uploaded.
-                    let continues = self
-                        .tiles
-                        .as_ref()
-                        .is_some_and(|t| (t.layer, t.method) == key);
+                    let continues =
+                        (self.view.tiles.as_ref()).is_some_and(|t| (t.layer, t.method) == key);
                     if continues {
                         self.tiles_arrived = true;
                     } else {
