@@ -101,8 +101,12 @@ pub fn from_bytes(bytes: &[u8]) -> Result<NpyArray, String> {
         return Err("Fortran-ordered arrays are not supported".into());
     }
     let shape_txt = field("shape")?;
-    let close = shape_txt.find(')').ok_or("malformed shape")?;
-    let shape: Vec<usize> = shape_txt[1..close]
+    let dims_txt = shape_txt
+        .strip_prefix('(')
+        .and_then(|rest| rest.split_once(')'))
+        .map(|(dims, _)| dims)
+        .ok_or("malformed shape: expected a tuple like (1, 3, 224, 224)")?;
+    let shape: Vec<usize> = dims_txt
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -173,5 +177,48 @@ mod tests {
         assert!(from_bytes(&bytes[..bytes.len() - 1]).is_err());
         assert!(from_bytes(&bytes[..20]).is_err());
         assert!(from_bytes(b"not numpy at all").is_err());
+    }
+
+    /// A header in numpy's layout around `dict` (the text between the braces).
+    fn with_header(dict: &str) -> Vec<u8> {
+        let header = format!("{{{dict}}}\n");
+        let mut b = b"\x93NUMPY\x01\x00".to_vec();
+        b.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        b.extend_from_slice(header.as_bytes());
+        b
+    }
+
+    #[test]
+    fn malformed_shapes_are_errors_not_panics() {
+        // The crash of issue 18: `'shape': ), }` sliced [1..0].
+        for dict in [
+            "'descr': '<f4', 'fortran_order': False, 'shape': ), ",
+            "'descr': '<f4', 'fortran_order': False, 'shape': (",
+            "'descr': '<f4', 'fortran_order': False, 'shape': ",
+            "'descr': '<f4', 'fortran_order': False, 'shape': 3, ",
+            "'descr': '<f4', 'fortran_order': False, 'shape': (-1, 2), ",
+            "'descr': '<f4', 'fortran_order': False, 'shape': (99999999999, 99999999999), ",
+            "'descr': '<f4', 'fortran_order': False, 'shape'",
+            "'descr'",
+        ] {
+            assert!(from_bytes(&with_header(dict)).is_err(), "{dict}");
+        }
+        let ok = with_header("'descr': '<f4', 'fortran_order': False, 'shape': (), ");
+        let mut ok = ok;
+        ok.extend_from_slice(&1.5f32.to_le_bytes());
+        assert_eq!(from_bytes(&ok).unwrap().data, vec![1.5]);
+    }
+
+    #[test]
+    fn every_single_byte_corruption_of_a_header_is_handled() {
+        let good = to_bytes(&[1, 3, 2, 2], &[0.25; 12]);
+        for at in 0..good.len().min(128) {
+            for byte in [b'(', b')', b',', b':', b'\'', b' ', b'0', b'9', 0u8, 0xff] {
+                let mut bad = good.clone();
+                bad[at] = byte;
+                let _ = from_bytes(&bad);
+                let _ = from_bytes(&bad[..at]);
+            }
+        }
     }
 }

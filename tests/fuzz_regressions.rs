@@ -53,6 +53,8 @@ const MUST_BE_ERR: &[&str] = &[
     "image_loader/npy_v2_huge_header_len",
     "image_loader/npy_truncated_header",
     "image_loader/npy_no_close_paren",
+    // Issue 18: `'shape': ), }` sliced [1..0] and panicked.
+    "image_loader/npy_shape_close_paren_first",
     "datadir_reader/too_many_channels",
     "datadir_reader/stem_traversal",
     "datadir_reader/negative_shape",
