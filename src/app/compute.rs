@@ -17,7 +17,11 @@ use crate::model::preprocess::InputTensor;
 pub struct ForwardResult {
     /// First output of every layer with per-channel maps, by node index.
     pub maps: Vec<Option<HostTensor>>,
+    /// Class probabilities; empty when the model's output is not a class vector.
     pub probabilities: Vec<f32>,
+    /// The output's shape and value range when it is not a class vector (shown instead of
+    /// the class chart).
+    pub output_summary: Option<String>,
     pub picture: Option<RgbImage>,
     pub label: String,
     /// The input itself, for computing gradient images on demand (None for a data directory).
@@ -309,9 +313,15 @@ pub fn run_forward(engine: &Engine, input: &InputTensor, label: String) -> Resul
         maps[i] = Some(map);
     }
     let probabilities = engine::class_probabilities(graph, &acts)?;
+    let output_summary = if probabilities.is_empty() {
+        Some(engine::output_summary(&acts)?)
+    } else {
+        None
+    };
     Ok(ForwardResult {
         maps,
         probabilities,
+        output_summary,
         picture: input.picture.clone(),
         label,
         input: Some(Arc::new(input.clone())),
@@ -363,6 +373,7 @@ mod tests {
         assert_eq!(gap.filled, 0);
         assert!(gap.accept_chunk(&first));
         assert_eq!(gap.filled, 2);
+        assert_eq!(gap.images.data, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         assert_eq!(r.images.data, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
     }
 }
