@@ -10,6 +10,7 @@
 //! PNGs, scores, raw arrays). [`render`] draws tiles, shapes and text with wgpu (maps computed
 //! on the renderer's own device are copied into its atlas on the GPU); [`ui`] turns
 //! the model, the latest results and the interaction state into a scene (pure, no GPU);
+//! [`gpu_instance`] opens the wgpu instance both use when no window is involved;
 //! [`app`] is the window and its compute worker; [`annotations`] keeps the user's good/bad
 //! filter marks, saved atomically ([`atomic_file`]) on every change. [`cli`] is the
 //! command-line edge that wires these together; [`error_line`] words its errors (and the
@@ -30,6 +31,7 @@ pub mod datadir;
 pub mod engine;
 pub mod error_line;
 pub mod export;
+pub mod gpu_instance;
 pub mod model;
 pub mod npy;
 pub mod render;

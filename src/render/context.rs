@@ -38,10 +38,17 @@ impl GpuContext {
 
     /// Async form of [`GpuContext::headless`].
     pub async fn headless_async() -> Result<Self> {
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapter = pick_adapter(&instance, None).await?;
-        Self::from_adapter(instance, adapter).await
+        let instance = crate::gpu_instance::primary();
+        let first_error = match pick_adapter(&instance, None).await {
+            Ok(adapter) => return Self::from_adapter(instance, adapter).await,
+            Err(e) => e,
+        };
+        if let Some(instance) = crate::gpu_instance::fallback()
+            && let Ok(adapter) = pick_adapter(&instance, None).await
+        {
+            return Self::from_adapter(instance, adapter).await;
+        }
+        Err(first_error)
     }
 
     /// A context for a window that does not exist yet: the instance knows the display (pass
