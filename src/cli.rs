@@ -5,6 +5,8 @@
 
 pub mod annotations;
 mod export;
+#[cfg(test)]
+mod readme_forms;
 mod stats;
 
 pub use export::{ExportArgs, export};
@@ -28,13 +30,75 @@ use crate::model::{LoadedModel, default};
     about = "A native, GPU-accelerated visualiser of convolutional neural networks"
 )]
 pub struct Cli {
+    /// Always present after [`Cli::try_parse_with_default`] (`view` when none is named).
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub command: Command,
+}
+
+impl Cli {
+    /// Parses `argv` (program name first) with `view` as the default command: when the first
+    /// argument names no subcommand (`convlens model.onnx --input x.jpg`, `convlens
+    /// --screenshot out.png`, or nothing at all), it is parsed as `convlens view …`. Top-level
+    /// `--help` and `--version` keep their meaning.
+    pub fn try_parse_with_default<I, T>(argv: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
+        let names_command = |arg: &std::ffi::OsStr| {
+            let Some(arg) = arg.to_str() else {
+                return false;
+            };
+            matches!(arg, "-h" | "--help" | "-V" | "--version" | "help")
+                || <Cli as clap::CommandFactory>::command()
+                    .get_subcommands()
+                    .any(|c| c.get_name() == arg || c.get_all_aliases().any(|a| a == arg))
+        };
+        if !argv.get(1).is_some_and(|a| names_command(a)) {
+            argv.insert(1.min(argv.len()), "view".into());
+        }
+        <Cli as Parser>::try_parse_from(argv)
+    }
+
+    /// [`Cli::try_parse_with_default`] on the process's arguments; on a parse error clap
+    /// prints its message (or the help) and exits. `--version` prints [`version_report`].
+    pub fn parse_with_default() -> Cli {
+        Self::try_parse_with_default(std::env::args_os()).unwrap_or_else(|e| {
+            if e.kind() == clap::error::ErrorKind::DisplayVersion {
+                print!("{}", version_report());
+                std::process::exit(0);
+            }
+            e.exit()
+        })
+    }
+}
+
+/// `convlens --version`: the version, the commit it was built from, the cargo features, the
+/// CPU kernel path and the GPU adapter `--device auto` would use.
+pub fn version_report() -> String {
+    let features = if cfg!(feature = "webcam") {
+        "webcam"
+    } else {
+        "none (webcam off)"
+    };
+    let gpu = match engine::device::adapter_summary() {
+        Some((name, true)) => format!("{name}; --device auto computes on it"),
+        Some((name, false)) => format!("{name}; software only, --device auto uses the CPU"),
+        None => "none found (wgpu sees no adapter); computing on the CPU".to_string(),
+    };
+    format!(
+        "convlens {} (git {})\nfeatures: {features}\nCPU kernels: {}\nGPU adapter: {gpu}\n",
+        env!("CARGO_PKG_VERSION"),
+        env!("CONVLENS_GIT_REV"),
+        engine::device::cpu_kernel_path(),
+    )
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Open the viewer (the default command).
+    /// Open the viewer (the default command: `convlens [MODEL.onnx] [flags]` is `convlens
+    /// view [MODEL.onnx] [flags]`).
     View(ViewArgs),
     /// Print the architecture: every layer with its type, output shape and parameters.
     Info(InfoArgs),
@@ -94,6 +158,10 @@ pub struct ModelArgs {
     /// Compute device: auto uses a real GPU when there is one, else the CPU.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
+    /// Class names, one per line, in the order of the model's outputs (default: ImageNet's
+    /// for a 1000-way output, else `class N`).
+    #[arg(long, value_name = "FILE.txt")]
+    pub labels: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Default)]
@@ -247,8 +315,39 @@ impl ModelArgs {
             bail!("--std must not contain 0");
         }
         spec.fit = self.fit;
+        if let Some(path) = &self.labels {
+            m.labels = read_labels(path, &m.graph)?;
+        }
         Ok(m)
     }
+}
+
+/// Class names from a text file, one per line; there must be one per class score.
+fn read_labels(path: &std::path::Path, graph: &crate::model::Graph) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the labels file {}", path.display()))?;
+    let labels: Vec<String> = text
+        .trim_end_matches(['\n', '\r'])
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect();
+    if !engine::output_is_class_vector(graph) {
+        bail!("--labels: the model's output is not a class vector, so it has no classes to name");
+    }
+    let classes: usize = graph
+        .outputs
+        .first()
+        .and_then(|o| graph.shapes.get(o))
+        .map(|s| s.iter().product())
+        .unwrap_or(0);
+    if labels.len() != classes {
+        bail!(
+            "{} has {} labels, the model has {classes} classes",
+            path.display(),
+            labels.len()
+        );
+    }
+    Ok(labels)
 }
 
 /// `convlens info`.
@@ -392,8 +491,8 @@ mod tests {
 
     fn parse_view(args: &[&str]) -> Result<ViewArgs, clap::Error> {
         let argv = ["convlens", "view"].iter().chain(args);
-        match Cli::try_parse_from(argv)?.command {
-            Some(Command::View(v)) => Ok(v),
+        match Cli::try_parse_with_default(argv)?.command {
+            Command::View(v) => Ok(v),
             other => panic!("not a view command: {other:?}"),
         }
     }

@@ -1,25 +1,21 @@
 //! The `convlens` binary: parses the command line and reports any error as one message
 //! with a non-zero exit status.
 
-use clap::Parser;
 use convlens::cli::{self, Cli, Command};
 
 fn main() -> std::process::ExitCode {
     restore_default_sigpipe();
     convlens::engine::device::retain_freed_host_memory();
-    let cli = Cli::parse();
+    // SAFETY: first thing in main, before any other thread exists.
+    unsafe { convlens::gpu_instance::quiet_vulkan_device_select() };
+    let cli = Cli::parse_with_default();
     let result = match cli.command {
-        Some(Command::Info(args)) => cli::info(&args),
-        Some(Command::Export(args)) => cli::export(&args),
-        Some(Command::Stats(args)) => cli::stats(&args),
-        Some(Command::Annotations(args)) => cli::annotations::run(&args),
-        Some(Command::View(args)) => cli::view(&args),
-        Some(Command::Bench(args)) => cli::bench(&args),
-        // No command: `convlens view` with every default clap gives it.
-        None => match Cli::parse_from(["convlens", "view"]).command {
-            Some(Command::View(args)) => cli::view(&args),
-            _ => Ok(()),
-        },
+        Command::Info(args) => cli::info(&args),
+        Command::Export(args) => cli::export(&args),
+        Command::Stats(args) => cli::stats(&args),
+        Command::Annotations(args) => cli::annotations::run(&args),
+        Command::View(args) => cli::view(&args),
+        Command::Bench(args) => cli::bench(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

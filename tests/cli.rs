@@ -324,3 +324,147 @@ fn export_writes_gradient_methods() {
         }
     }
 }
+
+/// `mixed/tiny_alexnet.onnx` cut after its first conv block: a "backbone" whose output is
+/// feature maps `[1, C, H, W]`, not class scores.
+fn backbone_model(dir: &std::path::Path) -> std::path::PathBuf {
+    use onnx_ir::{Message, ModelProto};
+    let src = std::fs::read(fixture("mixed/tiny_alexnet.onnx")).expect("fixture");
+    let mut model = ModelProto::parse_from_bytes(&src).expect("parses");
+    let graph = model.graph.as_mut().expect("graph");
+    let relu = graph
+        .node
+        .iter()
+        .position(|n| n.op_type == "Relu")
+        .expect("a Relu");
+    let out = graph.node[relu].output[0].clone();
+    graph.node.truncate(relu + 1);
+    graph.output.truncate(1);
+    graph.output[0].name = out;
+    graph.output[0].type_ = Default::default();
+    let path = dir.join("backbone.onnx");
+    std::fs::write(&path, model.write_to_bytes().expect("serialise")).expect("write");
+    path
+}
+
+#[test]
+fn an_output_that_is_not_class_scores_gets_no_classes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = backbone_model(dir.path());
+    let model = model.to_str().expect("utf8");
+    let image = format!("{}/assets/images/coffee.png", env!("CARGO_MANIFEST_DIR"));
+    let out_dir = dir.path().join("out");
+    let out_dir = out_dir.to_str().expect("utf8");
+    let base = [
+        "export", model, "--input", &image, "--out", out_dir, "--device", "cpu",
+    ];
+
+    let run = convlens(&[&base[..], &["--methods", "forward"]].concat());
+    assert!(run.status.success(), "{}", text(&run));
+    let msg = text(&run);
+    assert!(msg.contains("top-5: none (output [1, "), "{msg}");
+    let scores: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("out/scores.json")).expect("scores.json"),
+    )
+    .expect("JSON");
+    assert_eq!(scores["S"].as_array().map(Vec::len), Some(0), "{scores}");
+
+    for extra in [&["--methods", "gradcam"][..], &["--class", "3"][..]] {
+        let run = convlens(&[&base[..], extra].concat());
+        assert!(!run.status.success(), "{extra:?}");
+        assert!(text(&run).contains("not a class vector"), "{}", text(&run));
+    }
+    // Labels name classes; a backbone has none.
+    let labels = dir.path().join("labels.txt");
+    std::fs::write(&labels, "a\nb\n").expect("write");
+    let run = convlens(&["info", model, "--labels", labels.to_str().expect("utf8")]);
+    assert!(!run.status.success());
+    assert!(text(&run).contains("not a class vector"), "{}", text(&run));
+}
+
+#[test]
+fn labels_come_from_a_file_and_must_match_the_classes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = fixture("mixed/tiny_alexnet.onnx");
+    let model = model.to_str().expect("utf8");
+    let image = format!("{}/assets/images/coffee.png", env!("CARGO_MANIFEST_DIR"));
+    let classes = {
+        let run = convlens(&["info", model, "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON");
+        let shape = v["layers"]
+            .as_array()
+            .and_then(|l| l.last())
+            .expect("layers")["output_shape"]
+            .clone();
+        shape
+            .as_array()
+            .expect("shape")
+            .iter()
+            .map(|d| d.as_u64().expect("dim") as usize)
+            .product::<usize>()
+    };
+    let labels = dir.path().join("labels.txt");
+    let names: Vec<String> = (0..classes).map(|i| format!("thing {i}")).collect();
+    std::fs::write(&labels, names.join("\n") + "\n").expect("write");
+    let out_dir = dir.path().join("out");
+    let run = convlens(&[
+        "export",
+        model,
+        "--input",
+        &image,
+        "--out",
+        out_dir.to_str().expect("utf8"),
+        "--methods",
+        "forward",
+        "--device",
+        "cpu",
+        "--labels",
+        labels.to_str().expect("utf8"),
+    ]);
+    assert!(run.status.success(), "{}", text(&run));
+    let scores: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.join("scores.json")).expect("scores.json"),
+    )
+    .expect("JSON");
+    assert_eq!(
+        scores["labels"][classes - 1],
+        format!("thing {}", classes - 1)
+    );
+    assert!(text(&run).contains("top-5: thing "), "{}", text(&run));
+
+    std::fs::write(&labels, "only one\n").expect("write");
+    let run = convlens(&["info", model, "--labels", labels.to_str().expect("utf8")]);
+    assert!(!run.status.success());
+    assert!(
+        text(&run).contains(&format!("has 1 labels, the model has {classes} classes")),
+        "{}",
+        text(&run)
+    );
+}
+
+#[test]
+fn version_names_revision_kernels_and_adapter_without_noise() {
+    // No desktop session: Mesa's Vulkan device_select layer used to print
+    // "error: XDG_RUNTIME_DIR is invalid or not set in the environment." twice per probe.
+    let out = Command::new(env!("CARGO_BIN_EXE_convlens"))
+        .arg("--version")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("WAYLAND_DISPLAY")
+        .env_remove("NODEVICE_SELECT")
+        .output()
+        .expect("binary runs");
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with(&format!("convlens {} (git ", env!("CARGO_PKG_VERSION"))),
+        "{stdout}"
+    );
+    for line in ["features: ", "CPU kernels: ", "GPU adapter: "] {
+        assert!(stdout.contains(line), "{stdout}");
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "stderr must be empty"
+    );
+}

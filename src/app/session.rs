@@ -157,6 +157,7 @@ impl Session {
         let result = ForwardResult {
             maps: vec![None; data.layers.len()],
             probabilities: data.probabilities.clone(),
+            output_summary: None,
             picture: data.picture.clone(),
             label: vm.input_label.clone(),
             input: None,
@@ -329,6 +330,7 @@ impl Session {
     /// Installs a finished forward pass.
     pub fn accept(&mut self, result: ForwardResult) {
         self.vm.probabilities = result.probabilities.clone();
+        self.vm.output_summary = result.output_summary.clone();
         self.vm.filter_rank = result.rank_order.clone();
         self.vm.input_label = result.label.clone();
         self.vm.progress = None;

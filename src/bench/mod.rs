@@ -231,6 +231,7 @@ pub fn run(
         ),
         device: device_description,
         render_device: None,
+        cpu_kernels: crate::engine::device::cpu_kernel_path(),
         repeats: options.repeats,
         warmup: options.warmup,
         forward_ms: round(forward_s * 1e3, 3),

@@ -12,6 +12,8 @@ pub struct BenchReport {
     pub device: String,
     /// The wgpu adapter the renderer used.
     pub render_device: Option<String>,
+    /// The CPU and the kernels it runs ([`crate::engine::device::cpu_kernel_path`]).
+    pub cpu_kernels: String,
     pub repeats: usize,
     pub warmup: usize,
     /// Forward pass keeping every layer's output, until the device is idle.
@@ -224,11 +226,12 @@ impl BenchReport {
             width(3).max(1),
         );
         let mut out = format!(
-            "model   {}\ninput   {}\ndevice  {}\nrender  {}\n\n",
+            "model   {}\ninput   {}\ndevice  {}\nrender  {}\ncpu     {}\n\n",
             self.model,
             self.input,
             self.device,
-            self.render_device.as_deref().unwrap_or("none")
+            self.render_device.as_deref().unwrap_or("none"),
+            self.cpu_kernels
         );
         out += &format!(
             "{:<w0$}  {:>w1$}  {:<w2$}  {:>w3$}  {}\n",
@@ -290,6 +293,7 @@ mod tests {
             input: "i".into(),
             device: "cpu".into(),
             render_device: None,
+            cpu_kernels: "x86_64 (avx2 fma)".into(),
             repeats: 3,
             warmup: 1,
             forward_ms: 12.34,

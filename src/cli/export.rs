@@ -96,15 +96,32 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     bar.set_message(format!("writing {}", args.methods));
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let class = match args.class {
-        Some(c) if c < probs.len() => c,
-        Some(c) => bail!(
-            "--class {c} is out of range (the model has {} classes)",
-            probs.len()
-        ),
-        None => engine::top_k(&probs, 1).first().copied().unwrap_or(0),
+    // `None` for a model whose output is not class scores (a backbone, a feature extractor).
+    let class = if probs.is_empty() {
+        if gradcam || args.class.is_some() {
+            bail!(
+                "the model's output is not a class vector (shape {:?}): Grad-CAM and --class \
+                 need class scores",
+                m.graph
+                    .outputs
+                    .first()
+                    .and_then(|o| m.graph.shapes.get(o))
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+            );
+        }
+        None
+    } else {
+        Some(match args.class {
+            Some(c) if c < probs.len() => c,
+            Some(c) => bail!(
+                "--class {c} is out of range (the model has {} classes)",
+                probs.len()
+            ),
+            None => engine::top_k(&probs, 1).first().copied().unwrap_or(0),
+        })
     };
-    let gradcam_class = gradcam.then_some(class);
+    let gradcam_class = if gradcam { class } else { None };
     let req = ExportRequest {
         out_dir: &args.out,
         layers: &layers,
@@ -151,16 +168,20 @@ pub fn export(args: &ExportArgs) -> Result<()> {
         summary.pngs += written.pngs;
         summary.npys += written.npys;
     }
-    let top: Vec<String> = engine::top_k(&probs, 5)
-        .iter()
-        .map(|&i| {
-            format!(
-                "{} {:.3}",
-                m.labels.get(i).map(String::as_str).unwrap_or("?"),
-                probs[i]
-            )
-        })
-        .collect();
+    let top: Vec<String> = if probs.is_empty() {
+        vec![format!("none ({})", engine::output_summary(&acts)?)]
+    } else {
+        engine::top_k(&probs, 5)
+            .iter()
+            .map(|&i| {
+                format!(
+                    "{} {:.3}",
+                    m.labels.get(i).map(String::as_str).unwrap_or("?"),
+                    probs[i]
+                )
+            })
+            .collect()
+    };
     eprintln!(
         "wrote {} layers, {} PNGs, {} .npy to {} (forward {:.2} s, total {:.2} s); top-5: {}",
         summary.layers,

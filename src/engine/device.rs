@@ -62,13 +62,15 @@ fn gpu(adapter: String) -> ComputeDevice {
 
 /// Name of wgpu's preferred adapter and whether it is real hardware.
 pub fn adapter_summary() -> Option<(String, bool)> {
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
-        power_preference: wgpu::PowerPreference::HighPerformance,
-        ..Default::default()
-    }))
-    .ok()?;
+    let request = |instance: wgpu::Instance| {
+        pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            ..Default::default()
+        }))
+        .ok()
+    };
+    let adapter = request(crate::gpu_instance::primary())
+        .or_else(|| crate::gpu_instance::fallback().and_then(request))?;
     let info = adapter.get_info();
     let hardware = matches!(
         info.device_type,
@@ -78,6 +80,54 @@ pub fn adapter_summary() -> Option<(String, bool)> {
         format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type),
         hardware,
     ))
+}
+
+/// Which CPU kernels this machine runs, in words (for `convlens --version` and `bench`): the
+/// convolution GEMM (the project's AVX-512 micro-kernel, or the `gemm` crate, which picks its
+/// own AVX2/FMA or portable kernels at run time) and the sparse-gradient scatter.
+pub fn cpu_kernel_path() -> String {
+    let isa = cpu_isa();
+    let gemm = if super::sgemm::available() {
+        "conv GEMM: own AVX-512 micro-kernel"
+    } else {
+        "conv GEMM: gemm crate (its run-time choice)"
+    };
+    let scatter = if isa.contains("avx2") && isa.contains("fma") {
+        "sparse gradients: AVX2+FMA"
+    } else {
+        "sparse gradients: portable"
+    };
+    format!("{} ({isa}); {gemm}; {scatter}", std::env::consts::ARCH)
+}
+
+/// The SIMD levels this CPU has that the kernels use.
+fn cpu_isa() -> String {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut have = Vec::new();
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            have.push("avx512f");
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            have.push("avx2");
+        }
+        if std::arch::is_x86_feature_detected!("fma") {
+            have.push("fma");
+        }
+        if have.is_empty() {
+            "no AVX".to_string()
+        } else {
+            have.join(" ")
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        "neon".to_string()
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        "portable".to_string()
+    }
 }
 
 /// Makes the process's allocator keep freed memory for reuse. On the CPU every large tensor

@@ -465,21 +465,61 @@ pub fn softmax(logits: &[f32]) -> Vec<f32> {
     exps.iter().map(|&e| (e / sum) as f32).collect()
 }
 
-/// Class probabilities of a forward pass: the output through softmax unless the graph
-/// already ends in a Softmax node.
-pub fn class_probabilities(graph: &Graph, acts: &Activations) -> Result<Vec<f32>> {
-    let out = acts.read_output()?;
-    let ends_in_softmax = graph
+/// Whether the graph's first output holds class scores: it comes from a Softmax, or it has one
+/// axis longer than 1 (`[K]`, `[1, K]`, `[1, K, 1, 1]`). A backbone's feature maps
+/// (`[1, 16, 8, 8]`) are not class scores, however many values they have.
+pub fn output_is_class_vector(graph: &Graph) -> bool {
+    let Some(out) = graph.outputs.first() else {
+        return false;
+    };
+    if ends_in_softmax(graph) {
+        return true;
+    }
+    graph
+        .shapes
+        .get(out)
+        .is_some_and(|s| s.iter().filter(|&&d| d > 1).count() == 1)
+}
+
+fn ends_in_softmax(graph: &Graph) -> bool {
+    graph
         .nodes
         .iter()
         .rev()
         .find(|n| graph.outputs.first().is_some_and(|o| n.outputs.contains(o)))
-        .is_some_and(|n| matches!(n.op, crate::model::Op::Softmax { .. }));
-    Ok(if ends_in_softmax {
+        .is_some_and(|n| matches!(n.op, crate::model::Op::Softmax { .. }))
+}
+
+/// Class probabilities of a forward pass: the output through softmax unless the graph
+/// already ends in a Softmax node; empty when the output is not a class vector
+/// ([`output_is_class_vector`]).
+pub fn class_probabilities(graph: &Graph, acts: &Activations) -> Result<Vec<f32>> {
+    if !output_is_class_vector(graph) {
+        return Ok(Vec::new());
+    }
+    let out = acts.read_output()?;
+    Ok(if ends_in_softmax(graph) {
         out.data
     } else {
         softmax(&out.data)
     })
+}
+
+/// One line on the graph's first output for models whose output is not class scores: its
+/// shape and value range, e.g. `output [1, 16, 8, 8]: min -1.2, mean 0.031, max 4.5`.
+pub fn output_summary(acts: &Activations) -> Result<String> {
+    let out = acts.read_output()?;
+    let (mut min, mut max, mut sum) = (f32::INFINITY, f32::NEG_INFINITY, 0f64);
+    for &v in &out.data {
+        min = min.min(v);
+        max = max.max(v);
+        sum += f64::from(v);
+    }
+    let mean = sum / out.data.len().max(1) as f64;
+    Ok(format!(
+        "output {:?}: min {min:.4}, mean {mean:.4}, max {max:.4}",
+        out.shape
+    ))
 }
 
 /// Indices of the `k` largest values, largest first.

@@ -346,13 +346,14 @@ pub fn export_methods(
 }
 
 /// Writes an occlusion sweep: `occlusion/<stem>_<n>.png` (drop of filter n's summed response
-/// per square position, min-max grey), `occlusion/class_<c>.png` for class `class`, and with
+/// per square position, min-max grey), `occlusion/class_<c>.png` for class `class` (none for
+/// a model without class scores), and with
 /// `raw` the arrays `raw/occlusion/<stem>.npy` `[C, rows, cols]` and
 /// `raw/occlusion/class_<c>.npy` `[rows, cols]`.
 pub fn write_occlusion(
     graph: &Graph,
     maps: &crate::engine::occlusion::OcclusionMaps,
-    class: usize,
+    class: Option<usize>,
     out: &Path,
     raw: bool,
 ) -> Result<ExportSummary> {
@@ -385,7 +386,9 @@ pub fn write_occlusion(
             summary.npys += 1;
         }
     }
-    if let Some(map) = maps.classes.chunks(cells).nth(class) {
+    if let Some(class) = class
+        && let Some(map) = maps.classes.chunks(cells).nth(class)
+    {
         write_map_png(&dir.join(format!("class_{class}.png")), [rows, cols], map)?;
         summary.pngs += 1;
         if raw {

@@ -198,8 +198,12 @@ pub struct ViewModel {
     pub layers: Vec<LayerInfo>,
     /// Layers with per-channel maps, in order.
     pub map_layers: Vec<usize>,
-    /// Class probabilities of the current input (empty before the first forward pass).
+    /// Class probabilities of the current input (empty before the first forward pass, and
+    /// for models whose output is not a class vector).
     pub probabilities: Vec<f32>,
+    /// For an output that is not a class vector: its shape and value range, shown in place
+    /// of the class chart.
+    pub output_summary: Option<String>,
     pub labels: Vec<String>,
     /// Where the current input came from.
     pub input_label: String,
@@ -256,6 +260,7 @@ impl ViewModel {
             layers,
             map_layers: graph.feature_map_layers().map(|(i, _)| i).collect(),
             probabilities: Vec::new(),
+            output_summary: None,
             labels,
             input_label: String::new(),
             device,
@@ -330,6 +335,7 @@ impl ViewModel {
             layers,
             map_layers,
             probabilities: Vec::new(),
+            output_summary: None,
             labels,
             input_label: String::new(),
             device: "none (data directory)".into(),

@@ -561,6 +561,18 @@ fn side(inp: &SceneInputs, scene: &mut Scene) {
         let area = Rect::new(s.x + margin, y, w, 5.0 * 22.0);
         bars(vm, &vm.top_classes(5), area, scene);
         y += area.h + 8.0;
+    } else if let Some(summary) = &vm.output_summary {
+        scene.text.push(TextItem::new(
+            "Output (not class scores)",
+            [s.x + margin, y],
+            13.0,
+            TEXT,
+        ));
+        y += 20.0;
+        scene
+            .text
+            .push(TextItem::new(summary.clone(), [s.x + margin, y], 12.0, TEXT).with_max_width(w));
+        y += 36.0;
     }
     if let Some(notice) = &vm.notice {
         scene
