@@ -1,6 +1,6 @@
 //! The CPU path's forward pass and its GEMM: bvlc AlexNet with seeded weights (conv layers
 //! and the three fully connected ones, `tests/attribution_support/mod.rs`) run forward with
-//! every layer kept, as `convlens bench` times `forward_ms`, and `engine::sgemm` against the
+//! every layer kept, as `convlens bench` times `forward_ms`, and `engine::kernels::sgemm` against the
 //! `gemm` crate on the five conv layers' GEMM shapes (`[c_out/g, K] × [K, Ho·Wo]`, per group).
 //!
 //! Run: `cargo bench --bench kernels`. `scripts/bench_reference.py` puts the forward pass
@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use burn::tensor::Device;
-use convlens::engine::sgemm::{self, MatRef};
+use convlens::engine::kernels::sgemm::{self, MatRef};
 use convlens::engine::{Capture, NamedInput};
 use criterion::{Criterion, criterion_group, criterion_main};
 

@@ -407,7 +407,7 @@ fn all_methods_match_pytorch_autograd_with_hooks_on_flex() {
 }
 
 /// The depthwise (3×3 and 5×5, strides 1 and 2) and pointwise layers take other host kernels
-/// in the reverse pass on flex (`cpu_conv::input_grad_path`).
+/// in the reverse pass on flex (`kernels::conv::input_grad_path`).
 #[test]
 fn depthwise_and_pointwise_layers_match_pytorch_on_flex() {
     let a = pytorch_reference_check("small_mobile", Device::flex(), 0.999, 1e-3);

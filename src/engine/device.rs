@@ -87,7 +87,7 @@ pub fn adapter_summary() -> Option<(String, bool)> {
 /// own AVX2/FMA or portable kernels at run time) and the sparse-gradient scatter.
 pub fn cpu_kernel_path() -> String {
     let isa = cpu_isa();
-    let gemm = if super::sgemm::available() {
+    let gemm = if super::kernels::sgemm::available() {
         "conv GEMM: own AVX-512 micro-kernel"
     } else {
         "conv GEMM: gemm crate (its run-time choice)"

@@ -6,19 +6,12 @@
 
 pub mod attribution;
 pub mod backward;
-pub mod cpu_conv;
-pub mod cpu_depthwise;
-pub mod cpu_linear;
-pub mod cpu_lrn;
-pub mod cpu_pool;
-pub mod cpu_reverse;
-pub mod cpu_sparse_grad;
 pub mod device;
 pub mod gradcam;
+pub mod kernels;
 pub mod occlusion;
 pub mod ops;
 pub mod profile;
-pub mod sgemm;
 mod vjp;
 mod vjp_spatial;
 
@@ -65,27 +58,27 @@ pub enum Capture {
 }
 
 /// A node the CPU (flex) path runs with a host kernel instead of burn's: convolutions with
-/// deep column matrices ([`cpu_conv`]), fully connected layers ([`cpu_linear`]), 2-D
-/// max-pooling ([`cpu_pool`]) and LRN ([`cpu_lrn`]).
+/// deep column matrices ([`kernels::conv`]), fully connected layers ([`kernels::linear`]), 2-D
+/// max-pooling ([`kernels::pool`]) and LRN ([`kernels::lrn`]).
 enum HostOp {
-    Conv(cpu_conv::ConvGeometry),
-    Linear(cpu_linear::HostLinear),
-    MaxPool(cpu_pool::PoolGeometry),
-    Lrn(cpu_lrn::LrnGeometry),
+    Conv(kernels::geometry::ConvGeometry),
+    Linear(kernels::linear::HostLinear),
+    MaxPool(kernels::pool::PoolGeometry),
+    Lrn(kernels::lrn::LrnGeometry),
 }
 
 impl HostOp {
     fn plan(graph: &Graph, node: &crate::model::Node) -> Option<Self> {
-        if let Some(conv) = cpu_conv::plan(graph, node) {
+        if let Some(conv) = kernels::conv::plan(graph, node) {
             return Some(Self::Conv(conv));
         }
-        if let Some(linear) = cpu_linear::HostLinear::plan(graph, node) {
+        if let Some(linear) = kernels::linear::HostLinear::plan(graph, node) {
             return Some(Self::Linear(linear));
         }
         let x = graph.shapes.get(node.inputs.first()?)?;
         match &node.op {
             crate::model::Op::MaxPool { window, .. } => {
-                cpu_pool::PoolGeometry::new(window, x, node.output_shapes.first()?)
+                kernels::pool::PoolGeometry::new(window, x, node.output_shapes.first()?)
                     .map(Self::MaxPool)
             }
             &crate::model::Op::Lrn {
@@ -93,7 +86,7 @@ impl HostOp {
                 alpha,
                 beta,
                 bias,
-            } if x.len() >= 3 => Some(Self::Lrn(cpu_lrn::LrnGeometry {
+            } if x.len() >= 3 => Some(Self::Lrn(kernels::lrn::LrnGeometry {
                 images: x[0],
                 channels: x[1],
                 plane: x[2..].iter().product(),
@@ -121,11 +114,11 @@ impl HostOp {
                 let weight = read(1)?;
                 let bias = if ins.len() > 2 { Some(read(2)?) } else { None };
                 let bias = bias.as_ref().map(HostValues::as_slice);
-                cpu_conv::conv2d(x, weight.as_slice(), bias, geometry)
+                kernels::conv::conv2d(x, weight.as_slice(), bias, geometry)
             }
             Self::Linear(linear) => linear.run(x, read(1)?.as_slice()),
-            Self::MaxPool(geometry) => cpu_pool::max_pool2d(x, geometry),
-            Self::Lrn(geometry) => cpu_lrn::lrn(x, geometry),
+            Self::MaxPool(geometry) => kernels::pool::max_pool2d(x, geometry),
+            Self::Lrn(geometry) => kernels::lrn::lrn(x, geometry),
         })
     }
 }

@@ -7,7 +7,8 @@ use burn::tensor::activation::relu;
 use burn::tensor::{IndexingUpdateOp, Int, Slice, Tensor, TensorData};
 
 use super::backward::{Method, Result, Step, unbroadcast};
-use super::cpu_reverse::{self, ReluRule};
+use super::kernels;
+use super::kernels::reverse::ReluRule;
 use super::ops::{HostValues, RANK, T6, axis6, dims6};
 use super::vjp_spatial as spatial;
 use crate::model::graph::{Op, SliceRange};
@@ -210,7 +211,7 @@ fn open_interval(t: T6, lo: f32, hi: f32) -> T6 {
 }
 
 /// The method's rule at a ReLU, Clip or LeakyReLU node (table at [`Method`]). On the CPU
-/// (flex) one host pass ([`cpu_reverse::relu_rule_in_place`]) on the gradient's own buffer.
+/// (flex) one host pass ([`kernels::reverse::relu_rule_in_place`]) on the gradient's own buffer.
 fn relu_family(step: &Step, op: &Op, method: Method, g: T6) -> Result<T6> {
     if *step.device() == burn::tensor::Device::flex() {
         let (lo, hi) = match op {
@@ -234,7 +235,7 @@ fn relu_family(step: &Step, op: &Op, method: Method, g: T6) -> Result<T6> {
         // One seed's gradient has the forward value's shape (the layout of `backward`).
         if dims.iter().product::<usize>() == dims[0] * x.as_slice().len() {
             let mut gv = step.to_host(g)?;
-            cpu_reverse::relu_rule_in_place(&mut gv, x.as_slice(), rule);
+            kernels::reverse::relu_rule_in_place(&mut gv, x.as_slice(), rule);
             return Ok(Tensor::from_data(TensorData::new(gv, dims), step.device()));
         }
     }

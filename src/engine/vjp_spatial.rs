@@ -9,9 +9,9 @@ use burn::tensor::ops::{AvgPoolOptions, ConvOptions, ConvTransposeOptions, MaxPo
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 
 use super::backward::{Result, Step};
-use super::cpu_conv::InputGradPath;
+use super::kernels;
+use super::kernels::conv::InputGradPath;
 use super::ops::{HostValues, RANK, T6, axis6, window_sum};
-use super::{cpu_conv, cpu_depthwise, cpu_reverse, cpu_sparse_grad};
 use crate::model::graph::{PadPair, Window2d};
 
 /// The 4-D shape `[N, C, H, W]` of input (`Some(i)`) or output (`None`), or an error.
@@ -108,12 +108,12 @@ pub(super) fn conv_channel_sums(
     Ok(gx.reshape(step.gdims(&xs)?))
 }
 
-/// [`conv`] on the CPU, by the host kernel [`cpu_conv::input_grad_path`] picks from the
+/// [`conv`] on the CPU, by the host kernel [`kernels::conv::input_grad_path`] picks from the
 /// layer's geometry and the gradient's density (guided backprop and deconvnet gate it to its
 /// positive values: 10–16% non-zero on AlexNet-shaped networks): sparse
-/// ([`cpu_sparse_grad::conv2d_input_grad_sparse`], work follows the non-zeros), GEMM
-/// ([`cpu_conv::conv2d_input_grad`]) or direct depthwise
-/// ([`cpu_depthwise::depthwise_input_grad`]). `Err(g)` hands the gradient back for flex's
+/// ([`kernels::sparse_grad::conv2d_input_grad_sparse`], work follows the non-zeros), GEMM
+/// ([`kernels::conv::conv2d_input_grad`]) or direct depthwise
+/// ([`kernels::depthwise::depthwise_input_grad`]). `Err(g)` hands the gradient back for flex's
 /// transposed convolution, which was faster for dense gradients of thin layers (AlexNet's
 /// conv1 — 3 channels, stride 4 — 0.75 s on flex vs 0.85 s by GEMM for 119 seeds).
 fn conv_input_grad_on_host(
@@ -128,11 +128,12 @@ fn conv_input_grad_on_host(
     let bn = step.batch * xs[0];
     let x_dims = [bn, xs[1], xs[2], xs[3]];
     let y_dims = [bn, ys[1], ys[2], ys[3]];
-    let Some(geometry) = cpu_conv::ConvGeometry::new(window, group, &x_dims, &ws, &y_dims) else {
+    let Some(geometry) = kernels::geometry::ConvGeometry::new(window, group, &x_dims, &ws, &y_dims)
+    else {
         return Ok(Err(g));
     };
     let grad = step.to_host(fold(step, g, ys))?; // [B·N, M, Ho, Wo]
-    let path = cpu_conv::input_grad_path(&geometry, cpu_sparse_grad::density(&grad));
+    let path = kernels::conv::input_grad_path(&geometry, kernels::sparse_grad::density(&grad));
     if path == InputGradPath::Flex {
         let g = Tensor::<4>::from_data(TensorData::new(grad, y_dims), step.device());
         return Ok(Err(g.reshape(step.gdims(&ys)?)));
@@ -142,14 +143,14 @@ fn conv_input_grad_on_host(
     let weight = weight.as_slice();
     let gx = match path {
         InputGradPath::Sparse => {
-            cpu_sparse_grad::conv2d_input_grad_sparse(&grad, weight, &geometry)
+            kernels::sparse_grad::conv2d_input_grad_sparse(&grad, weight, &geometry)
         }
         InputGradPath::Depthwise => {
-            cpu_depthwise::depthwise_input_grad(&grad, weight, &geometry)
+            kernels::depthwise::depthwise_input_grad(&grad, weight, &geometry)
                 .ok_or_else(|| step.unsupported("depthwise input gradient of this geometry"))?
         }
         InputGradPath::Gemm | InputGradPath::Flex => {
-            cpu_conv::conv2d_input_grad(&grad, weight, &geometry)
+            kernels::conv::conv2d_input_grad(&grad, weight, &geometry)
         }
     }; // [B·N, C, H, W]
     let gx = Tensor::<4>::from_data(TensorData::new(gx, x_dims), step.device());
@@ -232,8 +233,9 @@ pub(super) fn max_pool(step: &Step, window: &Window2d, ceil_mode: bool, g: T6) -
             .try_into_vec::<i64>()
             .map_err(|e| step.readback(format!("{e:?}")))?;
         let g = step.to_host(g)?;
-        let gx = cpu_reverse::max_pool_input_grad(&g, &switches, [planes, outs, xs[2] * xs[3]])
-            .ok_or_else(|| step.unsupported("max-pool switches outside their planes"))?;
+        let gx =
+            kernels::reverse::max_pool_input_grad(&g, &switches, [planes, outs, xs[2] * xs[3]])
+                .ok_or_else(|| step.unsupported("max-pool switches outside their planes"))?;
         let gx = TensorData::new(gx, step.gdims(&xs)?);
         return Ok(Tensor::from_data(gx, step.device()));
     }
@@ -363,7 +365,7 @@ pub(super) fn lrn(step: &Step, size: usize, alpha: f32, beta: f32, bias: f32, g:
             step.to_host(b)?,
         );
         let hw = s[2] * s[3];
-        let dx = cpu_reverse::lrn_input_grad(&gv, [&dv, &av, &bv], [s[0], s[1], hw], [hi, lo]);
+        let dx = kernels::reverse::lrn_input_grad(&gv, [&dv, &av, &bv], [s[0], s[1], hw], [hi, lo]);
         return Ok(Tensor::from_data(
             TensorData::new(dx, step.gdims(&s)?),
             step.device(),

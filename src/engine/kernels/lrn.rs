@@ -2,8 +2,8 @@
 //! on the host: `y_c = x_c / (bias + α/size · Σ_{j = c − lo}^{c + hi} x_j²)^β` with the
 //! channel window `lo = ⌊(size − 1)/2⌋`, `hi = size − 1 − lo` (zero outside the channels).
 //! burn ran it as shifted sums of padded copies, several passes over the tensor (1.1 ms of
-//! AlexNet's forward pass). Used by [`super::Engine`] for LRN nodes on flex; the reverse
-//! step is [`super::cpu_reverse::lrn_input_grad`].
+//! AlexNet's forward pass). Used by [`crate::engine::Engine`] for LRN nodes on flex; the reverse
+//! step is [`super::reverse::lrn_input_grad`].
 
 use rayon::prelude::*;
 

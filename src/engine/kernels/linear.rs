@@ -3,7 +3,7 @@
 //! on the host. With one image this is a matrix-vector product bound by reading the weights
 //! once (AlexNet's three layers: 58 M weights, 232 MB per forward pass); burn transposed the
 //! weight view and ran a general matmul, 26 ms for those three layers. Used by
-//! [`super::Engine`] for Gemm nodes on flex; the usual layout (`transB = 1`, `α = 1`) reads
+//! [`crate::engine::Engine`] for Gemm nodes on flex; the usual layout (`transB = 1`, `α = 1`) reads
 //! the engine's weight tensor in place, so the weights are not held twice.
 
 use rayon::prelude::*;

@@ -9,7 +9,7 @@
 
 use rayon::prelude::*;
 
-use super::cpu_conv::ConvGeometry;
+use super::geometry::ConvGeometry;
 
 /// The input gradient `[n, c, h, w]` of a depthwise convolution with geometry `g` for the
 /// output gradient `grad [n, c, ho, wo]` and weights `weight [c, 1, kh, kw]` (row-major
@@ -103,7 +103,7 @@ fn inside(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::cpu_conv::conv2d_input_grad;
+    use crate::engine::kernels::conv::conv2d_input_grad;
     use crate::model::graph::Window2d;
 
     fn values(n: usize, salt: u64) -> Vec<f32> {
@@ -147,7 +147,7 @@ mod tests {
     }
 
     /// Equal to the GEMM + col2im path (itself checked as the convolution's adjoint in
-    /// `cpu_conv`) on EfficientNet's depthwise shapes in small: 3×3 and 5×5, stride 1 and 2,
+    /// `kernels::conv`) on EfficientNet's depthwise shapes in small: 3×3 and 5×5, stride 1 and 2,
     /// symmetric and asymmetric padding, a dilation, a batch, and a gradient with zeros.
     #[test]
     fn equals_the_gemm_path() {

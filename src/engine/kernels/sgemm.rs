@@ -1,4 +1,4 @@
-//! Single-precision matrix multiply for the CPU path's convolutions ([`super::cpu_conv`]):
+//! Single-precision matrix multiply for the CPU path's convolutions ([`super::conv`]):
 //! a packed, cache-blocked GEMM around one AVX-512 micro-kernel (12 × 32 tile of `C` held in
 //! 24 registers), threads splitting the rows of `C`. On this project's 2-core AMD EPYC (Zen 4)
 //! it reaches 1.1–2× the GFLOP/s of the `gemm` crate on AlexNet's conv GEMMs (conv1's

@@ -1,7 +1,7 @@
 //! 2-D max-pooling on the CPU (flex) device, one pass over each plane on the host: flex's
 //! pooling took 1.4 ms for AlexNet's first pool (96 planes of 54×54), this about a tenth.
-//! Used by [`super::Engine`]'s forward pass for MaxPool nodes on flex; the reverse pass
-//! routes gradients through the switches separately ([`super::cpu_reverse`]).
+//! Used by [`crate::engine::Engine`]'s forward pass for MaxPool nodes on flex; the reverse pass
+//! routes gradients through the switches separately ([`super::reverse`]).
 
 use rayon::prelude::*;
 

@@ -5,7 +5,7 @@
 //! seed has `1/C`. A dense GEMM multiplies all the zeros; here each non-zero output gradient
 //! `v` at `(co, oy, ox)` adds `v · W[co]` onto the input positions its window covers, so the
 //! work is proportional to the non-zeros. The reverse pass (`vjp_spatial`) picks this path
-//! from the measured density ([`super::cpu_conv::input_grad_path`]).
+//! from the measured density ([`super::conv::input_grad_path`]).
 //!
 //! Layout: the weights are permuted once per call to `[c_out, kh, kw, c_in/g]` and each
 //! image's gradient accumulates channels-last per group, `[g, h, w, c_in/g]`, so one kernel
@@ -15,11 +15,11 @@
 
 use rayon::prelude::*;
 
-use super::cpu_conv::ConvGeometry;
+use super::geometry::ConvGeometry;
 
 /// Highest fraction of non-zero output gradients for which [`conv2d_input_grad_sparse`]
 /// beats the dense GEMM path; measured on AlexNet-shaped layers (1×1 and depthwise layers
-/// have lower limits: [`super::cpu_conv::input_grad_path`]).
+/// have lower limits: [`super::conv::input_grad_path`]).
 pub const MAX_DENSITY: f64 = 0.35;
 
 /// Fraction of non-zero values in `grad` (0 for an empty slice).
@@ -35,7 +35,7 @@ pub fn density(grad: &[f32]) -> f64 {
 
 /// The input gradient `[n, c_in, h, w]` of a convolution with geometry `g`, for the output
 /// gradient `grad [n, c_out, ho, wo]` and weights `weight [c_out, c_in/g, kh, kw]` (row-major
-/// `f32`). Equal to [`super::cpu_conv::conv2d_input_grad`] up to summation order; images run
+/// `f32`). Equal to [`super::conv::conv2d_input_grad`] up to summation order; images run
 /// in parallel.
 pub fn conv2d_input_grad_sparse(grad: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let cg_in = g.c_in / g.groups;
@@ -174,7 +174,8 @@ fn axpy<const FMA: bool>(dst: &mut [f32], a: f32, src: &[f32]) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::cpu_conv::{ConvGeometry, conv2d_input_grad};
+    use super::super::conv::conv2d_input_grad;
+    use super::super::geometry::ConvGeometry;
     use super::*;
 
     /// A deterministic pseudo-random value in [-1, 1) for index `i` and stream `s`.
@@ -212,7 +213,7 @@ mod tests {
     }
 
     /// The sparse kernel equals the dense GEMM + col2im path (itself checked against the
-    /// forward convolution by the adjoint identity in `cpu_conv`) on gradients with ~15% and
+    /// forward convolution by the adjoint identity in `kernels::conv`) on gradients with ~15% and
     /// 100% non-zeros, over strides, asymmetric pads, dilation, groups and an RGB first layer.
     #[test]
     fn sparse_input_gradient_equals_the_dense_one() {

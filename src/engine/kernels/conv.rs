@@ -2,15 +2,15 @@
 //! matrix per image and group, then a single multithreaded GEMM ([`super::sgemm`] on CPUs
 //! with AVX-512, else the `gemm` crate's kernels, chosen at run time). On AlexNet-shaped
 //! layers this is several times faster than flex's tiled convolution, which runs many small
-//! GEMMs. Used by [`super::Engine`] for spatial convolutions with deep column matrices
+//! GEMMs. Used by [`crate::engine::Engine`] for spatial convolutions with deep column matrices
 //! (depthwise and 1×1 ones stay on flex), reading the engine's weight tensors in place. The
 //! same GEMM gives the reverse pass its dense input gradients ([`conv2d_input_grad`]).
 
 use rayon::prelude::*;
 
+use super::geometry::ConvGeometry;
 use super::sgemm::{self, MatRef};
 
-use crate::model::graph::Window2d;
 use crate::model::{Graph, Node, Op};
 
 /// `node`'s geometry when it is a Conv with constant weights (and bias) whose geometry
@@ -28,79 +28,6 @@ pub fn plan(graph: &Graph, node: &Node) -> Option<ConvGeometry> {
     let out = node.output_shapes.first()?;
     let geometry = ConvGeometry::new(window, *group, x, &weight.shape, out)?;
     geometry.suits_gemm().then_some(geometry)
-}
-
-/// Shapes of one 2-D convolution: input `[n, c_in, h, w]`, weight `[c_out, c_in/groups, kh,
-/// kw]`, output `[n, c_out, ho, wo]`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ConvGeometry {
-    pub n: usize,
-    pub c_in: usize,
-    pub h: usize,
-    pub w: usize,
-    pub c_out: usize,
-    pub kernel: [usize; 2],
-    pub strides: [usize; 2],
-    /// `[top, left]` padding (bottom/right follow from the output size).
-    pub pads_before: [usize; 2],
-    pub dilations: [usize; 2],
-    pub groups: usize,
-    pub ho: usize,
-    pub wo: usize,
-}
-
-impl ConvGeometry {
-    /// From the node's window, input shape `[N, C, H, W]`, weight shape and output shape;
-    /// `None` when a shape is not 4-D or the channels do not divide into the groups.
-    pub fn new(
-        window: &Window2d,
-        groups: usize,
-        x: &[usize],
-        weight: &[usize],
-        out: &[usize],
-    ) -> Option<Self> {
-        let (&[n, c_in, h, w], &[c_out, cg, kh, kw], &[_, _, ho, wo]) = (x, weight, out) else {
-            return None;
-        };
-        (groups > 0 && c_in == cg * groups && c_out.is_multiple_of(groups)).then_some(Self {
-            n,
-            c_in,
-            h,
-            w,
-            c_out,
-            kernel: [kh, kw],
-            strides: window.strides,
-            pads_before: [window.pads[0].0, window.pads[1].0],
-            dilations: window.dilations,
-            groups,
-            ho,
-            wo,
-        })
-    }
-
-    /// Rows of a group's column matrix: `(c_in / groups) · kh · kw`.
-    fn k(&self) -> usize {
-        self.c_in / self.groups * self.kernel[0] * self.kernel[1]
-    }
-
-    /// Whether this convolution goes through [`conv2d`] rather than flex: spatial kernels
-    /// whose column matrix is at least 64 deep (`c_in/g · kh · kw`), where one big GEMM per
-    /// group pays off — including an RGB first layer (AlexNet's 11×11 conv1: 5.5 ms on flex,
-    /// and the whole forward pass 19.0 → 15.7 ms once it ran here). Flex keeps pointwise
-    /// (1×1) convolutions (EfficientNet-Lite0's forward pass took the same 32 ms either
-    /// way) and depthwise ones (9 or 25 deep).
-    pub fn suits_gemm(&self) -> bool {
-        self.k() >= 64 && self.kernel != [1, 1]
-    }
-
-    /// A 1×1, stride-1, unpadded convolution: each output pixel mixes the channels of the
-    /// same input pixel, so the input is its own column matrix.
-    pub fn is_pointwise(&self) -> bool {
-        self.kernel == [1, 1]
-            && self.strides == [1, 1]
-            && self.pads_before == [0, 0]
-            && [self.ho, self.wo] == [self.h, self.w]
-    }
 }
 
 /// `x [n, c_in, h, w]` ⊛ `weight [c_out, c_in/g, kh, kw]` (+ `bias [c_out]`), row-major
@@ -188,11 +115,11 @@ pub fn conv2d_input_grad(grad: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<
 /// Which host kernel computes a convolution's input gradient in the reverse pass on flex.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputGradPath {
-    /// [`super::cpu_sparse_grad::conv2d_input_grad_sparse`]: work follows the non-zeros.
+    /// [`super::sparse_grad::conv2d_input_grad_sparse`]: work follows the non-zeros.
     Sparse,
     /// [`conv2d_input_grad`]: one GEMM per image and group, then col2im.
     Gemm,
-    /// [`super::cpu_depthwise::depthwise_input_grad`]: one multiply-add per tap and row.
+    /// [`super::depthwise::depthwise_input_grad`]: one multiply-add per tap and row.
     Depthwise,
     /// Flex's transposed convolution (RGB-input and other thin layers).
     Flex,
@@ -201,7 +128,7 @@ pub enum InputGradPath {
 /// The input-gradient kernel for geometry `g` and an output gradient whose fraction
 /// `density` of values is non-zero. Measured per layer, 2 cores, AVX-512:
 /// - spatial kernels with ≥ 8 channels per group on both sides: sparse up to
-///   [`super::cpu_sparse_grad::MAX_DENSITY`] (AlexNet-shaped layers), else GEMM;
+///   [`super::sparse_grad::MAX_DENSITY`] (AlexNet-shaped layers), else GEMM;
 /// - 1×1 kernels (EfficientNet-Lite0, guided backprop of `/_conv_head/Conv`): GEMM above 8%
 ///   non-zeros — 24→144 channels at 56×56 with 22%: 1.0 s vs 3.1 s sparse; 192→1152 at 7×7
 ///   with 6.8%: sparse 0.54 s vs 1.10 s — and dense ones 1.5–2× faster than on flex;
@@ -224,7 +151,7 @@ pub fn input_grad_path(g: &ConvGeometry, density: f64) -> InputGradPath {
     let sparse_up_to = if g.kernel == [1, 1] && gemm_fits {
         0.08
     } else {
-        super::cpu_sparse_grad::MAX_DENSITY
+        super::sparse_grad::MAX_DENSITY
     };
     match (density <= sparse_up_to, gemm_fits) {
         (true, _) => InputGradPath::Sparse,

@@ -1,0 +1,77 @@
+//! The shape of one 2-D convolution, shared by every conv kernel (forward GEMM, the reverse
+//! pass's sparse, GEMM and depthwise input gradients) and by the plan that picks among them.
+
+use crate::model::graph::Window2d;
+
+/// Shapes of one 2-D convolution: input `[n, c_in, h, w]`, weight `[c_out, c_in/groups, kh,
+/// kw]`, output `[n, c_out, ho, wo]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConvGeometry {
+    pub n: usize,
+    pub c_in: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_out: usize,
+    pub kernel: [usize; 2],
+    pub strides: [usize; 2],
+    /// `[top, left]` padding (bottom/right follow from the output size).
+    pub pads_before: [usize; 2],
+    pub dilations: [usize; 2],
+    pub groups: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+impl ConvGeometry {
+    /// From the node's window, input shape `[N, C, H, W]`, weight shape and output shape;
+    /// `None` when a shape is not 4-D or the channels do not divide into the groups.
+    pub fn new(
+        window: &Window2d,
+        groups: usize,
+        x: &[usize],
+        weight: &[usize],
+        out: &[usize],
+    ) -> Option<Self> {
+        let (&[n, c_in, h, w], &[c_out, cg, kh, kw], &[_, _, ho, wo]) = (x, weight, out) else {
+            return None;
+        };
+        (groups > 0 && c_in == cg * groups && c_out.is_multiple_of(groups)).then_some(Self {
+            n,
+            c_in,
+            h,
+            w,
+            c_out,
+            kernel: [kh, kw],
+            strides: window.strides,
+            pads_before: [window.pads[0].0, window.pads[1].0],
+            dilations: window.dilations,
+            groups,
+            ho,
+            wo,
+        })
+    }
+
+    /// Rows of a group's column matrix: `(c_in / groups) · kh · kw`.
+    pub fn k(&self) -> usize {
+        self.c_in / self.groups * self.kernel[0] * self.kernel[1]
+    }
+
+    /// Whether this convolution goes through [`super::conv::conv2d`] rather than flex: spatial kernels
+    /// whose column matrix is at least 64 deep (`c_in/g · kh · kw`), where one big GEMM per
+    /// group pays off — including an RGB first layer (AlexNet's 11×11 conv1: 5.5 ms on flex,
+    /// and the whole forward pass 19.0 → 15.7 ms once it ran here). Flex keeps pointwise
+    /// (1×1) convolutions (EfficientNet-Lite0's forward pass took the same 32 ms either
+    /// way) and depthwise ones (9 or 25 deep).
+    pub fn suits_gemm(&self) -> bool {
+        self.k() >= 64 && self.kernel != [1, 1]
+    }
+
+    /// A 1×1, stride-1, unpadded convolution: each output pixel mixes the channels of the
+    /// same input pixel, so the input is its own column matrix.
+    pub fn is_pointwise(&self) -> bool {
+        self.kernel == [1, 1]
+            && self.strides == [1, 1]
+            && self.pads_before == [0, 0]
+            && [self.ho, self.wo] == [self.h, self.w]
+    }
+}
