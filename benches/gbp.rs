@@ -14,7 +14,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use burn::tensor::Device;
-use convlens::engine::attribution::{Method, attribute_layer};
+use convlens::engine::methods::attribution::{Method, attribute_layer};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn bench(c: &mut Criterion) {

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use attribution_support::kink_signature;
 use burn::tensor::{Device, Tensor, TensorData};
 use common::{fixture, formula_input};
-use convlens::engine::attribution::{Method, attribute_layer};
-use convlens::engine::backward::{ancestors, backward, grad_dims};
+use convlens::engine::methods::attribution::{Method, attribute_layer};
+use convlens::engine::reverse::backward::{ancestors, backward};
+use convlens::engine::reverse::step::grad_dims;
 use convlens::engine::{Activations, Capture, Engine, NamedInput};
 use convlens::model::{Graph, ImportOptions, Op, load_onnx_file};
 
@@ -454,11 +455,11 @@ fn gbp_timing_alexnet_all_conv_layers() {
         total += dt;
         let node = &engine.graph().nodes[i];
         let c = images.shape[0];
-        let auto = convlens::engine::attribution::chunk_size(
+        let auto = convlens::engine::methods::attribution::chunk_size(
             &engine,
             i,
             c,
-            convlens::engine::attribution::GRAD_TENSOR_BUDGET_BYTES,
+            convlens::engine::methods::attribution::GRAD_TENSOR_BUDGET_BYTES,
         );
         eprintln!(
             "{:>4} {c:>3} filters, chunk {:>3}: {dt:.2?}",
@@ -475,8 +476,8 @@ fn gbp_timing_alexnet_all_conv_layers() {
 /// grouped — the grouped ones take the seeded path) and every method.
 #[test]
 fn the_channel_sum_shortcut_equals_one_hot_seeds() {
-    use convlens::engine::attribution::channel_seeds;
-    use convlens::engine::backward::backward_channel_sums;
+    use convlens::engine::reverse::backward::backward_channel_sums;
+    use convlens::engine::reverse::seeds::channel_seeds;
     for model in ["mixed/tiny_alexnet.onnx", "mixed/tiny_resnet.onnx"] {
         let graph = load(model);
         let engine = Engine::new(Arc::clone(&graph), Device::flex());

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use burn::tensor::Device;
-use convlens::engine::attribution::{BackwardError, Method, attribute_layer};
+use convlens::engine::methods::attribution::{BackwardError, Method, attribute_layer};
 use convlens::engine::{Activations, Capture, Engine, NamedInput};
 use convlens::model::graph::{GraphInput, Node, Op, Window2d};
 use convlens::model::{ConstTensor, Graph};

@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::Arc;
 
-use convlens::engine::gradcam::{grad_cam, score_node};
+use convlens::engine::methods::gradcam::{grad_cam, score_node};
 use convlens::engine::{Capture, Engine};
 use convlens::model::Op;
 use convlens::model::default::{default_graph, default_input, default_input_spec};

@@ -8,8 +8,8 @@ mod common;
 use std::sync::Arc;
 
 use common::{fixture, formula_input};
-use convlens::engine::attribution::{Method, attribute_layer};
-use convlens::engine::occlusion::{OcclusionSpec, occlusion};
+use convlens::engine::methods::attribution::{Method, attribute_layer};
+use convlens::engine::methods::occlusion::{OcclusionSpec, occlusion};
 use convlens::engine::{Capture, Engine};
 use convlens::model::preprocess::InputTensor;
 use convlens::model::{ImportOptions, load_onnx_bytes};

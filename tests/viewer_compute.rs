@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use common::{fixture, formula_input};
 use convlens::app::compute::{Delivery, GradientChunk, compute_gradient_chunks, compute_gradients};
-use convlens::engine::{Capture, Engine, attribution};
+use convlens::engine::methods::attribution;
+use convlens::engine::{Capture, Engine};
 use convlens::export::Method;
 use convlens::model::preprocess::InputTensor;
 use convlens::model::{ImportOptions, load_onnx_file};

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use image::RgbImage;
 
-use crate::engine::{self, Capture, Engine, HostTensor, attribution};
+use crate::engine::methods::attribution;
+use crate::engine::{self, Capture, Engine, HostTensor};
 use crate::export::Method;
 use crate::model::preprocess::InputTensor;
 
@@ -138,7 +139,7 @@ pub fn compute_cam(
     class: usize,
 ) -> Result<CamResult> {
     let acts = engine.forward(input, &Capture::All)?;
-    let cam = crate::engine::gradcam::grad_cam(engine, &acts, layer, class)?;
+    let cam = crate::engine::methods::gradcam::grad_cam(engine, &acts, layer, class)?;
     Ok(CamResult { class, layer, cam })
 }
 
@@ -223,9 +224,10 @@ fn occlusion_chunks(
     on_delivery: &mut dyn FnMut(Delivery) -> ControlFlow<()>,
 ) -> Result<ControlFlow<()>> {
     let hw = [input.shape[2], input.shape[3]];
-    let spec = engine::occlusion::OcclusionSpec::for_input(hw);
+    let spec = engine::methods::occlusion::OcclusionSpec::for_input(hw);
     let progress = |done, total| on_delivery(Delivery::Progress { done, total });
-    let Some(maps) = engine::occlusion::occlusion(engine, input, layers, &spec, progress)? else {
+    let Some(maps) = engine::methods::occlusion::occlusion(engine, input, layers, &spec, progress)?
+    else {
         return Ok(ControlFlow::Break(()));
     };
     let [rows, cols] = maps.grid_hw;

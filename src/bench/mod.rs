@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::engine::attribution::{self, BackwardError, Method};
+use crate::engine::methods::attribution::{self, BackwardError, Method};
 use crate::engine::{Capture, ComputeDevice, Engine, EngineError};
 use crate::model::preprocess::InputTensor;
 use crate::model::{LoadedModel, ModelError, default};

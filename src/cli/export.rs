@@ -135,7 +135,7 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     bar.finish_and_clear();
     if occlusion {
         let hw = [input.shape[2], input.shape[3]];
-        let mut spec = engine::occlusion::OcclusionSpec::for_input(hw);
+        let mut spec = engine::methods::occlusion::OcclusionSpec::for_input(hw);
         spec.size_px = args.occlusion_size.unwrap_or(spec.size_px);
         spec.stride_px = args.occlusion_stride.unwrap_or((spec.size_px / 2).max(1));
         anyhow::ensure!(
@@ -154,11 +154,12 @@ pub fn export(args: &ExportArgs) -> Result<()> {
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        let maps = engine::occlusion::occlusion(&engine, &input, &map_layers, &spec, |_, _| {
-            bar.inc(1);
-            std::ops::ControlFlow::Continue(())
-        })?
-        .context("the occlusion sweep stopped")?;
+        let maps =
+            engine::methods::occlusion::occlusion(&engine, &input, &map_layers, &spec, |_, _| {
+                bar.inc(1);
+                std::ops::ControlFlow::Continue(())
+            })?
+            .context("the occlusion sweep stopped")?;
         bar.finish_and_clear();
         let written = export::write_occlusion(&m.graph, &maps, class, &args.out, args.raw)?;
         eprintln!(

@@ -3,17 +3,19 @@
 //! (freeing the others as soon as their last consumer has run). On the CPU (flex) the
 //! convolutions, fully connected layers, max-pooling and LRN run as host kernels
 //! (`HostOp`) on the tensors' buffers; everything else is burn's.
+//!
+//! The folder: this file is the forward pass (with [`ops`], one burn op per graph op, and
+//! [`device`], which device runs it); [`kernels`] holds the CPU host kernels (pure functions
+//! on slices); [`reverse`] carries gradients back from a layer to the input; [`methods`]
+//! builds the per-filter views on both passes (gradient images, Grad-CAM, occlusion);
+//! [`profile`] times steps for `bench --ops`.
 
-pub mod attribution;
-pub mod backward;
 pub mod device;
-pub mod gradcam;
 pub mod kernels;
-pub mod occlusion;
+pub mod methods;
 pub mod ops;
 pub mod profile;
-mod vjp;
-mod vjp_spatial;
+pub mod reverse;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! Opt-in timing of the reverse pass by op type (`convlens bench --ops`): while a
-//! [`ReverseProfile`] is alive, every reverse step taken by [`super::backward`] waits for the
+//! [`ReverseProfile`] is alive, every reverse step taken by [`super::reverse`] waits for the
 //! device and adds its wall time under its op's name. Off, it costs one atomic load per step.
 
 use std::sync::Mutex;

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::engine::attribution::{self, BackwardError};
+use crate::engine::methods::attribution::{self, BackwardError};
 use crate::engine::{Activations, Engine, EngineError};
 use crate::model::Graph;
 use crate::viz::tiles::{rgb_planes_to_rgb8, tile_to_grey8};
@@ -311,7 +311,7 @@ pub fn export_methods(
             .iter()
             .filter(|&&i| graph.nodes[i].feature_map_dims().is_some())
         {
-            let cam = crate::engine::gradcam::grad_cam(engine, acts, i, class)?; // [H, W]
+            let cam = crate::engine::methods::gradcam::grad_cam(engine, acts, i, class)?; // [H, W]
             let (h, w) = (cam.shape[0], cam.shape[1]);
             write_map_png(&dir.join(format!("{}.png", stems[i])), [h, w], &cam.data)?;
             summary.pngs += 1;
@@ -352,7 +352,7 @@ pub fn export_methods(
 /// `raw/occlusion/class_<c>.npy` `[rows, cols]`.
 pub fn write_occlusion(
     graph: &Graph,
-    maps: &crate::engine::occlusion::OcclusionMaps,
+    maps: &crate::engine::methods::occlusion::OcclusionMaps,
     class: Option<usize>,
     out: &Path,
     raw: bool,

@@ -112,7 +112,7 @@ pub fn tile_hw(vm: &ViewModel, method: Method, map_hw: [usize; 2]) -> [usize; 2]
     match method {
         Method::Forward => map_hw,
         Method::Occlusion => {
-            let spec = crate::engine::occlusion::OcclusionSpec::for_input(vm.input_hw);
+            let spec = crate::engine::methods::occlusion::OcclusionSpec::for_input(vm.input_hw);
             [
                 spec.offsets(vm.input_hw[0]).len(),
                 spec.offsets(vm.input_hw[1]).len(),

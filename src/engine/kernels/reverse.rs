@@ -1,6 +1,6 @@
 //! Host kernels for reverse steps that burn would run as several full passes over the seed
-//! batch on the CPU (flex): one pass per seed instead. Used by [`super::vjp_spatial`] and
-//! [`super::vjp`] on the flex device only; the factors that do not depend on the seeds (LRN's
+//! batch on the CPU (flex): one pass per seed instead. Used by [`crate::engine::reverse`]'s
+//! per-op rules on the flex device only; the factors that do not depend on the seeds (LRN's
 //! powers, max-pooling's switches) are still computed by burn, once per step.
 
 use rayon::prelude::*;
@@ -8,7 +8,7 @@ use rayon::prelude::*;
 /// LRN's input gradient for `g` (`[B, N, C, H·W]`, the seed batch over `N` images) from the
 /// per-image factors `d_pow = D^(−β)`, `a = x·D^(−β−1)` and `b = (2αβ/size)·x` (each
 /// `[N, C, H·W]`): `dx_c = g_c·d_pow_c − b_c·Σ_{j = c − hi}^{c + lo} g_j·a_j` (the mirrored
-/// channel window of [`super::vjp_spatial::lrn`]). Seeds run in parallel.
+/// channel window of the reverse pass's LRN step). Seeds run in parallel.
 pub fn lrn_input_grad(
     g: &[f32],
     [d_pow, a, b]: [&[f32]; 3],
@@ -44,7 +44,7 @@ pub fn lrn_input_grad(
 }
 
 /// The rule a ReLU-family node applies to the gradient passing it (see
-/// [`super::backward::Method`]): `open` is the interval of inputs where the forward passes
+/// [`crate::engine::reverse::step::Method`]): `open` is the interval of inputs where the forward passes
 /// its input through (`(0, ∞)` for ReLU and LeakyReLU, `(min, max)` for Clip/ReLU6), `slope`
 /// the derivative outside it (LeakyReLU's α, else 0).
 #[derive(Debug, Clone, Copy, PartialEq)]

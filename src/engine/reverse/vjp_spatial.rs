@@ -8,10 +8,10 @@ use burn::tensor::module::{avg_pool2d, conv_transpose2d, conv2d, max_pool2d_with
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, ConvTransposeOptions, MaxPoolOptions};
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 
-use super::backward::{Result, Step};
-use super::kernels;
-use super::kernels::conv::InputGradPath;
-use super::ops::{HostValues, RANK, T6, axis6, window_sum};
+use super::step::{Result, Step};
+use crate::engine::kernels;
+use crate::engine::kernels::conv::InputGradPath;
+use crate::engine::ops::{HostValues, RANK, T6, axis6, window_sum};
 use crate::model::graph::{PadPair, Window2d};
 
 /// The 4-D shape `[N, C, H, W]` of input (`Some(i)`) or output (`None`), or an error.

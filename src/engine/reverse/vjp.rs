@@ -6,11 +6,11 @@
 use burn::tensor::activation::relu;
 use burn::tensor::{IndexingUpdateOp, Int, Slice, Tensor, TensorData};
 
-use super::backward::{Method, Result, Step, unbroadcast};
-use super::kernels;
-use super::kernels::reverse::ReluRule;
-use super::ops::{HostValues, RANK, T6, axis6, dims6};
+use super::step::{Method, Result, Step, unbroadcast};
 use super::vjp_spatial as spatial;
+use crate::engine::kernels;
+use crate::engine::kernels::reverse::ReluRule;
+use crate::engine::ops::{HostValues, RANK, T6, axis6, dims6};
 use crate::model::graph::{Op, SliceRange};
 
 /// Gradients of a node's inputs (`None` where none is needed) from those of its outputs.

@@ -20,7 +20,7 @@
 //! group-1 convolution its own step skips the one-hot seeds: channel `k`'s sum reaches L's
 //! input only through filter `k`, so the chunk's input gradients are one grouped transposed
 //! convolution of ones maps with `B` filters (C× fewer multiply-adds than the one-hot seeds
-//! through all C filters; see [`super::backward::backward_channel_sums`]). The chunk size
+//! through all C filters; see [`crate::engine::reverse::backward::backward_channel_sums`]). The chunk size
 //! is chosen by [`chunk_size`]: the largest gradient tensor of the pass (B × the largest
 //! value on L's dependency path, f32) must fit [`GRAD_TENSOR_BUDGET_BYTES`]; about three such
 //! tensors are alive at once (incoming, outgoing, a fan-out accumulator), plus the backend's
@@ -29,12 +29,10 @@
 
 use std::ops::{ControlFlow, Range};
 
-use burn::tensor::{Tensor, TensorData};
-
-pub use super::backward::{BackwardError, Method, Result};
-use super::backward::{backward_channel_sums, largest_value_on_path};
-use super::ops::T6;
-use super::{Activations, Engine, HostTensor};
+use crate::engine::ops::T6;
+use crate::engine::reverse::backward::{backward_channel_sums, largest_value_on_path};
+pub use crate::engine::reverse::step::{BackwardError, Method, Result};
+use crate::engine::{Activations, Engine, HostTensor};
 
 /// Bound on the largest single gradient tensor of a chunk, in bytes (128 MiB).
 pub const GRAD_TENSOR_BUDGET_BYTES: usize = 128 << 20;
@@ -60,25 +58,9 @@ pub fn feature_map_dims(engine: &Engine, layer: usize) -> Result<(usize, usize, 
         })
 }
 
-/// Seeds for channels `range` of a `[1, C, H, W]` layer: `[B, 1, 1, C, H, W]`, seed `j` one-hot
-/// on channel `range.start + j`, all ones over `(h, w)` (the gradient of `J_k`).
-pub fn channel_seeds(
-    range: Range<usize>,
-    (c, h, w): (usize, usize, usize),
-    device: &burn::tensor::Device,
-) -> T6 {
-    let b = range.len();
-    let mut onehot = vec![0f32; b * c];
-    for (j, k) in range.enumerate() {
-        onehot[j * c + k] = 1.0;
-    }
-    Tensor::<6>::from_data(TensorData::new(onehot, [b, 1, 1, c, 1, 1]), device)
-        .expand([b, 1, 1, c, h, w])
-}
-
 /// Streams the attribution images of every channel of node `layer`, chunk by chunk: `sink`
 /// gets each channel range and its input gradients on the device, `[B, 1, 1, Cin, Hin, Win]`
-/// (rank-6 layout of [`super::backward`]), and says whether to go on: after
+/// (rank-6 layout of [`crate::engine::reverse::step`]), and says whether to go on: after
 /// `ControlFlow::Break` no further chunk is computed and that is returned. The stream starts
 /// at channel `from_channel` (0 for all; past the last channel, nothing). `chunk` overrides
 /// [`chunk_size`]'s choice. Use this to keep images on the GPU, to write them out without

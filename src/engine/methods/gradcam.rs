@@ -5,8 +5,9 @@
 
 use burn::tensor::{Tensor, TensorData};
 
-use super::backward::{BackwardError, Method, Result, backward_to, grad_dims};
-use super::{Activations, Engine, HostTensor};
+use crate::engine::reverse::backward::backward_to;
+use crate::engine::reverse::step::{BackwardError, Method, Result, grad_dims};
+use crate::engine::{Activations, Engine, HostTensor};
 use crate::model::Op;
 
 /// Index of the node whose first output is the class score: the graph's output node, or

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::ops::ControlFlow;
 
-use super::{Capture, Engine, Result};
+use crate::engine::{Capture, Engine, Result};
 use crate::model::preprocess::InputTensor;
 
 /// Square size and stride in input pixels, and the fill value (normalised units).
