@@ -4,13 +4,13 @@
 //! ([`super::scene::build_scene`]); pure like it.
 
 use super::layout::Rect;
-use super::scene::{
-    ACCENT, BAD, BG, BLOCK, DIM, GOOD, LINK, PANEL, PANEL_EDGE, SKIP, SceneInputs, TEXT,
-    TITLE_BAR_PX, UNMARKED, r4,
+use super::palette::{
+    ACCENT, BAD, BG, BLOCK, DIM, GOOD, LINK, PANEL, PANEL_EDGE, SKIP, TEXT, UNMARKED,
 };
 use super::state::Hover;
 use super::state::ViewState;
 use super::{LayerInfo, ViewModel};
+use crate::annotations::Annotations;
 use crate::render::{Scene, ShapeInstance, TextItem};
 
 /// Node fill colour by layer type.
@@ -30,10 +30,14 @@ fn node_colour(layer: &LayerInfo) -> [f32; 4] {
 /// Draws the architecture canvas: title, the chain of nodes (one per layer, or per block when
 /// collapsed) with output sizes on the links, skip connections, annotation bars, the search
 /// box and the hovered node's tooltip.
-pub(super) fn architecture(inp: &SceneInputs, scene: &mut Scene) {
-    let (vm, state) = (inp.vm, inp.state);
+pub(super) fn architecture(
+    vm: &ViewModel,
+    state: &ViewState,
+    annotations: &Annotations,
+    scene: &mut Scene,
+) {
     let arch = state.canvases().arch;
-    let clip = r4(&arch);
+    let clip = arch.xywh();
     scene.overlay.push(ShapeInstance::fill_rect(clip, PANEL));
     scene.overlay.push(ShapeInstance::line(
         [arch.x, arch.bottom()],
@@ -52,7 +56,7 @@ pub(super) fn architecture(inp: &SceneInputs, scene: &mut Scene) {
         arch.x + title_w,
         arch.y,
         (arch.w - title_w).max(0.0),
-        TITLE_BAR_PX,
+        super::layout::TITLE_PX,
     ];
     scene.text.push(
         TextItem::new(
@@ -78,7 +82,7 @@ pub(super) fn architecture(inp: &SceneInputs, scene: &mut Scene) {
         arch.w,
         arch.h - super::layout::TITLE_PX,
     );
-    let body_clip = r4(&body);
+    let body_clip = body.xywh();
     // Only whole nodes are drawn (the canvas scrolls by rows), so nothing spills out of it.
     let visible =
         |r: &Rect| r.y >= body.y && r.bottom() + 20.0 * grid.node_px / 64.0 <= body.bottom();
@@ -191,10 +195,10 @@ pub(super) fn architecture(inp: &SceneInputs, scene: &mut Scene) {
         if hovered {
             fill = [fill[0] * 1.25, fill[1] * 1.25, fill[2] * 1.25, 1.0];
         }
-        nodes.push(ShapeInstance::fill_rect(r4(&r), fill).rounded(6.0));
+        nodes.push(ShapeInstance::fill_rect(r.xywh(), fill).rounded(6.0));
         if selected || hovered {
             let (w, col) = if selected { (3.0, ACCENT) } else { (1.5, TEXT) };
-            nodes.push(ShapeInstance::outline_rect(r4(&r), w, col).rounded(6.0));
+            nodes.push(ShapeInstance::outline_rect(r.xywh(), w, col).rounded(6.0));
         }
         // The type name (or block name and size) shrinks to fit rather than wrapping.
         let text = if block {
@@ -224,7 +228,7 @@ pub(super) fn architecture(inp: &SceneInputs, scene: &mut Scene) {
             if layer.is_conv
                 && let Some((c, _, _)) = layer.map_dims()
             {
-                let (g, b) = inp.annotations.counts(&layer.name);
+                let (g, b) = annotations.counts(&layer.name);
                 (good, bad, channels) = (good + g, bad + b, channels + c);
             }
         }
@@ -294,7 +298,7 @@ pub(super) fn architecture(inp: &SceneInputs, scene: &mut Scene) {
         if layer.is_conv
             && let Some((c, _, _)) = layer.map_dims()
         {
-            let (good, bad) = inp.annotations.counts(&layer.name);
+            let (good, bad) = annotations.counts(&layer.name);
             let none = c.saturating_sub(good + bad);
             tip.push_str(&format!("\ngood {good} · bad {bad} · unmarked {none}"));
         }

@@ -13,6 +13,11 @@ pub struct Rect {
 }
 
 impl Rect {
+    /// `[x, y, w, h]`, the layout of the renderer's shape and tile instances.
+    pub const fn xywh(&self) -> [f32; 4] {
+        [self.x, self.y, self.w, self.h]
+    }
+
     pub const fn new(x: f32, y: f32, w: f32, h: f32) -> Self {
         Self { x, y, w, h }
     }

@@ -6,6 +6,7 @@ pub mod arch_canvas;
 pub mod blocks;
 pub mod charts;
 pub mod layout;
+pub mod palette;
 pub mod scene;
 pub mod state;
 

@@ -5,30 +5,16 @@
 //! details header, which cover tiles scrolled under them), then text.
 
 use super::layout::{DETAILS_HEADER_PX, Rect, TileGrid, method_button_rect};
+use super::palette::{ACCENT, BAD, BG, DIM, GOOD, PANEL, PANEL_EDGE, TEXT};
 use super::state::{BUTTON_COUNT, Hover, ModelShape, Panel, ViewState, button_label};
 use super::{LayerInfo, ViewModel};
 use crate::annotations::{Annotations, Mark};
 use crate::export::Method;
 use crate::render::{Colormap, Scene, ShapeInstance, TextItem, TileHandle, TileInstance};
 
-pub(super) const BG: [f32; 4] = [0.075, 0.082, 0.098, 1.0];
-pub(super) const PANEL: [f32; 4] = [0.11, 0.12, 0.14, 1.0];
-pub(super) const PANEL_EDGE: [f32; 4] = [0.22, 0.24, 0.28, 1.0];
-pub(super) const TEXT: [f32; 4] = [0.92, 0.93, 0.95, 1.0];
-pub(super) const DIM: [f32; 4] = [0.62, 0.65, 0.70, 1.0];
-pub(super) const ACCENT: [f32; 4] = [1.0, 0.80, 0.25, 1.0];
-pub(super) const LINK: [f32; 4] = [0.55, 0.58, 0.64, 1.0];
-pub(super) const SKIP: [f32; 4] = [0.85, 0.55, 0.25, 0.55];
-/// Fill of a collapsed block of layers.
-pub(super) const BLOCK: [f32; 4] = [0.30, 0.33, 0.45, 1.0];
-/// Annotation colours, as the paper: blue good, red bad, grey none.
-pub const GOOD: [f32; 4] = [0.25, 0.55, 1.0, 1.0];
-pub const BAD: [f32; 4] = [0.95, 0.25, 0.22, 1.0];
-pub(super) const UNMARKED: [f32; 4] = [0.45, 0.47, 0.52, 1.0];
 /// Border of a filter suggested bad (constant on this input) but not marked.
 const SUGGESTED: [f32; 4] = [0.95, 0.25, 0.22, 0.45];
 /// Height of the architecture canvas's title bar as drawn (text clip).
-pub(super) const TITLE_BAR_PX: f32 = super::layout::TITLE_PX;
 /// Smallest tile edge in the details grid.
 pub const MIN_TILE_PX: f32 = 28.0;
 
@@ -146,10 +132,6 @@ pub fn tile_order<'a>(vm: &'a ViewModel, state: &ViewState) -> Option<&'a [usize
     (state.sort_by_rank && order.len() == channels).then_some(order.as_slice())
 }
 
-pub(super) fn r4(r: &Rect) -> [f32; 4] {
-    [r.x, r.y, r.w, r.h]
-}
-
 /// Builds the frame.
 pub fn build_scene(inp: &SceneInputs) -> Scene {
     let mut scene = Scene {
@@ -159,10 +141,10 @@ pub fn build_scene(inp: &SceneInputs) -> Scene {
     let c = inp.state.canvases();
     scene
         .shapes
-        .push(ShapeInstance::fill_rect(r4(&c.details), BG));
+        .push(ShapeInstance::fill_rect(c.details.xywh(), BG));
     scene
         .shapes
-        .push(ShapeInstance::fill_rect(r4(&c.side), PANEL));
+        .push(ShapeInstance::fill_rect(c.side.xywh(), PANEL));
     scene.shapes.push(ShapeInstance::line(
         [c.side.x, 0.0],
         [c.side.x, c.side.h],
@@ -170,7 +152,7 @@ pub fn build_scene(inp: &SceneInputs) -> Scene {
         PANEL_EDGE,
     ));
     details(inp, &mut scene);
-    super::arch_canvas::architecture(inp, &mut scene);
+    super::arch_canvas::architecture(inp.vm, inp.state, inp.annotations, &mut scene);
     side(inp, &mut scene);
     if inp.state.show_frame_time
         && let Some(ms) = inp.frame_ms
@@ -197,7 +179,7 @@ fn details(inp: &SceneInputs, scene: &mut Scene) {
     let header = Rect::new(d.x, d.y, d.w, DETAILS_HEADER_PX);
     scene
         .overlay
-        .push(ShapeInstance::fill_rect(r4(&header), BG));
+        .push(ShapeInstance::fill_rect(header.xywh(), BG));
     let title_w = (method_button_rect(&header, 0, BUTTON_COUNT).x - d.x - 24.0).max(80.0);
     scene.text.push(
         TextItem::new(
@@ -264,7 +246,7 @@ fn details(inp: &SceneInputs, scene: &mut Scene) {
                 ));
             }
             scene.text.push(
-                TextItem::new(hint, [d.x + 12.0, d.y + 32.0], 12.0, DIM).clipped(r4(&header)),
+                TextItem::new(hint, [d.x + 12.0, d.y + 32.0], 12.0, DIM).clipped(header.xywh()),
             );
             let order = tile_order(vm, state);
             for pos in grid.visible(&area, state.details_scroll_px) {
@@ -274,7 +256,7 @@ fn details(inp: &SceneInputs, scene: &mut Scene) {
                 };
                 let r = grid.tile_rect(pos, state.details_scroll_px);
                 let mut t =
-                    TileInstance::new(r4(&r), *handle, *range, tiles.colormap(state.colormap));
+                    TileInstance::new(r.xywh(), *handle, *range, tiles.colormap(state.colormap));
                 let (border_rgba, border_px) = if state.hover == Hover::Tile(k) {
                     (ACCENT, 2.0)
                 } else {
@@ -325,7 +307,7 @@ fn method_buttons(state: &ViewState, header: &Rect, scene: &mut Scene) {
         };
         scene
             .overlay
-            .push(ShapeInstance::fill_rect(r4(&r), fill).rounded(4.0));
+            .push(ShapeInstance::fill_rect(r.xywh(), fill).rounded(4.0));
         let edge = if state.hover == Hover::Method(i) {
             ACCENT
         } else {
@@ -333,7 +315,7 @@ fn method_buttons(state: &ViewState, header: &Rect, scene: &mut Scene) {
         };
         scene
             .overlay
-            .push(ShapeInstance::outline_rect(r4(&r), 1.0, edge).rounded(4.0));
+            .push(ShapeInstance::outline_rect(r.xywh(), 1.0, edge).rounded(4.0));
         scene.text.push(
             TextItem::new(
                 button_label(i),
@@ -376,7 +358,7 @@ fn non_map_details(
         scene.text.push(
             TextItem::new(text, [area.x + 12.0, area.y + 8.0], 13.0, TEXT)
                 .with_max_width(text_w)
-                .clipped(r4(area)),
+                .clipped(area.xywh()),
         );
         if let Some(h) = &layer.weights {
             let x = area.x + 24.0 + text_w;
