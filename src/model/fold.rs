@@ -4,7 +4,7 @@
 //! architecture view.
 
 use super::consts::{ConstData, ConstTensor, checked_numel, dims_from_i64};
-use super::onnx::NodeCtx;
+use super::node_ctx::NodeCtx;
 use super::shape::{
     broadcast_shapes, flatten_shape, gather_shape, gather_source_indices, norm_axis,
     reshape_target, slice_source_indices, squeeze_shape, strides_of, transpose_source_indices,

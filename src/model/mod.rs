@@ -6,6 +6,7 @@ pub mod consts;
 pub mod default;
 mod fold;
 pub mod graph;
+mod node_ctx;
 pub mod onnx;
 mod op_import;
 mod op_window;

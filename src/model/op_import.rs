@@ -4,7 +4,7 @@
 
 use super::fold::{gather_params, reshape_like_shape};
 use super::graph::Op;
-use super::onnx::NodeCtx;
+use super::node_ctx::{Built, NodeCtx, R};
 use super::op_window::{conv, pool, rank4};
 use super::shape::{broadcast_shapes, gather_shape, norm_axis};
 
@@ -14,16 +14,6 @@ HardSwish, Tanh, Elu, MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, LR
 BatchNormalization, InstanceNormalization, Gemm, MatMul, Add, Sum, Sub, Mul, Div, Concat, Split, \
 Flatten, Reshape, Transpose, Squeeze, Unsqueeze, Pad, Dropout, Identity, Softmax, Constant, \
 ConstantOfShape, Shape, Gather, Slice, Cast (+ Size, Range, Neg, Sqrt, Equal, Where on constants)";
-
-/// A converted runtime node.
-pub struct Built {
-    pub op: Op,
-    /// Value names the engine reads (data first, then weights).
-    pub inputs: Vec<String>,
-    pub output_shapes: Vec<Vec<usize>>,
-}
-
-pub(super) type R<T> = Result<T, String>;
 
 /// Converts one node; `Ok(None)` means the op is not supported at all.
 pub fn build(ctx: &NodeCtx) -> R<Option<Built>> {

@@ -3,8 +3,7 @@
 //! the shape checks between input, weight and groups.
 
 use super::graph::{Op, PadPair, Window2d};
-use super::onnx::NodeCtx;
-use super::op_import::{Built, R};
+use super::node_ctx::{Built, NodeCtx, R};
 use super::shape::{same_padding, window_out_hw};
 
 pub(super) fn rank4(s: &[usize]) -> R<[usize; 4]> {
