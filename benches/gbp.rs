@@ -14,7 +14,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use burn::tensor::Device;
-use convlens::engine::methods::attribution::{Method, attribute_layer};
+use convlens::engine::methods::attribution::{GradientRule, attribute_layer};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn bench(c: &mut Criterion) {
@@ -37,7 +37,8 @@ fn bench(c: &mut Criterion) {
             |b| {
                 b.iter(|| {
                     black_box(
-                        attribute_layer(&engine, &acts, i, Method::Guided, None).expect("gbp"),
+                        attribute_layer(&engine, &acts, i, GradientRule::Guided, None)
+                            .expect("gbp"),
                     )
                 })
             },

@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::engine::{self, DeviceChoice};
-use crate::export::Method;
+use crate::format::Method;
 use crate::model::preprocess::Fit;
 use crate::model::{LoadedModel, default};
 
@@ -279,7 +279,53 @@ fn parse_rgb(s: &str) -> Result<[f32; 3], String> {
     }
 }
 
+/// `--device auto|cpu|gpu`: the engine's [`DeviceChoice`] parsed here, at the CLI edge.
+impl clap::ValueEnum for DeviceChoice {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[DeviceChoice::Auto, DeviceChoice::Cpu, DeviceChoice::Gpu]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        use clap::builder::PossibleValue;
+        Some(match self {
+            DeviceChoice::Auto => PossibleValue::new("auto")
+                .help("A real (discrete or integrated) GPU if wgpu finds one, else the CPU"),
+            DeviceChoice::Cpu => PossibleValue::new("cpu").help("burn's flex CPU backend"),
+            DeviceChoice::Gpu => PossibleValue::new("gpu").help(
+                "burn's wgpu backend on the default adapter (a software adapter if that is all there is)",
+            ),
+        })
+    }
+}
+
+/// `--fit crop|stretch|pad`.
+impl clap::ValueEnum for Fit {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Fit::Crop, Fit::Stretch, Fit::Pad]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        use clap::builder::PossibleValue;
+        Some(match self {
+            Fit::Crop => PossibleValue::new("crop")
+                .help("Centre-crop to the model's aspect ratio, then resize (the default)"),
+            Fit::Stretch => PossibleValue::new("stretch").help("Resize, ignoring the aspect ratio"),
+            Fit::Pad => PossibleValue::new("pad")
+                .help("Resize to fit inside, then pad with the mean colour (normalised value 0)"),
+        })
+    }
+}
+
 impl ModelArgs {
+    /// The compute device `--device` asks for; a fallback is reported on stderr.
+    pub fn device(&self) -> engine::ComputeDevice {
+        let device = engine::device::select(self.device);
+        if let Some(warning) = &device.warning {
+            eprintln!("warning: {warning}");
+        }
+        device
+    }
+
     /// Loads the model (file or embedded default) and resolves its input spec.
     pub fn load(&self) -> Result<LoadedModel> {
         let mut m = match &self.model {
@@ -357,7 +403,7 @@ pub fn info(args: &InfoArgs) -> Result<()> {
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&crate::export::architecture_json(g))?
+            crate::format::architecture::Architecture::of(g).to_json_pretty()
         );
         return Ok(());
     }
@@ -423,7 +469,9 @@ pub fn view(args: &ViewArgs) -> Result<()> {
         },
     };
     let source = match &args.data {
-        Some(dir) => crate::app::ViewSource::Data(Box::new(crate::datadir::DataDir::open(dir)?)),
+        Some(dir) => {
+            crate::app::ViewSource::Data(Box::new(crate::format::read::DataDir::open(dir)?))
+        }
         None => crate::app::ViewSource::Model(args.model.load()?),
     };
     let options = crate::app::ViewerOptions {
@@ -451,7 +499,7 @@ pub fn view(args: &ViewArgs) -> Result<()> {
 /// `convlens bench`: the table (or one JSON object with `--json`) on stdout, progress on stderr.
 pub fn bench(args: &BenchArgs) -> Result<()> {
     let m = args.model.load()?;
-    let device = engine::device::select(args.model.device);
+    let device = args.model.device();
     let model_name = match &args.model.model {
         Some(path) => path.display().to_string(),
         None => m.graph.name.clone(),

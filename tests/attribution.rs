@@ -11,7 +11,7 @@ use std::sync::Arc;
 use attribution_support::kink_signature;
 use burn::tensor::{Device, Tensor, TensorData};
 use common::{fixture, formula_input};
-use convlens::engine::methods::attribution::{Method, attribute_layer};
+use convlens::engine::methods::attribution::{GradientRule, attribute_layer};
 use convlens::engine::reverse::backward::{ancestors, backward};
 use convlens::engine::reverse::step::grad_dims;
 use convlens::engine::{Activations, Capture, Engine, NamedInput};
@@ -96,7 +96,7 @@ fn class_score_gradients(engine: &Engine, acts: &Activations) -> Vec<f32> {
         onehot[j * classes + j] = 1.0;
     }
     let seed = Tensor::<6>::from_data(TensorData::new(onehot, dims), engine.device());
-    let g = backward(engine, acts, last, seed, Method::Backprop).expect("reverse pass");
+    let g = backward(engine, acts, last, seed, GradientRule::Backprop).expect("reverse pass");
     g.into_data().try_to_vec().expect("f32")
 }
 
@@ -125,7 +125,7 @@ fn finite_difference_check(rel: &str, eps: f32, side: usize, tol: f64, want: usi
         .feature_map_layers()
         .filter(|(i, _)| resolvable(*i))
         .map(|(i, node)| {
-            let g = attribute_layer(&engine, &acts, i, Method::Backprop, None)
+            let g = attribute_layer(&engine, &acts, i, GradientRule::Backprop, None)
                 .expect("attribution")
                 .data;
             (node.name.clone(), node.outputs[0].clone(), g)
@@ -269,7 +269,7 @@ fn float64_reference_check(model: &str, tol: f64) -> (f64, String) {
         }
         let grads = match graph.nodes[layer].feature_map_dims() {
             Some(_) => {
-                attribute_layer(&engine, &acts, layer, Method::Backprop, None)
+                attribute_layer(&engine, &acts, layer, GradientRule::Backprop, None)
                     .expect("attribution")
                     .data
             }
@@ -345,9 +345,9 @@ fn pytorch_reference_check(name: &str, device: Device, min_cos: f64, norm_tol: f
         max_norm_err: 0.0,
     };
     for (key, method) in [
-        ("backprop", Method::Backprop),
-        ("deconvnet", Method::Deconvnet),
-        ("guided", Method::Guided),
+        ("backprop", GradientRule::Backprop),
+        ("deconvnet", GradientRule::Deconvnet),
+        ("guided", GradientRule::Guided),
     ] {
         let file = meta["methods"][key].as_str().expect("method file");
         let reference =
@@ -450,7 +450,7 @@ fn gbp_timing_alexnet_all_conv_layers() {
     let mut total = std::time::Duration::ZERO;
     for i in convs {
         let t = std::time::Instant::now();
-        let images = attribute_layer(&engine, &acts, i, Method::Guided, chunk).expect("gbp");
+        let images = attribute_layer(&engine, &acts, i, GradientRule::Guided, chunk).expect("gbp");
         let dt = t.elapsed();
         total += dt;
         let node = &engine.graph().nodes[i];
@@ -489,7 +489,11 @@ fn the_channel_sum_shortcut_equals_one_hot_seeds() {
                 continue;
             };
             let range = 1..dims.0.min(4);
-            for method in [Method::Backprop, Method::Deconvnet, Method::Guided] {
+            for method in [
+                GradientRule::Backprop,
+                GradientRule::Deconvnet,
+                GradientRule::Guided,
+            ] {
                 let fast = backward_channel_sums(&engine, &acts, i, range.clone(), method)
                     .unwrap_or_else(|e| panic!("{}: {e}", node.name));
                 let seeds = channel_seeds(range.clone(), dims, engine.device());

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use attribution_support::kink_signature;
 use burn::tensor::{Tensor, TensorData};
 use common::fixture;
-use convlens::engine::methods::attribution::Method;
+use convlens::engine::methods::attribution::GradientRule;
 use convlens::engine::reverse::backward::backward;
 use convlens::engine::reverse::step::grad_dims;
 use convlens::engine::{Activations, Capture, Engine, NamedInput};
@@ -109,7 +109,7 @@ fn check(dir: &Path) -> Result<f64, String> {
     let m: usize = out_shape.iter().product();
     let r = noise(m, 7);
     let seed = Tensor::<6>::from_data(TensorData::new(r.clone(), dims), engine.device());
-    let grad = backward(&engine, &acts, layer, seed, Method::Backprop)
+    let grad = backward(&engine, &acts, layer, seed, GradientRule::Backprop)
         .map_err(|e| format!("reverse pass: {e}"))?;
     let grad: Vec<f32> = grad
         .into_data()

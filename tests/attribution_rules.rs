@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use burn::tensor::Device;
-use convlens::engine::methods::attribution::{BackwardError, Method, attribute_layer};
+use convlens::engine::methods::attribution::{BackwardError, GradientRule, attribute_layer};
 use convlens::engine::{Activations, Capture, Engine, NamedInput};
 use convlens::model::graph::{GraphInput, Node, Op, Window2d};
 use convlens::model::{ConstTensor, Graph};
@@ -155,9 +155,9 @@ fn check_switch_and_relu6(device: Device) {
     );
     #[rustfmt::skip]
     let cases = [
-        (Method::Backprop,  [[0.0, 0.0, 0.0, 0.0,  0.0, 0.0, 0.0, 0.0], [0.0, -3.0, 0.0, 0.0,  0.0, -1.0, 0.0, 0.0]]),
-        (Method::Guided,    [[0.0, 0.0, 0.0, 0.0,  0.0, 0.0, 0.0, 0.0], [0.0, -3.0, 0.0, 0.0,  0.0, 0.0, 0.0, 0.0]]),
-        (Method::Deconvnet, [[0.0, -1.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0], [0.0, -3.0, 0.0, 0.0, 0.0, 0.0, -3.0, 0.0]]),
+        (GradientRule::Backprop,  [[0.0, 0.0, 0.0, 0.0,  0.0, 0.0, 0.0, 0.0], [0.0, -3.0, 0.0, 0.0,  0.0, -1.0, 0.0, 0.0]]),
+        (GradientRule::Guided,    [[0.0, 0.0, 0.0, 0.0,  0.0, 0.0, 0.0, 0.0], [0.0, -3.0, 0.0, 0.0,  0.0, 0.0, 0.0, 0.0]]),
+        (GradientRule::Deconvnet, [[0.0, -1.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0], [0.0, -3.0, 0.0, 0.0, 0.0, 0.0, -3.0, 0.0]]),
     ];
     for (method, want) in cases {
         for chunk in [1, 2] {
@@ -193,9 +193,9 @@ fn leaky_relu_and_residual_fan_out_by_hand() {
     let engine = Engine::new(leaky_residual_graph(), Device::flex());
     let acts = forward(&engine, vec![2.0, -3.0, 0.5]);
     let want = [
-        (Method::Backprop, [1.0, 0.1, 1.0]),
-        (Method::Deconvnet, [1.0, 1.0, 1.0]),
-        (Method::Guided, [1.0, 0.0, 1.0]),
+        (GradientRule::Backprop, [1.0, 0.1, 1.0]),
+        (GradientRule::Deconvnet, [1.0, 1.0, 1.0]),
+        (GradientRule::Guided, [1.0, 0.0, 1.0]),
     ];
     for (method, w) in want {
         let leaky = attribute_layer(&engine, &acts, 1, method, None).expect("attribution");
@@ -227,7 +227,8 @@ fn leaky_residual_graph() -> Arc<Graph> {
 fn errors_name_the_layer_node_and_op() {
     let engine = Engine::new(leaky_residual_graph(), Device::flex());
     let acts = forward(&engine, vec![2.0, -3.0, 0.5]);
-    let err = attribute_layer(&engine, &acts, 7, Method::Guided, None).expect_err("no node 7");
+    let err =
+        attribute_layer(&engine, &acts, 7, GradientRule::Guided, None).expect_err("no node 7");
     assert!(
         matches!(err, BackwardError::LayerIndex { index: 7, count: 3 }),
         "{err}"
@@ -246,7 +247,7 @@ fn errors_name_the_layer_node_and_op() {
             &only_add,
         )
         .expect("forward");
-    let err = attribute_layer(&engine, &sparse, 2, Method::Backprop, None)
+    let err = attribute_layer(&engine, &sparse, 2, GradientRule::Backprop, None)
         .expect_err("id_out was dropped");
     assert!(
         matches!(&err, BackwardError::MissingValue { node, value, .. } if node == "leaky" && value == "id_out"),
@@ -262,7 +263,8 @@ fn errors_name_the_layer_node_and_op() {
     );
     let engine = Engine::new(flat, Device::flex());
     let acts = forward(&engine, vec![1.0, 2.0, 3.0]);
-    let err = attribute_layer(&engine, &acts, 0, Method::Guided, None).expect_err("2-D output");
+    let err =
+        attribute_layer(&engine, &acts, 0, GradientRule::Guided, None).expect_err("2-D output");
     assert!(
         matches!(&err, BackwardError::NotFeatureMap { layer, .. } if layer == "flat"),
         "{err}"
@@ -279,8 +281,8 @@ fn errors_name_the_layer_node_and_op() {
     );
     let engine = Engine::new(g, Device::flex());
     let acts = forward(&engine, vec![3.0]);
-    let err =
-        attribute_layer(&engine, &acts, 1, Method::Backprop, None).expect_err("runtime weight");
+    let err = attribute_layer(&engine, &acts, 1, GradientRule::Backprop, None)
+        .expect_err("runtime weight");
     assert!(
         matches!(&err, BackwardError::Unsupported { node, op, .. } if node == "conv" && op == "Conv"),
         "{err}"

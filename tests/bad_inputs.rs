@@ -202,7 +202,7 @@ fn a_model_without_filter_maps_still_opens_in_the_viewer() {
     let device = convlens::engine::device::select(convlens::engine::DeviceChoice::Cpu);
     let mut session = convlens::app::Session::new(args.load().unwrap(), &device);
     session.run_file(None).unwrap();
-    let notice = session.vm.notice.clone().unwrap_or_default();
+    let notice = session.vm.notice().unwrap_or_default().to_string();
     assert!(
         notice.contains("no layers with per-channel maps"),
         "{notice}"

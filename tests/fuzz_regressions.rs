@@ -260,14 +260,14 @@ fn run_datadir(path: &Path, scratch: &Path) -> Outcome {
         std::fs::write(dir.join(sub).join(format!("{stem}_1.png")), &png).expect("write tile");
     }
     guarded(&path.display().to_string(), move || {
-        let d = match convlens::datadir::DataDir::open(&dir) {
+        let d = match convlens::format::read::DataDir::open(&dir) {
             Ok(d) => d,
             Err(e) => return check_result::<(), _>(Err(e)),
         };
-        for layer in 0..d.layers.len().min(8) {
+        for layer in 0..d.architecture.layers.len().min(8) {
             for method in [
-                convlens::export::Method::Forward,
-                convlens::export::Method::Gbp,
+                convlens::format::Method::Forward,
+                convlens::format::Method::Guided,
             ] {
                 if let Ok(Some(images)) = d.layer_images(layer, method) {
                     let n: usize = images.tensor.shape.iter().product();

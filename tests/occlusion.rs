@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{fixture, formula_input};
-use convlens::engine::methods::attribution::{Method, attribute_layer};
+use convlens::engine::methods::attribution::{GradientRule, attribute_layer};
 use convlens::engine::methods::occlusion::{OcclusionSpec, occlusion};
 use convlens::engine::{Capture, Engine};
 use convlens::model::preprocess::InputTensor;
@@ -66,7 +66,8 @@ fn occlusion_drop_equals_gradient_times_input_on_a_linear_network() {
     .expect("sweep");
     assert!(stopped.is_none() && calls == 2);
     let acts = engine.forward(&input, &Capture::All).expect("forward");
-    let grads = attribute_layer(&engine, &acts, 0, Method::Backprop, None).expect("gradients"); // [C, 3, H, W]
+    let grads =
+        attribute_layer(&engine, &acts, 0, GradientRule::Backprop, None).expect("gradients"); // [C, 3, H, W]
     let channels = grads.shape[0];
     let (rows, cols) = (spec.offsets(h), spec.offsets(w));
     assert_eq!(maps.grid_hw, [rows.len(), cols.len()]);

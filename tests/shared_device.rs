@@ -82,6 +82,7 @@ fn a_lost_gpu_device_falls_back_to_the_cpu() {
         device: shared,
         description: "gpu (shared)".into(),
         is_gpu: true,
+        warning: None,
     };
     let mut session = convlens::app::Session::new(load(), &gpu);
     session.run_file(None).unwrap();
@@ -98,13 +99,13 @@ fn a_lost_gpu_device_falls_back_to_the_cpu() {
         "{}",
         session.vm.device
     );
-    let notice = session.vm.notice.clone().unwrap_or_default();
+    let notice = session.vm.notice().unwrap_or_default().to_string();
     assert!(notice.contains("The GPU failed"), "{notice}");
     let after = &session.vm.probabilities;
     let err = scaled_error(after, &before, max_abs(&before));
     assert!(err < 1e-4, "CPU result differs from the GPU's: {err:.2e}");
     // And it keeps working.
     session
-        .ensure_gradients(0, convlens::export::Method::Gbp)
+        .ensure_gradients(0, convlens::format::Method::Guided)
         .unwrap();
 }

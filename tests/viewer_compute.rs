@@ -11,7 +11,7 @@ use common::{fixture, formula_input};
 use convlens::app::compute::{Delivery, GradientChunk, compute_gradient_chunks, compute_gradients};
 use convlens::engine::methods::attribution;
 use convlens::engine::{Capture, Engine};
-use convlens::export::Method;
+use convlens::format::Method;
 use convlens::model::preprocess::InputTensor;
 use convlens::model::{ImportOptions, load_onnx_file};
 
@@ -50,7 +50,7 @@ fn tiny_alexnet() -> (Engine, Arc<InputTensor>, usize) {
 fn chunks_put_in_place_equal_the_whole_layer() {
     let (engine, input, layer) = tiny_alexnet();
     let acts = engine.forward(&input, &Capture::All).unwrap();
-    let rule = Method::Gbp.gradient().unwrap();
+    let rule = Method::Guided.gradient().unwrap();
     // The reference: every channel in one call, with the engine's own chunk size.
     let want = attribution::attribute_layer(&engine, &acts, layer, rule, None).unwrap();
     let channels = want.shape[0];
@@ -69,7 +69,7 @@ fn chunks_put_in_place_equal_the_whole_layer() {
         &engine,
         &input,
         layer,
-        Method::Gbp,
+        Method::Guided,
         0,
         Some(2),
         &mut on_chunk,
@@ -99,7 +99,7 @@ fn chunks_put_in_place_equal_the_whole_layer() {
     );
 
     // The all-at-once helper (screenshots) assembles the same.
-    let whole = compute_gradients(&engine, &input, layer, Method::Gbp).unwrap();
+    let whole = compute_gradients(&engine, &input, layer, Method::Guided).unwrap();
     assert_eq!(whole.filled, channels);
     assert_eq!(whole.images.shape, want.shape);
 }

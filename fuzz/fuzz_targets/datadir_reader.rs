@@ -9,8 +9,8 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use convlens::datadir::DataDir;
-use convlens::export::Method;
+use convlens::format::read::DataDir;
+use convlens::format::Method;
 use libfuzzer_sys::fuzz_target;
 
 fn scratch_dir() -> &'static PathBuf {
@@ -55,8 +55,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(d) = DataDir::open(dir) else {
         return;
     };
-    for layer in 0..d.layers.len().min(8) {
-        for method in [Method::Forward, Method::Gbp] {
+    for layer in 0..d.architecture.layers.len().min(8) {
+        for method in [Method::Forward, Method::Guided] {
             if let Ok(Some(images)) = d.layer_images(layer, method) {
                 let n: usize = images.tensor.shape.iter().product();
                 assert_eq!(n, images.tensor.data.len());

@@ -354,7 +354,7 @@ pub fn default_path(model_name: &str, fingerprint: &str) -> Result<PathBuf> {
         .or_else(|| env("XDG_DATA_HOME").map(|d| d.join("convlens")))
         .or_else(|| env("HOME").map(|h| h.join(".local/share/convlens")))
         .ok_or(AnnotationError::NoDataDir)?;
-    let stem = crate::export::stems::safe_stem(model_name);
+    let stem = crate::format::stems::safe_stem(model_name);
     Ok(data
         .join("annotations")
         .join(format!("{stem}-{fingerprint}.json")))

@@ -11,7 +11,7 @@ use image::RgbImage;
 
 use crate::engine::methods::attribution;
 use crate::engine::{self, Capture, Engine, HostTensor};
-use crate::export::Method;
+use crate::format::Method;
 use crate::model::preprocess::InputTensor;
 
 /// What one forward pass produced, on the CPU.
@@ -345,7 +345,7 @@ mod tests {
                 picture: None,
             }),
             layer: 3,
-            method: Method::Gbp,
+            method: Method::Guided,
             shape: vec![3, 1, 1, 2],
             channels,
             data,

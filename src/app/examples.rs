@@ -14,7 +14,7 @@ const EXAMPLE_SIDE_PX: u32 = 320;
 /// Candidate locations of class `class` labelled `label` under `dir`, in lookup order.
 pub fn candidates(dir: &Path, class: usize, label: &str) -> Vec<PathBuf> {
     let mut names = vec![label.to_string()];
-    let safe = crate::export::stems::safe_stem(label);
+    let safe = crate::format::stems::safe_stem(label);
     if !safe.is_empty() && safe != label {
         names.push(safe);
     }

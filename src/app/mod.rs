@@ -42,7 +42,7 @@ pub struct ViewerOptions {
     /// Filter to show as hovered (from 1), for headless screenshots.
     pub hover: Option<usize>,
     /// Method shown in the details canvas at start.
-    pub method: crate::export::Method,
+    pub method: crate::format::Method,
     /// Tiles, Grad-CAM or parameters at start.
     pub panel: crate::ui::state::Panel,
     /// Folder of example images per class (`--examples`).
@@ -102,6 +102,9 @@ pub fn new_session(
         }
     };
     let mut device = crate::engine::device::select(options.device);
+    if let Some(warning) = &device.warning {
+        eprintln!("warning: {warning}");
+    }
     if device.is_gpu
         && let Some(ctx) = ctx
     {
@@ -114,6 +117,7 @@ pub fn new_session(
                         ctx.adapter_info.name
                     ),
                     is_gpu: true,
+                    warning: None,
                 }
             }
             Err(e) => eprintln!("warning: {e}; burn opens its own device"),
@@ -137,7 +141,7 @@ fn open_user_files(session: &mut Session, options: &ViewerOptions) {
 /// What the viewer shows: a model it runs, or a data directory written earlier.
 pub enum ViewSource {
     Model(crate::model::LoadedModel),
-    Data(Box<crate::datadir::DataDir>),
+    Data(Box<crate::format::read::DataDir>),
 }
 
 /// The layer selected at start: the named one, else the first conv layer, else layer 0.
@@ -168,7 +172,7 @@ pub fn screenshot(source: ViewSource, options: &ViewerOptions, out: &Path) -> Re
     let scale = options.ui_scale;
     let mut state =
         options.initial_state(&session.vm, selected, [w as f32 / scale, h as f32 / scale]);
-    if options.method != crate::export::Method::Forward {
+    if options.method != crate::format::Method::Forward {
         session.ensure_gradients(selected, options.method)?;
     }
     let bars = crate::ui::charts::chart_bars(&session.vm, &state);

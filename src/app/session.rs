@@ -14,9 +14,9 @@ use super::compute::{
 };
 use super::fallback::{Fallback, compute_with_fallback};
 use crate::annotations::{self, AnnotationStore};
-use crate::datadir::DataDir;
 use crate::engine::{ComputeDevice, Engine};
-use crate::export::Method;
+use crate::format::Method;
+use crate::format::read::DataDir;
 use crate::model::LoadedModel;
 use crate::model::preprocess::{InputTensor, list_inputs, load_input};
 use crate::ui::ViewModel;
@@ -122,7 +122,7 @@ impl Session {
             device.description.clone(),
         );
         if vm.map_layers.is_empty() {
-            vm.notice = Some(NO_MAPS_NOTICE.into());
+            vm.notify(NO_MAPS_NOTICE);
         }
         let identity = (model.graph.name.clone(), model.graph.fingerprint.clone());
         let annotations = AnnotationStore::in_memory(&identity.0, &identity.1);
@@ -146,24 +146,24 @@ impl Session {
     pub fn from_data(data: DataDir) -> Self {
         let mut vm = ViewModel::from_data(&data);
         if vm.map_layers.is_empty() {
-            vm.notice = Some(NO_MAPS_NOTICE.into());
+            vm.notify(NO_MAPS_NOTICE);
         } else if !data.warnings.is_empty() {
-            vm.notice = Some(data.warnings.join("; "));
+            vm.notify(data.warnings.join("; "));
         }
-        vm.probabilities = data.probabilities.clone();
+        vm.probabilities = data.scores.probabilities.clone();
         vm.input_label = format!("data: {}", data.root.display());
-        let identity = (data.name.clone(), data.fingerprint.clone());
+        let identity = (data.architecture.name.clone(), data.fingerprint.clone());
         let annotations = AnnotationStore::in_memory(&identity.0, &identity.1);
         let result = ForwardResult {
-            maps: vec![None; data.layers.len()],
-            probabilities: data.probabilities.clone(),
+            maps: vec![None; data.architecture.layers.len()],
+            probabilities: data.scores.probabilities.clone(),
             output_summary: None,
             picture: data.picture.clone(),
             label: vm.input_label.clone(),
             input: None,
-            constant_channels: vec![Vec::new(); data.layers.len()],
-            rank_order: vec![Vec::new(); data.layers.len()],
-            device_maps: vec![None; data.layers.len()],
+            constant_channels: vec![Vec::new(); data.architecture.layers.len()],
+            rank_order: vec![Vec::new(); data.architecture.layers.len()],
+            device_maps: vec![None; data.architecture.layers.len()],
         };
         Self {
             model: None,
@@ -194,12 +194,20 @@ impl Session {
         } else {
             self.gradient(layer, method).is_some()
         };
-        if have || data.layers.get(layer).and_then(|l| l.map_dims()).is_none() {
+        if have
+            || data
+                .architecture
+                .layers
+                .get(layer)
+                .and_then(|l| l.map_dims())
+                .is_none()
+        {
             return;
         }
         match data.layer_images(layer, method) {
             Ok(Some(images)) => {
-                self.vm.notice = (!images.problems.is_empty()).then(|| images.problems.join("; "));
+                self.vm
+                    .set_notice((!images.problems.is_empty()).then(|| images.problems.join("; ")));
                 if method == Method::Forward {
                     if let Some(slot) = self.result.as_mut().and_then(|r| r.maps.get_mut(layer)) {
                         *slot = Some(images.tensor);
@@ -209,12 +217,12 @@ impl Session {
                 }
             }
             Ok(None) => {
-                self.vm.notice = Some(format!(
+                self.vm.notify(format!(
                     "this data directory has no {} images for this layer",
                     method.dir_name()
                 ));
             }
-            Err(e) => self.vm.notice = Some(e.to_string()),
+            Err(e) => self.vm.notify(e.to_string()),
         }
     }
 
@@ -230,7 +238,8 @@ impl Session {
         match opened {
             Ok(store) => self.annotations = store,
             Err(e) => {
-                self.vm.notice = Some(format!("annotations are not saved this session: {e}"));
+                self.vm
+                    .notify(format!("annotations are not saved this session: {e}"));
             }
         }
     }
@@ -241,7 +250,7 @@ impl Session {
             return;
         };
         if let Err(e) = self.annotations.set(&name, filter, mark) {
-            self.vm.notice = Some(format!("{e}"));
+            self.vm.notify(format!("{e}"));
         }
     }
 
@@ -259,7 +268,7 @@ impl Session {
         match self.annotations.set_many(&marks) {
             Ok(n) => n,
             Err(e) => {
-                self.vm.notice = Some(format!("{e}"));
+                self.vm.notify(format!("{e}"));
                 0
             }
         }
@@ -322,7 +331,7 @@ impl Session {
     /// Computes on the CPU engine a failed GPU pass switched to, from now on.
     pub fn switch_to(&mut self, fallback: Fallback) {
         self.vm.device = fallback.device_label();
-        self.vm.notice = Some(fallback.notice());
+        self.vm.notify(fallback.notice());
         self.engine = Some(fallback.engine);
         self.on_gpu = false;
     }
@@ -334,7 +343,8 @@ impl Session {
         self.vm.filter_rank = result.rank_order.clone();
         self.vm.input_label = result.label.clone();
         self.vm.progress = None;
-        self.vm.notice = self.vm.map_layers.is_empty().then(|| NO_MAPS_NOTICE.into());
+        let notice = self.vm.map_layers.is_empty().then(|| NO_MAPS_NOTICE.into());
+        self.vm.set_notice(notice);
         self.result = Some(result);
         self.gradients.clear();
         self.cams.clear();
@@ -462,7 +472,7 @@ mod tests {
     fn result(layer: usize, channels: usize, filled: usize) -> GradientResult {
         GradientResult {
             layer,
-            method: Method::Gbp,
+            method: Method::Guided,
             images: HostTensor {
                 shape: vec![channels, 1, 1, 1],
                 data: vec![0.0; channels],

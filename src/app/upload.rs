@@ -8,7 +8,7 @@ use image::RgbImage;
 
 use super::compute::GradientResult;
 use super::session::Session;
-use crate::export::Method;
+use crate::format::Method;
 use crate::render::{GpuContext, ReadyTiles, Renderer, TileAtlas, TileHandle};
 use crate::ui::scene::LayerTiles;
 use crate::ui::state::ViewState;

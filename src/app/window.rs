@@ -23,7 +23,7 @@ use super::session::{InputList, Session};
 use super::upload::{ViewTiles, append_tiles, upload_view};
 use super::worker::{Job, UserEvent, Worker};
 use super::{ViewSource, ViewerOptions, initial_layer, new_session};
-use crate::export::Method;
+use crate::format::Method;
 use crate::model::LoadedModel;
 use crate::render::{FrameCounter, GpuContext, Renderer, SurfaceTarget};
 use crate::ui::scene::{SceneInputs, build_scene, model_shape};
@@ -105,7 +105,7 @@ pub fn run_window(source: ViewSource, options: ViewerOptions) -> Result<()> {
     let live = match options.webcam {
         Some(index) if session.model.is_some() => {
             let (live, notice) = open_live(index, &event_loop.create_proxy());
-            session.vm.notice = Some(notice);
+            session.vm.notify(notice);
             live
         }
         _ => None,
@@ -158,12 +158,9 @@ impl App {
     fn submit(&mut self, job: Job) {
         match &self.worker {
             Some(w) => w.submit(job),
-            None => {
-                self.session.vm.notice = Some(
-                    "a data directory holds the results of one input; open the model to run others"
-                        .into(),
-                )
-            }
+            None => self.session.vm.notify(
+                "a data directory holds the results of one input; open the model to run others",
+            ),
         }
     }
 
@@ -321,13 +318,15 @@ impl App {
                     .and_then(|l| l.step(step))
                     .map(PathBuf::from)
                 {
-                    self.session.vm.notice = Some(format!("computing {}…", path.display()));
+                    self.session
+                        .vm
+                        .notify(format!("computing {}…", path.display()));
                     self.submit(Job::Input(path));
                 }
             }
             Command::ToggleLivePause => {
                 if let Some(live) = self.live.as_mut() {
-                    self.session.vm.notice = live.toggle_pause();
+                    self.session.vm.set_notice(live.toggle_pause());
                 }
             }
             Command::ToggleCollapse => {
@@ -339,8 +338,10 @@ impl App {
             }
             Command::AcceptDeadSuggestions => {
                 let n = self.session.accept_dead_suggestions(self.state.selected);
-                if n > 0 && self.session.vm.notice.is_none() {
-                    self.session.vm.notice = Some(format!("marked {n} constant filters bad"));
+                if n > 0 && self.session.vm.notice().is_none() {
+                    self.session
+                        .vm
+                        .notify(format!("marked {n} constant filters bad"));
                 }
             }
         }
@@ -355,7 +356,7 @@ impl App {
         let model = match LoadedModel::from_file(path, None) {
             Ok(m) => m,
             Err(e) => {
-                self.session.vm.notice = Some(format!("{e}"));
+                self.session.vm.notify(format!("{e}"));
                 return;
             }
         };
@@ -363,7 +364,7 @@ impl App {
         options.annotations = None; // --annotations named the first model's file
         let mut session = new_session(ViewSource::Model(model), &options, None);
         if let Err(e) = session.run_file(None) {
-            self.session.vm.notice = Some(format!(
+            self.session.vm.notify(format!(
                 "{}: {}",
                 path.display(),
                 crate::error_line::error_line(&e)
@@ -465,7 +466,7 @@ impl ApplicationHandler<UserEvent> for App {
                 self.session.accept(result);
                 // The frame taken just before a pause arrives after it: keep saying paused.
                 if let Some(notice) = self.live.as_ref().and_then(Live::pause_notice) {
-                    self.session.vm.notice = Some(notice);
+                    self.session.vm.notify(notice);
                 }
                 self.view_changed();
             }
@@ -489,11 +490,11 @@ impl ApplicationHandler<UserEvent> for App {
                 self.needs_upload = true;
             }
             UserEvent::SwitchedToCpu(fallback) => self.session.switch_to(fallback),
-            UserEvent::Notice(message) => self.session.vm.notice = Some(message),
+            UserEvent::Notice(message) => self.session.vm.notify(message),
             // A layer whose images failed part-way keeps what came; showing it again resumes.
             UserEvent::Forward(Err(message))
             | UserEvent::GradientsFailed(message)
-            | UserEvent::Cam(Err(message)) => self.session.vm.notice = Some(message),
+            | UserEvent::Cam(Err(message)) => self.session.vm.notify(message),
         }
         self.redraw();
     }
@@ -601,13 +602,14 @@ impl ApplicationHandler<UserEvent> for App {
                     match InputList::from_path(&path) {
                         Ok(list) => {
                             if let Some(first) = list.current().map(PathBuf::from) {
-                                self.session.vm.notice =
-                                    Some(format!("computing {}…", first.display()));
+                                self.session
+                                    .vm
+                                    .notify(format!("computing {}…", first.display()));
                                 self.submit(Job::Input(first));
                             }
                             self.inputs = Some(list);
                         }
-                        Err(e) => self.session.vm.notice = Some(crate::error_line::error_line(&e)),
+                        Err(e) => self.session.vm.notify(crate::error_line::error_line(&e)),
                     }
                 }
                 self.redraw();

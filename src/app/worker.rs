@@ -22,7 +22,7 @@ use super::compute::{
 };
 use super::fallback::{Fallback, compute_with_fallback};
 use crate::engine::Engine;
-use crate::export::Method;
+use crate::format::Method;
 use crate::model::preprocess::{InputSpec, InputTensor};
 use crate::ui::Progress;
 

@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::engine::methods::attribution::{self, BackwardError, Method};
+use crate::engine::methods::attribution::{self, BackwardError, GradientRule};
 use crate::engine::{Capture, ComputeDevice, Engine, EngineError};
 use crate::model::preprocess::InputTensor;
 use crate::model::{LoadedModel, ModelError, default};
@@ -156,7 +156,7 @@ pub fn run(
         let mut run_gbp = |mut verbose: Option<&mut dyn FnMut(&str)>| -> Result<(f64, f64)> {
             let (started, cpu) = (Instant::now(), process_cpu_s());
             for (n, &(i, (c, _, _))) in convs.iter().enumerate() {
-                attribution::attribute_layer(&engine, &acts, i, Method::Guided, None)?;
+                attribution::attribute_layer(&engine, &acts, i, GradientRule::Guided, None)?;
                 if let Some(progress) = verbose.as_mut() {
                     progress(&format!(
                         "  gbp layer {}/{} {} ({c} filters), {:.1} s so far",

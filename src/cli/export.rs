@@ -10,7 +10,8 @@ use clap::Args;
 
 use super::ModelArgs;
 use crate::engine::{self, Capture, Engine};
-use crate::export::{self, ExportRequest, LayerSelection, Method};
+use crate::export::{self, ExportRequest, LayerSelection};
+use crate::format::Method;
 use crate::model::preprocess::load_input;
 
 #[derive(Args, Debug)]
@@ -64,7 +65,7 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     let selection = LayerSelection::parse(&args.layers);
     let layers = selection.resolve(&m.graph)?;
     let input = load_input(&args.input, &m.spec)?;
-    let device = engine::device::select(args.model.device);
+    let device = args.model.device();
     eprintln!(
         "model: {} ({} layers), device: {}",
         m.graph.name,

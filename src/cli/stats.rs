@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 
 use super::ModelArgs;
-use crate::engine::{self, Capture, Engine};
+use crate::engine::{Capture, Engine};
 use crate::export::{self, LayerSelection};
 use crate::model::preprocess::load_input;
 
@@ -58,7 +58,7 @@ pub fn stats(args: &StatsArgs) -> Result<()> {
         "none of the selected layers has per-channel maps"
     );
     let files = crate::model::preprocess::list_inputs(&args.inputs)?;
-    let device = engine::device::select(args.model.device);
+    let device = args.model.device();
     eprintln!(
         "model: {}, {} images, {} layers, device: {}",
         m.graph.name,

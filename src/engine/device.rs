@@ -4,8 +4,8 @@
 
 use burn::tensor::Device;
 
-/// The user's `--device` choice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+/// The user's `--device` choice (parsed by the CLI, which words its help).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceChoice {
     /// A real (discrete or integrated) GPU if wgpu finds one, else the CPU.
     #[default]
@@ -22,6 +22,9 @@ pub struct ComputeDevice {
     pub device: Device,
     pub description: String,
     pub is_gpu: bool,
+    /// Why the device is not the one asked for (`gpu` without an adapter), for the caller to
+    /// show.
+    pub warning: Option<String>,
 }
 
 /// Resolves the choice. `Auto` probes wgpu's adapters without creating a device.
@@ -31,9 +34,10 @@ pub fn select(choice: DeviceChoice) -> ComputeDevice {
         DeviceChoice::Gpu => match adapter_summary() {
             Some((name, _)) => gpu(name),
             None => {
-                eprintln!("warning: --device gpu: wgpu finds no adapter; computing on the CPU");
                 let mut d = cpu();
                 d.description = "cpu (burn flex) — no GPU adapter found".into();
+                d.warning =
+                    Some("--device gpu: wgpu finds no adapter; computing on the CPU".into());
                 d
             }
         },
@@ -49,6 +53,7 @@ fn cpu() -> ComputeDevice {
         device: Device::flex(),
         description: "cpu (burn flex)".into(),
         is_gpu: false,
+        warning: None,
     }
 }
 
@@ -57,6 +62,7 @@ fn gpu(adapter: String) -> ComputeDevice {
         device: Device::default(),
         description: format!("gpu (burn wgpu: {adapter})"),
         is_gpu: true,
+        warning: None,
     }
 }
 

@@ -7,19 +7,16 @@
 //! Grad-CAM `[H,W]`, unnormalised). Every file is written to a temporary name and renamed into
 //! place, so a killed export never leaves a torn file.
 
-pub mod architecture;
-pub mod stems;
-
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-
-use serde_json::json;
+use std::path::Path;
 
 use crate::engine::methods::attribution::{self, BackwardError};
 use crate::engine::{Activations, Engine, EngineError};
+use crate::format::architecture::{Architecture, Scores, layer_stems};
+use crate::format::method::{Method, UnknownMethod};
+use crate::format::paths;
 use crate::model::Graph;
 use crate::viz::tiles::{rgb_planes_to_rgb8, tile_to_grey8};
-pub use architecture::{architecture_json, layer_stems};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -37,10 +34,8 @@ pub enum ExportError {
     Attribution(#[from] BackwardError),
     #[error("no layer named '{name}' (see `convlens info` for the names)")]
     UnknownLayer { name: String },
-    #[error(
-        "unknown method '{0}' (expected forward, gbp, deconvnet, backprop, gradcam, occlusion)"
-    )]
-    UnknownMethod(String),
+    #[error(transparent)]
+    Method(#[from] UnknownMethod),
 }
 
 pub type Result<T, E = ExportError> = std::result::Result<T, E>;
@@ -116,74 +111,6 @@ impl LayerSelection {
     }
 }
 
-/// The per-filter visualisation methods: one image per filter of a layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Method {
-    Forward,
-    Gbp,
-    Deconvnet,
-    Backprop,
-    /// Drop of each filter's summed response as a grey square slides over the input (one
-    /// map per filter at the occlusion grid's size; written by [`write_occlusion`]).
-    Occlusion,
-}
-
-impl Method {
-    pub const ALL: [Method; 5] = [
-        Method::Forward,
-        Method::Gbp,
-        Method::Deconvnet,
-        Method::Backprop,
-        Method::Occlusion,
-    ];
-
-    /// The name shown on the viewer's method buttons.
-    pub fn label(self) -> &'static str {
-        match self {
-            Method::Forward => "forward",
-            Method::Gbp => "guided backprop",
-            Method::Deconvnet => "deconvnet",
-            Method::Backprop => "backprop",
-            Method::Occlusion => "occlusion",
-        }
-    }
-
-    pub fn parse_list(s: &str) -> Result<Vec<Method>> {
-        s.split(',')
-            .map(str::trim)
-            .filter(|m| !m.is_empty())
-            .map(|m| match m {
-                "forward" => Ok(Method::Forward),
-                "gbp" => Ok(Method::Gbp),
-                "deconvnet" => Ok(Method::Deconvnet),
-                "backprop" => Ok(Method::Backprop),
-                "occlusion" => Ok(Method::Occlusion),
-                other => Err(ExportError::UnknownMethod(other.to_string())),
-            })
-            .collect()
-    }
-
-    /// The reverse-pass rule of a gradient method (`None` for forward and occlusion).
-    pub fn gradient(self) -> Option<attribution::Method> {
-        match self {
-            Method::Forward | Method::Occlusion => None,
-            Method::Gbp => Some(attribution::Method::Guided),
-            Method::Deconvnet => Some(attribution::Method::Deconvnet),
-            Method::Backprop => Some(attribution::Method::Backprop),
-        }
-    }
-
-    pub fn dir_name(self) -> &'static str {
-        match self {
-            Method::Forward => "forward",
-            Method::Gbp => "gbp",
-            Method::Deconvnet => "deconvnet",
-            Method::Backprop => "backprop",
-            Method::Occlusion => "occlusion",
-        }
-    }
-}
-
 /// What to write.
 pub struct ExportRequest<'a> {
     pub out_dir: &'a Path,
@@ -224,10 +151,10 @@ pub fn export_methods(
         .filter(|&m| m != Method::Occlusion)
         .collect();
     for m in &methods {
-        let dir = out.join(m.dir_name());
+        let dir = paths::method_dir(out, *m);
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         if req.raw {
-            let raw = out.join("raw").join(m.dir_name());
+            let raw = paths::raw_dir(out, m.dir_name());
             std::fs::create_dir_all(&raw).map_err(io_err(&raw))?;
         }
     }
@@ -237,17 +164,18 @@ pub fn export_methods(
         let node = &graph.nodes[i];
         summary.layers += 1;
         for &method in &methods {
-            let raw_path = out
-                .join("raw")
-                .join(method.dir_name())
-                .join(format!("{}.npy", stems[i]));
+            let raw_path = paths::raw_array(out, method.dir_name(), &stems[i]);
             match method.gradient() {
                 None => {
                     let host = acts.read(&node.outputs[0])?;
                     if let Some((c, h, w)) = node.feature_map_dims() {
                         for k in 0..c {
                             let tile = &host.data[k * h * w..(k + 1) * h * w];
-                            write_map_png(&tile_path(out, method, &stems[i], k + 1), [h, w], tile)?;
+                            write_map_png(
+                                &paths::tile(out, method, &stems[i], k + 1),
+                                [h, w],
+                                tile,
+                            )?;
                             summary.pngs += 1;
                             on_tile();
                         }
@@ -278,7 +206,7 @@ pub fn export_methods(
                     let per = planes * h * w;
                     for k in 0..c {
                         let image = &grads.data[k * per..(k + 1) * per];
-                        let path = tile_path(out, method, &stems[i], k + 1);
+                        let path = paths::tile(out, method, &stems[i], k + 1);
                         if planes == 3 {
                             write_png_rgb(
                                 &path,
@@ -301,8 +229,8 @@ pub fn export_methods(
         }
     }
     if let Some(class) = req.gradcam_class {
-        let dir = out.join("gradcam");
-        let raw_gradcam = out.join("raw").join("gradcam");
+        let dir = out.join(paths::GRADCAM);
+        let raw_gradcam = paths::raw_dir(out, paths::GRADCAM);
         for d in std::iter::once(&dir).chain(req.raw.then_some(&raw_gradcam)) {
             std::fs::create_dir_all(d).map_err(io_err(d))?;
         }
@@ -313,12 +241,12 @@ pub fn export_methods(
         {
             let cam = crate::engine::methods::gradcam::grad_cam(engine, acts, i, class)?; // [H, W]
             let (h, w) = (cam.shape[0], cam.shape[1]);
-            write_map_png(&dir.join(format!("{}.png", stems[i])), [h, w], &cam.data)?;
+            write_map_png(&paths::gradcam_map(out, &stems[i]), [h, w], &cam.data)?;
             summary.pngs += 1;
             on_tile();
             if req.raw {
                 write_raw(
-                    &raw_gradcam.join(format!("{}.npy", stems[i])),
+                    &paths::raw_array(out, paths::GRADCAM, &stems[i]),
                     &cam.shape,
                     &cam.data,
                 )?;
@@ -327,19 +255,27 @@ pub fn export_methods(
         }
     }
     if let Some(p) = req.picture {
-        write_png_rgb(&out.join("input.png"), p.width(), p.height(), p.as_raw())?;
+        write_png_rgb(
+            &out.join(paths::INPUT_PICTURE),
+            p.width(),
+            p.height(),
+            p.as_raw(),
+        )?;
     }
-    let (probs, labels) = req.scores;
-    let scores = json!({"S": probs, "labels": labels});
+    let (probabilities, labels) = req.scores;
+    let scores = Scores {
+        probabilities: probabilities.to_vec(),
+        labels: labels.to_vec(),
+    };
     atomic_write(
-        &out.join("scores.json"),
-        to_pretty(&scores).as_bytes(),
+        &out.join(paths::SCORES),
+        scores.to_json_pretty().as_bytes(),
         true,
     )?;
     // architecture.json last: its presence marks a complete directory.
     atomic_write(
-        &out.join("architecture.json"),
-        to_pretty(&architecture_json(graph)).as_bytes(),
+        &out.join(paths::ARCHITECTURE),
+        Architecture::of(graph).to_json_pretty().as_bytes(),
         true,
     )?;
     Ok(summary)
@@ -357,9 +293,9 @@ pub fn write_occlusion(
     out: &Path,
     raw: bool,
 ) -> Result<ExportSummary> {
-    let dir = out.join("occlusion");
+    let dir = paths::method_dir(out, Method::Occlusion);
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    let raw_dir = out.join("raw").join("occlusion");
+    let raw_dir = paths::raw_dir(out, Method::Occlusion.dir_name());
     if raw {
         std::fs::create_dir_all(&raw_dir).map_err(io_err(&raw_dir))?;
     }
@@ -371,7 +307,7 @@ pub fn write_occlusion(
         summary.layers += 1;
         for (k, map) in drops.chunks(cells).enumerate() {
             write_map_png(
-                &dir.join(format!("{}_{}.png", stems[*i], k + 1)),
+                &paths::tile(out, Method::Occlusion, &stems[*i], k + 1),
                 [rows, cols],
                 map,
             )?;
@@ -379,7 +315,7 @@ pub fn write_occlusion(
         }
         if raw {
             write_raw(
-                &raw_dir.join(format!("{}.npy", stems[*i])),
+                &paths::raw_array(out, Method::Occlusion.dir_name(), &stems[*i]),
                 &[drops.len() / cells.max(1), rows, cols],
                 drops,
             )?;
@@ -389,11 +325,11 @@ pub fn write_occlusion(
     if let Some(class) = class
         && let Some(map) = maps.classes.chunks(cells).nth(class)
     {
-        write_map_png(&dir.join(format!("class_{class}.png")), [rows, cols], map)?;
+        write_map_png(&paths::occlusion_class_map(out, class), [rows, cols], map)?;
         summary.pngs += 1;
         if raw {
             write_raw(
-                &raw_dir.join(format!("class_{class}.npy")),
+                &paths::raw_array(out, Method::Occlusion.dir_name(), &format!("class_{class}")),
                 &[rows, cols],
                 map,
             )?;
@@ -401,10 +337,6 @@ pub fn write_occlusion(
         }
     }
     Ok(summary)
-}
-
-fn to_pretty(v: &serde_json::Value) -> String {
-    serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
 }
 
 /// Writes one scalar map `[h, w]` as a per-tile min-max grey PNG.
@@ -447,10 +379,4 @@ fn write_png(
         detail: e.to_string(),
     })?;
     atomic_write(path, &bytes, false)
-}
-
-/// `DIR/forward/<stem>_<n>.png` for layer `stem`, filter `n` (from 1).
-pub fn tile_path(dir: &Path, method: Method, stem: &str, filter_from_1: usize) -> PathBuf {
-    dir.join(method.dir_name())
-        .join(format!("{stem}_{filter_from_1}.png"))
 }

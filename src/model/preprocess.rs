@@ -8,8 +8,9 @@ use image::{RgbImage, imageops::FilterType};
 
 use super::{ModelError, Result};
 
-/// How an image of another aspect ratio is brought to the model's size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+/// How an image of another aspect ratio is brought to the model's size (`--fit`, parsed by
+/// the CLI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Fit {
     /// Centre-crop to the model's aspect ratio, then resize (the default).
     #[default]

@@ -12,6 +12,7 @@ pub mod state;
 
 use std::collections::HashMap;
 
+use crate::format::architecture::Architecture;
 use crate::model::Graph;
 
 /// One layer as the views show it.
@@ -103,62 +104,6 @@ impl PoolInfo {
             },
         })
     }
-
-    fn of(graph: &Graph, node: &crate::model::Node) -> Option<Self> {
-        use crate::model::Op;
-        let (kind, window, extra) = match &node.op {
-            Op::MaxPool { window, ceil_mode } => (
-                "max",
-                window,
-                if *ceil_mode {
-                    "ceil mode (partial windows at the end count)".to_string()
-                } else {
-                    String::new()
-                },
-            ),
-            Op::AveragePool {
-                window,
-                ceil_mode,
-                count_include_pad,
-            } => (
-                "average",
-                window,
-                format!(
-                    "{}{}",
-                    if *count_include_pad {
-                        "padding counts in the mean"
-                    } else {
-                        "padding excluded from the mean"
-                    },
-                    if *ceil_mode { "; ceil mode" } else { "" }
-                ),
-            ),
-            _ => return None,
-        };
-        let input_chw = match node
-            .inputs
-            .first()
-            .and_then(|i| graph.shapes.get(i))
-            .map(Vec::as_slice)
-        {
-            Some([_, c, h, w]) => [*c, *h, *w],
-            _ => [0, 0, 0],
-        };
-        Some(Self {
-            kind,
-            kernel: window.kernel,
-            strides: window.strides,
-            pads: [
-                window.pads[0].0,
-                window.pads[1].0,
-                window.pads[0].1,
-                window.pads[1].1,
-            ],
-            dilations: window.dilations,
-            extra,
-            input_chw,
-        })
-    }
 }
 
 impl LayerInfo {
@@ -186,7 +131,7 @@ impl LayerInfo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
     pub layer: usize,
-    pub method: crate::export::Method,
+    pub method: crate::format::Method,
     /// Passes done, of `total`.
     pub done: usize,
     pub total: usize,
@@ -212,8 +157,9 @@ pub struct ViewModel {
     pub device: String,
     /// `[H, W]` of the model input (the size of gradient images).
     pub input_hw: [usize; 2],
-    /// A message for the user (errors, notices), shown in the side canvas.
-    pub notice: Option<String>,
+    /// A message for the user (errors, notices), shown in the side canvas; written only
+    /// through [`ViewModel::set_notice`].
+    notice: Option<String>,
     /// Per layer: filters by rank (mean activation on the current input, highest first);
     /// empty where unknown (data directories hold normalised tiles only).
     pub filter_rank: Vec<Vec<usize>>,
@@ -230,79 +176,58 @@ pub struct ViewModel {
 }
 
 impl ViewModel {
-    /// The static part, from the graph.
+    /// The static part, from a model: its [`Architecture`] plus what only the weights give
+    /// (fully connected layers' weight histograms, the Grad-CAM layer).
     pub fn from_graph(graph: &Graph, labels: Vec<String>, device: String) -> Self {
-        let producer: HashMap<&str, usize> = graph
-            .nodes
-            .iter()
-            .enumerate()
-            .flat_map(|(i, n)| n.outputs.iter().map(move |o| (o.as_str(), i)))
-            .collect();
-        let layers = graph
-            .nodes
-            .iter()
-            .map(|n| LayerInfo {
-                name: n.name.clone(),
-                type_name: n.op.type_name().to_string(),
-                output_shape: n.output_shape().to_vec(),
-                producers: n
-                    .inputs
-                    .iter()
-                    .filter_map(|i| producer.get(i.as_str()).copied())
-                    .collect(),
-                params_text: params_text(&crate::export::architecture::params(graph, n)),
-                is_conv: n.op.is_conv(),
-                pool: PoolInfo::of(graph, n),
-                weights: weight_histogram(graph, n),
-            })
-            .collect();
-        Self {
-            model_name: graph.name.clone(),
-            layers,
-            map_layers: graph.feature_map_layers().map(|(i, _)| i).collect(),
-            probabilities: Vec::new(),
-            output_summary: None,
-            labels,
-            input_label: String::new(),
-            device,
-            input_hw: match graph.image_input().map(|i| i.shape.as_slice()) {
-                Some([_, _, h, w]) => [*h, *w],
-                _ => [1, 1],
-            },
-            notice: None,
-            filter_rank: Vec::new(),
-            groups: Vec::new(),
-            group_names: Vec::new(),
-            cam_layer: graph
-                .feature_map_layers()
-                .filter(|(_, n)| n.feature_map_dims().is_some_and(|(_, h, w)| h * w > 1))
-                .map(|(i, _)| i)
-                .last(),
-            progress: None,
-        }
-        .with_groups()
+        Self::new(&Architecture::of(graph), Some(graph), labels, device)
     }
 
-    /// The static part, from a data directory's `architecture.json` (no model, no compute).
-    pub fn from_data(data: &crate::datadir::DataDir) -> Self {
-        let index: HashMap<&str, usize> = data
+    /// The static part, from a data directory's `architecture.json` and `scores.json` (no
+    /// model, no compute).
+    pub fn from_data(data: &crate::format::read::DataDir) -> Self {
+        let scores = &data.scores;
+        let labels = if scores.labels.len() == scores.probabilities.len() {
+            scores.labels.clone()
+        } else {
+            crate::model::default::labels_for(scores.probabilities.len())
+        };
+        Self::new(
+            &data.architecture,
+            None,
+            labels,
+            "none (data directory)".into(),
+        )
+    }
+
+    /// The one constructor: the layer list from the architecture document (the same for a
+    /// model and for its exported data directory); `graph`, when there is a model, adds
+    /// weight histograms and the Grad-CAM layer.
+    fn new(
+        arch: &Architecture,
+        graph: Option<&Graph>,
+        labels: Vec<String>,
+        device: String,
+    ) -> Self {
+        let index: HashMap<&str, usize> = arch
             .layers
             .iter()
             .enumerate()
             .map(|(i, l)| (l.name.as_str(), i))
             .collect();
-        let layers: Vec<LayerInfo> = data
+        let input_shape = arch.input.as_ref().map(|i| i.shape.as_slice());
+        let layers: Vec<LayerInfo> = arch
             .layers
             .iter()
             .enumerate()
             .map(|(i, l)| {
-                let input_shape = l
-                    .inputs
-                    .first()
-                    .and_then(|n| index.get(n.as_str()))
-                    .and_then(|&p| data.layers.get(p))
-                    .map(|p| p.output_shape.clone())
-                    .or_else(|| (i == 0).then(|| vec![1, 3, data.input_hw[0], data.input_hw[1]]));
+                let first_input = l.inputs.first().map(String::as_str);
+                let pool_input = match first_input.and_then(|n| index.get(n)) {
+                    Some(&p) => arch.layers.get(p).map(|p| p.output_shape.as_slice()),
+                    None if first_input == arch.input.as_ref().map(|i| i.name.as_str()) => {
+                        input_shape
+                    }
+                    None => None,
+                };
                 LayerInfo {
                     name: l.name.clone(),
                     type_name: l.type_name.clone(),
@@ -315,40 +240,62 @@ impl ViewModel {
                         .collect(),
                     params_text: params_text(&l.params),
                     is_conv: matches!(l.type_name.as_str(), "Conv" | "ConvTranspose"),
-                    pool: PoolInfo::from_params(&l.type_name, &l.params, input_shape.as_deref()),
-                    weights: None,
+                    pool: PoolInfo::from_params(&l.type_name, &l.params, pool_input),
+                    weights: graph
+                        .and_then(|g| g.nodes.get(i).map(|n| (g, n)))
+                        .and_then(|(g, n)| weight_histogram(g, n)),
                 }
             })
             .collect();
-        let map_layers = layers
+        let map_layers: Vec<usize> = layers
             .iter()
             .enumerate()
             .filter(|(_, l)| l.map_dims().is_some())
             .map(|(i, _)| i)
             .collect();
-        let labels = if data.labels.len() == data.probabilities.len() {
-            data.labels.clone()
-        } else {
-            crate::model::default::labels_for(data.probabilities.len())
-        };
+        // Grad-CAM needs a model: the last layer with spatial maps larger than 1×1.
+        let cam_layer = graph.and_then(|_| {
+            map_layers
+                .iter()
+                .copied()
+                .rfind(|&i| layers[i].map_dims().is_some_and(|(_, h, w)| h * w > 1))
+        });
         Self {
-            model_name: data.name.clone(),
+            model_name: arch.name.clone(),
             layers,
             map_layers,
             probabilities: Vec::new(),
             output_summary: None,
             labels,
             input_label: String::new(),
-            device: "none (data directory)".into(),
-            input_hw: data.input_hw,
+            device,
+            input_hw: match input_shape {
+                Some([_, _, h, w]) => [*h, *w],
+                _ => [1, 1],
+            },
             notice: None,
             filter_rank: Vec::new(),
-            cam_layer: None,
+            cam_layer,
             groups: Vec::new(),
             group_names: Vec::new(),
             progress: None,
         }
         .with_groups()
+    }
+
+    /// The message shown to the user, if any.
+    pub fn notice(&self) -> Option<&str> {
+        self.notice.as_deref()
+    }
+
+    /// Shows `message` in the side canvas, replacing the previous one.
+    pub fn notify(&mut self, message: impl Into<String>) {
+        self.set_notice(Some(message.into()));
+    }
+
+    /// The one place a notice is written (or cleared with `None`).
+    pub fn set_notice(&mut self, notice: Option<String>) {
+        self.notice = notice;
     }
 
     /// Fills [`ViewModel::groups`] from the layer names.

@@ -6,10 +6,10 @@
 
 use super::layout::{DETAILS_HEADER_PX, Rect, TileGrid, method_button_rect};
 use super::palette::{ACCENT, BAD, BG, DIM, GOOD, PANEL, PANEL_EDGE, TEXT};
-use super::state::{BUTTON_COUNT, Hover, ModelShape, Panel, ViewState, button_label};
+use super::state::{BUTTON_COUNT, Hover, ModelShape, Panel, ViewState, button_label, method_label};
 use super::{LayerInfo, ViewModel};
 use crate::annotations::{Annotations, Mark};
-use crate::export::Method;
+use crate::format::Method;
 use crate::render::{Colormap, Scene, ShapeInstance, TextItem, TileHandle, TileInstance};
 
 /// Border of a filter suggested bad (constant on this input) but not marked.
@@ -215,7 +215,7 @@ fn details(inp: &SceneInputs, scene: &mut Scene) {
                 }
                 m => format!(
                     "{} of each filter's summed response w.r.t. the input",
-                    m.label()
+                    method_label(m)
                 ),
             };
             let (good, bad) = inp.annotations.counts(&layer.name);
@@ -276,7 +276,8 @@ fn details(inp: &SceneInputs, scene: &mut Scene) {
             let what = if state.method == Method::Forward {
                 "computing…".to_string()
             } else {
-                let mut what = format!("computing {} for every filter…", state.method.label());
+                let mut what =
+                    format!("computing {} for every filter…", method_label(state.method));
                 // An occlusion sweep computes every layer's maps at once.
                 let covers = |p: &crate::ui::Progress| {
                     p.method == state.method

@@ -5,7 +5,7 @@ use super::layout::{
     ARCH_ZOOM_RANGE, ArchGrid, Canvases, Rect, TileGrid, canvases, clamp_scroll, method_button_rect,
 };
 use crate::annotations::Mark;
-use crate::export::Method;
+use crate::format::Method;
 use crate::render::Colormap;
 
 /// What the details canvas shows for a layer with filter maps.
@@ -23,10 +23,21 @@ pub enum Panel {
 /// The details header's radio buttons: the tile methods, then Grad-CAM and parameters.
 pub const BUTTON_COUNT: usize = Method::ALL.len() + 2;
 
+/// The name a method has on the viewer's buttons and in its header.
+pub fn method_label(method: Method) -> &'static str {
+    match method {
+        Method::Forward => "forward",
+        Method::Guided => "guided backprop",
+        Method::Deconvnet => "deconvnet",
+        Method::Backprop => "backprop",
+        Method::Occlusion => "occlusion",
+    }
+}
+
 /// Label of radio button `i`.
 pub fn button_label(i: usize) -> &'static str {
     match Method::ALL.get(i) {
-        Some(m) => m.label(),
+        Some(&m) => method_label(m),
         None if i == Method::ALL.len() => "Grad-CAM",
         None => "parameters",
     }

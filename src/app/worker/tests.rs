@@ -54,7 +54,7 @@ fn tiny_engine() -> (Engine, Arc<InputTensor>, usize) {
 #[test]
 fn between_chunks_runs_gradcam_at_once_and_stops_for_other_requests() {
     let (engine, input, layer) = tiny_engine();
-    let current = (&input, layer, Method::Gbp);
+    let current = (&input, layer, Method::Guided);
     let (tx, rx) = channel();
     let mut events = Vec::new();
     let mut send = |e| {
@@ -69,7 +69,7 @@ fn between_chunks_runs_gradcam_at_once_and_stops_for_other_requests() {
         from_channel: 0,
     };
     // The same layer asked again, and a wake-up from the feed: it goes on.
-    tx.send(gradients(&input, layer, Method::Gbp)).unwrap();
+    tx.send(gradients(&input, layer, Method::Guided)).unwrap();
     tx.send(Job::Wake).unwrap();
     let flow = between_chunks(&engine, &rx, &mut send, &mut waiting, current);
     assert!(flow.is_continue() && waiting.is_none());
@@ -92,8 +92,9 @@ fn between_chunks_runs_gradcam_at_once_and_stops_for_other_requests() {
     assert!(matches!(&events[0], UserEvent::Cam(Ok(cam)) if cam.layer == layer));
     // The user went elsewhere and came back: the later request for this layer wins.
     let mut waiting = None;
-    tx.send(gradients(&input, layer + 1, Method::Gbp)).unwrap();
-    tx.send(gradients(&input, layer, Method::Gbp)).unwrap();
+    tx.send(gradients(&input, layer + 1, Method::Guided))
+        .unwrap();
+    tx.send(gradients(&input, layer, Method::Guided)).unwrap();
     let flow = between_chunks(&engine, &rx, &mut |_| true, &mut waiting, current);
     assert!(flow.is_continue() && waiting.is_none());
     // During an occlusion sweep (it computes every layer), another layer's occlusion
@@ -103,13 +104,14 @@ fn between_chunks_runs_gradcam_at_once_and_stops_for_other_requests() {
         .unwrap();
     let flow = between_chunks(&engine, &rx, &mut |_| true, &mut waiting, sweep);
     assert!(flow.is_continue() && waiting.is_none());
-    tx.send(gradients(&input, layer + 1, Method::Gbp)).unwrap();
+    tx.send(gradients(&input, layer + 1, Method::Guided))
+        .unwrap();
     let flow = between_chunks(&engine, &rx, &mut |_| true, &mut waiting, sweep);
     assert!(flow.is_break() && waiting.is_some());
     // The same layer for another input (a new Arc) stops it too.
     let mut waiting = None;
     let other_input = Arc::new(InputTensor::clone(&input));
-    tx.send(gradients(&other_input, layer, Method::Gbp))
+    tx.send(gradients(&other_input, layer, Method::Guided))
         .unwrap();
     let flow = between_chunks(&engine, &rx, &mut |_| true, &mut waiting, current);
     assert!(flow.is_break() && waiting.is_some());
@@ -156,7 +158,7 @@ fn grad_cam_requests_go_first_and_keep_the_request_before_them() {
     tx.send(Job::Gradients {
         input: Arc::clone(&input),
         layer,
-        method: Method::Gbp,
+        method: Method::Guided,
         from_channel: 0,
     })
     .unwrap();

@@ -44,7 +44,7 @@ pub fn lrn_input_grad(
 }
 
 /// The rule a ReLU-family node applies to the gradient passing it (see
-/// [`crate::engine::reverse::step::Method`]): `open` is the interval of inputs where the forward passes
+/// [`crate::engine::reverse::step::GradientRule`]): `open` is the interval of inputs where the forward passes
 /// its input through (`(0, ∞)` for ReLU and LeakyReLU, `(min, max)` for Clip/ReLU6), `slope`
 /// the derivative outside it (LeakyReLU's α, else 0).
 #[derive(Debug, Clone, Copy, PartialEq)]

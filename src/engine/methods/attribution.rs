@@ -7,7 +7,7 @@
 //!
 //! For layer L (one graph node) with output `[1, C, H, W]` and channel `k`, the objective is
 //! `J_k = Σ_{h,w} L(x)[0, k, h, w]` and the image is `∂J_k/∂x`, shape `[Cin, Hin, Win]`
-//! (`[3, H, W]` for an RGB network), computed with the [`Method`]'s rule at every ReLU-family
+//! (`[3, H, W]` for an RGB network), computed with the [`GradientRule`]'s rule at every ReLU-family
 //! node between the input and L (L itself included when it is one), max-pooling through its
 //! argmax switches, and every other op through its ordinary gradient. The result is raw
 //! (unnormalised) gradients; display normalisation is the renderer's job.
@@ -31,7 +31,7 @@ use std::ops::{ControlFlow, Range};
 
 use crate::engine::ops::T6;
 use crate::engine::reverse::backward::{backward_channel_sums, largest_value_on_path};
-pub use crate::engine::reverse::step::{BackwardError, Method, Result};
+pub use crate::engine::reverse::step::{BackwardError, GradientRule, Result};
 use crate::engine::{Activations, Engine, HostTensor};
 
 /// Bound on the largest single gradient tensor of a chunk, in bytes (128 MiB).
@@ -69,7 +69,7 @@ pub fn attribute_layer_chunks(
     engine: &Engine,
     acts: &Activations,
     layer: usize,
-    method: Method,
+    method: GradientRule,
     from_channel: usize,
     chunk: Option<usize>,
     mut sink: impl FnMut(Range<usize>, T6) -> Result<ControlFlow<()>>,
@@ -100,7 +100,7 @@ pub fn attribute_layer(
     engine: &Engine,
     acts: &Activations,
     layer: usize,
-    method: Method,
+    method: GradientRule,
     chunk: Option<usize>,
 ) -> Result<HostTensor> {
     let graph = engine.graph();

@@ -6,7 +6,7 @@
 use burn::tensor::{Tensor, TensorData};
 
 use crate::engine::reverse::backward::backward_to;
-use crate::engine::reverse::step::{BackwardError, Method, Result, grad_dims};
+use crate::engine::reverse::step::{BackwardError, GradientRule, Result, grad_dims};
 use crate::engine::{Activations, Engine, HostTensor};
 use crate::model::Op;
 
@@ -62,7 +62,7 @@ pub fn grad_cam(
     onehot[class] = 1.0;
     let seed = Tensor::<6>::from_data(TensorData::new(onehot, dims), engine.device());
     let target = &node.outputs[0];
-    let grads = backward_to(engine, acts, score, seed, Method::Backprop, target)?; // [1, 1, 1, K, H, W]
+    let grads = backward_to(engine, acts, score, seed, GradientRule::Backprop, target)?; // [1, 1, 1, K, H, W]
     let read = |t: Tensor<6>, what: &str| {
         t.try_into_data()
             .map_err(|e| format!("{e:?}"))

@@ -1,7 +1,7 @@
 //! The reverse pass behind every gradient view: seeds at one layer's output are carried back
 //! to the image input (or to any earlier value) over the forward values saved in
 //! [`Activations`], applying each op's vector-Jacobian product, with the ReLU-family rule
-//! chosen by the attribution [`Method`].
+//! chosen by the attribution [`GradientRule`].
 //!
 //! # Gradient layout
 //!
@@ -33,7 +33,7 @@ use std::collections::{HashMap, HashSet};
 
 use burn::tensor::Tensor;
 
-use super::step::{BackwardError, Method, Result, Step, grad_dims};
+use super::step::{BackwardError, GradientRule, Result, Step, grad_dims};
 use super::{seeds, vjp};
 use crate::engine::ops::T6;
 use crate::engine::{Activations, Engine, panic_message, profile};
@@ -86,7 +86,7 @@ pub fn backward(
     acts: &Activations,
     layer: usize,
     seed: T6,
-    method: Method,
+    method: GradientRule,
 ) -> Result<T6> {
     let input = engine
         .graph()
@@ -103,7 +103,7 @@ pub fn backward_to(
     acts: &Activations,
     layer: usize,
     seed: T6,
-    method: Method,
+    method: GradientRule,
     target: &str,
 ) -> Result<T6> {
     let graph = engine.graph();
@@ -139,7 +139,7 @@ fn carry(
     from: usize,
     value: &str,
     seed: T6,
-    method: Method,
+    method: GradientRule,
     target: &str,
 ) -> Result<T6> {
     let graph = engine.graph();
@@ -209,7 +209,7 @@ pub fn backward_channel_sums(
     acts: &Activations,
     layer: usize,
     range: std::ops::Range<usize>,
-    method: Method,
+    method: GradientRule,
 ) -> Result<T6> {
     let graph = engine.graph();
     let target = graph

@@ -1,4 +1,4 @@
-//! What every reverse step shares: the gradient rule ([`Method`]), the reverse pass's errors,
+//! What every reverse step shares: the gradient rule ([`GradientRule`]), the reverse pass's errors,
 //! the rank-6 gradient layout ([`grad_dims`], `unbroadcast`) and `Step`, one node's view of
 //! its forward values. The graph walk ([`super::backward`]) and the per-op rules
 //! (`vjp`, `vjp_spatial`) both build on it, and on nothing of each other's.
@@ -22,7 +22,7 @@ use crate::model::Node;
 ///
 /// At a kink (`x` exactly 0, `min` or `max`) the gate is closed, as in PyTorch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Method {
+pub enum GradientRule {
     /// The true gradient (Simonyan et al.).
     Backprop,
     /// Zeiler & Fergus's deconvnet: only positive signals pass a ReLU, whatever its input was.
@@ -31,15 +31,19 @@ pub enum Method {
     Guided,
 }
 
-impl Method {
-    pub const ALL: [Method; 3] = [Method::Backprop, Method::Deconvnet, Method::Guided];
+impl GradientRule {
+    pub const ALL: [GradientRule; 3] = [
+        GradientRule::Backprop,
+        GradientRule::Deconvnet,
+        GradientRule::Guided,
+    ];
 
     /// Short name used in file paths and on the command line (`backprop`, `deconvnet`, `gbp`).
     pub fn name(self) -> &'static str {
         match self {
-            Method::Backprop => "backprop",
-            Method::Deconvnet => "deconvnet",
-            Method::Guided => "gbp",
+            GradientRule::Backprop => "backprop",
+            GradientRule::Deconvnet => "deconvnet",
+            GradientRule::Guided => "gbp",
         }
     }
 }

@@ -6,7 +6,7 @@
 use burn::tensor::activation::relu;
 use burn::tensor::{IndexingUpdateOp, Int, Slice, Tensor, TensorData};
 
-use super::step::{Method, Result, Step, unbroadcast};
+use super::step::{GradientRule, Result, Step, unbroadcast};
 use super::vjp_spatial as spatial;
 use crate::engine::kernels;
 use crate::engine::kernels::reverse::ReluRule;
@@ -14,7 +14,7 @@ use crate::engine::ops::{HostValues, RANK, T6, axis6, dims6};
 use crate::model::graph::{Op, SliceRange};
 
 /// Gradients of a node's inputs (`None` where none is needed) from those of its outputs.
-pub(crate) fn vjp(step: &Step, method: Method, grads: Vec<T6>) -> Result<Vec<Option<T6>>> {
+pub(crate) fn vjp(step: &Step, method: GradientRule, grads: Vec<T6>) -> Result<Vec<Option<T6>>> {
     let op = &step.node.op;
     // Split is the only multi-output op; every other op has exactly one output gradient.
     let mut grads = grads.into_iter();
@@ -210,17 +210,17 @@ fn open_interval(t: T6, lo: f32, hi: f32) -> T6 {
     t.clone().greater_elem(lo).float() * t.lower_elem(hi).float()
 }
 
-/// The method's rule at a ReLU, Clip or LeakyReLU node (table at [`Method`]). On the CPU
+/// The method's rule at a ReLU, Clip or LeakyReLU node (table at [`GradientRule`]). On the CPU
 /// (flex) one host pass ([`kernels::reverse::relu_rule_in_place`]) on the gradient's own buffer.
-fn relu_family(step: &Step, op: &Op, method: Method, g: T6) -> Result<T6> {
+fn relu_family(step: &Step, op: &Op, method: GradientRule, g: T6) -> Result<T6> {
     if *step.device() == burn::tensor::Device::flex() {
         let (lo, hi) = match op {
             Op::Clip { min, max } => (*min, *max),
             _ => (0.0, f32::INFINITY),
         };
         let rule = match (method, op) {
-            (Method::Deconvnet, _) => ReluRule::Deconvnet,
-            (Method::Guided, _) => ReluRule::Guided { open: (lo, hi) },
+            (GradientRule::Deconvnet, _) => ReluRule::Deconvnet,
+            (GradientRule::Guided, _) => ReluRule::Guided { open: (lo, hi) },
             (_, Op::LeakyRelu { alpha }) => ReluRule::Backprop {
                 open: (lo, hi),
                 slope: *alpha,
@@ -239,7 +239,7 @@ fn relu_family(step: &Step, op: &Op, method: Method, g: T6) -> Result<T6> {
             return Ok(Tensor::from_data(TensorData::new(gv, dims), step.device()));
         }
     }
-    if method == Method::Deconvnet {
+    if method == GradientRule::Deconvnet {
         return Ok(relu(g));
     }
     let x = step.input(0)?;
@@ -248,7 +248,7 @@ fn relu_family(step: &Step, op: &Op, method: Method, g: T6) -> Result<T6> {
         _ => x.greater_elem(0.0).float(),
     };
     Ok(match (method, op) {
-        (Method::Guided, _) => relu(g) * gate,
+        (GradientRule::Guided, _) => relu(g) * gate,
         // LeakyReLU's derivative: 1 above zero, α below.
         (_, Op::LeakyRelu { alpha }) => g * gate.mul_scalar(1.0 - alpha).add_scalar(*alpha),
         _ => g * gate,

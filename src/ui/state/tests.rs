@@ -130,7 +130,7 @@ fn keys_step_through_feature_map_layers() {
     s.on_key(&m, Key::CycleColormap);
     assert_eq!(s.colormap, Colormap::Diverging);
     assert!(s.on_key(&m, Key::CycleMethod));
-    assert_eq!(s.method, Method::Gbp);
+    assert_eq!(s.method, Method::Guided);
 }
 
 #[test]

@@ -8,10 +8,10 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-
+use super::architecture::{Architecture, LayerRecord, Scores};
+use super::paths;
 use crate::engine::HostTensor;
-use crate::export::Method;
+use crate::format::Method;
 
 /// Largest `architecture.json` / `scores.json` read.
 const MAX_JSON_BYTES: u64 = 64 << 20;
@@ -40,42 +40,20 @@ pub enum DataDirError {
 
 pub type Result<T, E = DataDirError> = std::result::Result<T, E>;
 
-/// One layer as `architecture.json` describes it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DataLayer {
-    pub name: String,
-    pub type_name: String,
-    pub output_shape: Vec<usize>,
-    /// Names of the layers (or graph inputs) it reads.
-    pub inputs: Vec<String>,
-    pub params: Value,
-    /// File stem of its tiles (a plain name, checked).
-    pub stem: String,
-}
-
-impl DataLayer {
-    /// `(C, H, W)` of a `[1, C, H, W]` output.
-    pub fn map_dims(&self) -> Option<(usize, usize, usize)> {
-        match self.output_shape.as_slice() {
-            [1, c, h, w] => Some((*c, *h, *w)),
-            _ => None,
-        }
-    }
-}
-
 /// An opened data directory (tiles are read later, per layer).
 #[derive(Debug, Clone)]
 pub struct DataDir {
     /// The directory, canonical.
     pub root: PathBuf,
-    pub name: String,
+    /// `architecture.json`, checked: every file stem a plain name, every map small enough
+    /// to show, names at most 4096 characters (the model's 200), an empty name replaced.
+    pub architecture: Architecture,
     /// The model's fingerprint if the file gives one, else a hash of `architecture.json`.
     pub fingerprint: String,
     /// `[H, W]` of the model input (size of gradient images).
     pub input_hw: [usize; 2],
-    pub layers: Vec<DataLayer>,
-    pub probabilities: Vec<f32>,
-    pub labels: Vec<String>,
+    /// `scores.json` (empty when missing or unreadable; a warning says why).
+    pub scores: Scores,
     /// `input.png`, if present and readable.
     pub picture: Option<image::RgbImage>,
     /// Problems found while opening that did not stop it.
@@ -108,39 +86,24 @@ impl DataDir {
             path: dir.display().to_string(),
             source,
         })?;
-        let arch_path = root.join("architecture.json");
+        let arch_path = root.join(paths::ARCHITECTURE);
         let arch_bytes = read_inside(&root, &arch_path, MAX_JSON_BYTES)?;
-        let arch: Value = serde_json::from_slice(&arch_bytes)
+        let mut arch: Architecture = serde_json::from_slice(&arch_bytes)
             .map_err(|e| malformed(&arch_path, e.to_string()))?;
-        let layers_json = arch
-            .get("layers")
-            .and_then(Value::as_array)
-            .ok_or_else(|| malformed(&arch_path, "no \"layers\" array"))?;
-        if layers_json.len() > MAX_LAYERS {
+        if arch.layers.len() > MAX_LAYERS {
             return Err(malformed(
                 &arch_path,
-                format!("{} layers (at most {MAX_LAYERS})", layers_json.len()),
+                format!("{} layers (at most {MAX_LAYERS})", arch.layers.len()),
             ));
         }
-        let layers = layers_json
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                parse_layer(l).map_err(|d| malformed(&arch_path, format!("layer {i}: {d}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let input_hw = match arch
-            .pointer("/input/shape")
-            .and_then(Value::as_array)
-            .map(|s| s.iter().map(Value::as_u64).collect::<Option<Vec<u64>>>())
-        {
-            Some(Some(s))
-                if s.len() == 4
-                    && s[2] > 0
-                    && s[3] > 0
-                    && s[2] * s[3] <= MAX_TILE_PIXELS as u64 =>
+        for (i, layer) in arch.layers.iter_mut().enumerate() {
+            check_layer(layer).map_err(|d| malformed(&arch_path, format!("layer {i}: {d}")))?;
+        }
+        let input_hw = match arch.input.as_ref().map(|i| i.shape.as_slice()) {
+            Some(&[_, _, h, w])
+                if h > 0 && w > 0 && h.checked_mul(w).is_some_and(|n| n <= MAX_TILE_PIXELS) =>
             {
-                [s[2] as usize, s[3] as usize]
+                [h, w]
             }
             _ => {
                 return Err(malformed(
@@ -149,41 +112,34 @@ impl DataDir {
                 ));
             }
         };
-        let name = arch
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or("data directory")
-            .chars()
-            .take(200)
-            .collect();
-        let fingerprint = arch
-            .get("fingerprint")
-            .and_then(Value::as_str)
+        arch.name = truncated(&arch.name, 200);
+        if arch.name.is_empty() {
+            arch.name = "data directory".to_string();
+        }
+        let fingerprint = Some(arch.fingerprint.as_str())
             .filter(|f| !f.is_empty() && f.len() <= 64 && f.chars().all(|c| c.is_ascii_hexdigit()))
             .map_or_else(
                 || crate::model::onnx::fingerprint(&arch_bytes),
                 str::to_string,
             );
         let mut warnings = Vec::new();
-        let (probabilities, labels) = match read_scores(&root) {
+        let scores = match read_scores(&root) {
             Ok(s) => s,
             Err(e) => {
                 warnings.push(format!("no class scores: {e}"));
-                (Vec::new(), Vec::new())
+                Scores::default()
             }
         };
-        let picture = match read_png(&root, &root.join("input.png")) {
+        let picture = match read_png(&root, &root.join(paths::INPUT_PICTURE)) {
             Ok(img) => Some(img.to_rgb8()),
             Err(_) => None,
         };
         Ok(Self {
             root,
-            name,
+            architecture: arch,
             fingerprint,
             input_hw,
-            layers,
-            probabilities,
-            labels,
+            scores,
             picture,
             warnings,
         })
@@ -193,20 +149,23 @@ impl DataDir {
     /// images for that layer (no file of it exists). Missing or bad single files are left
     /// black and listed.
     pub fn layer_images(&self, layer: usize, method: Method) -> Result<Option<LayerImages>> {
-        let Some(l) = self.layers.get(layer) else {
+        let Some(l) = self.architecture.layers.get(layer) else {
             return Ok(None);
         };
         let Some((c, h, w)) = l.map_dims() else {
             return Ok(None);
         };
-        let dir = self.root.join(method.dir_name());
         let (planes, [th, tw]) = match method {
             Method::Forward => (1, [h, w]),
             // Occlusion grids depend on the export's square and stride: take the size of
             // the first tile that reads.
             Method::Occlusion => {
                 let first = (0..c).find_map(|k| {
-                    read_png(&self.root, &dir.join(format!("{}_{}.png", l.stem, k + 1))).ok()
+                    read_png(
+                        &self.root,
+                        &paths::tile(&self.root, method, &l.file_stem, k + 1),
+                    )
+                    .ok()
                 });
                 match first {
                     Some(img) => (1, [img.height() as usize, img.width() as usize]),
@@ -218,7 +177,7 @@ impl DataDir {
         let per = planes * th * tw;
         if c.checked_mul(per).is_none_or(|n| n > MAX_LAYER_VALUES) {
             return Err(malformed(
-                &self.root.join("architecture.json"),
+                &self.root.join(paths::ARCHITECTURE),
                 format!(
                     "layer '{}': {c} tiles of {th}×{tw} are too many to read",
                     l.name
@@ -231,7 +190,7 @@ impl DataDir {
         let (mut missing, mut wrong_size, mut unreadable, mut outside) = (vec![], 0, 0, 0);
         let mut any = false;
         for k in 0..c {
-            let path = dir.join(format!("{}_{}.png", l.stem, k + 1));
+            let path = paths::tile(&self.root, method, &l.file_stem, k + 1);
             let img = match read_png(&self.root, &path) {
                 Ok(img) => img,
                 Err(DataDirError::Io { source, .. })
@@ -314,15 +273,17 @@ impl DataDir {
     }
 }
 
-fn parse_layer(l: &Value) -> std::result::Result<DataLayer, String> {
-    let text = |k: &str| {
-        l.get(k)
-            .and_then(Value::as_str)
-            .map(|s| s.chars().take(4096).collect::<String>())
-            .ok_or(format!("no \"{k}\" string"))
-    };
-    let name = text("name")?;
-    let stem = text("file_stem")?;
+/// The first `max_chars` characters of `text`.
+fn truncated(text: &str, max_chars: usize) -> String {
+    text.chars().take(max_chars).collect()
+}
+
+/// Checks one layer of a read `architecture.json` (names are shortened in place): its file
+/// stem must be a plain file name, its maps small enough to show.
+fn check_layer(layer: &mut LayerRecord) -> std::result::Result<(), String> {
+    layer.name = truncated(&layer.name, 4096);
+    layer.type_name = truncated(&layer.type_name, 4096);
+    let (name, stem) = (&layer.name, &layer.file_stem);
     let plain = !stem.is_empty()
         && stem.len() <= 255
         && !stem.starts_with('.')
@@ -334,65 +295,24 @@ fn parse_layer(l: &Value) -> std::result::Result<DataLayer, String> {
             "file_stem {stem:?} of '{name}' is not a plain file name ([A-Za-z0-9._-], not starting with '.')"
         ));
     }
-    let output_shape = l
-        .get("output_shape")
-        .and_then(Value::as_array)
-        .and_then(|s| {
-            s.iter()
-                .map(|d| d.as_u64().filter(|&d| d <= 1 << 31).map(|d| d as usize))
-                .collect::<Option<Vec<usize>>>()
-        })
-        .ok_or(format!("'{name}': \"output_shape\" is not a list of sizes"))?;
-    if let [1, c, h, w] = output_shape.as_slice()
-        && (*c > MAX_CHANNELS || h.saturating_mul(*w) > MAX_TILE_PIXELS)
-    {
+    let shape = &layer.output_shape;
+    if shape.iter().any(|&d| d > 1 << 31) {
         return Err(format!(
-            "'{name}': output {output_shape:?} is too large to show"
+            "'{name}': \"output_shape\" {shape:?} has a size over 2^31"
         ));
     }
-    let inputs = l
-        .get("inputs")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(DataLayer {
-        name,
-        type_name: text("type").unwrap_or_else(|_| "?".into()),
-        output_shape,
-        inputs,
-        params: l.get("params").cloned().unwrap_or(Value::Null),
-        stem,
-    })
+    if let [1, c, h, w] = shape.as_slice()
+        && (*c > MAX_CHANNELS || h.saturating_mul(*w) > MAX_TILE_PIXELS)
+    {
+        return Err(format!("'{name}': output {shape:?} is too large to show"));
+    }
+    Ok(())
 }
 
-fn read_scores(root: &Path) -> Result<(Vec<f32>, Vec<String>)> {
-    let path = root.join("scores.json");
+fn read_scores(root: &Path) -> Result<Scores> {
+    let path = root.join(paths::SCORES);
     let bytes = read_inside(root, &path, MAX_JSON_BYTES)?;
-    let v: Value = serde_json::from_slice(&bytes).map_err(|e| malformed(&path, e.to_string()))?;
-    let probs: Vec<f32> = v
-        .get("S")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .map(|x| x.as_f64().unwrap_or(f64::NAN) as f32)
-                .collect()
-        })
-        .ok_or_else(|| malformed(&path, "no \"S\" array"))?;
-    let labels = v
-        .get("labels")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .map(|x| x.as_str().unwrap_or("").to_string())
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok((probs, labels))
+    serde_json::from_slice(&bytes).map_err(|e| malformed(&path, e.to_string()))
 }
 
 /// `path` (inside `root`) resolved through any symlinks; refused when it ends up outside.
@@ -453,13 +373,25 @@ mod tests {
 
     #[test]
     fn stems_must_be_plain_names() {
-        let layer = |stem: &str| serde_json::json!({"name": "x", "file_stem": stem, "output_shape": [1, 2, 3, 3]});
-        assert!(parse_layer(&layer("conv1")).is_ok());
+        let layer = |stem: &str| LayerRecord {
+            file_stem: stem.to_string(),
+            inputs: Vec::new(),
+            name: "x".into(),
+            onnx_op: String::new(),
+            onnx_output: None,
+            output_shape: vec![1, 2, 3, 3],
+            params: serde_json::Value::Null,
+            type_name: "Conv".into(),
+        };
+        assert!(check_layer(&mut layer("conv1")).is_ok());
         for bad in ["../x", "a/b", "a\\b", ".hidden", "", "c:d", "x\0y"] {
-            assert!(parse_layer(&layer(bad)).is_err(), "{bad:?} accepted");
+            assert!(check_layer(&mut layer(bad)).is_err(), "{bad:?} accepted");
         }
-        let huge =
-            serde_json::json!({"name": "x", "file_stem": "x", "output_shape": [1, 1 << 20, 3, 3]});
-        assert!(parse_layer(&huge).is_err());
+        let mut huge = layer("x");
+        huge.output_shape = vec![1, 1 << 20, 3, 3];
+        assert!(check_layer(&mut huge).is_err());
+        let mut wide = layer("x");
+        wide.output_shape = vec![1, 1, usize::MAX, 2];
+        assert!(check_layer(&mut wide).is_err());
     }
 }
