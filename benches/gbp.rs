@@ -1,13 +1,13 @@
 //! Guided backpropagation of every filter of every conv layer of an AlexNet-shaped network
 //! (96 + 256 + 384 + 384 + 256 = 1376 filters at 224×224; the paper needed 920 s for this):
 //! one saved forward pass, batched reverse passes with the default chunk rule, images read
-//! back to the CPU. The workload is `tests/attribution_support/mod.rs`.
+//! back to the CPU. The workload is `tests/it/attribution_support/mod.rs`.
 //!
 //! Run: `cargo bench --bench gbp` (needs `[[bench]] name = "gbp" harness = false`);
 //! `CONVLENS_BENCH_DEVICE=wgpu` measures burn's wgpu device (Mesa lavapipe without a GPU).
 //! The PyTorch counterpart is `scripts/bench_gbp_reference.py`.
 
-#[path = "../tests/attribution_support/mod.rs"]
+#[path = "../tests/it/attribution_support/mod.rs"]
 mod attribution_support;
 
 use std::hint::black_box;

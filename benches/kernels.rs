@@ -1,12 +1,12 @@
 //! The CPU path's forward pass and its GEMM: bvlc AlexNet with seeded weights (conv layers
-//! and the three fully connected ones, `tests/attribution_support/mod.rs`) run forward with
+//! and the three fully connected ones, `tests/it/attribution_support/mod.rs`) run forward with
 //! every layer kept, as `convlens bench` times `forward_ms`, and `engine::kernels::sgemm` against the
 //! `gemm` crate on the five conv layers' GEMM shapes (`[c_out/g, K] × [K, Ho·Wo]`, per group).
 //!
 //! Run: `cargo bench --bench kernels`. `scripts/bench_reference.py` puts the forward pass
 //! next to onnxruntime's.
 
-#[path = "../tests/attribution_support/mod.rs"]
+#[path = "../tests/it/attribution_support/mod.rs"]
 mod attribution_support;
 
 use std::hint::black_box;

@@ -28,7 +28,7 @@ tests/fixtures/mixed/ (their weights cast to float64, run by onnx's numpy refere
 evaluator): for each feature map [1, C, H, W], the directional derivatives of its channel
 sums, and for the graph output those of each class score, along dense directions v_s, central differences with step
 1e-6, precise to ~1e-9 where no kink lies within 1e-6. v_s[i] = 2 * splitmix64(s << 40 ^ i)
-/ 2^64 - 1, the same sequence as `unit` in tests/attribution_support/mod.rs.
+/ 2^64 - 1, the same sequence as `unit` in tests/it/attribution_support/mod.rs.
 
 Third, the same per-channel references for a small MobileNet-like network (depthwise 3x3
 and 5x5 convolutions at strides 1 and 2, pointwise 1x1 convolutions with and without ReLU6

@@ -1,7 +1,7 @@
 //! The window path: a winit window, its surface configured by `GpuContext::for_window`, frames
 //! presented, a minimise (0×0 resize) skipping frames and a resize recovering. Needs an X
 //! display, so it is ignored by default; run it with
-//! `xvfb-run -a cargo test --test render_window -- --ignored`.
+//! `xvfb-run -a cargo test --test it -- --ignored render_window::`.
 #![cfg(target_os = "linux")]
 
 use std::sync::Arc;
@@ -96,7 +96,7 @@ impl ApplicationHandler for App {
 }
 
 #[test]
-#[ignore = "needs an X display: xvfb-run -a cargo test --test render_window -- --ignored"]
+#[ignore = "needs an X display: xvfb-run -a cargo test --test it -- --ignored render_window::"]
 fn window_surface_presents_resizes_and_minimises() {
     let event_loop = EventLoop::builder()
         .with_any_thread(true)

@@ -1,8 +1,8 @@
 //! Golden-image tests of the renderer on the default adapter (a software one — Mesa lavapipe —
 //! on machines without a GPU). Tiny reference PNGs live in `tests/golden/`; regenerate them
-//! with `CONVLENS_UPDATE_GOLDEN=1 cargo test --test render_golden` and look at them.
+//! with `CONVLENS_UPDATE_GOLDEN=1 cargo test --test it render_golden::` and look at them.
 
-mod common;
+use crate::common;
 
 use common::golden::{EXACT, TEXT, assert_golden};
 use convlens::render::{

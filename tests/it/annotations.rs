@@ -2,7 +2,7 @@
 //! them into a screenshot, clear errors for bad requests, and a kill -9 at a random moment
 //! of a stream of saves leaving a whole file every time.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -254,9 +254,12 @@ fn kill_9_during_saves_never_tears_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("marks.json");
     let mut seen_sizes = std::collections::BTreeSet::new();
+    // This module's path in the test binary (`annotations`), without the crate name.
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    let save_loop = format!("{module}::save_loop");
     for round in 0..12u64 {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "save_loop", "--ignored", "--nocapture"])
+            .args(["--exact", save_loop.as_str(), "--ignored", "--nocapture"])
             .env("CONVLENS_SAVE_LOOP", &path)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -3,7 +3,7 @@
 //! is `W[c,k] / (H·W)`, so Grad-CAM at A must equal `ReLU(Σ_k W[c,k]/(H·W) · A_k)` computed
 //! straight from the Linear layer's weights (the CAM identity of the Grad-CAM paper).
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -4,7 +4,7 @@
 //! The first input stays a runtime input; the others (weights, axes, bounds, indices)
 //! become initializers, which is how real CNNs carry them.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

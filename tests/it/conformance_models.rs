@@ -4,7 +4,7 @@
 //! Tolerance: max |error| relative to the reference tensor's max |value| ≤ 1e-4 on the CPU
 //! (flex) and ≤ 1e-3 on wgpu; tensor sums must agree to the same relative precision.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::Arc;

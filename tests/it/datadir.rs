@@ -3,7 +3,7 @@
 //! malformed architecture.json, symlinks pointing outside, file stems with path separators)
 //! give clear messages and never read outside the directory.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Output;

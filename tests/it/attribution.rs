@@ -3,8 +3,8 @@
 //! through Gemm/MatMul/Softmax), and PyTorch autograd with guided/deconvnet hooks on a small
 //! exported CNN (`scripts/make_attribution_reference.py`), on flex and on wgpu.
 
-mod attribution_support;
-mod common;
+use crate::attribution_support;
+use crate::common;
 
 use std::sync::Arc;
 
@@ -432,7 +432,7 @@ fn all_methods_match_pytorch_autograd_with_hooks_on_wgpu() {
 
 /// Wall time of GBP for every filter of every conv layer of the AlexNet-shaped workload of
 /// `benches/gbp.rs` (one forward pass, then batched reverse passes). Run with
-/// `cargo test --test attribution gbp_timing -- --ignored --nocapture`
+/// `cargo test --test it attribution::gbp_timing -- --ignored --nocapture`
 /// (`CONVLENS_BENCH_DEVICE=wgpu` for burn's wgpu device; `CONVLENS_CHUNK=n` to force a chunk).
 #[test]
 #[ignore = "timing, minutes on a CPU"]

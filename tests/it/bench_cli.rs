@@ -2,7 +2,7 @@
 //! every figure present and sane (no timing thresholds), and the gradient workload equal to
 //! the conv filters counted independently from `convlens info --json`.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

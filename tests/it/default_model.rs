@@ -4,7 +4,7 @@
 //! preprocessed tensors, and the whole pipeline from the shipped photos (decode → crop →
 //! resize → normalise → forward) classifies coffee.png as "espresso".
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

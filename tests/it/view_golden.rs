@@ -3,9 +3,9 @@
 //! model's first conv layer (forward), its last conv layer under guided backprop with a
 //! hovered filter, the softmax "Prob" chart, a pooling layer's window, and a ResNet-shaped
 //! model's architecture with its skip connections. Regenerate with
-//! `CONVLENS_UPDATE_GOLDEN=1 cargo test --test view_golden` and look at the PNGs.
+//! `CONVLENS_UPDATE_GOLDEN=1 cargo test --test it view_golden::` and look at the PNGs.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

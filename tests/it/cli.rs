@@ -1,6 +1,6 @@
 //! The `convlens` binary end to end: `info`, `export` and their error messages.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

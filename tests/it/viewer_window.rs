@@ -2,7 +2,7 @@
 //! double-click = bad, shift+click = clear) through X11 input events, the process killed
 //! with SIGKILL, and the marks found again after a restart. Needs an X display and
 //! `xdotool`, so it is ignored by default; CI runs it as
-//! `xvfb-run -a cargo test --test viewer_window -- --ignored`.
+//! `xvfb-run -a cargo test --test it -- --ignored viewer_window::`.
 #![cfg(target_os = "linux")]
 
 use std::path::Path;

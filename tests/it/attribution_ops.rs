@@ -4,8 +4,8 @@
 //! fixed pseudo-random r, and `<∂J/∂x, v>` from the reverse pass must match
 //! `(J(x + εv) − J(x − εv)) / 2ε` along random directions that cross no kink.
 
-mod attribution_support;
-mod common;
+use crate::attribution_support;
+use crate::common;
 
 use std::collections::BTreeMap;
 

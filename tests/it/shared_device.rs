@@ -2,7 +2,7 @@
 //! burn (`GpuContext::burn_device`), a model runs on it and matches the flex CPU backend, and
 //! the same context then renders a frame. Runs on Mesa's software Vulkan in CI.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

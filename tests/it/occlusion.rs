@@ -3,7 +3,7 @@
 //! `Σ_{square} (∂J_k/∂x ⊙ x)`, with the gradient from the reverse pass (backprop rule) — a
 //! different code path from the sweep of forward passes.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -2,7 +2,7 @@
 //! layer, put in place, equal the whole layer computed in one go; a receiver that says stop
 //! gets no further chunk; a layer stopped part-way resumes from its first missing filter.
 
-mod common;
+use crate::common;
 
 use std::ops::ControlFlow;
 use std::sync::Arc;

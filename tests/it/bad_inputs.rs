@@ -5,7 +5,7 @@
 //! (tests/inputs.rs), hostile layer names (export::stems unit tests), loader fuzz findings
 //! (tests/fuzz_regressions.rs).
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output, Stdio};
 
