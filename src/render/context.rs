@@ -1,9 +1,9 @@
 //! The wgpu instance/adapter/device/queue ([`GpuContext`]) and the window swapchain
 //! ([`SurfaceTarget`]: configure, resize, minimise, `Outdated`/`Lost` recovery).
 //!
-//! The device is opened with **all** of the adapter's features and limits so that burn
-//! (`burn::backend::wgpu::init_device` with a `WgpuSetup` built from these fields) can run on
-//! the very same device and its activation buffers can be copied into the tile atlas directly.
+//! The device is opened with **all** of the adapter's features and limits so that burn can run
+//! on the very same device ([`super::burn_bridge`] registers it) and its activation buffers can
+//! be copied into the tile atlas directly.
 
 use std::sync::Arc;
 
@@ -24,8 +24,8 @@ pub struct GpuContext {
     pub adapter_info: wgpu::AdapterInfo,
     /// The burn device registered on this device and queue by [`GpuContext::burn_device`]
     /// (shared by clones of the context); tensors on it can be copied into the atlas on the
-    /// GPU ([`crate::render::tensor_copy`]).
-    shared_burn: Arc<std::sync::Mutex<Option<burn::tensor::Device>>>,
+    /// GPU ([`crate::render::burn_bridge`]).
+    pub(super) shared_burn: super::burn_bridge::SharedBurnDevice,
 }
 
 impl GpuContext {
@@ -82,45 +82,6 @@ impl GpuContext {
             });
         }
         SurfaceTarget::new(self, surface, Some((window, has_display)), width, height)
-    }
-
-    /// Registers this context's instance, adapter, device and queue with burn's wgpu runtime
-    /// and returns the burn device that runs on them: tensors and the renderer then share one
-    /// device and one queue. Registers once per context (and its clones); later calls return
-    /// the same burn device.
-    pub fn burn_device(&self) -> Result<burn::tensor::Device> {
-        let mut shared = self
-            .shared_burn
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(device) = shared.as_ref() {
-            return Ok(device.clone());
-        }
-        let setup = burn::tensor::wgpu::WgpuSetup {
-            instance: self.instance.clone(),
-            adapter: self.adapter.clone(),
-            device: self.device.clone(),
-            queue: self.queue.clone(),
-            backend: self.adapter_info.backend,
-        };
-        let device = burn::tensor::Device::wgpu_options()
-            .setup(setup)
-            .init()
-            .map_err(|e| RenderError::ShareWithBurn {
-                adapter: self.adapter_info.name.clone(),
-                detail: e.to_string(),
-            })?;
-        *shared = Some(device.clone());
-        Ok(device)
-    }
-
-    /// The burn device sharing this context's device and queue, once
-    /// [`GpuContext::burn_device`] has registered it.
-    pub fn shared_burn_device(&self) -> Option<burn::tensor::Device> {
-        self.shared_burn
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
     }
 
     /// A context whose adapter can present to `surface` (created from `instance`).

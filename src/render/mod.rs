@@ -1,4 +1,4 @@
-//! GPU rendering with wgpu only (no app state): device context, targets, the activation tile
+//! GPU rendering with wgpu (no app state; burn only through [`burn_bridge`]): device context, targets, the activation tile
 //! atlas and its instanced renderer, shapes, text, and the per-frame [`Renderer`] that draws a
 //! [`Scene`] into a window surface or an offscreen image.
 //!
@@ -12,6 +12,7 @@
 //! - Every GPU struct is `#[repr(C)]` + `bytemuck::Pod` and mirrors a struct in `shaders/`.
 
 mod buffer;
+pub mod burn_bridge;
 pub mod context;
 pub mod error;
 pub mod frame;
@@ -19,19 +20,18 @@ pub mod offscreen;
 pub mod packer;
 mod pipeline;
 pub mod shapes;
-pub mod tensor_copy;
 pub mod text;
 pub mod tile_atlas;
 pub mod tiles;
 
 pub use buffer::grown_capacity;
+pub use burn_bridge::{AtlasFill, copy_maps, copy_maps_or_upload};
 pub use context::{GpuContext, SurfaceFrame, SurfaceTarget};
 pub use error::RenderError;
 pub use frame::{FrameCounter, FrameStats, Renderer, Scene};
 pub use offscreen::OffscreenTarget;
 pub use packer::{LinearPacker, Span};
 pub use shapes::{ShapeInstance, ShapeKind, ShapeRenderer};
-pub use tensor_copy::{AtlasFill, copy_maps, copy_maps_or_upload};
 pub use text::{TextItem, TextRenderer};
 pub use tile_atlas::{ReadyTiles, TileAtlas, TileHandle, value_range};
 pub use tiles::{Colormap, TileInstance, TileRenderer, colormap_srgb, rect_visible, visible_tiles};

@@ -1,6 +1,6 @@
-//! The integration tests, in one binary so the crate links once for all of them (23 test
-//! binaries each linking burn and wgpu cost ~1 min of link time per CI run). One module per
-//! concern, as the files were; `common` and `attribution_support` are their shared helpers.
+//! The integration tests, in one binary so the crate links once for all of them: as 23
+//! binaries, each linking burn and wgpu, a library edit took 18.3 s to rebuild them, now
+//! 5.3 s (2-core EPYC, warm dependencies). One module per concern, as the files were; `common` and `attribution_support` are their shared helpers.
 //! `tests/fuzz_regressions.rs` stays its own binary: it installs a capped global allocator.
 //!
 //! Run one concern with a filter: `cargo test --test it datadir::`. The windowed tests are

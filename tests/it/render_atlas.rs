@@ -355,7 +355,7 @@ fn hundred_thousand_tiles_page_through_layers() {
 #[test]
 fn burn_tensors_copy_into_the_atlas_on_the_shared_device() {
     use burn::tensor::{Tensor, TensorData};
-    use convlens::render::tensor_copy::map_ranges;
+    use convlens::render::burn_bridge::map_ranges;
     use convlens::render::{AtlasFill, copy_maps, copy_maps_or_upload};
 
     let ctx = ctx();

@@ -1,6 +1,7 @@
-//! The zero-copy path from burn to the screen: a `[C, H, W]` activation tensor that lives on
-//! the renderer's own wgpu device (see [`GpuContext::burn_device`]) is copied into the tile
-//! atlas buffer-to-texture on the GPU; only the `2·C` normalisation bounds come back to the
+//! The renderer's one adapter to burn (no other file of `render/` names burn or cubecl):
+//! [`GpuContext::burn_device`] registers the renderer's wgpu device with burn's runtime, and
+//! the zero-copy path from burn to the screen copies a `[C, H, W]` activation tensor that
+//! lives on that device into the tile atlas, buffer-to-texture on the GPU; only the `2·C` normalisation bounds come back to the
 //! CPU. Tensors on any other device (flex, a second wgpu device) use the CPU upload path
 //! ([`TileAtlas::upload_maps`]) instead; [`copy_maps_or_upload`] picks.
 //!
@@ -12,6 +13,50 @@
 use burn::tensor::{Tensor, TensorData};
 
 use crate::render::{GpuContext, ReadyTiles, RenderError, Result, TileAtlas};
+
+/// The burn device a [`GpuContext`] registered, shared by the context's clones.
+pub(super) type SharedBurnDevice = std::sync::Arc<std::sync::Mutex<Option<burn::tensor::Device>>>;
+
+impl GpuContext {
+    /// Registers this context's instance, adapter, device and queue with burn's wgpu runtime
+    /// and returns the burn device that runs on them: tensors and the renderer then share one
+    /// device and one queue. Registers once per context (and its clones); later calls return
+    /// the same burn device.
+    pub fn burn_device(&self) -> Result<burn::tensor::Device> {
+        let mut shared = self
+            .shared_burn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(device) = shared.as_ref() {
+            return Ok(device.clone());
+        }
+        let setup = burn::tensor::wgpu::WgpuSetup {
+            instance: self.instance.clone(),
+            adapter: self.adapter.clone(),
+            device: self.device.clone(),
+            queue: self.queue.clone(),
+            backend: self.adapter_info.backend,
+        };
+        let device = burn::tensor::Device::wgpu_options()
+            .setup(setup)
+            .init()
+            .map_err(|e| RenderError::ShareWithBurn {
+                adapter: self.adapter_info.name.clone(),
+                detail: e.to_string(),
+            })?;
+        *shared = Some(device.clone());
+        Ok(device)
+    }
+
+    /// The burn device sharing this context's device and queue, once
+    /// [`GpuContext::burn_device`] has registered it.
+    pub fn shared_burn_device(&self) -> Option<burn::tensor::Device> {
+        self.shared_burn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
 
 /// The burn backend whose primitive is a [`burn::backend::wgpu::CubeTensor`] on wgpu.
 type WgpuBackend = burn::backend::Wgpu;
