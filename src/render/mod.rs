@@ -1,6 +1,6 @@
-//! GPU rendering with wgpu (no app state; burn only through [`burn_bridge`]): device context, targets, the activation tile
-//! atlas and its instanced renderer, shapes, text, and the per-frame [`Renderer`] that draws a
-//! [`Scene`] into a window surface or an offscreen image.
+//! GPU rendering with wgpu (no app state; burn only through [`burn_bridge`]): device context,
+//! targets, the activation tile atlas and its instanced renderer, shapes, text, and the
+//! per-frame [`Renderer`] that draws a [`Scene`] into a window surface or an offscreen image.
 //!
 //! Conventions shared by every sub-module:
 //! - Long-lived renderers own pipelines, layouts and buffers; `prepare(device, queue, …)` does all
