@@ -35,13 +35,10 @@ impl Scene {
         }
         let s4 = |v: [f32; 4]| v.map(|x| x * factor);
         for shape in self.shapes.iter_mut().chain(self.overlay.iter_mut()) {
-            shape.geom = s4(shape.geom);
-            shape.stroke_px *= factor;
-            shape.radius_px *= factor;
+            *shape = shape.scaled(factor);
         }
         for tile in &mut self.tiles {
-            tile.rect_px = s4(tile.rect_px);
-            tile.border_px *= factor;
+            *tile = tile.scaled(factor);
         }
         for text in &mut self.text {
             text.pos_px = text.pos_px.map(|x| x * factor);

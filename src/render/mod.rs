@@ -9,7 +9,9 @@
 //! - Colours are **sRGB** (what a colour picker or CSS gives), straight alpha, in `0.0..=1.0`.
 //!   Shaders convert to linear only when the target format is an `*Srgb` one, so a value
 //!   written as `v` ends up as the byte `round(255 v)` in the target either way.
-//! - Every GPU struct is `#[repr(C)]` + `bytemuck::Pod` and mirrors a struct in `shaders/`.
+//! - Every GPU struct is private to its module, `#[repr(C)]` + `bytemuck::Pod`, mirrors a
+//!   struct in `shaders/` and has `const` size and offset asserts; the public API takes typed
+//!   descriptions (`TileInstance`, `ShapeInstance`) that `prepare` converts.
 
 mod buffer;
 pub mod burn_bridge;

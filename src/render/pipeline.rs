@@ -15,6 +15,14 @@ pub(crate) struct Globals {
     pub _pad: u32,
 }
 
+// WGSL: vec2<f32> at 0, u32 at 8, padding to the uniform's 16-byte size.
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(offset_of!(Globals, viewport_px) == 0);
+    assert!(offset_of!(Globals, output_srgb) == 8);
+    assert!(size_of::<Globals>() == 16);
+};
+
 impl Globals {
     pub(crate) fn new(viewport: [u32; 2], format: wgpu::TextureFormat) -> Self {
         Self {

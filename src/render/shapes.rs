@@ -26,20 +26,53 @@ pub enum ShapeKind {
     Line = 2,
 }
 
-/// One shape. Keep in sync with `struct Instance` in shaders/shapes.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+/// One shape: a filled or outlined (optionally rounded) rect, or a line, in target pixels. A
+/// typed description; the renderer turns it into the GPU instance layout.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ShapeInstance {
     /// Rect `x, y, w, h`, or line `x0, y0, x1, y1`, in pixels.
-    pub geom: [f32; 4],
+    geom: [f32; 4],
     /// sRGB colour, straight alpha.
-    pub color: [f32; 4],
-    /// A [`ShapeKind`] as `u32`.
-    pub kind: u32,
+    color: [f32; 4],
+    kind: ShapeKind,
     /// Outline width or line thickness in pixels.
-    pub stroke_px: f32,
+    stroke_px: f32,
     /// Corner radius of rects in pixels (half the height gives a pill or, square, a circle).
-    pub radius_px: f32,
+    radius_px: f32,
+}
+
+/// One shape as the GPU reads it. Keep in sync with `struct Instance` in shaders/shapes.wgsl
+/// (offsets packed as `vertex_attr_array!` does).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+struct ShapeGpu {
+    geom: [f32; 4],
+    color: [f32; 4],
+    kind: u32,
+    stroke_px: f32,
+    radius_px: f32,
+}
+
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(offset_of!(ShapeGpu, geom) == 0);
+    assert!(offset_of!(ShapeGpu, color) == 16);
+    assert!(offset_of!(ShapeGpu, kind) == 32);
+    assert!(offset_of!(ShapeGpu, stroke_px) == 36);
+    assert!(offset_of!(ShapeGpu, radius_px) == 40);
+    assert!(size_of::<ShapeGpu>() == 44);
+};
+
+impl From<&ShapeInstance> for ShapeGpu {
+    fn from(s: &ShapeInstance) -> Self {
+        Self {
+            geom: s.geom,
+            color: s.color,
+            kind: s.kind as u32,
+            stroke_px: s.stroke_px,
+            radius_px: s.radius_px,
+        }
+    }
 }
 
 impl ShapeInstance {
@@ -48,7 +81,7 @@ impl ShapeInstance {
         Self {
             geom: rect,
             color,
-            kind: ShapeKind::Fill as u32,
+            kind: ShapeKind::Fill,
             stroke_px: 0.0,
             radius_px: 0.0,
         }
@@ -57,7 +90,7 @@ impl ShapeInstance {
     /// A rect border of `width_px`, drawn inside `rect`.
     pub fn outline_rect(rect: [f32; 4], width_px: f32, color: [f32; 4]) -> Self {
         Self {
-            kind: ShapeKind::Outline as u32,
+            kind: ShapeKind::Outline,
             stroke_px: width_px,
             ..Self::fill_rect(rect, color)
         }
@@ -68,7 +101,7 @@ impl ShapeInstance {
         Self {
             geom: [from[0], from[1], to[0], to[1]],
             color,
-            kind: ShapeKind::Line as u32,
+            kind: ShapeKind::Line,
             stroke_px: width_px,
             radius_px: 0.0,
         }
@@ -94,10 +127,18 @@ impl ShapeInstance {
         self
     }
 
+    /// The same shape scaled by `factor` (logical → physical pixels).
+    pub(super) fn scaled(mut self, factor: f32) -> Self {
+        self.geom = self.geom.map(|x| x * factor);
+        self.stroke_px *= factor;
+        self.radius_px *= factor;
+        self
+    }
+
     /// Axis-aligned bounds `x, y, w, h` including the antialiasing margin.
     pub fn bounds(&self) -> [f32; 4] {
         let [a, b, c, d] = self.geom;
-        if self.kind == ShapeKind::Line as u32 {
+        if self.kind == ShapeKind::Line {
             let m = self.stroke_px * 0.5 + 1.0;
             let (x0, x1) = (a.min(c) - m, a.max(c) + m);
             let (y0, y1) = (b.min(d) - m, b.max(d) + m);
@@ -115,7 +156,7 @@ pub struct ShapeRenderer {
     bind_group: wgpu::BindGroup,
     globals: GlobalsUniform,
     instances: InstanceBuffer,
-    visible: Vec<ShapeInstance>,
+    visible: Vec<ShapeGpu>,
     below: Range<u32>,
     above: Range<u32>,
     format: wgpu::TextureFormat,
@@ -138,7 +179,7 @@ impl ShapeRenderer {
                 shader_label: "shapes shader",
                 shader_source: SHADERS[1].1,
                 bind_group_layout: &layout,
-                instance_stride: size_of::<ShapeInstance>() as u64,
+                instance_stride: size_of::<ShapeGpu>() as u64,
                 attributes: &attributes,
                 format,
                 blend: Some(wgpu::BlendState::ALPHA_BLENDING),
@@ -177,11 +218,19 @@ impl ShapeRenderer {
         self.globals.set(queue, Globals::new(viewport, self.format));
         let vp = [viewport[0] as f32, viewport[1] as f32];
         self.visible.clear();
-        self.visible
-            .extend(below.iter().filter(|s| rect_visible(s.bounds(), vp)));
+        self.visible.extend(
+            below
+                .iter()
+                .filter(|s| rect_visible(s.bounds(), vp))
+                .map(ShapeGpu::from),
+        );
         let split = self.visible.len() as u32;
-        self.visible
-            .extend(above.iter().filter(|s| rect_visible(s.bounds(), vp)));
+        self.visible.extend(
+            above
+                .iter()
+                .filter(|s| rect_visible(s.bounds(), vp))
+                .map(ShapeGpu::from),
+        );
         let end = self.visible.len() as u32;
         self.below = 0..split;
         self.above = split..end;
@@ -214,17 +263,6 @@ impl ShapeRenderer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::mem::offset_of;
-
-    #[test]
-    fn instance_layout_matches_the_vertex_attributes() {
-        assert_eq!(offset_of!(ShapeInstance, geom), 0);
-        assert_eq!(offset_of!(ShapeInstance, color), 16);
-        assert_eq!(offset_of!(ShapeInstance, kind), 32);
-        assert_eq!(offset_of!(ShapeInstance, stroke_px), 36);
-        assert_eq!(offset_of!(ShapeInstance, radius_px), 40);
-        assert_eq!(size_of::<ShapeInstance>(), 44);
-    }
 
     #[test]
     fn bounds_cover_lines_in_any_direction() {

@@ -33,31 +33,22 @@ impl Colormap {
     pub const SCALAR: [Colormap; 3] = [Colormap::Grey, Colormap::Diverging, Colormap::Viridis];
 }
 
-/// One tile on screen. Keep in sync with `struct Instance` in shaders/tiles.wgsl (field
-/// order = attribute locations 0..=7).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+/// One tile on screen: where (`rect_px`, target pixels), which atlas texels (`handle`), how
+/// its values map to colours (`value_range`, `colormap`), and an optional border. A typed
+/// description; the renderer turns it into the GPU instance layout.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TileInstance {
-    /// `x, y, w, h` in target pixels.
-    pub rect_px: [f32; 4],
-    /// `[min, max]` mapped to black..white; `max <= min` draws the tile black.
-    pub value_range: [f32; 2],
-    /// Column and row of the tile's first atlas texel ([`TileHandle::origin_px`]).
-    pub origin_px: [u32; 2],
-    /// Tile size in texels, one plane ([`TileHandle::size_px`]).
-    pub size_px: [u32; 2],
-    /// Atlas layer of the first texel.
-    pub layer: u32,
-    /// A [`Colormap`] as `u32`.
-    pub colormap: u32,
-    /// Border colour (sRGB; alpha mixes it over the tile).
-    pub border_rgba: [f32; 4],
-    /// Border width in pixels, drawn inside `rect_px`; 0 for none.
-    pub border_px: f32,
+    rect_px: [f32; 4],
+    handle: TileHandle,
+    value_range: [f32; 2],
+    colormap: Colormap,
+    border_px: f32,
+    border_rgba: [f32; 4],
 }
 
 impl TileInstance {
-    /// A tile showing `handle` in `rect_px` with the given normalisation range and map.
+    /// A tile showing `handle` in `rect_px` (`x, y, w, h`) with the normalisation range
+    /// `[min, max]` (mapped to black..white; `max <= min` draws the tile black) and map.
     pub fn new(
         rect_px: [f32; 4],
         handle: TileHandle,
@@ -66,13 +57,11 @@ impl TileInstance {
     ) -> Self {
         Self {
             rect_px,
+            handle,
             value_range,
-            origin_px: handle.origin_px,
-            size_px: handle.size_px,
-            layer: handle.layer,
-            colormap: colormap as u32,
-            border_rgba: [0.0; 4],
+            colormap,
             border_px: 0.0,
+            border_rgba: [0.0; 4],
         }
     }
 
@@ -81,11 +70,72 @@ impl TileInstance {
         Self::new(rect_px, handle, [0.0, 1.0], Colormap::Rgb)
     }
 
-    /// The same tile with a border of `width_px` in `rgba` (sRGB).
+    /// The same tile with a border of `width_px` (drawn inside the rect; 0 for none) in
+    /// `rgba` (sRGB; alpha mixes it over the tile).
     pub fn with_border(mut self, width_px: f32, rgba: [f32; 4]) -> Self {
         self.border_px = width_px;
         self.border_rgba = rgba;
         self
+    }
+
+    /// `x, y, w, h` in target pixels.
+    pub fn rect_px(&self) -> [f32; 4] {
+        self.rect_px
+    }
+
+    /// The border: width in pixels and sRGB colour.
+    pub fn border(&self) -> (f32, [f32; 4]) {
+        (self.border_px, self.border_rgba)
+    }
+
+    /// The same tile with its rect and border scaled by `factor` (logical → physical pixels).
+    pub(super) fn scaled(mut self, factor: f32) -> Self {
+        self.rect_px = self.rect_px.map(|x| x * factor);
+        self.border_px *= factor;
+        self
+    }
+}
+
+/// One tile as the GPU reads it. Keep in sync with `struct Instance` in shaders/tiles.wgsl
+/// (field order = attribute locations 0..=7, offsets packed as `vertex_attr_array!` does).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+struct TileGpu {
+    rect_px: [f32; 4],
+    value_range: [f32; 2],
+    origin_px: [u32; 2],
+    size_px: [u32; 2],
+    layer: u32,
+    colormap: u32,
+    border_rgba: [f32; 4],
+    border_px: f32,
+}
+
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(offset_of!(TileGpu, rect_px) == 0);
+    assert!(offset_of!(TileGpu, value_range) == 16);
+    assert!(offset_of!(TileGpu, origin_px) == 24);
+    assert!(offset_of!(TileGpu, size_px) == 32);
+    assert!(offset_of!(TileGpu, layer) == 40);
+    assert!(offset_of!(TileGpu, colormap) == 44);
+    assert!(offset_of!(TileGpu, border_rgba) == 48);
+    assert!(offset_of!(TileGpu, border_px) == 64);
+    assert!(size_of::<TileGpu>() == 68);
+};
+
+impl From<&TileInstance> for TileGpu {
+    fn from(t: &TileInstance) -> Self {
+        Self {
+            rect_px: t.rect_px,
+            value_range: t.value_range,
+            origin_px: t.handle.origin_px,
+            size_px: t.handle.size_px,
+            layer: t.handle.layer,
+            colormap: t.colormap as u32,
+            border_rgba: t.border_rgba,
+            border_px: t.border_px,
+        }
     }
 }
 
@@ -163,7 +213,7 @@ pub struct TileRenderer {
     /// Bind group and the atlas (id, generation) it was built for.
     bind_group: Option<((u64, u64), wgpu::BindGroup)>,
     instances: InstanceBuffer,
-    visible: Vec<TileInstance>,
+    visible: Vec<TileGpu>,
     count: u32,
     format: wgpu::TextureFormat,
 }
@@ -198,7 +248,7 @@ impl TileRenderer {
                 shader_label: "tiles shader",
                 shader_source: SHADERS[0].1,
                 bind_group_layout: &layout,
-                instance_stride: size_of::<TileInstance>() as u64,
+                instance_stride: size_of::<TileGpu>() as u64,
                 attributes: &attributes,
                 format,
                 blend: None,
@@ -246,7 +296,8 @@ impl TileRenderer {
             self.bind_group = Some((key, bind_group));
         }
         self.visible.clear();
-        self.visible.extend(visible_tiles(tiles, viewport));
+        self.visible
+            .extend(visible_tiles(tiles, viewport).map(TileGpu::from));
         self.instances
             .upload(device, queue, bytemuck::cast_slice(&self.visible));
         self.count = self.visible.len() as u32;
@@ -271,21 +322,6 @@ impl TileRenderer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::mem::offset_of;
-
-    #[test]
-    fn instance_layout_matches_the_vertex_attributes() {
-        // Attribute offsets implied by vertex_attr_array! (packed in declaration order).
-        assert_eq!(offset_of!(TileInstance, rect_px), 0);
-        assert_eq!(offset_of!(TileInstance, value_range), 16);
-        assert_eq!(offset_of!(TileInstance, origin_px), 24);
-        assert_eq!(offset_of!(TileInstance, size_px), 32);
-        assert_eq!(offset_of!(TileInstance, layer), 40);
-        assert_eq!(offset_of!(TileInstance, colormap), 44);
-        assert_eq!(offset_of!(TileInstance, border_rgba), 48);
-        assert_eq!(offset_of!(TileInstance, border_px), 64);
-        assert_eq!(size_of::<TileInstance>(), 68);
-    }
 
     #[test]
     fn culling_keeps_only_tiles_touching_the_viewport() {

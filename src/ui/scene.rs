@@ -255,21 +255,22 @@ fn details(inp: &SceneInputs, scene: &mut Scene) {
                     continue;
                 };
                 let r = grid.tile_rect(pos, state.details_scroll_px);
-                let mut t =
+                let t =
                     TileInstance::new(r.xywh(), *handle, *range, tiles.colormap(state.colormap));
-                let (border_rgba, border_px) = if state.hover == Hover::Tile(k) {
-                    (ACCENT, 2.0)
+                let border = if state.hover == Hover::Tile(k) {
+                    Some((ACCENT, 2.0))
                 } else {
                     match inp.annotations.mark(&layer.name, k) {
-                        Some(Mark::Good) => (GOOD, 3.0),
-                        Some(Mark::Bad) => (BAD, 3.0),
-                        None if inp.suggested_bad.contains(&k) => (SUGGESTED, 1.5),
-                        None => (t.border_rgba, t.border_px),
+                        Some(Mark::Good) => Some((GOOD, 3.0)),
+                        Some(Mark::Bad) => Some((BAD, 3.0)),
+                        None if inp.suggested_bad.contains(&k) => Some((SUGGESTED, 1.5)),
+                        None => None,
                     }
                 };
-                t.border_rgba = border_rgba;
-                t.border_px = border_px;
-                scene.tiles.push(t);
+                scene.tiles.push(match border {
+                    Some((rgba, width_px)) => t.with_border(width_px, rgba),
+                    None => t,
+                });
             }
         }
         (Some(_), None) => {
