@@ -13,9 +13,11 @@
 //! [`gpu_instance`] opens the wgpu instance both use when no window is involved;
 //! [`app`] is the window and its compute worker; [`annotations`] keeps the user's good/bad
 //! filter marks, saved atomically ([`atomic_file`]) on every change. [`cli`] is the
-//! command-line edge that wires these together; [`error_line`] words its errors (and the
-//! viewer's) as one line.
-//! [`bench`] measures how fast each stage is (`convlens bench`).
+//! command-line edge that wires these together, printing an error with its causes as one line
+//! (`{:#}`; a library error either shows its cause in its message or chains it, never both).
+//! [`bench`] measures how fast each stage is (`convlens bench`). [`format`] is the data
+//! directory's format (the method vocabulary, paths, typed JSON documents, the reader), which
+//! [`export`] writes and `view --data` reads.
 
 // Nothing a user or a file can influence may unwrap: errors are values (see each module's
 // error enum). Tests may unwrap.
@@ -28,7 +30,6 @@ pub mod atomic_file;
 pub mod bench;
 pub mod cli;
 pub mod engine;
-pub mod error_line;
 pub mod export;
 pub mod format;
 pub mod gpu_instance;

@@ -20,7 +20,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", convlens::error_line::error_line(&e));
+            eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }

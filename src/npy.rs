@@ -9,12 +9,8 @@ const MAX_ELEMENTS: usize = 1 << 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NpyError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{path} is not a valid .npy file: {detail}")]
     Format { path: String, detail: String },
 }
@@ -53,7 +49,7 @@ pub fn to_bytes(shape: &[usize], data: &[f32]) -> Vec<u8> {
 pub fn read(path: &Path) -> Result<NpyArray, NpyError> {
     let bytes = std::fs::read(path).map_err(|source| NpyError::Io {
         path: path.display().to_string(),
-        source,
+        error: source,
     })?;
     from_bytes(&bytes).map_err(|detail| NpyError::Format {
         path: path.display().to_string(),

@@ -41,12 +41,8 @@ impl Mark {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AnnotationError {
-    #[error("cannot read or write annotations {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot read or write annotations {path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("annotations file {path} is malformed ({detail}); it was left untouched")]
     Malformed { path: String, detail: String },
     #[error(
@@ -270,7 +266,7 @@ impl AnnotationStore {
             Err(source) => {
                 return Err(AnnotationError::Io {
                     path: shown,
-                    source,
+                    error: source,
                 });
             }
         };
@@ -329,7 +325,7 @@ impl AnnotationStore {
         };
         let io = |source| AnnotationError::Io {
             path: path.display().to_string(),
-            source,
+            error: source,
         };
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()

@@ -48,7 +48,7 @@ pub fn compute_with_fallback<T>(
                 result,
                 Some(Fallback {
                     engine: cpu,
-                    reason: crate::error_line::error_line(&e),
+                    reason: format!("{e:#}"),
                 }),
             )
         }

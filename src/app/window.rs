@@ -364,11 +364,7 @@ impl App {
         options.annotations = None; // --annotations named the first model's file
         let mut session = new_session(ViewSource::Model(model), &options, None);
         if let Err(e) = session.run_file(None) {
-            self.session.vm.notify(format!(
-                "{}: {}",
-                path.display(),
-                crate::error_line::error_line(&e)
-            ));
+            self.session.vm.notify(format!("{}: {e:#}", path.display()));
             return;
         }
         self.worker = match (&session.engine, &session.model) {
@@ -609,7 +605,7 @@ impl ApplicationHandler<UserEvent> for App {
                             }
                             self.inputs = Some(list);
                         }
-                        Err(e) => self.session.vm.notify(crate::error_line::error_line(&e)),
+                        Err(e) => self.session.vm.notify(format!("{e:#}")),
                     }
                 }
                 self.redraw();

@@ -120,9 +120,7 @@ impl Worker {
                                     run_forward(engine, &input, path.display().to_string())
                                 });
                             (
-                                Some(UserEvent::Forward(
-                                    result.map_err(|e| crate::error_line::error_line(&e)),
-                                )),
+                                Some(UserEvent::Forward(result.map_err(|e| format!("{e:#}")))),
                                 fallback,
                             )
                         }
@@ -134,9 +132,7 @@ impl Worker {
                                     run_forward(engine, &input, label.clone())
                                 });
                             (
-                                Some(UserEvent::Forward(
-                                    result.map_err(|e| crate::error_line::error_line(&e)),
-                                )),
+                                Some(UserEvent::Forward(result.map_err(|e| format!("{e:#}")))),
                                 fallback,
                             )
                         }
@@ -150,9 +146,7 @@ impl Worker {
                                     compute_cam(engine, &input, layer, class)
                                 });
                             (
-                                Some(UserEvent::Cam(
-                                    result.map_err(|e| crate::error_line::error_line(&e)),
-                                )),
+                                Some(UserEvent::Cam(result.map_err(|e| format!("{e:#}")))),
                                 fallback,
                             )
                         }
@@ -169,12 +163,9 @@ impl Worker {
                                 });
                             match result {
                                 Ok(_) => (None, fallback),
-                                Err(e) => (
-                                    Some(UserEvent::GradientsFailed(
-                                        crate::error_line::error_line(&e),
-                                    )),
-                                    fallback,
-                                ),
+                                Err(e) => {
+                                    (Some(UserEvent::GradientsFailed(format!("{e:#}"))), fallback)
+                                }
                             }
                         }
                     };
@@ -269,9 +260,7 @@ fn between_chunks(
                 class,
             } => {
                 let cam = compute_cam(engine, &input, layer, class);
-                if !send(UserEvent::Cam(
-                    cam.map_err(|e| crate::error_line::error_line(&e)),
-                )) {
+                if !send(UserEvent::Cam(cam.map_err(|e| format!("{e:#}")))) {
                     return ControlFlow::Break(());
                 }
             }

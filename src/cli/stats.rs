@@ -91,13 +91,7 @@ pub fn stats(args: &StatsArgs) -> Result<()> {
                 .for_each(|(stats, map)| stats.add(map)),
             Err(e) => {
                 skipped += 1;
-                bar.suspend(|| {
-                    eprintln!(
-                        "warning: skipped {}: {}",
-                        file.display(),
-                        crate::error_line::error_line(&e)
-                    )
-                });
+                bar.suspend(|| eprintln!("warning: skipped {}: {e:#}", file.display()));
             }
         }
         bar.inc(1);

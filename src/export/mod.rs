@@ -20,12 +20,8 @@ use crate::viz::tiles::{rgb_planes_to_rgb8, tile_to_grey8};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("cannot write {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot write {path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("cannot encode {path}: {detail}")]
     Encode { path: String, detail: String },
     #[error(transparent)]
@@ -43,7 +39,7 @@ pub type Result<T, E = ExportError> = std::result::Result<T, E>;
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError + '_ {
     move |source| ExportError::Io {
         path: path.display().to_string(),
-        source,
+        error: source,
     }
 }
 

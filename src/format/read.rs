@@ -24,12 +24,8 @@ const MAX_LAYER_VALUES: usize = 1 << 28;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataDirError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{path} is malformed: {detail}")]
     Malformed { path: String, detail: String },
     #[error("{path} points outside the data directory {root}; refused")]
@@ -84,7 +80,7 @@ impl DataDir {
     pub fn open(dir: &Path) -> Result<Self> {
         let root = dir.canonicalize().map_err(|source| DataDirError::Io {
             path: dir.display().to_string(),
-            source,
+            error: source,
         })?;
         let arch_path = root.join(paths::ARCHITECTURE);
         let arch_bytes = read_inside(&root, &arch_path, MAX_JSON_BYTES)?;
@@ -193,7 +189,7 @@ impl DataDir {
             let path = paths::tile(&self.root, method, &l.file_stem, k + 1);
             let img = match read_png(&self.root, &path) {
                 Ok(img) => img,
-                Err(DataDirError::Io { source, .. })
+                Err(DataDirError::Io { error: source, .. })
                     if source.kind() == std::io::ErrorKind::NotFound =>
                 {
                     missing.push(k);
@@ -319,7 +315,7 @@ fn read_scores(root: &Path) -> Result<Scores> {
 fn resolve_inside(root: &Path, path: &Path) -> Result<PathBuf> {
     let real = path.canonicalize().map_err(|source| DataDirError::Io {
         path: path.display().to_string(),
-        source,
+        error: source,
     })?;
     if !real.starts_with(root) {
         return Err(DataDirError::Outside {
@@ -335,7 +331,7 @@ fn read_inside(root: &Path, path: &Path, limit: u64) -> Result<Vec<u8>> {
     let real = resolve_inside(root, path)?;
     let io = |source| DataDirError::Io {
         path: path.display().to_string(),
-        source,
+        error: source,
     };
     let size = std::fs::metadata(&real).map_err(io)?.len();
     if size > limit {

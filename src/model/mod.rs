@@ -60,12 +60,8 @@ impl LoadedModel {
 /// Everything that can go wrong while reading a model or an input.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("cannot read {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot read {path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{model} is not a valid ONNX model: {detail}")]
     NotOnnx { model: String, detail: String },
     #[error(

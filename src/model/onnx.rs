@@ -29,7 +29,7 @@ pub struct ImportOptions {
 pub fn load_onnx_file(path: &Path, options: &ImportOptions) -> Result<Graph> {
     let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
         path: path.display().to_string(),
-        source,
+        error: source,
     })?;
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
     load_onnx_bytes(&bytes, &path.display().to_string(), stem, options)

@@ -72,7 +72,7 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     let reader = image::ImageReader::open(path)
         .map_err(|source| ModelError::Io {
             path: path.display().to_string(),
-            source,
+            error: source,
         })?
         .with_guessed_format()
         .map_err(|e| ModelError::input(path.display(), e.to_string()))?;
@@ -87,7 +87,7 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
         .and_then(|r| r.with_guessed_format())
         .map_err(|source| ModelError::Io {
             path: path.display().to_string(),
-            source,
+            error: source,
         })?
         .into_dimensions()
         .map_err(|e| ModelError::input(path.display(), format!("cannot decode image: {e}")))?;
@@ -157,7 +157,7 @@ pub fn list_inputs(path: &Path) -> Result<Vec<std::path::PathBuf>> {
     }
     let entries = std::fs::read_dir(path).map_err(|source| ModelError::Io {
         path: path.display().to_string(),
-        source,
+        error: source,
     })?;
     let mut files: Vec<std::path::PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))

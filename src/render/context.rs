@@ -132,7 +132,7 @@ impl GpuContext {
             .await
             .map_err(|source| RenderError::RequestDevice {
                 adapter: adapter_info.name.clone(),
-                source,
+                error: source,
             })?;
         Ok(Self {
             instance,

@@ -13,18 +13,17 @@ pub enum RenderError {
     NoAdapter(#[source] wgpu::RequestAdapterError),
 
     /// The adapter refused to open a device with its own features and limits.
-    #[error("could not open a device on adapter '{adapter}': {source}")]
+    #[error("could not open a device on adapter '{adapter}': {error}")]
     RequestDevice {
         /// Adapter name as reported by the driver.
         adapter: String,
         /// The driver's error.
-        #[source]
-        source: wgpu::RequestDeviceError,
+        error: wgpu::RequestDeviceError,
     },
 
     /// A window surface could not be created.
     #[error("could not create a window surface: {0}")]
-    CreateSurface(#[from] wgpu::CreateSurfaceError),
+    CreateSurface(wgpu::CreateSurfaceError),
 
     /// burn refused to run on this context's device.
     #[error("burn cannot use the renderer's wgpu device '{adapter}': {detail}")]
@@ -126,11 +125,11 @@ pub enum RenderError {
 
     /// Mapping a readback buffer failed.
     #[error("readback failed: could not map the buffer: {0}")]
-    Map(#[from] wgpu::BufferAsyncError),
+    Map(wgpu::BufferAsyncError),
 
     /// Waiting for the device failed (device lost, timeout).
     #[error("readback failed: waiting for the GPU: {0}")]
-    Poll(#[from] wgpu::PollError),
+    Poll(wgpu::PollError),
 
     /// The map callback never reported back.
     #[error("readback failed: the buffer map callback never ran")]
@@ -153,11 +152,11 @@ pub enum RenderError {
 
     /// glyphon's glyph atlas could not grow to hold this frame's text.
     #[error("text: {0}")]
-    TextPrepare(#[from] glyphon::PrepareError),
+    TextPrepare(glyphon::PrepareError),
 
     /// glyphon could not record its draw.
     #[error("text: {0}")]
-    TextRender(#[from] glyphon::RenderError),
+    TextRender(glyphon::RenderError),
 
     /// wgpu reported a validation error inside an error scope.
     #[error("GPU validation error during {during}: {message}")]
@@ -167,4 +166,36 @@ pub enum RenderError {
         /// wgpu's message.
         message: String,
     },
+}
+
+// The variants above print the wrapped error in their message, so they do not also return it
+// as `source()` (no `#[from]`, which implies `#[source]`): a chain printer shows each cause once.
+impl From<wgpu::CreateSurfaceError> for RenderError {
+    fn from(error: wgpu::CreateSurfaceError) -> Self {
+        Self::CreateSurface(error)
+    }
+}
+
+impl From<wgpu::BufferAsyncError> for RenderError {
+    fn from(error: wgpu::BufferAsyncError) -> Self {
+        Self::Map(error)
+    }
+}
+
+impl From<wgpu::PollError> for RenderError {
+    fn from(error: wgpu::PollError) -> Self {
+        Self::Poll(error)
+    }
+}
+
+impl From<glyphon::PrepareError> for RenderError {
+    fn from(error: glyphon::PrepareError) -> Self {
+        Self::TextPrepare(error)
+    }
+}
+
+impl From<glyphon::RenderError> for RenderError {
+    fn from(error: glyphon::RenderError) -> Self {
+        Self::TextRender(error)
+    }
 }

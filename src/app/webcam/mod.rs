@@ -38,17 +38,14 @@ pub use convert::{mjpeg_to_rgb, with_default_huffman_tables, yuyv_to_rgb};
 /// Everything that can go wrong between the camera and an RGB picture.
 #[derive(Debug, thiserror::Error)]
 pub enum WebcamError {
-    #[error("cannot open {path}: {source}")]
-    Open {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot open {path}: {error}")]
+    Open { path: String, error: std::io::Error },
     /// An ioctl (or `poll`, `mmap`) the capture needs failed; `source` has the errno text.
-    #[error("{path}: {call} failed: {source}")]
+    #[error("{path}: {call} failed: {error}")]
     Call {
         path: String,
         call: &'static str,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(
         "{path} ({card}, driver {driver}) cannot capture video with streaming I/O; a camera \

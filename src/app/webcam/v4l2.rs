@@ -265,7 +265,7 @@ impl Camera {
             .open(path)
             .map_err(|source| WebcamError::Open {
                 path: path_text.clone(),
-                source,
+                error: source,
             })?;
         let mut camera = Self {
             file,
@@ -295,7 +295,7 @@ impl Camera {
         WebcamError::Call {
             path: self.path.clone(),
             call,
-            source,
+            error: source,
         }
     }
 
@@ -591,7 +591,7 @@ mod tests {
             assert!(
                 matches!(
                     &err,
-                    WebcamError::Call { call: "VIDIOC_QUERYCAP", source, .. }
+                    WebcamError::Call { call: "VIDIOC_QUERYCAP", error: source, .. }
                         if source.raw_os_error() == Some(libc::ENOTTY)
                 ),
                 "{err}"
