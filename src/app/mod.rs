@@ -172,9 +172,6 @@ pub fn screenshot(source: ViewSource, options: &ViewerOptions, out: &Path) -> Re
     let scale = options.ui_scale;
     let mut state =
         options.initial_state(&session.vm, selected, [w as f32 / scale, h as f32 / scale]);
-    if options.method != crate::format::Method::Forward {
-        session.ensure_gradients(selected, options.method)?;
-    }
     let bars = crate::ui::charts::chart_bars(&session.vm, &state);
     if let Some(k) = options.hover
         && !bars.is_empty()
@@ -209,8 +206,8 @@ pub fn screenshot(source: ViewSource, options: &ViewerOptions, out: &Path) -> Re
             }
         }
     }
-    if let Some((layer, class)) = crate::ui::scene::wanted_cam(&session.vm, &state) {
-        session.ensure_cam(layer, class)?;
+    for need in crate::ui::needs::view_needs(&session.vm, &state) {
+        session.fulfil(need)?;
     }
     let view = upload::upload_view(&mut renderer, &ctx, session, &state)?;
     let scene = build_scene(&SceneInputs {

@@ -20,6 +20,7 @@ use crate::format::read::DataDir;
 use crate::model::LoadedModel;
 use crate::model::preprocess::{InputTensor, list_inputs, load_input};
 use crate::ui::ViewModel;
+use crate::ui::needs::Need;
 
 /// Where inputs come from: one file, a folder stepped with the arrow keys, or the embedded photo.
 #[derive(Debug, Clone)]
@@ -91,12 +92,8 @@ const NO_MAPS_NOTICE: &str = "This model has no layers with per-channel maps [1,
 
 /// The model side of the viewer.
 pub struct Session {
-    /// The model (None when results come from a data directory without one).
-    pub model: Option<LoadedModel>,
-    /// Its engine (None without a model).
-    pub engine: Option<Arc<Engine>>,
-    /// The data directory the results come from (`view --data DIR`).
-    pub data: Option<DataDir>,
+    /// Where the results come from: a model the engine runs, or a data directory.
+    pub source: Source,
     /// Name and fingerprint that key the annotation file.
     identity: (String, String),
     pub vm: ViewModel,
@@ -113,7 +110,50 @@ pub struct Session {
     pub examples: super::examples::Examples,
 }
 
+/// The grid of the viewer's own occlusion sweep (`compute::occlusion_chunks`) over an
+/// `input_hw` input, until results give theirs.
+fn default_occlusion_hw(input_hw: [usize; 2]) -> [usize; 2] {
+    crate::engine::methods::occlusion::OcclusionSpec::for_input(input_hw).grid_hw(input_hw)
+}
+
+/// Where a session's results come from. (A webcam is an input of a model session, not a
+/// source of its own: its frames go through the same engine.)
+pub enum Source {
+    /// A model the engine runs (the engine may be swapped for a CPU one after a GPU failure).
+    Model {
+        model: LoadedModel,
+        engine: Arc<Engine>,
+    },
+    /// A data directory written by `export` (`view --data DIR`): results to show, no compute.
+    Data(Box<DataDir>),
+}
+
 impl Session {
+    /// The model, in a model session.
+    pub fn model(&self) -> Option<&LoadedModel> {
+        match &self.source {
+            Source::Model { model, .. } => Some(model),
+            Source::Data(_) => None,
+        }
+    }
+
+    /// The engine, in a model session.
+    pub fn engine(&self) -> Option<&Arc<Engine>> {
+        match &self.source {
+            Source::Model { engine, .. } => Some(engine),
+            Source::Data(_) => None,
+        }
+    }
+
+    /// Computes what the view needs, synchronously (the screenshot path; the window hands
+    /// the same needs to its worker instead).
+    pub fn fulfil(&mut self, need: Need) -> Result<()> {
+        match need {
+            Need::FilterImages { layer, method } => self.ensure_gradients(layer, method),
+            Need::Cam { layer, class } => self.ensure_cam(layer, class),
+        }
+    }
+
     pub fn new(model: LoadedModel, device: &ComputeDevice) -> Self {
         let engine = Arc::new(Engine::new(Arc::clone(&model.graph), device.device.clone()));
         let mut vm = ViewModel::from_graph(
@@ -121,15 +161,14 @@ impl Session {
             model.labels.clone(),
             device.description.clone(),
         );
+        vm.occlusion_hw = default_occlusion_hw(vm.input_hw);
         if vm.map_layers.is_empty() {
             vm.notify(NO_MAPS_NOTICE);
         }
         let identity = (model.graph.name.clone(), model.graph.fingerprint.clone());
         let annotations = AnnotationStore::in_memory(&identity.0, &identity.1);
         Self {
-            model: Some(model),
-            engine: Some(engine),
-            data: None,
+            source: Source::Model { model, engine },
             identity,
             vm,
             result: None,
@@ -145,6 +184,7 @@ impl Session {
     /// per layer when shown ([`Session::ensure_layer`]).
     pub fn from_data(data: DataDir) -> Self {
         let mut vm = ViewModel::from_data(&data);
+        vm.occlusion_hw = default_occlusion_hw(vm.input_hw);
         if vm.map_layers.is_empty() {
             vm.notify(NO_MAPS_NOTICE);
         } else if !data.warnings.is_empty() {
@@ -166,9 +206,7 @@ impl Session {
             device_maps: vec![None; data.architecture.layers.len()],
         };
         Self {
-            model: None,
-            engine: None,
-            data: Some(data),
+            source: Source::Data(Box::new(data)),
             identity,
             vm,
             result: Some(result),
@@ -183,7 +221,7 @@ impl Session {
     /// For a data directory: reads `layer`'s tiles under `method` if not read yet (a notice
     /// says what was missing). Nothing to do for a model session.
     pub fn ensure_layer(&mut self, layer: usize, method: Method) {
-        let Some(data) = &self.data else {
+        let Source::Data(data) = &self.source else {
             return;
         };
         let have = if method == Method::Forward {
@@ -293,7 +331,7 @@ impl Session {
 
     /// Loads and runs one input file synchronously.
     pub fn run_file(&mut self, path: Option<&Path>) -> Result<()> {
-        let (Some(model), Some(_)) = (&self.model, &self.engine) else {
+        let Some(model) = self.model() else {
             anyhow::ensure!(
                 path.is_none(),
                 "a data directory holds the results of one input; open the model to run others"
@@ -319,7 +357,7 @@ impl Session {
         work: impl FnMut(&Engine) -> Result<T>,
         accept: impl FnOnce(&mut Self, T),
     ) -> Result<()> {
-        let engine = self.engine.clone().context("no model to compute with")?;
+        let engine = self.engine().cloned().context("no model to compute with")?;
         let (result, fallback) = compute_with_fallback(&engine, self.on_gpu, work);
         accept(self, result?);
         if let Some(f) = fallback {
@@ -332,7 +370,9 @@ impl Session {
     pub fn switch_to(&mut self, fallback: Fallback) {
         self.vm.device = fallback.device_label();
         self.vm.notify(fallback.notice());
-        self.engine = Some(fallback.engine);
+        if let Source::Model { engine, .. } = &mut self.source {
+            *engine = fallback.engine;
+        }
         self.on_gpu = false;
     }
 
@@ -354,8 +394,20 @@ impl Session {
     /// 512 layers: an occlusion sweep delivers every layer's small maps), the oldest complete
     /// ones dropped first.
     pub fn accept_gradients(&mut self, g: GradientResult) {
+        self.note_tile_size(&g);
         keep_newest(&mut self.gradients, g, |x| (x.layer, x.method), 512);
         evict_over_budget(&mut self.gradients, GRADIENT_CACHE_BYTES);
+    }
+
+    /// Tile sizes come from the results: occlusion maps tell the view their grid (an export
+    /// made with `--occlusion-size` has another one than the viewer's default sweep).
+    fn note_tile_size(&mut self, g: &GradientResult) {
+        if g.method == Method::Occlusion
+            && let [_, _, rows, cols] = g.images.shape.as_slice()
+            && rows * cols > 0
+        {
+            self.vm.occlusion_hw = [*rows, *cols];
+        }
     }
 
     /// Puts a chunk of per-filter images in place (starting the layer's result with its
@@ -385,7 +437,7 @@ impl Session {
 
     /// Computes the gradient images of `layer` synchronously (screenshots).
     pub fn ensure_gradients(&mut self, layer: usize, method: Method) -> Result<()> {
-        if self.data.is_some() {
+        if matches!(self.source, Source::Data(_)) {
             self.ensure_layer(layer, method);
             return Ok(());
         }
@@ -419,7 +471,7 @@ impl Session {
     /// without a model.
     pub fn ensure_cam(&mut self, layer: usize, class: usize) -> Result<()> {
         let (Some(_), Some(input)) = (
-            &self.engine,
+            self.engine(),
             self.result.as_ref().and_then(|r| r.input.clone()),
         ) else {
             return Ok(());
@@ -456,10 +508,7 @@ impl Session {
 
     /// Loads an input file (for the worker).
     pub fn load(&self, path: &Path) -> Result<InputTensor> {
-        let model = self
-            .model
-            .as_ref()
-            .context("no model to prepare inputs for")?;
+        let model = self.model().context("no model to prepare inputs for")?;
         Ok(load_input(path, &model.spec)?)
     }
 }

@@ -19,13 +19,14 @@ use winit::window::{Window, WindowId};
 use super::compute::GradientResult;
 use super::keymap::{self, Command, SearchEdit};
 use super::live::{Live, open_live};
-use super::session::{InputList, Session};
+use super::session::{InputList, Session, Source};
 use super::upload::{ViewTiles, append_tiles, upload_view};
 use super::worker::{Job, UserEvent, Worker};
 use super::{ViewSource, ViewerOptions, initial_layer, new_session};
 use crate::format::Method;
 use crate::model::LoadedModel;
 use crate::render::{FrameCounter, GpuContext, Renderer, SurfaceTarget};
+use crate::ui::needs::{Need, view_needs};
 use crate::ui::scene::{SceneInputs, build_scene, model_shape};
 use crate::ui::state::{ClickInfo, Key, ViewState};
 
@@ -103,15 +104,15 @@ pub fn run_window(source: ViewSource, options: ViewerOptions) -> Result<()> {
     let selected = initial_layer(&session, options.layer.as_deref())?;
     // The first frame replaces the picture just computed (the embedded photo).
     let live = match options.webcam {
-        Some(index) if session.model.is_some() => {
+        Some(index) if session.model().is_some() => {
             let (live, notice) = open_live(index, &event_loop.create_proxy());
             session.vm.notify(notice);
             live
         }
         _ => None,
     };
-    let worker = match (&session.engine, &session.model) {
-        (Some(engine), Some(model)) => Some(Worker::spawn(
+    let worker = match &session.source {
+        Source::Model { engine, model } => Some(Worker::spawn(
             Arc::clone(engine),
             session.on_gpu,
             model.spec.clone(),
@@ -367,8 +368,8 @@ impl App {
             self.session.vm.notify(format!("{}: {e:#}", path.display()));
             return;
         }
-        self.worker = match (&session.engine, &session.model) {
-            (Some(engine), Some(model)) => Some(Worker::spawn(
+        self.worker = match &session.source {
+            Source::Model { engine, model } => Some(Worker::spawn(
                 Arc::clone(engine),
                 session.on_gpu,
                 model.spec.clone(),
@@ -393,54 +394,53 @@ impl App {
     /// The pointer moved onto or off a class bar: show that class's Grad-CAM over the input
     /// (computed on the worker when missing) or the plain input again.
     fn hover_changed(&mut self) {
-        let wanted = crate::ui::scene::wanted_cam(&self.session.vm, &self.state);
-        if wanted.is_some() || self.view.cam.is_some() {
-            self.request_cam();
+        let cams: Vec<Need> = view_needs(&self.session.vm, &self.state)
+            .into_iter()
+            .filter(|n| matches!(n, Need::Cam { .. }))
+            .collect();
+        if !cams.is_empty() || self.view.cam.is_some() {
+            cams.into_iter().for_each(|need| self.request(need));
             self.needs_upload = true;
         }
     }
 
-    /// Asks the worker for the Grad-CAM the view needs, if it is not computed yet.
-    fn request_cam(&mut self) {
-        if let Some((layer, class)) = crate::ui::scene::wanted_cam(&self.session.vm, &self.state)
-            && self.session.cam(layer, class).is_none()
-            && let Some(input) = self.session.result.as_ref().and_then(|r| r.input.clone())
-            && self.worker.is_some()
-        {
-            self.submit(Job::Cam {
-                input,
-                layer,
-                class,
-            });
+    /// Asks the worker for what the view needs, unless the session has it: a Grad-CAM map,
+    /// or per-filter images that are missing or were stopped part-way (then from the first
+    /// missing filter).
+    fn request(&mut self, need: Need) {
+        let Some(input) = self.session.result.as_ref().and_then(|r| r.input.clone()) else {
+            return;
+        };
+        match need {
+            Need::Cam { layer, class } => {
+                if self.session.cam(layer, class).is_none() && self.worker.is_some() {
+                    self.submit(Job::Cam {
+                        input,
+                        layer,
+                        class,
+                    });
+                }
+            }
+            Need::FilterImages { layer, method } => {
+                let have = self.session.gradient(layer, method);
+                if !have.is_some_and(GradientResult::is_complete) {
+                    let from_channel = have.map_or(0, |g| g.filled);
+                    self.submit(Job::Gradients {
+                        input,
+                        layer,
+                        method,
+                        from_channel,
+                    });
+                }
+            }
         }
     }
 
-    /// The selected layer or method changed: re-upload, and ask for the per-filter images
-    /// if they are missing or were stopped part-way (then from the first missing filter).
+    /// The selected layer or method changed: re-upload, and ask for what the view needs.
     fn view_changed(&mut self) {
-        self.request_cam();
         self.needs_upload = true;
-        let (layer, method) = (self.state.selected, self.state.method);
-        let has_maps = self
-            .session
-            .vm
-            .layers
-            .get(layer)
-            .and_then(|l| l.map_dims())
-            .is_some();
-        let have = self.session.gradient(layer, method);
-        if method != Method::Forward
-            && has_maps
-            && !have.is_some_and(GradientResult::is_complete)
-            && let Some(input) = self.session.result.as_ref().and_then(|r| r.input.clone())
-        {
-            let from_channel = have.map_or(0, |g| g.filled);
-            self.submit(Job::Gradients {
-                input,
-                layer,
-                method,
-                from_channel,
-            });
+        for need in view_needs(&self.session.vm, &self.state) {
+            self.request(need);
         }
     }
 }

@@ -119,7 +119,10 @@ pub fn export(args: &ExportArgs) -> Result<()> {
                 "--class {c} is out of range (the model has {} classes)",
                 probs.len()
             ),
-            None => engine::top_k(&probs, 1).first().copied().unwrap_or(0),
+            None => crate::viz::stats::top_k(&probs, 1)
+                .first()
+                .copied()
+                .unwrap_or(0),
         })
     };
     let gradcam_class = if gradcam { class } else { None };
@@ -173,7 +176,7 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     let top: Vec<String> = if probs.is_empty() {
         vec![format!("none ({})", engine::output_summary(&acts)?)]
     } else {
-        engine::top_k(&probs, 5)
+        crate::viz::stats::top_k(&probs, 5)
             .iter()
             .map(|&i| {
                 format!(

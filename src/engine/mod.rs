@@ -516,11 +516,3 @@ pub fn output_summary(acts: &Activations) -> Result<String> {
         out.shape
     ))
 }
-
-/// Indices of the `k` largest values, largest first.
-pub fn top_k(values: &[f32], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..values.len()).collect();
-    idx.sort_by(|&a, &b| values[b].total_cmp(&values[a]));
-    idx.truncate(k);
-    idx
-}

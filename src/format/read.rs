@@ -59,7 +59,8 @@ pub struct DataDir {
 /// Tiles of one layer read from disk, and what was wrong with the rest.
 #[derive(Debug, Clone)]
 pub struct LayerImages {
-    /// `[1, C, H, W]` (forward, grey 0..1) or `[C, 3, H, W]` (gradient methods, RGB 0..1).
+    /// `[1, C, H, W]` (forward, grey 0..1), `[C, 3, H, W]` (gradient methods, RGB 0..1) or
+    /// `[C, 1, rows, cols]` (occlusion, grey 0..1).
     pub tensor: HostTensor,
     /// Filters (from 0) whose file is missing, unreadable or of the wrong size (left black).
     pub missing: Vec<usize>,
@@ -256,10 +257,11 @@ impl DataDir {
                 ));
             }
         }
-        let shape = if planes == 1 {
+        // Forward maps are the layer's output; per-filter images are `[C, planes, H, W]`.
+        let shape = if method == Method::Forward {
             vec![1, c, th, tw]
         } else {
-            vec![c, 3, th, tw]
+            vec![c, planes, th, tw]
         };
         Ok(Some(LayerImages {
             tensor: HostTensor { shape, data },

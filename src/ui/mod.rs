@@ -6,6 +6,7 @@ pub mod arch_canvas;
 pub mod blocks;
 pub mod charts;
 pub mod layout;
+pub mod needs;
 pub mod palette;
 pub mod scene;
 pub mod state;
@@ -157,6 +158,9 @@ pub struct ViewModel {
     pub device: String,
     /// `[H, W]` of the model input (the size of gradient images).
     pub input_hw: [usize; 2],
+    /// `[rows, cols]` of occlusion maps: the grid of the sweep that made them (set by the
+    /// session from the sweep it runs, then from the results themselves).
+    pub occlusion_hw: [usize; 2],
     /// A message for the user (errors, notices), shown in the side canvas; written only
     /// through [`ViewModel::set_notice`].
     notice: Option<String>,
@@ -273,6 +277,7 @@ impl ViewModel {
                 Some([_, _, h, w]) => [*h, *w],
                 _ => [1, 1],
             },
+            occlusion_hw: [1, 1],
             notice: None,
             filter_rank: Vec::new(),
             cam_layer,
@@ -308,7 +313,7 @@ impl ViewModel {
 
     /// The `k` most probable classes as `(index, probability)`.
     pub fn top_classes(&self, k: usize) -> Vec<(usize, f32)> {
-        crate::engine::top_k(&self.probabilities, k)
+        crate::viz::stats::top_k(&self.probabilities, k)
             .into_iter()
             .map(|i| (i, self.probabilities[i]))
             .collect()

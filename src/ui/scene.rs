@@ -93,17 +93,11 @@ pub fn model_shape(vm: &ViewModel, state: &ViewState) -> ModelShape {
 }
 
 /// `[H, W]` of one tile of a layer whose maps are `map_hw` under `method`: the map itself,
-/// the input for gradient images, the occlusion grid for occlusion maps.
+/// the input for gradient images, the occlusion grid for occlusion maps (as the results say).
 pub fn tile_hw(vm: &ViewModel, method: Method, map_hw: [usize; 2]) -> [usize; 2] {
     match method {
         Method::Forward => map_hw,
-        Method::Occlusion => {
-            let spec = crate::engine::methods::occlusion::OcclusionSpec::for_input(vm.input_hw);
-            [
-                spec.offsets(vm.input_hw[0]).len(),
-                spec.offsets(vm.input_hw[1]).len(),
-            ]
-        }
+        Method::Occlusion => vm.occlusion_hw,
         _ => vm.input_hw,
     }
 }

@@ -134,6 +134,14 @@ fn csv_field(s: &str) -> String {
     }
 }
 
+/// Indices of the `k` largest values, largest first.
+pub fn top_k(values: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..values.len()).collect();
+    idx.sort_by(|&a, &b| values[b].total_cmp(&values[a]));
+    idx.truncate(k);
+    idx
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -259,3 +259,68 @@ fn damaged_directories_get_clear_messages() {
         text(&out)
     );
 }
+
+/// Tile sizes come from the results: an export made with `--occlusion-size 8
+/// --occlusion-stride 8` has 4×4 occlusion maps, not the viewer's own 15×15 sweep over a
+/// 32×32 input, and the view lays its tiles out at the grid it read. What to read is what
+/// `view_needs` asks for.
+#[test]
+fn occlusion_tiles_take_their_grid_from_the_exported_maps() {
+    use convlens::ui::needs::{Need, view_needs};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("occ");
+    let out = convlens(&[
+        "export",
+        fixture("mixed/tiny_alexnet.onnx").to_str().unwrap(),
+        "--input",
+        fixture("../../assets/images/coffee.png").to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
+        "--methods",
+        "occlusion",
+        "--occlusion-size",
+        "8",
+        "--occlusion-stride",
+        "8",
+        "--layers",
+        "conv1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let data = DataDir::open(&dir).unwrap();
+    let conv1 = data
+        .architecture
+        .layers
+        .iter()
+        .position(|l| l.name == "conv1")
+        .unwrap();
+    let mut session = convlens::app::Session::from_data(data);
+    assert_eq!(
+        session.vm.occlusion_hw,
+        [15, 15],
+        "the default sweep's grid"
+    );
+
+    let mut state = convlens::ui::state::ViewState::new(conv1, [1280.0, 800.0]);
+    state.method = Method::Occlusion;
+    let needs = view_needs(&session.vm, &state);
+    assert_eq!(
+        needs,
+        [Need::FilterImages {
+            layer: conv1,
+            method: Method::Occlusion
+        }]
+    );
+    for need in needs {
+        session.fulfil(need).unwrap();
+    }
+    let maps = session.gradient(conv1, Method::Occlusion).unwrap();
+    assert_eq!(&maps.images.shape[1..], [1, 4, 4]);
+    assert_eq!(session.vm.occlusion_hw, [4, 4]);
+    assert_eq!(
+        convlens::ui::scene::tile_hw(&session.vm, Method::Occlusion, [1, 1]),
+        [4, 4]
+    );
+    // Forward needs nothing computed (the maps come with the forward pass).
+    state.method = Method::Forward;
+    assert!(view_needs(&session.vm, &state).is_empty());
+}

@@ -60,7 +60,7 @@ fn top5_equals_onnxruntime_on_reference_tensors() {
             picture: None,
         };
         let probs = probabilities(&engine, &input);
-        let top5 = engine::top_k(&probs, 5);
+        let top5 = convlens::viz::stats::top_k(&probs, 5);
         let want = reference_top5(r);
         assert_eq!(
             top5,
@@ -103,7 +103,7 @@ fn shipped_photos_through_the_whole_pipeline() {
             "{name}: preprocessing differs from PIL by {mean_diff} on average"
         );
         let probs = probabilities(&engine, &input);
-        let top5: Vec<usize> = engine::top_k(&probs, 5);
+        let top5: Vec<usize> = convlens::viz::stats::top_k(&probs, 5);
         let want: Vec<usize> = reference_top5(&reference["images"][stem])
             .iter()
             .map(|w| w.0)
@@ -140,7 +140,7 @@ fn wgpu_agrees_with_onnxruntime_on_the_default_model() {
     );
     let want = reference_top5(r);
     assert_eq!(
-        engine::top_k(&probs, 5),
+        convlens::viz::stats::top_k(&probs, 5),
         want.iter().map(|w| w.0).collect::<Vec<_>>()
     );
     for (class, p) in want {

@@ -29,6 +29,11 @@ impl OcclusionSpec {
         }
     }
 
+    /// `[rows, cols]` of square positions over an `H×W` input: the size of each map.
+    pub fn grid_hw(&self, input_hw: [usize; 2]) -> [usize; 2] {
+        input_hw.map(|len| self.offsets(len).len())
+    }
+
     /// Top-left offsets along an axis of `len` pixels (the last square touches the edge).
     pub fn offsets(&self, len: usize) -> Vec<usize> {
         let size = self.size_px.min(len);
