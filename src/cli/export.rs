@@ -9,10 +9,12 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::ModelArgs;
+use crate::engine::methods::occlusion::{OcclusionSpec, occlusion};
 use crate::engine::{self, Capture, Engine};
 use crate::export::{self, ExportRequest, LayerSelection};
 use crate::format::Method;
-use crate::model::preprocess::load_input;
+use crate::model::Graph;
+use crate::model::preprocess::{InputTensor, load_input};
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
@@ -45,22 +47,44 @@ pub struct ExportArgs {
     pub raw: bool,
 }
 
+/// The `--methods` list split into the per-filter methods and the two whole-layer ones.
+struct MethodChoice {
+    per_filter: Vec<Method>,
+    gradcam: bool,
+    occlusion: bool,
+}
+
+impl MethodChoice {
+    fn parse(list: &str) -> Result<Self> {
+        let names: Vec<&str> = list.split(',').map(str::trim).collect();
+        let wants = |name: &str| names.contains(&name);
+        let (gradcam, occlusion) = (wants("gradcam"), wants("occlusion"));
+        let per_filter: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|m| !matches!(*m, "gradcam" | "occlusion"))
+            .collect();
+        let mut per_filter = Method::parse_list(&per_filter.join(","))?;
+        per_filter.dedup();
+        if per_filter.is_empty() && !gradcam && !occlusion {
+            bail!("--methods is empty");
+        }
+        Ok(Self {
+            per_filter,
+            gradcam,
+            occlusion,
+        })
+    }
+
+    /// Gradient methods walk back through every layer, so they need all of them kept.
+    fn needs_every_layer(&self) -> bool {
+        self.gradcam || self.per_filter.iter().any(|m| m.gradient().is_some())
+    }
+}
+
 /// `convlens export`.
 pub fn export(args: &ExportArgs) -> Result<()> {
-    let wants = |name: &str| args.methods.split(',').any(|m| m.trim() == name);
-    let (gradcam, occlusion) = (wants("gradcam"), wants("occlusion"));
-    let per_filter: Vec<&str> = args
-        .methods
-        .split(',')
-        .map(str::trim)
-        .filter(|m| !matches!(*m, "gradcam" | "occlusion"))
-        .collect();
-    let mut methods = Method::parse_list(&per_filter.join(","))?;
-    methods.dedup();
-    if methods.is_empty() && !gradcam && !occlusion {
-        bail!("--methods is empty");
-    }
-    let gradients = gradcam || methods.iter().any(|m| m.gradient().is_some());
+    let choice = MethodChoice::parse(&args.methods)?;
     let m = args.model.load()?;
     let selection = LayerSelection::parse(&args.layers);
     let layers = selection.resolve(&m.graph)?;
@@ -74,8 +98,7 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     );
     let started = Instant::now();
     let engine = Engine::new(Arc::clone(&m.graph), device.device.clone());
-    // Gradient methods walk back through every layer, so they need all of them kept.
-    let capture = if gradients {
+    let capture = if choice.needs_every_layer() {
         Capture::All
     } else {
         Capture::Layers(selection.names(&m.graph)?)
@@ -83,96 +106,40 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     let acts = engine.forward(&input, &capture)?;
     let probs = engine::class_probabilities(&m.graph, &acts)?;
     let forward_s = started.elapsed().as_secs_f64();
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let class = chosen_class(&m.graph, &probs, args.class, choice.gradcam)?;
+    let req = ExportRequest {
+        out_dir: &args.out,
+        layers: &layers,
+        methods: &choice.per_filter,
+        gradcam_class: if choice.gradcam { class } else { None },
+        raw: args.raw,
+        scores: (&probs, &m.labels),
+        picture: input.picture.as_ref(),
+    };
     let tiles: u64 = layers
         .iter()
         .filter_map(|&i| m.graph.nodes[i].feature_map_dims())
         .map(|(c, _, _)| c as u64)
         .sum::<u64>()
-        * methods.len() as u64
-        + if gradcam { layers.len() as u64 } else { 0 };
-    let bar = indicatif::ProgressBar::new(tiles).with_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} tiles ({eta})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+        * choice.per_filter.len() as u64
+        + if choice.gradcam {
+            layers.len() as u64
+        } else {
+            0
+        };
+    let bar = progress_bar(tiles, "{msg} [{bar:40}] {pos}/{len} tiles ({eta})");
     bar.set_message(format!("writing {}", args.methods));
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
-    // `None` for a model whose output is not class scores (a backbone, a feature extractor).
-    let class = if probs.is_empty() {
-        if gradcam || args.class.is_some() {
-            bail!(
-                "the model's output is not a class vector (shape {:?}): Grad-CAM and --class \
-                 need class scores",
-                m.graph
-                    .outputs
-                    .first()
-                    .and_then(|o| m.graph.shapes.get(o))
-                    .map(Vec::as_slice)
-                    .unwrap_or_default()
-            );
-        }
-        None
-    } else {
-        Some(match args.class {
-            Some(c) if c < probs.len() => c,
-            Some(c) => bail!(
-                "--class {c} is out of range (the model has {} classes)",
-                probs.len()
-            ),
-            None => crate::viz::stats::top_k(&probs, 1)
-                .first()
-                .copied()
-                .unwrap_or(0),
-        })
-    };
-    let gradcam_class = if gradcam { class } else { None };
-    let req = ExportRequest {
-        out_dir: &args.out,
-        layers: &layers,
-        methods: &methods,
-        gradcam_class,
-        raw: args.raw,
-        scores: (&probs, &m.labels),
-        picture: input.picture.as_ref(),
-    };
     let mut summary = export::export_methods(&engine, &acts, &req, || bar.inc(1))?;
     bar.finish_and_clear();
-    if occlusion {
-        let hw = [input.shape[2], input.shape[3]];
-        let mut spec = engine::methods::occlusion::OcclusionSpec::for_input(hw);
-        spec.size_px = args.occlusion_size.unwrap_or(spec.size_px);
-        spec.stride_px = args.occlusion_stride.unwrap_or((spec.size_px / 2).max(1));
-        anyhow::ensure!(
-            spec.size_px >= 1 && spec.stride_px >= 1,
-            "--occlusion-size and --occlusion-stride must be at least 1"
-        );
-        let passes = (spec.offsets(hw[0]).len() * spec.offsets(hw[1]).len()) as u64;
-        let map_layers: Vec<usize> = layers
-            .iter()
-            .copied()
-            .filter(|&i| m.graph.nodes[i].feature_map_dims().is_some())
-            .collect();
-        let bar = indicatif::ProgressBar::new(passes).with_style(
-            indicatif::ProgressStyle::with_template(
-                "occlusion [{bar:40}] {pos}/{len} forward passes ({eta})",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        let maps =
-            engine::methods::occlusion::occlusion(&engine, &input, &map_layers, &spec, |_, _| {
-                bar.inc(1);
-                std::ops::ControlFlow::Continue(())
-            })?
-            .context("the occlusion sweep stopped")?;
-        bar.finish_and_clear();
-        let written = export::write_occlusion(&m.graph, &maps, class, &args.out, args.raw)?;
-        eprintln!(
-            "occlusion: {} squares of {} px at stride {} → {} PNGs",
-            passes, spec.size_px, spec.stride_px, written.pngs
-        );
+    if choice.occlusion {
+        let written = export_occlusion(args, &engine, &input, &layers, class)?;
         summary.pngs += written.pngs;
         summary.npys += written.npys;
     }
+    // Last: architecture.json marks the directory complete.
+    export::write_summary_files(&m.graph, &req)?;
     let top: Vec<String> = if probs.is_empty() {
         vec![format!("none ({})", engine::output_summary(&acts)?)]
     } else {
@@ -198,4 +165,89 @@ pub fn export(args: &ExportArgs) -> Result<()> {
         top.join(", ")
     );
     Ok(())
+}
+
+fn progress_bar(len: u64, template: &str) -> indicatif::ProgressBar {
+    indicatif::ProgressBar::new(len).with_style(
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    )
+}
+
+/// The class for Grad-CAM and occlusion: `--class` if given and in range, else the top-1;
+/// `None` for a model whose output is not class scores (a backbone, a feature extractor),
+/// which is an error only when Grad-CAM or `--class` asks for one.
+fn chosen_class(
+    graph: &Graph,
+    probs: &[f32],
+    requested: Option<usize>,
+    gradcam: bool,
+) -> Result<Option<usize>> {
+    if probs.is_empty() {
+        if gradcam || requested.is_some() {
+            bail!(
+                "the model's output is not a class vector (shape {:?}): Grad-CAM and --class \
+                 need class scores",
+                graph
+                    .outputs
+                    .first()
+                    .and_then(|o| graph.shapes.get(o))
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+            );
+        }
+        return Ok(None);
+    }
+    Ok(Some(match requested {
+        Some(c) if c < probs.len() => c,
+        Some(c) => bail!(
+            "--class {c} is out of range (the model has {} classes)",
+            probs.len()
+        ),
+        None => crate::viz::stats::top_k(probs, 1)
+            .first()
+            .copied()
+            .unwrap_or(0),
+    }))
+}
+
+/// Runs the occlusion sweep over the selected layers with per-channel maps and writes it.
+fn export_occlusion(
+    args: &ExportArgs,
+    engine: &Engine,
+    input: &InputTensor,
+    layers: &[usize],
+    class: Option<usize>,
+) -> Result<export::ExportSummary> {
+    let graph = engine.graph();
+    let hw = [input.shape[2], input.shape[3]];
+    let mut spec = OcclusionSpec::for_input(hw);
+    spec.size_px = args.occlusion_size.unwrap_or(spec.size_px);
+    spec.stride_px = args.occlusion_stride.unwrap_or((spec.size_px / 2).max(1));
+    anyhow::ensure!(
+        spec.size_px >= 1 && spec.stride_px >= 1,
+        "--occlusion-size and --occlusion-stride must be at least 1"
+    );
+    let passes = (spec.offsets(hw[0]).len() * spec.offsets(hw[1]).len()) as u64;
+    let map_layers: Vec<usize> = layers
+        .iter()
+        .copied()
+        .filter(|&i| graph.nodes[i].feature_map_dims().is_some())
+        .collect();
+    let bar = progress_bar(
+        passes,
+        "occlusion [{bar:40}] {pos}/{len} forward passes ({eta})",
+    );
+    let maps = occlusion(engine, input, &map_layers, &spec, |_, _| {
+        bar.inc(1);
+        std::ops::ControlFlow::Continue(())
+    })?
+    .context("the occlusion sweep stopped")?;
+    bar.finish_and_clear();
+    let written = export::write_occlusion(graph, &maps, class, &args.out, args.raw)?;
+    eprintln!(
+        "occlusion: {} squares of {} px at stride {} → {} PNGs",
+        passes, spec.size_px, spec.stride_px, written.pngs
+    );
+    Ok(written)
 }

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use crate::engine::methods::attribution::{self, BackwardError};
-use crate::engine::{Activations, Engine, EngineError};
+use crate::engine::{Activations, Engine, EngineError, HostTensor};
 use crate::format::architecture::{Architecture, Scores, layer_stems};
 use crate::format::method::{Method, UnknownMethod};
 use crate::format::paths;
@@ -131,6 +131,10 @@ pub struct ExportSummary {
 
 /// Writes the data directory from one forward pass (`acts` must hold every node output when
 /// a gradient method is asked for). `on_tile` is called once per written PNG (for progress).
+///
+/// Each (layer, method) pair is computed by [`compute_layer_maps`] and then written by
+/// [`write_layer_maps`]; Grad-CAM follows. The caller finishes the directory with
+/// [`write_summary_files`] once everything else (e.g. [`write_occlusion`]) is written.
 pub fn export_methods(
     engine: &Engine,
     acts: &Activations,
@@ -147,109 +151,185 @@ pub fn export_methods(
         .filter(|&m| m != Method::Occlusion)
         .collect();
     for m in &methods {
-        let dir = paths::method_dir(out, *m);
-        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        create_dir(&paths::method_dir(out, *m))?;
         if req.raw {
-            let raw = paths::raw_dir(out, m.dir_name());
-            std::fs::create_dir_all(&raw).map_err(io_err(&raw))?;
+            create_dir(&paths::raw_dir(out, m.dir_name()))?;
         }
     }
     let stems = layer_stems(graph);
     let mut summary = ExportSummary::default();
     for &i in req.layers {
-        let node = &graph.nodes[i];
         summary.layers += 1;
         for &method in &methods {
-            let raw_path = paths::raw_array(out, method.dir_name(), &stems[i]);
-            match method.gradient() {
-                None => {
-                    let host = acts.read(&node.outputs[0])?;
-                    if let Some((c, h, w)) = node.feature_map_dims() {
-                        for k in 0..c {
-                            let tile = &host.data[k * h * w..(k + 1) * h * w];
-                            write_map_png(
-                                &paths::tile(out, method, &stems[i], k + 1),
-                                [h, w],
-                                tile,
-                            )?;
-                            summary.pngs += 1;
-                            on_tile();
-                        }
-                    }
-                    if req.raw {
-                        // Drop the batch axis: forward maps are stored as [C, H, W].
-                        let shape: Vec<usize> =
-                            if host.shape.first() == Some(&1) && host.shape.len() > 1 {
-                                host.shape[1..].to_vec()
-                            } else {
-                                host.shape.clone()
-                            };
-                        write_raw(&raw_path, &shape, &host.data)?;
-                        summary.npys += 1;
-                    }
-                }
-                Some(rule) => {
-                    // Gradient images exist only for layers with per-channel maps.
-                    if node.feature_map_dims().is_none() {
-                        continue;
-                    }
-                    let grads = attribution::attribute_layer(engine, acts, i, rule, None)?; // [C, 3, H, W]
-                    let [c, planes, h, w] = <[usize; 4]>::try_from(grads.shape.as_slice())
-                        .map_err(|_| ExportError::Encode {
-                            path: raw_path.display().to_string(),
-                            detail: format!("gradient shape {:?} is not [C, 3, H, W]", grads.shape),
-                        })?;
-                    let per = planes * h * w;
-                    for k in 0..c {
-                        let image = &grads.data[k * per..(k + 1) * per];
-                        let path = paths::tile(out, method, &stems[i], k + 1);
-                        if planes == 3 {
-                            write_png_rgb(
-                                &path,
-                                w as u32,
-                                h as u32,
-                                &rgb_planes_to_rgb8(image, h * w),
-                            )?;
-                        } else {
-                            write_map_png(&path, [planes * h, w], image)?;
-                        }
-                        summary.pngs += 1;
-                        on_tile();
-                    }
-                    if req.raw {
-                        write_raw(&raw_path, &grads.shape, &grads.data)?;
-                        summary.npys += 1;
-                    }
-                }
+            if let Some(maps) = compute_layer_maps(engine, acts, i, method)? {
+                let target = MapTarget {
+                    out,
+                    method,
+                    stem: &stems[i],
+                    raw: req.raw,
+                };
+                write_layer_maps(&target, &maps, &mut summary, &mut on_tile)?;
             }
         }
     }
     if let Some(class) = req.gradcam_class {
-        let dir = out.join(paths::GRADCAM);
-        let raw_gradcam = paths::raw_dir(out, paths::GRADCAM);
-        for d in std::iter::once(&dir).chain(req.raw.then_some(&raw_gradcam)) {
-            std::fs::create_dir_all(d).map_err(io_err(d))?;
+        write_gradcam(engine, acts, req, class, &stems, &mut summary, &mut on_tile)?;
+    }
+    Ok(summary)
+}
+
+/// One method's maps for one layer, computed and not yet written.
+#[derive(Debug)]
+pub enum LayerMaps {
+    /// The layer's output as stored (`[1, C, H, W]` or any other shape); `dims` is
+    /// `(C, H, W)` for layers with per-channel maps, which get one PNG per channel.
+    Forward {
+        output: HostTensor,
+        dims: Option<(usize, usize, usize)>,
+    },
+    /// Per-filter gradient images `[C, planes, H, W]` (planes = 3 for an RGB input).
+    Gradient(HostTensor),
+}
+
+/// Computes `method`'s maps for layer `layer`; `None` where the method has nothing to show
+/// (gradient images of a layer without per-channel maps).
+pub fn compute_layer_maps(
+    engine: &Engine,
+    acts: &Activations,
+    layer: usize,
+    method: Method,
+) -> Result<Option<LayerMaps>> {
+    let node = &engine.graph().nodes[layer];
+    match method.gradient() {
+        None => Ok(Some(LayerMaps::Forward {
+            output: acts.read(&node.outputs[0])?,
+            dims: node.feature_map_dims(),
+        })),
+        Some(rule) => {
+            // Gradient images exist only for layers with per-channel maps.
+            if node.feature_map_dims().is_none() {
+                return Ok(None);
+            }
+            let grads = attribution::attribute_layer(engine, acts, layer, rule, None)?; // [C, 3, H, W]
+            Ok(Some(LayerMaps::Gradient(grads)))
         }
-        for &i in req
-            .layers
-            .iter()
-            .filter(|&&i| graph.nodes[i].feature_map_dims().is_some())
-        {
-            let cam = crate::engine::methods::gradcam::grad_cam(engine, acts, i, class)?; // [H, W]
-            let (h, w) = (cam.shape[0], cam.shape[1]);
-            write_map_png(&paths::gradcam_map(out, &stems[i]), [h, w], &cam.data)?;
-            summary.pngs += 1;
-            on_tile();
-            if req.raw {
-                write_raw(
-                    &paths::raw_array(out, paths::GRADCAM, &stems[i]),
-                    &cam.shape,
-                    &cam.data,
-                )?;
+    }
+}
+
+/// Where one layer's maps of one method go.
+pub struct MapTarget<'a> {
+    pub out: &'a Path,
+    pub method: Method,
+    pub stem: &'a str,
+    /// Also write the unnormalised array under `raw/`.
+    pub raw: bool,
+}
+
+/// Writes one layer's maps: a PNG per filter (`<method>/<stem>_<n>.png`, n from 1) and,
+/// with `raw`, the array `raw/<method>/<stem>.npy`.
+pub fn write_layer_maps(
+    target: &MapTarget,
+    maps: &LayerMaps,
+    summary: &mut ExportSummary,
+    on_tile: &mut impl FnMut(),
+) -> Result<()> {
+    let MapTarget {
+        out,
+        method,
+        stem,
+        raw,
+    } = *target;
+    let tile_path = |k: usize| paths::tile(out, method, stem, k + 1);
+    let raw_path = paths::raw_array(out, method.dir_name(), stem);
+    match maps {
+        LayerMaps::Forward { output, dims } => {
+            if let Some((c, h, w)) = *dims {
+                for (k, tile) in output.data.chunks_exact(h * w).take(c).enumerate() {
+                    write_map_png(&tile_path(k), [h, w], tile)?;
+                    summary.pngs += 1;
+                    on_tile();
+                }
+            }
+            if raw {
+                // Drop the batch axis: forward maps are stored as [C, H, W].
+                let shape = match output.shape.split_first() {
+                    Some((1, rest)) if !rest.is_empty() => rest,
+                    _ => &output.shape[..],
+                };
+                write_raw(&raw_path, shape, &output.data)?;
+                summary.npys += 1;
+            }
+        }
+        LayerMaps::Gradient(grads) => {
+            let [_, planes, h, w] =
+                <[usize; 4]>::try_from(grads.shape.as_slice()).map_err(|_| {
+                    ExportError::Encode {
+                        path: raw_path.display().to_string(),
+                        detail: format!("gradient shape {:?} is not [C, 3, H, W]", grads.shape),
+                    }
+                })?;
+            for (k, image) in grads.data.chunks_exact(planes * h * w).enumerate() {
+                let path = tile_path(k);
+                if planes == 3 {
+                    write_png_rgb(&path, w as u32, h as u32, &rgb_planes_to_rgb8(image, h * w))?;
+                } else {
+                    write_map_png(&path, [planes * h, w], image)?;
+                }
+                summary.pngs += 1;
+                on_tile();
+            }
+            if raw {
+                write_raw(&raw_path, &grads.shape, &grads.data)?;
                 summary.npys += 1;
             }
         }
     }
+    Ok(())
+}
+
+/// Writes `gradcam/<stem>.png` (and with `raw` the `[H, W]` array) for every selected layer
+/// with per-channel maps.
+fn write_gradcam(
+    engine: &Engine,
+    acts: &Activations,
+    req: &ExportRequest,
+    class: usize,
+    stems: &[String],
+    summary: &mut ExportSummary,
+    on_tile: &mut impl FnMut(),
+) -> Result<()> {
+    let graph = engine.graph();
+    let out = req.out_dir;
+    create_dir(&out.join(paths::GRADCAM))?;
+    if req.raw {
+        create_dir(&paths::raw_dir(out, paths::GRADCAM))?;
+    }
+    for &i in req
+        .layers
+        .iter()
+        .filter(|&&i| graph.nodes[i].feature_map_dims().is_some())
+    {
+        let cam = crate::engine::methods::gradcam::grad_cam(engine, acts, i, class)?; // [H, W]
+        let (h, w) = (cam.shape[0], cam.shape[1]);
+        write_map_png(&paths::gradcam_map(out, &stems[i]), [h, w], &cam.data)?;
+        summary.pngs += 1;
+        on_tile();
+        if req.raw {
+            write_raw(
+                &paths::raw_array(out, paths::GRADCAM, &stems[i]),
+                &cam.shape,
+                &cam.data,
+            )?;
+            summary.npys += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `input.png`, `scores.json` and, last, `architecture.json`: its presence marks a
+/// complete directory, so call this after every other file is written.
+pub fn write_summary_files(graph: &Graph, req: &ExportRequest) -> Result<()> {
+    let out = req.out_dir;
     if let Some(p) = req.picture {
         write_png_rgb(
             &out.join(paths::INPUT_PICTURE),
@@ -268,13 +348,15 @@ pub fn export_methods(
         scores.to_json_pretty().as_bytes(),
         true,
     )?;
-    // architecture.json last: its presence marks a complete directory.
     atomic_write(
         &out.join(paths::ARCHITECTURE),
         Architecture::of(graph).to_json_pretty().as_bytes(),
         true,
-    )?;
-    Ok(summary)
+    )
+}
+
+fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))
 }
 
 /// Writes an occlusion sweep: `occlusion/<stem>_<n>.png` (drop of filter n's summed response
@@ -289,11 +371,9 @@ pub fn write_occlusion(
     out: &Path,
     raw: bool,
 ) -> Result<ExportSummary> {
-    let dir = paths::method_dir(out, Method::Occlusion);
-    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    let raw_dir = paths::raw_dir(out, Method::Occlusion.dir_name());
+    create_dir(&paths::method_dir(out, Method::Occlusion))?;
     if raw {
-        std::fs::create_dir_all(&raw_dir).map_err(io_err(&raw_dir))?;
+        create_dir(&paths::raw_dir(out, Method::Occlusion.dir_name()))?;
     }
     let stems = layer_stems(graph);
     let [rows, cols] = maps.grid_hw;
