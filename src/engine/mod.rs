@@ -46,6 +46,10 @@ pub enum EngineError {
     Readback { value: String, detail: String },
     #[error("no layer named '{0}'")]
     UnknownLayer(String),
+    #[error(transparent)]
+    Batch(#[from] crate::model::BatchError),
+    #[error("a batch of {got} inputs was given to an engine that takes {expected} per pass")]
+    BatchSize { got: usize, expected: usize },
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
@@ -171,6 +175,66 @@ impl Engine {
             host_ops,
             last_use,
         }
+    }
+
+    /// The same network over batches of `batch` images ([`Graph::with_batch`]), sharing
+    /// this engine's uploaded weights (device tensors are reference-counted, not copied).
+    /// `Err` when the graph mixes samples somewhere; then run one image per pass.
+    pub fn with_batch(&self, batch: usize) -> Result<Engine> {
+        let graph = Arc::new(self.graph.with_batch(batch)?);
+        let host_ops = if self.host_ops.is_empty() {
+            HashMap::new()
+        } else {
+            (graph.nodes.iter().enumerate())
+                .filter_map(|(i, node)| HostOp::plan(&graph, node).map(|op| (i, op)))
+                .collect()
+        };
+        Ok(Self {
+            graph,
+            device: self.device.clone(),
+            weights: self.weights.clone(),
+            host_ops,
+            last_use: self.last_use.clone(),
+        })
+    }
+
+    /// How many images one pass takes (1 unless built by [`Engine::with_batch`]).
+    pub fn batch_size(&self) -> usize {
+        self.graph.batch_size()
+    }
+
+    /// Runs the network on exactly [`Engine::batch_size`] image inputs of one shape at
+    /// once: every kept value is `[N, …]`, sample `k` being `inputs[k]`'s
+    /// ([`HostTensor::sample`] splits them).
+    pub fn forward_batch(&self, inputs: &[&InputTensor], capture: &Capture) -> Result<Activations> {
+        let expected = self.batch_size();
+        if inputs.len() != expected {
+            return Err(EngineError::BatchSize {
+                got: inputs.len(),
+                expected,
+            });
+        }
+        let name = self
+            .graph
+            .image_input()
+            .map(|i| i.name.clone())
+            .unwrap_or_default();
+        let mut shape = inputs.first().map(|i| i.shape.to_vec()).unwrap_or_default();
+        let mut data = Vec::with_capacity(inputs.iter().map(|i| i.data.len()).sum());
+        for input in inputs {
+            if input.shape[1..] != shape[1..] || input.shape[0] != 1 {
+                return Err(EngineError::InputShape {
+                    name,
+                    got: input.shape.to_vec(),
+                    expected: shape,
+                });
+            }
+            data.extend_from_slice(&input.data);
+        }
+        if let Some(d) = shape.first_mut() {
+            *d = expected; // [N, 3, H, W]
+        }
+        self.forward_inputs(&[NamedInput { name, shape, data }], capture)
     }
 
     /// Runs `op` (node `node`'s host kernel) on the node's inputs, read in place.
@@ -367,6 +431,24 @@ pub struct NamedInput {
 pub struct HostTensor {
     pub shape: Vec<usize>,
     pub data: Vec<f32>,
+}
+
+impl HostTensor {
+    /// Sample `k` of a batched value `[N, …]`, as `[1, …]` (what a batch-1 pass gives);
+    /// `None` when `k` is out of range.
+    pub fn sample(&self, k: usize) -> Option<HostTensor> {
+        let (&n, rest) = self.shape.split_first()?;
+        if k >= n {
+            return None;
+        }
+        let per = rest.iter().product::<usize>();
+        let mut shape = self.shape.clone();
+        shape[0] = 1;
+        Some(HostTensor {
+            shape,
+            data: self.data.get(k * per..(k + 1) * per)?.to_vec(),
+        })
+    }
 }
 
 impl Activations {

@@ -2,6 +2,7 @@
 //! inference), the embedded default model and the input pipeline that turns images or
 //! `.npy` files into the network's input tensor.
 
+pub mod batch;
 pub mod consts;
 pub mod default;
 mod fold;
@@ -13,6 +14,7 @@ mod op_window;
 pub mod preprocess;
 pub mod shape;
 
+pub use batch::BatchError;
 pub use consts::{ConstData, ConstTensor};
 pub use graph::{Graph, GraphInput, Node, Op};
 pub use onnx::{ImportOptions, load_onnx_bytes, load_onnx_file};

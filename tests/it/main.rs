@@ -14,6 +14,7 @@ mod attribution;
 mod attribution_ops;
 mod attribution_rules;
 mod bad_inputs;
+mod batch;
 mod bench_cli;
 mod cli;
 mod conformance_models;

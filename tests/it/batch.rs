@@ -1,0 +1,149 @@
+//! A batch of N inputs through one pass equals N single passes: every node output of every
+//! sample, on the conformance models (the nine "light" zoo models and the random-weight
+//! ones) on flex, and on the random-weight models plus SqueezeNet and ShuffleNet on wgpu.
+//! Tolerance: max |batched − single| ≤ 1e-5 × the single pass's max |value| per tensor.
+
+use std::sync::Arc;
+
+use burn::tensor::Device;
+use convlens::engine::{Capture, Engine, NamedInput};
+use convlens::model::{BatchError, ImportOptions, load_onnx_file};
+
+use crate::common::{self, fixture, formula_input, max_abs};
+
+/// Sample `k` of a batch: the formula input, shifted and rescaled so samples differ.
+fn sample_input(numel: usize, k: usize) -> Vec<f32> {
+    let mut data = formula_input(numel);
+    data.rotate_left((k * 977) % numel.max(1));
+    let scale = 1.0 + 0.25 * k as f32;
+    data.iter_mut()
+        .for_each(|v| *v = *v * scale - 0.1 * k as f32);
+    data
+}
+
+/// Runs `<dir>/<name>.onnx` on `batch` different inputs in one pass and one at a time;
+/// returns the number of tensors compared and the worst scaled difference.
+fn check_batch(dir: &str, name: &str, device: Device, batch: usize) -> (usize, f32) {
+    let graph = Arc::new(
+        load_onnx_file(
+            &fixture(&format!("{dir}/{name}.onnx")),
+            &ImportOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("{name}: import failed: {e}")),
+    );
+    let single = Engine::new(Arc::clone(&graph), device);
+    let batched = single
+        .with_batch(batch)
+        .unwrap_or_else(|e| panic!("{name}: not batchable: {e}"));
+    assert_eq!(batched.batch_size(), batch);
+    let input = &graph.inputs[0];
+    let numel: usize = input.shape.iter().product();
+    let samples: Vec<Vec<f32>> = (0..batch).map(|k| sample_input(numel, k)).collect();
+    let mut shape = input.shape.clone();
+    shape[0] = batch;
+    let batch_acts = batched
+        .forward_inputs(
+            &[NamedInput {
+                name: input.name.clone(),
+                shape,
+                data: samples.concat(),
+            }],
+            &Capture::All,
+        )
+        .unwrap_or_else(|e| panic!("{name}: batched forward failed: {e}"));
+    let (mut compared, mut worst) = (0, 0f32);
+    for (k, data) in samples.into_iter().enumerate() {
+        let acts = single
+            .forward_inputs(
+                &[NamedInput {
+                    name: input.name.clone(),
+                    shape: input.shape.clone(),
+                    data,
+                }],
+                &Capture::All,
+            )
+            .unwrap_or_else(|e| panic!("{name}: single forward failed: {e}"));
+        for node in &graph.nodes {
+            for value in &node.outputs {
+                let want = acts.read(value).expect("single value");
+                let got = batch_acts
+                    .read(value)
+                    .expect("batched value")
+                    .sample(k)
+                    .expect("sample in range");
+                assert_eq!(got.shape, want.shape, "{name}: shape of '{value}'");
+                let scale = max_abs(&want.data).max(1e-12);
+                let diff = got
+                    .data
+                    .iter()
+                    .zip(&want.data)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max)
+                    / scale;
+                assert!(
+                    diff <= 1e-5,
+                    "{name}: sample {k} of '{value}' ({}) differs from its single pass by \
+                     {diff:.2e} of its max |value| (tolerance 1e-5)",
+                    node.onnx_op
+                );
+                compared += 1;
+                worst = worst.max(diff);
+            }
+        }
+    }
+    eprintln!("{dir}/{name}: batch {batch}, {compared} tensors, worst {worst:.2e}");
+    (compared, worst)
+}
+
+const LIGHT: [&str; 9] = [
+    "alexnet",
+    "zfnet512",
+    "vgg19",
+    "squeezenet",
+    "resnet50",
+    "inception_v1",
+    "inception_v2",
+    "densenet121",
+    "shufflenet",
+];
+const MIXED: [&str; 3] = ["tiny_alexnet", "tiny_resnet", "tiny_shapechain"];
+
+#[test]
+fn a_batch_equals_single_passes_on_every_conformance_model_on_cpu() {
+    for name in MIXED {
+        assert!(check_batch("mixed", name, common::cpu(), 3).0 > 0);
+    }
+    for name in LIGHT {
+        assert!(check_batch("light", name, common::cpu(), 2).0 > 0);
+    }
+}
+
+#[test]
+fn a_batch_equals_single_passes_on_wgpu() {
+    let device = common::wgpu();
+    for name in MIXED {
+        assert!(check_batch("mixed", name, device.clone(), 3).0 > 0);
+    }
+    for name in ["squeezenet", "shufflenet"] {
+        assert!(check_batch("light", name, device.clone(), 2).0 > 0);
+    }
+}
+
+#[test]
+fn the_default_model_batches_and_a_wrong_batch_is_refused() {
+    let graph = Arc::new(convlens::model::default::default_graph().expect("default model"));
+    let engine = Engine::new(Arc::clone(&graph), common::cpu());
+    let batched = engine.with_batch(4).expect("EfficientNet-Lite0 batches");
+    assert_eq!(batched.graph().inputs[0].shape, vec![4, 3, 224, 224]);
+    let spec = convlens::model::default::default_input_spec();
+    let input = convlens::model::default::default_input(&spec).expect("default input");
+    let err = batched
+        .forward_batch(&[&input, &input], &Capture::Layers(Default::default()))
+        .err()
+        .expect("two inputs for a batch of four");
+    assert!(err.to_string().contains("batch of 2"), "{err}");
+    assert!(matches!(
+        engine.with_batch(0).err(),
+        Some(convlens::engine::EngineError::Batch(BatchError::Empty))
+    ));
+}
