@@ -136,6 +136,10 @@ pub struct BenchArgs {
     /// goes, by op type.
     #[arg(long)]
     pub ops: bool,
+    /// Also time one forward pass over this many different inputs at once (per-image time
+    /// in the table); 1 leaves it out.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    pub batch: u16,
 }
 
 /// Model choice and preprocessing, shared by every command that runs a model.
@@ -513,6 +517,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         skip_gbp: args.skip_gbp,
         ops: args.ops,
         viewport: crate::bench::FRAME_VIEWPORT,
+        batch: usize::from(args.batch),
     };
     let report = crate::bench::run(&m, &device, &options, &mut |line| eprintln!("{line}"))?;
     if args.json {

@@ -147,9 +147,12 @@ pub fn compute_cam(
 pub enum Delivery {
     /// Some filters' images.
     Chunk(GradientChunk),
-    /// The occlusion sweep's progress: `done` of `total` occluded forward passes (its maps
+    /// The occlusion sweep's progress: `done` of `total` occluded squares (its maps
     /// come as one chunk at the end).
     Progress { done: usize, total: usize },
+    /// Something the user should know about how it is computed (e.g. an occlusion sweep that
+    /// cannot batch its squares).
+    Notice(String),
 }
 
 /// Every filter's image of `layer` under `method`, delivered to `on_delivery` as it is
@@ -230,6 +233,14 @@ fn occlusion_chunks(
     else {
         return Ok(ControlFlow::Break(()));
     };
+    if let Some(why) = &maps.unbatched
+        && on_delivery(Delivery::Notice(format!(
+            "occlusion: one square per forward pass ({why})"
+        )))
+        .is_break()
+    {
+        return Ok(ControlFlow::Break(()));
+    }
     let [rows, cols] = maps.grid_hw;
     anyhow::ensure!(
         maps.layers.len() == layers.len(),

@@ -213,6 +213,7 @@ fn stream_images(
     let mut on_delivery = |d| {
         let event = match d {
             Delivery::Chunk(c) => UserEvent::GradientChunk(c),
+            Delivery::Notice(message) => UserEvent::Notice(message),
             Delivery::Progress { done, total } => UserEvent::Progress(Progress {
                 layer,
                 method,

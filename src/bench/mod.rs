@@ -70,6 +70,8 @@ pub struct BenchOptions {
     pub ops: bool,
     /// Size of the offscreen frame.
     pub viewport: [u32; 2],
+    /// Inputs per pass for the batched forward measurement; 1 leaves it out.
+    pub batch: usize,
 }
 
 pub(crate) const MIB: f64 = (1u64 << 20) as f64;
@@ -138,6 +140,41 @@ pub fn run(
         Ok(acts)
     })?;
     sample_pool();
+    let forward_batch_ms = if options.batch > 1 {
+        match engine.with_batch(options.batch) {
+            Ok(batched) => {
+                progress(&format!(
+                    "forward pass over {} inputs at once, every layer kept",
+                    options.batch
+                ));
+                // Different inputs: the input at decreasing contrast.
+                let inputs: Vec<InputTensor> = (0..options.batch)
+                    .map(|k| InputTensor {
+                        shape: input.shape,
+                        data: (input.data.iter())
+                            .map(|&v| v * (1.0 - 0.5 * k as f32 / options.batch as f32))
+                            .collect(),
+                        picture: None,
+                    })
+                    .collect();
+                let inputs: Vec<&InputTensor> = inputs.iter().collect();
+                let (batch_s, _) = median_of(options.warmup, options.repeats, || {
+                    let acts = batched.forward_batch(&inputs, &Capture::All)?;
+                    sync()?;
+                    Ok(acts)
+                })?;
+                sample_pool();
+                Some(round(batch_s * 1e3, 3))
+            }
+            Err(EngineError::Batch(why)) => {
+                notes.push(format!("batched forward not measured: {why}"));
+                None
+            }
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        None
+    };
     let forward_ops = if options.ops {
         progress("forward pass op by op (device synchronised after each node)");
         forward_by_op(&engine, &input, options)?
@@ -235,6 +272,8 @@ pub fn run(
         repeats: options.repeats,
         warmup: options.warmup,
         forward_ms: round(forward_s * 1e3, 3),
+        batch: options.batch,
+        forward_batch_ms,
         gbp_all_conv_s,
         gbp_filters,
         gbp_layers: convs.len(),

@@ -18,6 +18,11 @@ pub struct BenchReport {
     pub warmup: usize,
     /// Forward pass keeping every layer's output, until the device is idle.
     pub forward_ms: f64,
+    /// Inputs per pass of the batched forward measurement (`--batch`).
+    pub batch: usize,
+    /// One forward pass over `batch` different inputs, every layer kept (`None`: `--batch 1`
+    /// or the model cannot be batched, see `notes`). Per image: this / `batch`.
+    pub forward_batch_ms: Option<f64>,
     /// Guided backprop of every filter of every conv layer, images on the host.
     pub gbp_all_conv_s: Option<f64>,
     /// Filters (gradient images) in that workload.
@@ -200,6 +205,22 @@ impl BenchReport {
             ]);
         }
         rows.splice(5..5, extra);
+        if let Some(v) = self.forward_batch_ms {
+            rows.insert(
+                1,
+                [
+                    format!("forward per image, batch of {}", self.batch),
+                    figure(v / self.batch.max(1) as f64),
+                    "ms".into(),
+                    self.repeats.to_string(),
+                    format!(
+                        "{} ms per pass of {} different inputs, every layer kept",
+                        figure(v),
+                        self.batch
+                    ),
+                ],
+            );
+        }
         if let Some(v) = self.compute_pool_reserved_mib {
             rows.push([
                 "burn wgpu pool, max reserved".into(),
@@ -297,6 +318,8 @@ mod tests {
             repeats: 3,
             warmup: 1,
             forward_ms: 12.34,
+            batch: 4,
+            forward_batch_ms: Some(40.0),
             gbp_all_conv_s: None,
             gbp_filters: 72,
             gbp_layers: 3,
@@ -325,6 +348,10 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("note: no adapter"), "{t}");
+        assert!(
+            t.contains("forward per image, batch of 4") && t.contains("10.0"),
+            "{t}"
+        );
         let json = serde_json::to_value(&report).expect("serialises");
         assert!(json["frame_ms"].is_null() && json.get("atlas_mib").is_none());
     }

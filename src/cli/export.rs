@@ -234,20 +234,20 @@ fn export_occlusion(
         .copied()
         .filter(|&i| graph.nodes[i].feature_map_dims().is_some())
         .collect();
-    let bar = progress_bar(
-        passes,
-        "occlusion [{bar:40}] {pos}/{len} forward passes ({eta})",
-    );
-    let maps = occlusion(engine, input, &map_layers, &spec, |_, _| {
-        bar.inc(1);
+    let bar = progress_bar(passes, "occlusion [{bar:40}] {pos}/{len} squares ({eta})");
+    let maps = occlusion(engine, input, &map_layers, &spec, |done, _| {
+        bar.set_position(done as u64);
         std::ops::ControlFlow::Continue(())
     })?
     .context("the occlusion sweep stopped")?;
     bar.finish_and_clear();
+    if let Some(why) = &maps.unbatched {
+        eprintln!("occlusion: one square per forward pass ({why})");
+    }
     let written = export::write_occlusion(graph, &maps, class, &args.out, args.raw)?;
     eprintln!(
-        "occlusion: {} squares of {} px at stride {} → {} PNGs",
-        passes, spec.size_px, spec.stride_px, written.pngs
+        "occlusion: {} squares of {} px at stride {}, {} per forward pass → {} PNGs",
+        passes, spec.size_px, spec.stride_px, maps.squares_per_pass, written.pngs
     );
     Ok(written)
 }

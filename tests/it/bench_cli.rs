@@ -85,6 +85,9 @@ fn bench_json_reports_every_figure() {
         assert!(v.get(key).is_some(), "key '{key}' missing: {v}");
     }
     positive(&v, "forward_ms");
+    // `--batch` defaults to 8: one pass over 8 different inputs.
+    assert_eq!(v["batch"].as_u64(), Some(8), "{v}");
+    positive(&v, "forward_batch_ms");
     positive(&v, "gbp_all_conv_s");
     assert_eq!(v["gbp_filters"].as_u64(), Some(conv_filters), "{v}");
     assert_eq!(v["repeats"].as_u64(), Some(1));

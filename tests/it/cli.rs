@@ -241,6 +241,37 @@ fn stats_aggregate_what_export_writes() {
         "{f1} vs {mean1}"
     );
     assert_eq!(f1["max"].as_f64().expect("max") as f32, max1);
+    // Two images per pass (the third pass padded): the same statistics.
+    let batched_out = dir.path().join("stats_batched.json");
+    let batched = convlens(&[
+        "stats",
+        "--inputs",
+        &images,
+        "--out",
+        batched_out.to_str().expect("utf8"),
+        "--layers",
+        layer,
+        "--device",
+        "cpu",
+        "--batch",
+        "2",
+    ]);
+    assert!(batched.status.success(), "{}", text(&batched));
+    let b: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&batched_out).expect("stats file")).expect("json");
+    assert_eq!(b["images"], 3);
+    for (one, two) in filters
+        .iter()
+        .zip(b["layers"][0]["filters"].as_array().expect("filters"))
+    {
+        for key in ["mean", "max", "zero_fraction"] {
+            let (x, y) = (one[key].as_f64(), two[key].as_f64());
+            assert!(
+                matches!((x, y), (Some(x), Some(y)) if (x - y).abs() <= 1e-6 * x.abs().max(1.0)),
+                "{key}: {one} vs {two}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -1,13 +1,14 @@
 //! Occlusion sensitivity (Zeiler & Fergus): a square of the input is set to a constant
 //! (0 in normalised units, i.e. the mean colour) and slid over the image; at each position the
 //! drop of every selected layer's per-channel response `J_k = Σ_{h,w} channel k` and of every
-//! class score is recorded. One forward pass per position (the engine's shapes are static,
-//! batch 1), capturing only the selected layers.
+//! class score is recorded. The squares go through the network in batches (one square per
+//! sample), capturing only the selected layers.
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
 
-use crate::engine::{Capture, Engine, Result};
+use crate::engine::{Capture, Engine, EngineError, Result};
+use crate::model::BatchError;
 use crate::model::preprocess::InputTensor;
 
 /// Square size and stride in input pixels, and the fill value (normalised units).
@@ -54,9 +55,16 @@ pub struct OcclusionMaps {
     pub layers: Vec<(usize, Vec<f32>)>,
     /// `[classes, rows, cols]`: drop of each entry of the graph's first output.
     pub classes: Vec<f32>,
+    /// How many squares went through the network per forward pass.
+    pub squares_per_pass: usize,
+    /// Why the sweep ran one square per pass, when the graph could not be batched.
+    pub unbatched: Option<BatchError>,
 }
 
-/// Per-channel sums of a `[1, C, ...]` value.
+/// Squares per forward pass when the graph can be batched (see [`occlusion`]).
+pub const SQUARES_PER_PASS: usize = 8;
+
+/// Per-channel sums of a `[C, ...]` slice (one sample of a value).
 fn channel_sums(data: &[f32], channels: usize) -> Vec<f64> {
     let per = data.len() / channels.max(1);
     (0..channels)
@@ -69,9 +77,47 @@ fn channel_sums(data: &[f32], channels: usize) -> Vec<f64> {
         .collect()
 }
 
+/// What one pass over a batch measures: for each sample, the per-channel sums of every
+/// selected layer and then the class scores (`[sample][layer…, classes][channel]`).
+struct Responder<'a> {
+    engine: &'a Engine,
+    capture: Capture,
+    /// `(value name, channels)` of each selected layer.
+    layers: Vec<(String, usize)>,
+}
+
+impl Responder<'_> {
+    fn respond(&self, inputs: &[&InputTensor]) -> Result<Vec<Vec<Vec<f64>>>> {
+        let acts = self.engine.forward_batch(inputs, &self.capture)?;
+        let mut per_sample: Vec<Vec<Vec<f64>>> = vec![Vec::new(); inputs.len()];
+        for (value, channels) in &self.layers {
+            let all = acts.read(value)?; // [N, C, H, W]
+            let per = all.data.len() / inputs.len().max(1);
+            for (k, out) in per_sample.iter_mut().enumerate() {
+                out.push(channel_sums(&all.data[k * per..(k + 1) * per], *channels));
+            }
+        }
+        let scores = acts.read_output()?; // [N, classes]
+        let per = scores.data.len() / inputs.len().max(1);
+        for (k, out) in per_sample.iter_mut().enumerate() {
+            out.push(
+                scores.data[k * per..(k + 1) * per]
+                    .iter()
+                    .map(|&x| f64::from(x))
+                    .collect(),
+            );
+        }
+        Ok(per_sample)
+    }
+}
+
 /// Runs the occlusion sweep. `layers` must have `[1, C, H, W]` outputs; `on_pass(done,
-/// total)` is called after every occluded forward pass (for progress) and may stop the sweep
-/// with `ControlFlow::Break`: then `None`.
+/// total)` is called after every forward pass with the squares done so far (for progress)
+/// and may stop the sweep with `ControlFlow::Break`: then `None`.
+///
+/// The squares go through the network [`SQUARES_PER_PASS`] at a time when the graph can be
+/// batched ([`Engine::with_batch`]; the last pass is padded with copies); otherwise one per
+/// pass, and the maps say why in [`OcclusionMaps::unbatched`].
 pub fn occlusion(
     engine: &Engine,
     input: &InputTensor,
@@ -85,56 +131,73 @@ pub fn occlusion(
         .iter()
         .map(|&i| graph.nodes[i].name.clone())
         .collect();
-    let capture = Capture::Layers(names);
-    let channels: Vec<usize> = layers
+    let layer_values: Vec<(String, usize)> = layers
         .iter()
-        .map(|&i| graph.nodes[i].feature_map_dims().map_or(1, |d| d.0))
+        .map(|&i| {
+            let node = &graph.nodes[i];
+            (
+                node.outputs[0].clone(),
+                node.feature_map_dims().map_or(1, |d| d.0),
+            )
+        })
         .collect();
-    // Responses (per-channel sums per layer, then the class scores) for one input.
-    let respond = |x: &InputTensor| -> Result<Vec<Vec<f64>>> {
-        let acts = engine.forward(x, &capture)?;
-        let mut out = Vec::with_capacity(layers.len() + 1);
-        for (&i, &c) in layers.iter().zip(&channels) {
-            out.push(channel_sums(
-                &acts.read(&graph.nodes[i].outputs[0])?.data,
-                c,
-            ));
-        }
-        out.push(
-            acts.read_output()?
-                .data
-                .iter()
-                .map(|&x| f64::from(x))
-                .collect(),
-        );
-        Ok(out)
-    };
-    let base = respond(input)?;
     let (rows, cols) = (spec.offsets(h), spec.offsets(w));
     let cells = rows.len() * cols.len();
+    let wanted = SQUARES_PER_PASS.min(cells);
+    let (batched, unbatched) = match engine.batch_size() {
+        1 if wanted > 1 => match engine.with_batch(wanted) {
+            Ok(batched) => (Some(batched), None),
+            Err(EngineError::Batch(why)) => (None, Some(why)),
+            Err(e) => return Err(e),
+        },
+        _ => (None, None),
+    };
+    let single = Responder {
+        engine,
+        capture: Capture::Layers(names),
+        layers: layer_values,
+    };
+    let base = single.respond(&[input])?.swap_remove(0);
+    let runner = match &batched {
+        Some(batched) => Responder {
+            engine: batched,
+            capture: single.capture.clone(),
+            layers: single.layers.clone(),
+        },
+        None => single,
+    };
+    let per_pass = runner.engine.batch_size();
     let mut maps: Vec<Vec<f32>> = base.iter().map(|b| vec![0f32; b.len() * cells]).collect();
     let size = spec.size_px.min(h).min(w);
-    let mut occluded = input.clone();
-    occluded.picture = None;
-    for (r, &y0) in rows.iter().enumerate() {
-        for (c, &x0) in cols.iter().enumerate() {
-            occluded.data.copy_from_slice(&input.data);
-            for p in 0..planes {
-                for y in y0..(y0 + size).min(h) {
-                    let row = p * h * w + y * w;
-                    occluded.data[row + x0..row + (x0 + size).min(w)].fill(spec.fill);
-                }
+    let occlude = |cell: usize| {
+        let (y0, x0) = (rows[cell / cols.len()], cols[cell % cols.len()]);
+        let mut occluded = InputTensor {
+            shape: input.shape,
+            data: input.data.clone(),
+            picture: None,
+        };
+        for p in 0..planes {
+            for y in y0..(y0 + size).min(h) {
+                let row = p * h * w + y * w;
+                occluded.data[row + x0..row + (x0 + size).min(w)].fill(spec.fill);
             }
-            let got = respond(&occluded)?;
-            let cell = r * cols.len() + c;
-            for ((map, b), g) in maps.iter_mut().zip(&base).zip(&got) {
+        }
+        occluded
+    };
+    for first in (0..cells).step_by(per_pass) {
+        let batch: Vec<InputTensor> = (first..first + per_pass)
+            .map(|cell| occlude(cell.min(cells - 1)))
+            .collect();
+        let got = runner.respond(&batch.iter().collect::<Vec<_>>())?;
+        for (cell, got) in (first..cells).zip(&got) {
+            for ((map, b), g) in maps.iter_mut().zip(&base).zip(got) {
                 for (k, (bk, gk)) in b.iter().zip(g).enumerate() {
                     map[k * cells + cell] = (bk - gk) as f32;
                 }
             }
-            if on_pass(cell + 1, cells).is_break() {
-                return Ok(None);
-            }
+        }
+        if on_pass((first + per_pass).min(cells), cells).is_break() {
+            return Ok(None);
         }
     }
     let classes = maps.pop().unwrap_or_default();
@@ -142,6 +205,8 @@ pub fn occlusion(
         grid_hw: [rows.len(), cols.len()],
         layers: layers.iter().copied().zip(maps).collect(),
         classes,
+        squares_per_pass: per_pass,
+        unbatched,
     }))
 }
 
