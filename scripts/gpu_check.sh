@@ -12,7 +12,7 @@
 #   bench_*.json     `convlens bench --device gpu --json`: AlexNet-shaped (the network of
 #                    scripts/bench_reference.py), the embedded EfficientNet-Lite0, and a
 #                    10,240-filter layer (frame of 10,000 tiles); CPU runs of the same for scale;
-#                    forward per image in batches (`forward_batch_ms`, batch 8 and 32)
+#                    batches of 16 (and 64): `forward_batch_images_per_s`
 #   torch_cuda.json  PyTorch on the same GPU: AlexNet-shaped forward and all-filter batched GBP
 #   compare_*.json   GPU vs CPU exports: worst relative error per layer, top-5 classes equal
 #   *.png            screenshots rendered on the GPU (wide: >= 10,000 tiles)
@@ -113,11 +113,11 @@ step bench_wide_gpu.json 60 "$bin" bench "$models/wide.onnx" --input "$npy" --de
 step bench_efficientnet_gpu.json 60 "$bin" bench --device gpu --json --repeats 20 --warmup 3 \
   --skip-gbp
 step torch_cuda.json 90 python3 scripts/gpu_check.py torch-ref /dev/stdout
-# Batches on the GPU (issue 14): the default model's forward per image at batch 32 (the
-# bench above measured batch 8), and an occlusion sweep (225 squares, 8 per pass; the log
-# has its seconds).
-step bench_efficientnet_batch32_gpu.json 60 "$bin" bench --device gpu --json --repeats 10 \
-  --warmup 2 --skip-gbp --batch 32
+# Batches on the GPU (issue 14): every bench above measured batch 1 and 16
+# (forward_batch_images_per_s); the default model at batch 64 too, and an occlusion sweep
+# (225 squares, 8 per pass; the log has its seconds).
+step bench_efficientnet_batch64_gpu.json 60 "$bin" bench --device gpu --json --repeats 10 \
+  --warmup 2 --skip-gbp --batch 64
 step occlusion_efficientnet_gpu 60 "$bin" export --input assets/images/coffee.png \
   --methods occlusion --layers /_conv_stem/Conv --device gpu --out "$out/occlusion"
 rm -rf "$out/occlusion"

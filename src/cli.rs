@@ -138,7 +138,7 @@ pub struct BenchArgs {
     pub ops: bool,
     /// Also time one forward pass over this many different inputs at once (per-image time
     /// in the table); 1 leaves it out.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     pub batch: u16,
 }
 

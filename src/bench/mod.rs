@@ -274,6 +274,8 @@ pub fn run(
         forward_ms: round(forward_s * 1e3, 3),
         batch: options.batch,
         forward_batch_ms,
+        forward_batch_images_per_s: forward_batch_ms
+            .map(|ms| round(options.batch as f64 / (ms * 1e-3).max(1e-9), 1)),
         gbp_all_conv_s,
         gbp_filters,
         gbp_layers: convs.len(),

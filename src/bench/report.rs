@@ -23,6 +23,8 @@ pub struct BenchReport {
     /// One forward pass over `batch` different inputs, every layer kept (`None`: `--batch 1`
     /// or the model cannot be batched, see `notes`). Per image: this / `batch`.
     pub forward_batch_ms: Option<f64>,
+    /// Throughput of that pass: `batch` / `forward_batch_ms`, in images per second.
+    pub forward_batch_images_per_s: Option<f64>,
     /// Guided backprop of every filter of every conv layer, images on the host.
     pub gbp_all_conv_s: Option<f64>,
     /// Filters (gradient images) in that workload.
@@ -214,9 +216,10 @@ impl BenchReport {
                     "ms".into(),
                     self.repeats.to_string(),
                     format!(
-                        "{} ms per pass of {} different inputs, every layer kept",
+                        "{} ms per pass of {} different inputs, every layer kept ({:.1} images/s)",
                         figure(v),
-                        self.batch
+                        self.batch,
+                        self.forward_batch_images_per_s.unwrap_or(f64::NAN)
                     ),
                 ],
             );
@@ -320,6 +323,7 @@ mod tests {
             forward_ms: 12.34,
             batch: 4,
             forward_batch_ms: Some(40.0),
+            forward_batch_images_per_s: Some(100.0),
             gbp_all_conv_s: None,
             gbp_filters: 72,
             gbp_layers: 3,

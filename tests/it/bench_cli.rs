@@ -85,9 +85,15 @@ fn bench_json_reports_every_figure() {
         assert!(v.get(key).is_some(), "key '{key}' missing: {v}");
     }
     positive(&v, "forward_ms");
-    // `--batch` defaults to 8: one pass over 8 different inputs.
-    assert_eq!(v["batch"].as_u64(), Some(8), "{v}");
+    // `--batch` defaults to 16: one pass over 16 different inputs.
+    assert_eq!(v["batch"].as_u64(), Some(16), "{v}");
     positive(&v, "forward_batch_ms");
+    let per_s = v["forward_batch_images_per_s"].as_f64().expect("images/s");
+    let ms = v["forward_batch_ms"].as_f64().expect("ms");
+    assert!(
+        (per_s - 16.0 / (ms * 1e-3)).abs() <= 0.06 + 1e-3 * per_s,
+        "{v}"
+    );
     positive(&v, "gbp_all_conv_s");
     assert_eq!(v["gbp_filters"].as_u64(), Some(conv_filters), "{v}");
     assert_eq!(v["repeats"].as_u64(), Some(1));
