@@ -1,7 +1,8 @@
 //! The CPU path's forward pass and its GEMM: bvlc AlexNet with seeded weights (conv layers
 //! and the three fully connected ones, `tests/it/attribution_support/mod.rs`) run forward with
 //! every layer kept, as `convlens bench` times `forward_ms`, and `engine::kernels::sgemm` against the
-//! `gemm` crate on the five conv layers' GEMM shapes (`[c_out/g, K] × [K, Ho·Wo]`, per group).
+//! `gemm` crate on the five conv layers' GEMM shapes (`[c_out/g, K] × [K, Ho·Wo]`, per group);
+//! and EfficientNet-Lite0's depthwise convolutions at every SIMD level the CPU runs.
 //!
 //! Run: `cargo bench --bench kernels`. `scripts/bench_reference.py` puts the forward pass
 //! next to onnxruntime's.
@@ -13,8 +14,12 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use burn::tensor::Device;
+use convlens::engine::kernels::depthwise::depthwise_conv2d_at;
+use convlens::engine::kernels::geometry::ConvGeometry;
 use convlens::engine::kernels::sgemm::{self, MatRef};
+use convlens::engine::kernels::simd::SimdLevel;
 use convlens::engine::{Capture, NamedInput};
+use convlens::model::graph::Window2d;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn forward(c: &mut Criterion) {
@@ -109,5 +114,55 @@ fn gemm(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, forward, gemm);
+/// EfficientNet-Lite0's depthwise convolution shapes (channels, input side, kernel, stride),
+/// at every SIMD level this CPU runs (`engine::kernels::simd`).
+fn depthwise(c: &mut Criterion) {
+    convlens::engine::device::retain_freed_host_memory();
+    let shapes = [
+        (32, 112, 3, 1),
+        (96, 112, 3, 2),
+        (144, 56, 5, 2),
+        (240, 28, 5, 1),
+        (672, 14, 5, 1),
+        (1152, 7, 5, 1),
+    ];
+    let mut group = c.benchmark_group("depthwise_efficientnet");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(1));
+    for (channels, side, k, stride) in shapes {
+        let pad = k / 2;
+        let window = Window2d {
+            kernel: [k, k],
+            strides: [stride, stride],
+            pads: [(pad, pad), (pad, pad)],
+            dilations: [1, 1],
+        };
+        let out_side = (side + 2 * pad - k) / stride + 1;
+        let Some(g) = ConvGeometry::new(
+            &window,
+            channels,
+            &[1, channels, side, side],
+            &[channels, 1, k, k],
+            &[1, channels, out_side, out_side],
+        ) else {
+            continue;
+        };
+        let x: Vec<f32> = (0..channels * side * side)
+            .map(|i| (i % 11) as f32 - 5.0)
+            .collect();
+        let weight: Vec<f32> = (0..channels * k * k)
+            .map(|i| (i % 3) as f32 - 1.0)
+            .collect();
+        for level in SimdLevel::supported_levels() {
+            group.bench_function(
+                format!("c{channels}_{side}px_k{k}_s{stride}_{}", level.name()),
+                |bench| bench.iter(|| black_box(depthwise_conv2d_at(level, &x, &weight, None, &g))),
+            );
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, forward, gemm, depthwise);
 criterion_main!(benches);

@@ -9,6 +9,9 @@ fn main() -> std::process::ExitCode {
     // SAFETY: first thing in main, before any other thread exists.
     unsafe { convlens::gpu_instance::quiet_vulkan_device_select() };
     let cli = Cli::parse_with_default();
+    if let Some(why) = convlens::engine::kernels::simd::refused_request() {
+        eprintln!("warning: {why}");
+    }
     let result = match cli.command {
         Command::Info(args) => cli::info(&args),
         Command::Export(args) => cli::export(&args),

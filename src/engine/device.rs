@@ -2,6 +2,7 @@
 //! (or asked for), else burn's `flex` CPU backend. `gpu` on a machine without a GPU uses
 //! whatever adapter wgpu finds (Mesa's software Vulkan in CI).
 
+use super::kernels::simd::{self, SimdLevel};
 use burn::tensor::Device;
 
 /// The user's `--device` choice (parsed by the CLI, which words its help).
@@ -88,22 +89,39 @@ pub fn adapter_summary() -> Option<(String, bool)> {
     ))
 }
 
-/// Which CPU kernels this machine runs, in words (for `convlens --version` and `bench`): the
-/// convolution GEMM (the project's AVX-512 micro-kernel, or the `gemm` crate, which picks its
-/// own AVX2/FMA or portable kernels at run time) and the sparse-gradient scatter.
+/// Which CPU kernels this process runs, in words (for `convlens --version` and `bench`):
+/// the [`SimdLevel`] (detected, or forced by `CONVLENS_CPU_KERNELS`), then the convolution
+/// GEMM (the project's AVX-512 micro-kernel, or the `gemm` crate, which picks its own
+/// AVX2/FMA or portable kernels at run time), the depthwise convolution and the
+/// sparse-gradient scatter.
 pub fn cpu_kernel_path() -> String {
-    let isa = cpu_isa();
-    let gemm = if super::kernels::sgemm::available() {
+    let level = simd::active();
+    let how = match (std::env::var(simd::ENV).is_ok(), simd::refused_request()) {
+        (_, Some(why)) => format!(" ({why})"),
+        (true, None) => format!(" (forced by {})", simd::ENV),
+        (false, None) => " (detected)".to_string(),
+    };
+    let gemm = if level == SimdLevel::Avx512 {
         "conv GEMM: own AVX-512 micro-kernel"
     } else {
         "conv GEMM: gemm crate (its run-time choice)"
     };
-    let scatter = if isa.contains("avx2") && isa.contains("fma") {
+    let depthwise = match level {
+        SimdLevel::Avx512 => "depthwise: AVX-512",
+        SimdLevel::Avx2Fma => "depthwise: AVX2+FMA",
+        SimdLevel::Portable => "depthwise: portable",
+    };
+    let scatter = if level >= SimdLevel::Avx2Fma {
         "sparse gradients: AVX2+FMA"
     } else {
         "sparse gradients: portable"
     };
-    format!("{} ({isa}); {gemm}; {scatter}", std::env::consts::ARCH)
+    format!(
+        "{} ({}); kernels: {}{how}; {gemm}; {depthwise}; {scatter}",
+        std::env::consts::ARCH,
+        cpu_isa(),
+        level.name()
+    )
 }
 
 /// The SIMD levels this CPU has that the kernels use.

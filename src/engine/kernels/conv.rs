@@ -1,21 +1,25 @@
 //! The forward convolution on the CPU (flex) device: im2col into one `[K, Ho·Wo]` column
-//! matrix per image and group, then a single multithreaded GEMM ([`super::sgemm`] on CPUs
-//! with AVX-512, else the `gemm` crate's kernels, chosen at run time). On AlexNet-shaped
-//! layers this is several times faster than flex's tiled convolution, which runs many small
-//! GEMMs. Used by [`crate::engine::Engine`] for spatial convolutions with deep column matrices
-//! (depthwise and 1×1 ones stay on flex), reading the engine's weight tensors in place. The
-//! same GEMM gives the reverse pass its dense input gradients ([`conv2d_input_grad`]).
+//! matrix per image and group, then a single multithreaded GEMM ([`super::sgemm`] at the
+//! AVX-512 [`super::simd`] level, else the `gemm` crate's kernels, which it picks at run
+//! time). On AlexNet-shaped layers this is several times faster than flex's tiled
+//! convolution, which runs many small GEMMs. Used by [`crate::engine::Engine`] for spatial
+//! convolutions with deep column matrices and, through [`super::depthwise`], for depthwise
+//! ones; 1×1 convolutions stay on flex (its GEMM beat this one on EfficientNet-Lite0's
+//! shallow `[c_out, c_in] × [c_in, H·W]` products: 10 vs 14 ms for all 32). It reads the
+//! engine's weight tensors in place. The same GEMM gives the reverse pass its dense input
+//! gradients ([`conv2d_input_grad`]).
 
 use rayon::prelude::*;
 
 use super::geometry::ConvGeometry;
 use super::sgemm::{self, MatRef};
+use super::simd::{self, SimdLevel};
 
 use crate::model::{Graph, Node, Op};
 
 /// `node`'s geometry when it is a Conv with constant weights (and bias) whose geometry
-/// [`ConvGeometry::suits_gemm`]: the engine then runs it with [`conv2d`] on its weight
-/// tensors; else `None` (the backend runs it).
+/// [`ConvGeometry::suits_gemm`] or is depthwise: the engine then runs it with [`conv2d`] on
+/// its weight tensors; else `None` (the backend runs it).
 pub fn plan(graph: &Graph, node: &Node) -> Option<ConvGeometry> {
     let Op::Conv { window, group } = &node.op else {
         return None;
@@ -27,12 +31,16 @@ pub fn plan(graph: &Graph, node: &Node) -> Option<ConvGeometry> {
     let x = graph.shapes.get(node.inputs.first()?)?;
     let out = node.output_shapes.first()?;
     let geometry = ConvGeometry::new(window, *group, x, &weight.shape, out)?;
-    geometry.suits_gemm().then_some(geometry)
+    (geometry.suits_gemm() || geometry.is_depthwise()).then_some(geometry)
 }
 
 /// `x [n, c_in, h, w]` ⊛ `weight [c_out, c_in/g, kh, kw]` (+ `bias [c_out]`), row-major
-/// `f32`: the output `[n, c_out, ho, wo]`.
+/// `f32`: the output `[n, c_out, ho, wo]`. Depthwise geometries go to
+/// [`super::depthwise::depthwise_conv2d`].
 pub fn conv2d(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
+    if let Some(out) = super::depthwise::depthwise_conv2d(x, weight, bias, g) {
+        return out;
+    }
     let (k, cols_n) = (g.k(), g.ho * g.wo);
     let (cg_in, cg_out) = (g.c_in / g.groups, g.c_out / g.groups);
     let mut out = vec![0f32; g.n * g.c_out * cols_n];
@@ -138,8 +146,7 @@ pub enum InputGradPath {
 /// - the rest: sparse up to `MAX_DENSITY`, else flex.
 pub fn input_grad_path(g: &ConvGeometry, density: f64) -> InputGradPath {
     let (cg_in, cg_out) = (g.c_in / g.groups, g.c_out / g.groups);
-    let depthwise = g.groups == g.c_in && g.c_out == g.c_in && g.groups > 1;
-    if depthwise {
+    if g.is_depthwise() {
         let direct = g.kernel[0] * g.kernel[1] <= 9 || (g.strides == [1, 1] && density >= 0.15);
         return if direct {
             InputGradPath::Depthwise
@@ -161,7 +168,7 @@ pub fn input_grad_path(g: &ConvGeometry, density: f64) -> InputGradPath {
 }
 
 /// `dst [m, n] = lhs [m, k] × rhs [k, n]`, all row-major; with `lhs.1` set, `lhs.0` is the
-/// row-major `[k, m]` matrix read transposed. On CPUs with AVX-512 through
+/// row-major `[k, m]` matrix read transposed. At [`SimdLevel::Avx512`] through
 /// [`super::sgemm`] (about twice the `gemm` crate's GFLOP/s here; it always uses every
 /// thread), else the `gemm` crate with `parallelism` — the one place this module calls into
 /// `gemm`: the slice lengths are checked here, so the unsafe call stays in bounds.
@@ -179,7 +186,7 @@ fn matmul(
         rhs.len(),
         dst.len()
     );
-    if sgemm::available() {
+    if simd::active() == SimdLevel::Avx512 && sgemm::available() {
         let lhs = if lhs_transposed {
             MatRef::transposed(lhs, m, k)
         } else {

@@ -1,22 +1,278 @@
-//! Input gradients of depthwise convolutions (one filter per channel: `groups = c_in =
-//! c_out`, as in EfficientNet and MobileNet) on the CPU (flex), for the reverse pass
-//! (`vjp_spatial`). Each channel's gradient plane is added back onto its input plane once per
-//! kernel tap, a whole output row at a time: for stride 1 that is one contiguous
-//! multiply-add per (tap, row), which the compiler vectorises. The GEMM path has one output
-//! channel per group here (a `[kh·kw, 1]` product per pixel) and the sparse path one value per
-//! tap per non-zero; EfficientNet-Lite0's guided backprop of `/_conv_head/Conv` spent 13 s of
-//! 40 in those.
+//! Depthwise convolutions (one filter per channel: `groups = c_in = c_out`, as in
+//! EfficientNet and MobileNet) on the CPU (flex): the forward pass ([`depthwise_conv2d`],
+//! run by the engine instead of flex's grouped convolution) and the input gradient for the
+//! reverse pass (`vjp_spatial`). Both walk one channel plane at a time, planes in parallel,
+//! one kernel tap and a whole output row at a time: for stride 1 that is one contiguous
+//! multiply-add per (tap, row), which the compiler vectorises. In the reverse pass the GEMM
+//! path has one output channel per group here (a `[kh·kw, 1]` product per pixel) and the
+//! sparse path one value per tap per non-zero; EfficientNet-Lite0's guided backprop of
+//! `/_conv_head/Conv` spent 13 s of 40 in those.
 
 use rayon::prelude::*;
 
 use super::geometry::ConvGeometry;
+use super::simd::{self, SimdLevel};
+
+/// The depthwise convolution `x [n, c, h, w]` ⊛ `weight [c, 1, kh, kw]` (+ `bias [c]`),
+/// row-major `f32`: the output `[n, c, ho, wo]`; `None` unless `g` is depthwise with one
+/// filter per channel and the slices have its sizes. Planes run in parallel, at the
+/// process's [`simd::active`] level.
+pub fn depthwise_conv2d(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeometry,
+) -> Option<Vec<f32>> {
+    depthwise_conv2d_at(simd::active(), x, weight, bias, g)
+}
+
+/// [`depthwise_conv2d`] with the kernels of `level` (which the CPU must support; else the
+/// portable ones run).
+pub fn depthwise_conv2d_at(
+    level: SimdLevel,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeometry,
+) -> Option<Vec<f32>> {
+    let [kh, kw] = g.kernel;
+    let (plane_in, plane_out) = (g.h * g.w, g.ho * g.wo);
+    let sizes_agree = x.len() == g.n * g.c_in * plane_in
+        && weight.len() == g.c_out * kh * kw
+        && bias.is_none_or(|b| b.len() == g.c_out);
+    if !g.is_depthwise() || !sizes_agree || kh * kw > MAX_TAPS {
+        return None;
+    }
+    let level = if level.supported() {
+        level
+    } else {
+        SimdLevel::Portable
+    };
+    let layout = PaddedLayout::new(g);
+    let mut out = vec![0f32; g.n * g.c_out * plane_out];
+    out.par_chunks_mut(plane_out.max(1))
+        .enumerate()
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(padded, flat), (plane, dst)| {
+                let channel = plane % g.c_in;
+                layout.fill(padded, &x[plane * plane_in..][..plane_in], g);
+                let taps = &weight[channel * kh * kw..][..kh * kw];
+                let bias = bias.map_or(0.0, |b| b[channel]);
+                conv_plane(level, (dst, flat), padded, taps, bias, &layout, g);
+            },
+        );
+    Some(out)
+}
+
+/// One input plane copied with its zero padding around it and, for a horizontal stride
+/// `sx > 1`, each row split into `sx` phases (columns `p, p + sx, …`), so every kernel tap
+/// reads a contiguous run of a row for a row of outputs.
+struct PaddedLayout {
+    /// Padded rows.
+    rows: usize,
+    /// Values per phase of a padded row.
+    phase_len: usize,
+    /// `sx · phase_len`: values per padded row.
+    row_len: usize,
+}
+
+impl PaddedLayout {
+    fn new(g: &ConvGeometry) -> Self {
+        let [kh, kw] = g.kernel;
+        let [sy, sx] = g.strides;
+        let [dy, dx] = g.dilations;
+        // Every row and column any output reads (covers bottom/right padding too).
+        let rows = ((g.ho.max(1) - 1) * sy + (kh - 1) * dy + 1).max(g.pads_before[0] + g.h);
+        let cols = ((g.wo.max(1) - 1) * sx + (kw - 1) * dx + 1).max(g.pads_before[1] + g.w);
+        let phase_len = cols.div_ceil(sx);
+        Self {
+            rows,
+            phase_len,
+            row_len: sx * phase_len,
+        }
+    }
+
+    /// Writes `src [h, w]` into `padded` in this layout.
+    fn fill(&self, padded: &mut Vec<f32>, src: &[f32], g: &ConvGeometry) {
+        padded.clear();
+        // A block of slack at the end for `taps_run`'s last, partial block.
+        padded.resize(self.rows * self.row_len + RUN_BLOCK, 0.0);
+        let [py, px] = g.pads_before;
+        let sx = g.strides[1];
+        for (y, row_in) in src.chunks(g.w).enumerate() {
+            let row = &mut padded[(y + py) * self.row_len..][..self.row_len];
+            if sx == 1 {
+                row[px..px + g.w].copy_from_slice(row_in);
+                continue;
+            }
+            for phase in 0..sx {
+                // The first padded column of this phase that holds an input value.
+                let first = px + (phase + sx - px % sx) % sx;
+                let Some(from) = row_in.get(first - px..) else {
+                    continue;
+                };
+                let dst = &mut row[phase * self.phase_len + first / sx..];
+                for (d, &v) in dst.iter_mut().zip(from.iter().step_by(sx)) {
+                    *d = v;
+                }
+            }
+        }
+    }
+}
+
+/// One output plane `dst [ho, wo]` = `bias` + the taps over the padded plane, at `level`.
+fn conv_plane(
+    level: SimdLevel,
+    (dst, flat): (&mut [f32], &mut Vec<f32>),
+    padded: &[f32],
+    taps: &[f32],
+    bias: f32,
+    layout: &PaddedLayout,
+    g: &ConvGeometry,
+) {
+    #[cfg(target_arch = "x86_64")]
+    match level {
+        // SAFETY (both): `depthwise_conv2d_at` only passes levels the CPU supports.
+        SimdLevel::Avx512 => {
+            return unsafe { conv_plane_avx512((dst, flat), padded, taps, bias, layout, g) };
+        }
+        SimdLevel::Avx2Fma => {
+            return unsafe { conv_plane_avx2((dst, flat), padded, taps, bias, layout, g) };
+        }
+        SimdLevel::Portable => {}
+    }
+    let _ = level;
+    conv_plane_body::<false>((dst, flat), padded, taps, bias, layout, g);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+fn conv_plane_avx512(
+    (dst, flat): (&mut [f32], &mut Vec<f32>),
+    padded: &[f32],
+    taps: &[f32],
+    bias: f32,
+    layout: &PaddedLayout,
+    g: &ConvGeometry,
+) {
+    conv_plane_body::<true>((dst, flat), padded, taps, bias, layout, g);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn conv_plane_avx2(
+    (dst, flat): (&mut [f32], &mut Vec<f32>),
+    padded: &[f32],
+    taps: &[f32],
+    bias: f32,
+    layout: &PaddedLayout,
+    g: &ConvGeometry,
+) {
+    conv_plane_body::<true>((dst, flat), padded, taps, bias, layout, g);
+}
+
+/// The body of [`conv_plane`], compiled once per level (the compiler vectorises the
+/// per-tap row loop to the level's width); `FMA` selects fused multiply-adds (only where
+/// the CPU has them: without hardware support `mul_add` is a slow library call).
+#[inline(always)]
+fn conv_plane_body<const FMA: bool>(
+    (dst, flat): (&mut [f32], &mut Vec<f32>),
+    padded: &[f32],
+    taps: &[f32],
+    bias: f32,
+    layout: &PaddedLayout,
+    g: &ConvGeometry,
+) {
+    let kw = g.kernel[1];
+    let [sy, sx] = g.strides;
+    let [dy, dx] = g.dilations;
+    let mut offsets = [0usize; MAX_TAPS];
+    let offsets = &mut offsets[..taps.len()];
+    if [sy, sx] == [1, 1] {
+        // Stride 1: computed in padded-row coordinates (`oy · row_len + ox`, the columns past
+        // `wo` computed and dropped), so one run covers the whole plane (the 7×7 and 14×14
+        // planes of the last blocks have rows too short to vectorise one at a time).
+        for (t, off) in offsets.iter_mut().enumerate() {
+            *off = (t / kw) * dy * layout.row_len + (t % kw) * dx;
+        }
+        let flat_len = (g.ho.max(1) - 1) * layout.row_len + g.wo;
+        flat.clear();
+        flat.resize(flat_len, 0.0);
+        taps_run::<FMA>(flat, padded, offsets, taps, bias);
+        for (row_out, row) in dst.chunks_mut(g.wo).zip(flat.chunks(layout.row_len)) {
+            row_out.copy_from_slice(&row[..g.wo]);
+        }
+        return;
+    }
+    for (t, off) in offsets.iter_mut().enumerate() {
+        let col = (t % kw) * dx;
+        *off = (t / kw) * dy * layout.row_len + (col % sx) * layout.phase_len + col / sx;
+    }
+    for (oy, row_out) in dst.chunks_mut(g.wo).enumerate() {
+        let first_row = &padded[oy * sy * layout.row_len..];
+        taps_run::<FMA>(row_out, first_row, offsets, taps, bias);
+    }
+}
+
+/// Most taps (`kh · kw`) a plane kernel takes; larger kernels go through the GEMM path.
+pub const MAX_TAPS: usize = 49;
+
+/// `out[i] = bias + Σ_t taps[t] · src[offsets[t] + i]`: every tap a contiguous run of
+/// `src`, which must hold [`RUN_BLOCK`] values past the last one read. Outputs go in blocks of [`RUN_BLOCK`] held in registers across all taps (one store
+/// each), so a plane larger than L1 streams through once rather than once per tap.
+#[inline(always)]
+fn taps_run<const FMA: bool>(
+    out: &mut [f32],
+    src: &[f32],
+    offsets: &[usize],
+    taps: &[f32],
+    bias: f32,
+) {
+    let mul_add = |tap: f32, v: f32, acc: f32| {
+        if FMA {
+            tap.mul_add(v, acc)
+        } else {
+            acc + tap * v
+        }
+    };
+    let mut blocks = out.chunks_exact_mut(RUN_BLOCK);
+    let mut base = 0;
+    for block in &mut blocks {
+        let mut acc = [bias; RUN_BLOCK];
+        for (&off, &tap) in offsets.iter().zip(taps) {
+            let run = &src[off + base..][..RUN_BLOCK];
+            for (a, &v) in acc.iter_mut().zip(run) {
+                *a = mul_add(tap, v, *a);
+            }
+        }
+        block.copy_from_slice(&acc);
+        base += RUN_BLOCK;
+    }
+    // The last, partial block is computed whole (`src` has a block of slack past every
+    // run) and only its first values kept.
+    let rest = blocks.into_remainder();
+    if !rest.is_empty() {
+        let mut acc = [bias; RUN_BLOCK];
+        for (&off, &tap) in offsets.iter().zip(taps) {
+            let run = &src[off + base..][..RUN_BLOCK];
+            for (a, &v) in acc.iter_mut().zip(run) {
+                *a = mul_add(tap, v, *a);
+            }
+        }
+        rest.copy_from_slice(&acc[..rest.len()]);
+    }
+}
+
+/// Outputs [`taps_run`] accumulates at once: two AVX-512 registers, four AVX2 ones.
+const RUN_BLOCK: usize = 32;
 
 /// The input gradient `[n, c, h, w]` of a depthwise convolution with geometry `g` for the
 /// output gradient `grad [n, c, ho, wo]` and weights `weight [c, 1, kh, kw]` (row-major
 /// `f32`); `None` unless `g` is depthwise with one filter per channel. Planes run in
 /// parallel.
 pub fn depthwise_input_grad(grad: &[f32], weight: &[f32], g: &ConvGeometry) -> Option<Vec<f32>> {
-    if g.groups != g.c_in || g.c_out != g.c_in {
+    if !g.is_depthwise() {
         return None;
     }
     let [kh, kw] = g.kernel;
@@ -149,17 +405,65 @@ mod tests {
     /// Equal to the GEMM + col2im path (itself checked as the convolution's adjoint in
     /// `kernels::conv`) on EfficientNet's depthwise shapes in small: 3×3 and 5×5, stride 1 and 2,
     /// symmetric and asymmetric padding, a dilation, a batch, and a gradient with zeros.
+    const CASES: [Case; 6] = [
+        (1, 4, 9, 9, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1]),
+        (2, 3, 12, 10, [3, 3], [2, 2], [0, 0, 1, 1], [1, 1]),
+        (1, 5, 11, 11, [5, 5], [2, 2], [1, 1, 2, 2], [1, 1]),
+        (2, 2, 8, 8, [5, 5], [1, 1], [2, 2, 2, 2], [1, 1]),
+        (1, 3, 10, 9, [3, 3], [1, 1], [2, 2, 2, 2], [2, 2]),
+        (1, 2, 7, 6, [3, 1], [1, 3], [1, 0, 1, 0], [1, 1]),
+    ];
+
+    /// The forward pass equals the convolution's definition, summed tap by tap in f64 with
+    /// explicit bounds checks, on the same shapes (bias included), at every SIMD level this
+    /// CPU runs.
+    #[test]
+    fn forward_equals_the_definition() {
+        for (i, case) in CASES.iter().enumerate() {
+            let g = geometry(case);
+            let x = values(g.n * g.c_in * g.h * g.w, 3 + i as u64);
+            let weight = values(g.c_out * g.kernel[0] * g.kernel[1], 11 + i as u64);
+            let bias = values(g.c_out, 23 + i as u64);
+            for level in SimdLevel::supported_levels() {
+                let got =
+                    depthwise_conv2d_at(level, &x, &weight, Some(&bias), &g).expect("depthwise");
+                let [kh, kw] = g.kernel;
+                let mut worst = 0f64;
+                for (plane, out) in got.chunks(g.ho * g.wo).enumerate() {
+                    let c = plane % g.c_in;
+                    for oy in 0..g.ho {
+                        for ox in 0..g.wo {
+                            let mut want = f64::from(bias[c]);
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let iy = (oy * g.strides[0] + ky * g.dilations[0]) as isize
+                                        - g.pads_before[0] as isize;
+                                    let ix = (ox * g.strides[1] + kx * g.dilations[1]) as isize
+                                        - g.pads_before[1] as isize;
+                                    if (0..g.h as isize).contains(&iy)
+                                        && (0..g.w as isize).contains(&ix)
+                                    {
+                                        want += f64::from(weight[c * kh * kw + ky * kw + kx])
+                                            * f64::from(
+                                                x[plane * g.h * g.w
+                                                    + iy as usize * g.w
+                                                    + ix as usize],
+                                            );
+                                    }
+                                }
+                            }
+                            worst = worst.max((f64::from(out[oy * g.wo + ox]) - want).abs());
+                        }
+                    }
+                }
+                assert!(worst <= 1e-5, "case {i} at {level:?}: max |Δ| {worst:e}");
+            }
+        }
+    }
+
     #[test]
     fn equals_the_gemm_path() {
-        let cases: [Case; 6] = [
-            (1, 4, 9, 9, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1]),
-            (2, 3, 12, 10, [3, 3], [2, 2], [0, 0, 1, 1], [1, 1]),
-            (1, 5, 11, 11, [5, 5], [2, 2], [1, 1, 2, 2], [1, 1]),
-            (2, 2, 8, 8, [5, 5], [1, 1], [2, 2, 2, 2], [1, 1]),
-            (1, 3, 10, 9, [3, 3], [1, 1], [2, 2, 2, 2], [2, 2]),
-            (1, 2, 7, 6, [3, 1], [1, 3], [1, 0, 1, 0], [1, 1]),
-        ];
-        for (i, case) in cases.iter().enumerate() {
+        for (i, case) in CASES.iter().enumerate() {
             let g = geometry(case);
             let mut grad = values(g.n * g.c_out * g.ho * g.wo, 5 + i as u64);
             // Gate off every third value and one whole plane, as a ReLU gate would.
@@ -192,6 +496,8 @@ mod tests {
         let grad = vec![1.0; 100];
         assert!(depthwise_input_grad(&grad, &[0.0; 72], &grouped).is_none());
         assert!(depthwise_input_grad(&grad, &[0.0; 144], &dense).is_none());
+        assert!(depthwise_conv2d(&grad, &[0.0; 72], None, &grouped).is_none());
+        assert!(depthwise_conv2d(&grad, &[0.0; 144], None, &dense).is_none());
     }
 
     #[test]

@@ -66,6 +66,12 @@ impl ConvGeometry {
         self.k() >= 64 && self.kernel != [1, 1]
     }
 
+    /// One filter per channel (`groups = c_in = c_out`, more than one): a depthwise
+    /// convolution ([`super::depthwise`]).
+    pub fn is_depthwise(&self) -> bool {
+        self.groups > 1 && self.groups == self.c_in && self.c_out == self.c_in
+    }
+
     /// A 1×1, stride-1, unpadded convolution: each output pixel mixes the channels of the
     /// same input pixel, so the input is its own column matrix.
     pub fn is_pointwise(&self) -> bool {

@@ -16,6 +16,8 @@
 use rayon::prelude::*;
 
 use super::geometry::ConvGeometry;
+#[cfg(target_arch = "x86_64")]
+use super::simd::{self, SimdLevel};
 
 /// Highest fraction of non-zero output gradients for which [`conv2d_input_grad_sparse`]
 /// beats the dense GEMM path; measured on AlexNet-shaped layers (1×1 and depthwise layers
@@ -83,11 +85,12 @@ pub fn conv2d_input_grad_sparse(grad: &[f32], weight: &[f32], g: &ConvGeometry) 
 }
 
 /// One image: every non-zero of `grad [c_out, ho, wo]` adds its weighted taps into `acc
-/// [groups, h, w, cg_in]`. Uses AVX2 + FMA when the CPU has them.
+/// [groups, h, w, cg_in]`. Uses AVX2 + FMA from the [`SimdLevel::Avx2Fma`] level up.
 fn scatter_image(acc: &mut [f32], grad: &[f32], taps: &[f32], g: &ConvGeometry) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports the features `scatter_image_avx2` is compiled for.
+    if simd::active() >= SimdLevel::Avx2Fma {
+        // SAFETY: `simd::active` only returns levels the CPU supports, and every level from
+        // Avx2Fma up has the features `scatter_image_avx2` is compiled for.
         unsafe { scatter_image_avx2(acc, grad, taps, g) };
         return;
     }
