@@ -26,11 +26,18 @@
 //! tensors are alive at once (incoming, outgoing, a fan-out accumulator), plus the backend's
 //! convolution workspace. For AlexNet at 224×224 (largest value: conv1's 96×54×54 output) that
 //! is 119 seeds per pass.
+//!
+//! # One seed per input
+//!
+//! [`attribute_per_input`] is the other batched mode: an engine built for a batch of N inputs
+//! ([`Engine::with_batch`]) and one reverse pass whose seed gives input `k` the objective
+//! `J_{c_k}` of its own channel `c_k` (feature visualisation optimises N inputs this way).
 
 use std::ops::{ControlFlow, Range};
 
 use crate::engine::ops::T6;
-use crate::engine::reverse::backward::{backward_channel_sums, largest_value_on_path};
+use crate::engine::reverse::backward::{backward, backward_channel_sums, largest_value_on_path};
+use crate::engine::reverse::seeds::per_input_seeds;
 pub use crate::engine::reverse::step::{BackwardError, GradientRule, Result};
 use crate::engine::{Activations, Engine, HostTensor};
 
@@ -120,6 +127,53 @@ pub fn attribute_layer(
     let mut shape = vec![channels];
     shape.extend(input.iter().skip(1));
     Ok(HostTensor { shape, data })
+}
+
+/// One reverse pass over a batch: image `k` is `∂J_{channels[k]}/∂x_k`, the gradient of
+/// channel `channels[k]`'s summed response to input `k` under `method`, as `[N, Cin, Hin,
+/// Win]` on the CPU. `engine` must be built for a batch of `N = channels.len()` inputs
+/// ([`Engine::with_batch`]) and `acts` come from its `forward_batch(.., &Capture::All)`.
+pub fn attribute_per_input(
+    engine: &Engine,
+    acts: &Activations,
+    layer: usize,
+    channels: &[usize],
+    method: GradientRule,
+) -> Result<HostTensor> {
+    let graph = engine.graph();
+    let node = graph.nodes.get(layer).ok_or(BackwardError::LayerIndex {
+        index: layer,
+        count: graph.nodes.len(),
+    })?;
+    let not_a_batch_map = || BackwardError::NotFeatureMap {
+        layer: node.name.clone(),
+        shape: node.output_shape().to_vec(),
+    };
+    let &[n, c, h, w] = node.output_shape() else {
+        return Err(not_a_batch_map());
+    };
+    let wrong_channels = || BackwardError::PerInputChannels {
+        layer: node.name.clone(),
+        channels: channels.to_vec(),
+        batch: n,
+        layer_channels: c,
+    };
+    if n != channels.len() {
+        return Err(wrong_channels());
+    }
+    let seed = per_input_seeds(channels, (c, h, w), engine.device()).ok_or_else(wrong_channels)?;
+    let grads = backward(engine, acts, layer, seed, method)?; // [1, 1, N, Cin, Hin, Win]
+    let mut shape = graph
+        .image_input()
+        .map(|i| i.shape.clone())
+        .unwrap_or_default(); // [N, Cin, Hin, Win]
+    if shape.first() != Some(&n) {
+        shape.insert(0, n);
+    }
+    Ok(HostTensor {
+        shape,
+        data: read_chunk(engine, layer, grads)?,
+    })
 }
 
 /// A chunk of [`attribute_layer_chunks`] read back to the host, row-major

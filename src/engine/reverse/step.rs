@@ -63,6 +63,16 @@ pub enum BackwardError {
         got: Vec<usize>,
         expected: Vec<usize>,
     },
+    #[error(
+        "one channel per input: got channels {channels:?} for a batch of {batch} through \
+         layer '{layer}' ({layer_channels} channels)"
+    )]
+    PerInputChannels {
+        layer: String,
+        channels: Vec<usize>,
+        batch: usize,
+        layer_channels: usize,
+    },
     #[error("no value named '{0}' to take the gradient with respect to")]
     UnknownTarget(String),
     /// For an op without a rule. The dispatch over [`crate::model::Op`] is exhaustive, so a new
