@@ -312,7 +312,7 @@ pub fn run_forward(engine: &Engine, input: &InputTensor, label: String) -> Resul
     let mut maps: Vec<Option<HostTensor>> = vec![None; graph.nodes.len()];
     let mut constant = vec![Vec::new(); graph.nodes.len()];
     let mut rank_order = vec![Vec::new(); graph.nodes.len()];
-    let on_wgpu = *engine.device() != burn::tensor::Device::flex();
+    let on_wgpu = !engine.host_kernels();
     let mut device_maps = vec![None; graph.nodes.len()];
     for (i, node) in graph.feature_map_layers() {
         if on_wgpu {

@@ -134,7 +134,11 @@ pub struct Engine {
     graph: Arc<Graph>,
     device: Device,
     weights: HashMap<String, T6>,
-    /// On the CPU (flex): the nodes run by host kernels instead of burn, by node index.
+    /// Whether this engine runs the host kernels ([`kernels`]) where it has them: chosen once,
+    /// in [`Engine::new`], for the CPU (flex) device; the forward walk and every reverse step
+    /// ask [`Engine::host_kernels`] instead of comparing devices.
+    host_kernels: bool,
+    /// With host kernels: the nodes they run instead of burn, by node index.
     host_ops: HashMap<usize, HostOp>,
     /// For each value, the index of the last node that reads it.
     last_use: HashMap<String, usize>,
@@ -161,7 +165,8 @@ impl Engine {
                 }
             }
         }
-        let host_ops = if device == Device::flex() {
+        let host_kernels = device == Device::flex();
+        let host_ops = if host_kernels {
             (graph.nodes.iter().enumerate())
                 .filter_map(|(i, node)| HostOp::plan(&graph, node).map(|op| (i, op)))
                 .collect()
@@ -172,6 +177,7 @@ impl Engine {
             graph,
             device,
             weights,
+            host_kernels,
             host_ops,
             last_use,
         }
@@ -182,7 +188,7 @@ impl Engine {
     /// `Err` when the graph mixes samples somewhere; then run one image per pass.
     pub fn with_batch(&self, batch: usize) -> Result<Engine> {
         let graph = Arc::new(self.graph.with_batch(batch)?);
-        let host_ops = if self.host_ops.is_empty() {
+        let host_ops = if !self.host_kernels {
             HashMap::new()
         } else {
             (graph.nodes.iter().enumerate())
@@ -193,6 +199,7 @@ impl Engine {
             graph,
             device: self.device.clone(),
             weights: self.weights.clone(),
+            host_kernels: self.host_kernels,
             host_ops,
             last_use: self.last_use.clone(),
         })
@@ -253,6 +260,12 @@ impl Engine {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Whether the CPU host kernels ([`kernels`]) run this engine's convolutions, pooling,
+    /// LRN and reverse steps where they have one (the CPU device), rather than burn's ops.
+    pub fn host_kernels(&self) -> bool {
+        self.host_kernels
     }
 
     /// The device tensor of a weight or folded constant a node reads (rank 6, logical shape

@@ -213,7 +213,7 @@ fn open_interval(t: T6, lo: f32, hi: f32) -> T6 {
 /// The method's rule at a ReLU, Clip or LeakyReLU node (table at [`GradientRule`]). On the CPU
 /// (flex) one host pass ([`kernels::reverse::relu_rule_in_place`]) on the gradient's own buffer.
 fn relu_family(step: &Step, op: &Op, method: GradientRule, g: T6) -> Result<T6> {
-    if *step.device() == burn::tensor::Device::flex() {
+    if step.engine.host_kernels() {
         let (lo, hi) = match op {
             Op::Clip { min, max } => (*min, *max),
             _ => (0.0, f32::INFINITY),

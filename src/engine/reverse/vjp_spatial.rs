@@ -65,7 +65,7 @@ fn window_to_input(t: Tensor<4>, pads: [PadPair; 2], size: [usize; 2]) -> Tensor
 /// handles asymmetric pads and trailing rows the forward's floor division skipped.
 pub(super) fn conv(step: &Step, window: &Window2d, group: usize, g: T6) -> Result<T6> {
     let (xs, ys) = (shape4(step, Some(0))?, shape4(step, None)?);
-    let g = if *step.device() == burn::tensor::Device::flex() {
+    let g = if step.engine.host_kernels() {
         match conv_input_grad_on_host(step, window, group, g, xs, ys)? {
             Ok(gx) => return Ok(gx),
             Err(g) => g,
@@ -226,7 +226,7 @@ pub(super) fn max_pool(step: &Step, window: &Window2d, ceil_mode: bool, g: T6) -
             idx.dims()
         )));
     }
-    if *step.device() == burn::tensor::Device::flex() {
+    if step.engine.host_kernels() {
         let switches = idx
             .into_data()
             .convert::<i64>()
@@ -356,7 +356,7 @@ pub(super) fn lrn(step: &Step, size: usize, alpha: f32, beta: f32, bias: f32, g:
     let d_pow = d.clone().powf_scalar(-beta); // D^(−β)
     let a = x.clone() * d_pow.clone() / d; // x·D^(−β−1)
     let b = x.mul_scalar(2.0 * alpha * beta / size as f32);
-    if *step.device() == burn::tensor::Device::flex() {
+    if step.engine.host_kernels() {
         // One pass per seed on the host instead of burn's ~10 passes over the seed batch.
         let (gv, dv, av, bv) = (
             step.to_host(g)?,
