@@ -12,6 +12,7 @@ use rayon::prelude::*;
 
 use super::geometry::ConvGeometry;
 use super::simd::{self, SimdLevel};
+use super::taps::{self, RUN_BLOCK};
 
 /// The depthwise convolution `x [n, c, h, w]` ⊛ `weight [c, 1, kh, kw]` (+ `bias [c]`),
 /// row-major `f32`: the output `[n, c, ho, wo]`; `None` unless `g` is depthwise with one
@@ -199,7 +200,7 @@ fn conv_plane_body<const FMA: bool>(
         let flat_len = (g.ho.max(1) - 1) * layout.row_len + g.wo;
         flat.clear();
         flat.resize(flat_len, 0.0);
-        taps_run::<FMA>(flat, padded, offsets, taps, bias);
+        taps::weighted_runs::<FMA>(flat, padded, offsets, taps, bias);
         for (row_out, row) in dst.chunks_mut(g.wo).zip(flat.chunks(layout.row_len)) {
             row_out.copy_from_slice(&row[..g.wo]);
         }
@@ -211,61 +212,12 @@ fn conv_plane_body<const FMA: bool>(
     }
     for (oy, row_out) in dst.chunks_mut(g.wo).enumerate() {
         let first_row = &padded[oy * sy * layout.row_len..];
-        taps_run::<FMA>(row_out, first_row, offsets, taps, bias);
+        taps::weighted_runs::<FMA>(row_out, first_row, offsets, taps, bias);
     }
 }
 
 /// Most taps (`kh · kw`) a plane kernel takes; larger kernels go through the GEMM path.
 pub const MAX_TAPS: usize = 49;
-
-/// `out[i] = bias + Σ_t taps[t] · src[offsets[t] + i]`: every tap a contiguous run of
-/// `src`, which must hold [`RUN_BLOCK`] values past the last one read. Outputs go in blocks of [`RUN_BLOCK`] held in registers across all taps (one store
-/// each), so a plane larger than L1 streams through once rather than once per tap.
-#[inline(always)]
-fn taps_run<const FMA: bool>(
-    out: &mut [f32],
-    src: &[f32],
-    offsets: &[usize],
-    taps: &[f32],
-    bias: f32,
-) {
-    let mul_add = |tap: f32, v: f32, acc: f32| {
-        if FMA {
-            tap.mul_add(v, acc)
-        } else {
-            acc + tap * v
-        }
-    };
-    let mut blocks = out.chunks_exact_mut(RUN_BLOCK);
-    let mut base = 0;
-    for block in &mut blocks {
-        let mut acc = [bias; RUN_BLOCK];
-        for (&off, &tap) in offsets.iter().zip(taps) {
-            let run = &src[off + base..][..RUN_BLOCK];
-            for (a, &v) in acc.iter_mut().zip(run) {
-                *a = mul_add(tap, v, *a);
-            }
-        }
-        block.copy_from_slice(&acc);
-        base += RUN_BLOCK;
-    }
-    // The last, partial block is computed whole (`src` has a block of slack past every
-    // run) and only its first values kept.
-    let rest = blocks.into_remainder();
-    if !rest.is_empty() {
-        let mut acc = [bias; RUN_BLOCK];
-        for (&off, &tap) in offsets.iter().zip(taps) {
-            let run = &src[off + base..][..RUN_BLOCK];
-            for (a, &v) in acc.iter_mut().zip(run) {
-                *a = mul_add(tap, v, *a);
-            }
-        }
-        rest.copy_from_slice(&acc[..rest.len()]);
-    }
-}
-
-/// Outputs [`taps_run`] accumulates at once: two AVX-512 registers, four AVX2 ones.
-const RUN_BLOCK: usize = 32;
 
 /// The input gradient `[n, c, h, w]` of a depthwise convolution with geometry `g` for the
 /// output gradient `grad [n, c, ho, wo]` and weights `weight [c, 1, kh, kw]` (row-major

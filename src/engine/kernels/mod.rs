@@ -18,3 +18,4 @@ pub mod reverse;
 pub mod sgemm;
 pub mod simd;
 pub mod sparse_grad;
+pub mod taps;
