@@ -1,7 +1,7 @@
 //! The CPU path's forward pass and its GEMM: bvlc AlexNet with seeded weights (conv layers
 //! and the three fully connected ones, `tests/it/attribution_support/mod.rs`) run forward with
-//! every layer kept, as `convlens bench` times `forward_ms`, and `engine::kernels::sgemm` against the
-//! `gemm` crate on the five conv layers' GEMM shapes (`[c_out/g, K] × [K, Ho·Wo]`, per group);
+//! every layer kept, as `convlens bench` times `forward_ms`, and the `gemm` crate on the five
+//! conv layers' GEMM shapes (`[c_out/g, K] × [K, Ho·Wo]`, per group);
 //! and EfficientNet-Lite0's depthwise convolutions at every SIMD level the CPU runs.
 //!
 //! Run: `cargo bench --bench kernels`. `scripts/bench_reference.py` puts the forward pass
@@ -16,7 +16,6 @@ use std::time::Duration;
 use burn::tensor::Device;
 use convlens::engine::kernels::depthwise::depthwise_conv2d_at;
 use convlens::engine::kernels::geometry::ConvGeometry;
-use convlens::engine::kernels::sgemm::{self, MatRef};
 use convlens::engine::kernels::simd::SimdLevel;
 use convlens::engine::{Capture, NamedInput};
 use convlens::model::graph::Window2d;
@@ -69,16 +68,6 @@ fn gemm(c: &mut Criterion) {
         let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 - 3.0).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 - 2.0).collect();
         let mut dst = vec![0f32; m * n];
-        if sgemm::available() {
-            group.bench_function(format!("conv{}_sgemm", layer + 1), |bench| {
-                bench.iter(|| {
-                    for _ in 0..groups {
-                        sgemm::matmul(&mut dst, MatRef::row_major(&a, m, k), &b, n);
-                    }
-                    black_box(&dst);
-                })
-            });
-        }
         group.bench_function(format!("conv{}_gemm_crate", layer + 1), |bench| {
             bench.iter(|| {
                 for _ in 0..groups {

@@ -91,9 +91,8 @@ pub fn adapter_summary() -> Option<(String, bool)> {
 
 /// Which CPU kernels this process runs, in words (for `convlens --version` and `bench`):
 /// the [`SimdLevel`] (detected, or forced by `CONVLENS_CPU_KERNELS`), then the convolution
-/// GEMM (the project's AVX-512 micro-kernel, or the `gemm` crate, which picks its own
-/// AVX2/FMA or portable kernels at run time), the depthwise convolution and the
-/// sparse-gradient scatter.
+/// GEMM (the `gemm` crate, which picks its own FMA or scalar kernels at run time), the
+/// depthwise convolution and the sparse-gradient scatter.
 pub fn cpu_kernel_path() -> String {
     let level = simd::active();
     let how = match (std::env::var(simd::ENV).is_ok(), simd::refused_request()) {
@@ -101,11 +100,7 @@ pub fn cpu_kernel_path() -> String {
         (true, None) => format!(" (forced by {})", simd::ENV),
         (false, None) => " (detected)".to_string(),
     };
-    let gemm = if level == SimdLevel::Avx512 {
-        "conv GEMM: own AVX-512 micro-kernel"
-    } else {
-        "conv GEMM: gemm crate (its run-time choice)"
-    };
+    let gemm = "conv GEMM: gemm crate (its run-time choice)";
     let depthwise = match level {
         SimdLevel::Avx512 => "depthwise: AVX-512",
         SimdLevel::Avx2Fma => "depthwise: AVX2+FMA",

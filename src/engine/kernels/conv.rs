@@ -1,20 +1,23 @@
 //! The forward convolution on the CPU (flex) device: im2col into one `[K, Ho·Wo]` column
-//! matrix per image and group, then a single multithreaded GEMM ([`super::sgemm`] at the
-//! AVX-512 [`super::simd`] level, else the `gemm` crate's kernels, which it picks at run
-//! time). On AlexNet-shaped layers this is several times faster than flex's tiled
-//! convolution, which runs many small GEMMs. Used by [`crate::engine::Engine`] for spatial
-//! convolutions with deep column matrices and, through [`super::depthwise`], for depthwise
-//! ones; 1×1 convolutions stay on flex (on EfficientNet-Lite0's shallow `[c_out, c_in] ×
-//! [c_in, H·W]` products its GEMM took 10 ms for all 32, this one 14 ms, and a direct
-//! kernel on [`super::taps`] over 20 ms). It reads the
-//! engine's weight tensors in place. The same GEMM gives the reverse pass its dense input
-//! gradients ([`conv2d_input_grad`]).
+//! matrix per image and group, then a single multithreaded GEMM from the `gemm` crate (its
+//! FMA kernels where the CPU has FMA, else scalar ones; it chooses at run time). On
+//! AlexNet-shaped layers this is several times faster than flex's tiled convolution, which
+//! runs many small GEMMs. Used by [`crate::engine::Engine`] for spatial convolutions with
+//! deep column matrices and, through [`super::depthwise`], for depthwise ones; 1×1
+//! convolutions stay on flex (on EfficientNet-Lite0's shallow `[c_out, c_in] × [c_in, H·W]`
+//! products its GEMM took 10 ms for all 32, the project's former AVX-512 GEMM 14 ms and a
+//! direct kernel on [`super::taps`] over 20 ms). It reads the engine's weight tensors in
+//! place. The same GEMM gives the reverse pass its dense input gradients
+//! ([`conv2d_input_grad`]).
+//!
+//! The project had its own AVX-512 GEMM here until the dependencies were built without debug
+//! assertions (issue 14); since then the `gemm` crate is faster on every AlexNet conv shape
+//! (criterion, 2-core AMD EPYC Zen 4: conv1 0.98 vs 1.37 ms, conv5 0.77 vs 3.07 ms) and the
+//! micro-kernel went.
 
 use rayon::prelude::*;
 
 use super::geometry::ConvGeometry;
-use super::sgemm::{self, MatRef};
-use super::simd::{self, SimdLevel};
 
 use crate::model::{Graph, Node, Op};
 
@@ -169,10 +172,9 @@ pub fn input_grad_path(g: &ConvGeometry, density: f64) -> InputGradPath {
 }
 
 /// `dst [m, n] = lhs [m, k] × rhs [k, n]`, all row-major; with `lhs.1` set, `lhs.0` is the
-/// row-major `[k, m]` matrix read transposed. At [`SimdLevel::Avx512`] through
-/// [`super::sgemm`] (about twice the `gemm` crate's GFLOP/s here; it always uses every
-/// thread), else the `gemm` crate with `parallelism` — the one place this module calls into
-/// `gemm`: the slice lengths are checked here, so the unsafe call stays in bounds.
+/// row-major `[k, m]` matrix read transposed. The `gemm` crate with `parallelism` — the one
+/// place this module calls into `gemm`: the slice lengths are checked here, so the unsafe
+/// call stays in bounds.
 fn matmul(
     dst: &mut [f32],
     (lhs, lhs_transposed): (&[f32], bool),
@@ -187,15 +189,6 @@ fn matmul(
         rhs.len(),
         dst.len()
     );
-    if simd::active() == SimdLevel::Avx512 && sgemm::available() {
-        let lhs = if lhs_transposed {
-            MatRef::transposed(lhs, m, k)
-        } else {
-            MatRef::row_major(lhs, m, k)
-        };
-        sgemm::matmul(dst, lhs, rhs, n);
-        return;
-    }
     // Strides of lhs as [m, k]: (column stride, row stride).
     let (lhs_cs, lhs_rs) = if lhs_transposed { (m, 1) } else { (1, k) };
     // SAFETY: every matrix lies in its slice (lengths checked above, strides from the same

@@ -1,6 +1,6 @@
 //! Host (CPU) kernels the engine runs on the flex device in place of flex's own ops, where
-//! they are measurably faster: the forward convolution as im2col + GEMM ([`conv`], on
-//! [`sgemm`] with AVX-512) or, for depthwise ones, directly ([`depthwise`]), fully connected
+//! they are measurably faster: the forward convolution as im2col + GEMM ([`conv`], on the
+//! `gemm` crate) or, for depthwise ones, directly ([`depthwise`]), fully connected
 //! layers ([`linear`]), max-pooling ([`pool`]), LRN ([`lrn`]), and the reverse pass's input
 //! gradients (sparse [`sparse_grad`], direct [`depthwise`], the ReLU rules, max-pool and LRN
 //! in [`reverse`]). [`simd`] picks the SIMD level once per process (`CONVLENS_CPU_KERNELS`
@@ -15,7 +15,6 @@ pub mod linear;
 pub mod lrn;
 pub mod pool;
 pub mod reverse;
-pub mod sgemm;
 pub mod simd;
 pub mod sparse_grad;
 pub mod taps;

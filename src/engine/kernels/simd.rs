@@ -2,9 +2,9 @@
 //! once, or the one `CONVLENS_CPU_KERNELS` (`avx512`, `avx2` or `portable`) asks for, so each
 //! path can be measured and tested on one machine. A level the CPU lacks is refused (the
 //! detected one runs, and [`refused_request`] says why). The kernels that dispatch on it:
-//! the AVX-512 GEMM ([`super::sgemm`]; below that level the `gemm` crate, which picks its own
-//! kernels), the depthwise convolution ([`super::depthwise`]) and the sparse-gradient
-//! scatter ([`super::sparse_grad`]).
+//! the depthwise convolution ([`super::depthwise`]) and the sparse-gradient scatter
+//! ([`super::sparse_grad`]). The GEMM behind the other convolutions is the `gemm` crate's,
+//! which picks its own kernels (FMA where the CPU has it) and cannot be forced.
 
 use std::sync::OnceLock;
 
