@@ -19,7 +19,11 @@ Targets (issue 14): forward convlens/ort <= 1.3; batch-N images/s convlens/ort >
 
 Usage: /root/.cache/convlens-venv/bin/python scripts/bench_batch.py
        [--convlens target/debug/convlens] [--batch 16] [--threads 2] [--repeats 10]
-       [--warmup 2] [--models alexnet,efficientnet] [--json-out FILE.json]
+       [--warmup 2] [--models alexnet,efficientnet] [--kernels avx512|avx2|portable]
+       [--json-out FILE.json]
+--kernels forces ConvLens's CPU kernel level (CONVLENS_CPU_KERNELS); onnxruntime has no such
+switch and always runs its best kernels for this CPU, so on an AVX-512 machine a forced
+avx2 row compares ConvLens's AVX2 path with onnxruntime's AVX-512 one.
 Needs numpy, onnx, onnxruntime.
 """
 
@@ -133,6 +137,8 @@ def measure(name: str, model: onnx.ModelProto, tmp: Path, args) -> dict:
            "--warmup", str(args.warmup)]
     print("running: " + " ".join(cmd), file=sys.stderr)
     env = {"RAYON_NUM_THREADS": str(args.threads)}
+    if args.kernels:
+        env["CONVLENS_CPU_KERNELS"] = args.kernels
     done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True,
                           env={**os.environ, **env})
     if done.returncode != 0:
@@ -153,6 +159,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--models", default="alexnet,efficientnet")
+    ap.add_argument("--kernels", choices=["avx512", "avx2", "portable"])
     ap.add_argument("--json-out", type=Path)
     args = ap.parse_args()
     if args.batch < 2:
