@@ -5,11 +5,13 @@
 
 pub mod annotations;
 mod export;
+mod featvis;
 #[cfg(test)]
 mod readme_forms;
 mod stats;
 
 pub use export::{ExportArgs, export};
+pub use featvis::{FeatvisArgs, featvis_command};
 pub use stats::{StatsArgs, stats};
 
 use std::path::PathBuf;
@@ -106,6 +108,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Per-filter statistics (mean, max, zero fraction, rank, dead) over a folder of images.
     Stats(StatsArgs),
+    /// Feature visualisation: the image each filter responds to most, by gradient ascent.
+    Featvis(FeatvisArgs),
     /// Filter annotations (good/bad marks): where they live, set, export as CSV/JSON.
     Annotations(annotations::AnnotationsArgs),
     /// Measure forward, guided backprop, frame and input-to-tiles times (medians).

@@ -499,3 +499,60 @@ fn version_names_revision_kernels_and_adapter_without_noise() {
         "stderr must be empty"
     );
 }
+
+#[test]
+fn featvis_writes_images_and_a_trace_that_climbs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = fixture("mixed/tiny_alexnet.onnx");
+    let run = convlens(&[
+        "featvis",
+        model.to_str().expect("utf8"),
+        "--layers",
+        "conv2",
+        "--filters",
+        "1-2,5",
+        "--steps",
+        "40",
+        "--batch",
+        "2",
+        "--out",
+        dir.path().to_str().expect("utf8"),
+        "--device",
+        "cpu",
+    ]);
+    assert!(run.status.success(), "{}", text(&run));
+    let doc: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("featvis.json")).expect("featvis.json"),
+    )
+    .expect("json");
+    let filters = doc["layers"][0]["filters"].as_array().expect("filters");
+    let numbers: Vec<u64> = filters
+        .iter()
+        .map(|f| f["filter"].as_u64().expect("n"))
+        .collect();
+    assert_eq!(numbers, vec![1, 2, 5]);
+    for f in filters {
+        let png = dir.path().join(f["png"].as_str().expect("png"));
+        let img = image::open(&png).expect("a PNG").to_rgb8();
+        assert_eq!(img.dimensions(), (32, 32), "{}", png.display());
+        let trace = f["trace"].as_array().expect("trace");
+        let first = trace[0][1].as_f64().expect("first");
+        let last = f["objective"].as_f64().expect("final");
+        assert!(last > first, "filter {f}: {first} → {last}");
+    }
+    let bad = convlens(&[
+        "featvis",
+        model.to_str().expect("utf8"),
+        "--layers",
+        "conv2",
+        "--filters",
+        "0",
+        "--out",
+        dir.path().to_str().expect("utf8"),
+    ]);
+    assert!(
+        !bad.status.success() && text(&bad).contains("from 1"),
+        "{}",
+        text(&bad)
+    );
+}

@@ -21,6 +21,7 @@ mod conformance_models;
 mod conformance_nodes;
 mod datadir;
 mod default_model;
+mod featvis;
 mod gradcam;
 mod inputs;
 mod occlusion;

@@ -1,0 +1,244 @@
+//! `convlens featvis`: feature visualisation by optimisation ([`crate::engine::methods::featvis`])
+//! for the selected filters of the selected layers, written as PNGs and `featvis.json`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use serde_json::json;
+
+use super::ModelArgs;
+use crate::engine::Engine;
+use crate::engine::methods::featvis::{
+    FeatvisImage, FeatvisSpec, Objective, Parameterisation, RECORD_EVERY, featvis,
+};
+use crate::export::{self, LayerSelection};
+use crate::format::architecture::layer_stems;
+
+#[derive(Args, Debug)]
+pub struct FeatvisArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Layers: `conv` (every convolution) or comma-separated names.
+    #[arg(long)]
+    pub layers: String,
+    /// Output folder: `featvis/<layer>_<n>.png` and `featvis.json` go in it.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Filters, counted from 1: ranges and single numbers, e.g. `1-64,100`; default all.
+    #[arg(long, value_parser = parse_filters)]
+    pub filters: Option<FilterList>,
+    /// Optimisation steps.
+    #[arg(long, default_value_t = 512)]
+    pub steps: usize,
+    /// Adam's learning rate.
+    #[arg(long, default_value_t = 0.05)]
+    pub lr: f64,
+    /// What a filter's score is: the mean of its map, or its centre unit.
+    #[arg(long, value_enum, default_value_t = ObjectiveArg::Channel)]
+    pub objective: ObjectiveArg,
+    /// Seeds the initial noise (filter k's start depends only on the seed and k).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Filters optimised together, one batched forward and reverse pass per step.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub batch: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ObjectiveArg {
+    Channel,
+    Neuron,
+}
+
+/// `--filters`: inclusive ranges of filter numbers (from 1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilterList(pub Vec<std::ops::RangeInclusive<usize>>);
+
+/// `1-64,100` → `[1..=64, 100..=100]`; numbers from 1.
+fn parse_filters(s: &str) -> Result<FilterList, String> {
+    let ranges = s
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|part| {
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            let parse = |v: &str| {
+                v.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&n| n >= 1)
+                    .ok_or_else(|| format!("'{v}' is not a filter number (from 1)"))
+            };
+            let (a, b) = (parse(a)?, parse(b)?);
+            if a > b {
+                return Err(format!("'{part}' is an empty range"));
+            }
+            Ok(a..=b)
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    if ranges.is_empty() {
+        return Err("no filter numbers".into());
+    }
+    Ok(FilterList(ranges))
+}
+
+/// `convlens featvis`.
+pub fn featvis_command(args: &FeatvisArgs) -> Result<()> {
+    let m = args.model.load()?;
+    let graph = &m.graph;
+    let layers = LayerSelection::parse(&args.layers).resolve(graph)?;
+    if layers.is_empty() {
+        bail!("--layers {} selects no layer", args.layers);
+    }
+    let stems = layer_stems(graph);
+    let device = args.model.device();
+    let engine = Engine::new(Arc::clone(graph), device.device.clone());
+    let spec = FeatvisSpec {
+        steps: args.steps,
+        lr: args.lr as f32,
+        objective: match args.objective {
+            ObjectiveArg::Channel => Objective::Channel,
+            ObjectiveArg::Neuron => Objective::Neuron,
+        },
+        param: Parameterisation::Pixel {
+            mean: m.spec.mean,
+            std: m.spec.std,
+        },
+        seed: args.seed,
+        batch: usize::from(args.batch),
+    };
+    let dir = args.out.join("featvis");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    eprintln!(
+        "model: {}, device: {}; {} steps per filter, {} filters per pass",
+        graph.name, device.description, spec.steps, spec.batch
+    );
+    let mut layer_docs = Vec::new();
+    let started = std::time::Instant::now();
+    let mut optimised = 0usize;
+    for &layer in &layers {
+        let node = &graph.nodes[layer];
+        let Some((channels, _, _)) = node.feature_map_dims() else {
+            eprintln!(
+                "note: layer '{}' has no per-channel maps ({:?}); skipped",
+                node.name,
+                node.output_shape()
+            );
+            continue;
+        };
+        let filters: Vec<usize> = match &args.filters {
+            None => (0..channels).collect(),
+            Some(FilterList(ranges)) => ranges
+                .iter()
+                .flat_map(|r| r.clone())
+                .filter(|&n| n <= channels)
+                .map(|n| n - 1)
+                .collect(),
+        };
+        if filters.is_empty() {
+            eprintln!(
+                "note: layer '{}' has none of the --filters; skipped",
+                node.name
+            );
+            continue;
+        }
+        let bar = indicatif::ProgressBar::new(filters.len() as u64).with_style(
+            indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} filters ({eta})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(node.name.clone());
+        let stem = &stems[layer];
+        let mut written: Result<()> = Ok(());
+        let images = featvis(&engine, layer, &filters, &spec, |chunk| {
+            if written.is_ok() {
+                written = write_pngs(&dir, stem, chunk, engine.graph());
+            }
+            bar.inc(chunk.len() as u64);
+        })?;
+        written?;
+        bar.finish_and_clear();
+        optimised += images.len();
+        layer_docs.push(json!({
+            "name": node.name,
+            "stem": stem,
+            "filters": images.iter().map(|img| json!({
+                "filter": img.filter + 1,
+                "png": format!("featvis/{stem}_{}.png", img.filter + 1),
+                "objective": img.objective.last().map(|o| o.1),
+                "trace": img.objective.iter().map(|&(step, v)| json!([step, v])).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    let doc = json!({
+        "version": 1,
+        "model": graph.name,
+        "settings": {
+            "steps": spec.steps,
+            "lr": args.lr,
+            "objective": format!("{:?}", spec.objective).to_lowercase(),
+            "param": "pixel (sigmoid, then the model's mean/std); Adam",
+            "seed": spec.seed,
+            "batch": spec.batch,
+            "trace_every": RECORD_EVERY,
+        },
+        "layers": layer_docs,
+    });
+    let path = args.out.join("featvis.json");
+    export::atomic_write(&path, serde_json::to_string_pretty(&doc)?.as_bytes(), true)?;
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "wrote {optimised} images and {} in {seconds:.1} s ({:.2} s per filter)",
+        path.display(),
+        seconds / optimised.max(1) as f64
+    );
+    Ok(())
+}
+
+/// `featvis/<stem>_<n>.png` for each image of a chunk (`[3, H, W]` in [0, 1]).
+fn write_pngs(
+    dir: &std::path::Path,
+    stem: &str,
+    chunk: &[FeatvisImage],
+    graph: &crate::model::Graph,
+) -> Result<()> {
+    let shape = graph
+        .image_input()
+        .map(|i| i.shape.clone())
+        .unwrap_or_default();
+    let &[_, 3, h, w] = shape.as_slice() else {
+        bail!("the model's input {shape:?} is not one RGB image");
+    };
+    for img in chunk {
+        let rgb = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+            let at = |p: usize| {
+                let v = img.image[p * h * w + y as usize * w + x as usize];
+                (v.clamp(0.0, 1.0) * 255.0).round() as u8
+            };
+            image::Rgb([at(0), at(1), at(2)])
+        });
+        let path = dir.join(format!("{stem}_{}.png", img.filter + 1));
+        let mut bytes = Vec::new();
+        rgb.write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .with_context(|| format!("encoding {}", path.display()))?;
+        export::atomic_write(&path, &bytes, false)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_lists_parse_and_refuse_nonsense() {
+        assert_eq!(parse_filters("1-3, 7"), Ok(FilterList(vec![1..=3, 7..=7])));
+        for bad in ["0", "3-1", "a", "", "1-"] {
+            assert!(parse_filters(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Feature visualisation by optimisation (Olah et al. 2017): for each selected filter of a
+//! layer, the input that maximises the filter's response, found by gradient ascent from
+//! seeded noise. All filters of a chunk are optimised together: one batched forward pass
+//! ([`Engine::with_batch`]) and one reverse pass with one seed per input
+//! ([`crate::engine::reverse::seeds`]) per step.
+//!
+//! Parameterisation: the input is `preprocess(sigmoid(p))` for pixel parameters `p` (an image
+//! in [0, 1] mapped through the model's own mean/std), optimised with Adam — Lucid's pixel
+//! recipe without its FFT parameterisation, colour decorrelation and random transforms, which
+//! are not built yet. [`Parameterisation::L2Ball`] is the textbook setting for checks: the
+//! input itself, projected onto an L2 ball after each plain gradient step.
+
+use burn::tensor::{Tensor, TensorData};
+
+use crate::engine::methods::attribution::{BackwardError, GradientRule, read_chunk};
+use crate::engine::ops::T6;
+use crate::engine::reverse::backward::backward;
+use crate::engine::{Capture, Engine, EngineError};
+use crate::model::preprocess::InputTensor;
+
+/// What a filter's score is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Objective {
+    /// The mean over `(h, w)` of the filter's map.
+    Channel,
+    /// The centre unit of the filter's map (`(H/2, W/2)`).
+    Neuron,
+}
+
+/// How the optimised parameters become the model's input.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Parameterisation {
+    /// `x = (sigmoid(p) − mean) / std` per plane, Adam on `p`.
+    Pixel { mean: [f32; 3], std: [f32; 3] },
+    /// `x = p` with `‖p‖₂ ≤ radius` (projected after each step), plain gradient ascent with
+    /// step `lr`: the optimum of a linear objective is its gradient scaled to the radius.
+    L2Ball { radius: f32 },
+}
+
+/// The optimisation's settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FeatvisSpec {
+    pub steps: usize,
+    pub lr: f32,
+    pub objective: Objective,
+    pub param: Parameterisation,
+    /// Seeds the initial noise: filter `k`'s start depends only on `(seed, k)`, not on the
+    /// chunk it runs in.
+    pub seed: u64,
+    /// Filters optimised together (the batch of each pass).
+    pub batch: usize,
+}
+
+/// Why a feature visualisation could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum FeatvisError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Backward(#[from] BackwardError),
+    #[error("layer {layer} has output shape {shape:?}, not a [1, C, H, W] feature map")]
+    NotFeatureMap { layer: String, shape: Vec<usize> },
+    #[error("filter {filter} is out of range: layer {layer} has {channels} filters")]
+    Filter {
+        layer: String,
+        filter: usize,
+        channels: usize,
+    },
+    #[error("the model's input is {0:?}, not one [1, 3, H, W] image")]
+    Input(Vec<usize>),
+}
+
+pub type Result<T, E = FeatvisError> = std::result::Result<T, E>;
+
+/// One filter's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatvisImage {
+    pub filter: usize,
+    /// `[3, H, W]` in [0, 1] for [`Parameterisation::Pixel`]; the input itself otherwise.
+    pub image: Vec<f32>,
+    /// The objective at steps `0, every, 2·every, …` and after the last step.
+    pub objective: Vec<(usize, f32)>,
+}
+
+/// Optimises an input for each of `filters` (channel indices) of node `layer`; `on_chunk`
+/// gets the images as each chunk of [`FeatvisSpec::batch`] filters finishes. `engine` is
+/// the batch-1 engine of the model.
+pub fn featvis(
+    engine: &Engine,
+    layer: usize,
+    filters: &[usize],
+    spec: &FeatvisSpec,
+    mut on_chunk: impl FnMut(&[FeatvisImage]),
+) -> Result<Vec<FeatvisImage>> {
+    let graph = engine.graph();
+    let node = &graph.nodes[layer];
+    let (channels, mh, mw) =
+        node.feature_map_dims()
+            .ok_or_else(|| FeatvisError::NotFeatureMap {
+                layer: node.name.clone(),
+                shape: node.output_shape().to_vec(),
+            })?;
+    if let Some(&filter) = filters.iter().find(|&&f| f >= channels) {
+        return Err(FeatvisError::Filter {
+            layer: node.name.clone(),
+            filter,
+            channels,
+        });
+    }
+    let input_shape = graph
+        .image_input()
+        .map(|i| i.shape.clone())
+        .unwrap_or_default();
+    let &[1, 3, h, w] = input_shape.as_slice() else {
+        return Err(FeatvisError::Input(input_shape));
+    };
+    let mut out = Vec::with_capacity(filters.len());
+    for chunk in filters.chunks(spec.batch.max(1)) {
+        let batched = engine.with_batch(chunk.len())?;
+        let images = optimise_chunk(&batched, layer, chunk, (channels, mh, mw), [h, w], spec)?;
+        on_chunk(&images);
+        out.extend(images);
+    }
+    Ok(out)
+}
+
+/// Every how many steps the objective is recorded.
+pub const RECORD_EVERY: usize = 32;
+
+fn optimise_chunk(
+    batched: &Engine,
+    layer: usize,
+    filters: &[usize],
+    (channels, mh, mw): (usize, usize, usize),
+    [h, w]: [usize; 2],
+    spec: &FeatvisSpec,
+) -> Result<Vec<FeatvisImage>> {
+    let n = filters.len();
+    let per = 3 * h * w;
+    let node = &batched.graph().nodes[layer];
+    // Parameters, one image per filter, seeded by (seed, filter).
+    let mut p: Vec<f32> = filters
+        .iter()
+        .flat_map(|&f| noise(spec.seed, f as u64, per, 0.01))
+        .collect();
+    let mut adam = Adam::new(p.len(), spec.lr);
+    // The seed: d objective / d layer output, one per input.
+    let seed = objective_seed(filters, (channels, mh, mw), spec.objective, batched);
+    let mut history: Vec<Vec<(usize, f32)>> = vec![Vec::new(); n];
+    for step in 0..=spec.steps {
+        let x = to_input(&p, spec.param, h * w);
+        let inputs: Vec<InputTensor> = x
+            .chunks(per)
+            .map(|d| InputTensor {
+                shape: [1, 3, h, w],
+                data: d.to_vec(),
+                picture: None,
+            })
+            .collect();
+        let refs: Vec<&InputTensor> = inputs.iter().collect();
+        let acts = batched.forward_batch(&refs, &Capture::All)?;
+        let maps = acts.read(&node.outputs[0])?; // [N, C, H', W']
+        let record = step % RECORD_EVERY == 0 || step == spec.steps;
+        if record {
+            for (k, &f) in filters.iter().enumerate() {
+                let plane = &maps.data[(k * channels + f) * mh * mw..][..mh * mw];
+                let value = match spec.objective {
+                    Objective::Channel => plane.iter().sum::<f32>() / (mh * mw) as f32,
+                    Objective::Neuron => plane[(mh / 2) * mw + mw / 2],
+                };
+                history[k].push((step, value));
+            }
+        }
+        if step == spec.steps {
+            break;
+        }
+        let grads = backward(batched, &acts, layer, seed.clone(), GradientRule::Backprop)?;
+        let gx = read_chunk(batched, layer, grads)?; // [N, 3, H, W]
+        match spec.param {
+            Parameterisation::Pixel { std, .. } => {
+                // d x / d p = sigmoid'(p) / std[plane]; ascend with Adam.
+                let gp: Vec<f32> = (gx.iter().zip(&p).enumerate())
+                    .map(|(i, (&g, &pi))| {
+                        let s = sigmoid(pi);
+                        g * s * (1.0 - s) / std[(i / (h * w)) % 3]
+                    })
+                    .collect();
+                adam.ascend(&mut p, &gp);
+            }
+            Parameterisation::L2Ball { radius } => {
+                for (pi, g) in p.iter_mut().zip(&gx) {
+                    *pi += spec.lr * g;
+                }
+                for image in p.chunks_mut(per) {
+                    let norm = image.iter().map(|v| v * v).sum::<f32>().sqrt();
+                    if norm > radius {
+                        image.iter_mut().for_each(|v| *v *= radius / norm);
+                    }
+                }
+            }
+        }
+    }
+    let shown: Vec<f32> = match spec.param {
+        Parameterisation::Pixel { .. } => p.iter().map(|&v| sigmoid(v)).collect(),
+        Parameterisation::L2Ball { .. } => p,
+    };
+    Ok((filters.iter().zip(shown.chunks(per)).zip(history))
+        .map(|((&filter, image), objective)| FeatvisImage {
+            filter,
+            image: image.to_vec(),
+            objective,
+        })
+        .collect())
+}
+
+/// `[1, 1, N, C, H', W']`: sample `k`'s gradient of its objective with respect to the layer.
+fn objective_seed(
+    filters: &[usize],
+    (c, h, w): (usize, usize, usize),
+    objective: Objective,
+    engine: &Engine,
+) -> T6 {
+    let n = filters.len();
+    let mut seed = vec![0f32; n * c * h * w];
+    for (k, &f) in filters.iter().enumerate() {
+        let plane = &mut seed[(k * c + f) * h * w..][..h * w];
+        match objective {
+            Objective::Channel => plane.fill(1.0 / (h * w) as f32),
+            Objective::Neuron => plane[(h / 2) * w + w / 2] = 1.0,
+        }
+    }
+    Tensor::<6>::from_data(TensorData::new(seed, [1, 1, n, c, h, w]), engine.device())
+}
+
+/// The model input for parameters `p` (`[N, 3, H, W]`, planes of `plane_len` values).
+fn to_input(p: &[f32], param: Parameterisation, plane_len: usize) -> Vec<f32> {
+    match param {
+        Parameterisation::Pixel { mean, std } => (p.iter().enumerate())
+            .map(|(i, &v)| {
+                let c = (i / plane_len) % 3;
+                (sigmoid(v) - mean[c]) / std[c]
+            })
+            .collect(),
+        Parameterisation::L2Ball { .. } => p.to_vec(),
+    }
+}
+
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+/// Adam (Kingma & Ba) for ascent, β = (0.9, 0.999), ε = 1e-8.
+struct Adam {
+    lr: f32,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    t: i32,
+}
+
+impl Adam {
+    fn new(len: usize, lr: f32) -> Self {
+        Self {
+            lr,
+            m: vec![0.0; len],
+            v: vec![0.0; len],
+            t: 0,
+        }
+    }
+
+    fn ascend(&mut self, p: &mut [f32], g: &[f32]) {
+        const B1: f32 = 0.9;
+        const B2: f32 = 0.999;
+        self.t += 1;
+        let (c1, c2) = (1.0 - B1.powi(self.t), 1.0 - B2.powi(self.t));
+        for (((pi, &gi), mi), vi) in p.iter_mut().zip(g).zip(&mut self.m).zip(&mut self.v) {
+            *mi = B1 * *mi + (1.0 - B1) * gi;
+            *vi = B2 * *vi + (1.0 - B2) * gi * gi;
+            *pi += self.lr * (*mi / c1) / ((*vi / c2).sqrt() + 1e-8);
+        }
+    }
+}
+
+/// `len` values of seeded Gaussian noise with standard deviation `sd` (splitmix64 +
+/// Box–Muller), a function of `(seed, stream)` only.
+fn noise(seed: u64, stream: u64, len: usize, sd: f32) -> Vec<f32> {
+    let mut state = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut next = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    (0..len)
+        .map(|_| {
+            let (u1, u2) = (next().max(f64::MIN_POSITIVE), next());
+            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32 * sd
+        })
+        .collect()
+}
