@@ -61,6 +61,9 @@ pub enum Capture {
     All,
     /// Only the outputs of these nodes (by layer name) plus the graph outputs.
     Layers(HashSet<String>),
+    /// Every output of nodes `0..=index` and the graph inputs, and no node after `index` runs:
+    /// what a reverse pass from node `index` needs (feature visualisation runs one per step).
+    AllUpTo(usize),
 }
 
 /// A node the CPU (flex) path runs with a host kernel instead of burn's: convolutions with
@@ -356,8 +359,21 @@ impl Engine {
                 .flat_map(|n| n.outputs.iter().map(String::as_str))
                 .chain(graph.outputs.iter().map(String::as_str))
                 .collect(),
+            Capture::AllUpTo(last) => (graph.nodes.iter().take(last + 1))
+                .flat_map(|n| n.outputs.iter().map(String::as_str))
+                .chain(graph.inputs.iter().map(|i| i.name.as_str()))
+                .collect(),
         };
-        for (i, node) in graph.nodes.iter().enumerate() {
+        let last_node = match capture {
+            Capture::AllUpTo(last) => *last,
+            _ => usize::MAX,
+        };
+        for (i, node) in graph
+            .nodes
+            .iter()
+            .enumerate()
+            .take_while(|&(i, _)| i <= last_node)
+        {
             let started = std::time::Instant::now();
             let mut ins = Vec::with_capacity(node.inputs.len());
             let mut in_shapes: Vec<&[usize]> = Vec::with_capacity(node.inputs.len());

@@ -158,7 +158,7 @@ fn optimise_chunk(
             })
             .collect();
         let refs: Vec<&InputTensor> = inputs.iter().collect();
-        let acts = batched.forward_batch(&refs, &Capture::All)?;
+        let acts = batched.forward_batch(&refs, &Capture::AllUpTo(layer))?;
         let maps = acts.read(&node.outputs[0])?; // [N, C, H', W']
         let record = step % RECORD_EVERY == 0 || step == spec.steps;
         if record {
