@@ -144,6 +144,10 @@ pub struct BenchArgs {
     /// in the table); 1 leaves it out.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     pub batch: u16,
+    /// Also time feature visualisation of the last conv layer (16 filters, scaled to 512
+    /// steps): `featvis_s_per_filter`.
+    #[arg(long)]
+    pub featvis: bool,
 }
 
 /// Model choice and preprocessing, shared by every command that runs a model.
@@ -522,6 +526,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         ops: args.ops,
         viewport: crate::bench::FRAME_VIEWPORT,
         batch: usize::from(args.batch),
+        featvis: args.featvis,
     };
     let report = crate::bench::run(&m, &device, &options, &mut |line| eprintln!("{line}"))?;
     if args.json {

@@ -48,6 +48,8 @@ pub enum BenchError {
     NoRepeats,
     #[error("the model has no convolution layer with a [1, C, H, W] output")]
     NoConvLayers,
+    #[error(transparent)]
+    Featvis(#[from] crate::engine::methods::featvis::FeatvisError),
 }
 
 pub type Result<T, E = BenchError> = std::result::Result<T, E>;
@@ -72,7 +74,15 @@ pub struct BenchOptions {
     pub viewport: [u32; 2],
     /// Inputs per pass for the batched forward measurement; 1 leaves it out.
     pub batch: usize,
+    /// Also time feature visualisation ([`featvis_s_per_filter`](BenchReport::featvis_s_per_filter)).
+    pub featvis: bool,
 }
+
+/// Filters and steps of the feature-visualisation measurement (scaled to
+/// [`FEATVIS_STEPS`] steps: every step costs the same).
+pub const FEATVIS_MEASURED: (usize, usize) = (16, 16);
+/// The step count `featvis_s_per_filter` is given for (Lucid's default).
+pub const FEATVIS_STEPS: usize = 512;
 
 pub(crate) const MIB: f64 = (1u64 << 20) as f64;
 
@@ -175,6 +185,43 @@ pub fn run(
     } else {
         None
     };
+    let (featvis_s_per_filter, featvis_layer) = if options.featvis {
+        let &(layer, (channels, _, _)) = convs.last().ok_or(BenchError::NoConvLayers)?;
+        let (filters, steps) = FEATVIS_MEASURED;
+        let filters: Vec<usize> = (0..filters.min(channels)).collect();
+        progress(&format!(
+            "feature visualisation: {} filters of {} x {steps} steps",
+            filters.len(),
+            graph.nodes[layer].name
+        ));
+        let spec = crate::engine::methods::featvis::FeatvisSpec {
+            steps,
+            lr: 0.05,
+            objective: crate::engine::methods::featvis::Objective::Channel,
+            param: crate::engine::methods::featvis::Parameterisation::Pixel {
+                mean: model.spec.mean,
+                std: model.spec.std,
+            },
+            seed: 0,
+            batch: filters.len(),
+        };
+        let started = Instant::now();
+        crate::engine::methods::featvis::featvis(&engine, layer, &filters, &spec, |_| {})?;
+        let per_step_filter = started.elapsed().as_secs_f64() / (steps * filters.len()) as f64;
+        let [h, w] = model.spec.size_hw;
+        notes.push(format!(
+            "featvis: {} filters x {steps} steps of {} at {h}x{w} measured, scaled to \
+             {FEATVIS_STEPS} steps",
+            filters.len(),
+            graph.nodes[layer].name
+        ));
+        (
+            Some(round(per_step_filter * FEATVIS_STEPS as f64, 2)),
+            Some(graph.nodes[layer].name.clone()),
+        )
+    } else {
+        (None, None)
+    };
     let forward_ops = if options.ops {
         progress("forward pass op by op (device synchronised after each node)");
         forward_by_op(&engine, &input, options)?
@@ -274,6 +321,8 @@ pub fn run(
         forward_ms: round(forward_s * 1e3, 3),
         batch: options.batch,
         forward_batch_ms,
+        featvis_s_per_filter,
+        featvis_layer,
         forward_batch_images_per_s: forward_batch_ms
             .map(|ms| round(options.batch as f64 / (ms * 1e-3).max(1e-9), 1)),
         gbp_all_conv_s,

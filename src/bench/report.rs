@@ -25,6 +25,13 @@ pub struct BenchReport {
     pub forward_batch_ms: Option<f64>,
     /// Throughput of that pass: `batch` / `forward_batch_ms`, in images per second.
     pub forward_batch_images_per_s: Option<f64>,
+    /// With `--featvis`: seconds per filter of feature visualisation at 512 steps, amortised
+    /// over a batch of filters of `featvis_layer` (measured at fewer steps and scaled, see
+    /// `notes`), at the model's input size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub featvis_s_per_filter: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub featvis_layer: Option<String>,
     /// Guided backprop of every filter of every conv layer, images on the host.
     pub gbp_all_conv_s: Option<f64>,
     /// Filters (gradient images) in that workload.
@@ -224,6 +231,15 @@ impl BenchReport {
                 ],
             );
         }
+        if let (Some(v), Some(layer)) = (self.featvis_s_per_filter, &self.featvis_layer) {
+            rows.push([
+                "featvis per filter".into(),
+                format!("{v:.2}"),
+                "s".into(),
+                "1".into(),
+                format!("512 steps, filters of {layer} optimised together"),
+            ]);
+        }
         if let Some(v) = self.compute_pool_reserved_mib {
             rows.push([
                 "burn wgpu pool, max reserved".into(),
@@ -324,6 +340,8 @@ mod tests {
             batch: 4,
             forward_batch_ms: Some(40.0),
             forward_batch_images_per_s: Some(100.0),
+            featvis_s_per_filter: None,
+            featvis_layer: None,
             gbp_all_conv_s: None,
             gbp_filters: 72,
             gbp_layers: 3,

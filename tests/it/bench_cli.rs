@@ -54,6 +54,7 @@ fn bench_json_reports_every_figure() {
         "0",
         "--device",
         "cpu",
+        "--featvis",
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "bench failed: {stderr}");
@@ -95,6 +96,8 @@ fn bench_json_reports_every_figure() {
         "{v}"
     );
     positive(&v, "gbp_all_conv_s");
+    positive(&v, "featvis_s_per_filter");
+    assert_eq!(v["featvis_layer"].as_str(), Some("conv3"), "{v}");
     assert_eq!(v["gbp_filters"].as_u64(), Some(conv_filters), "{v}");
     assert_eq!(v["repeats"].as_u64(), Some(1));
     assert!(
