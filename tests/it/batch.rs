@@ -218,8 +218,7 @@ fn check_per_input(name: &str, device: Device) {
     // A channel list that does not fit the batch or the layer is refused.
     for wrong in [&[0usize, 1][..], &[0, 1, c]] {
         let err = attribute_per_input(&batched, &batch_acts, layer, wrong, GradientRule::Guided)
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert!(err.to_string().contains("one channel per input"), "{err}");
     }
 }
