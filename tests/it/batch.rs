@@ -11,7 +11,9 @@ use burn::tensor::Device;
 use convlens::engine::{Capture, Engine, NamedInput};
 use convlens::model::{BatchError, ImportOptions, load_onnx_file};
 
-use crate::common::{self, fixture, formula_input, max_abs};
+use crate::common::{
+    self, LIGHT_MODELS as LIGHT, MIXED_MODELS as MIXED, fixture, formula_input, max_abs,
+};
 
 /// Sample `k` of a batch: the formula input, shifted and rescaled so samples differ.
 fn sample_input(numel: usize, k: usize) -> Vec<f32> {
@@ -96,19 +98,6 @@ fn check_batch(dir: &str, name: &str, device: Device, batch: usize) -> (usize, f
     eprintln!("{dir}/{name}: batch {batch}, {compared} tensors, worst {worst:.2e}");
     (compared, worst)
 }
-
-const LIGHT: [&str; 9] = [
-    "alexnet",
-    "zfnet512",
-    "vgg19",
-    "squeezenet",
-    "resnet50",
-    "inception_v1",
-    "inception_v2",
-    "densenet121",
-    "shufflenet",
-];
-const MIXED: [&str; 3] = ["tiny_alexnet", "tiny_resnet", "tiny_shapechain"];
 
 #[test]
 fn a_batch_equals_single_passes_on_every_conformance_model_on_cpu() {

@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use burn::tensor::Device;
-use common::{fixture, formula_input, max_abs, scaled_error};
+use common::{
+    LIGHT_MODELS as LIGHT, MIXED_MODELS as MIXED, fixture, formula_input, max_abs, scaled_error,
+};
 use convlens::engine::{Capture, Engine, NamedInput};
 use convlens::model::{ImportOptions, load_onnx_file};
 use serde_json::Value;
@@ -129,19 +131,6 @@ fn check_model(dir: &str, name: &str, device: Device, tol: f32) -> Report {
     );
     report
 }
-
-const LIGHT: [&str; 9] = [
-    "alexnet",
-    "zfnet512",
-    "vgg19",
-    "squeezenet",
-    "resnet50",
-    "inception_v1",
-    "inception_v2",
-    "densenet121",
-    "shufflenet",
-];
-const MIXED: [&str; 3] = ["tiny_alexnet", "tiny_resnet", "tiny_shapechain"];
 
 #[test]
 fn light_zoo_models_match_onnxruntime_on_cpu() {

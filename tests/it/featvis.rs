@@ -10,28 +10,13 @@ use convlens::engine::Capture;
 use convlens::engine::Engine;
 use convlens::engine::methods::featvis::{FeatvisSpec, Objective, Parameterisation, featvis};
 use convlens::model::preprocess::{InputSpec, load_input};
-use convlens::model::{Graph, ImportOptions, load_onnx_bytes, load_onnx_file};
-use onnx_ir::{Message, ModelProto};
+use convlens::model::{ImportOptions, load_onnx_file};
 
 use crate::common::{self, fixture};
 
-fn first_conv_only() -> Arc<Graph> {
-    let mut model = ModelProto::parse_from_bytes(
-        &std::fs::read(fixture("mixed/tiny_alexnet.onnx")).expect("fixture"),
-    )
-    .expect("parses");
-    let graph = model.graph.as_mut().expect("graph");
-    graph.node.truncate(1);
-    graph.output[0].name = graph.node[0].output[0].clone();
-    let bytes = model.write_to_bytes().expect("serialise");
-    Arc::new(
-        load_onnx_bytes(&bytes, "conv-only", "conv", &ImportOptions::default()).expect("imports"),
-    )
-}
-
 #[test]
 fn the_neuron_optimum_of_a_linear_layer_is_its_filter() {
-    let graph = first_conv_only();
+    let graph = common::first_conv_of_tiny_alexnet();
     let engine = Engine::new(Arc::clone(&graph), common::cpu());
     let node = &graph.nodes[0];
     let weight = graph.constants[&node.inputs[1]].to_f32_vec(); // [C, 3, kh, kw]

@@ -7,7 +7,7 @@ use crate::common;
 
 use std::sync::Arc;
 
-use common::{fixture, formula_input};
+use common::fixture;
 use convlens::engine::methods::attribution::{GradientRule, attribute_layer};
 use convlens::engine::methods::occlusion::{
     OcclusionMaps, OcclusionSpec, SQUARES_PER_PASS, occlusion,
@@ -19,27 +19,10 @@ use onnx_ir::{AttributeProto, AttributeType, Message, ModelProto, NodeProto};
 
 #[test]
 fn occlusion_drop_equals_gradient_times_input_on_a_linear_network() {
-    let mut model = ModelProto::parse_from_bytes(
-        &std::fs::read(fixture("mixed/tiny_alexnet.onnx")).expect("fixture"),
-    )
-    .expect("parses");
-    let graph_proto = model.graph.as_mut().expect("graph");
-    graph_proto.node.truncate(1);
-    assert_eq!(graph_proto.node[0].op_type, "Conv");
-    let out = graph_proto.node[0].output[0].clone();
-    graph_proto.output[0].name = out;
-    let bytes = model.write_to_bytes().expect("serialise");
-    let graph = Arc::new(
-        load_onnx_bytes(&bytes, "conv-only", "conv", &ImportOptions::default()).expect("imports"),
-    );
+    let graph = common::first_conv_of_tiny_alexnet();
     let engine = Engine::new(Arc::clone(&graph), common::cpu());
-    let shape = graph.image_input().expect("input").shape.clone();
-    let [n, p, h, w] = <[usize; 4]>::try_from(shape.as_slice()).expect("4-D input");
-    let input = InputTensor {
-        shape: [n, p, h, w],
-        data: formula_input(p * h * w),
-        picture: None,
-    };
+    let input = common::formula_image(&graph);
+    let [_, p, h, w] = input.shape;
 
     let spec = OcclusionSpec {
         size_px: 8,
@@ -210,13 +193,7 @@ fn worst_difference(maps: &OcclusionMaps, want: &[Vec<f64>]) -> f64 {
 
 fn sweep_and_compare(graph: Arc<Graph>) -> OcclusionMaps {
     let engine = Engine::new(Arc::clone(&graph), common::cpu());
-    let shape = graph.image_input().expect("input").shape.clone();
-    let [n, p, h, w] = <[usize; 4]>::try_from(shape.as_slice()).expect("4-D input");
-    let input = InputTensor {
-        shape: [n, p, h, w],
-        data: formula_input(p * h * w),
-        picture: None,
-    };
+    let input = common::formula_image(&graph);
     let layers: Vec<usize> = graph.feature_map_layers().map(|(i, _)| i).collect();
     // 5 px squares at stride 3: a grid whose size is not a multiple of the batch.
     let spec = OcclusionSpec {

@@ -16,6 +16,56 @@ pub fn fixture(rel: &str) -> PathBuf {
         .join(rel)
 }
 
+/// The nine ONNX "light" zoo models of `tests/fixtures/light/`.
+pub const LIGHT_MODELS: [&str; 9] = [
+    "alexnet",
+    "zfnet512",
+    "vgg19",
+    "squeezenet",
+    "resnet50",
+    "inception_v1",
+    "inception_v2",
+    "densenet121",
+    "shufflenet",
+];
+/// The random-weight models of `tests/fixtures/mixed/`.
+pub const MIXED_MODELS: [&str; 3] = ["tiny_alexnet", "tiny_resnet", "tiny_shapechain"];
+
+/// `tiny_alexnet` cut after its first node (a Conv with bias): a linear network, whose
+/// closed forms the occlusion and feature-visualisation tests check.
+pub fn first_conv_of_tiny_alexnet() -> std::sync::Arc<convlens::model::Graph> {
+    use onnx_ir::{Message, ModelProto};
+    let mut model = ModelProto::parse_from_bytes(
+        &std::fs::read(fixture("mixed/tiny_alexnet.onnx")).expect("fixture"),
+    )
+    .expect("parses");
+    let graph = model.graph.as_mut().expect("graph");
+    graph.node.truncate(1);
+    assert_eq!(graph.node[0].op_type, "Conv");
+    graph.output[0].name = graph.node[0].output[0].clone();
+    let bytes = model.write_to_bytes().expect("serialise");
+    std::sync::Arc::new(
+        convlens::model::load_onnx_bytes(
+            &bytes,
+            "conv-only",
+            "conv",
+            &convlens::model::ImportOptions::default(),
+        )
+        .expect("imports"),
+    )
+}
+
+/// The graph's image input filled with [`formula_input`].
+pub fn formula_image(graph: &convlens::model::Graph) -> convlens::model::preprocess::InputTensor {
+    let shape = graph.image_input().expect("input").shape.clone();
+    let [n, p, h, w] = <[usize; 4]>::try_from(shape.as_slice()).expect("4-D input");
+    convlens::model::preprocess::InputTensor {
+        shape: [n, p, h, w],
+        data: formula_input(p * h * w),
+        picture: None,
+    }
+}
+
 /// The input both `scripts/make_conformance_fixtures.py` and these tests generate:
 /// `u = ((i * 2654435761) mod 2^32) / 2^32; x = f32(2u - 1)` over the flat index `i`.
 pub fn formula_input(n: usize) -> Vec<f32> {
