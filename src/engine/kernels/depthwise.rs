@@ -60,7 +60,16 @@ pub fn depthwise_conv2d_at(
                 layout.fill(padded, &x[plane * plane_in..][..plane_in], g);
                 let taps = &weight[channel * kh * kw..][..kh * kw];
                 let bias = bias.map_or(0.0, |b| b[channel]);
-                conv_plane(level, (dst, flat), padded, taps, bias, &layout, g);
+                let plane = Plane {
+                    dst,
+                    flat,
+                    padded,
+                    taps,
+                    bias,
+                    layout: &layout,
+                    g,
+                };
+                conv_plane(level, plane);
             },
         );
     Some(out)
@@ -122,69 +131,56 @@ impl PaddedLayout {
     }
 }
 
-/// One output plane `dst [ho, wo]` = `bias` + the taps over the padded plane, at `level`.
-fn conv_plane(
-    level: SimdLevel,
-    (dst, flat): (&mut [f32], &mut Vec<f32>),
-    padded: &[f32],
-    taps: &[f32],
+/// One output plane's work: `dst [ho, wo]` = `bias` + the `taps` over the `padded` input
+/// plane (laid out by `layout`); `flat` is scratch for the stride-1 path.
+struct Plane<'a> {
+    dst: &'a mut [f32],
+    flat: &'a mut Vec<f32>,
+    padded: &'a [f32],
+    taps: &'a [f32],
     bias: f32,
-    layout: &PaddedLayout,
-    g: &ConvGeometry,
-) {
+    layout: &'a PaddedLayout,
+    g: &'a ConvGeometry,
+}
+
+/// Computes `plane` with the kernels of `level`.
+fn conv_plane(level: SimdLevel, plane: Plane<'_>) {
     #[cfg(target_arch = "x86_64")]
     match level {
         // SAFETY (both): `depthwise_conv2d_at` only passes levels the CPU supports.
-        SimdLevel::Avx512 => {
-            return unsafe { conv_plane_avx512((dst, flat), padded, taps, bias, layout, g) };
-        }
-        SimdLevel::Avx2Fma => {
-            return unsafe { conv_plane_avx2((dst, flat), padded, taps, bias, layout, g) };
-        }
+        SimdLevel::Avx512 => return unsafe { conv_plane_avx512(plane) },
+        SimdLevel::Avx2Fma => return unsafe { conv_plane_avx2(plane) },
         SimdLevel::Portable => {}
     }
     let _ = level;
-    conv_plane_body::<false>((dst, flat), padded, taps, bias, layout, g);
+    conv_plane_body::<false>(plane);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-fn conv_plane_avx512(
-    (dst, flat): (&mut [f32], &mut Vec<f32>),
-    padded: &[f32],
-    taps: &[f32],
-    bias: f32,
-    layout: &PaddedLayout,
-    g: &ConvGeometry,
-) {
-    conv_plane_body::<true>((dst, flat), padded, taps, bias, layout, g);
+fn conv_plane_avx512(plane: Plane<'_>) {
+    conv_plane_body::<true>(plane);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn conv_plane_avx2(
-    (dst, flat): (&mut [f32], &mut Vec<f32>),
-    padded: &[f32],
-    taps: &[f32],
-    bias: f32,
-    layout: &PaddedLayout,
-    g: &ConvGeometry,
-) {
-    conv_plane_body::<true>((dst, flat), padded, taps, bias, layout, g);
+fn conv_plane_avx2(plane: Plane<'_>) {
+    conv_plane_body::<true>(plane);
 }
 
-/// The body of [`conv_plane`], compiled once per level (the compiler vectorises the
-/// per-tap row loop to the level's width); `FMA` selects fused multiply-adds (only where
-/// the CPU has them: without hardware support `mul_add` is a slow library call).
+/// The body of [`conv_plane`], compiled once per level (the compiler vectorises
+/// [`taps::weighted_runs`] to the level's width); `FMA` selects fused multiply-adds.
 #[inline(always)]
-fn conv_plane_body<const FMA: bool>(
-    (dst, flat): (&mut [f32], &mut Vec<f32>),
-    padded: &[f32],
-    taps: &[f32],
-    bias: f32,
-    layout: &PaddedLayout,
-    g: &ConvGeometry,
-) {
+fn conv_plane_body<const FMA: bool>(plane: Plane<'_>) {
+    let Plane {
+        dst,
+        flat,
+        padded,
+        taps,
+        bias,
+        layout,
+        g,
+    } = plane;
     let kw = g.kernel[1];
     let [sy, sx] = g.strides;
     let [dy, dx] = g.dilations;
