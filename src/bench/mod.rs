@@ -13,6 +13,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::engine::methods::attribution::{self, BackwardError, GradientRule};
+use crate::engine::methods::featvis::{
+    FeatvisError, FeatvisSpec, Objective, Parameterisation, featvis,
+};
 use crate::engine::{Capture, ComputeDevice, Engine, EngineError};
 use crate::model::preprocess::InputTensor;
 use crate::model::{LoadedModel, ModelError, default};
@@ -49,7 +52,7 @@ pub enum BenchError {
     #[error("the model has no convolution layer with a [1, C, H, W] output")]
     NoConvLayers,
     #[error(transparent)]
-    Featvis(#[from] crate::engine::methods::featvis::FeatvisError),
+    Featvis(#[from] FeatvisError),
 }
 
 pub type Result<T, E = BenchError> = std::result::Result<T, E>;
@@ -150,75 +153,10 @@ pub fn run(
         Ok(acts)
     })?;
     sample_pool();
-    let forward_batch_ms = if options.batch > 1 {
-        match engine.with_batch(options.batch) {
-            Ok(batched) => {
-                progress(&format!(
-                    "forward pass over {} inputs at once, every layer kept",
-                    options.batch
-                ));
-                // Different inputs: the input at decreasing contrast.
-                let inputs: Vec<InputTensor> = (0..options.batch)
-                    .map(|k| InputTensor {
-                        shape: input.shape,
-                        data: (input.data.iter())
-                            .map(|&v| v * (1.0 - 0.5 * k as f32 / options.batch as f32))
-                            .collect(),
-                        picture: None,
-                    })
-                    .collect();
-                let inputs: Vec<&InputTensor> = inputs.iter().collect();
-                let (batch_s, _) = median_of(options.warmup, options.repeats, || {
-                    let acts = batched.forward_batch(&inputs, &Capture::All)?;
-                    sync()?;
-                    Ok(acts)
-                })?;
-                sample_pool();
-                Some(round(batch_s * 1e3, 3))
-            }
-            Err(EngineError::Batch(why)) => {
-                notes.push(format!("batched forward not measured: {why}"));
-                None
-            }
-            Err(e) => return Err(e.into()),
-        }
-    } else {
-        None
-    };
+    let forward_batch_ms = forward_batch(&engine, &input, options, &sync, progress, &mut notes)?;
+    sample_pool();
     let (featvis_s_per_filter, featvis_layer) = if options.featvis {
-        let &(layer, (channels, _, _)) = convs.last().ok_or(BenchError::NoConvLayers)?;
-        let (filters, steps) = FEATVIS_MEASURED;
-        let filters: Vec<usize> = (0..filters.min(channels)).collect();
-        progress(&format!(
-            "feature visualisation: {} filters of {} x {steps} steps",
-            filters.len(),
-            graph.nodes[layer].name
-        ));
-        let spec = crate::engine::methods::featvis::FeatvisSpec {
-            steps,
-            lr: 0.05,
-            objective: crate::engine::methods::featvis::Objective::Channel,
-            param: crate::engine::methods::featvis::Parameterisation::Pixel {
-                mean: model.spec.mean,
-                std: model.spec.std,
-            },
-            seed: 0,
-            batch: filters.len(),
-        };
-        let started = Instant::now();
-        crate::engine::methods::featvis::featvis(&engine, layer, &filters, &spec, |_| {})?;
-        let per_step_filter = started.elapsed().as_secs_f64() / (steps * filters.len()) as f64;
-        let [h, w] = model.spec.size_hw;
-        notes.push(format!(
-            "featvis: {} filters x {steps} steps of {} at {h}x{w} measured, scaled to \
-             {FEATVIS_STEPS} steps",
-            filters.len(),
-            graph.nodes[layer].name
-        ));
-        (
-            Some(round(per_step_filter * FEATVIS_STEPS as f64, 2)),
-            Some(graph.nodes[layer].name.clone()),
-        )
+        featvis_per_filter(&engine, model, &convs, progress, &mut notes)?
     } else {
         (None, None)
     };
@@ -382,6 +320,97 @@ pub fn run(
             .push("peak RSS unknown (needs Linux /proc/self/status)".to_string());
     }
     Ok(report)
+}
+
+/// One forward pass over `options.batch` different inputs (the input at decreasing
+/// contrast), every layer kept: median milliseconds, or `None` (with a note) when the model
+/// cannot be batched or `--batch` is 1.
+fn forward_batch(
+    engine: &Engine,
+    input: &InputTensor,
+    options: &BenchOptions,
+    sync: &dyn Fn() -> Result<()>,
+    progress: &mut dyn FnMut(&str),
+    notes: &mut Vec<String>,
+) -> Result<Option<f64>> {
+    if options.batch <= 1 {
+        return Ok(None);
+    }
+    match engine.with_batch(options.batch) {
+        Ok(batched) => {
+            progress(&format!(
+                "forward pass over {} inputs at once, every layer kept",
+                options.batch
+            ));
+            // Different inputs: the input at decreasing contrast.
+            let inputs: Vec<InputTensor> = (0..options.batch)
+                .map(|k| InputTensor {
+                    shape: input.shape,
+                    data: (input.data.iter())
+                        .map(|&v| v * (1.0 - 0.5 * k as f32 / options.batch as f32))
+                        .collect(),
+                    picture: None,
+                })
+                .collect();
+            let inputs: Vec<&InputTensor> = inputs.iter().collect();
+            let (batch_s, _) = median_of(options.warmup, options.repeats, || {
+                let acts = batched.forward_batch(&inputs, &Capture::All)?;
+                sync()?;
+                Ok(acts)
+            })?;
+            Ok(Some(round(batch_s * 1e3, 3)))
+        }
+        Err(EngineError::Batch(why)) => {
+            notes.push(format!("batched forward not measured: {why}"));
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Feature visualisation of the last conv layer: seconds per filter at [`FEATVIS_STEPS`]
+/// steps (measured at [`FEATVIS_MEASURED`] and scaled), and the layer's name.
+fn featvis_per_filter(
+    engine: &Engine,
+    model: &LoadedModel,
+    convs: &[(usize, (usize, usize, usize))],
+    progress: &mut dyn FnMut(&str),
+    notes: &mut Vec<String>,
+) -> Result<(Option<f64>, Option<String>)> {
+    let graph = &model.graph;
+    let &(layer, (channels, _, _)) = convs.last().ok_or(BenchError::NoConvLayers)?;
+    let (filters, steps) = FEATVIS_MEASURED;
+    let filters: Vec<usize> = (0..filters.min(channels)).collect();
+    progress(&format!(
+        "feature visualisation: {} filters of {} x {steps} steps",
+        filters.len(),
+        graph.nodes[layer].name
+    ));
+    let spec = FeatvisSpec {
+        steps,
+        lr: 0.05,
+        objective: Objective::Channel,
+        param: Parameterisation::Pixel {
+            mean: model.spec.mean,
+            std: model.spec.std,
+        },
+        seed: 0,
+        batch: filters.len(),
+    };
+    let started = Instant::now();
+    featvis(engine, layer, &filters, &spec, |_| {})?;
+    let per_step_filter = started.elapsed().as_secs_f64() / (steps * filters.len()) as f64;
+    let [h, w] = model.spec.size_hw;
+    notes.push(format!(
+        "featvis: {} filters x {steps} steps of {} at {h}x{w} measured, scaled to \
+         {FEATVIS_STEPS} steps",
+        filters.len(),
+        graph.nodes[layer].name
+    ));
+    Ok((
+        Some(round(per_step_filter * FEATVIS_STEPS as f64, 2)),
+        Some(graph.nodes[layer].name.clone()),
+    ))
 }
 
 /// Median seconds of every node over `repeats` timed forward passes, summed by op type,
