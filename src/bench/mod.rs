@@ -1,7 +1,8 @@
 //! `convlens bench`: how fast each stage of ConvLens is on this machine and model — the
-//! forward pass keeping every layer, guided backprop of every conv filter, one frame of the
-//! largest conv layer's tiles, and a new input file all the way to tiles ready to draw —
-//! as medians over repeated runs, plus the process's peak memory.
+//! forward pass keeping every layer (one input, and a batch of `--batch` inputs), guided
+//! backprop of every conv filter, one frame of the largest conv layer's tiles, a new input
+//! file all the way to tiles ready to draw and, with `--featvis`, feature visualisation per
+//! filter — as medians over repeated runs, plus the process's peak memory.
 //!
 //! Every measurement waits for its device to finish: the forward pass ends with
 //! [`burn::tensor::Device::sync`], gradient images are read back to the CPU (as `export`
