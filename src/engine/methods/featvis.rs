@@ -94,12 +94,12 @@ pub fn featvis(
 ) -> Result<Vec<FeatvisImage>> {
     let graph = engine.graph();
     let node = &graph.nodes[layer];
-    let (channels, mh, mw) =
-        node.feature_map_dims()
-            .ok_or_else(|| FeatvisError::NotFeatureMap {
-                layer: node.name.clone(),
-                shape: node.output_shape().to_vec(),
-            })?;
+    let (channels, _, _) = node
+        .feature_map_dims()
+        .ok_or_else(|| FeatvisError::NotFeatureMap {
+            layer: node.name.clone(),
+            shape: node.output_shape().to_vec(),
+        })?;
     if let Some(&filter) = filters.iter().find(|&&f| f >= channels) {
         return Err(FeatvisError::Filter {
             layer: node.name.clone(),
@@ -117,7 +117,7 @@ pub fn featvis(
     let mut out = Vec::with_capacity(filters.len());
     for chunk in filters.chunks(spec.batch.max(1)) {
         let batched = engine.with_batch(chunk.len())?;
-        let images = optimise_chunk(&batched, layer, chunk, (channels, mh, mw), [h, w], spec)?;
+        let images = optimise_chunk(&batched, layer, chunk, spec, 3 * h * w)?;
         on_chunk(&images);
         out.extend(images);
     }
@@ -127,68 +127,100 @@ pub fn featvis(
 /// Every how many steps the objective is recorded.
 pub const RECORD_EVERY: usize = 32;
 
+/// One evaluation for a batch of parameter images `p` (`[N, 3, H, W]`, one per filter of
+/// `filters`): each filter's objective and its gradient with respect to its own parameters
+/// (through [`Parameterisation`]). `batched` is the engine for a batch of `N`.
+pub fn objective_and_gradient(
+    batched: &Engine,
+    layer: usize,
+    filters: &[usize],
+    p: &[f32],
+    objective: Objective,
+    param: Parameterisation,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let node = &batched.graph().nodes[layer];
+    let (_, channels, mh, mw) = match node.output_shape() {
+        &[n, c, h, w] => (n, c, h, w),
+        other => {
+            return Err(FeatvisError::NotFeatureMap {
+                layer: node.name.clone(),
+                shape: other.to_vec(),
+            });
+        }
+    };
+    let input_shape = (batched.graph().image_input())
+        .map(|i| i.shape.clone())
+        .unwrap_or_default();
+    let &[_, 3, h, w] = input_shape.as_slice() else {
+        return Err(FeatvisError::Input(input_shape));
+    };
+    let (per, plane_len) = (3 * h * w, h * w);
+    let x = to_input(p, param, plane_len);
+    let inputs: Vec<InputTensor> = (x.chunks(per))
+        .map(|d| InputTensor {
+            shape: [1, 3, h, w],
+            data: d.to_vec(),
+            picture: None,
+        })
+        .collect();
+    let refs: Vec<&InputTensor> = inputs.iter().collect();
+    let acts = batched.forward_batch(&refs, &Capture::AllUpTo(layer))?;
+    let maps = acts.read(&node.outputs[0])?; // [N, C, H', W']
+    let values = (filters.iter().enumerate())
+        .map(|(k, &f)| {
+            let plane = &maps.data[(k * channels + f) * mh * mw..][..mh * mw];
+            match objective {
+                Objective::Channel => plane.iter().sum::<f32>() / (mh * mw) as f32,
+                Objective::Neuron => plane[(mh / 2) * mw + mw / 2],
+            }
+        })
+        .collect();
+    let seed = objective_seed(filters, (channels, mh, mw), objective, batched);
+    let grads = backward(batched, &acts, layer, seed, GradientRule::Backprop)?;
+    let gx = read_chunk(batched, layer, grads)?; // [N, 3, H, W]
+    let gp = match param {
+        // d x / d p = sigmoid'(p) / std[plane].
+        Parameterisation::Pixel { std, .. } => (gx.iter().zip(p).enumerate())
+            .map(|(i, (&g, &pi))| {
+                let s = sigmoid(pi);
+                g * s * (1.0 - s) / std[(i / plane_len) % 3]
+            })
+            .collect(),
+        Parameterisation::L2Ball { .. } => gx,
+    };
+    Ok((values, gp))
+}
+
 fn optimise_chunk(
     batched: &Engine,
     layer: usize,
     filters: &[usize],
-    (channels, mh, mw): (usize, usize, usize),
-    [h, w]: [usize; 2],
     spec: &FeatvisSpec,
+    per: usize,
 ) -> Result<Vec<FeatvisImage>> {
     let n = filters.len();
-    let per = 3 * h * w;
-    let node = &batched.graph().nodes[layer];
     // Parameters, one image per filter, seeded by (seed, filter).
     let mut p: Vec<f32> = filters
         .iter()
         .flat_map(|&f| noise(spec.seed, f as u64, per, 0.01))
         .collect();
     let mut adam = Adam::new(p.len(), spec.lr);
-    // The seed: d objective / d layer output, one per input.
-    let seed = objective_seed(filters, (channels, mh, mw), spec.objective, batched);
     let mut history: Vec<Vec<(usize, f32)>> = vec![Vec::new(); n];
     for step in 0..=spec.steps {
-        let x = to_input(&p, spec.param, h * w);
-        let inputs: Vec<InputTensor> = x
-            .chunks(per)
-            .map(|d| InputTensor {
-                shape: [1, 3, h, w],
-                data: d.to_vec(),
-                picture: None,
-            })
-            .collect();
-        let refs: Vec<&InputTensor> = inputs.iter().collect();
-        let acts = batched.forward_batch(&refs, &Capture::AllUpTo(layer))?;
-        let maps = acts.read(&node.outputs[0])?; // [N, C, H', W']
-        let record = step % RECORD_EVERY == 0 || step == spec.steps;
-        if record {
-            for (k, &f) in filters.iter().enumerate() {
-                let plane = &maps.data[(k * channels + f) * mh * mw..][..mh * mw];
-                let value = match spec.objective {
-                    Objective::Channel => plane.iter().sum::<f32>() / (mh * mw) as f32,
-                    Objective::Neuron => plane[(mh / 2) * mw + mw / 2],
-                };
-                history[k].push((step, value));
+        let (values, gp) =
+            objective_and_gradient(batched, layer, filters, &p, spec.objective, spec.param)?;
+        if step % RECORD_EVERY == 0 || step == spec.steps {
+            for (trace, value) in history.iter_mut().zip(values) {
+                trace.push((step, value));
             }
         }
         if step == spec.steps {
-            break;
+            break; // the last evaluation only records (its gradient goes unused)
         }
-        let grads = backward(batched, &acts, layer, seed.clone(), GradientRule::Backprop)?;
-        let gx = read_chunk(batched, layer, grads)?; // [N, 3, H, W]
         match spec.param {
-            Parameterisation::Pixel { std, .. } => {
-                // d x / d p = sigmoid'(p) / std[plane]; ascend with Adam.
-                let gp: Vec<f32> = (gx.iter().zip(&p).enumerate())
-                    .map(|(i, (&g, &pi))| {
-                        let s = sigmoid(pi);
-                        g * s * (1.0 - s) / std[(i / (h * w)) % 3]
-                    })
-                    .collect();
-                adam.ascend(&mut p, &gp);
-            }
+            Parameterisation::Pixel { .. } => adam.ascend(&mut p, &gp),
             Parameterisation::L2Ball { radius } => {
-                for (pi, g) in p.iter_mut().zip(&gx) {
+                for (pi, g) in p.iter_mut().zip(&gp) {
                     *pi += spec.lr * g;
                 }
                 for image in p.chunks_mut(per) {
