@@ -394,6 +394,7 @@ fn featvis_per_filter(
         param: Parameterisation::Pixel {
             mean: model.spec.mean,
             std: model.spec.std,
+            decorrelate: true,
         },
         seed: 0,
         batch: filters.len(),

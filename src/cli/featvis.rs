@@ -41,6 +41,9 @@ pub struct FeatvisArgs {
     /// Seeds the initial noise (filter k's start depends only on the seed and k).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Optimise the RGB values directly instead of Lucid's decorrelated colour axes.
+    #[arg(long)]
+    pub no_decorrelate: bool,
     /// Filters optimised together, one batched forward and reverse pass per step.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     pub batch: u16,
@@ -105,6 +108,7 @@ pub fn featvis_command(args: &FeatvisArgs) -> Result<()> {
         param: Parameterisation::Pixel {
             mean: m.spec.mean,
             std: m.spec.std,
+            decorrelate: !args.no_decorrelate,
         },
         seed: args.seed,
         batch: usize::from(args.batch),
@@ -178,7 +182,8 @@ pub fn featvis_command(args: &FeatvisArgs) -> Result<()> {
             "steps": spec.steps,
             "lr": args.lr,
             "objective": format!("{:?}", spec.objective).to_lowercase(),
-            "param": "pixel (sigmoid, then the model's mean/std); Adam",
+            "param": "pixel (colour decorrelation unless --no-decorrelate, sigmoid, the model's mean/std); Adam",
+            "decorrelate": !args.no_decorrelate,
             "seed": spec.seed,
             "batch": spec.batch,
             "trace_every": RECORD_EVERY,

@@ -4,10 +4,10 @@
 //! ([`Engine::with_batch`]) and one reverse pass with one seed per input
 //! ([`crate::engine::reverse::seeds`]) per step.
 //!
-//! Parameterisation: the input is `preprocess(sigmoid(p))` for pixel parameters `p` (an image
-//! in [0, 1] mapped through the model's own mean/std), optimised with Adam — Lucid's pixel
-//! recipe without its FFT parameterisation, colour decorrelation and random transforms, which
-//! are not built yet. [`Parameterisation::L2Ball`] is the textbook setting for checks: the
+//! Parameterisation: the input is `preprocess(sigmoid(C · p))` for pixel parameters `p`
+//! (`C` Lucid's colour decorrelation, the result an image in [0, 1] mapped through the
+//! model's own mean/std), optimised with Adam — Lucid's recipe without its FFT
+//! parameterisation and random transforms, which are not built yet. [`Parameterisation::L2Ball`] is the textbook setting for checks: the
 //! input itself, projected onto an L2 ball after each plain gradient step.
 
 use burn::tensor::{Tensor, TensorData};
@@ -30,8 +30,14 @@ pub enum Objective {
 /// How the optimised parameters become the model's input.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Parameterisation {
-    /// `x = (sigmoid(p) − mean) / std` per plane, Adam on `p`.
-    Pixel { mean: [f32; 3], std: [f32; 3] },
+    /// `x = (sigmoid(C · p) − mean) / std` per plane, Adam on `p`, where `C` is Lucid's
+    /// colour decorrelation ([`COLOUR_CORRELATION`], so steps in `p` move along the
+    /// principal colour axes of ImageNet) or, without `decorrelate`, the identity.
+    Pixel {
+        mean: [f32; 3],
+        std: [f32; 3],
+        decorrelate: bool,
+    },
     /// `x = p` with `‖p‖₂ ≤ radius` (projected after each step), plain gradient ascent with
     /// step `lr`: the optimum of a linear objective is its gradient scaled to the radius.
     L2Ball { radius: f32 },
@@ -179,13 +185,19 @@ pub fn objective_and_gradient(
     let grads = backward(batched, &acts, layer, seed, GradientRule::Backprop)?;
     let gx = read_chunk(batched, layer, grads)?; // [N, 3, H, W]
     let gp = match param {
-        // d x / d p = sigmoid'(p) / std[plane].
-        Parameterisation::Pixel { std, .. } => (gx.iter().zip(p).enumerate())
-            .map(|(i, (&g, &pi))| {
-                let s = sigmoid(pi);
-                g * s * (1.0 - s) / std[(i / plane_len) % 3]
-            })
-            .collect(),
+        // d x / d u = sigmoid'(u) / std[plane] for u = C · p, then d u / d p = Cᵀ.
+        Parameterisation::Pixel {
+            std, decorrelate, ..
+        } => {
+            let u = colours(p, decorrelate, plane_len, false);
+            let g_u: Vec<f32> = (gx.iter().zip(&u).enumerate())
+                .map(|(i, (&g, &ui))| {
+                    let s = sigmoid(ui);
+                    g * s * (1.0 - s) / std[(i / plane_len) % 3]
+                })
+                .collect();
+            colours(&g_u, decorrelate, plane_len, true)
+        }
         Parameterisation::L2Ball { .. } => gx,
     };
     Ok((values, gp))
@@ -233,7 +245,10 @@ fn optimise_chunk(
         }
     }
     let shown: Vec<f32> = match spec.param {
-        Parameterisation::Pixel { .. } => p.iter().map(|&v| sigmoid(v)).collect(),
+        Parameterisation::Pixel { decorrelate, .. } => colours(&p, decorrelate, per / 3, false)
+            .into_iter()
+            .map(sigmoid)
+            .collect(),
         Parameterisation::L2Ball { .. } => p,
     };
     Ok((filters.iter().zip(shown.chunks(per)).zip(history))
@@ -267,14 +282,62 @@ fn objective_seed(
 /// The model input for parameters `p` (`[N, 3, H, W]`, planes of `plane_len` values).
 fn to_input(p: &[f32], param: Parameterisation, plane_len: usize) -> Vec<f32> {
     match param {
-        Parameterisation::Pixel { mean, std } => (p.iter().enumerate())
-            .map(|(i, &v)| {
-                let c = (i / plane_len) % 3;
-                (sigmoid(v) - mean[c]) / std[c]
-            })
-            .collect(),
+        Parameterisation::Pixel {
+            mean,
+            std,
+            decorrelate,
+        } => (colours(p, decorrelate, plane_len, false)
+            .into_iter()
+            .enumerate())
+        .map(|(i, v)| {
+            let c = (i / plane_len) % 3;
+            (sigmoid(v) - mean[c]) / std[c]
+        })
+        .collect(),
         Parameterisation::L2Ball { .. } => p.to_vec(),
     }
+}
+
+/// Lucid's `color_correlation_svd_sqrt` (the square root of ImageNet's colour covariance),
+/// divided by its largest column norm, as Lucid does: row `c` gives RGB channel `c` from the
+/// three decorrelated channels.
+pub const COLOUR_CORRELATION: [[f32; 3]; 3] = {
+    const M: [[f32; 3]; 3] = [[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]];
+    // Column norms: ‖(0.26, 0.27, 0.27)‖ = 0.461952 is the largest (a unit test checks).
+    const NORM: f32 = 0.461_952;
+    [
+        [M[0][0] / NORM, M[0][1] / NORM, M[0][2] / NORM],
+        [M[1][0] / NORM, M[1][1] / NORM, M[1][2] / NORM],
+        [M[2][0] / NORM, M[2][1] / NORM, M[2][2] / NORM],
+    ]
+};
+
+/// Per pixel of each `[3, plane_len]` image in `values`: `C · v` (or `Cᵀ · v` with
+/// `transpose`), `C` = [`COLOUR_CORRELATION`]; the values unchanged without `decorrelate`.
+fn colours(values: &[f32], decorrelate: bool, plane_len: usize, transpose: bool) -> Vec<f32> {
+    if !decorrelate {
+        return values.to_vec();
+    }
+    let m = |r: usize, c: usize| {
+        if transpose {
+            COLOUR_CORRELATION[c][r]
+        } else {
+            COLOUR_CORRELATION[r][c]
+        }
+    };
+    let mut out = vec![0f32; values.len()];
+    for (image, dst) in values
+        .chunks(3 * plane_len)
+        .zip(out.chunks_mut(3 * plane_len))
+    {
+        for i in 0..plane_len {
+            let v = [image[i], image[plane_len + i], image[2 * plane_len + i]];
+            for r in 0..3 {
+                dst[r * plane_len + i] = m(r, 0) * v[0] + m(r, 1) * v[1] + m(r, 2) * v[2];
+            }
+        }
+    }
+    out
 }
 
 fn sigmoid(v: f32) -> f32 {
@@ -329,4 +392,44 @@ fn noise(seed: u64, stream: u64, len: usize, sd: f32) -> Vec<f32> {
             ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32 * sd
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_colour_matrix_has_unit_largest_column_and_colours_transpose() {
+        let norms: Vec<f32> = (0..3)
+            .map(|c| {
+                (0..3)
+                    .map(|r| COLOUR_CORRELATION[r][c].powi(2))
+                    .sum::<f32>()
+                    .sqrt()
+            })
+            .collect();
+        let largest = norms.iter().fold(0f32, |m, &n| m.max(n));
+        assert!((largest - 1.0).abs() < 1e-5, "{norms:?}");
+        // ⟨C·a, b⟩ = ⟨a, Cᵀ·b⟩ over two 2-pixel images.
+        let a: Vec<f32> = (0..12).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..12).map(|i| (i as f32 * 0.73).cos()).collect();
+        let dot = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f32>();
+        let left = dot(&colours(&a, true, 2, false), &b);
+        let right = dot(&a, &colours(&b, true, 2, true));
+        assert!((left - right).abs() < 1e-5, "{left} vs {right}");
+        assert_eq!(colours(&a, false, 2, false), a);
+    }
+
+    #[test]
+    fn noise_depends_on_seed_and_stream_only() {
+        assert_eq!(noise(1, 2, 5, 0.01), noise(1, 2, 5, 0.01));
+        assert_ne!(noise(1, 2, 5, 0.01), noise(1, 3, 5, 0.01));
+        let big = noise(9, 0, 20_000, 1.0);
+        let mean = big.iter().sum::<f32>() / big.len() as f32;
+        let var = big.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / big.len() as f32;
+        assert!(
+            mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
+            "{mean} {var}"
+        );
+    }
 }
