@@ -7,8 +7,9 @@
 //! Parameterisation: the input is `preprocess(sigmoid(C · p))` for pixel parameters `p`
 //! (`C` Lucid's colour decorrelation, the result an image in [0, 1] mapped through the
 //! model's own mean/std), optimised with Adam — Lucid's recipe without its FFT
-//! parameterisation and random transforms, which are not built yet. [`Parameterisation::L2Ball`] is the textbook setting for checks: the
-//! input itself, projected onto an L2 ball after each plain gradient step.
+//! parameterisation and random transforms, which are not built yet.
+//! [`Parameterisation::L2Ball`] is the textbook setting for checks: the input itself,
+//! projected onto an L2 ball after each plain gradient step.
 
 use burn::tensor::{Tensor, TensorData};
 
