@@ -78,7 +78,7 @@ pub struct BenchOptions {
     pub viewport: [u32; 2],
     /// Inputs per pass for the batched forward measurement; 1 leaves it out.
     pub batch: usize,
-    /// Also time feature visualisation ([`featvis_s_per_filter`](BenchReport::featvis_s_per_filter)).
+    /// Also time feature visualisation ([`BenchReport::featvis_s_per_filter`]).
     pub featvis: bool,
 }
 

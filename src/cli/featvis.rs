@@ -171,7 +171,9 @@ pub fn featvis_command(args: &FeatvisArgs) -> Result<()> {
                 "filter": img.filter + 1,
                 "png": format!("featvis/{stem}_{}.png", img.filter + 1),
                 "objective": img.objective.last().map(|o| o.1),
-                "trace": img.objective.iter().map(|&(step, v)| json!([step, v])).collect::<Vec<_>>(),
+                "trace": img.objective.iter()
+                    .map(|&(step, v)| json!([step, v]))
+                    .collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         }));
     }
@@ -182,7 +184,8 @@ pub fn featvis_command(args: &FeatvisArgs) -> Result<()> {
             "steps": spec.steps,
             "lr": args.lr,
             "objective": format!("{:?}", spec.objective).to_lowercase(),
-            "param": "pixel (colour decorrelation unless --no-decorrelate, sigmoid, the model's mean/std); Adam",
+            "param": "pixel: colour decorrelation (see decorrelate), sigmoid, the model's \
+                      mean/std; Adam",
             "decorrelate": !args.no_decorrelate,
             "seed": spec.seed,
             "batch": spec.batch,
