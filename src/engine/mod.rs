@@ -77,6 +77,17 @@ enum HostOp {
 }
 
 impl HostOp {
+    /// The host kernel of every node that has one, by node index; none without
+    /// `host_kernels` (burn runs every node).
+    fn plan_all(graph: &Graph, host_kernels: bool) -> HashMap<usize, HostOp> {
+        if !host_kernels {
+            return HashMap::new();
+        }
+        (graph.nodes.iter().enumerate())
+            .filter_map(|(i, node)| HostOp::plan(graph, node).map(|op| (i, op)))
+            .collect()
+    }
+
     fn plan(graph: &Graph, node: &crate::model::Node) -> Option<Self> {
         if let Some(conv) = kernels::conv::plan(graph, node) {
             return Some(Self::Conv(conv));
@@ -169,13 +180,7 @@ impl Engine {
             }
         }
         let host_kernels = device == Device::flex();
-        let host_ops = if host_kernels {
-            (graph.nodes.iter().enumerate())
-                .filter_map(|(i, node)| HostOp::plan(&graph, node).map(|op| (i, op)))
-                .collect()
-        } else {
-            HashMap::new()
-        };
+        let host_ops = HostOp::plan_all(&graph, host_kernels);
         Self {
             graph,
             device,
@@ -191,13 +196,7 @@ impl Engine {
     /// `Err` when the graph mixes samples somewhere; then run one image per pass.
     pub fn with_batch(&self, batch: usize) -> Result<Engine> {
         let graph = Arc::new(self.graph.with_batch(batch)?);
-        let host_ops = if !self.host_kernels {
-            HashMap::new()
-        } else {
-            (graph.nodes.iter().enumerate())
-                .filter_map(|(i, node)| HostOp::plan(&graph, node).map(|op| (i, op)))
-                .collect()
-        };
+        let host_ops = HostOp::plan_all(&graph, self.host_kernels);
         Ok(Self {
             graph,
             device: self.device.clone(),

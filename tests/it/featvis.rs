@@ -84,8 +84,8 @@ fn pixel_spec(batch: usize) -> FeatvisSpec {
     }
 }
 
-#[test]
-fn optimised_images_beat_natural_images_and_chunks_do_not_matter() {
+/// tiny AlexNet and the index of its middle conv layer (the second of three).
+fn tiny_alexnet_conv2() -> (Arc<convlens::model::Graph>, usize) {
     let graph = Arc::new(
         load_onnx_file(
             &fixture("mixed/tiny_alexnet.onnx"),
@@ -93,13 +93,19 @@ fn optimised_images_beat_natural_images_and_chunks_do_not_matter() {
         )
         .expect("imports"),
     );
-    let engine = Engine::new(Arc::clone(&graph), common::cpu());
-    // The middle conv layer (the second of three).
-    let (layer, node) = graph
-        .feature_map_layers()
+    let layer = (graph.feature_map_layers())
         .filter(|(_, n)| n.onnx_op == "Conv")
         .nth(1)
+        .map(|(i, _)| i)
         .expect("a second conv");
+    (graph, layer)
+}
+
+#[test]
+fn optimised_images_beat_natural_images_and_chunks_do_not_matter() {
+    let (graph, layer) = tiny_alexnet_conv2();
+    let engine = Engine::new(Arc::clone(&graph), common::cpu());
+    let node = &graph.nodes[layer];
     let (channels, _, _) = node.feature_map_dims().expect("maps");
     let filters: Vec<usize> = (0..channels).collect();
     let all = featvis(&engine, layer, &filters, &pixel_spec(channels), |_| {}).expect("featvis");
@@ -144,18 +150,7 @@ fn optimised_images_beat_natural_images_and_chunks_do_not_matter() {
 #[test]
 fn the_parameter_gradient_matches_finite_differences() {
     use convlens::engine::methods::featvis::objective_and_gradient;
-    let graph = Arc::new(
-        load_onnx_file(
-            &fixture("mixed/tiny_alexnet.onnx"),
-            &ImportOptions::default(),
-        )
-        .expect("imports"),
-    );
-    let (layer, _) = graph
-        .feature_map_layers()
-        .filter(|(_, n)| n.onnx_op == "Conv")
-        .nth(1)
-        .expect("a second conv");
+    let (graph, layer) = tiny_alexnet_conv2();
     let engine = Engine::new(Arc::clone(&graph), common::cpu());
     let batched = engine.with_batch(2).expect("batchable");
     let Parameterisation::Pixel { mean, std, .. } = pixel_spec(2).param else {

@@ -79,16 +79,16 @@ fn channel_sums(data: &[f32], channels: usize) -> Vec<f64> {
 
 /// What one pass over a batch measures: for each sample, the per-channel sums of every
 /// selected layer and then the class scores (`[sample][layer…, classes][channel]`).
-struct Responder<'a> {
-    engine: &'a Engine,
+struct Responses {
     capture: Capture,
     /// `(value name, channels)` of each selected layer.
     layers: Vec<(String, usize)>,
 }
 
-impl Responder<'_> {
-    fn respond(&self, inputs: &[&InputTensor]) -> Result<Vec<Vec<Vec<f64>>>> {
-        let acts = self.engine.forward_batch(inputs, &self.capture)?;
+impl Responses {
+    /// One forward pass of `engine` (batch 1 or batched) over `inputs`.
+    fn of(&self, engine: &Engine, inputs: &[&InputTensor]) -> Result<Vec<Vec<Vec<f64>>>> {
+        let acts = engine.forward_batch(inputs, &self.capture)?;
         let mut per_sample: Vec<Vec<Vec<f64>>> = vec![Vec::new(); inputs.len()];
         for (value, channels) in &self.layers {
             let all = acts.read(value)?; // [N, C, H, W]
@@ -152,21 +152,13 @@ pub fn occlusion(
         },
         _ => (None, None),
     };
-    let single = Responder {
-        engine,
+    let responses = Responses {
         capture: Capture::Layers(names),
         layers: layer_values,
     };
-    let base = single.respond(&[input])?.swap_remove(0);
-    let runner = match &batched {
-        Some(batched) => Responder {
-            engine: batched,
-            capture: single.capture.clone(),
-            layers: single.layers.clone(),
-        },
-        None => single,
-    };
-    let per_pass = runner.engine.batch_size();
+    let base = responses.of(engine, &[input])?.swap_remove(0);
+    let runner = batched.as_ref().unwrap_or(engine);
+    let per_pass = runner.batch_size();
     let mut maps: Vec<Vec<f32>> = base.iter().map(|b| vec![0f32; b.len() * cells]).collect();
     let size = spec.size_px.min(h).min(w);
     let occlude = |cell: usize| {
@@ -188,7 +180,7 @@ pub fn occlusion(
         let batch: Vec<InputTensor> = (first..first + per_pass)
             .map(|cell| occlude(cell.min(cells - 1)))
             .collect();
-        let got = runner.respond(&batch.iter().collect::<Vec<_>>())?;
+        let got = responses.of(runner, &batch.iter().collect::<Vec<_>>())?;
         for (cell, got) in (first..cells).zip(&got) {
             for ((map, b), g) in maps.iter_mut().zip(&base).zip(got) {
                 for (k, (bk, gk)) in b.iter().zip(g).enumerate() {
