@@ -8,10 +8,12 @@ mod export;
 mod featvis;
 #[cfg(test)]
 mod readme_forms;
+mod scan;
 mod stats;
 
 pub use export::{ExportArgs, export};
 pub use featvis::{FeatvisArgs, featvis_command};
+pub use scan::{ScanArgs, scan_command};
 pub use stats::{StatsArgs, stats};
 
 use std::path::PathBuf;
@@ -110,6 +112,9 @@ pub enum Command {
     Stats(StatsArgs),
     /// Feature visualisation: the image each filter responds to most, by gradient ascent.
     Featvis(FeatvisArgs),
+    /// Dataset scan: every filter's statistics and top-k images (with receptive-field crops)
+    /// over a folder or list, batched, resumable, shardable (`scan merge` joins shards).
+    Scan(ScanArgs),
     /// Filter annotations (good/bad marks): where they live, set, export as CSV/JSON.
     Annotations(annotations::AnnotationsArgs),
     /// Measure forward, guided backprop, frame and input-to-tiles times (medians).

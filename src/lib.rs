@@ -36,5 +36,6 @@ pub mod gpu_instance;
 pub mod model;
 pub mod npy;
 pub mod render;
+pub mod scan;
 pub mod ui;
 pub mod viz;

@@ -17,6 +17,7 @@ fn main() -> std::process::ExitCode {
         Command::Export(args) => cli::export(&args),
         Command::Stats(args) => cli::stats(&args),
         Command::Featvis(args) => cli::featvis_command(&args),
+        Command::Scan(args) => cli::scan_command(&args),
         Command::Annotations(args) => cli::annotations::run(&args),
         Command::View(args) => cli::view(&args),
         Command::Bench(args) => cli::bench(&args),

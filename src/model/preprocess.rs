@@ -173,7 +173,7 @@ pub fn list_inputs(path: &Path) -> Result<Vec<std::path::PathBuf>> {
     Ok(files)
 }
 
-fn is_input_file(p: &Path) -> bool {
+pub fn is_input_file(p: &Path) -> bool {
     let ext = p
         .extension()
         .and_then(|e| e.to_str())

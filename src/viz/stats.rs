@@ -126,7 +126,7 @@ pub fn to_json(layers: &[LayerStats]) -> serde_json::Value {
 }
 
 /// Quotes a CSV field when it holds a comma, quote or newline.
-fn csv_field(s: &str) -> String {
+pub(crate) fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {

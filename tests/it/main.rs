@@ -29,6 +29,7 @@ mod render_atlas;
 mod render_golden;
 mod render_shaders;
 mod render_window;
+mod scan;
 mod shared_device;
 mod view_golden;
 mod viewer_compute;

@@ -1,0 +1,430 @@
+//! Receptive fields: which input pixels a unit `(layer, y, x)` depends on, found by carrying
+//! the unit's positions backwards through every node between the layer and the image, on
+//! every path of the DAG, and taking the bounding box of what reaches the image.
+//!
+//! A value's "positions" are its last two axes (`[.., H, W]`), kept as one set of rows and
+//! one of columns (exact for every op here, which all act on rows and columns separately;
+//! paths joined at a node unite their sets). Windows (Conv, ConvTranspose, pooling) map each
+//! position to its taps (a strided, dilated window reads every other row); Pad, Slice and
+//! Concat/Split along a spatial axis shift; element-wise and channel-wise ops pass positions
+//! through (a broadcast axis of size 1 maps to 0); anything that mixes positions (global
+//! pooling, InstanceNorm, Reshape or Transpose that move the spatial axes, Gemm, MatMul, a
+//! spatial Softmax) depends on its whole input.
+//!
+//! Two variants: [`Clip::Valid`] drops, at every value, the positions outside it (a tap on
+//! padding reads nothing), so the box is exactly the pixels the unit reads (what
+//! `topk.json`'s `box` holds; one corner case over-approximates: two paths that each lose a
+//! different axis entirely); [`Clip::None`] keeps them, so a unit near the border gets its
+//! full theoretical field, partly outside the image (where a crop shows the padding).
+
+use std::collections::HashMap;
+
+use crate::model::{Graph, Node, Op};
+
+/// Positions along one axis, sorted and distinct. Sets, not intervals: a strided, dilated
+/// window reads every other position, and only the taps that land inside a value count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Positions(Vec<i64>);
+
+impl Positions {
+    fn one(p: i64) -> Self {
+        Self(vec![p])
+    }
+
+    fn from_unsorted(mut v: Vec<i64>) -> Self {
+        v.sort_unstable();
+        v.dedup();
+        Self(v)
+    }
+
+    fn union(&self, other: &Positions) -> Positions {
+        Self::from_unsorted(self.0.iter().chain(&other.0).copied().collect())
+    }
+
+    fn map(&self, f: impl Fn(i64, &mut Vec<i64>)) -> Positions {
+        let mut out = Vec::with_capacity(self.0.len());
+        for &p in &self.0 {
+            f(p, &mut out);
+        }
+        Self::from_unsorted(out)
+    }
+
+    fn shift(&self, by: i64) -> Positions {
+        Self(self.0.iter().map(|p| p + by).collect())
+    }
+}
+
+/// What part of a value a unit depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Region {
+    /// Every position.
+    Full,
+    /// `[rows, cols]` of the last two axes.
+    Box([Positions; 2]),
+}
+
+impl Region {
+    fn union(&self, other: &Region) -> Region {
+        match (self, other) {
+            (Region::Box([a, b]), Region::Box([c, d])) => Region::Box([a.union(c), b.union(d)]),
+            _ => Region::Full,
+        }
+    }
+}
+
+/// Whether boxes are clipped to each value's extent on the way (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clip {
+    Valid,
+    None,
+}
+
+/// A box in input pixels, half-open: columns `x0..x1`, rows `y0..y1`. Unclipped boxes may
+/// reach outside the image (negative or past its size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PixelBox {
+    pub x0: i64,
+    pub y0: i64,
+    pub x1: i64,
+    pub y1: i64,
+}
+
+impl PixelBox {
+    /// `[x0, y0, x1, y1]`, the order `topk.json` stores.
+    pub fn to_array(self) -> [i64; 4] {
+        [self.x0, self.y0, self.x1, self.y1]
+    }
+
+    pub fn from_array([x0, y0, x1, y1]: [i64; 4]) -> Self {
+        Self { x0, y0, x1, y1 }
+    }
+
+    pub fn width(&self) -> i64 {
+        self.x1 - self.x0
+    }
+
+    pub fn height(&self) -> i64 {
+        self.y1 - self.y0
+    }
+}
+
+/// Receptive fields of one graph's units.
+pub struct ReceptiveFields<'g> {
+    graph: &'g Graph,
+    input: String,
+    /// `[H, W]` of the image input.
+    input_hw: [i64; 2],
+}
+
+impl<'g> ReceptiveFields<'g> {
+    /// `None` when the graph has no 4-D image input.
+    pub fn new(graph: &'g Graph) -> Option<Self> {
+        let input = graph.image_input()?;
+        let [_, _, h, w] = <[usize; 4]>::try_from(input.shape.as_slice()).ok()?;
+        Some(Self {
+            graph,
+            input: input.name.clone(),
+            input_hw: [h as i64, w as i64],
+        })
+    }
+
+    /// The input pixels unit `(y, x)` of node `layer`'s first output depends on, or `None`
+    /// when it depends on none (a position that only reads padding). Any channel of a layer
+    /// has the same field.
+    pub fn field(&self, layer: usize, y: usize, x: usize, clip: Clip) -> Option<PixelBox> {
+        let node = self.graph.nodes.get(layer)?;
+        let start = Region::Box([Positions::one(y as i64), Positions::one(x as i64)]);
+        let mut regions: HashMap<&str, Region> = HashMap::new();
+        regions.insert(node.outputs.first()?.as_str(), start);
+        for node in self.graph.nodes[..=layer].iter().rev() {
+            let outs: Vec<Option<&Region>> = (node.outputs.iter())
+                .map(|o| regions.get(o.as_str()))
+                .collect();
+            if outs.iter().all(Option::is_none) {
+                continue;
+            }
+            for (name, region) in self.input_regions(node, &outs, clip) {
+                let merged = match regions.get(name) {
+                    Some(old) => old.union(&region),
+                    None => region,
+                };
+                regions.insert(name, merged);
+            }
+        }
+        let [h, w] = self.input_hw;
+        match regions.get(self.input.as_str())? {
+            Region::Full => Some(PixelBox {
+                x0: 0,
+                y0: 0,
+                x1: w,
+                y1: h,
+            }),
+            Region::Box([rows, cols]) => Some(PixelBox {
+                x0: *cols.0.first()?,
+                y0: *rows.0.first()?,
+                x1: cols.0.last()? + 1,
+                y1: rows.0.last()? + 1,
+            }),
+        }
+    }
+
+    /// The regions of `node`'s runtime inputs that its outputs' regions `outs` depend on
+    /// (empty regions are dropped).
+    fn input_regions<'n>(
+        &self,
+        node: &'n Node,
+        outs: &[Option<&Region>],
+        clip: Clip,
+    ) -> Vec<(&'n str, Region)> {
+        let runtime: Vec<&'n str> = (node.inputs.iter())
+            .map(String::as_str)
+            .filter(|name| !name.is_empty() && !self.graph.constants.contains_key(*name))
+            .filter(|name| self.graph.shapes.contains_key(*name))
+            .collect();
+        let out_shape = node.output_shape();
+        // Split is the one multi-output op: each output is a slice of the input.
+        if let Op::Split { axis, sizes } = &node.op {
+            let Some(&input) = runtime.first() else {
+                return Vec::new();
+            };
+            let mut joined: Option<Region> = None;
+            let mut offset = 0i64;
+            for (k, out) in outs.iter().enumerate() {
+                let rank = node.output_shapes.get(k).map_or(0, Vec::len);
+                if let Some(region) = out {
+                    let shifted = shift_axis(region, *axis, rank, offset);
+                    joined = Some(joined.map_or(shifted.clone(), |j| j.union(&shifted)));
+                }
+                offset += sizes.get(k).copied().unwrap_or(0) as i64;
+            }
+            return joined
+                .and_then(|r| self.clipped(input, r, clip))
+                .map(|r| vec![(input, r)])
+                .unwrap_or_default();
+        }
+        let Some(out) = outs.first().copied().flatten() else {
+            return Vec::new();
+        };
+        let Region::Box(b) = out else {
+            return runtime.iter().map(|&n| (n, Region::Full)).collect();
+        };
+        let per_axis = |f: &dyn Fn(usize, i64, &mut Vec<i64>)| {
+            Region::Box([0, 1].map(|a| b[a].map(|p, v| f(a, p, v))))
+        };
+        let mapped: Vec<(&'n str, Region)> = match &node.op {
+            Op::Conv { window, .. }
+            | Op::MaxPool { window, .. }
+            | Op::AveragePool { window, .. } => first(
+                &runtime,
+                per_axis(&|a, o, v| {
+                    let base = o * window.strides[a] as i64 - window.pads[a].0 as i64;
+                    let d = window.dilations[a] as i64;
+                    v.extend((0..window.kernel[a] as i64).map(|j| base + j * d));
+                }),
+            ),
+            // Output o = i·s − before + j·d for the taps j in 0..k.
+            Op::ConvTranspose { window, .. } => first(
+                &runtime,
+                per_axis(&|a, o, v| {
+                    let s = window.strides[a] as i64;
+                    let d = window.dilations[a] as i64;
+                    for j in 0..window.kernel[a] as i64 {
+                        let t = o + window.pads[a].0 as i64 - j * d;
+                        if t.rem_euclid(s) == 0 {
+                            v.push(t.div_euclid(s));
+                        }
+                    }
+                }),
+            ),
+            Op::Pad { pads, .. } => {
+                let before = |a: usize| {
+                    (pads.len() + a)
+                        .checked_sub(2)
+                        .and_then(|axis| pads.get(axis))
+                        .map_or(0, |p| p.0 as i64)
+                };
+                first(&runtime, per_axis(&|a, o, v| v.push(o - before(a))))
+            }
+            Op::Slice { ranges } => {
+                let range = |a: usize| {
+                    (ranges.len() + a)
+                        .checked_sub(2)
+                        .and_then(|i| ranges.get(i))
+                };
+                first(
+                    &runtime,
+                    per_axis(&|a, o, v| {
+                        v.push(range(a).map_or(o, |r| r.start as i64 + r.step * o));
+                    }),
+                )
+            }
+            Op::Concat { axis } => {
+                let mut offset = 0i64;
+                let mut mapped = Vec::new();
+                for &name in &runtime {
+                    let shape = self.shape(name);
+                    mapped.push((name, shift_axis(out, *axis, out_shape.len(), -offset)));
+                    offset += shape.get(*axis).copied().unwrap_or(0) as i64;
+                }
+                mapped
+            }
+            op if passes_positions(op, node, self.graph) => runtime
+                .iter()
+                .map(|&name| (name, broadcast(b, self.shape(name), out_shape)))
+                .collect(),
+            _ => runtime.iter().map(|&n| (n, Region::Full)).collect(),
+        };
+        mapped
+            .into_iter()
+            .filter_map(|(name, region)| Some((name, self.clipped(name, region, clip)?)))
+            .collect()
+    }
+
+    fn shape(&self, value: &str) -> &[usize] {
+        self.graph.shapes.get(value).map_or(&[], Vec::as_slice)
+    }
+
+    /// With [`Clip::Valid`], the region without the positions outside `value` (`None` when
+    /// nothing is left); with [`Clip::None`], the region itself.
+    fn clipped(&self, value: &str, region: Region, clip: Clip) -> Option<Region> {
+        let Region::Box(b) = region else {
+            return Some(region);
+        };
+        if clip == Clip::None {
+            return Some(Region::Box(b));
+        }
+        let shape = self.shape(value);
+        let n = shape.len();
+        if n < 2 {
+            return Some(Region::Full);
+        }
+        let kept = [0, 1].map(|a| {
+            let size = shape[n - 2 + a] as i64;
+            Positions(
+                b[a].0
+                    .iter()
+                    .copied()
+                    .filter(|p| (0..size).contains(p))
+                    .collect(),
+            )
+        });
+        if kept.iter().any(|p| p.0.is_empty()) {
+            return None;
+        }
+        Some(Region::Box(kept))
+    }
+}
+
+/// Moves a region by `offset` along `axis` of a rank-`rank` value, when that axis is one
+/// of the last two (other axes carry no positions).
+fn shift_axis(region: &Region, axis: usize, rank: usize, offset: i64) -> Region {
+    match region {
+        Region::Box(b) if rank >= 2 && axis + 2 >= rank => {
+            let mut b = b.clone();
+            let a = axis + 2 - rank;
+            b[a] = b[a].shift(offset);
+            Region::Box(b)
+        }
+        other => other.clone(),
+    }
+}
+
+/// The op's first runtime input gets `region`.
+fn first<'n>(runtime: &[&'n str], region: Region) -> Vec<(&'n str, Region)> {
+    runtime
+        .first()
+        .map(|&n| vec![(n, region)])
+        .unwrap_or_default()
+}
+
+/// Whether output position `(y, x)` reads only input position `(y, x)` (modulo broadcast):
+/// element-wise ops, and ops that mix channels or batch but not positions.
+fn passes_positions(op: &Op, node: &Node, graph: &Graph) -> bool {
+    let keeps_trailing = || {
+        let out = node.output_shape();
+        let Some(input) = node.inputs.first().and_then(|i| graph.shapes.get(i)) else {
+            return false;
+        };
+        out.len() >= 3 && input.len() >= 3 && out[out.len() - 2..] == input[input.len() - 2..]
+    };
+    let rank = node.output_shape().len();
+    match op {
+        Op::Relu
+        | Op::Clip { .. }
+        | Op::LeakyRelu { .. }
+        | Op::Sigmoid
+        | Op::HardSigmoid { .. }
+        | Op::HardSwish
+        | Op::Tanh
+        | Op::Elu { .. }
+        | Op::Lrn { .. }
+        | Op::BatchNorm { .. }
+        | Op::Add
+        | Op::Sub
+        | Op::Mul
+        | Op::Div
+        | Op::Sum
+        | Op::Identity => true,
+        Op::Softmax { axis, legacy_2d } => !legacy_2d && *axis + 2 < rank,
+        Op::Reshape => keeps_trailing(),
+        Op::Transpose { perm } => {
+            let n = perm.len();
+            n >= 3 && perm[n - 2] == n - 2 && perm[n - 1] == n - 1
+        }
+        Op::Gather { axis, .. } => *axis + 2 < rank && keeps_trailing(),
+        _ => false,
+    }
+}
+
+/// The region of a (possibly broadcast) input of shape `input` for output box `b` of an
+/// output of shape `out`: axes aligned from the right; a size-1 axis maps to position 0.
+fn broadcast(b: &[Positions; 2], input: &[usize], out: &[usize]) -> Region {
+    let (n, m) = (input.len(), out.len());
+    if n < 2 || m < 2 {
+        return Region::Full;
+    }
+    let mut mapped = b.clone();
+    for a in 0..2 {
+        let (i, o) = (input[n - 2 + a], out[m - 2 + a]);
+        if i == o {
+            continue;
+        }
+        if i == 1 {
+            mapped[a] = Positions::one(0);
+        } else {
+            return Region::Full;
+        }
+    }
+    Region::Box(mapped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(v: &[i64]) -> Positions {
+        Positions(v.to_vec())
+    }
+
+    #[test]
+    fn broadcast_maps_size_one_axes_to_zero() {
+        let b = [pos(&[2, 3]), pos(&[4])];
+        assert_eq!(
+            broadcast(&b, &[1, 8, 1, 1], &[1, 8, 6, 6]),
+            Region::Box([pos(&[0]), pos(&[0])])
+        );
+        assert_eq!(
+            broadcast(&b, &[1, 8, 6, 6], &[1, 8, 6, 6]),
+            Region::Box(b.clone())
+        );
+        assert_eq!(broadcast(&b, &[8], &[1, 8, 6, 6]), Region::Full);
+    }
+
+    #[test]
+    fn union_merges_positions() {
+        let a = Region::Box([pos(&[0, 1]), pos(&[5, 6])]);
+        let b = Region::Box([pos(&[1, 4]), pos(&[2])]);
+        assert_eq!(a.union(&b), Region::Box([pos(&[0, 1, 4]), pos(&[2, 5, 6])]));
+        assert_eq!(a.union(&Region::Full), Region::Full);
+    }
+}

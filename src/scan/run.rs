@@ -1,0 +1,570 @@
+//! One scan process: its block of the input list through the engine in batches, into the
+//! running [`ScanState`], checkpointed atomically every few batches (so `--resume` after a
+//! kill continues exactly), then crops and the scan directory, built in a hidden work folder
+//! inside `--out` and moved into place at the end.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use image::RgbImage;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::accumulate::LayerScan;
+use super::format::{self, LayerInfo, Manifest, ModelId, Settings, ShardInfo, Skipped};
+use super::receptive::{Clip, PixelBox, ReceptiveFields};
+use super::shard::Shard;
+use super::{Result, ScanError, io_err};
+use crate::engine::{Capture, Engine};
+use crate::model::Graph;
+use crate::model::preprocess::{InputSpec, InputTensor, load_input};
+
+/// Name of the running state inside the work folder.
+pub const CHECKPOINT_FILE: &str = "checkpoint.json";
+
+/// What to scan and how.
+pub struct ScanSpec {
+    pub graph: Arc<Graph>,
+    pub input_spec: InputSpec,
+    /// Node indices of the layers, each with a `[1, C, H, W]` output.
+    pub layers: Vec<usize>,
+    pub top_k: usize,
+    /// Side of the crop PNGs in pixels; 0 writes none.
+    pub crop_size: u32,
+    /// Batches between checkpoints.
+    pub checkpoint_every: usize,
+}
+
+/// The whole sorted input list and this process's shard of it.
+pub struct ScanInputs {
+    pub all: Vec<PathBuf>,
+    pub shard: Option<Shard>,
+}
+
+impl ScanInputs {
+    fn range(&self) -> std::ops::Range<usize> {
+        match self.shard {
+            Some(s) => s.range(self.all.len()),
+            None => 0..self.all.len(),
+        }
+    }
+}
+
+/// What the caller is told along the way (for a progress bar and warnings).
+pub enum Event<'a> {
+    /// `done` of `total` images of this process handled (`done > 0` at start: resumed).
+    Progress {
+        done: usize,
+        total: usize,
+    },
+    Skipped {
+        path: &'a Path,
+        reason: &'a str,
+    },
+    /// Writing crops: `done` of `total` images.
+    Crops {
+        done: usize,
+        total: usize,
+    },
+}
+
+/// Everything a checkpoint must match to be continued.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct CheckpointKey {
+    model_fingerprint: String,
+    layers: Vec<String>,
+    settings: Settings,
+    shard: Option<ShardInfo>,
+    /// Fingerprint of this process's file list.
+    files: String,
+    top_k: usize,
+    batch: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SkippedAt {
+    /// Position in this process's file list.
+    file: usize,
+    reason: String,
+}
+
+/// The running state, as saved in a checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ScanState {
+    key: CheckpointKey,
+    /// Files `0..next_file` of this process's list are done.
+    next_file: usize,
+    /// Images scanned so far (the next image's index).
+    images: u64,
+    skipped: Vec<SkippedAt>,
+    layers: Vec<LayerScan>,
+}
+
+/// Runs the scan and writes its directory: `out` itself for a whole scan, or
+/// `out/shard-IIII-of-NNNN`. Returns that directory.
+pub fn run(
+    spec: &ScanSpec,
+    engine: &Engine,
+    inputs: &ScanInputs,
+    out: &Path,
+    resume: bool,
+    on: &mut dyn FnMut(Event),
+) -> Result<PathBuf> {
+    let graph = &spec.graph;
+    let range = inputs.range();
+    let files = &inputs.all[range.clone()];
+    let (final_dir, work) = match inputs.shard {
+        Some(s) => (
+            out.join(s.dir_name()),
+            out.join(format!(".partial-{}", s.dir_name())),
+        ),
+        None => (out.to_path_buf(), out.join(".partial-scan")),
+    };
+    let layers: Vec<(usize, [usize; 3])> = (spec.layers.iter())
+        .map(|&i| {
+            let node = graph.nodes.get(i);
+            let dims = node.and_then(|n| n.feature_map_dims());
+            dims.map(|(c, h, w)| (i, [c, h, w])).ok_or_else(|| {
+                ScanError::Layers(format!("node {i} has no [1, C, H, W] output to scan"))
+            })
+        })
+        .collect::<Result<_>>()?;
+    if layers.is_empty() {
+        return Err(ScanError::Layers("no layer to scan".into()));
+    }
+    let settings = Settings {
+        size: spec.input_spec.size_hw,
+        mean: spec.input_spec.mean,
+        std: spec.input_spec.std,
+        fit: format!("{:?}", spec.input_spec.fit).to_lowercase(),
+        crop_size: spec.crop_size,
+        inputs_total: inputs.all.len(),
+    };
+    let shard_info = inputs.shard.map(|s| ShardInfo {
+        index: s.index,
+        count: s.count,
+        first: range.start,
+        end: range.end,
+    });
+    let names: Vec<String> = (layers.iter())
+        .map(|&(i, _)| graph.nodes[i].name.clone())
+        .collect();
+    let key = CheckpointKey {
+        model_fingerprint: graph.fingerprint.clone(),
+        layers: names.clone(),
+        settings: settings.clone(),
+        shard: shard_info,
+        files: files_fingerprint(files),
+        top_k: spec.top_k,
+        batch: engine.batch_size(),
+    };
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    let checkpoint = work.join(CHECKPOINT_FILE);
+    let mut state = match resume
+        .then(|| load_checkpoint(&checkpoint, &key))
+        .transpose()?
+    {
+        Some(Some(state)) => state,
+        _ => {
+            if work.exists() {
+                std::fs::remove_dir_all(&work).map_err(io_err(&work))?;
+            }
+            std::fs::create_dir_all(&work).map_err(io_err(&work))?;
+            ScanState {
+                key,
+                next_file: 0,
+                images: 0,
+                skipped: Vec::new(),
+                layers: (layers.iter().zip(&names))
+                    .map(|(&(_, shape), name)| LayerScan::new(name.clone(), shape))
+                    .collect(),
+            }
+        }
+    };
+
+    let capture = Capture::Layers(names.iter().cloned().collect());
+    let batch = engine.batch_size();
+    let mut since_checkpoint = 0;
+    on(Event::Progress {
+        done: state.next_file,
+        total: files.len(),
+    });
+    while state.next_file < files.len() {
+        let first = state.next_file;
+        let chunk = &files[first..(first + batch).min(files.len())];
+        let mut loaded: Vec<InputTensor> = Vec::with_capacity(chunk.len());
+        for (j, file) in chunk.iter().enumerate() {
+            match load_input(file, &spec.input_spec) {
+                Ok(input) => loaded.push(input),
+                Err(e) => skip(&mut state, files, first + j, e.to_string(), on),
+            }
+        }
+        if !loaded.is_empty() {
+            // A short pass is padded with copies of its first image; their maps are dropped.
+            let batch_inputs: Vec<&InputTensor> = (0..batch)
+                .map(|k| loaded.get(k).unwrap_or(&loaded[0]))
+                .collect();
+            let maps = engine
+                .forward_batch(&batch_inputs, &capture)
+                .and_then(|acts| {
+                    (layers.iter())
+                        .map(|&(i, _)| acts.read(&graph.nodes[i].outputs[0])) // [N, C, H, W]
+                        .collect::<std::result::Result<Vec<_>, _>>()
+                });
+            match maps {
+                Ok(maps) => {
+                    for (layer, map) in state.layers.iter_mut().zip(&maps) {
+                        let per_image = map.data.len() / batch;
+                        for (k, one) in map.data.chunks(per_image).take(loaded.len()).enumerate() {
+                            layer.add_image(one, state.images + k as u64, spec.top_k);
+                        }
+                    }
+                    state.images += loaded.len() as u64;
+                }
+                Err(e) => {
+                    // Which of the chunk's files were loaded: those not skipped above.
+                    let skipped_here: HashSet<usize> =
+                        (state.skipped.iter()).map(|s| s.file).collect();
+                    for j in (first..first + chunk.len()).filter(|j| !skipped_here.contains(j)) {
+                        skip(&mut state, files, j, e.to_string(), on);
+                    }
+                }
+            }
+        }
+        state.next_file = first + chunk.len();
+        since_checkpoint += 1;
+        if since_checkpoint >= spec.checkpoint_every.max(1) && state.next_file < files.len() {
+            save_checkpoint(&checkpoint, &state)?;
+            since_checkpoint = 0;
+        }
+        on(Event::Progress {
+            done: state.next_file,
+            total: files.len(),
+        });
+    }
+    if state.images == 0 {
+        return Err(ScanError::NothingScanned {
+            skipped: state.skipped.len(),
+            first: state.skipped.first().map_or(String::new(), |s| {
+                format!("{}: {}", files[s.file].display(), s.reason)
+            }),
+        });
+    }
+    save_checkpoint(&checkpoint, &state)?;
+
+    let skipped_files: HashSet<usize> = state.skipped.iter().map(|s| s.file).collect();
+    let scanned: Vec<&PathBuf> = (files.iter().enumerate())
+        .filter(|(j, _)| !skipped_files.contains(j))
+        .map(|(_, f)| f)
+        .collect();
+    let stems = crate::format::stems::unique_stems(names.iter().map(String::as_str));
+    let manifest = Manifest {
+        version: format::SCAN_FORMAT_VERSION,
+        model: ModelId {
+            name: graph.name.clone(),
+            fingerprint: graph.fingerprint.clone(),
+        },
+        layers: (layers.iter().zip(&names).zip(&stems))
+            .map(|((&(_, shape), name), stem)| LayerInfo {
+                name: name.clone(),
+                shape,
+                stem: stem.clone(),
+            })
+            .collect(),
+        images: scanned.iter().map(|p| p.display().to_string()).collect(),
+        skipped: (state.skipped.iter())
+            .map(|s| Skipped {
+                path: files[s.file].display().to_string(),
+                reason: s.reason.clone(),
+            })
+            .collect(),
+        top_k: spec.top_k,
+        settings,
+        shard: shard_info,
+        missing_shards: Vec::new(),
+    };
+    let rf = ReceptiveFields::new(graph)
+        .ok_or_else(|| ScanError::Layers("the model has no 4-D image input".into()))?;
+    let topk = topk_file(&state.layers, &layers, &rf);
+    if spec.crop_size > 0 {
+        write_crops(spec, &rf, &layers, &manifest, &topk, &scanned, &work, on)?;
+    }
+    write_json(&work.join(format::TOPK_FILE), &topk)?;
+    let csv = format::stats_csv(&state.layers);
+    write_file(&work.join(format::STATS_FILE), csv.as_bytes())?;
+    write_json(&work.join(format::MANIFEST_FILE), &manifest)?;
+    std::fs::remove_file(&checkpoint).map_err(io_err(&checkpoint))?;
+    publish(&work, &final_dir, inputs.shard.is_some())?;
+    Ok(final_dir)
+}
+
+fn skip(
+    state: &mut ScanState,
+    files: &[PathBuf],
+    file: usize,
+    reason: String,
+    on: &mut dyn FnMut(Event),
+) {
+    on(Event::Skipped {
+        path: &files[file],
+        reason: &reason,
+    });
+    state.skipped.push(SkippedAt { file, reason });
+    state.skipped.sort_by_key(|s| s.file);
+}
+
+fn files_fingerprint(files: &[PathBuf]) -> String {
+    let mut bytes = Vec::new();
+    for f in files {
+        bytes.extend_from_slice(f.as_os_str().as_encoded_bytes());
+        bytes.push(0);
+    }
+    format!(
+        "{}:{}",
+        files.len(),
+        crate::model::onnx::fingerprint(&bytes)
+    )
+}
+
+/// The saved state when it exists and matches `key`; `None` when there is none.
+fn load_checkpoint(path: &Path, key: &CheckpointKey) -> Result<Option<ScanState>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let state: ScanState = format::read_json(path)?;
+    if &state.key != key {
+        return Err(ScanError::Checkpoint {
+            path: path.to_path_buf(),
+            reason: "it belongs to another scan (model, layers, settings, input list, \
+                     shard, --top-k or --batch differ); run without --resume to start over"
+                .into(),
+        });
+    }
+    Ok(Some(state))
+}
+
+fn save_checkpoint(path: &Path, state: &ScanState) -> Result<()> {
+    let json = serde_json::to_vec(state).map_err(|e| ScanError::Checkpoint {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    crate::atomic_file::write_atomic(path, &json, true).map_err(io_err(path))
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    crate::atomic_file::write_atomic(path, bytes, false).map_err(io_err(path))
+}
+
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut json = serde_json::to_vec_pretty(value).map_err(|e| ScanError::Format {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    json.push(b'\n');
+    write_file(path, &json)
+}
+
+/// `topk.json` from the state, each entry with its unit's input pixels.
+fn topk_file(
+    states: &[LayerScan],
+    layers: &[(usize, [usize; 3])],
+    rf: &ReceptiveFields,
+) -> format::TopkFile {
+    let mut boxes: HashMap<(usize, u32, u32), Option<PixelBox>> = HashMap::new();
+    format::TopkFile {
+        layers: (states.iter().zip(layers))
+            .map(|(state, &(node, _))| format::TopkLayer {
+                name: state.name.clone(),
+                filters: (state.top.iter().enumerate())
+                    .map(|(k, top)| format::TopkFilter {
+                        filter: k + 1,
+                        top: (top.iter())
+                            .map(|e| {
+                                let b = *boxes.entry((node, e.y, e.x)).or_insert_with(|| {
+                                    rf.field(node, e.y as usize, e.x as usize, Clip::Valid)
+                                });
+                                format::TopkEntry {
+                                    image: e.image,
+                                    value: e.value,
+                                    y: e.y,
+                                    x: e.x,
+                                    pixel_box: b.map(PixelBox::to_array),
+                                }
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// One crop to write: a top entry of a layer (index into the scan's layers), the unit's
+/// position, and where the PNG goes (filter and rank from 1).
+struct CropJob {
+    layer: usize,
+    filter: usize,
+    rank: usize,
+    y: u32,
+    x: u32,
+}
+
+/// One crop PNG per top entry: the unit's whole (unclipped) receptive field, the parts
+/// outside the image grey, resized to `crop_size` square. Images are loaded once each.
+#[allow(clippy::too_many_arguments)]
+fn write_crops(
+    spec: &ScanSpec,
+    rf: &ReceptiveFields,
+    layers: &[(usize, [usize; 3])],
+    manifest: &Manifest,
+    topk: &format::TopkFile,
+    scanned: &[&PathBuf],
+    work: &Path,
+    on: &mut dyn FnMut(Event),
+) -> Result<()> {
+    let mut wanted: BTreeMap<u64, Vec<CropJob>> = BTreeMap::new();
+    for (li, layer) in topk.layers.iter().enumerate() {
+        for f in &layer.filters {
+            for (r, e) in f.top.iter().enumerate() {
+                wanted.entry(e.image).or_default().push(CropJob {
+                    layer: li,
+                    filter: f.filter,
+                    rank: r + 1,
+                    y: e.y,
+                    x: e.x,
+                });
+            }
+        }
+    }
+    for l in &manifest.layers {
+        let dir = work.join(format::EXAMPLES_DIR).join(&l.stem);
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    }
+    let fields: HashMap<(usize, u32, u32), Option<PixelBox>> = (wanted.values().flatten())
+        .map(|j| (j.layer, j.y, j.x))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .map(|(li, y, x)| {
+            let node = layers[li].0;
+            (
+                (li, y, x),
+                rf.field(node, y as usize, x as usize, Clip::None),
+            )
+        })
+        .collect();
+    let jobs: Vec<(&u64, &Vec<CropJob>)> = wanted.iter().collect();
+    let total = jobs.len();
+    let mut done = 0;
+    on(Event::Crops { done, total });
+    for group in jobs.chunks(64) {
+        group
+            .par_iter()
+            .map(|&(&image, entries)| {
+                let path = scanned.get(image as usize).ok_or_else(|| {
+                    ScanError::Layers(format!(
+                        "top-k names image {image}, past the {} scanned",
+                        scanned.len()
+                    ))
+                })?;
+                let input = load_input(path, &spec.input_spec).map_err(|e| {
+                    ScanError::Layers(format!("reloading {} for crops: {e}", path.display()))
+                })?;
+                let picture = model_picture(&input, &spec.input_spec);
+                for job in entries {
+                    let Some(Some(b)) = fields.get(&(job.layer, job.y, job.x)) else {
+                        continue;
+                    };
+                    let crop = crop_field(&picture, *b, spec.crop_size);
+                    let stem = &manifest.layers[job.layer].stem;
+                    let dest = format::example_path(work, stem, job.filter, job.rank);
+                    crop.save(&dest)
+                        .map_err(|error| ScanError::Png { path: dest, error })?;
+                }
+                Ok(())
+            })
+            .collect::<Result<()>>()?;
+        done += group.len();
+        on(Event::Crops { done, total });
+    }
+    Ok(())
+}
+
+/// The RGB picture the model saw: the fitted image, or a `.npy` input un-normalised.
+fn model_picture(input: &InputTensor, spec: &InputSpec) -> RgbImage {
+    if let Some(p) = &input.picture {
+        return p.clone();
+    }
+    let [_, _, h, w] = input.shape;
+    RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        image::Rgb(std::array::from_fn(|c| {
+            let v = input.data[(c * h + y as usize) * w + x as usize];
+            ((v * spec.std[c] + spec.mean[c]) * 255.0)
+                .round()
+                .clamp(0.0, 255.0) as u8
+        }))
+    })
+}
+
+/// The pixels of `field` (grey outside the picture), resized to `size` square: nearest
+/// neighbour when enlarging (small fields stay crisp), a triangle filter when shrinking.
+pub fn crop_field(picture: &RgbImage, field: PixelBox, size: u32) -> RgbImage {
+    let (w, h) = (field.width().max(1) as u32, field.height().max(1) as u32);
+    let canvas = RgbImage::from_fn(w, h, |cx, cy| {
+        let (x, y) = (field.x0 + i64::from(cx), field.y0 + i64::from(cy));
+        let inside =
+            x >= 0 && y >= 0 && (x as u32) < picture.width() && (y as u32) < picture.height();
+        if inside {
+            *picture.get_pixel(x as u32, y as u32)
+        } else {
+            image::Rgb([128, 128, 128])
+        }
+    });
+    let filter = if w.max(h) < size {
+        image::imageops::FilterType::Nearest
+    } else {
+        image::imageops::FilterType::Triangle
+    };
+    image::imageops::resize(&canvas, size, size, filter)
+}
+
+/// Moves the finished work folder into place. A shard folder is replaced whole (rename);
+/// a whole scan's files are moved into `--out` one by one, `scan.json` last.
+pub(crate) fn publish(work: &Path, final_dir: &Path, replace_dir: bool) -> Result<()> {
+    if replace_dir {
+        let old = final_dir.with_file_name(format!(
+            ".old-{}",
+            final_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("shard")
+        ));
+        if final_dir.exists() {
+            if old.exists() {
+                std::fs::remove_dir_all(&old).map_err(io_err(&old))?;
+            }
+            std::fs::rename(final_dir, &old).map_err(io_err(final_dir))?;
+        }
+        std::fs::rename(work, final_dir).map_err(io_err(work))?;
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(io_err(&old))?;
+        }
+        return Ok(());
+    }
+    let examples = final_dir.join(format::EXAMPLES_DIR);
+    if examples.exists() {
+        std::fs::remove_dir_all(&examples).map_err(io_err(&examples))?;
+    }
+    for name in [
+        format::EXAMPLES_DIR,
+        format::TOPK_FILE,
+        format::STATS_FILE,
+        format::MANIFEST_FILE,
+    ] {
+        let from = work.join(name);
+        if from.exists() {
+            std::fs::rename(&from, final_dir.join(name)).map_err(io_err(&from))?;
+        }
+    }
+    std::fs::remove_dir_all(work).map_err(io_err(work))
+}
