@@ -1,7 +1,8 @@
 //! Which part of the input list this process scans: `--shard I/N`, or the index and count
 //! a scheduler puts in the environment (Slurm arrays, Kubernetes Indexed Jobs, AWS Batch
 //! array jobs, Cloud Run jobs). Shard `i` of `n` takes the contiguous block
-//! `⌊i·len/n⌋ .. ⌊(i+1)·len/n⌋` of the sorted list, so merged shards list the images in the
+//! `⌊i·len/n⌋ .. ⌊(i+1)·len/n⌋` of the sorted list (a Slurm task is numbered from the
+//! array's MIN in steps of its STEP, so `--array=1-N` works too), so merged shards list the images in the
 //! same order as a single process.
 
 use super::{Result, ScanError};
@@ -97,9 +98,21 @@ pub fn resolve(
         ),
     ];
     for (index_var, count_var, source) in SCHEDULERS {
-        let Some(index) = number(index_var)? else {
+        let Some(mut index) = number(index_var)? else {
             continue;
         };
+        if index_var == "SLURM_ARRAY_TASK_ID" {
+            // `--array=1-3` or `0-6:2` number tasks from MIN in steps of STEP.
+            let min = number("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+            let step = number("SLURM_ARRAY_TASK_STEP")?.unwrap_or(1).max(1);
+            let offset = index.checked_sub(min).filter(|o| o % step == 0);
+            index = offset.map(|o| o / step).ok_or_else(|| {
+                ScanError::Shard(format!(
+                    "SLURM_ARRAY_TASK_ID={index} is not MIN + k·STEP ({min} + k·{step}): \
+                     submit the array as --array=0-(N-1)"
+                ))
+            })?;
+        }
         let from_env = match count_var {
             Some(var) => number(var)?,
             None => None,

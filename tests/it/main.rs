@@ -30,6 +30,7 @@ mod render_golden;
 mod render_shaders;
 mod render_window;
 mod scan;
+mod scan_deploy;
 mod shared_device;
 mod view_golden;
 mod viewer_compute;

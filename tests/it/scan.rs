@@ -11,19 +11,19 @@ use serde_json::Value;
 
 use crate::common::{fixture, output_text, run_convlens};
 
-const IMAGENET_MEAN: &str = "0.485,0.456,0.406";
-const IMAGENET_STD: &str = "0.229,0.224,0.225";
+pub const IMAGENET_MEAN: &str = "0.485,0.456,0.406";
+pub const IMAGENET_STD: &str = "0.229,0.224,0.225";
 
 /// `convlens scan MODEL --inputs INPUTS --out OUT` plus `extra`; panics with the output on
 /// failure.
-fn scan(model: &str, inputs: &Path, out: &Path, extra: &[&str]) -> String {
+pub fn scan(model: &str, inputs: &Path, out: &Path, extra: &[&str]) -> String {
     let out = try_scan(model, inputs, out, extra);
     let text = output_text(&out);
     assert!(out.status.success(), "scan failed: {text}");
     text
 }
 
-fn try_scan(model: &str, inputs: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+pub fn try_scan(model: &str, inputs: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
     let model = fixture(&format!("mixed/{model}.onnx"));
     let data = tempfile::tempdir().expect("tempdir");
     let mut args = vec![
@@ -45,7 +45,7 @@ fn try_scan(model: &str, inputs: &Path, out: &Path, extra: &[&str]) -> std::proc
 }
 
 /// Every file under `dir`, by relative path.
-fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+pub fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
         for e in std::fs::read_dir(dir).expect("readable") {
             let p = e.expect("entry").path();
@@ -63,18 +63,55 @@ fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 }
 
 /// The 40 fixture images in scan order.
-fn fixture_images() -> Vec<PathBuf> {
+pub fn fixture_images() -> Vec<PathBuf> {
     let mut v = convlens::scan::inputs::list(&fixture("scan/images")).expect("fixtures");
     v.sort();
     v
 }
 
-fn json(path: &Path) -> Value {
+pub fn json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).expect("exists")).expect("json")
 }
 
-fn close(a: f64, b: f64, rel: f64) -> bool {
+pub fn close(a: f64, b: f64, rel: f64) -> bool {
     (a - b).abs() <= rel * b.abs().max(1.0)
+}
+
+/// A merged scan equals the single-process one: every file byte for byte, except
+/// `stats.csv`'s numbers, merged by Chan's formulas, within 1e-6 relative.
+pub fn assert_same_scan(whole: &Path, merged: &Path) {
+    let (a, b) = (files(whole), files(merged));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (path, bytes) in &a {
+        if path.as_os_str() == "stats.csv" {
+            continue;
+        }
+        assert!(
+            bytes == &b[path],
+            "{} differs after the merge",
+            path.display()
+        );
+    }
+    // Statistics: Chan's merge within 1e-6 relative of the single pass.
+    let parse = |bytes: &[u8]| -> Vec<Vec<String>> {
+        String::from_utf8_lossy(bytes)
+            .lines()
+            .map(|l| l.split(',').map(str::to_string).collect())
+            .collect()
+    };
+    let (sa, sb) = (
+        parse(&a[Path::new("stats.csv")]),
+        parse(&b[Path::new("stats.csv")]),
+    );
+    assert_eq!(sa.len(), sb.len());
+    for (ra, rb) in sa.iter().zip(&sb).skip(1) {
+        for (x, y) in ra.iter().zip(rb) {
+            match (x.parse::<f64>(), y.parse::<f64>()) {
+                (Ok(x), Ok(y)) => assert!(close(x, y, 1e-6), "{ra:?} vs {rb:?}"),
+                _ => assert_eq!(x, y),
+            }
+        }
+    }
 }
 
 #[test]
@@ -267,38 +304,7 @@ fn shards_merge_into_the_single_process_scan() {
         ],
     );
     assert!(out.status.success(), "{}", output_text(&out));
-    let (a, b) = (files(whole.path()), files(merged.path()));
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    for (path, bytes) in &a {
-        if path.as_os_str() == "stats.csv" {
-            continue;
-        }
-        assert!(
-            bytes == &b[path],
-            "{} differs after the merge",
-            path.display()
-        );
-    }
-    // Statistics: Chan's merge within 1e-6 relative of the single pass.
-    let parse = |bytes: &[u8]| -> Vec<Vec<String>> {
-        String::from_utf8_lossy(bytes)
-            .lines()
-            .map(|l| l.split(',').map(str::to_string).collect())
-            .collect()
-    };
-    let (sa, sb) = (
-        parse(&a[Path::new("stats.csv")]),
-        parse(&b[Path::new("stats.csv")]),
-    );
-    assert_eq!(sa.len(), sb.len());
-    for (ra, rb) in sa.iter().zip(&sb).skip(1) {
-        for (x, y) in ra.iter().zip(rb) {
-            match (x.parse::<f64>(), y.parse::<f64>()) {
-                (Ok(x), Ok(y)) => assert!(close(x, y, 1e-6), "{ra:?} vs {rb:?}"),
-                _ => assert_eq!(x, y),
-            }
-        }
-    }
+    assert_same_scan(whole.path(), merged.path());
 }
 
 #[test]
