@@ -522,13 +522,15 @@ impl Activations {
         };
         let shape = self.graph.shapes.get(name).cloned().unwrap_or_default();
         debug_assert_eq!(t.dims(), dims6(&shape));
-        let data = t
-            .to_data()
-            .try_to_vec::<f32>()
-            .map_err(|e| EngineError::Readback {
-                value: name.to_string(),
-                detail: format!("{e:?}"),
-            })?;
+        let readback = |detail: String| EngineError::Readback {
+            value: name.to_string(),
+            detail,
+        };
+        // One copy (device → host data); `try_into_vec` then reuses that allocation.
+        let data = (t.clone().try_into_data())
+            .map_err(|e| readback(format!("{e:?}")))?
+            .try_into_vec::<f32>()
+            .map_err(|e| readback(format!("{e:?}")))?;
         Ok(HostTensor { shape, data })
     }
 

@@ -4,6 +4,8 @@
 //! parallel formulas (mean and variance), which is how shards combine.
 
 use rayon::prelude::*;
+
+use crate::engine::kernels::simd::{self, SimdLevel};
 use serde::{Deserialize, Serialize};
 
 /// Running statistics of one filter. Every float is f64, so a checkpoint written as JSON
@@ -144,24 +146,34 @@ impl LayerScan {
         }
     }
 
-    /// Adds one image's maps, `[C, H, W]` row-major, as image number `image`.
-    pub fn add_image(&mut self, maps: &[f32], image: u64, k: usize) {
+    /// Adds `count` images' maps, `[N ≥ count, C, H, W]` row-major, as images
+    /// `first_image, first_image + 1, …` (samples past `count` are batch padding). Tiles are
+    /// summarised in parallel, then added in image order, so the result does not depend on
+    /// the batch size or the threads.
+    pub fn add_images(&mut self, maps: &[f32], first_image: u64, count: usize, k: usize) {
         let [c, h, w] = self.shape;
-        let hw = h * w;
-        if hw == 0 || maps.len() != c * hw {
+        let per_image = c * h * w;
+        if per_image == 0 || maps.len() < count * per_image {
             return;
         }
-        let tiles: Vec<TileSummary> = maps.par_chunks_exact(hw).map(summarise).collect();
-        for ((stats, top), tile) in self.filters.iter_mut().zip(&mut self.top).zip(&tiles) {
-            stats.add(tile);
-            if let Some(at) = tile.argmax {
-                let entry = TopEntry {
-                    image,
-                    value: tile.max,
-                    y: (at / w) as u32,
-                    x: (at % w) as u32,
-                };
-                insert_top(top, entry, k);
+        let tiles: Vec<TileSummary> = maps[..count * per_image]
+            .par_chunks_exact(h * w)
+            .map(summarise)
+            .collect();
+        for (i, image_tiles) in tiles.chunks_exact(c).enumerate() {
+            let image = first_image + i as u64;
+            for ((stats, top), tile) in self.filters.iter_mut().zip(&mut self.top).zip(image_tiles)
+            {
+                stats.add(tile);
+                if let Some(at) = tile.argmax {
+                    let entry = TopEntry {
+                        image,
+                        value: tile.max,
+                        y: (at / w) as u32,
+                        x: (at % w) as u32,
+                    };
+                    insert_top(top, entry, k);
+                }
             }
         }
     }
@@ -193,40 +205,82 @@ struct TileSummary {
     values: u64,
 }
 
-/// Sums, extremes and the ≤ 0 count of one tile, in eight f64 lanes (a fixed order, so the
-/// result does not depend on threads or batch size).
+/// Sums, extremes, the arg-max and the ≤ 0 count of one tile, in eight lanes (a fixed
+/// order, so the result does not depend on threads, batch size or SIMD level), compiled per
+/// SIMD level like the engine's kernels.
 fn summarise(tile: &[f32]) -> TileSummary {
+    #[cfg(target_arch = "x86_64")]
+    match simd::active() {
+        // SAFETY (both): `simd::active` only names levels the CPU supports.
+        SimdLevel::Avx512 => return unsafe { summarise_avx512(tile) },
+        SimdLevel::Avx2Fma => return unsafe { summarise_avx2(tile) },
+        SimdLevel::Portable => {}
+    }
+    summarise_body(tile)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn summarise_avx512(tile: &[f32]) -> TileSummary {
+    summarise_body(tile)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn summarise_avx2(tile: &[f32]) -> TileSummary {
+    summarise_body(tile)
+}
+
+#[inline(always)]
+fn summarise_body(tile: &[f32]) -> TileSummary {
     const LANES: usize = 8;
     let mut sum = [0f64; LANES];
     let mut min = [f32::INFINITY; LANES];
     let mut max = [f32::NEG_INFINITY; LANES];
+    // Per lane, the chunk where its max was first seen.
+    let mut max_chunk = [0u32; LANES];
     let mut nonpositive = [0u32; LANES];
     let chunks = tile.chunks_exact(LANES);
     let rest = chunks.remainder();
-    for chunk in chunks {
+    // Comparisons as selects (NaN compares false, so it is skipped), which vectorise to
+    // plain compare-and-blend; f32::min/max's NaN rules do not.
+    for (i, chunk) in chunks.enumerate() {
         for l in 0..LANES {
             let v = chunk[l];
             sum[l] += f64::from(v);
-            min[l] = min[l].min(v);
-            max[l] = max[l].max(v);
+            min[l] = if v < min[l] { v } else { min[l] };
+            let greater = v > max[l];
+            max[l] = if greater { v } else { max[l] };
+            max_chunk[l] = if greater { i as u32 } else { max_chunk[l] };
             nonpositive[l] += u32::from(v <= 0.0);
         }
     }
+    let full = tile.len() - rest.len();
+    let mut rest_max = (f32::NEG_INFINITY, usize::MAX);
+    let mut tail = (0f64, f32::INFINITY, 0u32);
     for (l, &v) in rest.iter().enumerate() {
-        sum[l] += f64::from(v);
-        min[l] = min[l].min(v);
-        max[l] = max[l].max(v);
-        nonpositive[l] += u32::from(v <= 0.0);
+        tail.0 += f64::from(v);
+        tail.1 = if v < tail.1 { v } else { tail.1 };
+        if v > rest_max.0 {
+            rest_max = (v, full + l);
+        }
+        tail.2 += u32::from(v <= 0.0);
     }
-    let total: f64 = sum.iter().sum();
-    let nonpositive = nonpositive.iter().map(|&n| u64::from(n)).sum();
+    let total: f64 = sum.iter().sum::<f64>() + tail.0;
+    let nonpositive = nonpositive.iter().map(|&n| u64::from(n)).sum::<u64>() + u64::from(tail.2);
     let values = tile.len() as u64;
     if !total.is_finite() {
         return summarise_finite(tile, nonpositive, values);
     }
-    // f32::min/max skip NaN, so these are the finite extremes when the sum is finite.
-    let min = min.iter().copied().fold(f32::INFINITY, f32::min);
-    let max = max.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let min = min.iter().copied().fold(tail.1, f32::min);
+    // The first position holding the max: the smallest index over lanes that reached it.
+    let mut best = rest_max;
+    for l in 0..LANES {
+        let at = max_chunk[l] as usize * LANES + l;
+        if max[l] > best.0 || (max[l] == best.0 && at < best.1) {
+            best = (max[l], at);
+        }
+    }
     TileSummary {
         mean: if tile.is_empty() {
             0.0
@@ -234,8 +288,8 @@ fn summarise(tile: &[f32]) -> TileSummary {
             total / tile.len() as f64
         },
         min,
-        max,
-        argmax: tile.iter().position(|&v| v == max),
+        max: best.0,
+        argmax: (best.1 != usize::MAX).then_some(best.1),
         nonpositive,
         values,
     }
@@ -273,6 +327,12 @@ mod tests {
         let t = summarise(&[1.0, -2.0, 0.0, 4.0, 4.0, 0.5, -1.0, 3.0, 2.0, -0.5]);
         assert_eq!(t.mean, 11.0 / 10.0);
         assert_eq!((t.min, t.max, t.argmax), (-2.0, 4.0, Some(3)));
+        // Ties across lanes and chunks: the first position wins, in the tail too.
+        let mut v = vec![0.0f32; 37];
+        (v[29], v[13], v[21]) = (5.0, 5.0, 5.0);
+        assert_eq!(summarise(&v).argmax, Some(13));
+        v[36] = 6.0;
+        assert_eq!((summarise(&v).argmax, summarise(&v).max), (Some(36), 6.0));
         assert_eq!((t.nonpositive, t.values), (4, 10));
         let nan = summarise(&[f32::NAN, 2.0, f32::INFINITY, -1.0]);
         assert_eq!(

@@ -9,6 +9,7 @@
 //! combines shard directories into one, equal to a single-process scan.
 
 pub mod accumulate;
+pub mod crop;
 pub mod format;
 pub mod inputs;
 pub mod merge;

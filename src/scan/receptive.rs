@@ -17,7 +17,9 @@
 //! different axis entirely); [`Clip::None`] keeps them, so a unit near the border gets its
 //! full theoretical field, partly outside the image (where a crop shows the padding).
 
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use crate::model::{Graph, Node, Op};
 
@@ -73,7 +75,7 @@ impl Region {
 }
 
 /// Whether boxes are clipped to each value's extent on the way (see the module doc).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Clip {
     Valid,
     None,
@@ -114,6 +116,20 @@ pub struct ReceptiveFields<'g> {
     input: String,
     /// `[H, W]` of the image input.
     input_hw: [i64; 2],
+    /// Per (layer, axis, coordinate, clip): the extent along that axis alone.
+    axis_cache: Mutex<HashMap<(usize, usize, usize, Clip), AxisField>>,
+}
+
+/// Which of `[rows, cols]` a propagation follows; the other keeps its start position.
+type Tracked = [bool; 2];
+
+/// One axis of a field, followed alone: the inclusive extent reached in the input (`None`:
+/// none), and whether some path lost every position on the way (then the other axis of
+/// that path must not count, and the two axes are followed together instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AxisField {
+    extent: Option<(i64, i64)>,
+    lost: bool,
 }
 
 impl<'g> ReceptiveFields<'g> {
@@ -125,15 +141,88 @@ impl<'g> ReceptiveFields<'g> {
             graph,
             input: input.name.clone(),
             input_hw: [h as i64, w as i64],
+            axis_cache: Mutex::new(HashMap::new()),
         })
     }
 
     /// The input pixels unit `(y, x)` of node `layer`'s first output depends on, or `None`
     /// when it depends on none (a position that only reads padding). Any channel of a layer
     /// has the same field.
+    ///
+    /// Rows and columns are followed separately and cached per coordinate (a layer has
+    /// `H + W` of them, against up to `H × W` units); only where a path loses every
+    /// position of one axis are both followed together, which is exact.
     pub fn field(&self, layer: usize, y: usize, x: usize, clip: Clip) -> Option<PixelBox> {
+        let rows = self.axis_field(layer, 0, y, clip)?;
+        let cols = self.axis_field(layer, 1, x, clip)?;
+        if rows.lost || cols.lost {
+            let start = Region::Box([Positions::one(y as i64), Positions::one(x as i64)]);
+            let (region, _) = self.propagate(layer, start, clip, [true, true])?;
+            let [h, w] = self.input_hw;
+            return match region {
+                Region::Full => Some(PixelBox {
+                    x0: 0,
+                    y0: 0,
+                    x1: w,
+                    y1: h,
+                }),
+                Region::Box([r, c]) => Some(PixelBox {
+                    x0: *c.0.first()?,
+                    y0: *r.0.first()?,
+                    x1: c.0.last()? + 1,
+                    y1: r.0.last()? + 1,
+                }),
+            };
+        }
+        let ((y0, y1), (x0, x1)) = (rows.extent?, cols.extent?);
+        Some(PixelBox {
+            x0,
+            y0,
+            x1: x1 + 1,
+            y1: y1 + 1,
+        })
+    }
+
+    /// Axis `axis` (0 rows, 1 columns) of the field of coordinate `at` of `layer`, cached.
+    fn axis_field(&self, layer: usize, axis: usize, at: usize, clip: Clip) -> Option<AxisField> {
+        let key = (layer, axis, at, clip);
+        if let Some(hit) = self.axis_cache.lock().ok()?.get(&key) {
+            return Some(*hit);
+        }
+        let mut start = [Positions::one(0), Positions::one(0)];
+        start[axis] = Positions::one(at as i64);
+        let mut tracked = [false, false];
+        tracked[axis] = true;
+        let (region, lost) = match self.propagate(layer, Region::Box(start), clip, tracked) {
+            Some((region, lost)) => (Some(region), lost),
+            None => (None, true),
+        };
+        let size = self.input_hw[axis];
+        let extent = match region {
+            None => None,
+            Some(Region::Full) => Some((0, size - 1)),
+            Some(Region::Box(b)) => b[axis]
+                .0
+                .first()
+                .zip(b[axis].0.last())
+                .map(|(a, b)| (*a, *b)),
+        };
+        let field = AxisField { extent, lost };
+        self.axis_cache.lock().ok()?.insert(key, field);
+        Some(field)
+    }
+
+    /// Carries `start` (a region of `layer`'s first output) back to the image input: the
+    /// region reached there (`None`: nothing) and whether some path lost all its positions.
+    fn propagate(
+        &self,
+        layer: usize,
+        start: Region,
+        clip: Clip,
+        tracked: Tracked,
+    ) -> Option<(Region, bool)> {
         let node = self.graph.nodes.get(layer)?;
-        let start = Region::Box([Positions::one(y as i64), Positions::one(x as i64)]);
+        let lost = Cell::new(false);
         let mut regions: HashMap<&str, Region> = HashMap::new();
         regions.insert(node.outputs.first()?.as_str(), start);
         for node in self.graph.nodes[..=layer].iter().rev() {
@@ -143,7 +232,12 @@ impl<'g> ReceptiveFields<'g> {
             if outs.iter().all(Option::is_none) {
                 continue;
             }
-            for (name, region) in self.input_regions(node, &outs, clip) {
+            let step = Step {
+                clip,
+                tracked,
+                lost: &lost,
+            };
+            for (name, region) in self.input_regions(node, &outs, &step) {
                 let merged = match regions.get(name) {
                     Some(old) => old.union(&region),
                     None => region,
@@ -151,21 +245,11 @@ impl<'g> ReceptiveFields<'g> {
                 regions.insert(name, merged);
             }
         }
-        let [h, w] = self.input_hw;
-        match regions.get(self.input.as_str())? {
-            Region::Full => Some(PixelBox {
-                x0: 0,
-                y0: 0,
-                x1: w,
-                y1: h,
-            }),
-            Region::Box([rows, cols]) => Some(PixelBox {
-                x0: *cols.0.first()?,
-                y0: *rows.0.first()?,
-                x1: cols.0.last()? + 1,
-                y1: rows.0.last()? + 1,
-            }),
+        let region = regions.remove(self.input.as_str());
+        if region.is_none() {
+            lost.set(true);
         }
+        Some((region?, lost.get()))
     }
 
     /// The regions of `node`'s runtime inputs that its outputs' regions `outs` depend on
@@ -174,7 +258,7 @@ impl<'g> ReceptiveFields<'g> {
         &self,
         node: &'n Node,
         outs: &[Option<&Region>],
-        clip: Clip,
+        step: &Step,
     ) -> Vec<(&'n str, Region)> {
         let runtime: Vec<&'n str> = (node.inputs.iter())
             .map(String::as_str)
@@ -198,7 +282,7 @@ impl<'g> ReceptiveFields<'g> {
                 offset += sizes.get(k).copied().unwrap_or(0) as i64;
             }
             return joined
-                .and_then(|r| self.clipped(input, r, clip))
+                .and_then(|r| self.clipped(input, r, step))
                 .map(|r| vec![(input, r)])
                 .unwrap_or_default();
         }
@@ -209,7 +293,13 @@ impl<'g> ReceptiveFields<'g> {
             return runtime.iter().map(|&n| (n, Region::Full)).collect();
         };
         let per_axis = |f: &dyn Fn(usize, i64, &mut Vec<i64>)| {
-            Region::Box([0, 1].map(|a| b[a].map(|p, v| f(a, p, v))))
+            Region::Box([0, 1].map(|a| {
+                if step.tracked[a] {
+                    b[a].map(|p, v| f(a, p, v))
+                } else {
+                    b[a].clone()
+                }
+            }))
         };
         let mapped: Vec<(&'n str, Region)> = match &node.op {
             Op::Conv { window, .. }
@@ -270,13 +360,16 @@ impl<'g> ReceptiveFields<'g> {
             }
             op if passes_positions(op, node, self.graph) => runtime
                 .iter()
-                .map(|&name| (name, broadcast(b, self.shape(name), out_shape)))
+                .map(|&name| {
+                    let region = broadcast(b, self.shape(name), out_shape, step.tracked);
+                    (name, region)
+                })
                 .collect(),
             _ => runtime.iter().map(|&n| (n, Region::Full)).collect(),
         };
         mapped
             .into_iter()
-            .filter_map(|(name, region)| Some((name, self.clipped(name, region, clip)?)))
+            .filter_map(|(name, region)| Some((name, self.clipped(name, region, step)?)))
             .collect()
     }
 
@@ -285,12 +378,13 @@ impl<'g> ReceptiveFields<'g> {
     }
 
     /// With [`Clip::Valid`], the region without the positions outside `value` (`None` when
-    /// nothing is left); with [`Clip::None`], the region itself.
-    fn clipped(&self, value: &str, region: Region, clip: Clip) -> Option<Region> {
+    /// a followed axis has nothing left, which marks the step's path as lost); with
+    /// [`Clip::None`], the region itself.
+    fn clipped(&self, value: &str, region: Region, step: &Step) -> Option<Region> {
         let Region::Box(b) = region else {
             return Some(region);
         };
-        if clip == Clip::None {
+        if step.clip == Clip::None {
             return Some(Region::Box(b));
         }
         let shape = self.shape(value);
@@ -299,16 +393,15 @@ impl<'g> ReceptiveFields<'g> {
             return Some(Region::Full);
         }
         let kept = [0, 1].map(|a| {
+            if !step.tracked[a] {
+                return b[a].clone();
+            }
             let size = shape[n - 2 + a] as i64;
-            Positions(
-                b[a].0
-                    .iter()
-                    .copied()
-                    .filter(|p| (0..size).contains(p))
-                    .collect(),
-            )
+            let inside = b[a].0.iter().copied().filter(|p| (0..size).contains(p));
+            Positions(inside.collect())
         });
         if kept.iter().any(|p| p.0.is_empty()) {
+            step.lost.set(true);
             return None;
         }
         Some(Region::Box(kept))
@@ -327,6 +420,14 @@ fn shift_axis(region: &Region, axis: usize, rank: usize, offset: i64) -> Region 
         }
         other => other.clone(),
     }
+}
+
+/// How one propagation treats positions: the clipping, the followed axes, and where a lost
+/// path is recorded.
+struct Step<'a> {
+    clip: Clip,
+    tracked: Tracked,
+    lost: &'a Cell<bool>,
 }
 
 /// The op's first runtime input gets `region`.
@@ -378,7 +479,7 @@ fn passes_positions(op: &Op, node: &Node, graph: &Graph) -> bool {
 
 /// The region of a (possibly broadcast) input of shape `input` for output box `b` of an
 /// output of shape `out`: axes aligned from the right; a size-1 axis maps to position 0.
-fn broadcast(b: &[Positions; 2], input: &[usize], out: &[usize]) -> Region {
+fn broadcast(b: &[Positions; 2], input: &[usize], out: &[usize], tracked: Tracked) -> Region {
     let (n, m) = (input.len(), out.len());
     if n < 2 || m < 2 {
         return Region::Full;
@@ -386,7 +487,7 @@ fn broadcast(b: &[Positions; 2], input: &[usize], out: &[usize]) -> Region {
     let mut mapped = b.clone();
     for a in 0..2 {
         let (i, o) = (input[n - 2 + a], out[m - 2 + a]);
-        if i == o {
+        if i == o || !tracked[a] {
             continue;
         }
         if i == 1 {
@@ -410,14 +511,17 @@ mod tests {
     fn broadcast_maps_size_one_axes_to_zero() {
         let b = [pos(&[2, 3]), pos(&[4])];
         assert_eq!(
-            broadcast(&b, &[1, 8, 1, 1], &[1, 8, 6, 6]),
+            broadcast(&b, &[1, 8, 1, 1], &[1, 8, 6, 6], [true, true]),
             Region::Box([pos(&[0]), pos(&[0])])
         );
         assert_eq!(
-            broadcast(&b, &[1, 8, 6, 6], &[1, 8, 6, 6]),
+            broadcast(&b, &[1, 8, 6, 6], &[1, 8, 6, 6], [true, true]),
             Region::Box(b.clone())
         );
-        assert_eq!(broadcast(&b, &[8], &[1, 8, 6, 6]), Region::Full);
+        assert_eq!(
+            broadcast(&b, &[8], &[1, 8, 6, 6], [true, true]),
+            Region::Full
+        );
     }
 
     #[test]

@@ -7,11 +7,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use image::RgbImage;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::accumulate::LayerScan;
+use super::crop::{CropSampler, model_picture};
 use super::format::{self, LayerInfo, Manifest, ModelId, Settings, ShardInfo, Skipped};
 use super::receptive::{Clip, PixelBox, ReceptiveFields};
 use super::shard::Shard;
@@ -214,12 +214,10 @@ pub fn run(
                 });
             match maps {
                 Ok(maps) => {
-                    for (layer, map) in state.layers.iter_mut().zip(&maps) {
-                        let per_image = map.data.len() / batch;
-                        for (k, one) in map.data.chunks(per_image).take(loaded.len()).enumerate() {
-                            layer.add_image(one, state.images + k as u64, spec.top_k);
-                        }
-                    }
+                    let (first_image, count) = (state.images, loaded.len());
+                    (state.layers.par_iter_mut().zip(&maps)).for_each(|(layer, map)| {
+                        layer.add_images(&map.data, first_image, count, spec.top_k)
+                    });
                     state.images += loaded.len() as u64;
                 }
                 Err(e) => {
@@ -470,12 +468,12 @@ fn write_crops(
                 let input = load_input(path, &spec.input_spec).map_err(|e| {
                     ScanError::Layers(format!("reloading {} for crops: {e}", path.display()))
                 })?;
-                let picture = model_picture(&input, &spec.input_spec);
+                let sampler = CropSampler::new(&model_picture(&input, &spec.input_spec));
                 for job in entries {
                     let Some(Some(b)) = fields.get(&(job.layer, job.y, job.x)) else {
                         continue;
                     };
-                    let crop = crop_field(&picture, *b, spec.crop_size);
+                    let crop = sampler.crop(*b, spec.crop_size);
                     let stem = &manifest.layers[job.layer].stem;
                     let dest = format::example_path(work, stem, job.filter, job.rank);
                     crop.save(&dest)
@@ -488,44 +486,6 @@ fn write_crops(
         on(Event::Crops { done, total });
     }
     Ok(())
-}
-
-/// The RGB picture the model saw: the fitted image, or a `.npy` input un-normalised.
-fn model_picture(input: &InputTensor, spec: &InputSpec) -> RgbImage {
-    if let Some(p) = &input.picture {
-        return p.clone();
-    }
-    let [_, _, h, w] = input.shape;
-    RgbImage::from_fn(w as u32, h as u32, |x, y| {
-        image::Rgb(std::array::from_fn(|c| {
-            let v = input.data[(c * h + y as usize) * w + x as usize];
-            ((v * spec.std[c] + spec.mean[c]) * 255.0)
-                .round()
-                .clamp(0.0, 255.0) as u8
-        }))
-    })
-}
-
-/// The pixels of `field` (grey outside the picture), resized to `size` square: nearest
-/// neighbour when enlarging (small fields stay crisp), a triangle filter when shrinking.
-pub fn crop_field(picture: &RgbImage, field: PixelBox, size: u32) -> RgbImage {
-    let (w, h) = (field.width().max(1) as u32, field.height().max(1) as u32);
-    let canvas = RgbImage::from_fn(w, h, |cx, cy| {
-        let (x, y) = (field.x0 + i64::from(cx), field.y0 + i64::from(cy));
-        let inside =
-            x >= 0 && y >= 0 && (x as u32) < picture.width() && (y as u32) < picture.height();
-        if inside {
-            *picture.get_pixel(x as u32, y as u32)
-        } else {
-            image::Rgb([128, 128, 128])
-        }
-    });
-    let filter = if w.max(h) < size {
-        image::imageops::FilterType::Nearest
-    } else {
-        image::imageops::FilterType::Triangle
-    };
-    image::imageops::resize(&canvas, size, size, filter)
 }
 
 /// Moves the finished work folder into place. A shard folder is replaced whole (rename);

@@ -1,0 +1,151 @@
+//! Receptive-field crops: the pixels a top unit reads, cut from the picture the model saw
+//! and scaled to a fixed square. Each output pixel is the mean of the source pixels under
+//! it (a summed-area table per picture makes that O(1), so thousands of crops of an image
+//! cost little more than writing them); parts of the field outside the picture are grey.
+
+use image::RgbImage;
+
+use super::receptive::PixelBox;
+use crate::model::preprocess::{InputSpec, InputTensor};
+
+/// The grey that fills a field's part outside the picture.
+const OUTSIDE: u64 = 128;
+
+/// The RGB picture the model saw: the fitted image, or a `.npy` input un-normalised.
+pub fn model_picture(input: &InputTensor, spec: &InputSpec) -> RgbImage {
+    if let Some(p) = &input.picture {
+        return p.clone();
+    }
+    let [_, _, h, w] = input.shape;
+    RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        image::Rgb(std::array::from_fn(|c| {
+            let v = input.data[(c * h + y as usize) * w + x as usize];
+            ((v * spec.std[c] + spec.mean[c]) * 255.0)
+                .round()
+                .clamp(0.0, 255.0) as u8
+        }))
+    })
+}
+
+/// Sums of a picture's pixels over any rectangle.
+pub struct CropSampler {
+    w: usize,
+    h: usize,
+    /// `(w + 1) × (h + 1)` prefix sums per channel: `sat[y][x]` = sum over `[0, x) × [0, y)`.
+    sat: Vec<[u64; 3]>,
+}
+
+impl CropSampler {
+    pub fn new(picture: &RgbImage) -> Self {
+        let (w, h) = (picture.width() as usize, picture.height() as usize);
+        let mut sat = vec![[0u64; 3]; (w + 1) * (h + 1)];
+        for y in 0..h {
+            let mut row = [0u64; 3];
+            for x in 0..w {
+                let p = picture.get_pixel(x as u32, y as u32).0;
+                for c in 0..3 {
+                    row[c] += u64::from(p[c]);
+                    sat[(y + 1) * (w + 1) + x + 1][c] = sat[y * (w + 1) + x + 1][c] + row[c];
+                }
+            }
+        }
+        Self { w, h, sat }
+    }
+
+    /// Channel sums over `[x0, x1) × [y0, y1)` clipped to the picture, and the pixel count
+    /// inside it.
+    fn sum(&self, x0: i64, y0: i64, x1: i64, y1: i64) -> ([u64; 3], u64) {
+        let cx = |x: i64| x.clamp(0, self.w as i64) as usize;
+        let cy = |y: i64| y.clamp(0, self.h as i64) as usize;
+        let (x0, x1, y0, y1) = (cx(x0), cx(x1), cy(y0), cy(y1));
+        if x0 >= x1 || y0 >= y1 {
+            return ([0; 3], 0);
+        }
+        let at = |x: usize, y: usize| self.sat[y * (self.w + 1) + x];
+        let (a, b, c, d) = (at(x0, y0), at(x1, y0), at(x0, y1), at(x1, y1));
+        let sums = std::array::from_fn(|k| d[k] + a[k] - b[k] - c[k]);
+        (sums, ((x1 - x0) * (y1 - y0)) as u64)
+    }
+
+    /// `field` scaled to `size` square: each output pixel the mean of the source pixels it
+    /// covers (at least one: enlarging repeats pixels, so small fields stay crisp).
+    pub fn crop(&self, field: PixelBox, size: u32) -> RgbImage {
+        let (fw, fh) = (field.width().max(1), field.height().max(1));
+        let n = i64::from(size);
+        let edges = |origin: i64, extent: i64, k: i64| -> (i64, i64) {
+            let lo = origin + (k * extent).div_euclid(n);
+            let hi = (origin + ((k + 1) * extent + n - 1).div_euclid(n)).max(lo + 1);
+            (lo, hi)
+        };
+        RgbImage::from_fn(size, size, |u, v| {
+            let (x0, x1) = edges(field.x0, fw, i64::from(u));
+            let (y0, y1) = edges(field.y0, fh, i64::from(v));
+            let (sums, inside) = self.sum(x0, y0, x1, y1);
+            let area = ((x1 - x0) * (y1 - y0)) as u64;
+            let outside = area - inside;
+            image::Rgb(std::array::from_fn(|c| {
+                ((sums[c] + OUTSIDE * outside + area / 2) / area) as u8
+            }))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crops_average_the_covered_pixels_by_hand() {
+        // 4×2 picture, red channel 0, 10, …, 70 row-major.
+        let picture = RgbImage::from_fn(4, 2, |x, y| image::Rgb([(10 * (y * 4 + x)) as u8, 0, 0]));
+        let s = CropSampler::new(&picture);
+        let whole = PixelBox {
+            x0: 0,
+            y0: 0,
+            x1: 4,
+            y1: 2,
+        };
+        // One output pixel: the mean of all eight, 35.
+        let c = s.crop(whole, 1);
+        assert_eq!(c.get_pixel(0, 0).0[0], 35);
+        let c = s.crop(
+            PixelBox {
+                x0: 0,
+                y0: 0,
+                x1: 2,
+                y1: 2,
+            },
+            2,
+        );
+        assert_eq!(
+            [
+                c.get_pixel(0, 0).0[0],
+                c.get_pixel(1, 0).0[0],
+                c.get_pixel(0, 1).0[0]
+            ],
+            [0, 10, 40]
+        );
+        // Half outside: (0 + 40 + 2 × 128) / 4 = 74.
+        let c = s.crop(
+            PixelBox {
+                x0: -1,
+                y0: 0,
+                x1: 1,
+                y1: 2,
+            },
+            1,
+        );
+        assert_eq!(c.get_pixel(0, 0).0, [74, 64, 64]);
+        // Enlarging repeats pixels.
+        let c = s.crop(
+            PixelBox {
+                x0: 3,
+                y0: 1,
+                x1: 4,
+                y1: 2,
+            },
+            3,
+        );
+        assert!(c.pixels().all(|p| p.0 == [70, 0, 0]));
+    }
+}
