@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use super::ModelArgs;
-use crate::engine::{Engine, EngineError};
+use crate::engine::Engine;
 use crate::export::LayerSelection;
 use crate::scan::run::{Event, ScanInputs, ScanSpec};
 use crate::scan::{inputs, merge, run, shard};
@@ -131,18 +131,7 @@ fn scan(args: &ScanArgs) -> Result<()> {
             CPU_IMAGES_PER_PASS
         })
         .min(mine.max(1));
-    let engine = if per_pass <= 1 {
-        engine
-    } else {
-        match engine.with_batch(per_pass) {
-            Ok(batched) => batched,
-            Err(EngineError::Batch(why)) => {
-                eprintln!("note: one image per forward pass ({why})");
-                engine
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
+    let engine = super::stats::batched_or_single(engine, per_pass)?;
     eprintln!(
         "model: {}, {mine} of {} images{}, {} layers, {} per pass, device: {}",
         m.graph.name,

@@ -35,6 +35,22 @@ pub struct StatsArgs {
 /// `--batch`'s default on a GPU (see [`StatsArgs::batch`]).
 pub const GPU_IMAGES_PER_PASS: usize = 16;
 
+/// `engine` with `per_pass` images per forward pass, or itself (saying why once) when the
+/// graph cannot be batched. Shared by `stats` and `scan`.
+pub(super) fn batched_or_single(engine: Engine, per_pass: usize) -> Result<Engine> {
+    if per_pass <= 1 {
+        return Ok(engine);
+    }
+    match engine.with_batch(per_pass) {
+        Ok(batched) => Ok(batched),
+        Err(EngineError::Batch(why)) => {
+            eprintln!("note: one image per forward pass ({why})");
+            Ok(engine)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// `convlens stats`: streams the images through the model, keeping only running sums.
 pub fn stats(args: &StatsArgs) -> Result<()> {
     let json = match args.out.extension().and_then(|e| e.to_str()) {
@@ -83,18 +99,7 @@ pub fn stats(args: &StatsArgs) -> Result<()> {
         })
         .min(files.len())
         .max(1);
-    let engine = if per_pass == 1 {
-        engine
-    } else {
-        match engine.with_batch(per_pass) {
-            Ok(batched) => batched,
-            Err(EngineError::Batch(why)) => {
-                eprintln!("note: one image per forward pass ({why})");
-                engine
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
+    let engine = batched_or_single(engine, per_pass)?;
     let capture = Capture::Layers(selection.names(&m.graph)?);
     let bar = indicatif::ProgressBar::new(files.len() as u64).with_style(
         indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} images ({eta})")
