@@ -182,7 +182,7 @@ fn scan(args: &ScanArgs) -> Result<()> {
         .with_context(|| format!("scan into {}", out.display()))?;
     bar.finish_and_clear();
     let peak =
-        crate::bench::peak_rss_mib().map_or(String::new(), |m| format!("; peak memory {m:.0} MiB"));
+        crate::bench::peak_rss_mib().map_or(String::new(), |m| format!("; peak memory {m:.1} MiB"));
     eprintln!(
         "wrote {} ({} images scanned, {skipped} skipped{peak})",
         dir.display(),

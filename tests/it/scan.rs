@@ -486,18 +486,22 @@ fn memory_does_not_grow_with_the_number_of_images() {
             .collect();
         std::fs::write(&list, lines.join("\n")).expect("writes");
         let out = dir.path().join(format!("out{n}"));
-        let text = scan(
-            "tiny_alexnet",
-            &list,
-            &out,
-            &["--batch", "8", "--crop-size", "0"],
-        );
-        let peak: f64 = text
-            .split("peak memory ")
-            .nth(1)
-            .and_then(|t| t.split(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no peak memory in: {text}"));
+        // The least of three runs: allocator and thread noise only ever adds.
+        let peak = (0..3)
+            .map(|_| {
+                let text = scan(
+                    "tiny_alexnet",
+                    &list,
+                    &out,
+                    &["--batch", "8", "--crop-size", "0"],
+                );
+                text.split("peak memory ")
+                    .nth(1)
+                    .and_then(|t| t.split(' ').next())
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or_else(|| panic!("no peak memory in: {text}"))
+            })
+            .fold(f64::INFINITY, f64::min);
         peaks.push(peak);
     }
     let growth = peaks[1] / peaks[0] - 1.0;
