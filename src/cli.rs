@@ -198,8 +198,9 @@ pub struct ViewArgs {
     /// Layer to select at start (default: the first convolution).
     #[arg(long)]
     pub layer: Option<String>,
-    /// What the details canvas shows: forward, gbp, deconvnet, backprop or occlusion tiles, the layer's
-    /// gradcam (top class), or its params.
+    /// What the details canvas shows: forward, gbp, deconvnet, backprop or occlusion tiles,
+    /// dataset examples (each filter's top-1 crop from `--scan`), the layer's gradcam (top
+    /// class), or its params.
     #[arg(long, default_value = "forward")]
     pub method: String,
     /// Show filter N (from 1) of the selected layer as hovered (for screenshots).
@@ -230,6 +231,12 @@ pub struct ViewArgs {
     /// format) instead of running a model.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["model", "input"])]
     pub data: Option<PathBuf>,
+    /// A dataset scan of the model (`convlens scan … --out DIR`): hovering a filter shows its
+    /// top dataset examples, `--method examples` shows each filter's top-1 crop, and rank
+    /// order and dead-filter suggestions come from the dataset. With `--data`, a scan inside
+    /// the data directory (`DIR/scan/`, or any subfolder with a scan.json) opens by itself.
+    #[arg(long, value_name = "SCAN_DIR")]
+    pub scan: Option<PathBuf>,
     /// Live input from camera N (/dev/videoN on Linux, V4L2; default 0): every frame the
     /// model has time for updates the tiles. Needs a build with `--features webcam`. Give
     /// MODEL before it (`view model.onnx --webcam`), or N (`--webcam 0 model.onnx`).
@@ -478,10 +485,11 @@ pub fn view(args: &ViewArgs) -> Result<()> {
     let (method, panel) = match args.method.trim() {
         "gradcam" => (Method::Forward, Panel::GradCam),
         "params" | "parameters" => (Method::Forward, Panel::Params),
+        "examples" | "dataset" => (Method::Forward, Panel::DatasetExamples),
         m => match Method::parse_list(m).ok().as_deref() {
             Some([m]) => (*m, Panel::Tiles),
             _ => bail!(
-                "--method takes one of forward, gbp, deconvnet, backprop, occlusion, gradcam, params"
+                "--method takes one of forward, gbp, deconvnet, backprop, occlusion, examples, gradcam, params"
             ),
         },
     };
@@ -506,6 +514,7 @@ pub fn view(args: &ViewArgs) -> Result<()> {
         ui_scale: args.ui_scale,
         panel,
         examples: args.examples.clone(),
+        scan: args.scan.clone(),
     };
     match &args.screenshot {
         Some(out) => crate::app::screenshot(source, &options, out),

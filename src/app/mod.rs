@@ -4,6 +4,7 @@
 //! feature, a capture thread ([`webcam`]) feeds that worker live camera frames.
 
 pub mod compute;
+pub mod dataset;
 pub mod examples;
 pub mod fallback;
 mod keymap;
@@ -47,6 +48,9 @@ pub struct ViewerOptions {
     pub panel: crate::ui::state::Panel,
     /// Folder of example images per class (`--examples`).
     pub examples: Option<PathBuf>,
+    /// A dataset scan of the model to show beside it (`--scan`); a data directory's own
+    /// scan is found without it.
+    pub scan: Option<PathBuf>,
     /// Window (or screenshot) size in physical pixels.
     pub window_px: [u32; 2],
     /// Annotation file (None = the model's default location).
@@ -87,18 +91,29 @@ impl ViewerOptions {
 
 /// The session for a viewer: compute on the renderer's own wgpu device when the choice
 /// resolves to a GPU and `ctx` is given (one device, one queue for burn and the renderer),
-/// else on the selected device; annotations opened.
+/// else on the selected device; annotations and the scan opened (a `--scan` that does not
+/// open is an error; a data directory's own scan that does not is a notice).
 pub fn new_session(
     source: ViewSource,
     options: &ViewerOptions,
     ctx: Option<&GpuContext>,
-) -> Session {
+) -> Result<Session> {
     let model = match source {
         ViewSource::Model(model) => model,
         ViewSource::Data(data) => {
+            let found = match &options.scan {
+                Some(_) => None,
+                None => crate::scan::open::OpenScan::find_in(&data.root),
+            };
             let mut session = Session::from_data(*data);
-            open_user_files(&mut session, options);
-            return session;
+            open_user_files(&mut session, options)?;
+            if let Some(dir) = found {
+                eprintln!("scan: {}", dir.display());
+                if let Err(e) = session.open_scan(&dir) {
+                    session.vm.notify(format!("{e:#}"));
+                }
+            }
+            return Ok(session);
         }
     };
     let mut device = crate::engine::device::select(options.device);
@@ -124,18 +139,22 @@ pub fn new_session(
         }
     }
     let mut session = Session::new(model, &device);
-    open_user_files(&mut session, options);
-    session
+    open_user_files(&mut session, options)?;
+    Ok(session)
 }
 
-/// The files the user points the viewer at beside the model: the annotation file and the
-/// folder of class examples.
-fn open_user_files(session: &mut Session, options: &ViewerOptions) {
+/// The files the user points the viewer at beside the model: the annotation file, the
+/// folder of class examples and a dataset scan.
+fn open_user_files(session: &mut Session, options: &ViewerOptions) -> Result<()> {
     session.examples = examples::Examples::new(options.examples.clone());
     session.open_annotations(options.annotations.as_deref());
     if let Some(path) = session.annotations.path() {
         eprintln!("annotations: {}", path.display());
     }
+    if let Some(dir) = &options.scan {
+        session.open_scan(dir)?;
+    }
+    Ok(())
 }
 
 /// What the viewer shows: a model it runs, or a data directory written earlier.
@@ -159,7 +178,7 @@ pub fn initial_layer(session: &Session, name: Option<&str>) -> Result<usize> {
 /// Renders one frame of the viewer offscreen and writes it to `out` (PNG).
 pub fn screenshot(source: ViewSource, options: &ViewerOptions, out: &Path) -> Result<()> {
     let ctx = GpuContext::headless().context("no wgpu adapter for offscreen rendering (install Mesa's mesa-vulkan-drivers for a software one)")?;
-    let session = &mut new_session(source, options, Some(&ctx));
+    let session = &mut new_session(source, options, Some(&ctx))?;
     let first = options
         .input
         .as_deref()
@@ -220,6 +239,7 @@ pub fn screenshot(source: ViewSource, options: &ViewerOptions, out: &Path) -> Re
         suggested_bad: &session.suggested_bad(selected),
         cam: view.cam.as_ref().map(|(h, c)| (*h, c.as_str())),
         example: view.example,
+        dataset: view.dataset.as_ref(),
     });
     let tiles_drawn = scene.tiles.len();
     let image = renderer.render_to_image(&ctx, &scene.scaled(scale), w, h)?;

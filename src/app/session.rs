@@ -108,6 +108,8 @@ pub struct Session {
     pub cams: Vec<CamResult>,
     /// Example images per class (`--examples`).
     pub examples: super::examples::Examples,
+    /// A dataset scan of the model (`--scan`), its crops read as shown.
+    pub scan: Option<super::dataset::ScanSource>,
 }
 
 /// The grid of the viewer's own occlusion sweep (`compute::occlusion_chunks`) over an
@@ -177,6 +179,7 @@ impl Session {
             on_gpu: device.is_gpu,
             cams: Vec::new(),
             examples: Default::default(),
+            scan: None,
         }
     }
 
@@ -215,6 +218,7 @@ impl Session {
             on_gpu: false,
             cams: Vec::new(),
             examples: Default::default(),
+            scan: None,
         }
     }
 
@@ -312,21 +316,26 @@ impl Session {
         }
     }
 
-    /// Unmarked filters of `layer` whose map is constant on the current input.
+    /// Unmarked filters of `layer` suggested bad: never positive over the open dataset scan
+    /// where it has the layer, else constant on the current input.
     pub fn suggested_bad(&self, layer: usize) -> Vec<usize> {
-        let (Some(result), Some(info)) = (&self.result, self.vm.layers.get(layer)) else {
+        let Some(info) = self.vm.layers.get(layer) else {
             return Vec::new();
         };
-        result
-            .constant_channels
-            .get(layer)
-            .map(|ks| {
-                ks.iter()
-                    .copied()
-                    .filter(|&k| self.annotations.annotations.mark(&info.name, k).is_none())
-                    .collect()
-            })
-            .unwrap_or_default()
+        let candidates = match self.dataset_dead(layer) {
+            Some(dead) => dead,
+            None => (self.result.as_ref())
+                .and_then(|r| r.constant_channels.get(layer))
+                .map_or(&[][..], Vec::as_slice),
+        };
+        (candidates.iter().copied())
+            .filter(|&k| self.annotations.annotations.mark(&info.name, k).is_none())
+            .collect()
+    }
+
+    /// The model's name and fingerprint (what annotation files and scans are keyed by).
+    pub fn identity(&self) -> (&str, &str) {
+        (&self.identity.0, &self.identity.1)
     }
 
     /// Loads and runs one input file synchronously.

@@ -14,7 +14,7 @@ use crate::ui::scene::LayerTiles;
 use crate::ui::state::ViewState;
 
 /// Uploads an 8-bit picture (e.g. a Grad-CAM overlay) into the atlas.
-fn upload_picture(
+pub(super) fn upload_picture(
     renderer: &mut Renderer,
     ctx: &GpuContext,
     picture: &RgbImage,
@@ -37,6 +37,8 @@ pub struct ViewTiles {
     pub example: Option<TileHandle>,
     /// The hovered class's Grad-CAM over the input, with its caption.
     pub cam: Option<(TileHandle, String)>,
+    /// Crops of the open dataset scan for the selected layer.
+    pub dataset: Option<crate::ui::dataset::DatasetTiles>,
 }
 
 /// Clears the atlas and uploads everything `state` shows of `session`: the input picture,
@@ -60,11 +62,13 @@ pub fn upload_view(
         Some((img, caption)) => Some((upload_picture(renderer, ctx, &img)?, caption)),
         None => None,
     };
+    let dataset = super::dataset::upload_dataset(renderer, ctx, session, state)?;
     Ok(ViewTiles {
         picture,
         tiles,
         example,
         cam,
+        dataset,
     })
 }
 

@@ -28,7 +28,11 @@ use crate::model::LoadedModel;
 use crate::render::{FrameCounter, GpuContext, Renderer, SurfaceTarget};
 use crate::ui::needs::{Need, view_needs};
 use crate::ui::scene::{SceneInputs, build_scene, model_shape};
-use crate::ui::state::{ClickInfo, Key, ViewState};
+use crate::ui::state::{ClickInfo, Hover, Key, ViewState};
+
+/// Hovered filters whose dataset crops are appended to the atlas before it is uploaded
+/// afresh (each adds k crops; a fresh upload drops them).
+const HOVER_APPENDS_BEFORE_REUPLOAD: usize = 256;
 
 /// A physical size in layout (logical) pixels.
 fn logical(width: u32, height: u32, scale: f32) -> [f32; 2] {
@@ -61,6 +65,8 @@ struct App {
     /// What the view has in the atlas.
     view: ViewTiles,
     needs_upload: bool,
+    /// A filter is hovered with a dataset scan open: append its top-k crops to the atlas.
+    hover_crops_wanted: bool,
     /// More of the shown layer's per-filter images arrived: append them to `tiles`.
     tiles_arrived: bool,
     cursor: Option<[f32; 2]>,
@@ -94,7 +100,7 @@ pub fn run_window(source: ViewSource, options: ViewerOptions) -> Result<()> {
     } else {
         None
     };
-    let mut session = new_session(source, &options, shared_ctx.as_ref());
+    let mut session = new_session(source, &options, shared_ctx.as_ref())?;
     let inputs = options
         .input
         .as_deref()
@@ -134,6 +140,7 @@ pub fn run_window(source: ViewSource, options: ViewerOptions) -> Result<()> {
         state,
         view: ViewTiles::default(),
         needs_upload: true,
+        hover_crops_wanted: false,
         tiles_arrived: false,
         cursor: None,
         frames: FrameCounter::new(60),
@@ -230,7 +237,25 @@ impl App {
             self.view = upload_view(&mut g.renderer, &g.ctx, &mut self.session, &self.state)?;
             self.needs_upload = false;
             self.tiles_arrived = false;
-        } else if self.tiles_arrived {
+        } else if self.hover_crops_wanted {
+            self.hover_crops_wanted = false;
+            if let Some(tiles) = self.view.dataset.as_mut() {
+                super::dataset::append_hovered(
+                    &mut g.renderer,
+                    &g.ctx,
+                    &mut self.session,
+                    &self.state,
+                    tiles,
+                )?;
+                // Each hover appends; start the atlas afresh now and then.
+                tiles.hovers_appended += 1;
+                if tiles.hovers_appended > HOVER_APPENDS_BEFORE_REUPLOAD {
+                    self.needs_upload = true;
+                    g.window.request_redraw();
+                }
+            }
+        }
+        if self.tiles_arrived && !self.needs_upload {
             self.tiles_arrived = false;
             let appended = match self.view.tiles.as_mut() {
                 Some(tiles) => append_tiles(&mut g.renderer, &g.ctx, &self.session, tiles)?,
@@ -252,6 +277,7 @@ impl App {
             suggested_bad: &self.session.suggested_bad(self.state.selected),
             cam: self.view.cam.as_ref().map(|(h, c)| (*h, c.as_str())),
             example: self.view.example,
+            dataset: self.view.dataset.as_ref(),
         });
         if g.renderer
             .draw_to_surface(&g.ctx, &mut g.surface, &scene.scaled(self.ui_scale))?
@@ -362,8 +388,16 @@ impl App {
             }
         };
         let mut options = self.options.clone();
-        options.annotations = None; // --annotations named the first model's file
-        let mut session = new_session(ViewSource::Model(model), &options, None);
+        // --annotations and --scan named the first model's files.
+        options.annotations = None;
+        options.scan = None;
+        let mut session = match new_session(ViewSource::Model(model), &options, None) {
+            Ok(s) => s,
+            Err(e) => {
+                self.session.vm.notify(format!("{}: {e:#}", path.display()));
+                return;
+            }
+        };
         if let Err(e) = session.run_file(None) {
             self.session.vm.notify(format!("{}: {e:#}", path.display()));
             return;
@@ -394,6 +428,9 @@ impl App {
     /// The pointer moved onto or off a class bar: show that class's Grad-CAM over the input
     /// (computed on the worker when missing) or the plain input again.
     fn hover_changed(&mut self) {
+        if self.session.vm.dataset.is_some() && matches!(self.state.hover, Hover::Tile(_)) {
+            self.hover_crops_wanted = true;
+        }
         let cams: Vec<Need> = view_needs(&self.session.vm, &self.state)
             .into_iter()
             .filter(|n| matches!(n, Need::Cam { .. }))

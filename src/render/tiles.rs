@@ -83,6 +83,11 @@ impl TileInstance {
         self.rect_px
     }
 
+    /// Which atlas tile it shows.
+    pub fn handle(&self) -> TileHandle {
+        self.handle
+    }
+
     /// The border: width in pixels and sRGB colour.
     pub fn border(&self) -> (f32, [f32; 4]) {
         (self.border_px, self.border_rgba)

@@ -244,6 +244,46 @@ fn split_csv_line(line: &str) -> Option<Vec<String>> {
     Some(fields)
 }
 
+/// A scan's `topk.json` must list its manifest's layers and filters (1, 2, … with at most
+/// `top_k` entries each) and index only its images.
+pub fn check_topk(dir: &Path, topk: &TopkFile, manifest: &Manifest) -> Result<()> {
+    let bad = |reason: String| ScanError::Format {
+        path: dir.join(TOPK_FILE),
+        reason,
+    };
+    if topk.layers.len() != manifest.layers.len() {
+        return Err(bad("its layers differ from scan.json's".into()));
+    }
+    for (t, l) in topk.layers.iter().zip(&manifest.layers) {
+        if t.name != l.name || t.filters.len() != l.shape[0] {
+            return Err(bad(format!("layer `{}` does not match scan.json", t.name)));
+        }
+        for (k, f) in t.filters.iter().enumerate() {
+            if f.filter != k + 1 || f.top.len() > manifest.top_k {
+                return Err(bad(format!(
+                    "layer `{}` filter {}: bad entry",
+                    t.name,
+                    k + 1
+                )));
+            }
+            if let Some(e) = f
+                .top
+                .iter()
+                .find(|e| e.image as usize >= manifest.images.len())
+            {
+                return Err(bad(format!(
+                    "layer `{}` filter {} names image {}, but the shard has {}",
+                    t.name,
+                    k + 1,
+                    e.image,
+                    manifest.images.len()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn read_manifest(dir: &Path) -> Result<Manifest> {
     let path = dir.join(MANIFEST_FILE);
     let manifest: Manifest = read_json(&path)?;

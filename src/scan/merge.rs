@@ -138,7 +138,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path, allow_missing: bool) -> Result<MergeS
         let offset = images.len() as u64;
         let stats = format::read_stats_csv(&s.dir.join(format::STATS_FILE), &layer_infos)?;
         let topk = format::read_topk(&s.dir)?;
-        check_topk(&s.dir, &topk, &s.manifest)?;
+        format::check_topk(&s.dir, &topk, &s.manifest)?;
         for ((layer, filters), (li, tl)) in merged
             .iter_mut()
             .zip(stats)
@@ -235,43 +235,4 @@ pub fn merge(dirs: &[PathBuf], out: &Path, allow_missing: bool) -> Result<MergeS
         images: manifest.images.len(),
         missing,
     })
-}
-
-/// A shard's `topk.json` must list its manifest's layers and filters and index its images.
-fn check_topk(dir: &Path, topk: &TopkFile, manifest: &Manifest) -> Result<()> {
-    let bad = |reason: String| ScanError::Format {
-        path: dir.join(format::TOPK_FILE),
-        reason,
-    };
-    if topk.layers.len() != manifest.layers.len() {
-        return Err(bad("its layers differ from scan.json's".into()));
-    }
-    for (t, l) in topk.layers.iter().zip(&manifest.layers) {
-        if t.name != l.name || t.filters.len() != l.shape[0] {
-            return Err(bad(format!("layer `{}` does not match scan.json", t.name)));
-        }
-        for (k, f) in t.filters.iter().enumerate() {
-            if f.filter != k + 1 || f.top.len() > manifest.top_k {
-                return Err(bad(format!(
-                    "layer `{}` filter {}: bad entry",
-                    t.name,
-                    k + 1
-                )));
-            }
-            if let Some(e) = f
-                .top
-                .iter()
-                .find(|e| e.image as usize >= manifest.images.len())
-            {
-                return Err(bad(format!(
-                    "layer `{}` filter {} names image {}, but the shard has {}",
-                    t.name,
-                    k + 1,
-                    e.image,
-                    manifest.images.len()
-                )));
-            }
-        }
-    }
-    Ok(())
 }

@@ -6,13 +6,15 @@
 //! [`run`] pushes them through the engine into the running state of [`accumulate`] (saved
 //! as a checkpoint every few batches), then finds each top unit's input pixels with
 //! [`receptive`], crops them, and writes the directory [`format`] describes; [`merge`]
-//! combines shard directories into one, equal to a single-process scan.
+//! combines shard directories into one, equal to a single-process scan; [`open`] reads a
+//! finished scan back for the viewer.
 
 pub mod accumulate;
 pub mod crop;
 pub mod format;
 pub mod inputs;
 pub mod merge;
+pub mod open;
 pub mod receptive;
 pub mod run;
 pub mod shard;

@@ -263,13 +263,18 @@ impl TileGrid {
 /// Width of one method radio button in the details header.
 pub const METHOD_BUTTON_PX: [f32; 2] = [118.0, 22.0];
 
+/// Narrowest method button; below [`FULL_LABEL_BUTTON_PX`] buttons show short labels.
+pub const COMPACT_BUTTON_PX: f32 = 56.0;
+/// Narrowest method button that shows its full label.
+pub const FULL_LABEL_BUTTON_PX: f32 = 96.0;
+
 /// Rectangle of method button `i` (right-aligned in the details header).
 /// Buttons narrow (down to 84 px) so that together they take at most 55% of the header.
 pub fn method_button_rect(details: &Rect, i: usize, count: usize) -> Rect {
     let gap = 6.0;
     let n = count.max(1) as f32;
-    let fit = (details.w * 0.55 - (n - 1.0) * gap) / n;
-    let w = fit.clamp(84.0, METHOD_BUTTON_PX[0]);
+    let fit = (details.w * 0.66 - (n - 1.0) * gap) / n;
+    let w = fit.clamp(COMPACT_BUTTON_PX, METHOD_BUTTON_PX[0]);
     let total = n * (w + gap) - gap;
     let x0 = details.right() - 12.0 - total;
     Rect::new(

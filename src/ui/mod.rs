@@ -5,10 +5,12 @@
 pub mod arch_canvas;
 pub mod blocks;
 pub mod charts;
+pub mod dataset;
 pub mod layout;
 pub mod needs;
 pub mod palette;
 pub mod scene;
+pub mod side_canvas;
 pub mod state;
 
 use std::collections::HashMap;
@@ -177,6 +179,9 @@ pub struct ViewModel {
     pub group_names: Vec<String>,
     /// The latest progress of a computation of a layer's images, if one reported any.
     pub progress: Option<Progress>,
+    /// A dataset scan opened beside the model (`view --scan`): ranks, dead filters and top
+    /// examples over a dataset.
+    pub dataset: Option<dataset::DatasetView>,
 }
 
 impl ViewModel {
@@ -284,6 +289,7 @@ impl ViewModel {
             groups: Vec::new(),
             group_names: Vec::new(),
             progress: None,
+            dataset: None,
         }
         .with_groups()
     }
@@ -309,6 +315,17 @@ impl ViewModel {
         self.groups = blocks.ranges;
         self.group_names = blocks.names;
         self
+    }
+
+    /// The order to show `layer`'s filters in when sorted by rank: the dataset scan's (mean
+    /// over the dataset) where the scan has the layer, else the current input's; `true` when
+    /// it is the dataset's. `None` where no rank is known.
+    pub fn rank_order(&self, layer: usize) -> Option<(&[usize], bool)> {
+        if let Some(l) = self.dataset.as_ref().and_then(|d| d.layer(layer)) {
+            return Some((l.rank.as_slice(), true));
+        }
+        let order = self.filter_rank.get(layer)?;
+        (!order.is_empty()).then_some((order.as_slice(), false))
     }
 
     /// The `k` most probable classes as `(index, probability)`.

@@ -5,7 +5,7 @@
 
 use super::ViewModel;
 use super::scene::wanted_cam;
-use super::state::ViewState;
+use super::state::{Panel, ViewState};
 use crate::format::Method;
 
 /// One result the view needs.
@@ -24,7 +24,7 @@ pub fn view_needs(vm: &ViewModel, state: &ViewState) -> Vec<Need> {
     let mut needs = Vec::new();
     let (layer, method) = (state.selected, state.method);
     let has_maps = vm.layers.get(layer).and_then(|l| l.map_dims()).is_some();
-    if method != Method::Forward && has_maps {
+    if method != Method::Forward && has_maps && state.panel == Panel::Tiles {
         needs.push(Need::FilterImages { layer, method });
     }
     if let Some((layer, class)) = wanted_cam(vm, state) {

@@ -4,9 +4,12 @@
 //! Draw order: canvas backgrounds, then tiles, then the overlay (architecture canvas and the
 //! details header, which cover tiles scrolled under them), then text.
 
-use super::layout::{DETAILS_HEADER_PX, Rect, TileGrid, method_button_rect};
+use super::layout::{DETAILS_HEADER_PX, FULL_LABEL_BUTTON_PX, Rect, TileGrid, method_button_rect};
 use super::palette::{ACCENT, BAD, BG, DIM, GOOD, PANEL, PANEL_EDGE, TEXT};
-use super::state::{BUTTON_COUNT, Hover, ModelShape, Panel, ViewState, button_label, method_label};
+use super::state::{
+    BUTTON_COUNT, Hover, ModelShape, Panel, ViewState, button_label, compact_button_label,
+    method_label,
+};
 use super::{LayerInfo, ViewModel};
 use crate::annotations::{Annotations, Mark};
 use crate::format::Method;
@@ -14,7 +17,6 @@ use crate::render::{Colormap, Scene, ShapeInstance, TextItem, TileHandle, TileIn
 
 /// Border of a filter suggested bad (constant on this input) but not marked.
 const SUGGESTED: [f32; 4] = [0.95, 0.25, 0.22, 0.45];
-/// Height of the architecture canvas's title bar as drawn (text clip).
 /// Smallest tile edge in the details grid.
 pub const MIN_TILE_PX: f32 = 28.0;
 
@@ -34,7 +36,7 @@ pub struct LayerTiles {
 
 impl LayerTiles {
     /// Gradient images are RGB (normalised jointly over their planes); maps use the chosen map.
-    fn colormap(&self, chosen: Colormap) -> Colormap {
+    pub(super) fn colormap(&self, chosen: Colormap) -> Colormap {
         if self.method.gradient().is_some() {
             Colormap::Rgb
         } else {
@@ -60,17 +62,27 @@ pub struct SceneInputs<'a> {
     pub cam: Option<(TileHandle, &'a str)>,
     /// An example image of the hovered class (`--examples`).
     pub example: Option<TileHandle>,
+    /// Dataset-scan crops of the selected layer (`--scan`).
+    pub dataset: Option<&'a super::dataset::DatasetTiles>,
 }
 
 /// The tile grid of the selected layer (also used for hit testing).
 pub fn selected_grid(vm: &ViewModel, state: &ViewState) -> Option<TileGrid> {
     let layer = vm.layers.get(state.selected)?;
-    if layer.pool.is_some() || state.panel != Panel::Tiles {
-        return None; // pooling layers show their window; Grad-CAM/parameters have no grid
-    }
     let (c, h, w) = layer.map_dims()?;
-    // Gradient images have the input's size.
-    let hw = tile_hw(vm, state.method, [h, w]);
+    let hw = match state.panel {
+        // Pooling layers show their window.
+        _ if layer.pool.is_some() => return None,
+        // Gradient images have the input's size.
+        Panel::Tiles => tile_hw(vm, state.method, [h, w]),
+        Panel::DatasetExamples => {
+            let dataset = vm.dataset.as_ref()?;
+            dataset.layer(state.selected)?;
+            [dataset.crop_px as usize; 2]
+        }
+        // Grad-CAM and parameters have no grid.
+        Panel::GradCam | Panel::Params => return None,
+    };
     Some(TileGrid::zoomed(
         &state.tile_area(),
         c,
@@ -119,11 +131,51 @@ pub fn wanted_cam(vm: &ViewModel, state: &ViewState) -> Option<(usize, usize)> {
 }
 
 /// Which filter each grid position shows when the tiles are sorted by rank (None: filter
-/// order, or no rank known for the selected layer).
+/// order, or no rank known for the selected layer). A dataset scan's rank comes first
+/// ([`ViewModel::rank_order`]).
 pub fn tile_order<'a>(vm: &'a ViewModel, state: &ViewState) -> Option<&'a [usize]> {
-    let order = vm.filter_rank.get(state.selected)?;
+    let (order, _) = vm.rank_order(state.selected)?;
     let channels = vm.layers.get(state.selected)?.map_dims()?.0;
-    (state.sort_by_rank && order.len() == channels).then_some(order.as_slice())
+    (state.sort_by_rank && order.len() == channels).then_some(order)
+}
+
+/// The border of filter `k`'s tile in the selected layer: hovered, marked, or suggested bad.
+pub(super) fn tile_border(inp: &SceneInputs, k: usize) -> Option<([f32; 4], f32)> {
+    let name = inp.vm.layers.get(inp.state.selected)?.name.as_str();
+    if inp.state.hover == Hover::Tile(k) {
+        return Some((ACCENT, 2.0));
+    }
+    match inp.annotations.mark(name, k) {
+        Some(Mark::Good) => Some((GOOD, 3.0)),
+        Some(Mark::Bad) => Some((BAD, 3.0)),
+        None if inp.suggested_bad.contains(&k) => Some((SUGGESTED, 1.5)),
+        None => None,
+    }
+}
+
+/// The header's notes on rank order and suggested-bad filters, shared by every grid.
+fn rank_and_dead_hint(inp: &SceneInputs) -> String {
+    let (vm, state) = (inp.vm, inp.state);
+    let rank = vm.rank_order(state.selected);
+    let mut hint = match (tile_order(vm, state), rank) {
+        (Some(_), Some((_, true))) => " · sorted by mean over the dataset (S: filter order)",
+        (Some(_), _) => " · sorted by rank (S: filter order)",
+        (None, Some(_)) => " · S sorts by rank",
+        (None, None) => "",
+    }
+    .to_string();
+    if !inp.suggested_bad.is_empty() {
+        let what = if rank.is_some_and(|(_, dataset)| dataset) {
+            "dead over the dataset"
+        } else {
+            "constant"
+        };
+        hint.push_str(&format!(
+            " · {} {what}: B marks them bad",
+            inp.suggested_bad.len()
+        ));
+    }
+    hint
 }
 
 /// Builds the frame.
@@ -147,7 +199,7 @@ pub fn build_scene(inp: &SceneInputs) -> Scene {
     ));
     details(inp, &mut scene);
     super::arch_canvas::architecture(inp.vm, inp.state, inp.annotations, &mut scene);
-    side(inp, &mut scene);
+    super::side_canvas::side(inp, &mut scene);
     if inp.state.show_frame_time
         && let Some(ms) = inp.frame_ms
     {
@@ -193,6 +245,10 @@ fn details(inp: &SceneInputs, scene: &mut Scene) {
     if layer.map_dims().is_some() && layer.pool.is_none() {
         method_buttons(state, &header, scene);
     }
+    if state.panel == Panel::DatasetExamples && layer.pool.is_none() && layer.map_dims().is_some() {
+        dataset_examples(inp, &header, &area, scene);
+        return;
+    }
     match (
         selected_grid(vm, state),
         inp.tiles
@@ -222,23 +278,7 @@ fn details(inp: &SceneInputs, scene: &mut Scene) {
             let mut hint = format!(
                 "{what} · {count} (good {good}, bad {bad}) · click good, double-click bad, shift+click clear"
             );
-            hint.push_str(match tile_order(vm, state) {
-                Some(_) => " · sorted by rank (S: filter order)",
-                None if vm
-                    .filter_rank
-                    .get(state.selected)
-                    .is_some_and(|o| !o.is_empty()) =>
-                {
-                    " · S sorts by rank"
-                }
-                None => "",
-            });
-            if !inp.suggested_bad.is_empty() {
-                hint.push_str(&format!(
-                    " · {} constant: B marks them bad",
-                    inp.suggested_bad.len()
-                ));
-            }
+            hint.push_str(&rank_and_dead_hint(inp));
             scene.text.push(
                 TextItem::new(hint, [d.x + 12.0, d.y + 32.0], 12.0, DIM).clipped(header.xywh()),
             );
@@ -251,17 +291,7 @@ fn details(inp: &SceneInputs, scene: &mut Scene) {
                 let r = grid.tile_rect(pos, state.details_scroll_px);
                 let t =
                     TileInstance::new(r.xywh(), *handle, *range, tiles.colormap(state.colormap));
-                let border = if state.hover == Hover::Tile(k) {
-                    Some((ACCENT, 2.0))
-                } else {
-                    match inp.annotations.mark(&layer.name, k) {
-                        Some(Mark::Good) => Some((GOOD, 3.0)),
-                        Some(Mark::Bad) => Some((BAD, 3.0)),
-                        None if inp.suggested_bad.contains(&k) => Some((SUGGESTED, 1.5)),
-                        None => None,
-                    }
-                };
-                scene.tiles.push(match border {
+                scene.tiles.push(match tile_border(inp, k) {
                     Some((rgba, width_px)) => t.with_border(width_px, rgba),
                     None => t,
                 });
@@ -291,6 +321,27 @@ fn details(inp: &SceneInputs, scene: &mut Scene) {
     }
 }
 
+/// The "dataset examples" panel: the grid of top-1 crops with its header line, or why there
+/// is none.
+fn dataset_examples(inp: &SceneInputs, header: &Rect, area: &Rect, scene: &mut Scene) {
+    let (vm, state) = (inp.vm, inp.state);
+    let scanned = (vm.dataset.as_ref()).and_then(|d| Some((d, d.layer(state.selected)?)));
+    let (Some(grid), Some((dataset, layer))) = (selected_grid(vm, state), scanned) else {
+        let msg = super::dataset::no_grid_message(vm.dataset.as_ref());
+        scene.text.push(
+            TextItem::new(msg, [area.x + 12.0, area.y + 8.0], 13.0, DIM)
+                .with_max_width(area.w - 24.0),
+        );
+        return;
+    };
+    let mut hint = super::dataset::grid_hint(dataset, layer);
+    hint.push_str(&rank_and_dead_hint(inp));
+    scene.text.push(
+        TextItem::new(hint, [header.x + 12.0, header.y + 32.0], 12.0, DIM).clipped(header.xywh()),
+    );
+    super::dataset::draw_top1_grid(inp, &grid, area, scene);
+}
+
 /// The method radio buttons, right-aligned in the details header.
 fn method_buttons(state: &ViewState, header: &Rect, scene: &mut Scene) {
     for i in 0..BUTTON_COUNT {
@@ -314,7 +365,11 @@ fn method_buttons(state: &ViewState, header: &Rect, scene: &mut Scene) {
             .push(ShapeInstance::outline_rect(r.xywh(), 1.0, edge).rounded(4.0));
         scene.text.push(
             TextItem::new(
-                button_label(i),
+                if r.w < FULL_LABEL_BUTTON_PX {
+                    compact_button_label(i)
+                } else {
+                    button_label(i)
+                },
                 r.center(),
                 if r.w < 110.0 { 10.0 } else { 11.5 },
                 if active { TEXT } else { DIM },
@@ -395,166 +450,4 @@ fn layer_grad_cam(vm: &ViewModel, cam: Option<(TileHandle, &str)>, area: &Rect, 
         [area.x + 12.0, area.y + 32.0, side, side],
         pic,
     ));
-}
-
-/// Horizontal probability bars with class names, percent scale.
-fn bars(vm: &ViewModel, classes: &[(usize, f32)], area: Rect, scene: &mut Scene) {
-    let row = 24.0f32.min(area.h / classes.len().max(1) as f32);
-    let label_w = (area.w * 0.38).min(220.0);
-    let bar_w = area.w - label_w - 60.0;
-    for (i, &(class, p)) in classes.iter().enumerate() {
-        let y = area.y + i as f32 * row;
-        scene.text.push(
-            TextItem::new(
-                vm.label(class),
-                [area.x + label_w - 8.0, y + row / 2.0],
-                12.0,
-                TEXT,
-            )
-            .anchored([1.0, 0.5])
-            .with_max_width(label_w),
-        );
-        scene.shapes.push(ShapeInstance::fill_rect(
-            [area.x + label_w, y + 3.0, bar_w, row - 6.0],
-            PANEL,
-        ));
-        scene.shapes.push(ShapeInstance::fill_rect(
-            [
-                area.x + label_w,
-                y + 3.0,
-                bar_w * p.clamp(0.0, 1.0),
-                row - 6.0,
-            ],
-            [0.30, 0.55, 0.90, 1.0],
-        ));
-        scene.text.push(
-            TextItem::new(
-                format!("{:.1}%", p * 100.0),
-                [area.x + label_w + bar_w + 6.0, y + row / 2.0],
-                12.0,
-                DIM,
-            )
-            .anchored([0.0, 0.5]),
-        );
-    }
-}
-
-fn side(inp: &SceneInputs, scene: &mut Scene) {
-    let (vm, state) = (inp.vm, inp.state);
-    let s = state.canvases().side;
-    let margin = 14.0;
-    // Input picture and enlarged tile share what the texts and the top-5 bars leave.
-    let w = s.w - 2.0 * margin;
-    let pic_w = w.min(((s.h - 330.0) / 2.0).max(80.0));
-    let mut y = s.y + 12.0;
-    scene
-        .text
-        .push(TextItem::new("Input", [s.x + margin, y], 14.0, TEXT));
-    y += 22.0;
-    // With a class hovered in a chart, its Grad-CAM over the input takes the input's place.
-    let hovering_class = super::charts::hovered_class(vm, state).is_some();
-    let (pic, caption, colour) = match inp.cam {
-        Some((cam, caption)) if hovering_class => (Some(cam), caption.to_string(), ACCENT),
-        _ => (inp.picture, vm.input_label.clone(), DIM),
-    };
-    if let Some(pic) = pic {
-        let h = pic_w * pic.size_px[1] as f32 / pic.size_px[0].max(1) as f32;
-        scene
-            .tiles
-            .push(TileInstance::picture([s.x + margin, y, pic_w, h], pic));
-        y += h + 6.0;
-    }
-    scene
-        .text
-        .push(TextItem::new(caption, [s.x + margin, y], 11.0, colour).with_max_width(w));
-    y += 24.0;
-    if let Some(layer) = vm.layers.get(state.selected) {
-        scene.text.push(
-            TextItem::new(
-                format!("Layer: {}", layer.name),
-                [s.x + margin, y],
-                13.0,
-                TEXT,
-            )
-            .with_max_width(w),
-        );
-        y += 40.0;
-    }
-    if let (Some(example), Some(class)) = (inp.example, super::charts::hovered_class(vm, state)) {
-        scene.text.push(
-            TextItem::new(
-                format!("example of {}", vm.label(class)),
-                [s.x + margin, y],
-                13.0,
-                ACCENT,
-            )
-            .with_max_width(w),
-        );
-        y += 20.0;
-        let aspect = example.size_px[1] as f32 / example.size_px[0].max(1) as f32;
-        let h = pic_w * aspect;
-        scene
-            .tiles
-            .push(TileInstance::picture([s.x + margin, y, pic_w, h], example));
-        y += h + 12.0;
-    }
-    if let (Hover::Tile(k), Some(tiles)) = (state.hover, inp.tiles)
-        && let Some((handle, range)) = tiles.tiles.get(k)
-    {
-        let name = vm
-            .layers
-            .get(state.selected)
-            .map_or("", |l| l.name.as_str());
-        let mut mark = match inp.annotations.mark(name, k) {
-            Some(m) => format!(" · marked {}", m.label()),
-            None if inp.suggested_bad.contains(&k) => " · constant on this input".into(),
-            None => String::new(),
-        };
-        if let Some(order) = vm.filter_rank.get(state.selected)
-            && let Some(rank) = order.iter().position(|&f| f == k)
-        {
-            mark = format!(" · rank {} of {}{mark}", rank + 1, order.len());
-        }
-        scene.text.push(TextItem::new(
-            format!("filter {}{mark}", k + 1),
-            [s.x + margin, y],
-            13.0,
-            ACCENT,
-        ));
-        y += 20.0;
-        let h = pic_w * tiles.map_hw[0] as f32 / tiles.map_hw[1].max(1) as f32;
-        scene.tiles.push(TileInstance::new(
-            [s.x + margin, y, pic_w, h],
-            *handle,
-            *range,
-            tiles.colormap(state.colormap),
-        ));
-        y += h + 12.0;
-    }
-    if !vm.probabilities.is_empty() {
-        scene
-            .text
-            .push(TextItem::new("Top classes", [s.x + margin, y], 13.0, TEXT));
-        y += 20.0;
-        let area = Rect::new(s.x + margin, y, w, 5.0 * 22.0);
-        bars(vm, &vm.top_classes(5), area, scene);
-        y += area.h + 8.0;
-    } else if let Some(summary) = &vm.output_summary {
-        scene.text.push(TextItem::new(
-            "Output (not class scores)",
-            [s.x + margin, y],
-            13.0,
-            TEXT,
-        ));
-        y += 20.0;
-        scene
-            .text
-            .push(TextItem::new(summary.clone(), [s.x + margin, y], 12.0, TEXT).with_max_width(w));
-        y += 36.0;
-    }
-    if let Some(notice) = &vm.notice {
-        scene
-            .text
-            .push(TextItem::new(notice.clone(), [s.x + margin, y], 12.0, ACCENT).with_max_width(w));
-    }
 }

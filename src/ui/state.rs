@@ -14,14 +14,20 @@ pub enum Panel {
     /// Every filter's tile under [`ViewState::method`].
     #[default]
     Tiles,
+    /// Each filter's top-1 crop from a dataset scan (`view --scan`).
+    DatasetExamples,
     /// The layer's Grad-CAM of the top class, over the input.
     GradCam,
     /// Parameters and the weight histogram.
     Params,
 }
 
-/// The details header's radio buttons: the tile methods, then Grad-CAM and parameters.
-pub const BUTTON_COUNT: usize = Method::ALL.len() + 2;
+/// The details header's radio buttons: the tile methods, then dataset examples, Grad-CAM
+/// and parameters.
+pub const BUTTON_COUNT: usize = Method::ALL.len() + 3;
+
+/// The panels after the tile methods' buttons, in button order.
+const PANEL_BUTTONS: [Panel; 3] = [Panel::DatasetExamples, Panel::GradCam, Panel::Params];
 
 /// The name a method has on the viewer's buttons and in its header.
 pub fn method_label(method: Method) -> &'static str {
@@ -38,8 +44,22 @@ pub fn method_label(method: Method) -> &'static str {
 pub fn button_label(i: usize) -> &'static str {
     match Method::ALL.get(i) {
         Some(&m) => method_label(m),
-        None if i == Method::ALL.len() => "Grad-CAM",
-        None => "parameters",
+        None => match PANEL_BUTTONS.get(i - Method::ALL.len()) {
+            Some(Panel::DatasetExamples) => "dataset examples",
+            Some(Panel::GradCam) => "Grad-CAM",
+            _ => "parameters",
+        },
+    }
+}
+
+/// Short label of radio button `i`, for narrow windows.
+pub fn compact_button_label(i: usize) -> &'static str {
+    match (Method::ALL.get(i), button_label(i)) {
+        (Some(Method::Guided), _) => "GBP",
+        (Some(Method::Deconvnet), _) => "deconv",
+        (None, "dataset examples") => "dataset",
+        (None, "parameters") => "params",
+        (_, label) => label,
     }
 }
 
@@ -446,8 +466,9 @@ impl ViewState {
                 .iter()
                 .position(|&m| m == self.method)
                 .unwrap_or(0),
-            Panel::GradCam => Method::ALL.len(),
-            Panel::Params => Method::ALL.len() + 1,
+            panel => {
+                Method::ALL.len() + PANEL_BUTTONS.iter().position(|&p| p == panel).unwrap_or(0)
+            }
         }
     }
 
@@ -457,8 +478,10 @@ impl ViewState {
                 self.method = m;
                 self.panel = Panel::Tiles;
             }
-            None if i == Method::ALL.len() => self.panel = Panel::GradCam,
-            None => self.panel = Panel::Params,
+            None => {
+                let panel = PANEL_BUTTONS.get(i - Method::ALL.len());
+                self.panel = panel.copied().unwrap_or(Panel::Params);
+            }
         }
     }
 

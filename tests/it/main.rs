@@ -31,6 +31,7 @@ mod render_shaders;
 mod render_window;
 mod scan;
 mod scan_deploy;
+mod scan_view;
 mod shared_device;
 mod view_golden;
 mod viewer_compute;

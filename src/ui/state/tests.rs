@@ -149,19 +149,29 @@ fn method_buttons_are_radio_buttons() {
             .view_changed,
         "clicking the active method changes nothing"
     );
-    // Grad-CAM and parameters are buttons after the tile methods.
-    let cam_button = Method::ALL.len();
-    let cam = method_button_rect(&s.canvases().details, cam_button, BUTTON_COUNT);
+    // Dataset examples, Grad-CAM and parameters are buttons after the tile methods.
+    let examples_button = Method::ALL.len();
+    let examples = method_button_rect(&s.canvases().details, examples_button, BUTTON_COUNT);
     assert!(
-        s.on_click(&m, cam.center(), ClickInfo::default())
+        s.on_click(&m, examples.center(), ClickInfo::default())
             .view_changed
     );
-    assert_eq!((s.panel, s.active_button()), (Panel::GradCam, cam_button));
+    assert_eq!(
+        (s.panel, s.active_button()),
+        (Panel::DatasetExamples, examples_button)
+    );
+    s.on_key(&m, Key::CycleMethod);
+    assert_eq!(
+        (s.panel, s.active_button()),
+        (Panel::GradCam, examples_button + 1)
+    );
     s.on_key(&m, Key::CycleMethod);
     assert_eq!(s.panel, Panel::Params);
     s.on_key(&m, Key::CycleMethod);
     assert_eq!((s.panel, s.method), (Panel::Tiles, Method::Forward));
-    assert_eq!(button_label(cam_button), "Grad-CAM");
+    assert_eq!(button_label(examples_button), "dataset examples");
+    assert_eq!(button_label(examples_button + 1), "Grad-CAM");
+    assert_eq!(button_label(examples_button + 2), "parameters");
     assert_eq!(button_label(4), "occlusion");
 }
 
