@@ -140,3 +140,78 @@ write(img_dir, "npy_v2_huge_header_len", bytes([6]) + b"\x93NUMPY\x02\x00\xff\xf
 write(img_dir, "npy_truncated_header", bytes([6]) + npy_header("(1, 3, 4, 6)")[:30])
 write(img_dir, "npy_no_close_paren", bytes([6]) + npy_header("(1, 3, 4, 6"))
 print("wrote", len(os.listdir(onnx_dir)), "onnx and", len(os.listdir(img_dir)), "image inputs")
+
+
+# --- scan_reader (byte 0 even: scan.json FF00 stats.csv FF00 topk.json FF00 crop.png;
+#     odd: a checkpoint.json) ---------------------------------------------------------------
+import json
+
+scan_dir = os.path.join(root, "scan_reader")
+os.makedirs(scan_dir, exist_ok=True)
+SEP = b"\xff\x00"
+
+
+def scan_manifest(layers=(("conv", [2, 2, 2], "conv"),), images=("a.png", "b.png"), version=1):
+    return {
+        "version": version,
+        "model": {"name": "m", "fingerprint": "f"},
+        "layers": [{"name": n, "shape": s, "stem": st} for n, s, st in layers],
+        "images": list(images),
+        "skipped": [],
+        "top_k": 2,
+        "settings": {"size": [4, 4], "mean": [0, 0, 0], "std": [1, 1, 1], "fit": "stretch",
+                     "crop_size": 8, "inputs_total": len(images)},
+    }
+
+
+STATS = ("layer,filter,count,mean,std,min,max,frac_nonpositive,dead\n"
+         "conv,1,2,0.5,0.1,-1,2,0.25,false\nconv,2,2,-0.5,0.1,-2,-1,1,true\n")
+
+
+def topk(entries_per_filter=((0, 1), (1,)), image_override=None):
+    return {"layers": [{"name": "conv", "filters": [
+        {"filter": k + 1, "top": [{"image": image_override if image_override is not None else i,
+                                   "value": 1.0, "y": 0, "x": 1, "box": [0, 0, 3, 3]}
+                                  for i in ims]}
+        for k, ims in enumerate(entries_per_filter)]}]}
+
+
+def scan_case(manifest, stats=STATS, top=None, png=b""):
+    m = manifest if isinstance(manifest, bytes) else json.dumps(manifest).encode()
+    t = json.dumps(top if top is not None else topk()).encode()
+    return bytes([0]) + m + SEP + stats.encode() + SEP + t + SEP + png
+
+
+tiny_png = png_header(8, 8)
+write(scan_dir, "valid_scan", scan_case(scan_manifest(), png=tiny_png))
+write(scan_dir, "manifest_not_json", scan_case(b"{\"version\": 1,"))
+write(scan_dir, "manifest_version_2", scan_case(scan_manifest(version=2)))
+write(scan_dir, "stem_traversal", scan_case(scan_manifest(layers=(("conv", [2, 2, 2], "../x"),))))
+write(scan_dir, "topk_image_out_of_range", scan_case(scan_manifest(), top=topk(image_override=7)))
+write(scan_dir, "stats_missing_filter", scan_case(scan_manifest(), stats=STATS.rsplit("conv,2", 1)[0]))
+write(scan_dir, "stats_count_overflow", scan_case(
+    scan_manifest(layers=(("conv", [2, 4294967296, 4294967296], "conv"),)),
+    stats=STATS.replace("conv,1,2,", "conv,1,18446744073709551615,")))
+write(scan_dir, "huge_filter_count", scan_case(
+    scan_manifest(layers=(("conv", [1 << 40, 2, 2], "conv"),))))
+write(scan_dir, "crop_png_100000x100000", scan_case(scan_manifest(), png=png_header(100_000, 100_000)))
+
+
+def checkpoint(y=0, next_file=2, images=2, top_k=2):
+    filt = {"count": 2, "mean": 0.5, "m2": 0.0, "min": -1.0, "max": 2.0, "nonpositive": 1,
+            "values": 8}
+    return bytes([1]) + json.dumps({
+        "key": {"model_fingerprint": "f", "layers": ["conv"],
+                "settings": scan_manifest()["settings"], "shard": None, "files": "2:x",
+                "top_k": top_k, "batch": 2},
+        "next_file": next_file, "images": images, "skipped": [],
+        "layers": [{"name": "conv", "shape": [2, 2, 2], "filters": [filt, filt],
+                    "top": [[{"image": 1, "value": 2.0, "y": y, "x": 0}], []]}],
+    }).encode()
+
+
+write(scan_dir, "checkpoint_valid", checkpoint())
+write(scan_dir, "checkpoint_top_outside_map", checkpoint(y=2))
+write(scan_dir, "checkpoint_more_files_than_inputs", checkpoint(next_file=3, images=3))
+write(scan_dir, "checkpoint_not_json", bytes([1]) + b"{\"key\"")
+print("wrote", len(os.listdir(scan_dir)), "scan_reader inputs")

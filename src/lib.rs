@@ -32,6 +32,8 @@ pub mod cli;
 pub mod engine;
 pub mod export;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzz_cases;
 pub mod gpu_instance;
 pub mod model;
 pub mod npy;

@@ -1,7 +1,9 @@
-//! Hostile inputs for the two loaders the fuzz targets in `fuzz/` exercise: every file in
+//! Hostile inputs for the loaders the fuzz targets in `fuzz/` exercise: every file in
 //! `tests/fixtures/fuzz/onnx_loader/` goes through `load_onnx_bytes`, every file in
 //! `tests/fixtures/fuzz/image_loader/` through `load_input` exactly as
-//! `fuzz/fuzz_targets/image_loader.rs` feeds it (first byte = set-up, rest = file).
+//! `fuzz/fuzz_targets/image_loader.rs` feeds it (first byte = set-up, rest = file),
+//! `datadir_reader/` through `DataDir::open`, `scan_reader/` through
+//! `convlens::fuzz_cases::scan_reader` (a scan directory or a checkpoint).
 //!
 //! Each must come back as `Ok` or a clean `Err` with a message: no panic (checked with
 //! `catch_unwind`), no hang (each case has a deadline) and no huge allocation (the global
@@ -60,6 +62,16 @@ const MUST_BE_ERR: &[&str] = &[
     "datadir_reader/negative_shape",
     "datadir_reader/huge_input",
     "datadir_reader/not_json",
+    "scan_reader/manifest_not_json",
+    "scan_reader/manifest_version_2",
+    "scan_reader/stem_traversal",
+    "scan_reader/topk_image_out_of_range",
+    "scan_reader/stats_missing_filter",
+    "scan_reader/stats_count_overflow",
+    "scan_reader/huge_filter_count",
+    "scan_reader/checkpoint_top_outside_map",
+    "scan_reader/checkpoint_more_files_than_inputs",
+    "scan_reader/checkpoint_not_json",
 ];
 
 /// Findings whose fix in `src/` has not landed yet: skipped by the `hostile_*` tests, run
@@ -301,6 +313,13 @@ fn run_all(target: &str, open: bool) {
         let outcome = match target {
             "onnx_loader" => run_onnx(&path),
             "datadir_reader" => run_datadir(&path, scratch.path()),
+            "scan_reader" => {
+                let data = std::fs::read(&path).expect("read fixture");
+                let dir = scratch.path().join(path.file_name().expect("file name"));
+                guarded(&path.display().to_string(), move || {
+                    convlens::fuzz_cases::scan_reader(&data, &dir)
+                })
+            }
             _ => run_image(&path, scratch.path()),
         };
         match outcome {
@@ -336,6 +355,24 @@ fn hostile_image_inputs_load_or_fail_cleanly() {
 #[test]
 fn hostile_data_directories_load_or_fail_cleanly() {
     run_all("datadir_reader", false);
+}
+
+#[test]
+fn hostile_scan_directories_and_checkpoints_load_or_fail_cleanly() {
+    run_all("scan_reader", false);
+    // The well-formed ones beside them are accepted (so the refusals are not of everything).
+    let scratch = tempfile::tempdir().expect("tempdir");
+    for name in ["valid_scan", "checkpoint_valid", "crop_png_100000x100000"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/fuzz/scan_reader")
+            .join(name);
+        let data = std::fs::read(&path).expect("read fixture");
+        assert_eq!(
+            convlens::fuzz_cases::scan_reader(&data, scratch.path()),
+            Ok(true),
+            "{name} was refused"
+        );
+    }
 }
 
 #[test]

@@ -16,6 +16,10 @@ pub const MANIFEST_FILE: &str = "scan.json";
 pub const STATS_FILE: &str = "stats.csv";
 pub const TOPK_FILE: &str = "topk.json";
 pub const EXAMPLES_DIR: &str = "examples";
+/// Bounds on what a `scan.json` may claim (far above any real network).
+pub const MAX_FILTERS: usize = 1 << 20;
+pub const MAX_MAP_SIDE: usize = 1 << 16;
+pub const MAX_TOP_K: usize = 100_000;
 pub const STATS_HEADER: &str = "layer,filter,count,mean,std,min,max,frac_nonpositive,dead";
 
 /// `scan.json`.
@@ -302,6 +306,25 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
         return Err(ScanError::Format {
             path,
             reason: "a layer's example folder is not a plain file name".into(),
+        });
+    }
+    // Sizes a file claims are bounded before anything is allocated by them.
+    if let Some(l) = (manifest.layers.iter()).find(|l| {
+        let [c, h, w] = l.shape;
+        !(1..=MAX_FILTERS).contains(&c) || !(1..=MAX_MAP_SIDE).contains(&h.max(w)) || h * w == 0
+    }) {
+        return Err(ScanError::Format {
+            path,
+            reason: format!(
+                "layer `{}` has shape {:?} (at most {MAX_FILTERS} filters of maps up to {MAX_MAP_SIDE} px)",
+                l.name, l.shape
+            ),
+        });
+    }
+    if manifest.top_k > MAX_TOP_K {
+        return Err(ScanError::Format {
+            path,
+            reason: format!("top_k {} is above {MAX_TOP_K}", manifest.top_k),
         });
     }
     Ok(manifest)
