@@ -165,5 +165,34 @@ fn atlas_fill(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, frame, atlas_fill);
+/// Ranges of a layer's gradient images as the viewer computes them beside the upload: min-max
+/// and the robust threshold (`GradientNorm::Robust`, a linear-time selection per image), 112
+/// RGB 224×224 images (EfficientNet-Lite0's `/_blocks.10/_project_conv/Conv`), images in
+/// parallel as `app::upload` does.
+fn gradient_norm(c: &mut Criterion) {
+    use convlens::viz::gradient_norm::GradientNorm;
+    use rayon::prelude::*;
+    let per = 3 * 224 * 224;
+    let images: Vec<f32> = (0..112 * per)
+        .map(|i| {
+            let u = ((i as u64 * 2_654_435_761) % 65_536) as f32 / 65_536.0 - 0.5;
+            // Heavy tails, like gradients: most values small, a few large.
+            u * u * u * 8.0
+        })
+        .collect();
+    let mut group = c.benchmark_group("tiles/gradient_norm_112x3x224x224");
+    group.sample_size(10);
+    for norm in [GradientNorm::MinMax, GradientNorm::Robust] {
+        group.bench_function(norm.name(), |b| {
+            b.iter(|| {
+                let ranges: Vec<[f32; 2]> =
+                    images.par_chunks(per).map(|im| norm.range(im)).collect();
+                black_box(ranges)
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, frame, atlas_fill, gradient_norm);
 criterion_main!(benches);

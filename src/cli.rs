@@ -153,6 +153,10 @@ pub struct BenchArgs {
     /// steps): `featvis_s_per_filter`.
     #[arg(long)]
     pub featvis: bool,
+    /// Only the architecture: model file → first frame, and frames while the architecture
+    /// scrolls (every layer a node, and in blocks). No compute; for very deep models.
+    #[arg(long, conflicts_with_all = ["skip_gbp", "ops", "featvis", "input"])]
+    pub arch_only: bool,
 }
 
 /// Model choice and preprocessing, shared by every command that runs a model.
@@ -220,6 +224,11 @@ pub struct ViewArgs {
     /// Show the tiles sorted by filter rank (mean activation on the input, highest first).
     #[arg(long)]
     pub sort_by_rank: bool,
+    /// How gradient tiles are scaled: robust (default: 0 at mid-grey, ±1 at the 98%
+    /// cumulative-|g| threshold, outliers clipped, as Captum) or minmax (the paper's). N
+    /// toggles it in the window.
+    #[arg(long, value_name = "robust|minmax", default_value = "robust", value_parser = export::parse_norm)]
+    pub normalize: crate::viz::gradient_norm::GradientNorm,
     /// Show one architecture node per block of layers (G toggles it in the window).
     #[arg(long)]
     pub collapse_blocks: bool,
@@ -509,6 +518,7 @@ pub fn view(args: &ViewArgs) -> Result<()> {
         annotations: args.annotations.clone(),
         device: args.model.device,
         sort_by_rank: args.sort_by_rank,
+        gradient_norm: args.normalize,
         collapse_blocks: args.collapse_blocks,
         arch_zoom: args.arch_zoom,
         ui_scale: args.ui_scale,
@@ -524,7 +534,26 @@ pub fn view(args: &ViewArgs) -> Result<()> {
 
 /// `convlens bench`: the table (or one JSON object with `--json`) on stdout, progress on stderr.
 pub fn bench(args: &BenchArgs) -> Result<()> {
+    let load_started = std::time::Instant::now();
     let m = args.model.load()?;
+    let load_s = load_started.elapsed().as_secs_f64();
+    if args.arch_only {
+        let ctx = crate::render::GpuContext::headless()?;
+        eprintln!("render: {}", ctx.describe());
+        let figures = crate::bench::arch::measure(
+            &ctx,
+            &m.graph,
+            Some(load_s),
+            crate::bench::FRAME_VIEWPORT,
+            &mut |line| eprintln!("{line}"),
+        )?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&figures)?);
+        } else {
+            print!("{}", figures.table());
+        }
+        return Ok(());
+    }
     let device = args.model.device();
     let model_name = match &args.model.model {
         Some(path) => path.display().to_string(),
@@ -541,6 +570,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         viewport: crate::bench::FRAME_VIEWPORT,
         batch: usize::from(args.batch),
         featvis: args.featvis,
+        load_s: Some(load_s),
     };
     let report = crate::bench::run(&m, &device, &options, &mut |line| eprintln!("{line}"))?;
     if args.json {

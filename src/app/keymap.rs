@@ -17,6 +17,8 @@ pub enum Command {
     ToggleLivePause,
     /// Blocks ↔ layers in the architecture, then scroll the selection into view.
     ToggleCollapse,
+    /// Close the innermost open block around the hovered node or the selection (U).
+    CloseBlock,
     /// Mark the selected layer's constant filters bad (B).
     AcceptDeadSuggestions,
     /// Open the layer search (`/`).
@@ -47,7 +49,9 @@ pub fn command(key: &WinitKey, live: bool) -> Option<Command> {
             "]" => view(Key::ArchZoomIn),
             "[" => view(Key::ArchZoomOut),
             "s" => view(Key::ToggleRankSort),
+            "n" => view(Key::ToggleGradientNorm),
             "g" => Some(Command::ToggleCollapse),
+            "u" => Some(Command::CloseBlock),
             "b" => Some(Command::AcceptDeadSuggestions),
             _ => None,
         },
@@ -95,7 +99,9 @@ mod tests {
             ("c", "C", Command::View(Key::CycleColormap)),
             ("f", "F", Command::View(Key::ToggleFrameTime)),
             ("s", "S", Command::View(Key::ToggleRankSort)),
+            ("n", "N", Command::View(Key::ToggleGradientNorm)),
             ("g", "G", Command::ToggleCollapse),
+            ("u", "U", Command::CloseBlock),
             ("b", "B", Command::AcceptDeadSuggestions),
         ] {
             assert_eq!(command(&ch(lower), false), Some(want), "{lower}");

@@ -59,6 +59,8 @@ pub struct ViewerOptions {
     pub device: DeviceChoice,
     /// Show the tiles in filter-rank order at start.
     pub sort_by_rank: bool,
+    /// How gradient tiles are scaled at start.
+    pub gradient_norm: crate::viz::gradient_norm::GradientNorm,
     /// Show one architecture node per block of layers at start.
     pub collapse_blocks: bool,
     /// Architecture node size at start (see [`crate::ui::layout::ArchGrid`]).
@@ -67,6 +69,9 @@ pub struct ViewerOptions {
     /// the display's own factor.
     pub ui_scale: f32,
 }
+
+/// Models with more layers than this open with their architecture in blocks (G: layers).
+pub const AUTO_COLLAPSE_LAYERS: usize = 1000;
 
 impl ViewerOptions {
     /// The view state these options ask for at start: `selected` layer, method, panel, rank
@@ -80,8 +85,11 @@ impl ViewerOptions {
         let mut state = ViewState::new(selected, window_px);
         state.method = self.method;
         state.sort_by_rank = self.sort_by_rank;
+        state.gradient_norm = self.gradient_norm;
         state.panel = self.panel;
-        state.collapsed = self.collapse_blocks;
+        // A model too long to scroll through layer by layer opens at its top level.
+        state.collapsed = self.collapse_blocks
+            || (vm.layers.len() > AUTO_COLLAPSE_LAYERS && !vm.levels.blocks.is_empty());
         state.arch_zoom = self.arch_zoom;
         let shape = crate::ui::scene::model_shape(vm, &state);
         state.scroll_arch_to(shape.item_of(selected));

@@ -12,6 +12,7 @@ use crate::format::Method;
 use crate::render::{GpuContext, ReadyTiles, Renderer, TileAtlas, TileHandle};
 use crate::ui::scene::LayerTiles;
 use crate::ui::state::ViewState;
+use crate::viz::gradient_norm::GradientNorm;
 
 /// Uploads an 8-bit picture (e.g. a Grad-CAM overlay) into the atlas.
 pub(super) fn upload_picture(
@@ -95,7 +96,7 @@ fn upload_layer(
         };
         let [channels, _, h, w] = image_dims(g)?;
         // While the images arrive chunk by chunk, the computed ones so far.
-        let tiles = upload_images(renderer, ctx, g, 0..g.filled.min(channels))?;
+        let (tiles, robust) = upload_images(renderer, ctx, g, 0..g.filled.min(channels))?;
         return Ok((
             picture,
             Some(LayerTiles {
@@ -104,6 +105,7 @@ fn upload_layer(
                 map_hw: [h, w],
                 channels,
                 tiles,
+                robust,
             }),
         ));
     }
@@ -136,6 +138,7 @@ fn upload_layer(
             map_hw: [h, w],
             channels: c,
             tiles,
+            robust: Vec::new(),
         }),
     ))
 }
@@ -146,13 +149,15 @@ fn image_dims(g: &GradientResult) -> Result<[usize; 4]> {
         .context("per-filter images are not [C, planes, H, W]")
 }
 
-/// Uploads the images of channels `range` of `g` into the atlas.
+/// Uploads the images of channels `range` of `g` into the atlas: the tiles with their
+/// min-max ranges and, for RGB gradient images, their robust ranges (computed in parallel;
+/// [`GradientNorm::Robust`]).
 fn upload_images(
     renderer: &mut Renderer,
     ctx: &GpuContext,
     g: &GradientResult,
     range: std::ops::Range<usize>,
-) -> Result<ReadyTiles> {
+) -> Result<(ReadyTiles, Vec<[f32; 2]>)> {
     let [_, planes, h, w] = image_dims(g)?;
     let upload = match planes {
         // Gradient images: RGB planes, normalised jointly.
@@ -167,7 +172,7 @@ fn upload_images(
         .data
         .get(range.start * per..range.end * per)
         .context("per-filter images shorter than their shape")?;
-    Ok(upload(
+    let tiles = upload(
         &mut renderer.atlas,
         &ctx.device,
         &ctx.queue,
@@ -175,7 +180,16 @@ fn upload_images(
         w as u32,
         h as u32,
         range.len() as u32,
-    )?)
+    )?;
+    let robust = if planes == 3 {
+        use rayon::prelude::*;
+        (values.par_chunks(per))
+            .map(|image| GradientNorm::Robust.range(image))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok((tiles, robust))
 }
 
 /// Uploads the per-filter images that arrived since `tiles` was made (the next channels of
@@ -199,8 +213,9 @@ pub fn append_tiles(
         return Ok(false);
     }
     if to > from {
-        let new = upload_images(renderer, ctx, g, from..to)?;
+        let (new, robust) = upload_images(renderer, ctx, g, from..to)?;
         tiles.tiles.extend(new);
+        tiles.robust.extend(robust);
     }
     Ok(true)
 }

@@ -310,12 +310,16 @@ impl App {
             SearchEdit::Type(text) => query.push_str(&text),
         }
         let query = query.clone();
-        let shape = model_shape(&self.session.vm, &self.state);
         let names = self.session.vm.layers.iter().map(|l| l.name.as_str());
-        if let Some(i) = crate::ui::state::find_layer(names, &query, start)
-            && self.state.jump_to(&shape, i)
-        {
-            self.view_changed();
+        if let Some(i) = crate::ui::state::find_layer(names, &query, start) {
+            // A match inside closed blocks opens them.
+            self.state.reveal(&self.session.vm.levels, i);
+            let shape = model_shape(&self.session.vm, &self.state);
+            if self.state.jump_to(&shape, i) {
+                self.view_changed();
+            } else {
+                self.state.scroll_arch_to(shape.item_of(i));
+            }
         }
         self.redraw();
     }
@@ -362,6 +366,14 @@ impl App {
                 let new_shape = model_shape(&self.session.vm, &self.state);
                 self.state
                     .scroll_arch_to(new_shape.item_of(self.state.selected));
+            }
+            Command::CloseBlock => {
+                if let Some(block) = self.state.close_block(&self.session.vm.levels) {
+                    // Keep the closed block in view.
+                    let first = self.session.vm.levels.blocks[block].layers.start;
+                    let new_shape = model_shape(&self.session.vm, &self.state);
+                    self.state.scroll_arch_to(new_shape.item_of(first));
+                }
             }
             Command::AcceptDeadSuggestions => {
                 let n = self.session.accept_dead_suggestions(self.state.selected);
@@ -577,12 +589,12 @@ impl ApplicationHandler<UserEvent> for App {
                     let outcome = self.state.on_click(&shape, p, click);
                     if let Some((layer, filter, mark)) = outcome.annotate {
                         self.session.annotate(layer, filter, mark);
-                        self.redraw();
                     }
                     if outcome.view_changed {
                         self.view_changed();
-                        self.redraw();
                     }
+                    // Also after a block opened in place.
+                    self.redraw();
                 }
             }
             WindowEvent::ScaleFactorChanged { scale_factor, .. } => {

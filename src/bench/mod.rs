@@ -22,6 +22,7 @@ use crate::model::preprocess::InputTensor;
 use crate::model::{LoadedModel, ModelError, default};
 use crate::render::{AtlasFill, GpuContext, RenderError};
 
+pub mod arch;
 mod render;
 mod report;
 
@@ -80,6 +81,9 @@ pub struct BenchOptions {
     pub batch: usize,
     /// Also time feature visualisation ([`BenchReport::featvis_s_per_filter`]).
     pub featvis: bool,
+    /// How long loading the model took, when the caller timed it (for
+    /// [`arch::ArchFigures::open_to_first_frame_ms`]).
+    pub load_s: Option<f64>,
 }
 
 /// Filters and steps of the feature-visualisation measurement (scaled to
@@ -284,6 +288,7 @@ pub fn run(
         peak_rss_mib: None,
         compute_pool_reserved_mib: None,
         atlas_mib: None,
+        arch: None,
         notes,
     };
     match gpu {
@@ -311,6 +316,13 @@ pub fn run(
             report.atlas_fill_upload_ms = r.atlas_fill_upload_ms;
             report.atlas_mib = Some(r.atlas_mib);
             report.notes.extend(r.notes);
+            report.arch = Some(arch::measure(
+                &ctx,
+                &model.graph,
+                options.load_s,
+                options.viewport,
+                progress,
+            )?);
         }
     }
     report.compute_pool_reserved_mib = pool_max.map(|b| round(b as f64 / MIB, 1));

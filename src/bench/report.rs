@@ -82,6 +82,10 @@ pub struct BenchReport {
     /// Size of the tile atlas texture after the input→tiles measurement.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub atlas_mib: Option<f64>,
+    /// Open → first frame and scrolling frames of the architecture (flattened into the JSON;
+    /// absent without a wgpu adapter).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<super::arch::ArchFigures>,
     pub notes: Vec<String>,
 }
 
@@ -304,6 +308,10 @@ impl BenchReport {
             );
             out += &op_rows(&self.gbp_ops, [20, 5], "steps", "s");
         }
+        if let Some(arch) = &self.arch {
+            out.push('\n');
+            out += &arch.table();
+        }
         for note in &self.notes {
             out += &format!("note: {note}\n");
         }
@@ -362,6 +370,7 @@ mod tests {
             peak_rss_mib: Some(100.0),
             compute_pool_reserved_mib: None,
             atlas_mib: None,
+            arch: None,
             notes: vec!["no adapter".into()],
         };
         let t = report.table();

@@ -1,6 +1,7 @@
 //! `convlens export`: the paper's data files for one input — tiles per layer and method,
 //! Grad-CAM, occlusion maps, optional raw arrays — written through [`crate::export`].
 
+use crate::viz::gradient_norm::GradientNorm;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,6 +46,11 @@ pub struct ExportArgs {
     /// Also write unnormalised float32 arrays under raw/<method>/<stem>.npy.
     #[arg(long)]
     pub raw: bool,
+    /// How gradient PNGs (gbp, deconvnet, backprop) are scaled: minmax (the paper's joint
+    /// min-max, default) or robust (0 at mid-grey, ±1 at the 98% cumulative-|g| threshold,
+    /// beyond it clipped: Captum's outlier_perc=2; what the viewer shows by default).
+    #[arg(long, value_name = "minmax|robust", default_value = "minmax", value_parser = parse_norm)]
+    pub normalize: GradientNorm,
 }
 
 /// The `--methods` list split into the per-filter methods and the two whole-layer ones.
@@ -115,6 +121,7 @@ pub fn export(args: &ExportArgs) -> Result<()> {
         methods: &choice.per_filter,
         gradcam_class: if choice.gradcam { class } else { None },
         raw: args.raw,
+        gradient_norm: args.normalize,
         scores: (&probs, &m.labels),
         picture: input.picture.as_ref(),
     };
@@ -250,4 +257,9 @@ fn export_occlusion(
         passes, spec.size_px, spec.stride_px, maps.squares_per_pass, written.pngs
     );
     Ok(written)
+}
+
+/// `--normalize minmax|robust`.
+pub(crate) fn parse_norm(s: &str) -> Result<GradientNorm, String> {
+    GradientNorm::parse(s).ok_or_else(|| format!("'{s}': expected minmax or robust"))
 }

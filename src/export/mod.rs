@@ -115,6 +115,8 @@ pub struct ExportRequest<'a> {
     /// Also write each layer's Grad-CAM map for this class.
     pub gradcam_class: Option<usize>,
     pub raw: bool,
+    /// How gradient PNGs are scaled (the paper's min-max, or robust).
+    pub gradient_norm: crate::viz::gradient_norm::GradientNorm,
     /// Class probabilities and their labels.
     pub scores: (&'a [f32], &'a [String]),
     /// The input as the model saw it (after crop/resize), written as `input.png`.
@@ -167,6 +169,7 @@ pub fn export_methods(
                     method,
                     stem: &stems[i],
                     raw: req.raw,
+                    gradient_norm: req.gradient_norm,
                 };
                 write_layer_maps(&target, &maps, &mut summary, &mut on_tile)?;
             }
@@ -223,6 +226,8 @@ pub struct MapTarget<'a> {
     pub stem: &'a str,
     /// Also write the unnormalised array under `raw/`.
     pub raw: bool,
+    /// How gradient images are scaled to 8 bits.
+    pub gradient_norm: crate::viz::gradient_norm::GradientNorm,
 }
 
 /// Writes one layer's maps: a PNG per filter (`<method>/<stem>_<n>.png`, n from 1) and,
@@ -238,6 +243,7 @@ pub fn write_layer_maps(
         method,
         stem,
         raw,
+        gradient_norm,
     } = *target;
     let tile_path = |k: usize| paths::tile(out, method, stem, k + 1);
     let raw_path = paths::raw_array(out, method.dir_name(), stem);
@@ -271,7 +277,12 @@ pub fn write_layer_maps(
             for (k, image) in grads.data.chunks_exact(planes * h * w).enumerate() {
                 let path = tile_path(k);
                 if planes == 3 {
-                    write_png_rgb(&path, w as u32, h as u32, &rgb_planes_to_rgb8(image, h * w))?;
+                    write_png_rgb(
+                        &path,
+                        w as u32,
+                        h as u32,
+                        &rgb_planes_to_rgb8(image, h * w, gradient_norm),
+                    )?;
                 } else {
                     write_map_png(&path, [planes * h, w], image)?;
                 }

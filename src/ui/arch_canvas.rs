@@ -4,6 +4,7 @@
 //! ([`super::scene::build_scene`]); pure like it.
 
 use super::layout::Rect;
+use super::levels::ArchItem;
 use super::palette::{
     ACCENT, BAD, BG, BLOCK, DIM, GOOD, LINK, PANEL, PANEL_EDGE, SKIP, TEXT, UNMARKED,
 };
@@ -45,7 +46,10 @@ pub(super) fn architecture(
         1.0,
         PANEL_EDGE,
     ));
-    let title = format!("{} — {} layers", vm.model_name, vm.layers.len());
+    let mut title = format!("{} — {} layers", vm.model_name, vm.layers.len());
+    if state.collapsed && !vm.levels.blocks.is_empty() {
+        title.push_str(" · in blocks: click opens, U closes, G all layers");
+    }
     // The title takes what it needs (about 0.55 em per character); the device label gets the
     // rest of the bar and is cut on the left rather than drawn over the title.
     let title_w = 0.55 * 16.0 * title.chars().count() as f32 + 24.0;
@@ -88,19 +92,20 @@ pub(super) fn architecture(
         |r: &Rect| r.y >= body.y && r.bottom() + 20.0 * grid.node_px / 64.0 <= body.bottom();
     // Node squares go on top of every link, so skip connections pass behind nodes.
     let mut nodes = Vec::new();
-    // One node per layer, or per block of layers when collapsed.
-    let items: Vec<std::ops::Range<usize>> = if state.collapsed {
-        vm.groups.clone()
+    // One node per layer, or per closed block of layers when collapsed.
+    let items: Vec<ArchItem> = if state.collapsed {
+        vm.levels.items(&state.open_blocks)
     } else {
-        (0..vm.layers.len()).map(|i| i..i + 1).collect()
+        (0..vm.layers.len()).map(ArchItem::layer).collect()
     };
     let mut item_of = vec![0usize; vm.layers.len()];
-    for (i, range) in items.iter().enumerate() {
-        for l in range.clone() {
+    for (i, item) in items.iter().enumerate() {
+        for l in item.layers.clone() {
             item_of[l] = i;
         }
     }
-    for (i, range) in items.iter().enumerate() {
+    for (i, item) in items.iter().enumerate() {
+        let range = &item.layers;
         let r = scrolled(i);
         let Some(layer) = vm.layers.get(range.end.saturating_sub(1)) else {
             continue;
@@ -190,7 +195,7 @@ pub(super) fn architecture(
         }
         let selected = range.contains(&state.selected);
         let hovered = matches!(state.hover, Hover::Node(h) if range.contains(&h));
-        let block = range.len() > 1;
+        let block = item.block.is_some();
         let mut fill = if block { BLOCK } else { node_colour(layer) };
         if hovered {
             fill = [fill[0] * 1.25, fill[1] * 1.25, fill[2] * 1.25, 1.0];
@@ -202,7 +207,7 @@ pub(super) fn architecture(
         }
         // The type name (or block name and size) shrinks to fit rather than wrapping.
         let text = if block {
-            format!("{}\n×{}", block_name(vm, state, i), range.len())
+            format!("{}\n×{}", block_name(vm, item), range.len())
         } else {
             layer.type_name.clone()
         };
@@ -270,18 +275,25 @@ pub(super) fn architecture(
     }
     if let Hover::Node(i) = state.hover
         && let Some(layer) = vm.layers.get(i)
-        && let Some(&item) = item_of.get(i)
-        && let Some(range) = items.get(item).filter(|r| r.len() > 1)
+        && let Some(&at) = item_of.get(i)
+        && let Some(item) = items.get(at).filter(|item| item.block.is_some())
     {
-        let r = scrolled(item);
-        let last = &vm.layers[range.end - 1];
-        let tip = format!(
-            "{}: {} layers\n{} … {}\nclick selects its first layer · G expands",
-            block_name(vm, state, item),
-            range.len(),
+        let r = scrolled(at);
+        let last = &vm.layers[item.layers.end - 1];
+        let mut tip = format!(
+            "{}: {} layers\n{} … {}\nclick opens it in place",
+            block_name(vm, item),
+            item.layers.len(),
             layer.name,
             last.name
         );
+        if state
+            .open_blocks
+            .iter()
+            .any(|&b| vm.levels.blocks[b].layers.contains(&i))
+        {
+            tip.push_str(" · U closes the block around it");
+        }
         scene
             .text
             .push(TextItem::new(tip, [r.x, r.bottom() + 16.0], 12.0, ACCENT).clipped(body_clip));
@@ -295,6 +307,15 @@ pub(super) fn architecture(
             layer.type_name,
             layer.size_label()
         );
+        // Inside open blocks: where it sits, and how to close them.
+        if state.collapsed {
+            let path: Vec<&str> = (vm.levels.path_to(i).into_iter())
+                .map(|b| vm.levels.blocks[b].name.as_str())
+                .collect();
+            if !path.is_empty() {
+                tip.push_str(&format!("\nin {} · U closes", path.join(" › ")));
+            }
+        }
         if layer.is_conv
             && let Some((c, _, _)) = layer.map_dims()
         {
@@ -330,12 +351,9 @@ fn annotation_bar(node: &Rect, counts: [usize; 3], shapes: &mut Vec<ShapeInstanc
     }
 }
 
-/// The label of architecture item `item`: its block's name when collapsed.
-fn block_name<'a>(vm: &'a ViewModel, state: &ViewState, item: usize) -> &'a str {
-    let names = if state.collapsed {
-        &vm.group_names
-    } else {
-        &[][..]
-    };
-    names.get(item).map_or("block", String::as_str)
+/// The label of a block node: its block's name.
+fn block_name<'a>(vm: &'a ViewModel, item: &ArchItem) -> &'a str {
+    (item.block)
+        .and_then(|b| vm.levels.blocks.get(b))
+        .map_or("block", |b| b.name.as_str())
 }

@@ -1,48 +1,12 @@
-//! How the architecture canvas collapses a long chain of layers into blocks (G,
-//! `--collapse-blocks`): by the layers' names where the names carry blocks
-//! (`/_blocks.4/...`, `layer1.0.conv1`), else by the graph's structure — a block ends where a
-//! single tensor is all that flows on (a residual or inception block is one block), and
-//! plain chains group each weighted layer with the activations and pooling that follow it.
-//! Pure functions of the layer list, unit-tested.
+//! The blocks the graph's structure gives, for the architecture's levels
+//! ([`super::levels`]) where names give none: a block ends where a single tensor is all that
+//! flows on (a residual or inception block is one block), and plain chains group each
+//! weighted layer with the activations and pooling that follow it. Pure functions of the
+//! layer list, unit-tested.
 
 use std::ops::Range;
 
 use super::LayerInfo;
-
-/// The collapsed architecture: runs of consecutive layers and a name for each.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Blocks {
-    /// Consecutive layer ranges covering every layer once, in order.
-    pub ranges: Vec<Range<usize>>,
-    /// One label per range (the block's name key, or a structural name like "residual 3").
-    pub names: Vec<String>,
-}
-
-/// The block a layer name belongs to: its first path segment (`/_blocks.4/_expand_conv/Conv`
-/// → `_blocks.4`) or, for dotted names, the part before the first dot (`block1.conv2` →
-/// `block1`); else the whole name.
-pub fn group_key(name: &str) -> &str {
-    let trimmed = name.trim_start_matches('/');
-    if let Some((first, _)) = trimmed.split_once('/') {
-        return first;
-    }
-    trimmed.split_once('.').map_or(trimmed, |(first, _)| first)
-}
-
-/// Maximal runs of consecutive layers with the same [`group_key`].
-pub fn name_groups<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<Range<usize>> {
-    let mut groups: Vec<Range<usize>> = Vec::new();
-    let mut last_key: Option<&str> = None;
-    for (i, name) in names.into_iter().enumerate() {
-        let key = group_key(name);
-        match (groups.last_mut(), last_key) {
-            (Some(g), Some(k)) if k == key => g.end = i + 1,
-            _ => groups.push(i..i + 1),
-        }
-        last_key = Some(key);
-    }
-    groups
-}
 
 /// Positions `i` (1..n) where the chain can be cut between layer `i - 1` and layer `i`: no
 /// layer before `i - 1` feeds a layer at `i` or later, so only one tensor crosses.
@@ -71,12 +35,14 @@ pub fn cut_points(producers: &[Vec<usize>]) -> Vec<usize> {
     cuts
 }
 
-/// Structural blocks: segments between [`cut_points`]; a multi-layer segment (a branching
-/// block) stands alone and takes in the unweighted single layers right after it that keep
-/// its output shape (the ReLU after a residual add); runs of single layers group as "a weighted layer and the
-/// unweighted ones after it" (conv + ReLU + pool).
-pub fn structural_groups(layers: &[LayerInfo]) -> Vec<Range<usize>> {
-    structural_groups_with_cores(layers)
+/// Structural blocks of `layers[range]`: segments between [`cut_points`]; a multi-layer
+/// segment (a branching block) stands alone and takes in the unweighted single layers right
+/// after it that keep its output shape (the ReLU after a residual add); runs of single layers
+/// group as "a weighted layer and the unweighted ones after it" (conv + ReLU + pool). Layer
+/// indices are the model's; an input from before `range` counts as coming from its first
+/// layer (it stays live to there, so no cut falls before it).
+pub fn structural_groups(layers: &[LayerInfo], range: Range<usize>) -> Vec<Range<usize>> {
+    structural_groups_with_cores(layers, range)
         .into_iter()
         .map(|(group, _)| group)
         .collect()
@@ -84,15 +50,32 @@ pub fn structural_groups(layers: &[LayerInfo]) -> Vec<Range<usize>> {
 
 /// [`structural_groups`], each with its core: the segment or weighted layer it started with,
 /// before taking in the layers after it (what its name comes from).
-fn structural_groups_with_cores(layers: &[LayerInfo]) -> Vec<(Range<usize>, Range<usize>)> {
-    let producers: Vec<Vec<usize>> = layers.iter().map(|l| l.producers.clone()).collect();
+fn structural_groups_with_cores(
+    layers: &[LayerInfo],
+    range: Range<usize>,
+) -> Vec<(Range<usize>, Range<usize>)> {
+    let start = range.start;
+    // Position 0 stands for everything before `range`; layer `start + k` is position k + 1.
+    let mut producers: Vec<Vec<usize>> = vec![Vec::new()];
+    producers.extend(layers[range.clone()].iter().map(|l| {
+        (l.producers.iter())
+            .map(|&p| if p < start { 0 } else { p - start + 1 })
+            .collect()
+    }));
+    let layers = &layers[range];
     let mut bounds = vec![0];
-    bounds.extend(cut_points(&producers));
+    // A cut between "before" and the first layer is no cut inside the range.
+    bounds.extend(
+        cut_points(&producers)
+            .into_iter()
+            .filter(|&c| c >= 2)
+            .map(|c| c - 1),
+    );
     bounds.push(layers.len());
     bounds.dedup();
     let segments = bounds
         .windows(2)
-        .map(|w| w[0]..w[1])
+        .map(|w| w[0] + start..w[1] + start)
         .filter(|r| !r.is_empty());
     let mut groups: Vec<(Range<usize>, Range<usize>)> = Vec::new();
     // What the last group may take in next.
@@ -112,11 +95,11 @@ fn structural_groups_with_cores(layers: &[LayerInfo]) -> Vec<(Range<usize>, Rang
             open = Open::SameShape;
             continue;
         }
-        let layer = &layers[seg.start];
+        let layer = &layers[seg.start - start];
         let weighted = is_weighted(layer);
         let takes = |last: &Range<usize>| match open {
             Open::No => false,
-            Open::SameShape => layers[last.end - 1].output_shape == layer.output_shape,
+            Open::SameShape => layers[last.end - 1 - start].output_shape == layer.output_shape,
             Open::Any => true,
         };
         match groups.last_mut() {
@@ -137,57 +120,36 @@ fn is_weighted(layer: &LayerInfo) -> bool {
 
 /// Whether a grouping actually shortens the chain: at least two groups and at most three
 /// quarters as many nodes as layers.
-fn shortens(groups: &[Range<usize>], layers: usize) -> bool {
+pub fn shortens(groups: &[Range<usize>], layers: usize) -> bool {
     groups.len() >= 2 && groups.len() * 4 <= layers * 3
 }
 
-/// Most layers one name group may hold and still read as a block (more: a whole stage).
-const MAX_NAMED_BLOCK: usize = 16;
+/// Most layers one named block may hold and still read as a block (more: a whole stage,
+/// which gets the structure's blocks inside it).
+pub const MAX_NAMED_BLOCK: usize = 16;
 
-/// The blocks the architecture collapses into: name groups where the names carry blocks of
-/// readable size, else structural groups (see the module doc), named by their layers'
-/// common name prefix where there is one; single layers keep their own name.
-pub fn blocks(layers: &[LayerInfo]) -> Blocks {
-    let by_name = name_groups(layers.iter().map(|l| l.name.as_str()));
-    let (structural, cores): (Vec<_>, Vec<_>) =
-        structural_groups_with_cores(layers).into_iter().unzip();
-    let readable = by_name.iter().all(|r| r.len() <= MAX_NAMED_BLOCK);
-    if shortens(&by_name, layers.len()) && (readable || !shortens(&structural, layers.len())) {
-        let names = by_name
-            .iter()
-            .map(|r| group_key(&layers[r.start].name).to_string())
-            .collect();
-        return Blocks {
-            ranges: by_name,
-            names,
-        };
-    }
+/// The structure's blocks over `layers[range]` ([`structural_groups`]) with a name each: the
+/// block's layers' common name prefix where there is one, else its kind and a count
+/// ("residual 3"); single layers keep their own name.
+pub fn structural_blocks(layers: &[LayerInfo], range: Range<usize>) -> Vec<(Range<usize>, String)> {
     let mut counts = std::collections::HashMap::<&str, usize>::new();
-    let names = structural
-        .iter()
-        .zip(&cores)
+    structural_groups_with_cores(layers, range)
+        .into_iter()
         .map(|(r, core)| {
             let kind = structural_kind(&layers[r.clone()]);
             let n = counts.entry(kind).or_insert(0);
             *n += 1;
-            if r.len() == 1 {
+            let name = if r.len() == 1 {
                 layers[r.start].name.clone()
             } else {
                 // Named after its core: the layers taken in after it may belong to the next
                 // block by name (DenseNet's transition BN + ReLU after a dense block).
-                let core = if core.len() > 1 {
-                    core.clone()
-                } else {
-                    r.clone()
-                };
+                let core = if core.len() > 1 { core } else { r.clone() };
                 common_name(&layers[core]).unwrap_or_else(|| format!("{kind} {n}"))
-            }
+            };
+            (r, name)
         })
-        .collect();
-    Blocks {
-        ranges: structural,
-        names,
-    }
+        .collect()
 }
 
 /// The name a block's layers share: their common prefix up to a separator (`/`, `.`, `_`),
@@ -239,10 +201,10 @@ fn structural_kind(layers: &[LayerInfo]) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn layer(name: &str, type_name: &str, producers: &[usize]) -> LayerInfo {
+    pub(crate) fn layer(name: &str, type_name: &str, producers: &[usize]) -> LayerInfo {
         let output_shape = match type_name {
             "GlobalAveragePool" => vec![1, 8, 1, 1],
             "Gemm" | "Flatten" => vec![1, 8],
@@ -258,29 +220,6 @@ mod tests {
             pool: None,
             weights: None,
         }
-    }
-
-    #[test]
-    fn consecutive_layers_of_one_block_form_a_name_group() {
-        let names = [
-            "/_conv_stem/Conv",
-            "/_swish/Clip",
-            "/_blocks.0/_depthwise_conv/Conv",
-            "/_blocks.0/_swish/Clip",
-            "/_blocks.1/_expand_conv/Conv",
-            "block1.conv1",
-            "block1.add",
-            "conv5",
-            "conv6",
-        ];
-        assert_eq!(group_key(names[2]), "_blocks.0");
-        assert_eq!(group_key("block1.conv1"), "block1");
-        assert_eq!(group_key("conv5"), "conv5");
-        assert_eq!(
-            name_groups(names),
-            vec![0..1, 1..2, 2..4, 4..5, 5..7, 7..8, 8..9]
-        );
-        assert!(name_groups([]).is_empty());
     }
 
     /// A ResNet-shaped chain with flat names: stem conv, relu, pool, then two residual
@@ -321,18 +260,13 @@ mod tests {
     }
 
     #[test]
-    fn flat_names_fall_back_to_structural_blocks() {
+    fn residual_blocks_are_named_by_their_common_prefix() {
         let layers = flat_resnet();
-        // One name key for everything ("resnetv17_…" has no '/' or '.') would be one block.
-        let b = blocks(&layers);
+        let b = structural_blocks(&layers, 0..layers.len());
+        let (ranges, names): (Vec<_>, Vec<_>) = b.into_iter().unzip();
+        assert_eq!(ranges, vec![0..3, 3..8, 8..13, 13..14, 14..15]);
         assert_eq!(
-            b.ranges,
-            vec![0..3, 3..8, 8..13, 13..14, 14..15],
-            "{:?}",
-            b.names
-        );
-        assert_eq!(
-            b.names,
+            names,
             vec![
                 "resnetv17",
                 "resnetv17_stage1",
@@ -341,25 +275,10 @@ mod tests {
                 "resnetv17_dense0"
             ]
         );
-    }
-
-    #[test]
-    fn names_with_blocks_win_and_groups_cover_every_layer() {
-        let layers: Vec<LayerInfo> = (0..12)
-            .map(|i| {
-                let p: Vec<usize> = if i == 0 { vec![] } else { vec![i - 1] };
-                layer(&format!("/_blocks.{}/op{i}", i / 4), "Conv", &p)
-            })
-            .collect();
-        let b = blocks(&layers);
-        assert_eq!(b.ranges, vec![0..4, 4..8, 8..12]);
-        assert_eq!(b.names, vec!["_blocks.0", "_blocks.1", "_blocks.2"]);
-        for layers in [flat_resnet(), layers] {
-            let b = blocks(&layers);
-            let covered: Vec<usize> = b.ranges.iter().flat_map(|r| r.clone()).collect();
-            assert_eq!(covered, (0..layers.len()).collect::<Vec<_>>());
-            assert_eq!(b.names.len(), b.ranges.len());
-        }
+        // Inside a range, indices stay the model's; the input from before the range keeps
+        // the first residual block whole.
+        assert_eq!(structural_groups(&layers, 3..13), vec![3..8, 8..13]);
+        assert_eq!(structural_groups(&layers, 4..13), vec![4..8, 8..13]);
     }
 
     #[test]
@@ -376,31 +295,15 @@ mod tests {
                 layer(&format!("n{i}"), t, &p)
             })
             .collect();
+        let n = layers.len();
         assert_eq!(
-            structural_groups(&layers),
+            structural_groups(&layers, 0..n),
             vec![0..3, 3..5, 5..9, 9..11, 11..13]
         );
-        let b = blocks(&layers);
+        let names: Vec<String> = (structural_blocks(&layers, 0..n).into_iter())
+            .map(|(_, name)| name)
+            .collect();
         // "n0", "n1", "n2" share only "n": too short, so the kind and a count.
-        assert_eq!(b.names, vec!["conv 1", "conv 2", "conv 3", "fc 1", "fc 2"]);
-    }
-
-    #[test]
-    fn stage_sized_name_groups_give_way_to_residual_blocks() {
-        // torchvision-style names: the first segment is a whole stage of 2 blocks × 10.
-        let mut layers = vec![layer("/conv1/Conv", "Conv", &[])];
-        for b in 0..2 {
-            let input = layers.len() - 1;
-            let base = format!("/layer1/layer1.{b}");
-            for k in 0..9 {
-                let p = layers.len() - 1;
-                layers.push(layer(&format!("{base}/conv{k}/Conv"), "Conv", &[p]));
-            }
-            let p = layers.len() - 1;
-            layers.push(layer(&format!("{base}/Add"), "Add", &[p, input]));
-        }
-        let b = blocks(&layers);
-        assert_eq!(b.ranges, vec![0..1, 1..11, 11..21]);
-        assert_eq!(b.names, vec!["/conv1/Conv", "layer1.0", "layer1.1"]);
+        assert_eq!(names, vec!["conv 1", "conv 2", "conv 3", "fc 1", "fc 2"]);
     }
 }

@@ -7,6 +7,7 @@ pub mod blocks;
 pub mod charts;
 pub mod dataset;
 pub mod layout;
+pub mod levels;
 pub mod needs;
 pub mod palette;
 pub mod scene;
@@ -172,11 +173,9 @@ pub struct ViewModel {
     /// The layer whose Grad-CAM explains a hovered class: the last one with spatial maps
     /// (None without a model to compute with).
     pub cam_layer: Option<usize>,
-    /// Runs of consecutive layers of one block and their names (see [`blocks::blocks`]), for
-    /// the collapsed architecture.
-    pub groups: Vec<std::ops::Range<usize>>,
-    /// The name of each of [`ViewModel::groups`].
-    pub group_names: Vec<String>,
+    /// The architecture's levels of blocks (see [`levels::LevelTree`]), for the collapsed
+    /// architecture.
+    pub levels: levels::LevelTree,
     /// The latest progress of a computation of a layer's images, if one reported any.
     pub progress: Option<Progress>,
     /// A dataset scan opened beside the model (`view --scan`): ranks, dead filters and top
@@ -286,12 +285,11 @@ impl ViewModel {
             notice: None,
             filter_rank: Vec::new(),
             cam_layer,
-            groups: Vec::new(),
-            group_names: Vec::new(),
+            levels: levels::LevelTree::default(),
             progress: None,
             dataset: None,
         }
-        .with_groups()
+        .with_levels()
     }
 
     /// The message shown to the user, if any.
@@ -309,11 +307,9 @@ impl ViewModel {
         self.notice = notice;
     }
 
-    /// Fills [`ViewModel::groups`] from the layer names.
-    fn with_groups(mut self) -> Self {
-        let blocks = blocks::blocks(&self.layers);
-        self.groups = blocks.ranges;
-        self.group_names = blocks.names;
+    /// Fills [`ViewModel::levels`] from the layer names and the graph.
+    fn with_levels(mut self) -> Self {
+        self.levels = levels::LevelTree::of(&self.layers);
         self
     }
 

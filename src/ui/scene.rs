@@ -14,6 +14,7 @@ use super::{LayerInfo, ViewModel};
 use crate::annotations::{Annotations, Mark};
 use crate::format::Method;
 use crate::render::{Colormap, Scene, ShapeInstance, TextItem, TileHandle, TileInstance};
+use crate::viz::gradient_norm::GradientNorm;
 
 /// Border of a filter suggested bad (constant on this input) but not marked.
 const SUGGESTED: [f32; 4] = [0.95, 0.25, 0.22, 0.45];
@@ -30,11 +31,24 @@ pub struct LayerTiles {
     pub map_hw: [usize; 2],
     /// Channels of the layer; more than `tiles` while per-filter images are still arriving.
     pub channels: usize,
-    /// Channel `k`'s tile, for the first `tiles.len()` channels.
+    /// Channel `k`'s tile, for the first `tiles.len()` channels, with its min-max range.
     pub tiles: Vec<(TileHandle, [f32; 2])>,
+    /// For gradient images, each tile's robust range ([`GradientNorm::Robust`]), as many as
+    /// `tiles`; empty for maps.
+    pub robust: Vec<[f32; 2]>,
 }
 
 impl LayerTiles {
+    /// Tile `k` and the range it is drawn with under `norm` (maps always use min-max).
+    pub fn tile(&self, k: usize, norm: GradientNorm) -> Option<(TileHandle, [f32; 2])> {
+        let &(handle, min_max) = self.tiles.get(k)?;
+        let range = match (norm, self.robust.get(k)) {
+            (GradientNorm::Robust, Some(&robust)) => robust,
+            _ => min_max,
+        };
+        Some((handle, range))
+    }
+
     /// Gradient images are RGB (normalised jointly over their planes); maps use the chosen map.
     pub(super) fn colormap(&self, chosen: Colormap) -> Colormap {
         if self.method.gradient().is_some() {
@@ -100,7 +114,7 @@ pub fn model_shape(vm: &ViewModel, state: &ViewState) -> ModelShape {
         map_layers: vm.map_layers.clone(),
         bars: super::charts::chart_bars(vm, state),
         order: tile_order(vm, state).map(<[usize]>::to_vec),
-        arch_items: state.collapsed.then(|| vm.groups.clone()),
+        arch_items: state.collapsed.then(|| vm.levels.items(&state.open_blocks)),
     }
 }
 
@@ -264,8 +278,12 @@ fn details(inp: &SceneInputs, scene: &mut Scene) {
                         .to_string()
                 }
                 m => format!(
-                    "{} of each filter's summed response w.r.t. the input",
-                    method_label(m)
+                    "{} of each filter's summed response w.r.t. the input · {}",
+                    method_label(m),
+                    match state.gradient_norm {
+                        GradientNorm::Robust => "0 at mid-grey, top 2% of |g| clipped (N: min-max)",
+                        GradientNorm::MinMax => "min-max per tile (N: centred at 0)",
+                    }
                 ),
             };
             let (good, bad) = inp.annotations.counts(&layer.name);
@@ -285,12 +303,11 @@ fn details(inp: &SceneInputs, scene: &mut Scene) {
             let order = tile_order(vm, state);
             for pos in grid.visible(&area, state.details_scroll_px) {
                 let k = order.and_then(|o| o.get(pos).copied()).unwrap_or(pos);
-                let Some((handle, range)) = tiles.tiles.get(k) else {
+                let Some((handle, range)) = tiles.tile(k, state.gradient_norm) else {
                     continue;
                 };
                 let r = grid.tile_rect(pos, state.details_scroll_px);
-                let t =
-                    TileInstance::new(r.xywh(), *handle, *range, tiles.colormap(state.colormap));
+                let t = TileInstance::new(r.xywh(), handle, range, tiles.colormap(state.colormap));
                 scene.tiles.push(match tile_border(inp, k) {
                     Some((rgba, width_px)) => t.with_border(width_px, rgba),
                     None => t,

@@ -120,7 +120,7 @@ pub(super) fn side(inp: &SceneInputs, scene: &mut Scene) {
         y += h + 12.0;
     }
     if let (Hover::Tile(k), Some(tiles)) = (state.hover, inp.tiles)
-        && let Some((handle, range)) = tiles.tiles.get(k)
+        && let Some((handle, range)) = tiles.tile(k, state.gradient_norm)
     {
         let name = vm
             .layers
@@ -156,8 +156,8 @@ pub(super) fn side(inp: &SceneInputs, scene: &mut Scene) {
         let h = pic_w * tiles.map_hw[0] as f32 / tiles.map_hw[1].max(1) as f32;
         scene.tiles.push(TileInstance::new(
             [s.x + margin, y, pic_w, h],
-            *handle,
-            *range,
+            handle,
+            range,
             tiles.colormap(state.colormap),
         ));
         y += h + 12.0;

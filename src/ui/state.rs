@@ -1,12 +1,16 @@
 //! Interaction as plain data: what is selected, hovered and scrolled, and how input events
 //! change it. Pure functions of (state, layout, event), unit-tested without a GPU.
 
+use std::collections::BTreeSet;
+
 use super::layout::{
     ARCH_ZOOM_RANGE, ArchGrid, Canvases, Rect, TileGrid, canvases, clamp_scroll, method_button_rect,
 };
+use super::levels::{ArchItem, LevelTree};
 use crate::annotations::Mark;
 use crate::format::Method;
 use crate::render::Colormap;
+use crate::viz::gradient_norm::GradientNorm;
 
 /// What the details canvas shows for a layer with filter maps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -119,8 +123,14 @@ pub struct ViewState {
     pub search: Option<String>,
     /// Tiles in filter-rank order instead of filter order.
     pub sort_by_rank: bool,
-    /// The architecture shows one node per block of layers (see [`crate::ui::blocks::blocks`]).
+    /// How gradient images are scaled (robust by default; N toggles min-max).
+    pub gradient_norm: GradientNorm,
+    /// The architecture shows its levels of blocks (see [`crate::ui::levels`]) instead of one
+    /// node per layer.
     pub collapsed: bool,
+    /// Blocks of the levels opened in place (indices into
+    /// [`crate::ui::levels::LevelTree::blocks`]); kept while the architecture shows layers.
+    pub open_blocks: BTreeSet<usize>,
     /// Size of the architecture's nodes (1 = the paper's 7 per row; see [`ArchGrid`]).
     pub arch_zoom: f32,
     /// The last click on a tile: `(layer, tile, time_s)`, to tell a double-click.
@@ -141,8 +151,8 @@ pub struct ModelShape {
     pub bars: Vec<Rect>,
     /// Which filter each grid position shows, when the tiles are sorted by rank.
     pub order: Option<Vec<usize>>,
-    /// The architecture's nodes as layer ranges when collapsed (None: one node per layer).
-    pub arch_items: Option<Vec<std::ops::Range<usize>>>,
+    /// The architecture's nodes when collapsed (None: one node per layer).
+    pub arch_items: Option<Vec<ArchItem>>,
 }
 
 impl ModelShape {
@@ -154,8 +164,15 @@ impl ModelShape {
     /// The node that shows `layer`.
     pub fn item_of(&self, layer: usize) -> usize {
         self.arch_items.as_ref().map_or(layer, |items| {
-            items.iter().position(|r| r.contains(&layer)).unwrap_or(0)
+            (items.iter())
+                .position(|item| item.layers.contains(&layer))
+                .unwrap_or(0)
         })
+    }
+
+    /// The closed block node `item` stands for, if it is one.
+    pub fn block_of(&self, item: usize) -> Option<usize> {
+        self.arch_items.as_ref()?.get(item)?.block
     }
 
     /// The first layer of node `item`.
@@ -163,7 +180,7 @@ impl ModelShape {
         self.arch_items
             .as_ref()
             .and_then(|items| items.get(item))
-            .map_or(item, |r| r.start)
+            .map_or(item, |item| item.layers.start)
     }
 }
 
@@ -188,6 +205,8 @@ pub enum Key {
     ZoomReset,
     /// Tiles in filter-rank order, or back in filter order.
     ToggleRankSort,
+    /// Gradient images centred at zero with outliers clipped, or the paper's min-max.
+    ToggleGradientNorm,
     /// One node per block of layers in the architecture, or one per layer.
     ToggleCollapse,
     /// Larger architecture nodes (fewer per row).
@@ -215,7 +234,9 @@ impl ViewState {
             tile_zoom: 1.0,
             search: None,
             sort_by_rank: false,
+            gradient_norm: GradientNorm::Robust,
             collapsed: false,
+            open_blocks: BTreeSet::new(),
             arch_zoom: 1.0,
             last_tile_click: None,
         };
@@ -243,9 +264,7 @@ impl ViewState {
         let c = self.canvases();
         if c.arch.contains(p) {
             // A collapsed block is hovered as its first layer.
-            let q = [p[0], p[1] + self.arch_scroll_px];
-            return (0..model.arch_count())
-                .find(|&i| self.arch_grid().node_rect(i).contains(q))
+            return (self.arch_item_at(model, p))
                 .map_or(Hover::Nothing, |i| Hover::Node(model.first_layer(i)));
         }
         if let Some(i) =
@@ -271,6 +290,16 @@ impl ViewState {
         Hover::Nothing
     }
 
+    /// The architecture node at `p` (window pixels), if any.
+    fn arch_item_at(&self, model: &ModelShape, p: [f32; 2]) -> Option<usize> {
+        if !self.canvases().arch.contains(p) {
+            return None;
+        }
+        let q = [p[0], p[1] + self.arch_scroll_px];
+        let grid = self.arch_grid();
+        (0..model.arch_count()).find(|&i| grid.node_rect(i).contains(q))
+    }
+
     pub fn on_cursor(&mut self, model: &ModelShape, p: [f32; 2]) {
         self.hover = self.hit(model, p);
     }
@@ -279,10 +308,19 @@ impl ViewState {
         self.hover = Hover::Nothing;
     }
 
-    /// A click selects the layer or the method under the pointer, or annotates the filter
-    /// tile under it: click = good, a second click on the same tile within
-    /// [`DOUBLE_CLICK_S`] (a double-click) = bad, shift+click = clear.
+    /// A click opens the closed block under the pointer in place, selects the layer or the
+    /// method under it, or annotates the filter tile under it: click = good, a second click
+    /// on the same tile within [`DOUBLE_CLICK_S`] (a double-click) = bad, shift+click =
+    /// clear.
     pub fn on_click(&mut self, model: &ModelShape, p: [f32; 2], click: ClickInfo) -> ClickOutcome {
+        if let Some(block) = (self.arch_item_at(model, p)).and_then(|i| model.block_of(i)) {
+            self.open_blocks.insert(block);
+            self.last_tile_click = None;
+            return ClickOutcome {
+                view_changed: false,
+                annotate: None,
+            };
+        }
         let hit = self.hit(model, p);
         let previous = self.last_tile_click.take();
         match hit {
@@ -394,6 +432,13 @@ impl ViewState {
                 self.sort_by_rank = !self.sort_by_rank;
                 false
             }
+            Key::ToggleGradientNorm => {
+                self.gradient_norm = match self.gradient_norm {
+                    GradientNorm::Robust => GradientNorm::MinMax,
+                    GradientNorm::MinMax => GradientNorm::Robust,
+                };
+                false
+            }
             Key::ToggleCollapse => {
                 // Rows change meaning: start at the top; the caller scrolls to the selection
                 // with the new shape ([`ViewState::scroll_arch_to`]).
@@ -482,6 +527,29 @@ impl ViewState {
                 let panel = PANEL_BUTTONS.get(i - Method::ALL.len());
                 self.panel = panel.copied().unwrap_or(Panel::Params);
             }
+        }
+    }
+
+    /// Closes the innermost open block around the hovered node (else the selected layer);
+    /// returns the block closed.
+    pub fn close_block(&mut self, levels: &LevelTree) -> Option<usize> {
+        if !self.collapsed {
+            return None;
+        }
+        let layer = match self.hover {
+            Hover::Node(i) => i,
+            _ => self.selected,
+        };
+        let block = levels.innermost_open(layer, &self.open_blocks)?;
+        self.open_blocks.remove(&block);
+        self.hover = Hover::Nothing;
+        Some(block)
+    }
+
+    /// Opens every block around layer `i`, so that a collapsed architecture shows it.
+    pub fn reveal(&mut self, levels: &LevelTree, i: usize) {
+        if self.collapsed {
+            self.open_blocks.extend(levels.path_to(i));
         }
     }
 

@@ -1,6 +1,8 @@
 //! Per-tile min-max normalisation (Matlab's `mat2gray`): each `[H, W]` map is scaled so its
 //! minimum becomes 0 and its maximum 1; a constant (or non-finite) tile becomes black.
 
+use super::gradient_norm::GradientNorm;
+
 /// Min and max over the finite values of a tile; `None` when there are none.
 pub fn finite_range(values: &[f32]) -> Option<(f32, f32)> {
     values
@@ -35,14 +37,15 @@ pub fn tile_to_grey8(values: &[f32]) -> Vec<u8> {
         .collect()
 }
 
-/// Normalises an RGB gradient image `[3, H, W]` jointly over its three channels and
-/// interleaves it to 8-bit RGB (`[H, W, 3]`).
-pub fn rgb_planes_to_rgb8(planes: &[f32], hw: usize) -> Vec<u8> {
-    let norm = normalise_tile(planes);
+/// Brings an RGB gradient image `[3, H, W]` to 8-bit RGB (`[H, W, 3]`) under `norm`, one
+/// range for its three planes ([`GradientNorm::range`]).
+pub fn rgb_planes_to_rgb8(planes: &[f32], hw: usize, norm: GradientNorm) -> Vec<u8> {
+    let range = norm.range(planes);
     let mut out = Vec::with_capacity(3 * hw);
     for i in 0..hw {
         for c in 0..3 {
-            out.push((norm[c * hw + i] * 255.0).round().clamp(0.0, 255.0) as u8);
+            let v = planes.get(c * hw + i).copied().unwrap_or(0.0);
+            out.push((GradientNorm::unit(range, v) * 255.0).round() as u8);
         }
     }
     out
@@ -152,7 +155,10 @@ mod tests {
     #[test]
     fn rgb_is_normalised_jointly_and_interleaved() {
         // R plane [0, 1], G plane [2, 3], B plane [4, 4] over hw = 2.
-        let rgb = rgb_planes_to_rgb8(&[0.0, 1.0, 2.0, 3.0, 4.0, 4.0], 2);
+        let rgb = rgb_planes_to_rgb8(&[0.0, 1.0, 2.0, 3.0, 4.0, 4.0], 2, GradientNorm::MinMax);
         assert_eq!(rgb, vec![0, 128, 255, 64, 191, 255]);
+        // Robust: |g| 0 1 2 3 4 4 sums to 14, 98% is reached at 4, so ±4; 0 is mid-grey.
+        let rgb = rgb_planes_to_rgb8(&[0.0, 1.0, 2.0, 3.0, 4.0, -4.0], 2, GradientNorm::Robust);
+        assert_eq!(rgb, vec![128, 191, 255, 159, 223, 0]);
     }
 }

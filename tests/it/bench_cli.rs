@@ -129,7 +129,42 @@ fn bench_json_reports_every_figure() {
         // The conv layer with the most filters is conv3 (32 of them), all drawn.
         assert_eq!(v["tiles"].as_u64(), Some(32), "{v}");
         assert_eq!(v["uploaded_tiles"].as_u64(), Some(conv_filters), "{v}");
+        // The architecture figures, flattened into the same object.
+        assert_eq!(v["arch_layers"].as_u64(), Some(layers.len() as u64), "{v}");
+        for key in ["open_to_first_frame_ms", "first_frame_ms", "arch_frame_ms"] {
+            positive(&v, key);
+        }
+        assert!(v["open_to_first_frame_ms"].as_f64() >= v["first_frame_ms"].as_f64());
     }
+}
+
+/// `bench --arch-only` on the 12,501-layer residual stack of `scripts/make_deep_model.py`:
+/// the architecture figures and nothing computed; the levels are the names' stage → block.
+#[test]
+fn bench_arch_only_times_a_twelve_thousand_layer_architecture() {
+    let model = fixture("deep/residual_12501.onnx");
+    let out = convlens(&[
+        "bench",
+        model.to_str().expect("utf8"),
+        "--arch-only",
+        "--json",
+    ]);
+    let text = common::output_text(&out);
+    assert!(out.status.success(), "{text}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["arch_layers"].as_u64(), Some(12_501), "{v}");
+    // stem/conv, then stage0..stage4.
+    assert_eq!(v["arch_top_nodes"].as_u64(), Some(6), "{v}");
+    assert_eq!(v["arch_levels"].as_u64(), Some(2), "{v}");
+    for key in [
+        "open_to_first_frame_ms",
+        "first_frame_ms",
+        "arch_frame_ms",
+        "arch_frame_blocks_ms",
+    ] {
+        positive(&v, key);
+    }
+    assert!(v.get("forward_ms").is_none(), "nothing computed: {v}");
 }
 
 #[test]

@@ -346,6 +346,7 @@ fn export_writes_gradient_methods() {
             let want = convlens::viz::tiles::rgb_planes_to_rgb8(
                 &raw.data[(k - 1) * per..k * per],
                 32 * 32,
+                convlens::viz::gradient_norm::GradientNorm::MinMax,
             );
             assert_eq!(
                 png.as_raw(),
@@ -354,6 +355,69 @@ fn export_writes_gradient_methods() {
             );
         }
     }
+}
+
+#[test]
+fn export_normalize_robust_centres_gradients_and_clips_outliers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("out");
+    let model = fixture("mixed/tiny_alexnet.onnx");
+    let coffee = format!("{}/assets/images/coffee.png", env!("CARGO_MANIFEST_DIR"));
+    let run = convlens(&[
+        "export",
+        model.to_str().expect("utf8"),
+        "--input",
+        &coffee,
+        "--out",
+        out_dir.to_str().expect("utf8"),
+        "--methods",
+        "gbp",
+        "--layers",
+        "conv2",
+        "--raw",
+        "--normalize",
+        "robust",
+        "--device",
+        "cpu",
+    ]);
+    assert!(run.status.success(), "{}", text(&run));
+    let raw = convlens::npy::read(&out_dir.join("raw/gbp/conv2.npy")).expect("raw gradients");
+    let per = 3 * 32 * 32;
+    let mut clipped = 0;
+    for k in 1..=raw.shape[0] {
+        let g = &raw.data[(k - 1) * per..k * per];
+        // Captum's threshold written out: sort |g|, cumulative sum, first reaching 98%.
+        let mut abs: Vec<f64> = g.iter().map(|v| f64::from(v.abs())).collect();
+        abs.sort_by(f64::total_cmp);
+        let total: f64 = abs.iter().sum();
+        let mut cum = 0.0;
+        let t = *abs
+            .iter()
+            .find(|&&v| {
+                cum += v;
+                cum >= 0.98 * total
+            })
+            .expect("a threshold");
+        let png = image::open(out_dir.join(format!("gbp/conv2_{k}.png")))
+            .expect("png")
+            .to_rgb8();
+        for (i, px) in png.pixels().enumerate() {
+            for c in 0..3 {
+                let v = f64::from(g[c * 32 * 32 + i]);
+                let want = ((v / t).clamp(-1.0, 1.0) + 1.0) / 2.0 * 255.0;
+                clipped += usize::from(v.abs() > t);
+                let got = f64::from(px.0[c]);
+                assert!(
+                    (got - want).abs() <= 1.0,
+                    "filter {k} pixel {i} channel {c}: {got} vs {want:.2}"
+                );
+            }
+        }
+    }
+    assert!(
+        clipped > 0,
+        "no value beyond the threshold: nothing was clipped"
+    );
 }
 
 /// `mixed/tiny_alexnet.onnx` cut after its first conv block: a "backbone" whose output is

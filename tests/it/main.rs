@@ -10,6 +10,7 @@ mod attribution_support;
 mod common;
 
 mod annotations;
+mod arch_levels;
 mod attribution;
 mod attribution_ops;
 mod attribution_rules;

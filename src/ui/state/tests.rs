@@ -116,6 +116,23 @@ fn sorted_tiles_hit_the_filter_shown_at_that_position() {
 }
 
 #[test]
+fn n_toggles_gradient_scaling_without_recomputing() {
+    use crate::viz::gradient_norm::GradientNorm;
+    let mut s = ViewState::new(0, [1400.0, 900.0]);
+    let m = model(None, &[0]);
+    assert_eq!(
+        s.gradient_norm,
+        GradientNorm::Robust,
+        "the viewer's default"
+    );
+    // Only the drawing changes: the ranges of both are kept with the tiles.
+    assert!(!s.on_key(&m, Key::ToggleGradientNorm));
+    assert_eq!(s.gradient_norm, GradientNorm::MinMax);
+    assert!(!s.on_key(&m, Key::ToggleGradientNorm));
+    assert_eq!(s.gradient_norm, GradientNorm::Robust);
+}
+
+#[test]
 fn keys_step_through_feature_map_layers() {
     let mut s = ViewState::new(1, [1400.0, 900.0]);
     let maps = [0, 2, 4];
@@ -255,7 +272,7 @@ fn search_finds_layers_by_name_and_wraps() {
 }
 
 #[test]
-fn collapsed_blocks_are_hit_as_their_first_layer() {
+fn collapsed_blocks_are_hit_as_their_first_layer_and_open_on_click() {
     let mut s = ViewState::new(0, [1400.0, 900.0]);
     let m = ModelShape {
         layers: 10,
@@ -263,21 +280,92 @@ fn collapsed_blocks_are_hit_as_their_first_layer() {
         map_layers: Vec::new(),
         bars: Vec::new(),
         order: None,
-        arch_items: Some(vec![0..1, 1..4, 4..10]),
+        arch_items: Some(vec![
+            ArchItem::layer(0),
+            ArchItem {
+                layers: 1..4,
+                block: Some(0),
+            },
+            ArchItem {
+                layers: 4..10,
+                block: Some(1),
+            },
+        ]),
     };
     assert_eq!(m.arch_count(), 3);
     assert_eq!((m.item_of(0), m.item_of(3), m.item_of(9)), (0, 1, 2));
+    assert_eq!(
+        (m.block_of(0), m.block_of(2), m.block_of(3)),
+        (None, Some(1), None)
+    );
     let block = arch_node_rect(&s.canvases().arch, 2);
     assert_eq!(s.hit(&m, block.center()), Hover::Node(4));
-    assert!(
-        s.on_click(&m, block.center(), ClickInfo::default())
-            .view_changed
+    // A click opens the block in place; the selection stays.
+    let outcome = s.on_click(&m, block.center(), ClickInfo::default());
+    assert_eq!(outcome, ClickOutcome::default());
+    assert_eq!(
+        (
+            s.selected,
+            s.open_blocks.iter().copied().collect::<Vec<_>>()
+        ),
+        (0, vec![1])
     );
-    assert_eq!(s.selected, 4);
     let past = arch_node_rect(&s.canvases().arch, 3);
     assert_eq!(s.hit(&m, past.center()), Hover::Nothing, "only 3 nodes");
     s.on_key(&m, Key::ToggleCollapse);
     assert!(s.collapsed);
+}
+
+#[test]
+fn blocks_open_in_place_close_from_inside_and_open_for_a_search_hit() {
+    use crate::ui::blocks::tests::layer;
+    use crate::ui::levels::LevelTree;
+    // Two stages of three two-layer blocks: `stageS/blockB/{conv,relu}`.
+    let mut layers = Vec::new();
+    for st in 0..2 {
+        for b in 0..3 {
+            for op in ["conv", "relu"] {
+                let p: Vec<usize> = layers.len().checked_sub(1).into_iter().collect();
+                layers.push(layer(&format!("stage{st}/block{b}/{op}"), "Conv", &p));
+            }
+        }
+    }
+    let levels = LevelTree::of(&layers);
+    let mut s = ViewState::new(0, [1400.0, 900.0]);
+    s.on_key(&model(None, &[]), Key::ToggleCollapse);
+    let shape = |s: &ViewState| ModelShape {
+        layers: layers.len(),
+        grid: None,
+        map_layers: Vec::new(),
+        bars: Vec::new(),
+        order: None,
+        arch_items: Some(levels.items(&s.open_blocks)),
+    };
+    assert_eq!(shape(&s).arch_count(), 2, "the two stages");
+    // Click stage1, then its block 2: six nodes, the last two the layers 10 and 11.
+    let arch = s.canvases().arch;
+    let at = |i| arch_node_rect(&arch, i).center();
+    s.on_click(&shape(&s), at(1), ClickInfo::default());
+    assert_eq!(shape(&s).arch_count(), 4);
+    s.on_click(&shape(&s), at(3), ClickInfo::default());
+    let m = shape(&s);
+    assert_eq!(m.arch_count(), 5);
+    assert_eq!(m.first_layer(4), 11);
+    // U with layer 11 hovered closes block 2, then stage 1; nothing more to close.
+    s.on_cursor(&m, at(4));
+    assert_eq!(s.hover, Hover::Node(11));
+    assert!(s.close_block(&levels).is_some());
+    assert_eq!(shape(&s).arch_count(), 4);
+    s.hover = Hover::Node(11);
+    assert!(s.close_block(&levels).is_some());
+    assert_eq!(shape(&s).arch_count(), 2);
+    s.hover = Hover::Node(11);
+    assert_eq!(s.close_block(&levels), None);
+    // A search hit inside closed blocks opens them.
+    s.reveal(&levels, 9);
+    let m = shape(&s);
+    assert_eq!(m.arch_count(), 2 - 1 + 3 - 1 + 2);
+    assert_eq!(m.first_layer(m.item_of(9)), 9);
 }
 
 #[test]
