@@ -407,6 +407,8 @@ fn featvis_per_filter(
             mean: model.spec.mean,
             std: model.spec.std,
             decorrelate: true,
+            fft: true,
+            transforms: true,
         },
         seed: 0,
         batch: filters.len(),

@@ -44,9 +44,29 @@ pub struct FeatvisArgs {
     /// Optimise the RGB values directly instead of Lucid's decorrelated colour axes.
     #[arg(long)]
     pub no_decorrelate: bool,
+    /// What is optimised: Lucid's FFT parameterisation (a spectrum damped as 1/f) or the
+    /// pixels themselves.
+    #[arg(long, value_enum, default_value_t = ParamArg::Fft)]
+    pub param: ParamArg,
+    /// Lucid's random transforms every step (pad 12, jitter 8, scale ±10%, rotate ±10°,
+    /// jitter 4), or none. `--param pixel --transforms none` is plain gradient ascent.
+    #[arg(long, value_enum, default_value_t = TransformsArg::Standard)]
+    pub transforms: TransformsArg,
     /// Filters optimised together, one batched forward and reverse pass per step.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     pub batch: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ParamArg {
+    Fft,
+    Pixel,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TransformsArg {
+    Standard,
+    None,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -109,6 +129,8 @@ pub fn featvis_command(args: &FeatvisArgs) -> Result<()> {
             mean: m.spec.mean,
             std: m.spec.std,
             decorrelate: !args.no_decorrelate,
+            fft: args.param == ParamArg::Fft,
+            transforms: args.transforms == TransformsArg::Standard,
         },
         seed: args.seed,
         batch: usize::from(args.batch),
@@ -184,8 +206,18 @@ pub fn featvis_command(args: &FeatvisArgs) -> Result<()> {
             "steps": spec.steps,
             "lr": args.lr,
             "objective": format!("{:?}", spec.objective).to_lowercase(),
-            "param": "pixel: colour decorrelation (see decorrelate), sigmoid, the model's \
-                      mean/std; Adam",
+            "param": match args.param {
+                ParamArg::Fft => "fft: Lucid's spectrum (decay power 1, /4), then colour \
+                                  decorrelation (see decorrelate), sigmoid, the model's mean/std; Adam",
+                ParamArg::Pixel => "pixel: colour decorrelation (see decorrelate), sigmoid, the \
+                                    model's mean/std; Adam",
+            },
+            "transforms": match args.transforms {
+                TransformsArg::Standard => "standard: pad 12 (grey), jitter 8, scale 0.9..1.1, \
+                                            rotate -10..10 deg, jitter 4, resampled to the \
+                                            model's input; a new draw per filter and step",
+                TransformsArg::None => "none",
+            },
             "decorrelate": !args.no_decorrelate,
             "seed": spec.seed,
             "batch": spec.batch,

@@ -78,6 +78,8 @@ fn pixel_spec(batch: usize) -> FeatvisSpec {
             mean: spec.mean,
             std: spec.std,
             decorrelate: true,
+            fft: false,
+            transforms: false,
         },
         seed: 3,
         batch,
@@ -141,11 +143,13 @@ fn optimised_images_beat_natural_images_and_chunks_do_not_matter() {
     }
 }
 
-/// The gradient through the pixel parameterisation (colour decorrelation or not, sigmoid,
-/// the model's mean/std) and the
+/// The gradient through the parameterisation (pixels or Lucid's spectrum, colour
+/// decorrelation or not, sigmoid, a fixed draw of the random transforms, the model's
+/// mean/std) and the
 /// network equals central finite differences of the objective (f32): error ≤ 1e-2 of the
 /// largest gradient entry on 24 coordinates of two filters' parameter images, step 3e-3
-/// (measured 2.4e-3 channel, 6.5e-4 neuron; a step of 1e-2 crosses max-pool switches and
+/// (measured 2.6e-3 channel, 2.7e-4 neuron; spectrum + transforms 2.9e-3, spectrum neuron
+/// 1.3e-4; a step of 1e-2 crosses max-pool switches and
 /// ReLU kinks for the neuron objective: 4.8e-2).
 #[test]
 fn the_parameter_gradient_matches_finite_differences() {
@@ -157,24 +161,44 @@ fn the_parameter_gradient_matches_finite_differences() {
         panic!("pixel")
     };
     let filters = [3usize, 10];
-    let per = 3 * 32 * 32;
-    let p: Vec<f32> = common::formula_input(2 * per)
-        .iter()
-        .map(|v| 2.0 * v)
-        .collect();
-    for (objective, decorrelate) in [
-        (Objective::Channel, true),
-        (Objective::Neuron, true),
-        (Objective::Channel, false),
+    // Two filters' parameters: pixel images, or half spectra of 32 × 17 complex values (small
+    // enough that the image stays inside the sigmoid's working range).
+    let p_for = |fft: bool| -> Vec<f32> {
+        let per = if fft { 3 * 32 * 17 * 2 } else { 3 * 32 * 32 };
+        let scale = if fft { 0.05 } else { 2.0 };
+        (common::formula_input(2 * per).iter())
+            .map(|v| scale * v)
+            .collect()
+    };
+    for (objective, decorrelate, fft, transforms) in [
+        (Objective::Channel, true, false, false),
+        (Objective::Neuron, true, false, false),
+        (Objective::Channel, false, false, false),
+        // Lucid's default: spectrum, colours, transforms (a fixed draw: step 5 of seed 1).
+        (Objective::Channel, true, true, true),
+        (Objective::Neuron, true, true, false),
     ] {
         let param = Parameterisation::Pixel {
             mean,
             std,
             decorrelate,
+            fft,
+            transforms,
         };
-        let (values, grad) =
-            objective_and_gradient(&batched, layer, &filters, &p, objective, param).expect("grad");
-        assert_eq!((values.len(), grad.len()), (2, 2 * per));
+        let (values, grad) = objective_and_gradient(
+            &batched,
+            layer,
+            &filters,
+            &p_for(fft),
+            objective,
+            param,
+            5,
+            1,
+        )
+        .expect("grad");
+        let p = p_for(fft);
+        let per = p.len() / 2;
+        assert_eq!((values.len(), grad.len()), (2, p.len()));
         let scale = grad.iter().fold(0f32, |m, g| m.max(g.abs()));
         let mut worst = 0f32;
         // Coordinates spread over both images and all planes.
@@ -183,7 +207,7 @@ fn the_parameter_gradient_matches_finite_differences() {
             let at = |delta: f32| {
                 let mut q = p.clone();
                 q[i] += delta;
-                objective_and_gradient(&batched, layer, &filters, &q, objective, param)
+                objective_and_gradient(&batched, layer, &filters, &q, objective, param, 5, 1)
                     .expect("value")
                     .0[i / per]
             };
@@ -191,11 +215,13 @@ fn the_parameter_gradient_matches_finite_differences() {
             worst = worst.max((fd - grad[i]).abs() / scale);
         }
         eprintln!(
-            "{objective:?}, decorrelate {decorrelate}: worst |fd − grad| / max|grad| = {worst:.2e}"
+            "{objective:?}, decorrelate {decorrelate}, fft {fft}, transforms {transforms}: \
+             worst |fd − grad| / max|grad| = {worst:.2e}"
         );
         assert!(
             worst <= 1e-2,
-            "{objective:?}, decorrelate {decorrelate}: {worst:.2e}"
+            "{objective:?}, decorrelate {decorrelate}, fft {fft}, transforms {transforms}: \
+             {worst:.2e}"
         );
     }
 }

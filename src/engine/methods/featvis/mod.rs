@@ -4,12 +4,16 @@
 //! ([`Engine::with_batch`]) and one reverse pass with one seed per input
 //! ([`crate::engine::reverse::seeds`]) per step.
 //!
-//! Parameterisation: the input is `preprocess(sigmoid(C · p))` for pixel parameters `p`
-//! (`C` Lucid's colour decorrelation, the result an image in [0, 1] mapped through the
-//! model's own mean/std), optimised with Adam — Lucid's recipe without its FFT
-//! parameterisation and random transforms, which are not built yet.
-//! [`Parameterisation::L2Ball`] is the textbook setting for checks: the input itself,
-//! projected onto an L2 ball after each plain gradient step.
+//! Parameterisation, Lucid's recipe: the image is `sigmoid(C · F(p))` for parameters `p` (`F`
+//! the FFT parameterisation of [`fft`], or the identity for plain pixels; `C` Lucid's colour
+//! decorrelation), randomly padded, jittered, scaled and rotated every step ([`transform`]),
+//! then the model's own mean/std; Adam on `p`. [`Parameterisation::L2Ball`] is the textbook
+//! setting for checks: the input itself, projected onto an L2 ball after each plain gradient
+//! step. Every map is applied and transposed on the host; the network's part of the gradient
+//! is the engine's batched reverse pass.
+
+pub mod fft;
+pub mod transform;
 
 use burn::tensor::{Tensor, TensorData};
 
@@ -31,13 +35,18 @@ pub enum Objective {
 /// How the optimised parameters become the model's input.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Parameterisation {
-    /// `x = (sigmoid(C · p) − mean) / std` per plane, Adam on `p`, where `C` is Lucid's
+    /// `x = (T(sigmoid(C · F(p))) − mean) / std` per plane, Adam on `p`, where `C` is Lucid's
     /// colour decorrelation ([`COLOUR_CORRELATION`], so steps in `p` move along the
-    /// principal colour axes of ImageNet) or, without `decorrelate`, the identity.
+    /// principal colour axes of ImageNet) or, without `decorrelate`, the identity; `F` the
+    /// FFT parameterisation ([`fft::FftImage`]) or, without `fft`, the identity; `T` a new
+    /// random draw of Lucid's transforms every step ([`transform::Warp`]) or, without
+    /// `transforms`, the identity.
     Pixel {
         mean: [f32; 3],
         std: [f32; 3],
         decorrelate: bool,
+        fft: bool,
+        transforms: bool,
     },
     /// `x = p` with `‖p‖₂ ≤ radius` (projected after each step), plain gradient ascent with
     /// step `lr`: the optimum of a linear objective is its gradient scaled to the radius.
@@ -118,13 +127,13 @@ pub fn featvis(
         .image_input()
         .map(|i| i.shape.clone())
         .unwrap_or_default();
-    let &[1, 3, h, w] = input_shape.as_slice() else {
+    if !matches!(input_shape.as_slice(), &[1, 3, _, _]) {
         return Err(FeatvisError::Input(input_shape));
-    };
+    }
     let mut out = Vec::with_capacity(filters.len());
     for chunk in filters.chunks(spec.batch.max(1)) {
         let batched = engine.with_batch(chunk.len())?;
-        let images = optimise_chunk(&batched, layer, chunk, spec, 3 * h * w)?;
+        let images = optimise_chunk(&batched, layer, chunk, spec)?;
         on_chunk(&images);
         out.extend(images);
     }
@@ -134,9 +143,11 @@ pub fn featvis(
 /// Every how many steps the objective is recorded.
 pub const RECORD_EVERY: usize = 32;
 
-/// One evaluation for a batch of parameter images `p` (`[N, 3, H, W]`, one per filter of
-/// `filters`): each filter's objective and its gradient with respect to its own parameters
-/// (through [`Parameterisation`]). `batched` is the engine for a batch of `N`.
+/// One evaluation for a batch of parameters `p` (one set per filter of `filters`): each
+/// filter's objective and its gradient with respect to its own parameters (through
+/// [`Parameterisation`]; the random transforms are those of `step` of a run seeded `seed`).
+/// `batched` is the engine for a batch of `filters.len()`.
+#[allow(clippy::too_many_arguments)]
 pub fn objective_and_gradient(
     batched: &Engine,
     layer: usize,
@@ -144,64 +155,172 @@ pub fn objective_and_gradient(
     p: &[f32],
     objective: Objective,
     param: Parameterisation,
+    step: usize,
+    seed: u64,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
-    let node = &batched.graph().nodes[layer];
-    let (_, channels, mh, mw) = match node.output_shape() {
-        &[n, c, h, w] => (n, c, h, w),
-        other => {
-            return Err(FeatvisError::NotFeatureMap {
-                layer: node.name.clone(),
-                shape: other.to_vec(),
-            });
-        }
-    };
-    let input_shape = (batched.graph().image_input())
+    let hw = input_hw(batched)?;
+    let pipeline = Pipeline::new(param, hw);
+    pipeline.objective_and_gradient(batched, layer, filters, p, objective, step, seed)
+}
+
+/// `[H, W]` of the model's one `[1, 3, H, W]` (or batched `[N, 3, H, W]`) image input.
+fn input_hw(engine: &Engine) -> Result<[usize; 2]> {
+    let input_shape = (engine.graph().image_input())
         .map(|i| i.shape.clone())
         .unwrap_or_default();
-    let &[_, 3, h, w] = input_shape.as_slice() else {
-        return Err(FeatvisError::Input(input_shape));
-    };
-    let (per, plane_len) = (3 * h * w, h * w);
-    let x = to_input(p, param, plane_len);
-    let inputs: Vec<InputTensor> = (x.chunks(per))
-        .map(|d| InputTensor {
-            shape: [1, 3, h, w],
-            data: d.to_vec(),
-            picture: None,
-        })
-        .collect();
-    let refs: Vec<&InputTensor> = inputs.iter().collect();
-    let acts = batched.forward_batch(&refs, &Capture::AllUpTo(layer))?;
-    let maps = acts.read(&node.outputs[0])?; // [N, C, H', W']
-    let values = (filters.iter().enumerate())
-        .map(|(k, &f)| {
-            let plane = &maps.data[(k * channels + f) * mh * mw..][..mh * mw];
-            match objective {
-                Objective::Channel => plane.iter().sum::<f32>() / (mh * mw) as f32,
-                Objective::Neuron => plane[(mh / 2) * mw + mw / 2],
-            }
-        })
-        .collect();
-    let seed = objective_seed(filters, (channels, mh, mw), objective, batched);
-    let grads = backward(batched, &acts, layer, seed, GradientRule::Backprop)?;
-    let gx = read_chunk(batched, layer, grads)?; // [N, 3, H, W]
-    let gp = match param {
-        // d x / d u = sigmoid'(u) / std[plane] for u = C · p, then d u / d p = Cᵀ.
-        Parameterisation::Pixel {
-            std, decorrelate, ..
-        } => {
-            let u = colours(p, decorrelate, plane_len, false);
-            let g_u: Vec<f32> = (gx.iter().zip(&u).enumerate())
-                .map(|(i, (&g, &ui))| {
-                    let s = sigmoid(ui);
-                    g * s * (1.0 - s) / std[(i / plane_len) % 3]
-                })
-                .collect();
-            colours(&g_u, decorrelate, plane_len, true)
+    match input_shape.as_slice() {
+        &[_, 3, h, w] => Ok([h, w]),
+        _ => Err(FeatvisError::Input(input_shape)),
+    }
+}
+
+/// The parameterisation for one input size, its FFT planned once.
+struct Pipeline {
+    param: Parameterisation,
+    hw: [usize; 2],
+    fft: Option<fft::FftImage>,
+}
+
+impl Pipeline {
+    fn new(param: Parameterisation, hw: [usize; 2]) -> Self {
+        let fft = match param {
+            Parameterisation::Pixel { fft: true, .. } => Some(fft::FftImage::new(hw[0], hw[1])),
+            _ => None,
+        };
+        Self { param, hw, fft }
+    }
+
+    /// Parameters per filter.
+    fn len(&self) -> usize {
+        match &self.fft {
+            Some(f) => 3 * f.params_per_plane(),
+            None => 3 * self.hw[0] * self.hw[1],
         }
-        Parameterisation::L2Ball { .. } => gx,
-    };
-    Ok((values, gp))
+    }
+
+    /// `C · F(p)`: the image before its sigmoid, `[N, 3, H, W]`.
+    fn logits(&self, p: &[f32], decorrelate: bool) -> Vec<f32> {
+        let v = match &self.fft {
+            Some(f) => f.image(p),
+            None => p.to_vec(),
+        };
+        colours(&v, decorrelate, self.hw[0] * self.hw[1], false)
+    }
+
+    /// The picture of parameters `p`: `sigmoid(C · F(p))` in [0, 1], or the input itself.
+    fn picture(&self, p: &[f32]) -> Vec<f32> {
+        match self.param {
+            Parameterisation::Pixel { decorrelate, .. } => self
+                .logits(p, decorrelate)
+                .into_iter()
+                .map(sigmoid)
+                .collect(),
+            Parameterisation::L2Ball { .. } => p.to_vec(),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn objective_and_gradient(
+        &self,
+        batched: &Engine,
+        layer: usize,
+        filters: &[usize],
+        p: &[f32],
+        objective: Objective,
+        step: usize,
+        seed: u64,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let node = &batched.graph().nodes[layer];
+        let (_, channels, mh, mw) = match node.output_shape() {
+            &[n, c, h, w] => (n, c, h, w),
+            other => {
+                return Err(FeatvisError::NotFeatureMap {
+                    layer: node.name.clone(),
+                    shape: other.to_vec(),
+                });
+            }
+        };
+        let [h, w] = self.hw;
+        let (per, plane_len) = (3 * h * w, h * w);
+        // The image of each filter, transformed, then the model's preprocessing.
+        let (x, pictures, warps) = match self.param {
+            Parameterisation::Pixel {
+                mean,
+                std,
+                transforms,
+                ..
+            } => {
+                let pictures = self.picture(p);
+                let warps: Vec<Option<transform::Warp>> = (filters.iter())
+                    .map(|&f| {
+                        let draw = transform::Draw::new(seed, f, step);
+                        transforms.then(|| transform::Warp::new(self.hw, self.hw, Some(draw)))
+                    })
+                    .collect();
+                let mut x = Vec::with_capacity(pictures.len());
+                for (image, warp) in pictures.chunks(per).zip(&warps) {
+                    let shown = match warp {
+                        Some(warp) => warp.apply(image),
+                        None => image.to_vec(),
+                    };
+                    x.extend(shown.iter().enumerate().map(|(i, &v)| {
+                        let c = i / plane_len;
+                        (v - mean[c]) / std[c]
+                    }));
+                }
+                (x, pictures, warps)
+            }
+            Parameterisation::L2Ball { .. } => (p.to_vec(), Vec::new(), Vec::new()),
+        };
+        let inputs: Vec<InputTensor> = (x.chunks(per))
+            .map(|d| InputTensor {
+                shape: [1, 3, h, w],
+                data: d.to_vec(),
+                picture: None,
+            })
+            .collect();
+        let refs: Vec<&InputTensor> = inputs.iter().collect();
+        let acts = batched.forward_batch(&refs, &Capture::AllUpTo(layer))?;
+        let maps = acts.read(&node.outputs[0])?; // [N, C, H', W']
+        let values = (filters.iter().enumerate())
+            .map(|(k, &f)| {
+                let plane = &maps.data[(k * channels + f) * mh * mw..][..mh * mw];
+                match objective {
+                    Objective::Channel => plane.iter().sum::<f32>() / (mh * mw) as f32,
+                    Objective::Neuron => plane[(mh / 2) * mw + mw / 2],
+                }
+            })
+            .collect();
+        let seed_t = objective_seed(filters, (channels, mh, mw), objective, batched);
+        let grads = backward(batched, &acts, layer, seed_t, GradientRule::Backprop)?;
+        let gx = read_chunk(batched, layer, grads)?; // [N, 3, H, W]
+        let gp = match self.param {
+            // Back through the preprocessing (1 / std), the transforms (their transpose),
+            // the sigmoid (s (1 − s)), the colours (Cᵀ) and the FFT (its transpose).
+            Parameterisation::Pixel {
+                std, decorrelate, ..
+            } => {
+                let mut g_u = Vec::with_capacity(gx.len());
+                for ((g, warp), image) in gx.chunks(per).zip(&warps).zip(pictures.chunks(per)) {
+                    let g_t: Vec<f32> = (g.iter().enumerate())
+                        .map(|(i, &v)| v / std[i / plane_len])
+                        .collect();
+                    let g_image = match warp {
+                        Some(warp) => warp.transpose(&g_t),
+                        None => g_t,
+                    };
+                    g_u.extend(g_image.iter().zip(image).map(|(&g, &s)| g * s * (1.0 - s)));
+                }
+                let g_v = colours(&g_u, decorrelate, plane_len, true);
+                match &self.fft {
+                    Some(f) => f.adjoint(&g_v),
+                    None => g_v,
+                }
+            }
+            Parameterisation::L2Ball { .. } => gx,
+        };
+        Ok((values, gp))
+    }
 }
 
 fn optimise_chunk(
@@ -209,10 +328,11 @@ fn optimise_chunk(
     layer: usize,
     filters: &[usize],
     spec: &FeatvisSpec,
-    per: usize,
 ) -> Result<Vec<FeatvisImage>> {
     let n = filters.len();
-    // Parameters, one image per filter, seeded by (seed, filter).
+    let pipeline = Pipeline::new(spec.param, input_hw(batched)?);
+    let per = pipeline.len();
+    // Parameters, one set per filter, seeded by (seed, filter).
     let mut p: Vec<f32> = filters
         .iter()
         .flat_map(|&f| noise(spec.seed, f as u64, per, 0.01))
@@ -220,8 +340,15 @@ fn optimise_chunk(
     let mut adam = Adam::new(p.len(), spec.lr);
     let mut history: Vec<Vec<(usize, f32)>> = vec![Vec::new(); n];
     for step in 0..=spec.steps {
-        let (values, gp) =
-            objective_and_gradient(batched, layer, filters, &p, spec.objective, spec.param)?;
+        let (values, gp) = pipeline.objective_and_gradient(
+            batched,
+            layer,
+            filters,
+            &p,
+            spec.objective,
+            step,
+            spec.seed,
+        )?;
         if step % RECORD_EVERY == 0 || step == spec.steps {
             for (trace, value) in history.iter_mut().zip(values) {
                 trace.push((step, value));
@@ -245,14 +372,9 @@ fn optimise_chunk(
             }
         }
     }
-    let shown: Vec<f32> = match spec.param {
-        Parameterisation::Pixel { decorrelate, .. } => colours(&p, decorrelate, per / 3, false)
-            .into_iter()
-            .map(sigmoid)
-            .collect(),
-        Parameterisation::L2Ball { .. } => p,
-    };
-    Ok((filters.iter().zip(shown.chunks(per)).zip(history))
+    let shown = pipeline.picture(&p);
+    let [h, w] = pipeline.hw;
+    Ok((filters.iter().zip(shown.chunks(3 * h * w)).zip(history))
         .map(|((&filter, image), objective)| FeatvisImage {
             filter,
             image: image.to_vec(),
@@ -278,25 +400,6 @@ fn objective_seed(
         }
     }
     Tensor::<6>::from_data(TensorData::new(seed, [1, 1, n, c, h, w]), engine.device())
-}
-
-/// The model input for parameters `p` (`[N, 3, H, W]`, planes of `plane_len` values).
-fn to_input(p: &[f32], param: Parameterisation, plane_len: usize) -> Vec<f32> {
-    match param {
-        Parameterisation::Pixel {
-            mean,
-            std,
-            decorrelate,
-        } => (colours(p, decorrelate, plane_len, false)
-            .into_iter()
-            .enumerate())
-        .map(|(i, v)| {
-            let c = (i / plane_len) % 3;
-            (sigmoid(v) - mean[c]) / std[c]
-        })
-        .collect(),
-        Parameterisation::L2Ball { .. } => p.to_vec(),
-    }
 }
 
 /// Lucid's `color_correlation_svd_sqrt` (the square root of ImageNet's colour covariance),
