@@ -202,9 +202,9 @@ pub struct ViewArgs {
     /// Layer to select at start (default: the first convolution).
     #[arg(long)]
     pub layer: Option<String>,
-    /// What the details canvas shows: forward, gbp, deconvnet, backprop or occlusion tiles,
-    /// dataset examples (each filter's top-1 crop from `--scan`), the layer's gradcam (top
-    /// class), or its params.
+    /// What the details canvas shows: forward, gbp, deconvnet, backprop, occlusion or
+    /// featvis (feature visualisation) tiles, dataset examples (each filter's top-1 crop
+    /// from `--scan`), the layer's gradcam (top class), or its params.
     #[arg(long, default_value = "forward")]
     pub method: String,
     /// Show filter N (from 1) of the selected layer as hovered (for screenshots).
@@ -246,6 +246,11 @@ pub struct ViewArgs {
     /// the data directory (`DIR/scan/`, or any subfolder with a scan.json) opens by itself.
     #[arg(long, value_name = "SCAN_DIR")]
     pub scan: Option<PathBuf>,
+    /// Optimisation steps of the "feature vis" method (Lucid's recipe; 512 as `convlens
+    /// featvis`, whose results it shares through the cache). Fewer give a rougher picture
+    /// sooner.
+    #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub featvis_steps: u32,
     /// Live input from camera N (/dev/videoN on Linux, V4L2; default 0): every frame the
     /// model has time for updates the tiles. Needs a build with `--features webcam`. Give
     /// MODEL before it (`view model.onnx --webcam`), or N (`--webcam 0 model.onnx`).
@@ -498,7 +503,7 @@ pub fn view(args: &ViewArgs) -> Result<()> {
         m => match Method::parse_list(m).ok().as_deref() {
             Some([m]) => (*m, Panel::Tiles),
             _ => bail!(
-                "--method takes one of forward, gbp, deconvnet, backprop, occlusion, examples, gradcam, params"
+                "--method takes one of forward, gbp, deconvnet, backprop, occlusion, featvis, examples, gradcam, params"
             ),
         },
     };
@@ -525,6 +530,7 @@ pub fn view(args: &ViewArgs) -> Result<()> {
         panel,
         examples: args.examples.clone(),
         scan: args.scan.clone(),
+        featvis_steps: (args.featvis_steps > 0).then_some(args.featvis_steps as usize),
     };
     match &args.screenshot {
         Some(out) => crate::app::screenshot(source, &options, out),

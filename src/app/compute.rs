@@ -10,6 +10,8 @@ use anyhow::{Context, Result};
 use image::RgbImage;
 
 use crate::engine::methods::attribution;
+use crate::engine::methods::featvis::FeatvisSpec;
+use crate::engine::methods::featvis::cache::{CachedEvent, FeatvisCache, featvis_cached};
 use crate::engine::{self, Capture, Engine, HostTensor};
 use crate::format::Method;
 use crate::model::preprocess::InputTensor;
@@ -143,6 +145,44 @@ pub fn compute_cam(
     Ok(CamResult { class, layer, cam })
 }
 
+/// How the viewer computes per-filter images, beyond the method itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComputeOptions {
+    /// Overrides the chunk size of gradient methods ([`attribution::chunk_size`]'s memory
+    /// bound by default).
+    pub seeds_per_pass: Option<usize>,
+    pub featvis: FeatvisSetup,
+}
+
+/// The viewer's feature visualisations: the recipe, and where finished images are kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatvisSetup {
+    /// Lucid's recipe for the model's preprocessing; its batch is the viewer's chunk.
+    pub spec: FeatvisSpec,
+    /// The cache root ([`crate::engine::methods::featvis::cache::default_root`]); `None`
+    /// keeps nothing.
+    pub cache_root: Option<std::path::PathBuf>,
+    /// The model's fingerprint, which keys the cache.
+    pub fingerprint: String,
+}
+
+impl Default for ComputeOptions {
+    /// ImageNet preprocessing, no cache, chunks of 4 filters.
+    fn default() -> Self {
+        let imagenet = crate::model::preprocess::InputSpec::imagenet([224, 224]);
+        let mut spec = FeatvisSpec::lucid(imagenet.mean, imagenet.std);
+        spec.batch = 4;
+        Self {
+            seeds_per_pass: None,
+            featvis: FeatvisSetup {
+                spec,
+                cache_root: None,
+                fingerprint: String::new(),
+            },
+        }
+    }
+}
+
 /// What a computation of a layer's images hands its receiver as it goes.
 pub enum Delivery {
     /// Some filters' images.
@@ -163,16 +203,16 @@ pub enum Delivery {
 /// pass computes them all anyway: EfficientNet-Lite0's sweep took ~1.4× as long for all 92
 /// layers as for one in the viewer), `layer` first. Gradient methods start at channel `from_channel`
 /// (resuming a layer stopped part-way); occlusion always sweeps every channel.
+/// Feature visualisations come chunk by chunk of `options.featvis`' batch, from its cache
+/// where it has them, with progress after each step ([`featvis_chunks`]).
 /// `on_delivery` returns `ControlFlow::Break` to stop before the next pass (a newer request
-/// made this one moot); that is returned. `seeds_per_pass` overrides the chunk size
-/// ([`attribution::chunk_size`]'s memory bound by default).
+/// made this one moot); that is returned.
 pub fn compute_gradient_chunks(
     engine: &Engine,
     input: &Arc<InputTensor>,
-    layer: usize,
-    method: Method,
+    (layer, method): (usize, Method),
     from_channel: usize,
-    seeds_per_pass: Option<usize>,
+    options: &ComputeOptions,
     on_delivery: &mut dyn FnMut(Delivery) -> ControlFlow<()>,
 ) -> Result<ControlFlow<()>> {
     let chunk = |shape: Vec<usize>, channels: Range<usize>, data: Vec<f32>| GradientChunk {
@@ -192,6 +232,16 @@ pub fn compute_gradient_chunks(
         let layers: Vec<usize> = std::iter::once(layer).chain(others).collect();
         return occlusion_chunks(engine, input, &layers, on_delivery);
     }
+    if method == Method::FeatVis {
+        return featvis_chunks(
+            engine,
+            input,
+            layer,
+            from_channel,
+            &options.featvis,
+            on_delivery,
+        );
+    }
     let rule = method
         .gradient()
         .context("forward is not a gradient method")?;
@@ -205,7 +255,7 @@ pub fn compute_gradient_chunks(
         layer,
         rule,
         from_channel,
-        seeds_per_pass,
+        options.seeds_per_pass,
         |range, g| {
             let data = attribution::read_chunk(engine, layer, g)?;
             Ok(on_delivery(Delivery::Chunk(chunk(
@@ -265,14 +315,83 @@ fn occlusion_chunks(
     Ok(ControlFlow::Continue(()))
 }
 
+/// The feature visualisations of `layer`'s filters from `from_channel` on, as
+/// `[C, 3, H, W]` chunks of `setup.spec.batch` filters (each a picture in [0, 1] at the
+/// model's input size), read from the cache where it has them and stored there when
+/// computed; progress (in batched passes, a cached chunk counting as done) after each
+/// step. `input` only tags the chunks: the images do not depend on it.
+fn featvis_chunks(
+    engine: &Engine,
+    input: &Arc<InputTensor>,
+    layer: usize,
+    from_channel: usize,
+    setup: &FeatvisSetup,
+    on_delivery: &mut dyn FnMut(Delivery) -> ControlFlow<()>,
+) -> Result<ControlFlow<()>> {
+    let graph = engine.graph();
+    let node = graph.nodes.get(layer).context("no such layer")?;
+    let (channels, _, _) = node
+        .feature_map_dims()
+        .with_context(|| format!("layer {} has no filter maps", node.name))?;
+    let [h, w] = match graph.image_input().map(|i| i.shape.as_slice()) {
+        Some(&[1, 3, h, w]) => [h, w],
+        other => anyhow::bail!("feature vis needs one [1, 3, H, W] image input, not {other:?}"),
+    };
+    let stems = crate::format::architecture::layer_stems(graph);
+    let cache = (setup.cache_root.as_ref())
+        .map(|root| FeatvisCache::new(root, &setup.fingerprint, &setup.spec, [h, w]));
+    let filters: Vec<usize> = (from_channel..channels).collect();
+    let total = filters.len().div_ceil(setup.spec.batch.max(1)) * setup.spec.steps;
+    let (mut chunks_done, mut warned) = (0, false);
+    let flow = featvis_cached(
+        engine,
+        cache.as_ref(),
+        (layer, &stems[layer]),
+        &filters,
+        &setup.spec,
+        &mut |event| match event {
+            CachedEvent::Step { step, steps, .. } => on_delivery(Delivery::Progress {
+                done: chunks_done * steps + step,
+                total,
+            }),
+            CachedEvent::Chunk(images) => {
+                chunks_done += 1;
+                let first = images.first().map_or(from_channel, |i| i.filter);
+                let data: Vec<f32> = images
+                    .iter()
+                    .flat_map(|i| i.image.iter().copied())
+                    .collect();
+                on_delivery(Delivery::Chunk(GradientChunk {
+                    input: Arc::clone(input),
+                    layer,
+                    method: Method::FeatVis,
+                    shape: vec![channels, 3, h, w],
+                    channels: first..first + images.len(),
+                    data,
+                }))
+            }
+            CachedEvent::CacheFailed(e) if !warned => {
+                warned = true;
+                let dir = cache.as_ref().map(|c| c.dir().display().to_string());
+                on_delivery(Delivery::Notice(format!(
+                    "feature vis: cannot keep images in {}: {e}",
+                    dir.unwrap_or_default()
+                )))
+            }
+            CachedEvent::CacheFailed(_) => ControlFlow::Continue(()),
+        },
+    )?;
+    Ok(flow)
+}
+
 /// Every filter's image of `layer` under `method` at once (see
 /// [`compute_gradient_chunks`]; an occlusion sweep of this layer only), for screenshots and
 /// tests.
 pub fn compute_gradients(
     engine: &Engine,
     input: &Arc<InputTensor>,
-    layer: usize,
-    method: Method,
+    (layer, method): (usize, Method),
+    options: &ComputeOptions,
 ) -> Result<GradientResult> {
     let mut result: Option<GradientResult> = None;
     let mut refused = false;
@@ -290,7 +409,7 @@ pub fn compute_gradients(
     let _: ControlFlow<()> = if method == Method::Occlusion {
         occlusion_chunks(engine, input, &[layer], &mut collect)?
     } else {
-        compute_gradient_chunks(engine, input, layer, method, 0, None, &mut collect)?
+        compute_gradient_chunks(engine, input, (layer, method), 0, options, &mut collect)?
     };
     let result = result.context("the layer has no filters")?;
     anyhow::ensure!(

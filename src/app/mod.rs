@@ -68,6 +68,8 @@ pub struct ViewerOptions {
     /// Screenshots: physical pixels per layout pixel (2 = a HiDPI display); windows use
     /// the display's own factor.
     pub ui_scale: f32,
+    /// Optimisation steps of the "feature vis" method (None = Lucid's 512).
+    pub featvis_steps: Option<usize>,
 }
 
 /// Models with more layers than this open with their architecture in blocks (G: layers).
@@ -147,6 +149,9 @@ pub fn new_session(
         }
     }
     let mut session = Session::new(model, &device);
+    if let Some(steps) = options.featvis_steps {
+        session.set_featvis_steps(steps);
+    }
     open_user_files(&mut session, options)?;
     Ok(session)
 }

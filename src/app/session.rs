@@ -9,11 +9,12 @@ use anyhow::{Context, Result};
 use image::RgbImage;
 
 use super::compute::{
-    CamResult, ForwardResult, GradientChunk, GradientResult, compute_cam, compute_gradients,
-    run_forward,
+    CamResult, ComputeOptions, ForwardResult, GradientChunk, GradientResult, compute_cam,
+    compute_gradients, run_forward,
 };
 use super::fallback::{Fallback, compute_with_fallback};
 use crate::annotations::{self, AnnotationStore};
+use crate::engine::methods::featvis::FeatvisSpec;
 use crate::engine::{ComputeDevice, Engine};
 use crate::format::Method;
 use crate::format::read::DataDir;
@@ -110,6 +111,21 @@ pub struct Session {
     pub examples: super::examples::Examples,
     /// A dataset scan of the model (`--scan`), its crops read as shown.
     pub scan: Option<super::dataset::ScanSource>,
+    /// How per-filter images are computed (feature vis recipe and cache).
+    pub compute_options: ComputeOptions,
+}
+
+/// The viewer's way of computing per-filter images for `model`: Lucid's feature vis recipe
+/// for its preprocessing, kept in the user's cache; 16 filters per pass on a GPU, 4 on the
+/// CPU (the first tiles come sooner, and a CPU gains little from larger batches).
+fn viewer_compute_options(model: &LoadedModel, on_gpu: bool) -> ComputeOptions {
+    let mut options = ComputeOptions::default();
+    let featvis = &mut options.featvis;
+    featvis.spec = FeatvisSpec::lucid(model.spec.mean, model.spec.std);
+    featvis.spec.batch = if on_gpu { 16 } else { 4 };
+    featvis.cache_root = crate::engine::methods::featvis::cache::default_root();
+    featvis.fingerprint = model.graph.fingerprint.clone();
+    options
 }
 
 /// The grid of the viewer's own occlusion sweep (`compute::occlusion_chunks`) over an
@@ -169,6 +185,7 @@ impl Session {
         }
         let identity = (model.graph.name.clone(), model.graph.fingerprint.clone());
         let annotations = AnnotationStore::in_memory(&identity.0, &identity.1);
+        let compute_options = viewer_compute_options(&model, device.is_gpu);
         Self {
             source: Source::Model { model, engine },
             identity,
@@ -180,7 +197,13 @@ impl Session {
             cams: Vec::new(),
             examples: Default::default(),
             scan: None,
+            compute_options,
         }
+    }
+
+    /// Feature visualisations with `steps` optimisation steps instead of Lucid's 512.
+    pub fn set_featvis_steps(&mut self, steps: usize) {
+        self.compute_options.featvis.spec.steps = steps.max(1);
     }
 
     /// A session over a data directory: its layers, scores and input picture; tiles are read
@@ -219,6 +242,7 @@ impl Session {
             cams: Vec::new(),
             examples: Default::default(),
             scan: None,
+            compute_options: ComputeOptions::default(),
         }
     }
 
@@ -395,7 +419,8 @@ impl Session {
         let notice = self.vm.map_layers.is_empty().then(|| NO_MAPS_NOTICE.into());
         self.vm.set_notice(notice);
         self.result = Some(result);
-        self.gradients.clear();
+        // Feature visualisations do not depend on the input: they stay.
+        self.gradients.retain(|g| !g.method.depends_on_input());
         self.cams.clear();
     }
 
@@ -424,7 +449,8 @@ impl Session {
     /// Returns whether anything changed.
     pub fn accept_chunk(&mut self, chunk: GradientChunk) -> bool {
         let current = self.result.as_ref().and_then(|r| r.input.as_ref());
-        if !current.is_some_and(|input| Arc::ptr_eq(input, &chunk.input)) {
+        let for_current = current.is_some_and(|input| Arc::ptr_eq(input, &chunk.input));
+        if !for_current && chunk.method.depends_on_input() {
             return false;
         }
         let key = (chunk.layer, chunk.method);
@@ -458,8 +484,9 @@ impl Session {
             .as_ref()
             .and_then(|r| r.input.clone())
             .context("no input has been run yet")?;
+        let options = self.compute_options.clone();
         self.compute(
-            |engine| compute_gradients(engine, &input, layer, method),
+            |engine| compute_gradients(engine, &input, (layer, method), &options),
             Self::accept_gradients,
         )
     }

@@ -181,6 +181,11 @@ fn upload_images(
         h as u32,
         range.len() as u32,
     )?;
+    if g.method == Method::FeatVis {
+        // Pictures in [0, 1], shown as they are (no per-tile stretch).
+        let tiles = tiles.into_iter().map(|(handle, _)| (handle, [0.0, 1.0]));
+        return Ok((tiles.collect(), Vec::new()));
+    }
     let robust = if planes == 3 {
         use rayon::prelude::*;
         (values.par_chunks(per))

@@ -121,7 +121,7 @@ pub fn run_window(source: ViewSource, options: ViewerOptions) -> Result<()> {
         Source::Model { engine, model } => Some(Worker::spawn(
             Arc::clone(engine),
             session.on_gpu,
-            model.spec.clone(),
+            (model.spec.clone(), session.compute_options.clone()),
             event_loop.create_proxy(),
             live.as_ref().map(|l| Arc::clone(&l.feed)),
         )),
@@ -418,7 +418,7 @@ impl App {
             Source::Model { engine, model } => Some(Worker::spawn(
                 Arc::clone(engine),
                 session.on_gpu,
-                model.spec.clone(),
+                (model.spec.clone(), session.compute_options.clone()),
                 self.proxy.clone(),
                 // The webcam goes on feeding the new model (at its own input size).
                 self.live.as_ref().map(|l| Arc::clone(&l.feed)),

@@ -17,8 +17,8 @@ use image::RgbImage;
 use winit::event_loop::EventLoopProxy;
 
 use super::compute::{
-    CamResult, Delivery, ForwardResult, GradientChunk, compute_cam, compute_gradient_chunks,
-    run_forward,
+    CamResult, ComputeOptions, Delivery, ForwardResult, GradientChunk, compute_cam,
+    compute_gradient_chunks, run_forward,
 };
 use super::fallback::{Fallback, compute_with_fallback};
 use crate::engine::Engine;
@@ -80,7 +80,7 @@ impl Worker {
     pub(super) fn spawn(
         engine: Arc<Engine>,
         on_gpu: bool,
-        spec: InputSpec,
+        (spec, options): (InputSpec, ComputeOptions),
         proxy: EventLoopProxy<UserEvent>,
         feed: Option<Arc<LiveFeed>>,
     ) -> Self {
@@ -159,7 +159,8 @@ impl Worker {
                             let request = (&input, layer, method, from_channel);
                             let (result, fallback) =
                                 compute_with_fallback(&engine, on_gpu, |engine| {
-                                    stream_images(engine, request, &rx, &proxy, &mut waiting)
+                                    let channel = (&rx, &proxy);
+                                    stream_images(engine, request, &options, channel, &mut waiting)
                                 });
                             match result {
                                 Ok(_) => (None, fallback),
@@ -205,8 +206,8 @@ enum Next {
 fn stream_images(
     engine: &Engine,
     (input, layer, method, from_channel): (&Arc<InputTensor>, usize, Method, usize),
-    rx: &Receiver<Job>,
-    proxy: &EventLoopProxy<UserEvent>,
+    options: &ComputeOptions,
+    (rx, proxy): (&Receiver<Job>, &EventLoopProxy<UserEvent>),
     waiting: &mut Option<Job>,
 ) -> anyhow::Result<ControlFlow<()>> {
     let mut send = |e| proxy.send_event(e).is_ok();
@@ -229,10 +230,9 @@ fn stream_images(
     compute_gradient_chunks(
         engine,
         input,
-        layer,
-        method,
+        (layer, method),
         from_channel,
-        None,
+        options,
         &mut on_delivery,
     )
 }
@@ -265,14 +265,14 @@ fn between_chunks(
                     return ControlFlow::Break(());
                 }
             }
-            // This layer again, or any layer's occlusion during an occlusion sweep (it
-            // computes every layer's maps).
+            // This layer again (for any input when its images do not depend on it), or any
+            // layer's occlusion during an occlusion sweep (it computes every layer's maps).
             Job::Gradients {
                 input: ref other,
                 layer: l,
                 method: m,
                 ..
-            } if Arc::ptr_eq(other, input)
+            } if (Arc::ptr_eq(other, input) || !m.depends_on_input())
                 && m == method
                 && (l == layer || m == Method::Occlusion) =>
             {

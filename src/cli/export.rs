@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::ModelArgs;
+use crate::engine::methods::featvis::FeatvisSpec;
 use crate::engine::methods::occlusion::{OcclusionSpec, occlusion};
 use crate::engine::{self, Capture, Engine};
 use crate::export::{self, ExportRequest, LayerSelection};
@@ -28,9 +29,14 @@ pub struct ExportArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Comma-separated methods: forward, gbp (guided backpropagation), deconvnet, backprop,
-    /// gradcam (one map per layer for `--class`), occlusion (sliding grey square).
+    /// gradcam (one map per layer for `--class`), occlusion (sliding grey square), featvis
+    /// (feature visualisation, Lucid's recipe: the same for every input, kept in the cache
+    /// the viewer and `convlens featvis` share).
     #[arg(long, default_value = "forward")]
     pub methods: String,
+    /// Optimisation steps of featvis.
+    #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub featvis_steps: u32,
     /// Class for Grad-CAM and occlusion (index into the model's outputs); default: top-1.
     #[arg(long)]
     pub class: Option<usize>,
@@ -55,9 +61,11 @@ pub struct ExportArgs {
 
 /// The `--methods` list split into the per-filter methods and the two whole-layer ones.
 struct MethodChoice {
+    /// Per-filter methods computed from the forward pass (not occlusion or featvis).
     per_filter: Vec<Method>,
     gradcam: bool,
     occlusion: bool,
+    featvis: bool,
 }
 
 impl MethodChoice {
@@ -71,14 +79,17 @@ impl MethodChoice {
             .filter(|m| !matches!(*m, "gradcam" | "occlusion"))
             .collect();
         let mut per_filter = Method::parse_list(&per_filter.join(","))?;
+        let featvis = per_filter.contains(&Method::FeatVis);
+        per_filter.retain(|&m| m != Method::FeatVis);
         per_filter.dedup();
-        if per_filter.is_empty() && !gradcam && !occlusion {
+        if per_filter.is_empty() && !gradcam && !occlusion && !featvis {
             bail!("--methods is empty");
         }
         Ok(Self {
             per_filter,
             gradcam,
             occlusion,
+            featvis,
         })
     }
 
@@ -144,6 +155,9 @@ pub fn export(args: &ExportArgs) -> Result<()> {
         let written = export_occlusion(args, &engine, &input, &layers, class)?;
         summary.pngs += written.pngs;
         summary.npys += written.npys;
+    }
+    if choice.featvis {
+        summary.pngs += export_featvis(args, &m, &engine, &layers)?;
     }
     // Last: architecture.json marks the directory complete.
     export::write_summary_files(&m.graph, &req)?;
@@ -255,6 +269,51 @@ fn export_occlusion(
     eprintln!(
         "occlusion: {} squares of {} px at stride {}, {} per forward pass → {} PNGs",
         passes, spec.size_px, spec.stride_px, maps.squares_per_pass, written.pngs
+    );
+    Ok(written)
+}
+
+/// Feature visualisations of every filter of the selected layers with per-channel maps,
+/// into `featvis/`; returns the PNGs written.
+fn export_featvis(
+    args: &ExportArgs,
+    m: &crate::model::LoadedModel,
+    engine: &Engine,
+    layers: &[usize],
+) -> Result<usize> {
+    let mut spec = FeatvisSpec::lucid(m.spec.mean, m.spec.std);
+    spec.steps = args.featvis_steps as usize;
+    spec.batch = 8;
+    let cache = super::featvis::user_cache(&m.graph, &spec)?;
+    let dir = crate::format::paths::method_dir(&args.out, Method::FeatVis);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let stems = crate::format::architecture::layer_stems(&m.graph);
+    let started = Instant::now();
+    let (mut written, mut computed) = (0, 0);
+    for &layer in layers {
+        let Some((channels, _, _)) = m.graph.nodes[layer].feature_map_dims() else {
+            continue;
+        };
+        let run = super::featvis::LayerRun {
+            engine,
+            cache: cache.as_ref(),
+            layer,
+            stem: &stems[layer],
+            spec: &spec,
+        };
+        let filters: Vec<usize> = (0..channels).collect();
+        let (images, optimised) = run.write(&filters, &dir)?;
+        written += images.len();
+        computed += optimised;
+    }
+    eprintln!(
+        "featvis: {written} PNGs ({computed} optimised at {} steps in {:.1} s, {} from the cache {})",
+        spec.steps,
+        started.elapsed().as_secs_f64(),
+        written - computed,
+        cache
+            .map(|c| c.dir().display().to_string())
+            .unwrap_or_default()
     );
     Ok(written)
 }

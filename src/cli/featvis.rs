@@ -10,8 +10,11 @@ use serde_json::json;
 
 use super::ModelArgs;
 use crate::engine::Engine;
+use std::ops::ControlFlow;
+
+use crate::engine::methods::featvis::cache::{self, CachedEvent, FeatvisCache, featvis_cached};
 use crate::engine::methods::featvis::{
-    FeatvisImage, FeatvisSpec, Objective, Parameterisation, RECORD_EVERY, featvis,
+    FeatvisImage, FeatvisSpec, Objective, Parameterisation, RECORD_EVERY,
 };
 use crate::export::{self, LayerSelection};
 use crate::format::architecture::layer_stems;
@@ -55,6 +58,10 @@ pub struct FeatvisArgs {
     /// Filters optimised together, one batched forward and reverse pass per step.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     pub batch: u16,
+    /// Neither read nor fill the feature-vis cache (`$CONVLENS_CACHE_DIR`, else
+    /// `$XDG_CACHE_HOME/convlens`, else `~/.cache/convlens`), which the viewer shares.
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -137,13 +144,24 @@ pub fn featvis_command(args: &FeatvisArgs) -> Result<()> {
     };
     let dir = args.out.join("featvis");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let cache = if args.no_cache {
+        None
+    } else {
+        user_cache(graph, &spec)?
+    };
+    if let Some(cache) = &cache {
+        eprintln!(
+            "cache: {} (--no-cache: neither read nor fill it)",
+            cache.dir().display()
+        );
+    }
     eprintln!(
         "model: {}, device: {}; {} steps per filter, {} filters per pass",
         graph.name, device.description, spec.steps, spec.batch
     );
     let mut layer_docs = Vec::new();
     let started = std::time::Instant::now();
-    let mut optimised = 0usize;
+    let (mut optimised, mut optimised_now) = (0usize, 0usize);
     for &layer in &layers {
         let node = &graph.nodes[layer];
         let Some((channels, _, _)) = node.feature_map_dims() else {
@@ -170,21 +188,16 @@ pub fn featvis_command(args: &FeatvisArgs) -> Result<()> {
             );
             continue;
         }
-        let bar = indicatif::ProgressBar::new(filters.len() as u64).with_style(
-            indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} filters ({eta})")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar.set_message(node.name.clone());
         let stem = &stems[layer];
-        let mut written: Result<()> = Ok(());
-        let images = featvis(&engine, layer, &filters, &spec, |chunk| {
-            if written.is_ok() {
-                written = write_pngs(&dir, stem, chunk, engine.graph());
-            }
-            bar.inc(chunk.len() as u64);
-        })?;
-        written?;
-        bar.finish_and_clear();
+        let run = LayerRun {
+            engine: &engine,
+            cache: cache.as_ref(),
+            layer,
+            stem,
+            spec: &spec,
+        };
+        let (images, computed) = run.write(&filters, &dir)?;
+        optimised_now += computed;
         optimised += images.len();
         layer_docs.push(json!({
             "name": node.name,
@@ -229,27 +242,127 @@ pub fn featvis_command(args: &FeatvisArgs) -> Result<()> {
     export::atomic_write(&path, serde_json::to_string_pretty(&doc)?.as_bytes(), true)?;
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(
-        "wrote {optimised} images and {} in {seconds:.1} s ({:.2} s per filter)",
+        "wrote {optimised} images and {} in {seconds:.1} s: {optimised_now} optimised ({:.2} s \
+         per filter), {} from the cache",
         path.display(),
-        seconds / optimised.max(1) as f64
+        seconds / optimised_now.max(1) as f64,
+        optimised - optimised_now
     );
     Ok(())
 }
 
-/// `featvis/<stem>_<n>.png` for each image of a chunk (`[3, H, W]` in [0, 1]).
-fn write_pngs(
-    dir: &std::path::Path,
-    stem: &str,
-    chunk: &[FeatvisImage],
+/// The user's feature-vis cache for `graph` under `spec` (`None` when no cache folder is
+/// known: nothing is kept).
+pub(super) fn user_cache(
     graph: &crate::model::Graph,
-) -> Result<()> {
+    spec: &FeatvisSpec,
+) -> Result<Option<FeatvisCache>> {
+    let Some(root) = cache::default_root() else {
+        return Ok(None);
+    };
+    Ok(Some(FeatvisCache::new(
+        &root,
+        &graph.fingerprint,
+        spec,
+        input_hw(graph)?,
+    )))
+}
+
+/// `[H, W]` of the model's one RGB image input.
+fn input_hw(graph: &crate::model::Graph) -> Result<[usize; 2]> {
     let shape = graph
         .image_input()
         .map(|i| i.shape.clone())
         .unwrap_or_default();
-    let &[_, 3, h, w] = shape.as_slice() else {
-        bail!("the model's input {shape:?} is not one RGB image");
-    };
+    match shape.as_slice() {
+        &[1, 3, h, w] => Ok([h, w]),
+        _ => bail!("feature vis needs one [1, 3, H, W] image input; the model's is {shape:?}"),
+    }
+}
+
+/// Feature visualisations of one layer, written as PNGs with a progress bar (shared by
+/// `featvis` and `export --methods featvis`).
+pub(super) struct LayerRun<'a> {
+    pub engine: &'a Engine,
+    pub cache: Option<&'a FeatvisCache>,
+    pub layer: usize,
+    pub stem: &'a str,
+    pub spec: &'a FeatvisSpec,
+}
+
+impl LayerRun<'_> {
+    /// Optimises (or reads from the cache) `filters` and writes `dir/<stem>_<n>.png` for each
+    /// as its chunk finishes. Returns the images and how many were optimised (not cached).
+    pub fn write(
+        &self,
+        filters: &[usize],
+        dir: &std::path::Path,
+    ) -> Result<(Vec<FeatvisImage>, usize)> {
+        let graph = self.engine.graph();
+        let hw = input_hw(graph)?;
+        let steps = self.spec.steps.max(1);
+        let bar = indicatif::ProgressBar::new((filters.len() * steps) as u64).with_style(
+            indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {percent}% ({eta})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let name = &graph.nodes[self.layer].name;
+        let (mut done, mut images) = (0usize, Vec::with_capacity(filters.len()));
+        let mut computed = 0;
+        let mut failed: Option<anyhow::Error> = None;
+        bar.set_message(format!("{name} 0/{} filters", filters.len()));
+        let _: ControlFlow<()> = featvis_cached(
+            self.engine,
+            self.cache,
+            (self.layer, self.stem),
+            filters,
+            self.spec,
+            &mut |event| {
+                match event {
+                    CachedEvent::Step {
+                        filters: chunk,
+                        step,
+                        ..
+                    } => {
+                        if step == 1 {
+                            computed += chunk.len();
+                        }
+                        bar.set_position((done * steps + step * chunk.len()) as u64)
+                    }
+                    CachedEvent::Chunk(chunk) => {
+                        if let Err(e) = write_pngs(dir, self.stem, chunk, hw) {
+                            failed = Some(e);
+                            return ControlFlow::Break(());
+                        }
+                        done += chunk.len();
+                        images.extend_from_slice(chunk);
+                        bar.set_position((done * steps) as u64);
+                        bar.set_message(format!("{name} {done}/{} filters", filters.len()));
+                    }
+                    CachedEvent::CacheFailed(e) => bar.println(format!(
+                        "warning: feature-vis cache {}: {e} (results are still written)",
+                        self.cache
+                            .map(|c| c.dir().display().to_string())
+                            .unwrap_or_default()
+                    )),
+                }
+                ControlFlow::Continue(())
+            },
+        )?;
+        bar.finish_and_clear();
+        match failed {
+            Some(e) => Err(e),
+            None => Ok((images, computed)),
+        }
+    }
+}
+
+/// `<stem>_<n>.png` in `dir` for each image of a chunk (`[3, H, W]` in [0, 1]).
+fn write_pngs(
+    dir: &std::path::Path,
+    stem: &str,
+    chunk: &[FeatvisImage],
+    [h, w]: [usize; 2],
+) -> Result<()> {
     for img in chunk {
         let rgb = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
             let at = |p: usize| {

@@ -19,23 +19,27 @@ pub enum Method {
     /// Drop of each filter's summed response as a grey square slides over the input (one
     /// map per filter at the occlusion grid's size).
     Occlusion,
+    /// Feature visualisation (Olah et al.): per filter, the image optimised to excite it
+    /// most ([`crate::engine::methods::featvis`]); it does not depend on the input.
+    FeatVis,
 }
 
 /// A method name that is not one of [`Method::ALL`]'s.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown method '{0}' (expected forward, gbp, deconvnet, backprop, occlusion; export also takes gradcam)"
+    "unknown method '{0}' (expected forward, gbp, deconvnet, backprop, occlusion, featvis; export also takes gradcam)"
 )]
 pub struct UnknownMethod(pub String);
 
 impl Method {
     /// In the viewer's button order.
-    pub const ALL: [Method; 5] = [
+    pub const ALL: [Method; 6] = [
         Method::Forward,
         Method::Guided,
         Method::Deconvnet,
         Method::Backprop,
         Method::Occlusion,
+        Method::FeatVis,
     ];
 
     /// The name on the command line and of the data directory's folder (`gbp/` for guided
@@ -47,6 +51,7 @@ impl Method {
             Method::Deconvnet => "deconvnet",
             Method::Backprop => "backprop",
             Method::Occlusion => "occlusion",
+            Method::FeatVis => "featvis",
         }
     }
 
@@ -68,14 +73,28 @@ impl Method {
             .collect()
     }
 
-    /// The reverse-pass rule of a gradient method (`None` for forward and occlusion).
+    /// The reverse-pass rule of a gradient method (`None` for forward, occlusion and
+    /// feature visualisation).
     pub fn gradient(self) -> Option<GradientRule> {
         match self {
-            Method::Forward | Method::Occlusion => None,
+            Method::Forward | Method::Occlusion | Method::FeatVis => None,
             Method::Guided => Some(GradientRule::Guided),
             Method::Deconvnet => Some(GradientRule::Deconvnet),
             Method::Backprop => Some(GradientRule::Backprop),
         }
+    }
+}
+
+impl Method {
+    /// Whether the method's images are RGB pictures of the input's size (gradient images
+    /// and feature visualisations) rather than one map per filter.
+    pub fn rgb_images(self) -> bool {
+        self.gradient().is_some() || self == Method::FeatVis
+    }
+
+    /// Whether the method's images depend on the input (feature visualisations do not).
+    pub fn depends_on_input(self) -> bool {
+        self != Method::FeatVis
     }
 }
 

@@ -51,7 +51,7 @@ impl LayerTiles {
 
     /// Gradient images are RGB (normalised jointly over their planes); maps use the chosen map.
     pub(super) fn colormap(&self, chosen: Colormap) -> Colormap {
-        if self.method.gradient().is_some() {
+        if self.method.rgb_images() {
             Colormap::Rgb
         } else {
             chosen
@@ -275,6 +275,11 @@ fn details(inp: &SceneInputs, scene: &mut Scene) {
                 }
                 Method::Occlusion => {
                     "drop of each filter's summed response as a grey square slides over the input"
+                        .to_string()
+                }
+                Method::FeatVis => {
+                    "feature visualisation: the image each filter's mean response is highest \
+                     for (Lucid's recipe; no input)"
                         .to_string()
                 }
                 m => format!(

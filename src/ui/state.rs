@@ -41,6 +41,7 @@ pub fn method_label(method: Method) -> &'static str {
         Method::Deconvnet => "deconvnet",
         Method::Backprop => "backprop",
         Method::Occlusion => "occlusion",
+        Method::FeatVis => "feature vis",
     }
 }
 
@@ -61,6 +62,8 @@ pub fn compact_button_label(i: usize) -> &'static str {
     match (Method::ALL.get(i), button_label(i)) {
         (Some(Method::Guided), _) => "GBP",
         (Some(Method::Deconvnet), _) => "deconv",
+        (Some(Method::Occlusion), _) => "occl.",
+        (Some(Method::FeatVis), _) => "featvis",
         (None, "dataset examples") => "dataset",
         (None, "parameters") => "params",
         (_, label) => label,

@@ -6,8 +6,15 @@ use std::process::Command;
 
 use common::fixture;
 
+/// Runs the binary with a cache folder of its own (feature vis keeps images there).
 fn convlens(args: &[&str]) -> std::process::Output {
+    let cache = tempfile::tempdir().expect("tempdir");
+    convlens_cached(args, cache.path())
+}
+
+fn convlens_cached(args: &[&str], cache: &std::path::Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_convlens"))
+        .env("CONVLENS_CACHE_DIR", cache)
         .args(args)
         .output()
         .expect("binary runs")
@@ -619,4 +626,159 @@ fn featvis_writes_images_and_a_trace_that_climbs() {
         "{}",
         text(&bad)
     );
+}
+
+/// Mean RGB of the pixels of `img` inside `[x, y, w, h]` (in pixels).
+fn mean_rgb(img: &image::RgbaImage, [x, y, w, h]: [u32; 4]) -> [f64; 3] {
+    let mut sum = [0f64; 3];
+    for yy in y..y + h {
+        for xx in x..x + w {
+            let p = img.get_pixel(xx, yy);
+            (0..3).for_each(|c| sum[c] += f64::from(p[c]));
+        }
+    }
+    sum.map(|s| s / f64::from(w * h))
+}
+
+#[test]
+fn featvis_fills_the_cache_that_export_and_the_viewer_read() {
+    use convlens::ui::scene::selected_grid;
+    use convlens::ui::state::ViewState;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("cache");
+    let model = fixture("mixed/tiny_alexnet.onnx");
+    let model = model.to_str().expect("utf8");
+    let featvis_out = dir.path().join("featvis");
+    let run = convlens_cached(
+        &[
+            "featvis",
+            model,
+            "--layers",
+            "conv2",
+            "--steps",
+            "8",
+            "--batch",
+            "4",
+            "--out",
+            featvis_out.to_str().expect("utf8"),
+            "--device",
+            "cpu",
+        ],
+        &cache,
+    );
+    assert!(run.status.success(), "{}", text(&run));
+    assert!(text(&run).contains(" from the cache"), "{}", text(&run));
+    let graph = convlens::model::load_onnx_file(
+        std::path::Path::new(model),
+        &convlens::model::ImportOptions::default(),
+    )
+    .expect("model");
+    let layer = graph
+        .nodes
+        .iter()
+        .position(|n| n.name == "conv2")
+        .expect("conv2");
+    let channels = graph.nodes[layer].feature_map_dims().expect("maps").0;
+    // export reads every filter from the cache: nothing optimised, the same PNGs.
+    let coffee = format!("{}/assets/images/coffee.png", env!("CARGO_MANIFEST_DIR"));
+    let data = dir.path().join("data");
+    let run = convlens_cached(
+        &[
+            "export",
+            model,
+            "--input",
+            &coffee,
+            "--layers",
+            "conv2",
+            "--methods",
+            "forward,featvis",
+            "--featvis-steps",
+            "8",
+            "--out",
+            data.to_str().expect("utf8"),
+            "--device",
+            "cpu",
+        ],
+        &cache,
+    );
+    assert!(run.status.success(), "{}", text(&run));
+    let said = text(&run);
+    assert!(
+        said.contains(&format!("featvis: {channels} PNGs (0 optimised")),
+        "{said}"
+    );
+    for n in 1..=channels {
+        let name = format!("featvis/conv2_{n}.png");
+        let a = std::fs::read(featvis_out.join(&name)).expect("featvis PNG");
+        let b = std::fs::read(data.join(&name)).expect("exported PNG");
+        assert_eq!(a, b, "{name}");
+    }
+    // Another step count is another cache entry: computed, not read.
+    let run = convlens_cached(
+        &[
+            "export",
+            model,
+            "--input",
+            &coffee,
+            "--layers",
+            "conv2",
+            "--methods",
+            "featvis",
+            "--featvis-steps",
+            "3",
+            "--out",
+            dir.path().join("data3").to_str().expect("utf8"),
+            "--device",
+            "cpu",
+        ],
+        &cache,
+    );
+    assert!(run.status.success(), "{}", text(&run));
+    assert!(text(&run).contains(&format!("featvis: {channels} PNGs ({channels} optimised")));
+    // The viewer's "feature vis" tiles are those images.
+    let shot = dir.path().join("shot.png");
+    let run = convlens_cached(
+        &[
+            "view",
+            model,
+            "--layer",
+            "conv2",
+            "--method",
+            "featvis",
+            "--featvis-steps",
+            "8",
+            "--window-size",
+            "1000x700",
+            "--device",
+            "cpu",
+            "--screenshot",
+            shot.to_str().expect("utf8"),
+        ],
+        &cache,
+    );
+    assert!(run.status.success(), "{}", text(&run));
+    let img = image::open(&shot).expect("screenshot").to_rgba8();
+    let device = convlens::engine::device::select(convlens::engine::DeviceChoice::Cpu);
+    let args = convlens::cli::ModelArgs {
+        model: Some(model.into()),
+        ..Default::default()
+    };
+    let session = convlens::app::Session::new(args.load().expect("model"), &device);
+    let mut state = ViewState::new(layer, [1000.0, 700.0]);
+    state.method = convlens::format::Method::FeatVis;
+    let grid = selected_grid(&session.vm, &state).expect("grid");
+    for k in [0, channels - 1] {
+        let r = grid.tile_rect(k, 0.0);
+        let inner = [r.x + 3.0, r.y + 3.0, r.w - 6.0, r.h - 6.0].map(|v| v.round() as u32);
+        let shown = mean_rgb(&img, inner);
+        let png = image::open(featvis_out.join(format!("featvis/conv2_{}.png", k + 1)))
+            .expect("png")
+            .to_rgba8();
+        let (w, h) = png.dimensions();
+        let want = mean_rgb(&png, [0, 0, w, h]);
+        let worst = (0..3)
+            .map(|c| (shown[c] - want[c]).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 8.0, "tile {k}: shown {shown:?}, image {want:?}");
+    }
 }

@@ -1,6 +1,8 @@
 //! The viewer's per-filter images arrive chunk by chunk (`app::compute`): the chunks of a
 //! layer, put in place, equal the whole layer computed in one go; a receiver that says stop
 //! gets no further chunk; a layer stopped part-way resumes from its first missing filter.
+//! Feature visualisations stream the same way, equal the engine's own, and come back from
+//! the cache without a single optimisation step.
 
 use crate::common;
 
@@ -8,8 +10,11 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use common::{fixture, formula_input};
-use convlens::app::compute::{Delivery, GradientChunk, compute_gradient_chunks, compute_gradients};
+use convlens::app::compute::{
+    ComputeOptions, Delivery, GradientChunk, compute_gradient_chunks, compute_gradients,
+};
 use convlens::engine::methods::attribution;
+use convlens::engine::methods::featvis::featvis;
 use convlens::engine::{Capture, Engine};
 use convlens::format::Method;
 use convlens::model::preprocess::InputTensor;
@@ -22,6 +27,14 @@ fn chunk(d: Delivery) -> GradientChunk {
         Delivery::Progress { .. } | Delivery::Notice(_) => {
             panic!("progress or a notice from a gradient method")
         }
+    }
+}
+
+/// The viewer's options with gradient chunks of `seeds_per_pass`.
+fn options(seeds_per_pass: Option<usize>) -> ComputeOptions {
+    ComputeOptions {
+        seeds_per_pass,
+        ..Default::default()
     }
 }
 
@@ -70,10 +83,9 @@ fn chunks_put_in_place_equal_the_whole_layer() {
     let flow = compute_gradient_chunks(
         &engine,
         &input,
-        layer,
-        Method::Guided,
+        (layer, Method::Guided),
         0,
-        Some(2),
+        &options(Some(2)),
         &mut on_chunk,
     )
     .unwrap();
@@ -101,7 +113,8 @@ fn chunks_put_in_place_equal_the_whole_layer() {
     );
 
     // The all-at-once helper (screenshots) assembles the same.
-    let whole = compute_gradients(&engine, &input, layer, Method::Guided).unwrap();
+    let whole =
+        compute_gradients(&engine, &input, (layer, Method::Guided), &options(None)).unwrap();
     assert_eq!(whole.filled, channels);
     assert_eq!(whole.images.shape, want.shape);
 }
@@ -121,10 +134,9 @@ fn a_layer_stopped_part_way_resumes_where_it_stopped() {
     let flow = compute_gradient_chunks(
         &engine,
         &input,
-        layer,
-        method,
+        (layer, method),
         0,
-        Some(2),
+        &options(Some(2)),
         &mut stop_after_one,
     )
     .unwrap();
@@ -140,12 +152,19 @@ fn a_layer_stopped_part_way_resumes_where_it_stopped() {
         assert!(partial.accept_chunk(&c));
         ControlFlow::Continue(())
     };
-    let flow =
-        compute_gradient_chunks(&engine, &input, layer, method, 2, None, &mut resume).unwrap();
+    let flow = compute_gradient_chunks(
+        &engine,
+        &input,
+        (layer, method),
+        2,
+        &options(None),
+        &mut resume,
+    )
+    .unwrap();
     assert!(flow.is_continue());
     assert_eq!(starts.first(), Some(&2));
     assert!(partial.is_complete());
-    let whole = compute_gradients(&engine, &input, layer, method).unwrap();
+    let whole = compute_gradients(&engine, &input, (layer, method), &options(None)).unwrap();
     let scale = whole
         .images
         .data
@@ -180,10 +199,9 @@ fn occlusion_reports_its_passes_then_delivers_every_layer() {
     let flow = compute_gradient_chunks(
         &engine,
         &input,
-        layer,
-        Method::Occlusion,
+        (layer, Method::Occlusion),
         0,
-        None,
+        &options(None),
         &mut on_delivery,
     )
     .unwrap();
@@ -211,7 +229,8 @@ fn occlusion_reports_its_passes_then_delivers_every_layer() {
         assert_eq!(shape[2] * shape[3], total, "one pass per grid cell");
     }
     // The all-at-once helper sweeps the requested layer only, to the same maps.
-    let whole = compute_gradients(&engine, &input, layer, Method::Occlusion).unwrap();
+    let whole =
+        compute_gradients(&engine, &input, (layer, Method::Occlusion), &options(None)).unwrap();
     assert_eq!((whole.layer, &whole.images.shape), (layer, &chunks[0].2));
     assert_eq!(Some(whole.images.data), first_maps);
 
@@ -224,13 +243,131 @@ fn occlusion_reports_its_passes_then_delivers_every_layer() {
     let flow = compute_gradient_chunks(
         &engine,
         &input,
-        layer,
-        Method::Occlusion,
+        (layer, Method::Occlusion),
         0,
-        None,
+        &options(None),
         &mut stop,
     )
     .unwrap();
     assert!(flow.is_break());
     assert_eq!(delivered, 1);
+}
+
+#[test]
+fn feature_vis_streams_in_chunks_and_comes_back_from_the_cache() {
+    let (engine, input, layer) = tiny_alexnet();
+    let cache = tempfile::tempdir().unwrap();
+    let mut options = options(None);
+    let featvis_options = &mut options.featvis;
+    featvis_options.spec.steps = 6;
+    featvis_options.spec.batch = 3;
+    featvis_options.cache_root = Some(cache.path().to_path_buf());
+    featvis_options.fingerprint = engine.graph().fingerprint.clone();
+    let channels = engine.graph().nodes[layer].feature_map_dims().unwrap().0;
+    let run = |from: usize, stop_at_step: Option<usize>| {
+        let (mut chunks, mut steps) = (Vec::new(), 0);
+        let flow = compute_gradient_chunks(
+            &engine,
+            &input,
+            (layer, Method::FeatVis),
+            from,
+            &options,
+            &mut |d| match d {
+                Delivery::Chunk(c) => {
+                    chunks.push(c);
+                    ControlFlow::Continue(())
+                }
+                Delivery::Progress { .. } => {
+                    steps += 1;
+                    if stop_at_step == Some(steps) {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                }
+                Delivery::Notice(n) => panic!("notice: {n}"),
+            },
+        )
+        .unwrap();
+        (flow, chunks, steps)
+    };
+    // Stopped in the second chunk: one chunk delivered (and cached), nothing else.
+    let (flow, chunks, steps) = run(0, Some(6 + 2));
+    assert!(flow.is_break());
+    assert_eq!(steps, 8);
+    assert_eq!(chunks.len(), 1);
+    assert_eq!(chunks[0].channels, 0..3);
+    // Resumed from filter 3 … and the whole layer again: the first chunk without a step.
+    let (flow, resumed, steps) = run(3, None);
+    assert!(flow.is_continue());
+    assert_eq!(
+        steps,
+        channels.div_ceil(3) * 6 - 6,
+        "one progress per step of each chunk"
+    );
+    assert_eq!(resumed.first().map(|c| c.channels.start), Some(3));
+    let (_, again, steps) = run(0, None);
+    assert_eq!(steps, 0, "a cached layer is not optimised again");
+    let mut whole = again[0].empty_result();
+    for c in &again {
+        assert_eq!(c.method, Method::FeatVis);
+        assert!(whole.accept_chunk(c));
+    }
+    assert!(whole.is_complete());
+    assert_eq!(whole.images.shape, [channels, 3, 32, 32]);
+    // The engine's own feature vis, computed in one go, is the same picture for every
+    // filter (the cache stores float32 exactly, and chunking does not change results).
+    let filters: Vec<usize> = (0..channels).collect();
+    let mut spec = options.featvis.spec;
+    spec.batch = channels;
+    let direct = featvis(&engine, layer, &filters, &spec, |_| {}).unwrap();
+    let direct: Vec<f32> = direct.iter().flat_map(|i| i.image.clone()).collect();
+    let worst = (direct.iter().zip(&whole.images.data))
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst <= 1e-5, "cached vs direct: {worst}");
+    assert!(whole.images.data.iter().all(|v| (0.0..=1.0).contains(v)));
+}
+
+#[test]
+fn feature_vis_outlives_the_input_and_gradient_images_do_not() {
+    let args = convlens::cli::ModelArgs {
+        model: Some(fixture("mixed/tiny_alexnet.onnx")),
+        ..Default::default()
+    };
+    let device = convlens::engine::device::select(convlens::engine::DeviceChoice::Cpu);
+    let mut session = convlens::app::Session::new(args.load().unwrap(), &device);
+    session.compute_options.featvis.cache_root = None;
+    session.set_featvis_steps(2);
+    session.run_file(None).unwrap();
+    let layer = session.vm.map_layers[0];
+    session.ensure_gradients(layer, Method::FeatVis).unwrap();
+    session.ensure_gradients(layer, Method::Guided).unwrap();
+    let old_input = session.result.as_ref().unwrap().input.clone().unwrap();
+    let featvis_before = session
+        .gradient(layer, Method::FeatVis)
+        .unwrap()
+        .images
+        .clone();
+    // A new input: the gradient images go, the feature visualisations stay.
+    session.run_file(None).unwrap();
+    assert!(session.gradient(layer, Method::Guided).is_none());
+    let kept = session.gradient(layer, Method::FeatVis).expect("kept");
+    assert_eq!(kept.images.data, featvis_before.data);
+    // A chunk computed for the old input still counts for feature vis, not for gradients.
+    let channels = featvis_before.shape[0];
+    let per: usize = featvis_before.shape[1..].iter().product();
+    let second = session.vm.map_layers[1];
+    let stale = |method: Method, shape: Vec<usize>| GradientChunk {
+        input: Arc::clone(&old_input),
+        layer: second,
+        method,
+        channels: 0..1,
+        data: vec![0.5; shape[1..].iter().product()],
+        shape,
+    };
+    let second_channels = session.vm.layers[second].map_dims().unwrap().0;
+    assert!(session.accept_chunk(stale(Method::FeatVis, vec![second_channels, 3, 32, 32])));
+    assert!(!session.accept_chunk(stale(Method::Guided, vec![second_channels, 3, 32, 32])));
+    assert_eq!((channels, per), (featvis_before.shape[0], 3 * 32 * 32));
 }

@@ -82,6 +82,7 @@ pub fn formula_input(n: usize) -> Vec<f32> {
 pub fn run_convlens(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_convlens"))
         .env("CONVLENS_DATA_DIR", data_dir)
+        .env("CONVLENS_CACHE_DIR", data_dir.join("cache"))
         .args(args)
         .output()
         .expect("the convlens binary runs")

@@ -12,8 +12,11 @@
 //! step. Every map is applied and transposed on the host; the network's part of the gradient
 //! is the engine's batched reverse pass.
 
+pub mod cache;
 pub mod fft;
 pub mod transform;
+
+use std::ops::ControlFlow;
 
 use burn::tensor::{Tensor, TensorData};
 
@@ -67,6 +70,37 @@ pub struct FeatvisSpec {
     pub batch: usize,
 }
 
+impl FeatvisSpec {
+    /// Lucid's default recipe (512 steps of Adam at 0.05 on the channel objective, FFT
+    /// parameterisation, decorrelated colours, the standard transforms, seed 0) for a model
+    /// whose input is `(pixel − mean) / std`; 16 filters per pass.
+    pub fn lucid(mean: [f32; 3], std: [f32; 3]) -> Self {
+        Self {
+            steps: 512,
+            lr: 0.05,
+            objective: Objective::Channel,
+            param: Parameterisation::Pixel {
+                mean,
+                std,
+                decorrelate: true,
+                fft: true,
+                transforms: true,
+            },
+            seed: 0,
+            batch: 16,
+        }
+    }
+
+    /// Every setting that changes the images, as text (the batch does not: a filter's
+    /// result is the same in any chunk). Names a cache entry ([`cache::FeatvisCache`]).
+    pub fn result_key(&self, input_hw: [usize; 2]) -> String {
+        format!(
+            "featvis v1; steps {}; lr {:?}; objective {:?}; {:?}; seed {}; input {}x{}",
+            self.steps, self.lr, self.objective, self.param, self.seed, input_hw[0], input_hw[1]
+        )
+    }
+}
+
 /// Why a feature visualisation could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum FeatvisError {
@@ -98,6 +132,19 @@ pub struct FeatvisImage {
     pub objective: Vec<(usize, f32)>,
 }
 
+/// What a running feature visualisation reports, for progress bars and to stop it.
+#[derive(Debug, Clone, Copy)]
+pub enum FeatvisEvent<'a> {
+    /// Step `step` of `steps` is done for the chunk of `filters` being optimised.
+    Step {
+        filters: &'a [usize],
+        step: usize,
+        steps: usize,
+    },
+    /// A chunk of filters is finished, in `filters`' order.
+    Chunk(&'a [FeatvisImage]),
+}
+
 /// Optimises an input for each of `filters` (channel indices) of node `layer`; `on_chunk`
 /// gets the images as each chunk of [`FeatvisSpec::batch`] filters finishes. `engine` is
 /// the batch-1 engine of the model.
@@ -108,6 +155,27 @@ pub fn featvis(
     spec: &FeatvisSpec,
     mut on_chunk: impl FnMut(&[FeatvisImage]),
 ) -> Result<Vec<FeatvisImage>> {
+    let mut out = Vec::with_capacity(filters.len());
+    let _: ControlFlow<()> = featvis_stream(engine, layer, filters, spec, &mut |event| {
+        if let FeatvisEvent::Chunk(images) = event {
+            on_chunk(images);
+            out.extend_from_slice(images);
+        }
+        ControlFlow::Continue(())
+    })?;
+    Ok(out)
+}
+
+/// [`featvis`] reporting every step and chunk to `on_event`, which returns
+/// `ControlFlow::Break` to stop before the next step (the chunk under way is dropped); that
+/// is returned.
+pub fn featvis_stream(
+    engine: &Engine,
+    layer: usize,
+    filters: &[usize],
+    spec: &FeatvisSpec,
+    on_event: &mut dyn FnMut(FeatvisEvent<'_>) -> ControlFlow<()>,
+) -> Result<ControlFlow<()>> {
     let graph = engine.graph();
     let node = &graph.nodes[layer];
     let (channels, _, _) = node
@@ -130,14 +198,23 @@ pub fn featvis(
     if !matches!(input_shape.as_slice(), &[1, 3, _, _]) {
         return Err(FeatvisError::Input(input_shape));
     }
-    let mut out = Vec::with_capacity(filters.len());
     for chunk in filters.chunks(spec.batch.max(1)) {
         let batched = engine.with_batch(chunk.len())?;
-        let images = optimise_chunk(&batched, layer, chunk, spec)?;
-        on_chunk(&images);
-        out.extend(images);
+        let mut on_step = |step| {
+            on_event(FeatvisEvent::Step {
+                filters: chunk,
+                step,
+                steps: spec.steps,
+            })
+        };
+        let Some(images) = optimise_chunk(&batched, layer, chunk, spec, &mut on_step)? else {
+            return Ok(ControlFlow::Break(()));
+        };
+        if on_event(FeatvisEvent::Chunk(&images)).is_break() {
+            return Ok(ControlFlow::Break(()));
+        }
     }
-    Ok(out)
+    Ok(ControlFlow::Continue(()))
 }
 
 /// Every how many steps the objective is recorded.
@@ -323,12 +400,14 @@ impl Pipeline {
     }
 }
 
+/// One chunk's optimisation; `None` when `on_step` stopped it.
 fn optimise_chunk(
     batched: &Engine,
     layer: usize,
     filters: &[usize],
     spec: &FeatvisSpec,
-) -> Result<Vec<FeatvisImage>> {
+    on_step: &mut dyn FnMut(usize) -> ControlFlow<()>,
+) -> Result<Option<Vec<FeatvisImage>>> {
     let n = filters.len();
     let pipeline = Pipeline::new(spec.param, input_hw(batched)?);
     let per = pipeline.len();
@@ -357,6 +436,9 @@ fn optimise_chunk(
         if step == spec.steps {
             break; // the last evaluation only records (its gradient goes unused)
         }
+        if on_step(step + 1).is_break() {
+            return Ok(None);
+        }
         match spec.param {
             Parameterisation::Pixel { .. } => adam.ascend(&mut p, &gp),
             Parameterisation::L2Ball { radius } => {
@@ -374,13 +456,15 @@ fn optimise_chunk(
     }
     let shown = pipeline.picture(&p);
     let [h, w] = pipeline.hw;
-    Ok((filters.iter().zip(shown.chunks(3 * h * w)).zip(history))
-        .map(|((&filter, image), objective)| FeatvisImage {
-            filter,
-            image: image.to_vec(),
-            objective,
-        })
-        .collect())
+    Ok(Some(
+        (filters.iter().zip(shown.chunks(3 * h * w)).zip(history))
+            .map(|((&filter, image), objective)| FeatvisImage {
+                filter,
+                image: image.to_vec(),
+                objective,
+            })
+            .collect(),
+    ))
 }
 
 /// `[1, 1, N, C, H', W']`: sample `k`'s gradient of its objective with respect to the layer.
