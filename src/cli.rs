@@ -149,10 +149,17 @@ pub struct BenchArgs {
     /// in the table); 1 leaves it out.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     pub batch: u16,
-    /// Also time feature visualisation of the last conv layer (16 filters, scaled to 512
+    /// Also time feature visualisation (16 filters of the last conv layer, scaled to 512
     /// steps): `featvis_s_per_filter`.
     #[arg(long)]
     pub featvis: bool,
+    /// The image size feature visualisation is timed at (Lucid's 128 px; the model's own
+    /// size where it cannot take another).
+    #[arg(long, value_name = "HxW", default_value = "128x128", value_parser = parse_hw)]
+    pub featvis_size: [usize; 2],
+    /// The layer feature visualisation is timed on (default: the last conv layer).
+    #[arg(long, value_name = "NAME")]
+    pub featvis_layer: Option<String>,
     /// Only the architecture: model file → first frame, and frames while the architecture
     /// scrolls (every layer a node, and in blocks). No compute; for very deep models.
     #[arg(long, conflicts_with_all = ["skip_gbp", "ops", "featvis", "input"])]
@@ -366,32 +373,50 @@ impl ModelArgs {
 
     /// Loads the model (file or embedded default) and resolves its input spec.
     pub fn load(&self) -> Result<LoadedModel> {
+        self.load_sized(false, None)
+    }
+
+    /// [`ModelArgs::load`]; with `resize_fixed`, `--size` also replaces a size the file
+    /// fixes (shapes inferred afresh: fully convolutional use, such as `featvis --size`);
+    /// with `last_node`, the graph ends at that node (what follows is not imported).
+    pub fn load_sized(&self, resize_fixed: bool, last_node: Option<&str>) -> Result<LoadedModel> {
+        let resize = resize_fixed && self.size.is_some();
+        let options = crate::model::ImportOptions {
+            input_hw: self.size,
+            resize_fixed: resize,
+            last_node: last_node.map(str::to_string),
+        };
+        let at_size = || match self.size {
+            Some([h, w]) if resize => format!(" at {h}x{w} (--size)"),
+            _ => String::new(),
+        };
         let mut m = match &self.model {
             None => LoadedModel {
-                graph: Arc::new(
-                    default::default_graph()
-                        .context("the embedded default model failed to load")?,
-                ),
+                graph: Arc::new(default::default_graph_with(&options).with_context(|| {
+                    format!("the embedded default model failed to load{}", at_size())
+                })?),
                 spec: default::default_input_spec(),
                 labels: default::imagenet_labels(),
                 is_default: true,
             },
-            Some(path) => LoadedModel::from_file(path, self.size)?,
+            Some(path) if resize => LoadedModel::from_file_with(path, &options)
+                .with_context(|| format!("{} cannot be loaded{}", path.display(), at_size()))?,
+            Some(path) => LoadedModel::from_file_with(path, &options)?,
         };
         for w in &m.graph.warnings {
             eprintln!("warning: {w}");
         }
         let spec = &mut m.spec;
-        if let Some(size) = self.size
-            && size != spec.size_hw
-        {
-            bail!(
+        match self.size {
+            Some(size) if resize => spec.size_hw = size,
+            Some(size) if size != spec.size_hw => bail!(
                 "--size {}x{} differs from the model's fixed input size {}x{}",
                 size[0],
                 size[1],
                 spec.size_hw[0],
                 spec.size_hw[1]
-            );
+            ),
+            _ => {}
         }
         spec.mean = self.mean.unwrap_or(spec.mean);
         spec.std = self.std.unwrap_or(spec.std);
@@ -575,7 +600,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         ops: args.ops,
         viewport: crate::bench::FRAME_VIEWPORT,
         batch: usize::from(args.batch),
-        featvis: args.featvis,
+        featvis: args.featvis.then(|| featvis_bench(args, &m)),
         load_s: Some(load_s),
     };
     let report = crate::bench::run(&m, &device, &options, &mut |line| eprintln!("{line}"))?;
@@ -585,6 +610,37 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         print!("{}", report.table());
     }
     Ok(())
+}
+
+/// `bench --featvis`: the model at `--featvis-size` (its own graph where it cannot take it,
+/// with a warning).
+fn featvis_bench(args: &BenchArgs, m: &LoadedModel) -> crate::bench::FeatvisBench {
+    let resized = ModelArgs {
+        size: Some(args.featvis_size),
+        ..args.model.clone()
+    };
+    let layer = args.featvis_layer.clone().or_else(|| {
+        (m.graph.nodes.iter().rev())
+            .find(|n| n.op.is_conv())
+            .map(|n| n.name.clone())
+    });
+    // The whole model at that size, else the model up to the layer.
+    let graph = if m.spec.size_hw == args.featvis_size {
+        Arc::clone(&m.graph)
+    } else {
+        let whole = resized.load_sized(true, None);
+        match whole.or_else(|_| resized.load_sized(true, layer.as_deref())) {
+            Ok(r) => r.graph,
+            Err(e) => {
+                eprintln!("warning: featvis at the model's own size: {e:#}");
+                Arc::clone(&m.graph)
+            }
+        }
+    };
+    crate::bench::FeatvisBench {
+        graph,
+        layer: args.featvis_layer.clone(),
+    }
 }
 
 #[cfg(test)]

@@ -198,7 +198,10 @@ fn run_onnx(path: &Path) -> Outcome {
         let bytes = bytes.clone();
         let name = format!("{} (input_hw {input_hw:?})", path.display());
         loaded |= guarded(&name, move || {
-            let options = ImportOptions { input_hw };
+            let options = ImportOptions {
+                input_hw,
+                ..Default::default()
+            };
             check_result(load_onnx_bytes(&bytes, "fuzz.onnx", "fuzz", &options))
         })
         .map_err(|e| format!("input_hw {input_hw:?}: {e}"))?;

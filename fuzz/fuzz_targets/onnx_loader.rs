@@ -9,7 +9,10 @@ fuzz_target!(|data: &[u8]| {
     // Once with static shapes only, once with a small size for symbolic H/W inputs
     // (so dynamic-input models get past input_shape and into the node importers).
     for input_hw in [None, Some([8, 8])] {
-        let options = ImportOptions { input_hw };
+        let options = ImportOptions {
+            input_hw,
+            ..Default::default()
+        };
         if let Err(e) = load_onnx_bytes(data, "fuzz.onnx", "fuzz", &options) {
             // Formatting the error must not panic either.
             let _ = e.to_string();

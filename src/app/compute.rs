@@ -318,7 +318,7 @@ fn occlusion_chunks(
 /// The feature visualisations of `layer`'s filters from `from_channel` on, as
 /// `[C, 3, H, W]` chunks of `setup.spec.batch` filters (each a picture in [0, 1] at the
 /// model's input size), read from the cache where it has them and stored there when
-/// computed; progress (in batched passes, a cached chunk counting as done) after each
+/// computed; progress (in filter-steps, a cached filter counting as done) after each
 /// step. `input` only tags the chunks: the images do not depend on it.
 fn featvis_chunks(
     engine: &Engine,
@@ -341,8 +341,12 @@ fn featvis_chunks(
     let cache = (setup.cache_root.as_ref())
         .map(|root| FeatvisCache::new(root, &setup.fingerprint, &setup.spec, [h, w]));
     let filters: Vec<usize> = (from_channel..channels).collect();
-    let total = filters.len().div_ceil(setup.spec.batch.max(1)) * setup.spec.steps;
-    let (mut chunks_done, mut warned) = (0, false);
+    let (mut filters_done, mut warned) = (0, false);
+    // First filter of each chunk being optimised → its steps × filters so far (chunks
+    // optimised at once report their steps interleaved).
+    let mut in_flight = std::collections::BTreeMap::new();
+    let steps = setup.spec.steps.max(1);
+    let total = filters.len() * steps;
     let flow = featvis_cached(
         engine,
         cache.as_ref(),
@@ -350,12 +354,18 @@ fn featvis_chunks(
         &filters,
         &setup.spec,
         &mut |event| match event {
-            CachedEvent::Step { step, steps, .. } => on_delivery(Delivery::Progress {
-                done: chunks_done * steps + step,
-                total,
-            }),
+            CachedEvent::Step { filters, step, .. } => {
+                in_flight.insert(filters[0], step * filters.len());
+                on_delivery(Delivery::Progress {
+                    done: filters_done * steps + in_flight.values().sum::<usize>(),
+                    total,
+                })
+            }
             CachedEvent::Chunk(images) => {
-                chunks_done += 1;
+                filters_done += images.len();
+                for image in images {
+                    in_flight.remove(&image.filter);
+                }
                 let first = images.first().map_or(from_channel, |i| i.filter);
                 let data: Vec<f32> = images
                     .iter()

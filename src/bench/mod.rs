@@ -14,9 +14,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::engine::methods::attribution::{self, BackwardError, GradientRule};
-use crate::engine::methods::featvis::{
-    FeatvisError, FeatvisSpec, Objective, Parameterisation, featvis,
-};
+use crate::engine::methods::featvis::{FeatvisError, FeatvisSpec, featvis};
 use crate::engine::{Capture, ComputeDevice, Engine, EngineError};
 use crate::model::preprocess::InputTensor;
 use crate::model::{LoadedModel, ModelError, default};
@@ -55,6 +53,8 @@ pub enum BenchError {
     NoConvLayers,
     #[error(transparent)]
     Featvis(#[from] FeatvisError),
+    #[error("--featvis-layer {0}: the model has no such layer")]
+    NoSuchLayer(String),
 }
 
 pub type Result<T, E = BenchError> = std::result::Result<T, E>;
@@ -80,10 +80,20 @@ pub struct BenchOptions {
     /// Inputs per pass for the batched forward measurement; 1 leaves it out.
     pub batch: usize,
     /// Also time feature visualisation ([`BenchReport::featvis_s_per_filter`]).
-    pub featvis: bool,
+    pub featvis: Option<FeatvisBench>,
     /// How long loading the model took, when the caller timed it (for
     /// [`arch::ArchFigures::open_to_first_frame_ms`]).
     pub load_s: Option<f64>,
+}
+
+/// What the feature-visualisation measurement optimises.
+#[derive(Debug, Clone)]
+pub struct FeatvisBench {
+    /// The model's graph at the size the images are optimised at (Lucid's 128 px where the
+    /// model takes it, else its own size).
+    pub graph: std::sync::Arc<crate::model::Graph>,
+    /// The layer (default: the last conv layer).
+    pub layer: Option<String>,
 }
 
 /// Filters and steps of the feature-visualisation measurement (scaled to
@@ -160,10 +170,9 @@ pub fn run(
     sample_pool();
     let forward_batch_ms = forward_batch(&engine, &input, options, &sync, progress, &mut notes)?;
     sample_pool();
-    let (featvis_s_per_filter, featvis_layer) = if options.featvis {
-        featvis_per_filter(&engine, model, &convs, progress, &mut notes)?
-    } else {
-        (None, None)
+    let (featvis_s_per_filter, featvis_layer) = match &options.featvis {
+        Some(fv) => featvis_per_filter(fv, model, device, progress, &mut notes)?,
+        None => (None, None),
     };
     let forward_ops = if options.ops {
         progress("forward pass op by op (device synchronised after each node)");
@@ -381,17 +390,32 @@ fn forward_batch(
     }
 }
 
-/// Feature visualisation of the last conv layer: seconds per filter at [`FEATVIS_STEPS`]
-/// steps (measured at [`FEATVIS_MEASURED`] and scaled), and the layer's name.
+/// Feature visualisation of `fv`'s layer: seconds per filter at [`FEATVIS_STEPS`] steps
+/// (measured at [`FEATVIS_MEASURED`] and scaled), and the layer's name. On the CPU the
+/// filters go in chunks of 8, optimised side by side as `featvis` does; on a GPU in one.
 fn featvis_per_filter(
-    engine: &Engine,
+    fv: &FeatvisBench,
     model: &LoadedModel,
-    convs: &[(usize, (usize, usize, usize))],
+    device: &ComputeDevice,
     progress: &mut dyn FnMut(&str),
     notes: &mut Vec<String>,
 ) -> Result<(Option<f64>, Option<String>)> {
-    let graph = &model.graph;
-    let &(layer, (channels, _, _)) = convs.last().ok_or(BenchError::NoConvLayers)?;
+    let graph = &fv.graph;
+    let engine = Engine::new(std::sync::Arc::clone(graph), device.device.clone());
+    let layer = match &fv.layer {
+        Some(name) => graph
+            .nodes
+            .iter()
+            .position(|n| &n.name == name)
+            .ok_or_else(|| BenchError::NoSuchLayer(name.clone()))?,
+        None => (graph.nodes.iter().enumerate())
+            .rfind(|(_, n)| n.op.is_conv())
+            .map(|(i, _)| i)
+            .ok_or(BenchError::NoConvLayers)?,
+    };
+    let channels = graph.nodes[layer]
+        .feature_map_dims()
+        .map_or(0, |(c, _, _)| c);
     let (filters, steps) = FEATVIS_MEASURED;
     let filters: Vec<usize> = (0..filters.min(channels)).collect();
     progress(&format!(
@@ -399,29 +423,22 @@ fn featvis_per_filter(
         filters.len(),
         graph.nodes[layer].name
     ));
-    let spec = FeatvisSpec {
-        steps,
-        lr: 0.05,
-        objective: Objective::Channel,
-        param: Parameterisation::Pixel {
-            mean: model.spec.mean,
-            std: model.spec.std,
-            decorrelate: true,
-            fft: true,
-            transforms: true,
-        },
-        seed: 0,
-        batch: filters.len(),
-    };
+    let mut spec = FeatvisSpec::lucid(model.spec.mean, model.spec.std);
+    spec.steps = steps;
+    spec.batch = if device.is_gpu { filters.len() } else { 8 };
     let started = Instant::now();
-    featvis(engine, layer, &filters, &spec, |_| {})?;
-    let per_step_filter = started.elapsed().as_secs_f64() / (steps * filters.len()) as f64;
-    let [h, w] = model.spec.size_hw;
+    featvis(&engine, layer, &filters, &spec, |_| {})?;
+    let per_step_filter = started.elapsed().as_secs_f64() / (steps * filters.len()).max(1) as f64;
+    let (h, w) = match graph.image_input().map(|i| i.shape.as_slice()) {
+        Some(&[_, _, h, w]) => (h, w),
+        _ => (0, 0),
+    };
     notes.push(format!(
-        "featvis: {} filters x {steps} steps of {} at {h}x{w} measured, scaled to \
-         {FEATVIS_STEPS} steps",
+        "featvis: {} filters x {steps} steps of {} at {h}x{w}, {} per pass, measured, scaled \
+         to {FEATVIS_STEPS} steps",
         filters.len(),
-        graph.nodes[layer].name
+        graph.nodes[layer].name,
+        spec.batch
     ));
     Ok((
         Some(round(per_step_filter * FEATVIS_STEPS as f64, 2)),

@@ -116,9 +116,8 @@ fn parse_filters(s: &str) -> Result<FilterList, String> {
 
 /// `convlens featvis`.
 pub fn featvis_command(args: &FeatvisArgs) -> Result<()> {
-    let m = args.model.load()?;
+    let (m, layers) = load_for_featvis(args)?;
     let graph = &m.graph;
-    let layers = LayerSelection::parse(&args.layers).resolve(graph)?;
     if layers.is_empty() {
         bail!("--layers {} selects no layer", args.layers);
     }
@@ -172,7 +171,7 @@ pub fn featvis_command(args: &FeatvisArgs) -> Result<()> {
             );
             continue;
         };
-        let filters: Vec<usize> = match &args.filters {
+        let mut filters: Vec<usize> = match &args.filters {
             None => (0..channels).collect(),
             Some(FilterList(ranges)) => ranges
                 .iter()
@@ -181,6 +180,8 @@ pub fn featvis_command(args: &FeatvisArgs) -> Result<()> {
                 .map(|n| n - 1)
                 .collect(),
         };
+        let mut seen = std::collections::HashSet::new();
+        filters.retain(|&f| seen.insert(f)); // `1-4,3`: filter 3 once
         if filters.is_empty() {
             eprintln!(
                 "note: layer '{}' has none of the --filters; skipped",
@@ -251,6 +252,34 @@ pub fn featvis_command(args: &FeatvisArgs) -> Result<()> {
     Ok(())
 }
 
+/// The model and the selected layers (node indices). `--size` optimises at another size than
+/// the model's own (Lucid's images are 128 px): the whole model at that size where it takes
+/// it, else the model up to the deepest selected layer (a classifier's fixed `Reshape` after
+/// it does not matter).
+fn load_for_featvis(args: &FeatvisArgs) -> Result<(crate::model::LoadedModel, Vec<usize>)> {
+    let selection = LayerSelection::parse(&args.layers);
+    let whole = args.model.load_sized(true, None);
+    let m = match whole {
+        Ok(m) => m,
+        Err(e) if args.model.size.is_some() => {
+            let native = super::ModelArgs {
+                size: None,
+                ..args.model.clone()
+            };
+            let native = native.load().map_err(|_| e)?;
+            let layers = selection.resolve(&native.graph)?;
+            let Some(&deepest) = layers.iter().max() else {
+                bail!("--layers {} selects no layer", args.layers);
+            };
+            let last = &native.graph.nodes[deepest].name;
+            args.model.load_sized(true, Some(last))?
+        }
+        Err(e) => return Err(e),
+    };
+    let layers = selection.resolve(&m.graph)?;
+    Ok((m, layers))
+}
+
 /// The user's feature-vis cache for `graph` under `spec` (`None` when no cache folder is
 /// known: nothing is kept).
 pub(super) fn user_cache(
@@ -308,6 +337,8 @@ impl LayerRun<'_> {
         let name = &graph.nodes[self.layer].name;
         let (mut done, mut images) = (0usize, Vec::with_capacity(filters.len()));
         let mut computed = 0;
+        // First filter of each chunk being optimised → its steps × filters so far.
+        let mut in_flight = std::collections::BTreeMap::new();
         let mut failed: Option<anyhow::Error> = None;
         bar.set_message(format!("{name} 0/{} filters", filters.len()));
         let _: ControlFlow<()> = featvis_cached(
@@ -326,7 +357,9 @@ impl LayerRun<'_> {
                         if step == 1 {
                             computed += chunk.len();
                         }
-                        bar.set_position((done * steps + step * chunk.len()) as u64)
+                        // Chunks optimised at once report their steps interleaved.
+                        in_flight.insert(chunk[0], step * chunk.len());
+                        bar.set_position((done * steps + in_flight.values().sum::<usize>()) as u64)
                     }
                     CachedEvent::Chunk(chunk) => {
                         if let Err(e) = write_pngs(dir, self.stem, chunk, hw) {
@@ -334,6 +367,9 @@ impl LayerRun<'_> {
                             return ControlFlow::Break(());
                         }
                         done += chunk.len();
+                        for image in chunk {
+                            in_flight.remove(&image.filter);
+                        }
                         images.extend_from_slice(chunk);
                         bar.set_position((done * steps) as u64);
                         bar.set_message(format!("{name} {done}/{} filters", filters.len()));

@@ -50,6 +50,7 @@ fn sample(token: &str) -> String {
         "FILE.json" => "marks.json".into(),
         "FILE.csv" => "out.csv".into(),
         "WxH" => "800x600".into(),
+        "HxW" => "128x128".into(),
         "F" => "0.5".into(),
         "PX" => "16".into(),
         "..." => "forward".into(),

@@ -30,11 +30,16 @@ pub const SAMPLE_IMAGES: &[(&str, &[u8])] = &[
 
 /// Parses the embedded default model.
 pub fn default_graph() -> Result<Graph> {
+    default_graph_with(&ImportOptions::default())
+}
+
+/// The embedded model imported with `options` (e.g. at another input size).
+pub fn default_graph_with(options: &ImportOptions) -> Result<Graph> {
     let mut g = load_onnx_bytes(
         DEFAULT_MODEL_ONNX,
         "<embedded efficientnet_lite0.onnx>",
         "efficientnet_lite0",
-        &ImportOptions::default(),
+        options,
     )?;
     g.name = DEFAULT_MODEL_NAME.to_string();
     Ok(g)

@@ -31,7 +31,16 @@ impl LoadedModel {
     /// An ONNX file with ImageNet preprocessing at the model's own input size (`input_hw`
     /// for models whose size is dynamic) and ImageNet labels when it has 1000 classes.
     pub fn from_file(path: &std::path::Path, input_hw: Option<[usize; 2]>) -> Result<Self> {
-        let graph = load_onnx_file(path, &ImportOptions { input_hw })?;
+        let options = ImportOptions {
+            input_hw,
+            ..Default::default()
+        };
+        Self::from_file_with(path, &options)
+    }
+
+    /// [`LoadedModel::from_file`] with any [`ImportOptions`].
+    pub fn from_file_with(path: &std::path::Path, options: &ImportOptions) -> Result<Self> {
+        let graph = load_onnx_file(path, options)?;
         let hw = graph
             .image_input()
             .and_then(|i| match i.shape.as_slice() {

@@ -23,6 +23,15 @@ pub const MAX_ACTIVATION_ELEMENTS: usize = 1 << 34;
 pub struct ImportOptions {
     /// `[H, W]` for an input whose spatial dims are symbolic (dynamic).
     pub input_hw: Option<[usize; 2]>,
+    /// Also use `input_hw` where the file fixes the spatial size (a fully convolutional
+    /// model run at another size, e.g. feature visualisation at 128 px); shapes are then
+    /// inferred afresh and a model that cannot take the size fails to import.
+    pub resize_fixed: bool,
+    /// Stop after the node of this name (as the graph names it): the graph ends there, its
+    /// outputs that node's. What comes after it (say a `Reshape` to a fixed flat size) is
+    /// neither imported nor checked — for methods that need a layer and what feeds it, at
+    /// another input size.
+    pub last_node: Option<String>,
 }
 
 /// Reads and imports an ONNX file.
@@ -107,15 +116,33 @@ pub fn load_onnx_bytes(
         inputs.swap(0, i);
     }
 
+    let mut cut_outputs = None;
     for index in topological_order(&graph.node, &importer, source)? {
+        let before = importer.nodes.len();
         importer.import_node(index, &graph.node[index])?;
+        if let (Some(last), Some(node)) = (&options.last_node, importer.nodes.get(before))
+            && &node.name == last
+        {
+            cut_outputs = Some(node.outputs.clone());
+            break;
+        }
     }
-    let outputs: Vec<String> = graph
-        .output
-        .iter()
-        .map(|o| o.name.clone())
-        .filter(|n| importer.shapes.contains_key(n) || importer.constants.contains_key(n))
-        .collect();
+    if let Some(last) = &options.last_node
+        && cut_outputs.is_none()
+    {
+        return Err(ModelError::Invalid {
+            what: source.to_string(),
+            detail: format!("it has no node '{last}' to end the graph at"),
+        });
+    }
+    let outputs: Vec<String> = cut_outputs.unwrap_or_else(|| {
+        graph
+            .output
+            .iter()
+            .map(|o| o.name.clone())
+            .filter(|n| importer.shapes.contains_key(n) || importer.constants.contains_key(n))
+            .collect()
+    });
     if outputs.is_empty() {
         return Err(ModelError::Invalid {
             what: source.to_string(),
@@ -181,7 +208,12 @@ fn input_shape(
     let rank = dims.len();
     let mut shape = Vec::with_capacity(rank);
     for (i, d) in dims.iter().enumerate() {
-        let v = if d.has_dim_value() && d.dim_value() > 0 {
+        let resized = (rank == 4 && i >= 2 && options.resize_fixed)
+            .then_some(options.input_hw)
+            .flatten();
+        let v = if let Some(hw) = resized {
+            hw[i - 2]
+        } else if d.has_dim_value() && d.dim_value() > 0 {
             d.dim_value() as usize
         } else if i == 0 {
             1

@@ -331,7 +331,12 @@ fn details(inp: &SceneInputs, scene: &mut Scene) {
                         && (p.layer == state.selected || p.method == Method::Occlusion)
                 };
                 if let Some(p) = vm.progress.filter(covers) {
-                    what.push_str(&format!(" {} of {} passes", p.done, p.total));
+                    what.push_str(&match p.method {
+                        Method::FeatVis => {
+                            format!(" {:.0}%", 100.0 * p.done as f64 / p.total.max(1) as f64)
+                        }
+                        _ => format!(" {} of {} passes", p.done, p.total),
+                    });
                 }
                 what
             };

@@ -626,6 +626,29 @@ fn featvis_writes_images_and_a_trace_that_climbs() {
         "{}",
         text(&bad)
     );
+    // --size: another image size. The model's classifier flattens a fixed 800 values, so
+    // only the graph up to conv2 can take 48×48; that is all feature vis needs.
+    let resized = dir.path().join("resized");
+    let run = convlens(&[
+        "featvis",
+        model.to_str().expect("utf8"),
+        "--layers",
+        "conv2",
+        "--filters",
+        "1",
+        "--steps",
+        "4",
+        "--size",
+        "48x48",
+        "--out",
+        resized.to_str().expect("utf8"),
+    ]);
+    assert!(run.status.success(), "{}", text(&run));
+    let img = image::open(resized.join("featvis/conv2_1.png")).expect("a PNG");
+    assert_eq!((img.width(), img.height()), (48, 48));
+    // Elsewhere --size of a fixed-size model is still refused.
+    let info = convlens(&["info", model.to_str().expect("utf8"), "--size", "48x48"]);
+    assert!(!info.status.success(), "{}", text(&info));
 }
 
 /// Mean RGB of the pixels of `img` inside `[x, y, w, h]` (in pixels).

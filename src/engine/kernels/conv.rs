@@ -95,7 +95,7 @@ pub fn conv2d_input_grad(grad: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<
     let (k, cols_n) = (g.k(), g.ho * g.wo);
     let (cg_in, cg_out) = (g.c_in / g.groups, g.c_out / g.groups);
     let plane_in = g.c_in * g.h * g.w;
-    let mut out = vec![0f32; g.n * plane_in];
+    let mut out = super::zeros_to_accumulate(g.n * plane_in);
     let parallel_gemm = g.n < rayon::current_num_threads();
     let parallelism = if parallel_gemm {
         gemm::Parallelism::Rayon(0)

@@ -228,7 +228,7 @@ pub fn depthwise_input_grad(grad: &[f32], weight: &[f32], g: &ConvGeometry) -> O
     if grad.len() != g.n * g.c_out * plane_out || weight.len() != g.c_out * kh * kw {
         return None;
     }
-    let mut out = vec![0f32; g.n * g.c_in * plane_in];
+    let mut out = super::zeros_to_accumulate(g.n * g.c_in * plane_in);
     out.par_chunks_mut(plane_in.max(1))
         .enumerate()
         .for_each(|(plane, dst)| {

@@ -18,3 +18,16 @@ pub mod reverse;
 pub mod simd;
 pub mod sparse_grad;
 pub mod taps;
+
+/// `len` zeros for a kernel that adds into its output (`+=`, scatter), written out rather
+/// than `vec![0.0; len]`: calloc'd memory starts as the shared zero page, so the first
+/// `+=` on each page (a read, then a write) takes a copy-on-write fault plus a TLB
+/// shootdown to every thread of the process; writing the zeros first faults each page in
+/// once, without the shootdown. Feature vis of EfficientNet-Lite0 (2 chunks at once,
+/// 2-core Intel Xeon): the depthwise input gradient's faults were ~20% of the time.
+pub fn zeros_to_accumulate(len: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(len);
+    // `black_box`: keep the allocator call and the memset from folding into a calloc.
+    std::hint::black_box(&mut out).resize(len, 0.0);
+    out
+}

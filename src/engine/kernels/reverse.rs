@@ -102,7 +102,7 @@ pub fn max_pool_input_grad(
         return None;
     }
     let batch = g.len() / (planes * outs).max(1);
-    let mut out = vec![0f32; batch * planes * plane];
+    let mut out = super::zeros_to_accumulate(batch * planes * plane);
     if plane == 0 || outs == 0 {
         return Some(out);
     }

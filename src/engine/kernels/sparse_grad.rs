@@ -59,7 +59,7 @@ pub fn conv2d_input_grad_sparse(grad: &[f32], weight: &[f32], g: &ConvGeometry) 
     }
     let plane_in = g.c_in * g.h * g.w;
     let plane_out = g.c_out * g.ho * g.wo;
-    let mut out = vec![0f32; g.n * plane_in];
+    let mut out = super::zeros_to_accumulate(g.n * plane_in);
     if plane_in == 0 {
         return out;
     }

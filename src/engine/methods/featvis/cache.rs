@@ -10,6 +10,7 @@
 //! trace). Files are written atomically; an unreadable, mis-shaped or non-finite entry is
 //! recomputed and rewritten.
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
@@ -108,9 +109,10 @@ pub enum CachedEvent<'a> {
 }
 
 /// [`featvis_stream`] for `filters` (in order) of the layer `layer` with file stem `stem`,
-/// served from `cache` where it has them: each run of [`FeatvisSpec::batch`] consecutive
-/// filters is delivered whole, its cached images read and the others optimised together
-/// and stored. Without a cache, everything is computed.
+/// served from `cache` where it has them: the missing filters are optimised (in chunks of
+/// [`FeatvisSpec::batch`], stored as each finishes) and the filters are delivered in runs of
+/// `batch` consecutive ones, each as soon as all its images are there. Without a cache,
+/// everything is computed.
 pub fn featvis_cached(
     engine: &Engine,
     cache: Option<&FeatvisCache>,
@@ -119,53 +121,58 @@ pub fn featvis_cached(
     spec: &FeatvisSpec,
     on_event: &mut dyn FnMut(CachedEvent<'_>) -> ControlFlow<()>,
 ) -> Result<ControlFlow<()>> {
-    for run in filters.chunks(spec.batch.max(1)) {
-        let mut images: Vec<Option<FeatvisImage>> = run
-            .iter()
-            .map(|&f| cache.and_then(|c| c.load(stem, f)))
-            .collect();
-        let missing: Vec<usize> = (run.iter().zip(&images))
-            .filter(|(_, img)| img.is_none())
-            .map(|(&f, _)| f)
-            .collect();
-        if !missing.is_empty() {
-            let mut computed = Vec::new();
-            let flow = featvis_stream(engine, layer, &missing, spec, &mut |event| match event {
-                FeatvisEvent::Step {
-                    filters,
-                    step,
-                    steps,
-                } => on_event(CachedEvent::Step {
-                    filters,
-                    step,
-                    steps,
-                }),
-                FeatvisEvent::Chunk(done) => {
-                    computed.extend_from_slice(done);
-                    ControlFlow::Continue(())
-                }
-            })?;
-            if flow.is_break() {
-                return Ok(flow);
-            }
-            for image in computed {
-                if let Some(cache) = cache
-                    && let Err(e) = cache.store(stem, &image)
-                    && on_event(CachedEvent::CacheFailed(&e)).is_break()
-                {
-                    return Ok(ControlFlow::Break(()));
-                }
-                if let Some(slot) = run.iter().position(|&f| f == image.filter) {
-                    images[slot] = Some(image);
-                }
-            }
-        }
-        let images: Vec<FeatvisImage> = images.into_iter().flatten().collect();
-        if on_event(CachedEvent::Chunk(&images)).is_break() {
-            return Ok(ControlFlow::Break(()));
+    let mut ready: HashMap<usize, FeatvisImage> = HashMap::new();
+    for &f in filters {
+        if let Some(image) = cache.and_then(|c| c.load(stem, f)) {
+            ready.insert(f, image);
         }
     }
-    Ok(ControlFlow::Continue(()))
+    let missing: Vec<usize> = (filters.iter().copied())
+        .filter(|f| !ready.contains_key(f))
+        .collect();
+    let mut runs = filters.chunks(spec.batch.max(1)).peekable();
+    // Delivers the runs from the front whose images are all there.
+    let mut deliver =
+        |ready: &mut HashMap<usize, FeatvisImage>,
+         on_event: &mut dyn FnMut(CachedEvent<'_>) -> ControlFlow<()>| {
+            while let Some(run) = runs.next_if(|run| run.iter().all(|f| ready.contains_key(f))) {
+                let images: Vec<FeatvisImage> =
+                    run.iter().filter_map(|f| ready.remove(f)).collect();
+                if on_event(CachedEvent::Chunk(&images)).is_break() {
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        };
+    if deliver(&mut ready, on_event).is_break() {
+        return Ok(ControlFlow::Break(()));
+    }
+    if missing.is_empty() {
+        return Ok(ControlFlow::Continue(())); // every run was delivered above
+    }
+    featvis_stream(engine, layer, &missing, spec, &mut |event| match event {
+        FeatvisEvent::Step {
+            filters,
+            step,
+            steps,
+        } => on_event(CachedEvent::Step {
+            filters,
+            step,
+            steps,
+        }),
+        FeatvisEvent::Chunk(done) => {
+            for image in done {
+                if let Some(cache) = cache
+                    && let Err(e) = cache.store(stem, image)
+                    && on_event(CachedEvent::CacheFailed(&e)).is_break()
+                {
+                    return ControlFlow::Break(());
+                }
+                ready.insert(image.filter, image.clone());
+            }
+            deliver(&mut ready, on_event)
+        }
+    })
 }
 
 #[cfg(test)]

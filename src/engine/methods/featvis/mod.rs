@@ -14,7 +14,10 @@
 
 pub mod cache;
 pub mod fft;
+mod stream;
 pub mod transform;
+
+pub use stream::{FeatvisEvent, featvis, featvis_stream};
 
 use std::ops::ControlFlow;
 
@@ -130,91 +133,6 @@ pub struct FeatvisImage {
     pub image: Vec<f32>,
     /// The objective at steps `0, every, 2·every, …` and after the last step.
     pub objective: Vec<(usize, f32)>,
-}
-
-/// What a running feature visualisation reports, for progress bars and to stop it.
-#[derive(Debug, Clone, Copy)]
-pub enum FeatvisEvent<'a> {
-    /// Step `step` of `steps` is done for the chunk of `filters` being optimised.
-    Step {
-        filters: &'a [usize],
-        step: usize,
-        steps: usize,
-    },
-    /// A chunk of filters is finished, in `filters`' order.
-    Chunk(&'a [FeatvisImage]),
-}
-
-/// Optimises an input for each of `filters` (channel indices) of node `layer`; `on_chunk`
-/// gets the images as each chunk of [`FeatvisSpec::batch`] filters finishes. `engine` is
-/// the batch-1 engine of the model.
-pub fn featvis(
-    engine: &Engine,
-    layer: usize,
-    filters: &[usize],
-    spec: &FeatvisSpec,
-    mut on_chunk: impl FnMut(&[FeatvisImage]),
-) -> Result<Vec<FeatvisImage>> {
-    let mut out = Vec::with_capacity(filters.len());
-    let _: ControlFlow<()> = featvis_stream(engine, layer, filters, spec, &mut |event| {
-        if let FeatvisEvent::Chunk(images) = event {
-            on_chunk(images);
-            out.extend_from_slice(images);
-        }
-        ControlFlow::Continue(())
-    })?;
-    Ok(out)
-}
-
-/// [`featvis`] reporting every step and chunk to `on_event`, which returns
-/// `ControlFlow::Break` to stop before the next step (the chunk under way is dropped); that
-/// is returned.
-pub fn featvis_stream(
-    engine: &Engine,
-    layer: usize,
-    filters: &[usize],
-    spec: &FeatvisSpec,
-    on_event: &mut dyn FnMut(FeatvisEvent<'_>) -> ControlFlow<()>,
-) -> Result<ControlFlow<()>> {
-    let graph = engine.graph();
-    let node = &graph.nodes[layer];
-    let (channels, _, _) = node
-        .feature_map_dims()
-        .ok_or_else(|| FeatvisError::NotFeatureMap {
-            layer: node.name.clone(),
-            shape: node.output_shape().to_vec(),
-        })?;
-    if let Some(&filter) = filters.iter().find(|&&f| f >= channels) {
-        return Err(FeatvisError::Filter {
-            layer: node.name.clone(),
-            filter,
-            channels,
-        });
-    }
-    let input_shape = graph
-        .image_input()
-        .map(|i| i.shape.clone())
-        .unwrap_or_default();
-    if !matches!(input_shape.as_slice(), &[1, 3, _, _]) {
-        return Err(FeatvisError::Input(input_shape));
-    }
-    for chunk in filters.chunks(spec.batch.max(1)) {
-        let batched = engine.with_batch(chunk.len())?;
-        let mut on_step = |step| {
-            on_event(FeatvisEvent::Step {
-                filters: chunk,
-                step,
-                steps: spec.steps,
-            })
-        };
-        let Some(images) = optimise_chunk(&batched, layer, chunk, spec, &mut on_step)? else {
-            return Ok(ControlFlow::Break(()));
-        };
-        if on_event(FeatvisEvent::Chunk(&images)).is_break() {
-            return Ok(ControlFlow::Break(()));
-        }
-    }
-    Ok(ControlFlow::Continue(()))
 }
 
 /// Every how many steps the objective is recorded.
