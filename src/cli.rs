@@ -119,6 +119,8 @@ pub enum Command {
     Annotations(annotations::AnnotationsArgs),
     /// Measure forward, guided backprop, frame and input-to-tiles times (medians).
     Bench(BenchArgs),
+    /// List the cameras `view --webcam N|NAME` can open (a build with `--features webcam`).
+    Cameras,
 }
 
 #[derive(Args, Debug)]
@@ -258,17 +260,23 @@ pub struct ViewArgs {
     /// sooner.
     #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub featvis_steps: u32,
-    /// Live input from camera N (/dev/videoN on Linux, V4L2; default 0): every frame the
-    /// model has time for updates the tiles. Needs a build with `--features webcam`. Give
-    /// MODEL before it (`view model.onnx --webcam`), or N (`--webcam 0 model.onnx`).
+    /// Live input from camera N, or the camera whose name contains NAME (`convlens cameras`
+    /// lists them; default 0): every frame the model has time for updates the tiles. Needs
+    /// a build with `--features webcam`. Give MODEL before it (`view model.onnx --webcam`),
+    /// or N (`--webcam 0 model.onnx`).
     #[arg(
         long,
-        value_name = "N",
+        value_name = "N|NAME",
         num_args = 0..=1,
         default_missing_value = "0",
+        value_parser = crate::app::camera_choice::parse_selector,
         conflicts_with_all = ["input", "data", "screenshot"]
     )]
-    pub webcam: Option<u32>,
+    pub webcam: Option<crate::app::camera_choice::CameraSelector>,
+    /// The camera's frame size (its highest frame rate at that size); default: its highest
+    /// frame rate at any size.
+    #[arg(long, value_name = "WxH", value_parser = parse_hw, requires = "webcam")]
+    pub webcam_size: Option<[usize; 2]>,
 }
 
 #[derive(Args, Debug)]
@@ -510,9 +518,20 @@ pub fn info(args: &InfoArgs) -> Result<()> {
 }
 
 /// `--webcam` needs a build with the `webcam` cargo feature; without it, say how to get one.
-fn check_webcam_support(webcam: Option<u32>) -> Result<()> {
-    if webcam.is_some() && !cfg!(feature = "webcam") {
+fn check_webcam_support(webcam: bool) -> Result<()> {
+    if webcam && !cfg!(feature = "webcam") {
         bail!("{}", crate::app::NO_WEBCAM_SUPPORT);
+    }
+    Ok(())
+}
+
+/// `convlens cameras`: the cameras `view --webcam` can open.
+pub fn cameras() -> Result<()> {
+    check_webcam_support(true)?;
+    #[cfg(feature = "webcam")]
+    {
+        let cameras = crate::app::webcam::list_cameras()?;
+        print!("{}", crate::app::camera_choice::listing_text(&cameras));
     }
     Ok(())
 }
@@ -520,7 +539,7 @@ fn check_webcam_support(webcam: Option<u32>) -> Result<()> {
 /// `convlens view`: the window, or one offscreen frame with `--screenshot`.
 pub fn view(args: &ViewArgs) -> Result<()> {
     use crate::ui::state::Panel;
-    check_webcam_support(args.webcam)?;
+    check_webcam_support(args.webcam.is_some())?;
     let (method, panel) = match args.method.trim() {
         "gradcam" => (Method::Forward, Panel::GradCam),
         "params" | "parameters" => (Method::Forward, Panel::Params),
@@ -540,7 +559,13 @@ pub fn view(args: &ViewArgs) -> Result<()> {
     };
     let options = crate::app::ViewerOptions {
         input: args.input.clone(),
-        webcam: args.webcam,
+        webcam: args
+            .webcam
+            .clone()
+            .map(|camera| crate::app::camera_choice::WebcamRequest {
+                camera,
+                size_px: args.webcam_size.map(|[w, h]| [w as u32, h as u32]),
+            }),
         layer: args.layer.clone(),
         hover: args.hover,
         method,
@@ -666,18 +691,42 @@ mod tests {
     }
 
     #[test]
-    fn webcam_takes_an_optional_camera_index() {
+    fn webcam_takes_an_optional_camera_index_or_name() {
+        use crate::app::camera_choice::CameraSelector::{Index, Name};
         assert_eq!(parse_view(&[]).unwrap().webcam, None);
-        assert_eq!(parse_view(&["--webcam"]).unwrap().webcam, Some(0));
-        assert_eq!(parse_view(&["--webcam", "2"]).unwrap().webcam, Some(2));
-        assert_eq!(parse_view(&["--webcam=1"]).unwrap().webcam, Some(1));
+        assert_eq!(parse_view(&["--webcam"]).unwrap().webcam, Some(Index(0)));
+        assert_eq!(
+            parse_view(&["--webcam", "2"]).unwrap().webcam,
+            Some(Index(2))
+        );
+        assert_eq!(parse_view(&["--webcam=1"]).unwrap().webcam, Some(Index(1)));
+        let named = parse_view(&["--webcam", "C920", "--webcam-size", "640x480"]).unwrap();
+        assert_eq!(named.webcam, Some(Name("C920".into())));
+        assert_eq!(named.webcam_size, Some([640, 480]));
         let v = parse_view(&["m.onnx", "--webcam"]).unwrap();
-        assert_eq!((v.model.model, v.webcam), (Some("m.onnx".into()), Some(0)));
+        assert_eq!(
+            (v.model.model, v.webcam),
+            (Some("m.onnx".into()), Some(Index(0)))
+        );
         let v = parse_view(&["--webcam", "3", "m.onnx", "--layer", "conv1"]).unwrap();
-        assert_eq!((v.model.model, v.webcam), (Some("m.onnx".into()), Some(3)));
+        assert_eq!(
+            (v.model.model, v.webcam),
+            (Some("m.onnx".into()), Some(Index(3)))
+        );
         let v = parse_view(&["--webcam", "--layer", "conv1"]).unwrap();
-        assert_eq!((v.webcam, v.layer.as_deref()), (Some(0), Some("conv1")));
+        assert_eq!(
+            (v.webcam, v.layer.as_deref()),
+            (Some(Index(0)), Some("conv1"))
+        );
         assert!(parse_view(&["--webcam", "-1"]).is_err());
+        // A model after --webcam would be a camera name: refused with the fix.
+        let err = parse_view(&["--webcam", "m.onnx"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("give MODEL before --webcam"), "{err}");
+        // A size needs a camera.
+        assert!(parse_view(&["--webcam-size", "640x480"]).is_err());
     }
 
     #[test]
@@ -702,8 +751,8 @@ mod tests {
 
     #[test]
     fn webcam_without_the_feature_says_how_to_get_it() {
-        assert!(check_webcam_support(None).is_ok());
-        let result = check_webcam_support(Some(0));
+        assert!(check_webcam_support(false).is_ok());
+        let result = check_webcam_support(true);
         if cfg!(feature = "webcam") {
             assert!(result.is_ok());
         } else {
@@ -715,7 +764,7 @@ mod tests {
             );
             // `view` refuses before loading any model or opening a window.
             let args = ViewArgs {
-                webcam: Some(0),
+                webcam: Some(crate::app::camera_choice::CameraSelector::Index(0)),
                 model: ModelArgs {
                     model: Some("/nonexistent/model.onnx".into()),
                     ..Default::default()

@@ -21,6 +21,7 @@ fn main() -> std::process::ExitCode {
         Command::Annotations(args) => cli::annotations::run(&args),
         Command::View(args) => cli::view(&args),
         Command::Bench(args) => cli::bench(&args),
+        Command::Cameras => cli::cameras(),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -14,7 +14,7 @@ use super::worker::{LiveFeed, UserEvent};
 #[cfg_attr(not(feature = "webcam"), allow(dead_code))]
 pub(super) struct Live {
     pub(super) feed: Arc<LiveFeed>,
-    /// `webcam /dev/video0`.
+    /// `webcam 0`.
     pub(super) label: String,
     paused: bool,
     #[cfg(feature = "webcam")]
@@ -27,15 +27,18 @@ impl Drop for Live {
     }
 }
 
-/// Starts camera `index` for the window; when that fails (or this build has no webcam
-/// support) the viewer goes on with its other input and the notice says why.
-pub(super) fn open_live(index: u32, proxy: &EventLoopProxy<UserEvent>) -> (Option<Live>, String) {
+/// Starts the camera `request` names for the window; when that fails (or this build has no
+/// webcam support) the viewer goes on with its other input and the notice says why.
+pub(super) fn open_live(
+    request: &super::camera_choice::WebcamRequest,
+    proxy: &EventLoopProxy<UserEvent>,
+) -> (Option<Live>, String) {
     #[cfg(feature = "webcam")]
     {
         let feed = LiveFeed::new();
-        let label = super::webcam::input_label(index);
-        match super::webcam::start_feed(index, Arc::clone(&feed), proxy.clone()) {
+        match super::webcam::start_feed(request, Arc::clone(&feed), proxy.clone()) {
             Ok(capture) => {
+                let label = super::webcam::input_label(capture.index());
                 let notice = format!(
                     "{label} ({}): waiting for the first frame… (Space pauses)",
                     capture.format()
@@ -56,7 +59,7 @@ pub(super) fn open_live(index: u32, proxy: &EventLoopProxy<UserEvent>) -> (Optio
     }
     #[cfg(not(feature = "webcam"))]
     {
-        let _ = (index, proxy);
+        let _ = (request, proxy);
         (None, super::NO_WEBCAM_SUPPORT.to_string())
     }
 }

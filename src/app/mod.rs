@@ -3,6 +3,7 @@
 //! thread (the newest input wins) and redraws through the renderer; with the `webcam`
 //! feature, a capture thread ([`webcam`]) feeds that worker live camera frames.
 
+pub mod camera_choice;
 pub mod compute;
 pub mod dataset;
 pub mod examples;
@@ -35,9 +36,9 @@ pub const NO_WEBCAM_SUPPORT: &str = "this convlens was built without webcam supp
 pub struct ViewerOptions {
     /// Input file or folder (None = the embedded photo).
     pub input: Option<PathBuf>,
-    /// Live input from camera N (`--webcam N`: `/dev/videoN`); the window only, and only in
-    /// a build with the `webcam` feature (else the notice says so).
-    pub webcam: Option<u32>,
+    /// Live input from a camera (`--webcam N|NAME`, `--webcam-size`); the window only, and
+    /// only in a build with the `webcam` feature (else the notice says so).
+    pub webcam: Option<camera_choice::WebcamRequest>,
     /// Layer to select first (by name); default: the first conv layer.
     pub layer: Option<String>,
     /// Filter to show as hovered (from 1), for headless screenshots.

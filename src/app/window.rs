@@ -109,9 +109,9 @@ pub fn run_window(source: ViewSource, options: ViewerOptions) -> Result<()> {
     session.run_file(inputs.as_ref().and_then(|l| l.current()))?;
     let selected = initial_layer(&session, options.layer.as_deref())?;
     // The first frame replaces the picture just computed (the embedded photo).
-    let live = match options.webcam {
-        Some(index) if session.model().is_some() => {
-            let (live, notice) = open_live(index, &event_loop.create_proxy());
+    let live = match &options.webcam {
+        Some(request) if session.model().is_some() => {
+            let (live, notice) = open_live(request, &event_loop.create_proxy());
             session.vm.notify(notice);
             live
         }

@@ -343,7 +343,7 @@ fn next_job(
 /// A picture from a live source, decoded only if the worker takes it (a camera delivers
 /// frames faster than a forward pass runs; the ones replaced are never decoded).
 pub(super) struct LivePicture {
-    /// The input label (`webcam /dev/video0`).
+    /// The input label (`webcam 0`).
     pub label: String,
     /// Converts the raw frame to RGB; the error becomes the notice.
     pub decode: Box<dyn FnOnce() -> Result<RgbImage, String> + Send>,

@@ -1,4 +1,5 @@
-//! Camera frames to RGB: packed YUYV (BT.601 limited range) and MJPEG (with the standard Huffman tables inserted when a frame lacks them).
+//! Camera frames to RGB: packed YUYV and planar NV12 (BT.601 limited range), MJPEG (with the
+//! standard Huffman tables inserted when a frame lacks them), grey and packed RGB/BGR.
 
 use std::borrow::Cow;
 
@@ -79,6 +80,112 @@ pub fn yuyv_to_rgb(
     }
     RgbImage::from_raw(width, height, rgb)
         .ok_or_else(|| bad("the RGB buffer has the wrong size".into()))
+}
+
+/// Checks a frame's size against [`MAX_SIDE`] and `needed(width, height)` bytes.
+fn check_size(
+    format: &'static str,
+    data: &[u8],
+    (width, height): (u32, u32),
+    needed: Option<usize>,
+) -> Result<(), WebcamError> {
+    let bad = |reason: String| WebcamError::BadFrame {
+        format,
+        width,
+        height,
+        reason,
+    };
+    if width == 0 || height == 0 {
+        return Err(bad("the frame is empty".into()));
+    }
+    if width > MAX_SIDE || height > MAX_SIDE {
+        return Err(bad(format!("larger than {MAX_SIDE} pixels per side")));
+    }
+    match needed {
+        Some(n) if data.len() >= n => Ok(()),
+        Some(n) => Err(bad(format!(
+            "{} bytes, but the frame needs {n}",
+            data.len()
+        ))),
+        None => Err(bad("its size overflows".into())),
+    }
+}
+
+/// Converts an NV12 frame (a `width × height` Y plane, then `U V` pairs for each 2×2 block)
+/// to RGB with BT.601 limited-range coefficients. Odd sizes are refused.
+pub fn nv12_to_rgb(data: &[u8], width: u32, height: u32) -> Result<RgbImage, WebcamError> {
+    let (w, h) = (width as usize, height as usize);
+    let needed = w.checked_mul(h).and_then(|y| y.checked_add(y / 2));
+    check_size("NV12", data, (width, height), needed)?;
+    if !width.is_multiple_of(2) || !height.is_multiple_of(2) {
+        return Err(WebcamError::BadFrame {
+            format: "NV12",
+            width,
+            height,
+            reason: "an odd side, but NV12 shares U and V between 2×2 pixels".into(),
+        });
+    }
+    let (luma, chroma) = data.split_at(w * h);
+    let mut rgb = vec![0u8; w * h * 3];
+    for (y, row) in rgb.chunks_exact_mut(w * 3).enumerate() {
+        for (x, out) in row.chunks_exact_mut(3).enumerate() {
+            let uv = (y / 2) * w + (x / 2) * 2;
+            out.copy_from_slice(&bt601_limited_to_rgb(
+                luma[y * w + x],
+                chroma[uv],
+                chroma[uv + 1],
+            ));
+        }
+    }
+    RgbImage::from_raw(width, height, rgb).ok_or(WebcamError::BadFrame {
+        format: "NV12",
+        width,
+        height,
+        reason: "the RGB buffer has the wrong size".into(),
+    })
+}
+
+/// How a packed 8-bit frame holds its pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packing {
+    Gray,
+    Rgb,
+    Bgr,
+}
+
+/// Converts a packed grey, RGB or BGR frame (rows without padding) to RGB.
+pub fn packed_to_rgb(
+    data: &[u8],
+    width: u32,
+    height: u32,
+    packing: Packing,
+) -> Result<RgbImage, WebcamError> {
+    let (name, channels) = match packing {
+        Packing::Gray => ("grey", 1),
+        Packing::Rgb => ("RGB", 3),
+        Packing::Bgr => ("BGR", 3),
+    };
+    let pixels = (width as usize).checked_mul(height as usize);
+    check_size(
+        name,
+        data,
+        (width, height),
+        pixels.and_then(|p| p.checked_mul(channels)),
+    )?;
+    let pixels = pixels.unwrap_or(0);
+    let rgb: Vec<u8> = match packing {
+        Packing::Gray => data[..pixels].iter().flat_map(|&g| [g, g, g]).collect(),
+        Packing::Rgb => data[..pixels * 3].to_vec(),
+        Packing::Bgr => (data[..pixels * 3].chunks_exact(3))
+            .flat_map(|p| [p[2], p[1], p[0]])
+            .collect(),
+    };
+    RgbImage::from_raw(width, height, rgb).ok_or(WebcamError::BadFrame {
+        format: name,
+        width,
+        height,
+        reason: "the RGB buffer has the wrong size".into(),
+    })
 }
 
 /// Decodes an MJPEG frame (a JPEG image) to RGB. Many UVC cameras leave the Huffman tables
@@ -399,5 +506,46 @@ mod tests {
             data: jpeg,
         };
         assert_eq!(frame.to_rgb().unwrap().dimensions(), img.dimensions());
+    }
+
+    #[test]
+    fn nv12_shares_chroma_over_2x2_blocks() {
+        // 2×2 Y plane (black, white, grey, grey), one U V pair: no colour.
+        let img = nv12_to_rgb(&[16, 235, 126, 126, 128, 128], 2, 2).unwrap();
+        assert_eq!(img.get_pixel(0, 0).0, [0, 0, 0]);
+        assert_eq!(img.get_pixel(1, 0).0, [255, 255, 255]);
+        assert_eq!(img.get_pixel(0, 1).0, [128, 128, 128]);
+        // The same red as YUYV's hand-computed case (Y 81, Cb 90, Cr 240).
+        let red = nv12_to_rgb(&[81, 81, 81, 81, 90, 240], 2, 2).unwrap();
+        assert_eq!(red.get_pixel(1, 1).0, [255, 0, 0]);
+        // Short, odd, empty and huge frames are errors.
+        assert!(nv12_to_rgb(&[0; 5], 2, 2).is_err());
+        assert!(nv12_to_rgb(&[0; 9], 3, 2).is_err());
+        assert!(nv12_to_rgb(&[], 0, 2).is_err());
+        assert!(nv12_to_rgb(&[0; 6], 9000, 2).is_err());
+    }
+
+    #[test]
+    fn packed_frames_keep_or_swap_their_channels() {
+        let grey = packed_to_rgb(&[7, 9], 2, 1, Packing::Gray).unwrap();
+        assert_eq!(grey.as_raw(), &[7, 7, 7, 9, 9, 9]);
+        let rgb = packed_to_rgb(&[1, 2, 3, 4, 5, 6], 2, 1, Packing::Rgb).unwrap();
+        assert_eq!(rgb.as_raw(), &[1, 2, 3, 4, 5, 6]);
+        let bgr = packed_to_rgb(&[1, 2, 3, 4, 5, 6], 2, 1, Packing::Bgr).unwrap();
+        assert_eq!(bgr.as_raw(), &[3, 2, 1, 6, 5, 4]);
+        let short = packed_to_rgb(&[1, 2, 3], 2, 1, Packing::Rgb).unwrap_err();
+        assert_eq!(
+            short.to_string(),
+            "a RGB frame of 2×1: 3 bytes, but the frame needs 6"
+        );
+        // Frames come through `Frame::to_rgb` by their format.
+        let frame = Frame {
+            format: FrameFormat::Bgr {
+                width: 1,
+                height: 1,
+            },
+            data: vec![10, 20, 30],
+        };
+        assert_eq!(frame.to_rgb().unwrap().as_raw(), &[30, 20, 10]);
     }
 }
