@@ -33,17 +33,13 @@ pub fn yuyv_to_rgb(
     height: u32,
     stride: usize,
 ) -> Result<RgbImage, WebcamError> {
-    let bad = |reason: String| WebcamError::BadYuyv {
+    let bad = |reason: String| WebcamError::BadFrame {
+        format: "YUYV",
         width,
         height,
         reason,
     };
-    if width == 0 || height == 0 {
-        return Err(bad("the frame is empty".into()));
-    }
-    if width > MAX_SIDE || height > MAX_SIDE {
-        return Err(bad(format!("larger than {MAX_SIDE} pixels per side")));
-    }
+    check_size("YUYV", data, (width, height), Some(0))?;
     if !width.is_multiple_of(2) {
         return Err(bad(
             "the width is odd, but YUYV stores pixels in pairs sharing U and V".into(),
@@ -57,14 +53,8 @@ pub fn yuyv_to_rgb(
     }
     let needed = stride
         .checked_mul(height as usize - 1)
-        .and_then(|n| n.checked_add(row))
-        .unwrap_or(usize::MAX);
-    if data.len() < needed {
-        return Err(bad(format!(
-            "{} bytes, but the frame needs {needed}",
-            data.len()
-        )));
-    }
+        .and_then(|n| n.checked_add(row));
+    check_size("YUYV", data, (width, height), needed)?;
     let mut rgb = vec![0u8; width as usize * height as usize * 3];
     for (src, dst) in data
         .chunks(stride)
@@ -386,8 +376,8 @@ mod tests {
     fn bad_yuyv_frames_are_refused_with_a_reason() {
         let data = [128u8; 64];
         let reason = |r: Result<RgbImage, WebcamError>| match r {
-            Err(WebcamError::BadYuyv { reason, .. }) => reason,
-            other => panic!("expected BadYuyv, got {other:?}"),
+            Err(WebcamError::BadFrame { reason, .. }) => reason,
+            other => panic!("expected BadFrame, got {other:?}"),
         };
         assert!(reason(yuyv_to_rgb(&data, 3, 2, 6)).contains("odd"));
         assert!(reason(yuyv_to_rgb(&data, 0, 2, 0)).contains("empty"));

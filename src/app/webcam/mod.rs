@@ -49,12 +49,6 @@ pub enum WebcamError {
     Frame { index: u32, detail: String },
     #[error("camera {index}: no frame for {seconds} s (is another program using the camera?)")]
     Stalled { index: u32, seconds: u64 },
-    #[error("a YUYV frame of {width}×{height}: {reason}")]
-    BadYuyv {
-        width: u32,
-        height: u32,
-        reason: String,
-    },
     #[error("a {format} frame of {width}×{height}: {reason}")]
     BadFrame {
         format: &'static str,
