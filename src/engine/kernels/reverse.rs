@@ -60,13 +60,26 @@ pub enum ReluRule {
 /// Applies `rule` to `g` in place: `g` is the seed batch over one forward value, each seed's
 /// gradient as long as `x` (the node's forward input, shared by the seeds). One pass over the
 /// batch instead of burn's gate mask, ReLU and product as separate passes with their own
-/// allocations. Seeds run in parallel.
+/// allocations. Runs in parallel over blocks of every seed's gradient (feature vis has one
+/// seed per input, so one long seed: parallel over seeds alone ran on one core, ~16% of its
+/// time); the loops are branch-free so they vectorise.
 pub fn relu_rule_in_place(g: &mut [f32], x: &[f32], rule: ReluRule) {
+    /// Values per parallel task.
+    const BLOCK: usize = 1 << 14;
     if x.is_empty() {
         return;
     }
-    let inside = |v: f32, (lo, hi): (f32, f32)| v > lo && v < hi;
-    g.par_chunks_mut(x.len()).for_each(|g| match rule {
+    g.par_chunks_mut(x.len()).for_each(|g| {
+        (g.par_chunks_mut(BLOCK))
+            .zip(x.par_chunks(BLOCK))
+            .for_each(|(g, x)| apply_relu_rule(g, x, rule))
+    });
+}
+
+/// [`relu_rule_in_place`] on one block.
+fn apply_relu_rule(g: &mut [f32], x: &[f32], rule: ReluRule) {
+    let inside = |v: f32, (lo, hi): (f32, f32)| (v > lo) & (v < hi);
+    match rule {
         ReluRule::Deconvnet => g.iter_mut().for_each(|v| *v = v.max(0.0)),
         ReluRule::Guided { open } => {
             for (v, &x) in g.iter_mut().zip(x) {
@@ -75,12 +88,10 @@ pub fn relu_rule_in_place(g: &mut [f32], x: &[f32], rule: ReluRule) {
         }
         ReluRule::Backprop { open, slope } => {
             for (v, &x) in g.iter_mut().zip(x) {
-                if !inside(x, open) {
-                    *v *= slope;
-                }
+                *v *= if inside(x, open) { 1.0 } else { slope };
             }
         }
-    });
+    }
 }
 
 /// Max-pooling's input gradient: each output gradient of `g` (`[B, P, L]`: the seed batch
@@ -123,6 +134,25 @@ pub fn max_pool_input_grad(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_seeds_split_into_blocks_give_the_same_result() {
+        // Two seeds of 2.5 blocks each (the blocks and the seeds' ends must line up with x).
+        let len = (5 << 14) / 2 + 3;
+        let x: Vec<f32> = (0..len).map(|i| (i % 17) as f32 - 5.0).collect();
+        let g: Vec<f32> = (0..2 * len).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
+        let rule = ReluRule::Backprop {
+            open: (0.0, 6.0),
+            slope: 0.25,
+        };
+        let mut fast = g.clone();
+        relu_rule_in_place(&mut fast, &x, rule);
+        for (i, (&f, &v)) in fast.iter().zip(&g).enumerate() {
+            let xi = x[i % len];
+            let want = if xi > 0.0 && xi < 6.0 { v } else { v * 0.25 };
+            assert_eq!(f, want, "value {i}");
+        }
+    }
 
     #[test]
     fn relu_rules_by_hand() {
