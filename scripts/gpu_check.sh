@@ -118,9 +118,12 @@ step torch_cuda.json 90 python3 scripts/gpu_check.py torch-ref /dev/stdout
 # (225 squares, 8 per pass; the log has its seconds).
 step bench_efficientnet_batch64_gpu.json 60 "$bin" bench --device gpu --json --repeats 10 \
   --warmup 2 --skip-gbp --batch 64
-# Feature visualisation (issue 16): seconds per filter at 512 steps, AlexNet-shaped conv5.
+# Feature visualisation (issue 16): seconds per filter at 512 steps and 128 px (target on a
+# GPU: 0.1 s), AlexNet-shaped conv5 and a middle layer of EfficientNet-Lite0.
 step bench_alexnet_featvis_gpu.json 60 "$bin" bench "$alex" --device gpu --json --repeats 3 \
   --warmup 1 --skip-gbp --batch 1 --featvis
+step bench_efficientnet_featvis_gpu.json 60 "$bin" bench --device gpu --json --repeats 3 \
+  --warmup 1 --skip-gbp --batch 1 --featvis --featvis-layer /_blocks.8/_expand_conv/Conv
 step occlusion_efficientnet_gpu 60 "$bin" export --input assets/images/coffee.png \
   --methods occlusion --layers /_conv_stem/Conv --device gpu --out "$out/occlusion"
 rm -rf "$out/occlusion"
