@@ -269,11 +269,13 @@ pub const COMPACT_BUTTON_PX: f32 = 56.0;
 pub const FULL_LABEL_BUTTON_PX: f32 = 96.0;
 
 /// Rectangle of method button `i` (right-aligned in the details header).
-/// Buttons narrow (down to 84 px) so that together they take at most 55% of the header.
+/// Buttons narrow (down to [`COMPACT_BUTTON_PX`], short labels below
+/// [`FULL_LABEL_BUTTON_PX`]) so that together they take at most 58% of the header: the rest
+/// is the layer's title (`/_blocks.2/_project_conv/Conv · Conv · 24×56×56` needs ~360 px).
 pub fn method_button_rect(details: &Rect, i: usize, count: usize) -> Rect {
     let gap = 6.0;
     let n = count.max(1) as f32;
-    let fit = (details.w * 0.66 - (n - 1.0) * gap) / n;
+    let fit = (details.w * 0.58 - (n - 1.0) * gap) / n;
     let w = fit.clamp(COMPACT_BUTTON_PX, METHOD_BUTTON_PX[0]);
     let total = n * (w + gap) - gap;
     let x0 = details.right() - 12.0 - total;
