@@ -53,7 +53,11 @@ pub fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> ShapeRe
             _ => return Err(format!("invalid reshape spec {spec:?}")),
         }
     }
-    let known: usize = out.iter().product();
+    // Dims come from the file: their product may overflow (a fuzzed Reshape to
+    // [2^32, 2^32, …] panicked here with overflow checks on).
+    let known = (out.iter())
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| format!("reshape spec {spec:?} has more elements than fit in memory"))?;
     if let Some(i) = infer_at {
         if known == 0 || !total.is_multiple_of(known) {
             return Err(format!("cannot reshape {input:?} to {spec:?}"));
@@ -358,6 +362,10 @@ mod tests {
         );
         assert!(reshape_target(&[2, 3], &[3, 0], true).is_err());
         assert!(reshape_target(&[2, 3], &[4, -1], false).is_err());
+        // Dims whose product overflows are an error, not a panic (a fuzz finding).
+        let huge = 1i64 << 32;
+        let err = reshape_target(&[2, 3], &[huge, huge, -1], false).unwrap_err();
+        assert!(err.contains("more elements than fit"), "{err}");
     }
 
     #[test]
