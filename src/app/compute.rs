@@ -10,8 +10,8 @@ use anyhow::{Context, Result};
 use image::RgbImage;
 
 use crate::engine::methods::attribution;
-use crate::engine::methods::featvis::FeatvisSpec;
 use crate::engine::methods::featvis::cache::{CachedEvent, FeatvisCache, featvis_cached};
+use crate::engine::methods::featvis::{FeatvisEvent, FeatvisSpec};
 use crate::engine::{self, Capture, Engine, HostTensor};
 use crate::format::Method;
 use crate::model::preprocess::InputTensor;
@@ -354,14 +354,14 @@ fn featvis_chunks(
         &filters,
         &setup.spec,
         &mut |event| match event {
-            CachedEvent::Step { filters, step, .. } => {
+            CachedEvent::Featvis(FeatvisEvent::Step { filters, step, .. }) => {
                 in_flight.insert(filters[0], step * filters.len());
                 on_delivery(Delivery::Progress {
                     done: filters_done * steps + in_flight.values().sum::<usize>(),
                     total,
                 })
             }
-            CachedEvent::Chunk(images) => {
+            CachedEvent::Featvis(FeatvisEvent::Chunk(images)) => {
                 filters_done += images.len();
                 for image in images {
                     in_flight.remove(&image.filter);

@@ -14,7 +14,7 @@ use std::ops::ControlFlow;
 
 use crate::engine::methods::featvis::cache::{self, CachedEvent, FeatvisCache, featvis_cached};
 use crate::engine::methods::featvis::{
-    FeatvisImage, FeatvisSpec, Objective, Parameterisation, RECORD_EVERY,
+    FeatvisEvent, FeatvisImage, FeatvisSpec, Objective, Parameterisation, RECORD_EVERY,
 };
 use crate::export::{self, LayerSelection};
 use crate::format::architecture::layer_stems;
@@ -349,11 +349,11 @@ impl LayerRun<'_> {
             self.spec,
             &mut |event| {
                 match event {
-                    CachedEvent::Step {
+                    CachedEvent::Featvis(FeatvisEvent::Step {
                         filters: chunk,
                         step,
                         ..
-                    } => {
+                    }) => {
                         if step == 1 {
                             computed += chunk.len();
                         }
@@ -361,7 +361,7 @@ impl LayerRun<'_> {
                         in_flight.insert(chunk[0], step * chunk.len());
                         bar.set_position((done * steps + in_flight.values().sum::<usize>()) as u64)
                     }
-                    CachedEvent::Chunk(chunk) => {
+                    CachedEvent::Featvis(FeatvisEvent::Chunk(chunk)) => {
                         if let Err(e) = write_pngs(dir, self.stem, chunk, hw) {
                             failed = Some(e);
                             return ControlFlow::Break(());

@@ -96,14 +96,10 @@ impl FeatvisCache {
 /// What [`featvis_cached`] reports.
 #[derive(Debug, Clone, Copy)]
 pub enum CachedEvent<'a> {
-    /// A step of the filters being computed (not sent for cached ones).
-    Step {
-        filters: &'a [usize],
-        step: usize,
-        steps: usize,
-    },
-    /// The next run of consecutive filters, cached or computed, in order.
-    Chunk(&'a [FeatvisImage]),
+    /// [`FeatvisEvent::Step`] of the filters being optimised (none for cached ones), or
+    /// [`FeatvisEvent::Chunk`] with the next run of consecutive filters, cached or
+    /// computed, in order.
+    Featvis(FeatvisEvent<'a>),
     /// The cache could not be written (the images are delivered anyway).
     CacheFailed(&'a std::io::Error),
 }
@@ -138,7 +134,7 @@ pub fn featvis_cached(
             while let Some(run) = runs.next_if(|run| run.iter().all(|f| ready.contains_key(f))) {
                 let images: Vec<FeatvisImage> =
                     run.iter().filter_map(|f| ready.remove(f)).collect();
-                if on_event(CachedEvent::Chunk(&images)).is_break() {
+                if on_event(CachedEvent::Featvis(FeatvisEvent::Chunk(&images))).is_break() {
                     return ControlFlow::Break(());
                 }
             }
@@ -151,15 +147,7 @@ pub fn featvis_cached(
         return Ok(ControlFlow::Continue(())); // every run was delivered above
     }
     featvis_stream(engine, layer, &missing, spec, &mut |event| match event {
-        FeatvisEvent::Step {
-            filters,
-            step,
-            steps,
-        } => on_event(CachedEvent::Step {
-            filters,
-            step,
-            steps,
-        }),
+        step @ FeatvisEvent::Step { .. } => on_event(CachedEvent::Featvis(step)),
         FeatvisEvent::Chunk(done) => {
             for image in done {
                 if let Some(cache) = cache
