@@ -29,6 +29,7 @@ pub mod app;
 pub mod atomic_file;
 pub mod bench;
 pub mod cli;
+pub mod decode_guard;
 pub mod engine;
 pub mod export;
 pub mod format;

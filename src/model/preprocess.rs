@@ -94,8 +94,7 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     check_pixel_budget(path.display(), w, h)?;
     let mut reader = reader;
     reader.limits(decode_limits());
-    let img = reader
-        .decode()
+    let img = crate::decode_guard::decode(reader)
         .map_err(|e| ModelError::input(path.display(), format!("cannot decode image: {e}")))?;
     Ok(img.to_rgb8())
 }
@@ -142,7 +141,8 @@ pub fn load_input_bytes(bytes: &[u8], name: &str, spec: &InputSpec) -> Result<In
         .with_guessed_format()
         .map_err(|e| ModelError::input(name, e.to_string()))?;
     reader.limits(decode_limits());
-    let img = reader.decode().map_err(decode_err)?;
+    let img = crate::decode_guard::decode(reader)
+        .map_err(|e| ModelError::input(name, format!("cannot decode image: {e}")))?;
     Ok(image_to_input(&img.to_rgb8(), spec))
 }
 

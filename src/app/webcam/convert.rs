@@ -192,7 +192,9 @@ pub fn mjpeg_to_rgb(data: &[u8]) -> Result<RgbImage, WebcamError> {
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(512 << 20);
     reader.limits(limits);
-    Ok(reader.decode().map_err(WebcamError::Mjpeg)?.to_rgb8())
+    Ok(crate::decode_guard::decode(reader)
+        .map_err(WebcamError::Mjpeg)?
+        .to_rgb8())
 }
 
 /// `jpeg` with the standard Huffman tables inserted after its SOI marker when its first scan

@@ -57,7 +57,7 @@ pub enum WebcamError {
         reason: String,
     },
     #[error("cannot decode an MJPEG frame: {0}")]
-    Mjpeg(image::ImageError),
+    Mjpeg(String),
     #[error("cannot start the capture thread: {0}")]
     Thread(std::io::Error),
     #[error("the capture thread of camera {index} ended before the camera opened")]
