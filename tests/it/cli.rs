@@ -704,26 +704,31 @@ fn featvis_fills_the_cache_that_export_and_the_viewer_read() {
     let channels = graph.nodes[layer].feature_map_dims().expect("maps").0;
     // export reads every filter from the cache: nothing optimised, the same PNGs.
     let coffee = format!("{}/assets/images/coffee.png", env!("CARGO_MANIFEST_DIR"));
+    // `export` of conv2 with `methods` and `steps` into `out`, sharing the cache.
+    let export = |methods: &str, steps: &str, out: &std::path::Path| {
+        let out = out.to_str().expect("utf8");
+        convlens_cached(
+            &[
+                "export",
+                model,
+                "--input",
+                &coffee,
+                "--layers",
+                "conv2",
+                "--methods",
+                methods,
+                "--featvis-steps",
+                steps,
+                "--out",
+                out,
+                "--device",
+                "cpu",
+            ],
+            &cache,
+        )
+    };
     let data = dir.path().join("data");
-    let run = convlens_cached(
-        &[
-            "export",
-            model,
-            "--input",
-            &coffee,
-            "--layers",
-            "conv2",
-            "--methods",
-            "forward,featvis",
-            "--featvis-steps",
-            "8",
-            "--out",
-            data.to_str().expect("utf8"),
-            "--device",
-            "cpu",
-        ],
-        &cache,
-    );
+    let run = export("forward,featvis", "8", &data);
     assert!(run.status.success(), "{}", text(&run));
     let said = text(&run);
     assert!(
@@ -737,25 +742,7 @@ fn featvis_fills_the_cache_that_export_and_the_viewer_read() {
         assert_eq!(a, b, "{name}");
     }
     // Another step count is another cache entry: computed, not read.
-    let run = convlens_cached(
-        &[
-            "export",
-            model,
-            "--input",
-            &coffee,
-            "--layers",
-            "conv2",
-            "--methods",
-            "featvis",
-            "--featvis-steps",
-            "3",
-            "--out",
-            dir.path().join("data3").to_str().expect("utf8"),
-            "--device",
-            "cpu",
-        ],
-        &cache,
-    );
+    let run = export("featvis", "3", &dir.path().join("data3"));
     assert!(run.status.success(), "{}", text(&run));
     assert!(text(&run).contains(&format!("featvis: {channels} PNGs ({channels} optimised")));
     // The viewer's "feature vis" tiles are those images.
