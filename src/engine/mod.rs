@@ -1,7 +1,7 @@
 //! Running a network with burn: weights uploaded once to the chosen device, then a forward
 //! pass that walks the graph in topological order and keeps every requested node output
 //! (freeing the others as soon as their last consumer has run). On the CPU (flex) the
-//! convolutions, fully connected layers, max-pooling and LRN run as host kernels
+//! convolutions, fully connected layers, max-pooling, LRN, ReLU and Clip run as host kernels
 //! (`HostOp`) on the tensors' buffers; everything else is burn's.
 //!
 //! The folder: this file is the forward pass (with [`ops`], one burn op per graph op, and
@@ -67,13 +67,19 @@ pub enum Capture {
 }
 
 /// A node the CPU (flex) path runs with a host kernel instead of burn's: convolutions with
-/// deep column matrices ([`kernels::conv`]), fully connected layers ([`kernels::linear`]), 2-D
-/// max-pooling ([`kernels::pool`]) and LRN ([`kernels::lrn`]).
+/// deep column matrices, 1×1 and depthwise ones ([`kernels::conv`]), fully connected layers
+/// ([`kernels::linear`]), 2-D max-pooling ([`kernels::pool`]), LRN ([`kernels::lrn`]), ReLU
+/// and Clip ([`kernels::unary`]).
 enum HostOp {
     Conv(kernels::geometry::ConvGeometry),
     Linear(kernels::linear::HostLinear),
     MaxPool(kernels::pool::PoolGeometry),
     Lrn(kernels::lrn::LrnGeometry),
+    /// ReLU and Clip (ReLU6): clamp to `[min, max]` ([`kernels::unary`]).
+    Clamp {
+        min: f32,
+        max: f32,
+    },
 }
 
 impl HostOp {
@@ -97,6 +103,11 @@ impl HostOp {
         }
         let x = graph.shapes.get(node.inputs.first()?)?;
         match &node.op {
+            crate::model::Op::Relu => Some(Self::Clamp {
+                min: 0.0,
+                max: f32::INFINITY,
+            }),
+            &crate::model::Op::Clip { min, max } => Some(Self::Clamp { min, max }),
             crate::model::Op::MaxPool { window, .. } => {
                 kernels::pool::PoolGeometry::new(window, x, node.output_shapes.first()?)
                     .map(Self::MaxPool)
@@ -139,6 +150,7 @@ impl HostOp {
             Self::Linear(linear) => linear.run(x, read(1)?.as_slice()),
             Self::MaxPool(geometry) => kernels::pool::max_pool2d(x, geometry),
             Self::Lrn(geometry) => kernels::lrn::lrn(x, geometry),
+            &Self::Clamp { min, max } => kernels::unary::clamp(x, min, max),
         })
     }
 }

@@ -3,10 +3,8 @@
 //! FMA kernels where the CPU has FMA, else scalar ones; it chooses at run time). On
 //! AlexNet-shaped layers this is several times faster than flex's tiled convolution, which
 //! runs many small GEMMs. Used by [`crate::engine::Engine`] for spatial convolutions with
-//! deep column matrices and, through [`super::depthwise`], for depthwise ones; 1×1
-//! convolutions stay on flex (on EfficientNet-Lite0's shallow `[c_out, c_in] × [c_in, H·W]`
-//! products its GEMM took 10 ms for all 32, the project's former AVX-512 GEMM 14 ms and a
-//! direct kernel on [`super::taps`] over 20 ms). It reads the engine's weight tensors in
+//! deep column matrices and, through [`super::depthwise`] and [`super::pointwise`], for
+//! depthwise and 1×1 ones. It reads the engine's weight tensors in
 //! place. The same GEMM gives the reverse pass its dense input gradients
 //! ([`conv2d_input_grad`]).
 //!
@@ -35,7 +33,8 @@ pub fn plan(graph: &Graph, node: &Node) -> Option<ConvGeometry> {
     let x = graph.shapes.get(node.inputs.first()?)?;
     let out = node.output_shapes.first()?;
     let geometry = ConvGeometry::new(window, *group, x, &weight.shape, out)?;
-    (geometry.suits_gemm() || geometry.is_depthwise()).then_some(geometry)
+    let pointwise = geometry.is_pointwise() && geometry.groups == 1;
+    (geometry.suits_gemm() || geometry.is_depthwise() || pointwise).then_some(geometry)
 }
 
 /// `x [n, c_in, h, w]` ⊛ `weight [c_out, c_in/g, kh, kw]` (+ `bias [c_out]`), row-major
@@ -44,6 +43,9 @@ pub fn plan(graph: &Graph, node: &Node) -> Option<ConvGeometry> {
 pub fn conv2d(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
     if let Some(out) = super::depthwise::depthwise_conv2d(x, weight, bias, g) {
         return out;
+    }
+    if g.is_pointwise() && g.groups == 1 {
+        return super::pointwise::pointwise_conv2d(x, weight, bias, g);
     }
     let (k, cols_n) = (g.k(), g.ho * g.wo);
     let (cg_in, cg_out) = (g.c_in / g.groups, g.c_out / g.groups);
@@ -177,6 +179,19 @@ pub fn input_grad_path(g: &ConvGeometry, density: f64) -> InputGradPath {
 /// call stays in bounds.
 fn matmul(
     dst: &mut [f32],
+    lhs: (&[f32], bool),
+    rhs: &[f32],
+    mnk: [usize; 3],
+    parallelism: gemm::Parallelism,
+) {
+    matmul_onto(dst, false, lhs, rhs, mnk, parallelism);
+}
+
+/// [`matmul`] that adds the product onto `dst`'s values when `accumulate` is set
+/// (`dst += lhs × rhs`; a bias written there first costs no pass of its own).
+pub(super) fn matmul_onto(
+    dst: &mut [f32],
+    accumulate: bool,
     (lhs, lhs_transposed): (&[f32], bool),
     rhs: &[f32],
     [m, n, k]: [usize; 3],
@@ -201,14 +216,14 @@ fn matmul(
             dst.as_mut_ptr(),
             1,
             n as isize,
-            false,
+            accumulate,
             lhs.as_ptr(),
             lhs_cs as isize,
             lhs_rs as isize,
             rhs.as_ptr(),
             1,
             n as isize,
-            0.0,
+            if accumulate { 1.0 } else { 0.0 },
             1.0,
             false,
             false,

@@ -103,11 +103,17 @@ impl PaddedLayout {
         }
     }
 
-    /// Writes `src [h, w]` into `padded` in this layout.
+    /// Writes `src [h, w]` into `padded` in this layout. A buffer that already has this
+    /// layout's length was filled by an earlier plane of the same convolution: every call
+    /// writes the same positions, so its padding is still zero and only the values are
+    /// rewritten (zeroing whole planes again was ~7% of EfficientNet-Lite0's forward pass).
     fn fill(&self, padded: &mut Vec<f32>, src: &[f32], g: &ConvGeometry) {
-        padded.clear();
         // A block of slack at the end for `taps_run`'s last, partial block.
-        padded.resize(self.rows * self.row_len + RUN_BLOCK, 0.0);
+        let len = self.rows * self.row_len + RUN_BLOCK;
+        if padded.len() != len {
+            padded.clear();
+            padded.resize(len, 0.0);
+        }
         let [py, px] = g.pads_before;
         let sx = g.strides[1];
         for (y, row_in) in src.chunks(g.w).enumerate() {

@@ -56,14 +56,15 @@ impl ConvGeometry {
         self.c_in / self.groups * self.kernel[0] * self.kernel[1]
     }
 
-    /// Whether this convolution goes through [`super::conv::conv2d`] rather than flex: spatial kernels
-    /// whose column matrix is at least 64 deep (`c_in/g · kh · kw`), where one big GEMM per
-    /// group pays off — including an RGB first layer (AlexNet's 11×11 conv1: 5.5 ms on flex,
-    /// and the whole forward pass 19.0 → 15.7 ms once it ran here). Flex keeps pointwise
-    /// (1×1) convolutions (EfficientNet-Lite0's forward pass took the same 32 ms either
-    /// way) and depthwise ones (9 or 25 deep).
+    /// Whether this convolution goes through [`super::conv::conv2d`]'s im2col + GEMM rather
+    /// than flex: spatial kernels whose column matrix is at least 27 deep (`c_in/g · kh ·
+    /// kw`: an RGB 3×3 first layer and anything deeper), where one big GEMM per group pays
+    /// off — AlexNet's 11×11 conv1: 5.5 ms on flex, the whole forward pass 19.0 → 15.7 ms once
+    /// it ran here; EfficientNet-Lite0's 3×3 stem (27 deep): 1.5 → 0.8 ms (2-core Intel
+    /// Xeon, AVX-512). Pointwise (1×1) convolutions have their own kernel
+    /// ([`super::pointwise`]), depthwise ones too ([`super::depthwise`], 9 or 25 deep).
     pub fn suits_gemm(&self) -> bool {
-        self.k() >= 64 && self.kernel != [1, 1]
+        self.k() >= 27 && self.kernel != [1, 1]
     }
 
     /// One filter per channel (`groups = c_in = c_out`, more than one): a depthwise

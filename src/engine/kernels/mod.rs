@@ -1,7 +1,8 @@
 //! Host (CPU) kernels the engine runs on the flex device in place of flex's own ops, where
 //! they are measurably faster: the forward convolution as im2col + GEMM ([`conv`], on the
-//! `gemm` crate) or, for depthwise ones, directly ([`depthwise`]), fully connected
-//! layers ([`linear`]), max-pooling ([`pool`]), LRN ([`lrn`]), and the reverse pass's input
+//! `gemm` crate), for 1×1 ones as row blocks of GEMMs ([`pointwise`]), for depthwise ones
+//! directly ([`depthwise`]), fully connected layers ([`linear`]), max-pooling ([`pool`]),
+//! LRN ([`lrn`]), ReLU and Clip ([`unary`]), and the reverse pass's input
 //! gradients (sparse [`sparse_grad`], direct [`depthwise`], the ReLU rules, max-pool and LRN
 //! in [`reverse`]). [`simd`] picks the SIMD level once per process (`CONVLENS_CPU_KERNELS`
 //! forces one). Every kernel works on row-major `f32` slices with a
@@ -13,11 +14,13 @@ pub mod depthwise;
 pub mod geometry;
 pub mod linear;
 pub mod lrn;
+pub mod pointwise;
 pub mod pool;
 pub mod reverse;
 pub mod simd;
 pub mod sparse_grad;
 pub mod taps;
+pub mod unary;
 
 /// `len` zeros for a kernel that adds into its output (`+=`, scatter), written out rather
 /// than `vec![0.0; len]`: calloc'd memory starts as the shared zero page, so the first
