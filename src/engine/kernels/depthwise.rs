@@ -37,7 +37,7 @@ pub fn depthwise_conv2d_at(
     g: &ConvGeometry,
 ) -> Option<Vec<f32>> {
     let [kh, kw] = g.kernel;
-    let (plane_in, plane_out) = (g.h * g.w, g.ho * g.wo);
+    let plane_in = g.h * g.w;
     let sizes_agree = x.len() == g.n * g.c_in * plane_in
         && weight.len() == g.c_out * kh * kw
         && bias.is_none_or(|b| b.len() == g.c_out);
@@ -49,15 +49,39 @@ pub fn depthwise_conv2d_at(
     } else {
         SimdLevel::Portable
     };
+    Some(conv_planes(level, x, weight, bias, g))
+}
+
+/// The planes of [`depthwise_conv2d_at`] (sizes checked there). Without a bias, an all-zero
+/// input plane gives a zero output plane without its taps (the reverse pass's gated-off
+/// channels).
+fn conv_planes(
+    level: SimdLevel,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeometry,
+) -> Vec<f32> {
+    let [kh, kw] = g.kernel;
+    let (plane_in, plane_out) = (g.h * g.w, g.ho * g.wo);
     let layout = PaddedLayout::new(g);
     let mut out = vec![0f32; g.n * g.c_out * plane_out];
+    // Few, long tasks: each starts with a fresh padded buffer (zeroed once, then reused by
+    // its planes); rayon's own splitting made one per few planes (batch 16 of
+    // EfficientNet-Lite0: `fill` was 11% of the forward pass).
+    let planes_per_task = (g.n * g.c_out).div_ceil(4 * rayon::current_num_threads());
     out.par_chunks_mut(plane_out.max(1))
         .enumerate()
+        .with_min_len(planes_per_task.max(1))
         .for_each_init(
             || (Vec::new(), Vec::new()),
             |(padded, flat), (plane, dst)| {
                 let channel = plane % g.c_in;
-                layout.fill(padded, &x[plane * plane_in..][..plane_in], g);
+                let src = &x[plane * plane_in..][..plane_in];
+                if bias.is_none() && src.iter().all(|v| *v == 0.0) {
+                    return; // `dst` is zero already
+                }
+                layout.fill(padded, src, g);
                 let taps = &weight[channel * kh * kw..][..kh * kw];
                 let bias = bias.map_or(0.0, |b| b[channel]);
                 let plane = Plane {
@@ -72,7 +96,7 @@ pub fn depthwise_conv2d_at(
                 conv_plane(level, plane);
             },
         );
-    Some(out)
+    out
 }
 
 /// One input plane copied with its zero padding around it and, for a horizontal stride
@@ -120,6 +144,26 @@ impl PaddedLayout {
             let row = &mut padded[(y + py) * self.row_len..][..self.row_len];
             if sx == 1 {
                 row[px..px + g.w].copy_from_slice(row_in);
+                continue;
+            }
+            if sx == 2 {
+                // Stride 2 (EfficientNet's downsampling layers): padded column `px + x` is
+                // phase `(px + x) % 2`, position `(px + x) / 2` there; one pass over the
+                // input's column pairs writes both phases.
+                let (phase0, phase1) = row.split_at_mut(self.phase_len);
+                let (even, odd) = if px % 2 == 0 {
+                    (&mut phase0[px / 2..], &mut phase1[px / 2..])
+                } else {
+                    (&mut phase1[px / 2..], &mut phase0[px / 2 + 1..])
+                };
+                let pairs = row_in.chunks_exact(2);
+                if let [last] = pairs.remainder() {
+                    even[g.w / 2] = *last;
+                }
+                for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(pairs) {
+                    *e = pair[0];
+                    *o = pair[1];
+                }
                 continue;
             }
             for phase in 0..sx {
@@ -199,8 +243,9 @@ fn conv_plane_body<const FMA: bool>(plane: Plane<'_>) {
         for (t, off) in offsets.iter_mut().enumerate() {
             *off = (t / kw) * dy * layout.row_len + (t % kw) * dx;
         }
+        // Every value of `flat` is written below: a buffer of the right length from an
+        // earlier plane needs no zeroing.
         let flat_len = (g.ho.max(1) - 1) * layout.row_len + g.wo;
-        flat.clear();
         flat.resize(flat_len, 0.0);
         taps::weighted_runs::<FMA>(flat, padded, offsets, taps, bias);
         for (row_out, row) in dst.chunks_mut(g.wo).zip(flat.chunks(layout.row_len)) {
@@ -234,6 +279,11 @@ pub fn depthwise_input_grad(grad: &[f32], weight: &[f32], g: &ConvGeometry) -> O
     if grad.len() != g.n * g.c_out * plane_out || weight.len() != g.c_out * kh * kw {
         return None;
     }
+    if g.strides == [1, 1]
+        && let Some(out) = input_grad_as_convolution(grad, weight, g)
+    {
+        return Some(out);
+    }
     let mut out = super::zeros_to_accumulate(g.n * g.c_in * plane_in);
     out.par_chunks_mut(plane_in.max(1))
         .enumerate()
@@ -243,6 +293,33 @@ pub fn depthwise_input_grad(grad: &[f32], weight: &[f32], g: &ConvGeometry) -> O
             add_plane_gradient(dst, src, taps, g);
         });
     Some(out)
+}
+
+/// The input gradient of a stride-1 depthwise convolution as a forward one (whose kernel
+/// holds whole output blocks in registers, where the scatter below adds each tap's row
+/// onto the input row by row): `gx[i] = Σ_t w[t] · gy[i + p − t·d]` is the convolution of
+/// `gy` with the taps reversed and `(k − 1)·d − p` padding before. `None` when the padding
+/// before exceeds the kernel's reach (that padding would be negative).
+fn input_grad_as_convolution(grad: &[f32], weight: &[f32], g: &ConvGeometry) -> Option<Vec<f32>> {
+    let [kh, kw] = g.kernel;
+    let reach = [(kh - 1) * g.dilations[0], (kw - 1) * g.dilations[1]];
+    let adjoint = ConvGeometry {
+        c_in: g.c_out,
+        h: g.ho,
+        w: g.wo,
+        c_out: g.c_in,
+        pads_before: [
+            reach[0].checked_sub(g.pads_before[0])?,
+            reach[1].checked_sub(g.pads_before[1])?,
+        ],
+        ho: g.h,
+        wo: g.w,
+        ..*g
+    };
+    let reversed: Vec<f32> = (weight.chunks(kh * kw))
+        .flat_map(|taps| taps.iter().rev().copied())
+        .collect();
+    depthwise_conv2d_at(simd::active(), grad, &reversed, None, &adjoint)
 }
 
 /// Adds one channel's output gradient `src [ho, wo]` onto its input plane `dst [h, w]`
@@ -359,13 +436,19 @@ mod tests {
     /// Equal to the GEMM + col2im path (itself checked as the convolution's adjoint in
     /// `kernels::conv`) on EfficientNet's depthwise shapes in small: 3×3 and 5×5, stride 1 and 2,
     /// symmetric and asymmetric padding, a dilation, a batch, and a gradient with zeros.
-    const CASES: [Case; 6] = [
+    /// The seventh has more padding before than the kernel reaches (the stride-1 input
+    /// gradient cannot be a convolution there and scatters); the last two are stride 2 with
+    /// odd and even padding before, even and odd widths.
+    const CASES: [Case; 9] = [
         (1, 4, 9, 9, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1]),
         (2, 3, 12, 10, [3, 3], [2, 2], [0, 0, 1, 1], [1, 1]),
         (1, 5, 11, 11, [5, 5], [2, 2], [1, 1, 2, 2], [1, 1]),
         (2, 2, 8, 8, [5, 5], [1, 1], [2, 2, 2, 2], [1, 1]),
         (1, 3, 10, 9, [3, 3], [1, 1], [2, 2, 2, 2], [2, 2]),
         (1, 2, 7, 6, [3, 1], [1, 3], [1, 0, 1, 0], [1, 1]),
+        (1, 2, 6, 6, [3, 3], [1, 1], [3, 3, 0, 1], [1, 1]),
+        (1, 2, 9, 8, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1]),
+        (1, 2, 7, 7, [5, 5], [2, 2], [2, 2, 2, 2], [1, 1]),
     ];
 
     /// The forward pass equals the convolution's definition, summed tap by tap in f64 with
