@@ -49,41 +49,46 @@ pub fn conv2d(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry)
     }
     let (k, cols_n) = (g.k(), g.ho * g.wo);
     let (cg_in, cg_out) = (g.c_in / g.groups, g.c_out / g.groups);
-    let mut out = vec![0f32; g.n * g.c_out * cols_n];
+    let image_len = g.c_out * cols_n;
+    let mut out = vec![0f32; g.n * image_len];
+    if image_len == 0 {
+        return out;
+    }
     let pointwise = g.is_pointwise();
-    let mut cols = if pointwise {
-        Vec::new()
-    } else {
-        vec![0f32; k * cols_n]
-    };
-    for b in 0..g.n {
+    // One image: its rows start as the bias, then each group's product is added on.
+    let image = |b: usize, dst_image: &mut [f32], cols: &mut Vec<f32>, parallelism| {
+        if let Some(bias) = bias {
+            for (plane, &value) in dst_image.chunks_mut(cols_n).zip(bias) {
+                plane.fill(value);
+            }
+        }
         for grp in 0..g.groups {
             let x_group = &x[(b * g.c_in + grp * cg_in) * g.h * g.w..][..cg_in * g.h * g.w];
             // [K, Ho·Wo]: a 1×1 stride-1 convolution reads the input as it is.
             let rhs: &[f32] = if pointwise {
                 x_group
             } else {
-                im2col(x_group, cg_in, g, &mut cols);
-                &cols
+                cols.resize(k * cols_n, 0.0);
+                im2col(x_group, cg_in, g, cols);
+                cols
             };
             let lhs = &weight[grp * cg_out * k..][..cg_out * k]; // [cg_out, K]
-            let dst = &mut out[(b * g.c_out + grp * cg_out) * cols_n..][..cg_out * cols_n];
-            matmul(
-                dst,
-                (lhs, false),
-                rhs,
-                [cg_out, cols_n, k],
-                gemm::Parallelism::Rayon(0),
-            );
+            let dst = &mut dst_image[grp * cg_out * cols_n..][..cg_out * cols_n];
+            let mnk = [cg_out, cols_n, k];
+            matmul_onto(dst, bias.is_some(), (lhs, false), rhs, mnk, parallelism);
         }
-    }
-    if let Some(bias) = bias {
-        out.par_chunks_mut(cols_n)
-            .enumerate()
-            .for_each(|(i, plane)| {
-                let b = bias[i % g.c_out];
-                plane.iter_mut().for_each(|v| *v += b);
-            });
+    };
+    if g.n >= rayon::current_num_threads() {
+        // Images side by side, one sequential GEMM each: the `gemm` crate's own threads
+        // cost more than they gain on one image's product at feature vis's 128 px.
+        (out.par_chunks_mut(image_len).enumerate()).for_each_init(Vec::new, |cols, (b, dst)| {
+            image(b, dst, cols, gemm::Parallelism::None);
+        });
+    } else {
+        let mut cols = Vec::new();
+        for (b, dst) in out.chunks_mut(image_len).enumerate() {
+            image(b, dst, &mut cols, gemm::Parallelism::Rayon(0));
+        }
     }
     out
 }

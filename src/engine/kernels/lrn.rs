@@ -51,6 +51,54 @@ pub fn lrn(x: &[f32], g: &LrnGeometry) -> Vec<f32> {
     out
 }
 
+/// LRN's per-image factors for its reverse step ([`super::reverse::lrn_input_grad`]), from
+/// the forward input `x` (`[images, channels, plane]`): `[D^(−β), x·D^(−β−1), (2αβ/size)·x]`
+/// with `D = bias + α/size · Σ_window x²`, each the shape of `x`. One pass per channel row
+/// (burn took a padded window sum, a `powf` and four products over the whole batch: feature
+/// vis of AlexNet conv5 spent half its reverse pass in LRN).
+pub fn lrn_factors(x: &[f32], g: &LrnGeometry) -> [Vec<f32>; 3] {
+    let (c, hw) = (g.channels, g.plane);
+    assert_eq!(x.len(), g.images * c * hw, "LRN input for {g:?}");
+    let mut d_pow = vec![0f32; x.len()];
+    let mut a = vec![0f32; x.len()];
+    let mut b = vec![0f32; x.len()];
+    if c == 0 || hw == 0 || g.size == 0 {
+        return [d_pow, a, b];
+    }
+    let lo = (g.size - 1) / 2;
+    let hi = g.size - 1 - lo;
+    let scale = g.alpha / g.size as f32;
+    let b_scale = 2.0 * g.alpha * g.beta / g.size as f32;
+    (d_pow
+        .par_chunks_mut(hw)
+        .zip(a.par_chunks_mut(hw))
+        .zip(b.par_chunks_mut(hw)))
+    .enumerate()
+    .for_each_init(Vec::new, |sum: &mut Vec<f32>, (row, ((d_pow, a), b))| {
+        let (image, ch) = (row / c, row % c);
+        let x_image = &x[image * c * hw..][..c * hw];
+        sum.clear();
+        sum.resize(hw, 0.0);
+        for j in ch.saturating_sub(lo)..(ch + hi + 1).min(c) {
+            for (s, v) in sum.iter_mut().zip(&x_image[j * hw..][..hw]) {
+                *s += v * v;
+            }
+        }
+        let x_row = &x_image[ch * hw..][..hw];
+        for ((((dp, av), bv), s), &v) in (d_pow.iter_mut().zip(a.iter_mut()))
+            .zip(b.iter_mut())
+            .zip(sum.iter())
+            .zip(x_row)
+        {
+            let d = g.bias + scale * s;
+            *dp = 1.0 / pow_beta(d, g.beta);
+            *av = v * *dp / d;
+            *bv = b_scale * v;
+        }
+    });
+    [d_pow, a, b]
+}
+
 /// `base^beta`, by square roots for the usual exponents (0.75 in AlexNet and GoogLeNet, 0.5,
 /// 1) — the same choices as the burn path in [`super::ops`].
 #[inline(always)]
@@ -70,6 +118,50 @@ fn pow_beta(base: f32, beta: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Against the formulas in f64, with an even window and β = 0.75 and 0.6 (the
+    /// square-root and `powf` paths).
+    #[test]
+    fn reverse_factors_by_formula() {
+        let x: Vec<f32> = (0..2 * 5 * 3)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0)
+            .collect();
+        for beta in [0.75f32, 0.6] {
+            let g = LrnGeometry {
+                images: 2,
+                channels: 5,
+                plane: 3,
+                size: 4,
+                alpha: 0.5,
+                beta,
+                bias: 1.5,
+            };
+            let [d_pow, a, b] = lrn_factors(&x, &g);
+            for image in 0..2 {
+                for ch in 0..5usize {
+                    for p in 0..3 {
+                        let at = (image * 5 + ch) * 3 + p;
+                        let s: f64 = (ch.saturating_sub(1)..(ch + 3).min(5))
+                            .map(|j| f64::from(x[(image * 5 + j) * 3 + p]).powi(2))
+                            .sum();
+                        let d = 1.5 + 0.5 / 4.0 * s;
+                        let (v, beta) = (f64::from(x[at]), f64::from(beta));
+                        let want = [
+                            d.powf(-beta),
+                            v * d.powf(-beta - 1.0),
+                            2.0 * 0.5 * beta / 4.0 * v,
+                        ];
+                        for (got, want) in [d_pow[at], a[at], b[at]].into_iter().zip(want) {
+                            assert!(
+                                (f64::from(got) - want).abs() < 1e-6,
+                                "β {beta} at {at}: {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn lrn_by_hand() {

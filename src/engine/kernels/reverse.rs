@@ -20,26 +20,40 @@ pub fn lrn_input_grad(
     out.par_chunks_mut(block)
         .zip(g.par_chunks(block))
         .enumerate()
-        .for_each_init(Vec::new, |ga: &mut Vec<f32>, (k, (dst, g))| {
-            let n = k % images.max(1);
-            let (d_pow, a, b) = (
-                &d_pow[n * block..][..block],
-                &a[n * block..][..block],
-                &b[n * block..][..block],
-            );
-            ga.clear();
-            ga.extend(g.iter().zip(a).map(|(g, a)| g * a));
-            for c in 0..channels {
-                let (start, end) = (c.saturating_sub(hi), (c + lo + 1).min(channels));
-                let row = c * hw..(c + 1) * hw;
-                let out_row = &mut dst[row.clone()];
-                for (i, o) in out_row.iter_mut().enumerate() {
-                    let spread: f32 = (start..end).map(|j| ga[j * hw + i]).sum();
-                    let at = row.start + i;
-                    *o = g[at] * d_pow[at] - spread * b[at];
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(ga, spread): &mut (Vec<f32>, Vec<f32>), (k, (dst, g))| {
+                let n = k % images.max(1);
+                let (d_pow, a, b) = (
+                    &d_pow[n * block..][..block],
+                    &a[n * block..][..block],
+                    &b[n * block..][..block],
+                );
+                ga.clear();
+                ga.extend(g.iter().zip(a).map(|(g, a)| g * a));
+                // Row by row (whole rows added, which vectorises), in the same order as
+                // the sum per value: `g·d_pow − (Σ_j ga_j)·b`.
+                for c in 0..channels {
+                    let (start, end) = (c.saturating_sub(hi), (c + lo + 1).min(channels));
+                    spread.clear();
+                    spread.resize(hw, 0.0);
+                    for j in start..end {
+                        for (s, v) in spread.iter_mut().zip(&ga[j * hw..][..hw]) {
+                            *s += v;
+                        }
+                    }
+                    let row = c * hw..(c + 1) * hw;
+                    for ((((o, &gv), &dp), &s), &bv) in (dst[row.clone()].iter_mut())
+                        .zip(&g[row.clone()])
+                        .zip(&d_pow[row.clone()])
+                        .zip(spread.iter())
+                        .zip(&b[row])
+                    {
+                        *o = gv * dp - s * bv;
+                    }
                 }
-            }
-        });
+            },
+        );
     out
 }
 

@@ -349,6 +349,27 @@ pub(super) fn lrn(step: &Step, size: usize, alpha: f32, beta: f32, bias: f32, g:
     let axis = axis6(1, 4);
     let (lo, hi) = ((size - 1) / 2, size - 1 - (size - 1) / 2);
     let x = step.input(0)?; // [1, 1, N, C, H, W]
+    if step.engine.host_kernels() {
+        // The factors in one pass over the input, then one pass per seed, on the host,
+        // instead of burn's ~10 passes over the seed batch.
+        let hw = s[2] * s[3];
+        let geometry = kernels::lrn::LrnGeometry {
+            images: s[0],
+            channels: s[1],
+            plane: hw,
+            size,
+            alpha,
+            beta,
+            bias,
+        };
+        let [dv, av, bv] = kernels::lrn::lrn_factors(&step.to_host(x)?, &geometry);
+        let gv = step.to_host(g)?;
+        let dx = kernels::reverse::lrn_input_grad(&gv, [&dv, &av, &bv], [s[0], s[1], hw], [hi, lo]);
+        return Ok(Tensor::from_data(
+            TensorData::new(dx, step.gdims(&s)?),
+            step.device(),
+        ));
+    }
     let d = window_sum(x.clone() * x.clone(), axis, lo, hi)
         .mul_scalar(alpha / size as f32)
         .add_scalar(bias);
@@ -356,21 +377,6 @@ pub(super) fn lrn(step: &Step, size: usize, alpha: f32, beta: f32, bias: f32, g:
     let d_pow = d.clone().powf_scalar(-beta); // D^(−β)
     let a = x.clone() * d_pow.clone() / d; // x·D^(−β−1)
     let b = x.mul_scalar(2.0 * alpha * beta / size as f32);
-    if step.engine.host_kernels() {
-        // One pass per seed on the host instead of burn's ~10 passes over the seed batch.
-        let (gv, dv, av, bv) = (
-            step.to_host(g)?,
-            step.to_host(d_pow)?,
-            step.to_host(a)?,
-            step.to_host(b)?,
-        );
-        let hw = s[2] * s[3];
-        let dx = kernels::reverse::lrn_input_grad(&gv, [&dv, &av, &bv], [s[0], s[1], hw], [hi, lo]);
-        return Ok(Tensor::from_data(
-            TensorData::new(dx, step.gdims(&s)?),
-            step.device(),
-        ));
-    }
     let spread = window_sum(g.clone() * a, axis, hi, lo); // [B, 1, N, C, H, W]
     if spread.dims() != step.gdims(&s)? {
         return Err(step.unsupported(format!("window sum has dims {:?}", spread.dims())));
