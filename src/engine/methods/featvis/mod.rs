@@ -22,6 +22,7 @@ pub use stream::{FeatvisEvent, featvis, featvis_stream};
 use std::ops::ControlFlow;
 
 use burn::tensor::{Tensor, TensorData};
+use rayon::prelude::*;
 
 use crate::engine::methods::attribution::{BackwardError, GradientRule, read_chunk};
 use crate::engine::ops::T6;
@@ -245,23 +246,33 @@ impl Pipeline {
                 transforms,
                 ..
             } => {
-                let pictures = self.picture(p);
-                let warps: Vec<Option<transform::Warp>> = (filters.iter())
-                    .map(|&f| {
-                        let draw = transform::Draw::new(seed, f, step);
-                        transforms.then(|| transform::Warp::new(self.hw, self.hw, Some(draw)))
-                    })
-                    .collect();
-                let mut x = Vec::with_capacity(pictures.len());
-                for (image, warp) in pictures.chunks(per).zip(&warps) {
-                    let shown = match warp {
-                        Some(warp) => warp.apply(image),
-                        None => image.to_vec(),
+                // Image by image in parallel (FFT, colours, sigmoid, warp, preprocessing).
+                let per_image: Vec<(Vec<f32>, Option<transform::Warp>, Vec<f32>)> = (p
+                    .par_chunks(self.len()))
+                .zip(filters.par_iter())
+                .map(|(params, &f)| {
+                    let picture = self.picture(params);
+                    let draw = transform::Draw::new(seed, f, step);
+                    let warp =
+                        transforms.then(|| transform::Warp::new(self.hw, self.hw, Some(draw)));
+                    let shown = match &warp {
+                        Some(warp) => warp.apply(&picture),
+                        None => picture.clone(),
                     };
-                    x.extend(shown.iter().enumerate().map(|(i, &v)| {
-                        let c = i / plane_len;
-                        (v - mean[c]) / std[c]
-                    }));
+                    let x = (shown.iter().enumerate())
+                        .map(|(i, &v)| {
+                            let c = i / plane_len;
+                            (v - mean[c]) / std[c]
+                        })
+                        .collect();
+                    (picture, warp, x)
+                })
+                .collect();
+                let (mut pictures, mut warps, mut x) = (Vec::new(), Vec::new(), Vec::new());
+                for (picture, warp, shown) in per_image {
+                    pictures.extend(picture);
+                    warps.push(warp);
+                    x.extend(shown);
                 }
                 (x, pictures, warps)
             }
@@ -295,22 +306,29 @@ impl Pipeline {
             Parameterisation::Pixel {
                 std, decorrelate, ..
             } => {
-                let mut g_u = Vec::with_capacity(gx.len());
-                for ((g, warp), image) in gx.chunks(per).zip(&warps).zip(pictures.chunks(per)) {
-                    let g_t: Vec<f32> = (g.iter().enumerate())
-                        .map(|(i, &v)| v / std[i / plane_len])
-                        .collect();
-                    let g_image = match warp {
-                        Some(warp) => warp.transpose(&g_t),
-                        None => g_t,
-                    };
-                    g_u.extend(g_image.iter().zip(image).map(|(&g, &s)| g * s * (1.0 - s)));
-                }
-                let g_v = colours(&g_u, decorrelate, plane_len, true);
-                match &self.fft {
-                    Some(f) => f.adjoint(&g_v),
-                    None => g_v,
-                }
+                // Image by image in parallel.
+                let per_image: Vec<Vec<f32>> = (gx.par_chunks(per))
+                    .zip(warps.par_iter())
+                    .zip(pictures.par_chunks(per))
+                    .map(|((g, warp), image)| {
+                        let g_t: Vec<f32> = (g.iter().enumerate())
+                            .map(|(i, &v)| v / std[i / plane_len])
+                            .collect();
+                        let g_image = match warp {
+                            Some(warp) => warp.transpose(&g_t),
+                            None => g_t,
+                        };
+                        let g_u: Vec<f32> = (g_image.iter().zip(image))
+                            .map(|(&g, &s)| g * s * (1.0 - s))
+                            .collect();
+                        let g_v = colours(&g_u, decorrelate, plane_len, true);
+                        match &self.fft {
+                            Some(f) => f.adjoint(&g_v),
+                            None => g_v,
+                        }
+                    })
+                    .collect();
+                per_image.concat()
             }
             Parameterisation::L2Ball { .. } => gx,
         };
