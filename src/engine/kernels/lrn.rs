@@ -59,43 +59,53 @@ pub fn lrn(x: &[f32], g: &LrnGeometry) -> Vec<f32> {
 pub fn lrn_factors(x: &[f32], g: &LrnGeometry) -> [Vec<f32>; 3] {
     let (c, hw) = (g.channels, g.plane);
     assert_eq!(x.len(), g.images * c * hw, "LRN input for {g:?}");
-    let mut d_pow = vec![0f32; x.len()];
-    let mut a = vec![0f32; x.len()];
-    let mut b = vec![0f32; x.len()];
+    let len = x.len();
     if c == 0 || hw == 0 || g.size == 0 {
-        return [d_pow, a, b];
+        return [vec![1.0; len], vec![0.0; len], vec![0.0; len]];
     }
     let lo = (g.size - 1) / 2;
     let hi = g.size - 1 - lo;
     let scale = g.alpha / g.size as f32;
     let b_scale = 2.0 * g.alpha * g.beta / g.size as f32;
-    (d_pow
-        .par_chunks_mut(hw)
-        .zip(a.par_chunks_mut(hw))
-        .zip(b.par_chunks_mut(hw)))
-    .enumerate()
-    .for_each_init(Vec::new, |sum: &mut Vec<f32>, (row, ((d_pow, a), b))| {
-        let (image, ch) = (row / c, row % c);
-        let x_image = &x[image * c * hw..][..c * hw];
-        sum.clear();
-        sum.resize(hw, 0.0);
-        for j in ch.saturating_sub(lo)..(ch + hi + 1).min(c) {
-            for (s, v) in sum.iter_mut().zip(&x_image[j * hw..][..hw]) {
-                *s += v * v;
+    // Each value written once below, without zeros first (a memset per buffer).
+    let (mut d_pow, mut a, mut b) = (
+        Vec::with_capacity(len),
+        Vec::with_capacity(len),
+        Vec::with_capacity(len),
+    );
+    let rows = (d_pow.spare_capacity_mut()[..len].par_chunks_mut(hw))
+        .zip(a.spare_capacity_mut()[..len].par_chunks_mut(hw))
+        .zip(b.spare_capacity_mut()[..len].par_chunks_mut(hw));
+    rows.enumerate()
+        .for_each_init(Vec::new, |sum: &mut Vec<f32>, (row, ((d_pow, a), b))| {
+            let (image, ch) = (row / c, row % c);
+            let x_image = &x[image * c * hw..][..c * hw];
+            sum.clear();
+            sum.resize(hw, 0.0);
+            for j in ch.saturating_sub(lo)..(ch + hi + 1).min(c) {
+                for (s, v) in sum.iter_mut().zip(&x_image[j * hw..][..hw]) {
+                    *s += v * v;
+                }
             }
-        }
-        let x_row = &x_image[ch * hw..][..hw];
-        for ((((dp, av), bv), s), &v) in (d_pow.iter_mut().zip(a.iter_mut()))
-            .zip(b.iter_mut())
-            .zip(sum.iter())
-            .zip(x_row)
-        {
-            let d = g.bias + scale * s;
-            *dp = 1.0 / pow_beta(d, g.beta);
-            *av = v * *dp / d;
-            *bv = b_scale * v;
-        }
-    });
+            let x_row = &x_image[ch * hw..][..hw];
+            for ((((dp, av), bv), s), &v) in (d_pow.iter_mut().zip(a.iter_mut()))
+                .zip(b.iter_mut())
+                .zip(sum.iter())
+                .zip(x_row)
+            {
+                let d = g.bias + scale * s;
+                let d_pow = 1.0 / pow_beta(d, g.beta);
+                dp.write(d_pow);
+                av.write(v * d_pow / d);
+                bv.write(b_scale * v);
+            }
+        });
+    // SAFETY: the rows cover the first `len` slots of each vector and wrote every one.
+    unsafe {
+        d_pow.set_len(len);
+        a.set_len(len);
+        b.set_len(len);
+    }
     [d_pow, a, b]
 }
 

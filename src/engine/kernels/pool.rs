@@ -60,21 +60,7 @@ pub fn max_pool2d(x: &[f32], g: &PoolGeometry) -> Vec<f32> {
     if plane_out == 0 || plane_in == 0 {
         return out;
     }
-    // For each output row/column, the input rows/columns its window covers: o·s + k·d − pad.
-    let taps = |axis: usize, outs: usize, size: usize| -> Vec<Vec<usize>> {
-        (0..outs)
-            .map(|o| {
-                (0..g.kernel[axis])
-                    .filter_map(|k| {
-                        (o * g.strides[axis] + k * g.dilations[axis])
-                            .checked_sub(g.pads_before[axis])
-                            .filter(|&i| i < size)
-                    })
-                    .collect()
-            })
-            .collect()
-    };
-    let (rows, cols) = (taps(0, g.ho, g.h), taps(1, g.wo, g.w));
+    let (rows, cols) = (window_taps(g, 0), window_taps(g, 1));
     out.par_chunks_mut(plane_out)
         .zip(x.par_chunks(plane_in))
         .for_each(|(dst, src)| {
@@ -95,6 +81,57 @@ pub fn max_pool2d(x: &[f32], g: &PoolGeometry) -> Vec<f32> {
                         }
                     }
                     *d = m;
+                }
+            }
+        });
+    out
+}
+
+/// For each output row (`axis` 0) or column (1), the input rows or columns its window
+/// covers: `o·s + k·d − pad` inside the input.
+fn window_taps(g: &PoolGeometry, axis: usize) -> Vec<Vec<usize>> {
+    let (outs, size) = if axis == 0 { (g.ho, g.h) } else { (g.wo, g.w) };
+    (0..outs)
+        .map(|o| {
+            (0..g.kernel[axis])
+                .filter_map(|k| {
+                    (o * g.strides[axis] + k * g.dilations[axis])
+                        .checked_sub(g.pads_before[axis])
+                        .filter(|&i| i < size)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The "switches" of [`max_pool2d`] for the reverse pass: per output, the flat index `iy·w +
+/// ix` in its plane of the input its maximum came from — the first maximum in the window's
+/// row-major order, a NaN taking precedence (as PyTorch's and burn's `max_pool2d_with_indices`
+/// choose); `−1` for a window that covers no input. One pass per plane on the host (burn's
+/// indices, then their conversion to `i64`, cost feature vis of AlexNet 4 ms per step).
+pub fn max_pool_switches(x: &[f32], g: &PoolGeometry) -> Vec<i64> {
+    let (plane_in, plane_out) = (g.h * g.w, g.ho * g.wo);
+    assert_eq!(x.len(), g.planes * plane_in, "max-pool input for {g:?}");
+    let mut out = vec![-1i64; g.planes * plane_out];
+    if plane_out == 0 || plane_in == 0 {
+        return out;
+    }
+    let (rows, cols) = (window_taps(g, 0), window_taps(g, 1));
+    out.par_chunks_mut(plane_out)
+        .zip(x.par_chunks(plane_in))
+        .for_each(|(dst, src)| {
+            for (dst_row, row_taps) in dst.chunks_mut(g.wo).zip(&rows) {
+                for (d, col_taps) in dst_row.iter_mut().zip(&cols) {
+                    let (mut m, mut at) = (f32::NEG_INFINITY, -1i64);
+                    for &iy in row_taps {
+                        for &ix in col_taps {
+                            let v = src[iy * g.w + ix];
+                            if at < 0 || v > m || v.is_nan() && !m.is_nan() {
+                                (m, at) = (v, (iy * g.w + ix) as i64);
+                            }
+                        }
+                    }
+                    *d = at;
                 }
             }
         });
@@ -123,6 +160,28 @@ mod tests {
             dilations,
             ho,
             wo,
+        }
+    }
+
+    /// Where the maxima came from: ties go to the first position in row-major order (the
+    /// zeros behind a ReLU), a NaN wins its window, padding is never chosen.
+    #[test]
+    fn switches_by_hand() {
+        // 1 plane 3×4, 2×2 windows, stride 2, pad 1 top/left, output 2×3 (as below).
+        let x = [
+            0.0, 0.0, 5.0, 5.0, //
+            0.0, 2.0, f32::NAN, 1.0, //
+            3.0, 3.0, 0.0, 0.0,
+        ];
+        let g = geometry([1, 3, 4], [2, 2], [2, 2], [1, 1], [1, 1], [2, 3]);
+        // Windows: rows {0} / {1, 2}, columns {0} / {1, 2} / {3}.
+        let want = [0, 2, 3, 8, 6, 7];
+        assert_eq!(max_pool_switches(&x, &g), want);
+        // The maxima at the switches are the forward pass's (NaN included).
+        let maxima = max_pool2d(&x, &g);
+        for (m, &at) in maxima.iter().zip(&want) {
+            let v = x[at as usize];
+            assert!(v == *m || v.is_nan() && m.is_nan(), "{v} at {at} vs max {m}");
         }
     }
 

@@ -212,6 +212,20 @@ fn route_to_switches(step: &Step, g: Tensor<3>, idx: Tensor<3, Int>, plane: usiz
 /// "switches", recomputed with `max_pool2d_with_indices` on the saved input).
 pub(super) fn max_pool(step: &Step, window: &Window2d, ceil_mode: bool, g: T6) -> Result<T6> {
     let (xs, ys) = (shape4(step, Some(0))?, shape4(step, None)?);
+    let (planes, outs) = (xs[0] * xs[1], ys[2] * ys[3]);
+    if step.engine.host_kernels()
+        && let Some(geometry) = kernels::pool::PoolGeometry::new(window, &xs, &ys)
+    {
+        // The switches from the saved input on the host, then the gradient routed to them.
+        let x = HostValues::of(&step.input(0)?).map_err(|detail| step.readback(detail))?;
+        let switches = kernels::pool::max_pool_switches(x.as_slice(), &geometry);
+        let g = step.to_host(g)?;
+        let gx =
+            kernels::reverse::max_pool_input_grad(&g, &switches, [planes, outs, xs[2] * xs[3]])
+                .ok_or_else(|| step.unsupported("max-pool switches outside their planes"))?;
+        let gx = TensorData::new(gx, step.gdims(&xs)?);
+        return Ok(Tensor::from_data(gx, step.device()));
+    }
     let x: Tensor<4> = step.input(0)?.reshape(xs);
     let options = MaxPoolOptions::new(window.kernel)
         .with_stride(window.strides)
@@ -219,25 +233,11 @@ pub(super) fn max_pool(step: &Step, window: &Window2d, ceil_mode: bool, g: T6) -
         .with_dilation(window.dilations)
         .with_ceil_mode(ceil_mode);
     let (_, idx) = max_pool2d_with_indices(x, options); // [N, C, Ho, Wo], h·W + w of the unpadded input
-    let (planes, outs) = (xs[0] * xs[1], ys[2] * ys[3]);
     if idx.dims() != ys {
         return Err(step.unsupported(format!(
             "switches have dims {:?}, the output {ys:?}",
             idx.dims()
         )));
-    }
-    if step.engine.host_kernels() {
-        let switches = idx
-            .into_data()
-            .convert::<i64>()
-            .try_into_vec::<i64>()
-            .map_err(|e| step.readback(format!("{e:?}")))?;
-        let g = step.to_host(g)?;
-        let gx =
-            kernels::reverse::max_pool_input_grad(&g, &switches, [planes, outs, xs[2] * xs[3]])
-                .ok_or_else(|| step.unsupported("max-pool switches outside their planes"))?;
-        let gx = TensorData::new(gx, step.gdims(&xs)?);
-        return Ok(Tensor::from_data(gx, step.device()));
     }
     let gx = route_to_switches(
         step,
@@ -362,7 +362,9 @@ pub(super) fn lrn(step: &Step, size: usize, alpha: f32, beta: f32, bias: f32, g:
             beta,
             bias,
         };
-        let [dv, av, bv] = kernels::lrn::lrn_factors(&step.to_host(x)?, &geometry);
+        // The forward input read in place (a copy cost as much as the factors).
+        let xv = HostValues::of(&x).map_err(|detail| step.readback(detail))?;
+        let [dv, av, bv] = kernels::lrn::lrn_factors(xv.as_slice(), &geometry);
         let gv = step.to_host(g)?;
         let dx = kernels::reverse::lrn_input_grad(&gv, [&dv, &av, &bv], [s[0], s[1], hw], [hi, lo]);
         return Ok(Tensor::from_data(
