@@ -168,6 +168,7 @@ mod tests {
     #[test]
     fn switches_by_hand() {
         // 1 plane 3×4, 2×2 windows, stride 2, pad 1 top/left, output 2×3 (as below).
+        #[rustfmt::skip]
         let x = [
             0.0, 0.0, 5.0, 5.0, //
             0.0, 2.0, f32::NAN, 1.0, //
@@ -181,7 +182,10 @@ mod tests {
         let maxima = max_pool2d(&x, &g);
         for (m, &at) in maxima.iter().zip(&want) {
             let v = x[at as usize];
-            assert!(v == *m || v.is_nan() && m.is_nan(), "{v} at {at} vs max {m}");
+            assert!(
+                v == *m || v.is_nan() && m.is_nan(),
+                "{v} at {at} vs max {m}"
+            );
         }
     }
 
