@@ -65,17 +65,21 @@ fn conv_planes(
     let [kh, kw] = g.kernel;
     let (plane_in, plane_out) = (g.h * g.w, g.ho * g.wo);
     let layout = PaddedLayout::new(g);
-    let mut out = vec![0f32; g.n * g.c_out * plane_out];
+    let len = g.n * g.c_out * plane_out;
+    let mut out = Vec::with_capacity(len);
     // Few, long tasks: each starts with a fresh padded buffer (zeroed once, then reused by
     // its planes); rayon's own splitting made one per few planes (batch 16 of
-    // EfficientNet-Lite0: `fill` was 11% of the forward pass).
+    // EfficientNet-Lite0: `fill` was 11% of the forward pass). Each plane is zeroed by its
+    // task before it is written (a calloc'd output was a one-thread memset).
     let planes_per_task = (g.n * g.c_out).div_ceil(4 * rayon::current_num_threads());
-    out.par_chunks_mut(plane_out.max(1))
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(plane_out.max(1))
         .enumerate()
         .with_min_len(planes_per_task.max(1))
         .for_each_init(
             || (Vec::new(), Vec::new()),
             |(padded, flat), (plane, dst)| {
+                let dst = super::init_with(dst, 0.0);
                 let channel = plane % g.c_in;
                 let src = &x[plane * plane_in..][..plane_in];
                 if bias.is_none() && src.iter().all(|v| *v == 0.0) {
@@ -96,6 +100,8 @@ fn conv_planes(
                 conv_plane(level, plane);
             },
         );
+    // SAFETY: the planes cover the first `len` slots and `init_with` wrote each of them.
+    unsafe { out.set_len(len) };
     out
 }
 

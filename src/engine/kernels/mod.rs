@@ -34,3 +34,14 @@ pub fn zeros_to_accumulate(len: usize) -> Vec<f32> {
     std::hint::black_box(&mut out).resize(len, 0.0);
     out
 }
+
+/// `buf` written with `value` throughout, as initialised values: how a kernel that fills a
+/// fresh output in parallel tasks initialises each task's part where it is about to write it
+/// (in cache, on every core) rather than zeroing the whole output on one thread first.
+pub fn init_with(buf: &mut [std::mem::MaybeUninit<f32>], value: f32) -> &mut [f32] {
+    for v in buf.iter_mut() {
+        v.write(value);
+    }
+    // SAFETY: every element was written just above; `MaybeUninit<f32>` has `f32`'s layout.
+    unsafe { &mut *(std::ptr::from_mut::<[std::mem::MaybeUninit<f32>]>(buf) as *mut [f32]) }
+}

@@ -97,12 +97,9 @@ fn fill_rows<'a>(
     hw: usize,
 ) -> &'a mut [f32] {
     for (r, row) in rows.chunks_mut(hw).enumerate() {
-        let value = bias.map_or(0.0, |b| b[r]);
-        row.iter_mut().for_each(|v| {
-            v.write(value);
-        });
+        super::init_with(row, bias.map_or(0.0, |b| b[r]));
     }
-    // SAFETY: every element was written just above; `MaybeUninit<f32>` has `f32`'s layout.
+    // SAFETY: every row was initialised just above; `MaybeUninit<f32>` has `f32`'s layout.
     unsafe { &mut *(std::ptr::from_mut::<[MaybeUninit<f32>]>(rows) as *mut [f32]) }
 }
 

@@ -24,15 +24,20 @@ use super::simd::{self, SimdLevel};
 /// have lower limits: [`super::conv::input_grad_path`]).
 pub const MAX_DENSITY: f64 = 0.35;
 
-/// Fraction of non-zero values in `grad` (0 for an empty slice).
+/// Fraction of non-zero values in `grad` (0 for an empty slice): exact for short gradients,
+/// else from every 8th block of 1024 values — it only picks a kernel (the kernels agree up to
+/// summation order), and a full count was 3.5% of EfficientNet-Lite0's feature vis.
 pub fn density(grad: &[f32]) -> f64 {
-    if grad.is_empty() {
-        return 0.0;
+    const BLOCK: usize = 1024;
+    const EVERY: usize = 8;
+    let count = |c: &[f32]| c.iter().map(|v| usize::from(*v != 0.0)).sum::<usize>();
+    if grad.len() < BLOCK * EVERY * 16 {
+        return count(grad) as f64 / grad.len().max(1) as f64;
     }
-    let nonzero = grad
-        .par_chunks(1 << 16)
-        .map(|c| c.iter().filter(|v| **v != 0.0).count());
-    nonzero.sum::<usize>() as f64 / grad.len() as f64
+    let (nonzero, seen) = (grad.par_chunks(BLOCK).step_by(EVERY))
+        .map(|c| (count(c), c.len()))
+        .reduce(|| (0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    nonzero as f64 / seen.max(1) as f64
 }
 
 /// The input gradient `[n, c_in, h, w]` of a convolution with geometry `g`, for the output
@@ -272,6 +277,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Exact on short gradients; on long ones the sampled estimate of a gradient whose
+    /// non-zero share varies slowly (ReLU-gated planes) is within a few percent.
+    #[test]
+    fn density_exact_then_sampled() {
+        assert_eq!(density(&[]), 0.0);
+        assert_eq!(density(&[0.0, 1.0, -2.0, 0.0]), 0.5);
+        // Planes of 3136 values, every third plane zero, the rest a quarter non-zero.
+        let grad: Vec<f32> = (0..144 * 3136)
+            .map(|i| {
+                let plane = i / 3136;
+                if plane % 3 == 0 || i % 4 != 0 {
+                    0.0
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        let exact = grad.iter().filter(|v| **v != 0.0).count() as f64 / grad.len() as f64;
+        let estimate = density(&grad);
+        assert!((estimate - exact).abs() < 0.02, "{estimate} vs {exact}");
     }
 
     /// One non-zero by hand: 1 input channel, 2×2 kernel, stride 2, pad 1 on a 3×3 input;
