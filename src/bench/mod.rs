@@ -101,6 +101,8 @@ pub struct FeatvisBench {
 pub const FEATVIS_MEASURED: (usize, usize) = (16, 16);
 /// The step count `featvis_s_per_filter` is given for (Lucid's default).
 pub const FEATVIS_STEPS: usize = 512;
+/// Untimed steps before the measured ones (buffers' first page faults, thread start).
+pub const FEATVIS_WARM_UP_STEPS: usize = 2;
 
 pub(crate) const MIB: f64 = (1u64 << 20) as f64;
 
@@ -426,6 +428,13 @@ fn featvis_per_filter(
     let mut spec = FeatvisSpec::lucid(model.spec.mean, model.spec.std);
     spec.steps = steps;
     spec.batch = if device.is_gpu { filters.len() } else { 8 };
+    // Two untimed steps first: the first steps of a run take their buffers' pages and start
+    // the chunk threads, which a 512-step run amortises and a 16-step sample would not.
+    let warm_up = FeatvisSpec {
+        steps: FEATVIS_WARM_UP_STEPS,
+        ..spec
+    };
+    featvis(&engine, layer, &filters, &warm_up, |_| {})?;
     let started = Instant::now();
     featvis(&engine, layer, &filters, &spec, |_| {})?;
     let per_step_filter = started.elapsed().as_secs_f64() / (steps * filters.len()).max(1) as f64;
@@ -434,8 +443,8 @@ fn featvis_per_filter(
         _ => (0, 0),
     };
     notes.push(format!(
-        "featvis: {} filters x {steps} steps of {} at {h}x{w}, {} per pass, measured, scaled \
-         to {FEATVIS_STEPS} steps",
+        "featvis: {} filters x {steps} steps of {} at {h}x{w}, {} per pass, measured after \
+         {FEATVIS_WARM_UP_STEPS} untimed steps, scaled to {FEATVIS_STEPS} steps",
         filters.len(),
         graph.nodes[layer].name,
         spec.batch
