@@ -27,23 +27,12 @@ pub fn lrn(x: &[f32], g: &LrnGeometry) -> Vec<f32> {
     if c == 0 || hw == 0 || g.size == 0 {
         return out;
     }
-    let lo = (g.size - 1) / 2;
-    let hi = g.size - 1 - lo;
     let scale = g.alpha / g.size as f32;
     // Rows of one image in parallel: each output row sums its window's squared input rows.
     out.par_chunks_mut(hw)
         .enumerate()
         .for_each_init(Vec::new, |sum: &mut Vec<f32>, (row, dst)| {
-            let (image, ch) = (row / c, row % c);
-            let x_image = &x[image * c * hw..][..c * hw];
-            sum.clear();
-            sum.resize(hw, 0.0);
-            for j in ch.saturating_sub(lo)..(ch + hi + 1).min(c) {
-                for (s, v) in sum.iter_mut().zip(&x_image[j * hw..][..hw]) {
-                    *s += v * v;
-                }
-            }
-            let x_row = &x_image[ch * hw..][..hw];
+            let x_row = window_squares(x, g, row, sum);
             for ((d, s), v) in dst.iter_mut().zip(sum.iter()).zip(x_row) {
                 *d = v / pow_beta(g.bias + scale * s, g.beta);
             }
@@ -63,8 +52,6 @@ pub fn lrn_factors(x: &[f32], g: &LrnGeometry) -> [Vec<f32>; 3] {
     if c == 0 || hw == 0 || g.size == 0 {
         return [vec![1.0; len], vec![0.0; len], vec![0.0; len]];
     }
-    let lo = (g.size - 1) / 2;
-    let hi = g.size - 1 - lo;
     let scale = g.alpha / g.size as f32;
     let b_scale = 2.0 * g.alpha * g.beta / g.size as f32;
     // Each value written once below, without zeros first (a memset per buffer).
@@ -78,16 +65,7 @@ pub fn lrn_factors(x: &[f32], g: &LrnGeometry) -> [Vec<f32>; 3] {
         .zip(b.spare_capacity_mut()[..len].par_chunks_mut(hw));
     rows.enumerate()
         .for_each_init(Vec::new, |sum: &mut Vec<f32>, (row, ((d_pow, a), b))| {
-            let (image, ch) = (row / c, row % c);
-            let x_image = &x[image * c * hw..][..c * hw];
-            sum.clear();
-            sum.resize(hw, 0.0);
-            for j in ch.saturating_sub(lo)..(ch + hi + 1).min(c) {
-                for (s, v) in sum.iter_mut().zip(&x_image[j * hw..][..hw]) {
-                    *s += v * v;
-                }
-            }
-            let x_row = &x_image[ch * hw..][..hw];
+            let x_row = window_squares(x, g, row, sum);
             for ((((dp, av), bv), s), &v) in (d_pow.iter_mut().zip(a.iter_mut()))
                 .zip(b.iter_mut())
                 .zip(sum.iter())
@@ -107,6 +85,24 @@ pub fn lrn_factors(x: &[f32], g: &LrnGeometry) -> [Vec<f32>; 3] {
         b.set_len(len);
     }
     [d_pow, a, b]
+}
+
+/// Row `row` (image `row / c`, channel `row % c`) of `x`: fills `sum` with the squares of its
+/// channel window summed (`Σ_{j = ch − lo}^{ch + hi} x_j²`, channels outside dropped) and
+/// returns the row's own values.
+fn window_squares<'a>(x: &'a [f32], g: &LrnGeometry, row: usize, sum: &mut Vec<f32>) -> &'a [f32] {
+    let (c, hw) = (g.channels, g.plane);
+    let (lo, hi) = ((g.size - 1) / 2, g.size - 1 - (g.size - 1) / 2);
+    let (image, ch) = (row / c, row % c);
+    let x_image = &x[image * c * hw..][..c * hw];
+    sum.clear();
+    sum.resize(hw, 0.0);
+    for j in ch.saturating_sub(lo)..(ch + hi + 1).min(c) {
+        for (s, v) in sum.iter_mut().zip(&x_image[j * hw..][..hw]) {
+            *s += v * v;
+        }
+    }
+    &x_image[ch * hw..][..hw]
 }
 
 /// `base^beta`, by square roots for the usual exponents (0.75 in AlexNet and GoogLeNet, 0.5,

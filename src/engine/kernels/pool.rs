@@ -54,9 +54,41 @@ impl PoolGeometry {
 /// The max over each window of `x` (`[n, c, h, w]`, row-major): `[n, c, ho, wo]`. A NaN in
 /// a window makes its maximum NaN; a window that covers no input position gives −∞.
 pub fn max_pool2d(x: &[f32], g: &PoolGeometry) -> Vec<f32> {
+    per_window(
+        x,
+        g,
+        f32::NEG_INFINITY,
+        |src, row_taps, col_taps, nan_free| {
+            let mut m = f32::NEG_INFINITY;
+            for &iy in row_taps {
+                let row = &src[iy * g.w..][..g.w];
+                for &ix in col_taps {
+                    let v = row[ix];
+                    // NaN-free planes (all but broken ones) take a branch-free max per tap.
+                    if nan_free {
+                        m = if v > m { v } else { m };
+                    } else if v > m || v.is_nan() && !m.is_nan() {
+                        m = v;
+                    }
+                }
+            }
+            m
+        },
+    )
+}
+
+/// One value per output window of `x` (`[planes, h, w]`): `window(plane, rows, columns,
+/// nan_free)` with the input rows and columns the window covers and whether its plane is
+/// free of NaN; `empty` everywhere when a plane or the output is empty. Planes in parallel.
+fn per_window<T: Copy + Send + Sync>(
+    x: &[f32],
+    g: &PoolGeometry,
+    empty: T,
+    window: impl Fn(&[f32], &[usize], &[usize], bool) -> T + Sync,
+) -> Vec<T> {
     let (plane_in, plane_out) = (g.h * g.w, g.ho * g.wo);
     assert_eq!(x.len(), g.planes * plane_in, "max-pool input for {g:?}");
-    let mut out = vec![f32::NEG_INFINITY; g.planes * plane_out];
+    let mut out = vec![empty; g.planes * plane_out];
     if plane_out == 0 || plane_in == 0 {
         return out;
     }
@@ -64,23 +96,10 @@ pub fn max_pool2d(x: &[f32], g: &PoolGeometry) -> Vec<f32> {
     out.par_chunks_mut(plane_out)
         .zip(x.par_chunks(plane_in))
         .for_each(|(dst, src)| {
-            // NaN-free planes (all but broken ones) take a branch-free max per tap.
             let nan_free = !src.iter().fold(false, |any, v| any | v.is_nan());
             for (dst_row, row_taps) in dst.chunks_mut(g.wo).zip(&rows) {
                 for (d, col_taps) in dst_row.iter_mut().zip(&cols) {
-                    let mut m = f32::NEG_INFINITY;
-                    for &iy in row_taps {
-                        let row = &src[iy * g.w..][..g.w];
-                        for &ix in col_taps {
-                            let v = row[ix];
-                            if nan_free {
-                                m = if v > m { v } else { m };
-                            } else if v > m || v.is_nan() && !m.is_nan() {
-                                m = v;
-                            }
-                        }
-                    }
-                    *d = m;
+                    *d = window(src, row_taps, col_taps, nan_free);
                 }
             }
         });
@@ -110,32 +129,18 @@ fn window_taps(g: &PoolGeometry, axis: usize) -> Vec<Vec<usize>> {
 /// choose); `−1` for a window that covers no input. One pass per plane on the host (burn's
 /// indices, then their conversion to `i64`, cost feature vis of AlexNet 4 ms per step).
 pub fn max_pool_switches(x: &[f32], g: &PoolGeometry) -> Vec<i64> {
-    let (plane_in, plane_out) = (g.h * g.w, g.ho * g.wo);
-    assert_eq!(x.len(), g.planes * plane_in, "max-pool input for {g:?}");
-    let mut out = vec![-1i64; g.planes * plane_out];
-    if plane_out == 0 || plane_in == 0 {
-        return out;
-    }
-    let (rows, cols) = (window_taps(g, 0), window_taps(g, 1));
-    out.par_chunks_mut(plane_out)
-        .zip(x.par_chunks(plane_in))
-        .for_each(|(dst, src)| {
-            for (dst_row, row_taps) in dst.chunks_mut(g.wo).zip(&rows) {
-                for (d, col_taps) in dst_row.iter_mut().zip(&cols) {
-                    let (mut m, mut at) = (f32::NEG_INFINITY, -1i64);
-                    for &iy in row_taps {
-                        for &ix in col_taps {
-                            let v = src[iy * g.w + ix];
-                            if at < 0 || v > m || v.is_nan() && !m.is_nan() {
-                                (m, at) = (v, (iy * g.w + ix) as i64);
-                            }
-                        }
-                    }
-                    *d = at;
+    per_window(x, g, -1, |src, row_taps, col_taps, _| {
+        let (mut m, mut at) = (f32::NEG_INFINITY, -1i64);
+        for &iy in row_taps {
+            for &ix in col_taps {
+                let v = src[iy * g.w + ix];
+                if at < 0 || v > m || v.is_nan() && !m.is_nan() {
+                    (m, at) = (v, (iy * g.w + ix) as i64);
                 }
             }
-        });
-    out
+        }
+        at
+    })
 }
 
 #[cfg(test)]
