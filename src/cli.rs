@@ -162,6 +162,11 @@ pub struct BenchArgs {
     /// The layer feature visualisation is timed on (default: the last conv layer).
     #[arg(long, value_name = "NAME")]
     pub featvis_layer: Option<String>,
+    /// Feature visualisation steps timed (after 2 untimed ones), scaled to 512. A run's early
+    /// steps cost more than its average, so a short sample reads a little high; 512 times a
+    /// whole run.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub featvis_steps: u16,
     /// Only the architecture: model file → first frame, and frames while the architecture
     /// scrolls (every layer a node, and in blocks). No compute; for very deep models.
     #[arg(long, conflicts_with_all = ["skip_gbp", "ops", "featvis", "input"])]
@@ -665,6 +670,7 @@ fn featvis_bench(args: &BenchArgs, m: &LoadedModel) -> crate::bench::FeatvisBenc
     crate::bench::FeatvisBench {
         graph,
         layer: args.featvis_layer.clone(),
+        steps: usize::from(args.featvis_steps),
     }
 }
 

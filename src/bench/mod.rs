@@ -94,11 +94,13 @@ pub struct FeatvisBench {
     pub graph: std::sync::Arc<crate::model::Graph>,
     /// The layer (default: the last conv layer).
     pub layer: Option<String>,
+    /// Steps timed (after [`FEATVIS_WARM_UP_STEPS`] untimed ones), scaled to
+    /// [`FEATVIS_STEPS`].
+    pub steps: usize,
 }
 
-/// Filters and steps of the feature-visualisation measurement (scaled to
-/// [`FEATVIS_STEPS`] steps: every step costs the same).
-pub const FEATVIS_MEASURED: (usize, usize) = (16, 16);
+/// Filters of the feature-visualisation measurement.
+pub const FEATVIS_FILTERS: usize = 16;
 /// The step count `featvis_s_per_filter` is given for (Lucid's default).
 pub const FEATVIS_STEPS: usize = 512;
 /// Untimed steps before the measured ones (buffers' first page faults, thread start).
@@ -393,7 +395,7 @@ fn forward_batch(
 }
 
 /// Feature visualisation of `fv`'s layer: seconds per filter at [`FEATVIS_STEPS`] steps
-/// (measured at [`FEATVIS_MEASURED`] and scaled), and the layer's name. On the CPU the
+/// (measured over [`FeatvisBench::steps`] and scaled), and the layer's name. On the CPU the
 /// filters go in chunks of 8, optimised side by side as `featvis` does; on a GPU in one.
 fn featvis_per_filter(
     fv: &FeatvisBench,
@@ -418,8 +420,8 @@ fn featvis_per_filter(
     let channels = graph.nodes[layer]
         .feature_map_dims()
         .map_or(0, |(c, _, _)| c);
-    let (filters, steps) = FEATVIS_MEASURED;
-    let filters: Vec<usize> = (0..filters.min(channels)).collect();
+    let steps = fv.steps.max(1);
+    let filters: Vec<usize> = (0..FEATVIS_FILTERS.min(channels)).collect();
     progress(&format!(
         "feature visualisation: {} filters of {} x {steps} steps",
         filters.len(),
