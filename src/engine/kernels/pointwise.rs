@@ -46,6 +46,16 @@ pub fn pointwise_conv2d(
     if let Some(b) = bias {
         assert_eq!(b.len(), c_out, "pointwise_conv2d: bias length");
     }
+    if g.n * c_out * hw == 0 || c_in == 0 {
+        // Nothing to multiply (a degenerate shape): every output is its bias.
+        let mut out = vec![0f32; g.n * c_out * hw];
+        if let (Some(b), true) = (bias, hw > 0) {
+            for (plane, &v) in out.chunks_mut(hw).zip(b.iter().cycle()) {
+                plane.fill(v);
+            }
+        }
+        return out;
+    }
     let rows_per_block = rows_per_block(g);
     let mut out = Vec::<f32>::with_capacity(g.n * c_out * hw);
     let spare = &mut out.spare_capacity_mut()[..g.n * c_out * hw];
@@ -175,6 +185,14 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Empty shapes give empty (or bias-only) outputs instead of a zero chunk size panic.
+    #[test]
+    fn degenerate_shapes() {
+        assert!(pointwise_conv2d(&[], &[0.0; 6], None, &geometry(1, 3, 2, 0, 4)).is_empty());
+        let no_inputs = pointwise_conv2d(&[], &[], Some(&[1.5, -2.0]), &geometry(1, 0, 2, 1, 2));
+        assert_eq!(no_inputs, vec![1.5, 1.5, -2.0, -2.0]);
     }
 
     #[test]
