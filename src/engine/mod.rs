@@ -11,6 +11,7 @@
 //! [`profile`] times steps for `bench --ops`.
 
 pub mod device;
+mod host_op;
 pub mod kernels;
 pub mod methods;
 pub mod ops;
@@ -23,7 +24,8 @@ use std::sync::Arc;
 use burn::tensor::Device;
 
 pub use device::{ComputeDevice, DeviceChoice};
-use ops::{HostValues, T6, dims6, upload};
+use host_op::HostOp;
+use ops::{T6, dims6, upload};
 
 use crate::model::Graph;
 use crate::model::preprocess::InputTensor;
@@ -64,95 +66,6 @@ pub enum Capture {
     /// Every output of nodes `0..=index` and the graph inputs, and no node after `index` runs:
     /// what a reverse pass from node `index` needs (feature visualisation runs one per step).
     AllUpTo(usize),
-}
-
-/// A node the CPU (flex) path runs with a host kernel instead of burn's: convolutions with
-/// deep column matrices, 1×1 and depthwise ones ([`kernels::conv`]), fully connected layers
-/// ([`kernels::linear`]), 2-D max-pooling ([`kernels::pool`]), LRN ([`kernels::lrn`]), ReLU
-/// and Clip ([`kernels::unary`]).
-enum HostOp {
-    Conv(kernels::geometry::ConvGeometry),
-    Linear(kernels::linear::HostLinear),
-    MaxPool(kernels::pool::PoolGeometry),
-    Lrn(kernels::lrn::LrnGeometry),
-    /// ReLU and Clip (ReLU6): clamp to `[min, max]` ([`kernels::unary`]).
-    Clamp {
-        min: f32,
-        max: f32,
-    },
-}
-
-impl HostOp {
-    /// The host kernel of every node that has one, by node index; none without
-    /// `host_kernels` (burn runs every node).
-    fn plan_all(graph: &Graph, host_kernels: bool) -> HashMap<usize, HostOp> {
-        if !host_kernels {
-            return HashMap::new();
-        }
-        (graph.nodes.iter().enumerate())
-            .filter_map(|(i, node)| HostOp::plan(graph, node).map(|op| (i, op)))
-            .collect()
-    }
-
-    fn plan(graph: &Graph, node: &crate::model::Node) -> Option<Self> {
-        if let Some(conv) = kernels::conv::plan(graph, node) {
-            return Some(Self::Conv(conv));
-        }
-        if let Some(linear) = kernels::linear::HostLinear::plan(graph, node) {
-            return Some(Self::Linear(linear));
-        }
-        let x = graph.shapes.get(node.inputs.first()?)?;
-        match &node.op {
-            crate::model::Op::Relu => Some(Self::Clamp {
-                min: 0.0,
-                max: f32::INFINITY,
-            }),
-            &crate::model::Op::Clip { min, max } => Some(Self::Clamp { min, max }),
-            crate::model::Op::MaxPool { window, .. } => {
-                kernels::pool::PoolGeometry::new(window, x, node.output_shapes.first()?)
-                    .map(Self::MaxPool)
-            }
-            &crate::model::Op::Lrn {
-                size,
-                alpha,
-                beta,
-                bias,
-            } if x.len() >= 3 => Some(Self::Lrn(kernels::lrn::LrnGeometry {
-                images: x[0],
-                channels: x[1],
-                plane: x[2..].iter().product(),
-                size,
-                alpha,
-                beta,
-                bias,
-            })),
-            _ => None,
-        }
-    }
-
-    /// The node's output (row-major) for its inputs `ins` (data first, then the weight and
-    /// bias tensors the engine holds), all read in place on flex. `Err` says which input
-    /// could not be read.
-    fn run(&self, ins: &[T6]) -> std::result::Result<Vec<f32>, String> {
-        let read = |i: usize| -> std::result::Result<HostValues, String> {
-            let t = ins.get(i).ok_or_else(|| format!("input {i} is missing"))?;
-            HostValues::of(t).map_err(|e| format!("reading input {i}: {e}"))
-        };
-        let x = read(0)?;
-        let x = x.as_slice();
-        Ok(match self {
-            Self::Conv(geometry) => {
-                let weight = read(1)?;
-                let bias = if ins.len() > 2 { Some(read(2)?) } else { None };
-                let bias = bias.as_ref().map(HostValues::as_slice);
-                kernels::conv::conv2d(x, weight.as_slice(), bias, geometry)
-            }
-            Self::Linear(linear) => linear.run(x, read(1)?.as_slice()),
-            Self::MaxPool(geometry) => kernels::pool::max_pool2d(x, geometry),
-            Self::Lrn(geometry) => kernels::lrn::lrn(x, geometry),
-            &Self::Clamp { min, max } => kernels::unary::clamp(x, min, max),
-        })
-    }
 }
 
 /// A network bound to a device with its weights uploaded.
