@@ -3,7 +3,9 @@
 //! run by the engine instead of flex's grouped convolution) and the input gradient for the
 //! reverse pass (`vjp_spatial`). Both walk one channel plane at a time, planes in parallel,
 //! one kernel tap and a whole output row at a time: for stride 1 that is one contiguous
-//! multiply-add per (tap, row), which the compiler vectorises. In the reverse pass the GEMM
+//! multiply-add per (tap, row), which the compiler vectorises; strided planes are split into
+//! column phases (forward: the input; reverse: the input gradient) so that stays true. In
+//! the reverse pass the GEMM
 //! path has one output channel per group here (a `[kh·kw, 1]` product per pixel) and the
 //! sparse path one value per tap per non-zero; EfficientNet-Lite0's guided backprop of
 //! `/_conv_head/Conv` spent 13 s of 40 in those.
@@ -290,14 +292,29 @@ pub fn depthwise_input_grad(grad: &[f32], weight: &[f32], g: &ConvGeometry) -> O
     {
         return Some(out);
     }
-    let mut out = super::zeros_to_accumulate(g.n * g.c_in * plane_in);
-    out.par_chunks_mut(plane_in.max(1))
+    // Strided: each task adds its planes' taps into phase-split scratch rows, then
+    // interleaves them into the plane (which it writes whole, so nothing is zeroed first).
+    let level = simd::active();
+    let len = g.n * g.c_in * plane_in;
+    let mut out = Vec::with_capacity(len);
+    let planes_per_task = (g.n * g.c_in).div_ceil(4 * rayon::current_num_threads());
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(plane_in.max(1))
         .enumerate()
-        .for_each(|(plane, dst)| {
+        .with_min_len(planes_per_task.max(1))
+        .for_each_init(Vec::new, |phases, (plane, dst)| {
             let src = &grad[plane * plane_out..][..plane_out];
+            if src.iter().all(|v| *v == 0.0) {
+                // A gated-off channel (common after guided backprop's ReLU gates).
+                super::init_with(dst, 0.0);
+                return;
+            }
             let taps = &weight[(plane % g.c_in) * kh * kw..][..kh * kw];
-            add_plane_gradient(dst, src, taps, g);
+            add_plane_gradient(level, phases, src, taps, g);
+            interleave_phases(dst, phases, g);
         });
+    // SAFETY: the planes cover the first `len` slots and each task wrote all of its plane.
+    unsafe { out.set_len(len) };
     Some(out)
 }
 
@@ -328,46 +345,114 @@ fn input_grad_as_convolution(grad: &[f32], weight: &[f32], g: &ConvGeometry) -> 
     depthwise_conv2d_at(simd::active(), grad, &reversed, None, &adjoint)
 }
 
-/// Adds one channel's output gradient `src [ho, wo]` onto its input plane `dst [h, w]`
-/// through the channel's `taps [kh, kw]`: `dst[oy·sy + ky·dy − py][ox·sx + kx·dx − px] +=
-/// taps[ky][kx] · src[oy][ox]`, positions in the padding dropped.
-fn add_plane_gradient(dst: &mut [f32], src: &[f32], taps: &[f32], g: &ConvGeometry) {
-    if src.iter().all(|v| *v == 0.0) {
-        return; // a gated-off channel (common after guided backprop's ReLU gates)
+/// Columns of one phase-split input row: a row of `w` columns split into `sx` phases
+/// (columns `p, p + sx, …`), each `w.div_ceil(sx)` long, the phases of a row side by side.
+fn phase_len(g: &ConvGeometry) -> usize {
+    g.w.div_ceil(g.strides[1])
+}
+
+/// Adds one channel's output gradient `src [ho, wo]`, through the channel's `taps [kh, kw]`,
+/// onto `phases`, its input plane `[h, w]` phase-split by column (see [`phase_len`]; reset
+/// here): `dst[oy·sy + ky·dy − py][ox·sx + kx·dx − px] += taps[ky][kx] · src[oy][ox]`,
+/// positions in the padding dropped. Split by phase, each tap adds a contiguous run of an
+/// output row onto a contiguous run of one phase (where the plain plane would take every
+/// `sx`-th column, which does not vectorise), at `level`'s width.
+fn add_plane_gradient(
+    level: SimdLevel,
+    phases: &mut Vec<f32>,
+    src: &[f32],
+    taps: &[f32],
+    g: &ConvGeometry,
+) {
+    phases.clear();
+    phases.resize(g.h * g.strides[1] * phase_len(g), 0.0);
+    #[cfg(target_arch = "x86_64")]
+    match level {
+        // SAFETY (both): `simd::active` only returns levels the CPU supports.
+        SimdLevel::Avx512 => return unsafe { add_plane_gradient_avx512(phases, src, taps, g) },
+        SimdLevel::Avx2Fma => return unsafe { add_plane_gradient_avx2(phases, src, taps, g) },
+        SimdLevel::Portable => {}
     }
+    let _ = level;
+    add_plane_gradient_body::<false>(phases, src, taps, g);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+fn add_plane_gradient_avx512(phases: &mut [f32], src: &[f32], taps: &[f32], g: &ConvGeometry) {
+    add_plane_gradient_body::<true>(phases, src, taps, g);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn add_plane_gradient_avx2(phases: &mut [f32], src: &[f32], taps: &[f32], g: &ConvGeometry) {
+    add_plane_gradient_body::<true>(phases, src, taps, g);
+}
+
+/// The body of [`add_plane_gradient`], compiled once per level; `FMA` selects fused
+/// multiply-adds.
+#[inline(always)]
+fn add_plane_gradient_body<const FMA: bool>(
+    phases: &mut [f32],
+    src: &[f32],
+    taps: &[f32],
+    g: &ConvGeometry,
+) {
     let [kh, kw] = g.kernel;
     let [sy, sx] = g.strides;
     let [dy, dx] = g.dilations;
     let [py, px] = g.pads_before;
+    let run = phase_len(g);
     for ky in 0..kh {
         for kx in 0..kw {
             let tap = taps[ky * kw + kx];
             if tap == 0.0 {
                 continue;
             }
-            // Output columns whose input column `ox·sx + off_x` lies inside the plane.
+            // Output columns whose input column `ox·sx + off_x` lies inside the plane; that
+            // column is in phase `off_x mod sx`, at `ox + ⌊off_x / sx⌋` within it.
             let off_x = (kx * dx) as isize - px as isize;
             let Some(cols) = inside(off_x, sx, g.w, g.wo) else {
                 continue;
             };
+            let phase = off_x.rem_euclid(sx as isize) as usize;
+            let first = (cols.start as isize + off_x.div_euclid(sx as isize)) as usize;
             for oy in 0..g.ho {
                 let iy = (oy * sy + ky * dy) as isize - py as isize;
                 if iy < 0 || iy >= g.h as isize {
                     continue;
                 }
-                let row_in = &mut dst[iy as usize * g.w..][..g.w];
                 let row_out = &src[oy * g.wo..][..g.wo][cols.clone()];
-                let first = (cols.start as isize * sx as isize + off_x) as usize;
-                if sx == 1 {
-                    let row_in = &mut row_in[first..first + row_out.len()];
-                    for (d, v) in row_in.iter_mut().zip(row_out) {
-                        *d += tap * v;
-                    }
-                } else {
-                    for (d, v) in row_in[first..].iter_mut().step_by(sx).zip(row_out) {
-                        *d += tap * v;
-                    }
+                let row_in = &mut phases[(iy as usize * sx + phase) * run..][..run];
+                let row_in = &mut row_in[first..first + row_out.len()];
+                for (d, v) in row_in.iter_mut().zip(row_out) {
+                    *d = taps::mul_add::<FMA>(tap, *v, *d);
                 }
+            }
+        }
+    }
+}
+
+/// Writes the phase-split plane `phases` ([`add_plane_gradient`]) into `dst [h, w]`.
+fn interleave_phases(dst: &mut [std::mem::MaybeUninit<f32>], phases: &[f32], g: &ConvGeometry) {
+    let (sx, run) = (g.strides[1], phase_len(g));
+    for (row_out, row) in dst.chunks_mut(g.w).zip(phases.chunks(sx * run)) {
+        if sx == 2 {
+            // Column pairs (the common stride), which the compiler vectorises.
+            let (even, odd) = row.split_at(run);
+            let mut pairs = row_out.chunks_exact_mut(2);
+            for ((pair, &e), &o) in (&mut pairs).zip(even).zip(odd) {
+                pair[0].write(e);
+                pair[1].write(o);
+            }
+            if let [last] = pairs.into_remainder() {
+                last.write(even[run - 1]);
+            }
+            continue;
+        }
+        for (p, phase) in row.chunks(run).enumerate() {
+            for (d, v) in row_out[p..].iter_mut().step_by(sx).zip(phase) {
+                d.write(*v);
             }
         }
     }

@@ -69,7 +69,7 @@ fn block_sum<const FMA: bool>(
 
 /// `w · v + acc`, fused when `FMA`.
 #[inline(always)]
-fn mul_add<const FMA: bool>(w: f32, v: f32, acc: f32) -> f32 {
+pub(super) fn mul_add<const FMA: bool>(w: f32, v: f32, acc: f32) -> f32 {
     if FMA { w.mul_add(v, acc) } else { acc + w * v }
 }
 
