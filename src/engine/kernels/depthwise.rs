@@ -5,10 +5,9 @@
 //! one kernel tap and a whole output row at a time: for stride 1 that is one contiguous
 //! multiply-add per (tap, row), which the compiler vectorises; strided planes are split into
 //! column phases (forward: the input; reverse: the input gradient) so that stays true. In
-//! the reverse pass the GEMM
-//! path has one output channel per group here (a `[kh·kw, 1]` product per pixel) and the
-//! sparse path one value per tap per non-zero; EfficientNet-Lite0's guided backprop of
-//! `/_conv_head/Conv` spent 13 s of 40 in those.
+//! the reverse pass the GEMM path has one output channel per group here (a `[kh·kw, 1]`
+//! product per pixel) and the sparse path one value per tap per non-zero; EfficientNet-Lite0's
+//! guided backprop of `/_conv_head/Conv` spent 13 s of 40 in those.
 
 use rayon::prelude::*;
 
