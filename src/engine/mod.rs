@@ -459,6 +459,20 @@ impl Activations {
         Ok(HostTensor { shape, data })
     }
 
+    /// A value's `f32` values on the host, row-major in its logical shape: on the CPU (flex)
+    /// the kept buffer itself, read in place; else one copy, as [`Activations::read`]. What
+    /// a consumer that only reads uses (the dataset scan: a batch's every conv layer, where
+    /// the copies and their fresh pages were most of the scan's time).
+    pub fn host_values(&self, name: &str) -> Result<ops::HostValues> {
+        match self.values.get(name) {
+            Some(t) => ops::HostValues::of(t).map_err(|detail| EngineError::Readback {
+                value: name.to_string(),
+                detail,
+            }),
+            None => self.read(name).map(|h| ops::HostValues::Copied(h.data)),
+        }
+    }
+
     /// Reads the first output of the named layer.
     pub fn read_layer(&self, layer: &str) -> Result<HostTensor> {
         let node = self

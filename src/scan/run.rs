@@ -209,14 +209,14 @@ pub fn run(
                 .forward_batch(&batch_inputs, &capture)
                 .and_then(|acts| {
                     (layers.iter())
-                        .map(|&(i, _)| acts.read(&graph.nodes[i].outputs[0])) // [N, C, H, W]
+                        .map(|&(i, _)| acts.host_values(&graph.nodes[i].outputs[0])) // [N, C, H, W]
                         .collect::<std::result::Result<Vec<_>, _>>()
                 });
             match maps {
                 Ok(maps) => {
                     let (first_image, count) = (state.images, loaded.len());
                     (state.layers.par_iter_mut().zip(&maps)).for_each(|(layer, map)| {
-                        layer.add_images(&map.data, first_image, count, spec.top_k)
+                        layer.add_images(map.as_slice(), first_image, count, spec.top_k)
                     });
                     state.images += loaded.len() as u64;
                 }
