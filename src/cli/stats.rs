@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use clap::Args;
+use rayon::prelude::*;
 
 use super::ModelArgs;
-use crate::engine::{Capture, Engine, EngineError, HostTensor};
+use crate::engine::ops::HostValues;
+use crate::engine::{Capture, Engine, EngineError};
 use crate::export::{self, LayerSelection};
 use crate::model::preprocess::{InputTensor, load_input};
 
@@ -128,21 +130,22 @@ pub fn stats(args: &StatsArgs) -> Result<()> {
         let inputs: Vec<&InputTensor> = (0..engine.batch_size())
             .map(|k| &loaded.get(k).unwrap_or(&loaded[0]).1)
             .collect();
-        let run = || -> Result<Vec<HostTensor>> {
+        let run = || -> Result<Vec<HostValues>> {
             let acts = engine.forward_batch(&inputs, &capture)?;
             picked
                 .iter()
-                .map(|&i| Ok(acts.read(&m.graph.nodes[i].outputs[0])?)) // [N, C, H, W]
+                .map(|&i| Ok(acts.host_values(&m.graph.nodes[i].outputs[0])?)) // [N, C, H, W]
                 .collect()
         };
         match run() {
             Ok(maps) => {
-                for (stats, map) in acc.iter_mut().zip(&maps) {
-                    let per_image = map.data.len() / inputs.len();
-                    (map.data.chunks(per_image))
+                (acc.par_iter_mut().zip(&maps)).for_each(|(stats, map)| {
+                    let map = map.as_slice();
+                    let per_image = map.len() / inputs.len();
+                    (map.chunks(per_image))
                         .take(loaded.len())
                         .for_each(|one| stats.add(one));
-                }
+                });
             }
             Err(e) => loaded.iter().for_each(|(file, _)| warn(file, &e)),
         }

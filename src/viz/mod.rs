@@ -5,4 +5,5 @@ pub mod gradient_norm;
 pub mod histogram;
 pub mod overlay;
 pub mod stats;
+pub mod tile_summary;
 pub mod tiles;

@@ -51,30 +51,21 @@ impl LayerStats {
     }
 
     /// Adds one image's `[C, H×W]` maps (row-major, channel-major). Non-finite values are
-    /// ignored in the mean and max.
+    /// ignored in the mean and max. Each tile is one vectorised pass
+    /// ([`super::tile_summary::summarise`]).
     pub fn add(&mut self, maps: &[f32]) {
         let c = self.channels;
         if c == 0 || !maps.len().is_multiple_of(c) {
             return;
         }
         let hw = maps.len() / c;
-        for k in 0..c {
-            let tile = &maps[k * hw..(k + 1) * hw];
-            let (mut sum, mut finite, mut max, mut non_pos) =
-                (0.0f64, 0usize, f32::NEG_INFINITY, 0usize);
-            for &v in tile {
-                if v.is_finite() {
-                    sum += f64::from(v);
-                    finite += 1;
-                    max = max.max(v);
-                }
-                if v <= 0.0 {
-                    non_pos += 1;
-                }
+        for (k, tile) in maps.chunks_exact(hw.max(1)).take(c).enumerate() {
+            let t = super::tile_summary::summarise(tile);
+            self.sum_of_means[k] += t.mean;
+            if t.argmax.is_some() {
+                self.max[k] = self.max[k].max(t.max);
             }
-            self.sum_of_means[k] += if finite > 0 { sum / finite as f64 } else { 0.0 };
-            self.max[k] = self.max[k].max(max);
-            self.sum_of_zero_fractions[k] += non_pos as f64 / hw.max(1) as f64;
+            self.sum_of_zero_fractions[k] += t.nonpositive as f64 / hw.max(1) as f64;
         }
         self.images += 1;
     }

@@ -91,10 +91,11 @@ impl Responses {
         let acts = engine.forward_batch(inputs, &self.capture)?;
         let mut per_sample: Vec<Vec<Vec<f64>>> = vec![Vec::new(); inputs.len()];
         for (value, channels) in &self.layers {
-            let all = acts.read(value)?; // [N, C, H, W]
-            let per = all.data.len() / inputs.len().max(1);
+            let all = acts.host_values(value)?; // [N, C, H, W], in place on the CPU
+            let all = all.as_slice();
+            let per = all.len() / inputs.len().max(1);
             for (k, out) in per_sample.iter_mut().enumerate() {
-                out.push(channel_sums(&all.data[k * per..(k + 1) * per], *channels));
+                out.push(channel_sums(&all[k * per..(k + 1) * per], *channels));
             }
         }
         let scores = acts.read_output()?; // [N, classes]
