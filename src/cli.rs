@@ -1,20 +1,24 @@
 //! The command line (the binary's edge, where `anyhow` turns every library error into one
 //! clear message): argument parsing, model/input resolution shared by the subcommands, and
-//! the `info`, `view` and `bench` commands; `export`, `stats` and `annotations` have modules
-//! of their own.
+//! the `info` command; `view`, `bench`, `export`, `stats`, `featvis`, `scan` and
+//! `annotations` have modules of their own.
 
 pub mod annotations;
+mod bench;
 mod export;
 mod featvis;
 #[cfg(test)]
 mod readme_forms;
 mod scan;
 mod stats;
+mod view;
 
+pub use bench::{BenchArgs, bench};
 pub use export::{ExportArgs, export};
 pub use featvis::{FeatvisArgs, featvis_command};
 pub use scan::{ScanArgs, scan_command};
 pub use stats::{StatsArgs, stats};
+pub use view::{ViewArgs, cameras, view};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,7 +27,6 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::engine::{self, DeviceChoice};
-use crate::format::Method;
 use crate::model::preprocess::Fit;
 use crate::model::{LoadedModel, default};
 
@@ -123,56 +126,6 @@ pub enum Command {
     Cameras,
 }
 
-#[derive(Args, Debug)]
-pub struct BenchArgs {
-    #[command(flatten)]
-    pub model: ModelArgs,
-    /// Input image or .npy tensor (default: the embedded coffee photo).
-    #[arg(long)]
-    pub input: Option<PathBuf>,
-    /// Print exactly one JSON object on stdout instead of the table.
-    #[arg(long)]
-    pub json: bool,
-    /// Timed runs per measurement; the median is reported.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
-    pub repeats: u32,
-    /// Untimed runs before the timed ones.
-    #[arg(long, default_value_t = 1)]
-    pub warmup: u32,
-    /// Leave out guided backprop of every conv filter (minutes on a CPU).
-    #[arg(long)]
-    pub skip_gbp: bool,
-    /// Also time the forward pass op by op (waiting for the device after each node) and, unless
-    /// --skip-gbp, one more guided-backprop run reverse step by step; report where the time
-    /// goes, by op type.
-    #[arg(long)]
-    pub ops: bool,
-    /// Also time one forward pass over this many different inputs at once (per-image time
-    /// in the table); 1 leaves it out.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
-    pub batch: u16,
-    /// Also time feature visualisation (16 filters of the last conv layer, scaled to 512
-    /// steps): `featvis_s_per_filter`.
-    #[arg(long)]
-    pub featvis: bool,
-    /// The image size feature visualisation is timed at (Lucid's 128 px; the model's own
-    /// size where it cannot take another).
-    #[arg(long, value_name = "HxW", default_value = "128x128", value_parser = parse_hw)]
-    pub featvis_size: [usize; 2],
-    /// The layer feature visualisation is timed on (default: the last conv layer).
-    #[arg(long, value_name = "NAME")]
-    pub featvis_layer: Option<String>,
-    /// Feature visualisation steps timed (after 2 untimed ones), scaled to 512. A run's early
-    /// steps cost more than its average, so a short sample reads high (16 steps: 25% on
-    /// EfficientNet-Lite0, 64 within 1% of a whole run); 512 times a whole run.
-    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
-    pub featvis_steps: u16,
-    /// Only the architecture: model file → first frame, and frames while the architecture
-    /// scrolls (every layer a node, and in blocks). No compute; for very deep models.
-    #[arg(long, conflicts_with_all = ["skip_gbp", "ops", "featvis", "input"])]
-    pub arch_only: bool,
-}
-
 /// Model choice and preprocessing, shared by every command that runs a model.
 #[derive(Args, Debug, Clone, Default)]
 pub struct ModelArgs {
@@ -197,91 +150,6 @@ pub struct ModelArgs {
     /// for a 1000-way output, else `class N`).
     #[arg(long, value_name = "FILE.txt")]
     pub labels: Option<PathBuf>,
-}
-
-#[derive(Args, Debug, Default)]
-pub struct ViewArgs {
-    #[command(flatten)]
-    pub model: ModelArgs,
-    /// Input image, .npy tensor, or a folder of them (←/→ step through it). Default: the
-    /// embedded coffee photo.
-    #[arg(long)]
-    pub input: Option<PathBuf>,
-    /// Render one frame offscreen to this PNG and exit (no display needed).
-    #[arg(long, value_name = "OUT.png")]
-    pub screenshot: Option<PathBuf>,
-    /// Window (and screenshot) size WxH in pixels. (`--size` is the model input size.)
-    #[arg(long, value_name = "WxH", value_parser = parse_hw, default_value = "1600x1000")]
-    pub window_size: [usize; 2],
-    /// Layer to select at start (default: the first convolution).
-    #[arg(long)]
-    pub layer: Option<String>,
-    /// What the details canvas shows: forward, gbp, deconvnet, backprop, occlusion or
-    /// featvis (feature visualisation) tiles, dataset examples (each filter's top-1 crop
-    /// from `--scan`), the layer's gradcam (top class), or its params.
-    #[arg(long, default_value = "forward")]
-    pub method: String,
-    /// Show filter N (from 1) of the selected layer as hovered (for screenshots).
-    #[arg(long, value_name = "N")]
-    pub hover: Option<usize>,
-    /// Annotation file to load and save (default: one per model under the data directory,
-    /// see `convlens annotations path`).
-    #[arg(long, value_name = "FILE.json")]
-    pub annotations: Option<PathBuf>,
-    /// Folder of example images per class: `DIR/<label>/…`, `DIR/<class index>/…` or
-    /// `DIR/<label>.jpg`; the example of a hovered class is shown beside its Grad-CAM.
-    #[arg(long, value_name = "DIR")]
-    pub examples: Option<PathBuf>,
-    /// Screenshot scale: physical pixels per layout pixel (2 renders as on a HiDPI display).
-    #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = parse_ui_scale)]
-    pub ui_scale: f32,
-    /// Show the tiles sorted by filter rank (mean activation on the input, highest first).
-    #[arg(long)]
-    pub sort_by_rank: bool,
-    /// How gradient tiles are scaled: robust (default: 0 at mid-grey, ±1 at the 98%
-    /// cumulative-|g| threshold, outliers clipped, as Captum) or minmax (the paper's). N
-    /// toggles it in the window.
-    #[arg(long, value_name = "robust|minmax", default_value = "robust", value_parser = export::parse_norm)]
-    pub normalize: crate::viz::gradient_norm::GradientNorm,
-    /// Show one architecture node per block of layers (G toggles it in the window).
-    #[arg(long)]
-    pub collapse_blocks: bool,
-    /// Size of the architecture's nodes: 1 = the paper's 7 per row, 0.5 = 14 smaller ones
-    /// per row, down to 0.25 ([ and ] or Ctrl+wheel over the architecture in the window).
-    #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = parse_arch_zoom)]
-    pub arch_zoom: f32,
-    /// Open a data directory written by `convlens export` (or any program following its
-    /// format) instead of running a model.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["model", "input"])]
-    pub data: Option<PathBuf>,
-    /// A dataset scan of the model (`convlens scan … --out DIR`): hovering a filter shows its
-    /// top dataset examples, `--method examples` shows each filter's top-1 crop, and rank
-    /// order and dead-filter suggestions come from the dataset. With `--data`, a scan inside
-    /// the data directory (`DIR/scan/`, or any subfolder with a scan.json) opens by itself.
-    #[arg(long, value_name = "SCAN_DIR")]
-    pub scan: Option<PathBuf>,
-    /// Optimisation steps of the "feature vis" method (Lucid's recipe; 512 as `convlens
-    /// featvis`, whose results it shares through the cache). Fewer give a rougher picture
-    /// sooner.
-    #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub featvis_steps: u32,
-    /// Live input from camera N, or the camera whose name contains NAME (`convlens cameras`
-    /// lists them; default 0): every frame the model has time for updates the tiles. Needs
-    /// a build with `--features webcam`. Give MODEL before it (`view model.onnx --webcam`),
-    /// or N (`--webcam 0 model.onnx`).
-    #[arg(
-        long,
-        value_name = "N|NAME",
-        num_args = 0..=1,
-        default_missing_value = "0",
-        value_parser = crate::app::camera_choice::parse_selector,
-        conflicts_with_all = ["input", "data", "screenshot"]
-    )]
-    pub webcam: Option<crate::app::camera_choice::CameraSelector>,
-    /// The camera's frame size (its highest frame rate at that size); default: its highest
-    /// frame rate at any size.
-    #[arg(long, value_name = "WxH", value_parser = parse_hw, requires = "webcam")]
-    pub webcam_size: Option<[usize; 2]>,
 }
 
 #[derive(Args, Debug)]
@@ -522,160 +390,9 @@ pub fn info(args: &InfoArgs) -> Result<()> {
     Ok(())
 }
 
-/// `--webcam` needs a build with the `webcam` cargo feature; without it, say how to get one.
-fn check_webcam_support(webcam: bool) -> Result<()> {
-    if webcam && !cfg!(feature = "webcam") {
-        bail!("{}", crate::app::NO_WEBCAM_SUPPORT);
-    }
-    Ok(())
-}
-
-/// `convlens cameras`: the cameras `view --webcam` can open.
-pub fn cameras() -> Result<()> {
-    check_webcam_support(true)?;
-    #[cfg(feature = "webcam")]
-    {
-        let cameras = crate::app::webcam::list_cameras()?;
-        print!("{}", crate::app::camera_choice::listing_text(&cameras));
-    }
-    Ok(())
-}
-
-/// `convlens view`: the window, or one offscreen frame with `--screenshot`.
-pub fn view(args: &ViewArgs) -> Result<()> {
-    use crate::ui::state::Panel;
-    check_webcam_support(args.webcam.is_some())?;
-    let (method, panel) = match args.method.trim() {
-        "gradcam" => (Method::Forward, Panel::GradCam),
-        "params" | "parameters" => (Method::Forward, Panel::Params),
-        "examples" | "dataset" => (Method::Forward, Panel::DatasetExamples),
-        m => match Method::parse_list(m).ok().as_deref() {
-            Some([m]) => (*m, Panel::Tiles),
-            _ => bail!(
-                "--method takes one of forward, gbp, deconvnet, backprop, occlusion, featvis, examples, gradcam, params"
-            ),
-        },
-    };
-    let source = match &args.data {
-        Some(dir) => {
-            crate::app::ViewSource::Data(Box::new(crate::format::read::DataDir::open(dir)?))
-        }
-        None => crate::app::ViewSource::Model(args.model.load()?),
-    };
-    let options = crate::app::ViewerOptions {
-        input: args.input.clone(),
-        webcam: args
-            .webcam
-            .clone()
-            .map(|camera| crate::app::camera_choice::WebcamRequest {
-                camera,
-                size_px: args.webcam_size.map(|[w, h]| [w as u32, h as u32]),
-            }),
-        layer: args.layer.clone(),
-        hover: args.hover,
-        method,
-        window_px: [args.window_size[0] as u32, args.window_size[1] as u32],
-        annotations: args.annotations.clone(),
-        device: args.model.device,
-        sort_by_rank: args.sort_by_rank,
-        gradient_norm: args.normalize,
-        collapse_blocks: args.collapse_blocks,
-        arch_zoom: args.arch_zoom,
-        ui_scale: args.ui_scale,
-        panel,
-        examples: args.examples.clone(),
-        scan: args.scan.clone(),
-        featvis_steps: (args.featvis_steps > 0).then_some(args.featvis_steps as usize),
-    };
-    match &args.screenshot {
-        Some(out) => crate::app::screenshot(source, &options, out),
-        None => crate::app::run_window(source, options),
-    }
-}
-
-/// `convlens bench`: the table (or one JSON object with `--json`) on stdout, progress on stderr.
-pub fn bench(args: &BenchArgs) -> Result<()> {
-    let load_started = std::time::Instant::now();
-    let m = args.model.load()?;
-    let load_s = load_started.elapsed().as_secs_f64();
-    if args.arch_only {
-        let ctx = crate::render::GpuContext::headless()?;
-        eprintln!("render: {}", ctx.describe());
-        let figures = crate::bench::arch::measure(
-            &ctx,
-            &m.graph,
-            Some(load_s),
-            crate::bench::FRAME_VIEWPORT,
-            &mut |line| eprintln!("{line}"),
-        )?;
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&figures)?);
-        } else {
-            print!("{}", figures.table());
-        }
-        return Ok(());
-    }
-    let device = args.model.device();
-    let model_name = match &args.model.model {
-        Some(path) => path.display().to_string(),
-        None => m.graph.name.clone(),
-    };
-    eprintln!("model: {model_name}, device: {}", device.description);
-    let options = crate::bench::BenchOptions {
-        model_name,
-        input: args.input.clone(),
-        repeats: args.repeats as usize,
-        warmup: args.warmup as usize,
-        skip_gbp: args.skip_gbp,
-        ops: args.ops,
-        viewport: crate::bench::FRAME_VIEWPORT,
-        batch: usize::from(args.batch),
-        featvis: args.featvis.then(|| featvis_bench(args, &m)),
-        load_s: Some(load_s),
-    };
-    let report = crate::bench::run(&m, &device, &options, &mut |line| eprintln!("{line}"))?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.table());
-    }
-    Ok(())
-}
-
-/// `bench --featvis`: the model at `--featvis-size` (its own graph where it cannot take it,
-/// with a warning).
-fn featvis_bench(args: &BenchArgs, m: &LoadedModel) -> crate::bench::FeatvisBench {
-    let resized = ModelArgs {
-        size: Some(args.featvis_size),
-        ..args.model.clone()
-    };
-    let layer = args.featvis_layer.clone().or_else(|| {
-        (m.graph.nodes.iter().rev())
-            .find(|n| n.op.is_conv())
-            .map(|n| n.name.clone())
-    });
-    // The whole model at that size, else the model up to the layer.
-    let graph = if m.spec.size_hw == args.featvis_size {
-        Arc::clone(&m.graph)
-    } else {
-        let whole = resized.load_sized(true, None);
-        match whole.or_else(|_| resized.load_sized(true, layer.as_deref())) {
-            Ok(r) => r.graph,
-            Err(e) => {
-                eprintln!("warning: featvis at the model's own size: {e:#}");
-                Arc::clone(&m.graph)
-            }
-        }
-    };
-    crate::bench::FeatvisBench {
-        graph,
-        layer: args.featvis_layer.clone(),
-        steps: usize::from(args.featvis_steps),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::view::check_webcam_support;
     use super::*;
 
     #[test]
