@@ -12,14 +12,15 @@ use image::RgbImage;
 use crate::engine::methods::attribution;
 use crate::engine::methods::featvis::cache::{CachedEvent, FeatvisCache, featvis_cached};
 use crate::engine::methods::featvis::{FeatvisEvent, FeatvisSpec};
-use crate::engine::{self, Capture, Engine, HostTensor};
+use crate::engine::{self, Capture, Engine, HostMap, HostTensor};
 use crate::format::Method;
 use crate::model::preprocess::InputTensor;
 
 /// What one forward pass produced, on the CPU.
 pub struct ForwardResult {
-    /// First output of every layer with per-channel maps, by node index.
-    pub maps: Vec<Option<HostTensor>>,
+    /// First output of every layer with per-channel maps, by node index (on the CPU the
+    /// engine's own buffers, read in place).
+    pub maps: Vec<Option<HostMap>>,
     /// Class probabilities; empty when the model's output is not a class vector.
     pub probabilities: Vec<f32>,
     /// The output's shape and value range when it is not a class vector (shown instead of
@@ -438,7 +439,7 @@ pub fn compute_gradients(
 pub fn run_forward(engine: &Engine, input: &InputTensor, label: String) -> Result<ForwardResult> {
     let graph = engine.graph();
     let acts = engine.forward(input, &Capture::All)?;
-    let mut maps: Vec<Option<HostTensor>> = vec![None; graph.nodes.len()];
+    let mut maps: Vec<Option<HostMap>> = (0..graph.nodes.len()).map(|_| None).collect();
     let mut constant = vec![Vec::new(); graph.nodes.len()];
     let mut rank_order = vec![Vec::new(); graph.nodes.len()];
     let on_wgpu = !engine.host_kernels();
@@ -447,11 +448,10 @@ pub fn run_forward(engine: &Engine, input: &InputTensor, label: String) -> Resul
         if on_wgpu {
             device_maps[i] = acts.maps(&node.outputs[0]).ok();
         }
-        let map = acts.read(&node.outputs[0])?;
+        let map = acts.host_map(&node.outputs[0])?;
         // [1, C, H, W]
         let hw = map.shape.iter().skip(2).product();
-        constant[i] = crate::viz::tiles::constant_channels(&map.data, hw);
-        rank_order[i] = crate::viz::tiles::rank_by_mean(&map.data, hw);
+        (constant[i], rank_order[i]) = crate::viz::tiles::constant_and_rank(map.data(), hw);
         maps[i] = Some(map);
     }
     let probabilities = engine::class_probabilities(graph, &acts)?;

@@ -221,7 +221,7 @@ impl Session {
         let identity = (data.architecture.name.clone(), data.fingerprint.clone());
         let annotations = AnnotationStore::in_memory(&identity.0, &identity.1);
         let result = ForwardResult {
-            maps: vec![None; data.architecture.layers.len()],
+            maps: (0..data.architecture.layers.len()).map(|_| None).collect(),
             probabilities: data.scores.probabilities.clone(),
             output_summary: None,
             picture: data.picture.clone(),
@@ -276,7 +276,7 @@ impl Session {
                     .set_notice((!images.problems.is_empty()).then(|| images.problems.join("; ")));
                 if method == Method::Forward {
                     if let Some(slot) = self.result.as_mut().and_then(|r| r.maps.get_mut(layer)) {
-                        *slot = Some(images.tensor);
+                        *slot = Some(images.tensor.into());
                     }
                 } else {
                     self.accept_gradients(GradientResult::complete(layer, method, images.tensor));

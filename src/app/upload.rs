@@ -124,7 +124,7 @@ fn upload_layer(
         None => renderer.atlas.upload_maps(
             &ctx.device,
             &ctx.queue,
-            &map.data,
+            map.data(),
             w as u32,
             h as u32,
             c as u32,

@@ -55,6 +55,9 @@ pub enum BenchError {
     Featvis(#[from] FeatvisError),
     #[error("--featvis-layer {0}: the model has no such layer")]
     NoSuchLayer(String),
+    /// The viewer's own forward step ([`crate::app::compute::run_forward`]) failed.
+    #[error("the viewer's forward pass: {0}")]
+    Viewer(String),
 }
 
 pub type Result<T, E = BenchError> = std::result::Result<T, E>;

@@ -1,14 +1,17 @@
 //! The rendering half of `convlens bench`: one offscreen frame of the largest conv layer's
-//! tiles, and a new input file → every conv layer's tiles in the atlas. When burn computes on
-//! the renderer's own device the tiles go through the zero-copy path
-//! ([`crate::render::copy_maps`]) and the readback + upload path is measured beside it.
+//! tiles, and a new input file → every conv layer's tiles in the atlas, through the viewer's
+//! own forward step ([`run_forward`]: the pass, every feature map read to the host, the
+//! constant channels and rank order). When burn computes on the renderer's own device the
+//! tiles go through the zero-copy path ([`crate::render::copy_maps`]) and the readback +
+//! upload path is measured beside it.
 
 use std::time::Instant;
 
+use crate::app::compute::{ForwardResult, run_forward};
 use crate::bench::{
     BenchError, BenchOptions, MAX_FRAME_TILES, MIB, Result, median, median_of, round,
 };
-use crate::engine::{Activations, Capture, Engine};
+use crate::engine::Engine;
 use crate::model::preprocess::InputTensor;
 use crate::render::{
     AtlasFill, Colormap, GpuContext, OffscreenTarget, ReadyTiles, Renderer, Scene, TileHandle,
@@ -53,9 +56,9 @@ pub(super) fn measure(
         "frame: {shown} tiles of {} at {}x{}",
         graph.nodes[layer].name, options.viewport[0], options.viewport[1]
     ));
-    let acts = engine.forward(&read_input()?, &Capture::All)?;
-    let (tiles, _) = fill_layers(&mut renderer, ctx, &acts, &[(layer, shown)], Path::Device)?;
-    drop(acts);
+    let result = viewer_forward(engine, &read_input()?)?;
+    let (tiles, _) = fill_layers(&mut renderer, ctx, &result, &[(layer, shown)], Path::Device)?;
+    drop(result);
     let scene = grid_scene(&tiles, options.viewport);
     ctx.queue.submit([]);
     ctx.wait_idle()?;
@@ -88,14 +91,14 @@ pub(super) fn measure(
     // has finished on the device), the tiles and how they got there.
     let mut to_tiles = |path: Path| -> Result<(f64, f64, usize, AtlasFill)> {
         let started = Instant::now();
-        let acts = engine.forward(&read_input()?, &Capture::All)?;
+        let result = viewer_forward(engine, &read_input()?)?;
         engine
             .device()
             .sync()
             .map_err(|e| BenchError::Sync(e.to_string()))?;
         let fill_started = Instant::now();
         renderer.atlas.clear();
-        let (ready, fill) = fill_layers(&mut renderer, ctx, &acts, &layers, path)?;
+        let (ready, fill) = fill_layers(&mut renderer, ctx, &result, &layers, path)?;
         ctx.queue.submit([]);
         ctx.wait_idle()?;
         let fill_s = fill_started.elapsed().as_secs_f64();
@@ -158,39 +161,46 @@ enum Path {
     Upload,
 }
 
+/// The viewer's forward step on `input` ([`run_forward`]).
+fn viewer_forward(engine: &Engine, input: &InputTensor) -> Result<ForwardResult> {
+    run_forward(engine, input, String::new()).map_err(|e| BenchError::Viewer(format!("{e:#}")))
+}
+
 /// The first `count` maps of each `(layer, count)` into the atlas: every tile with its range,
 /// and how the last layer got there.
 fn fill_layers(
     renderer: &mut Renderer,
     ctx: &GpuContext,
-    acts: &Activations,
+    result: &ForwardResult,
     layers: &[(usize, usize)],
     path: Path,
 ) -> Result<(ReadyTiles, AtlasFill)> {
-    let graph = acts.graph();
     let mut ready = Vec::new();
     let mut fill = AtlasFill::Upload;
     for &(i, count) in layers {
-        let name = &graph.nodes[i].outputs[0];
-        let Some((_, h, w)) = graph.nodes[i].feature_map_dims() else {
-            continue;
-        };
-        if path == Path::Device {
-            let maps = acts.maps(name)?.narrow(0, 0, count);
-            let (tiles, how) = copy_maps_or_upload(&mut renderer.atlas, ctx, maps)?;
+        let on_device = result.device_maps.get(i).cloned().flatten();
+        if let (Path::Device, Some(maps)) = (path, on_device) {
+            let (tiles, how) =
+                copy_maps_or_upload(&mut renderer.atlas, ctx, maps.narrow(0, 0, count))?;
             ready.extend(tiles);
             fill = how;
-        } else {
-            let map = acts.read(name)?;
-            ready.extend(renderer.atlas.upload_maps(
-                &ctx.device,
-                &ctx.queue,
-                &map.data[..count * h * w],
-                w as u32,
-                h as u32,
-                count as u32,
-            )?);
+            continue;
         }
+        let Some(Some(map)) = result.maps.get(i) else {
+            continue;
+        };
+        let &[_, _, h, w] = map.shape.as_slice() else {
+            continue;
+        };
+        ready.extend(renderer.atlas.upload_maps(
+            &ctx.device,
+            &ctx.queue,
+            &map.data()[..count * h * w],
+            w as u32,
+            h as u32,
+            count as u32,
+        )?);
+        fill = AtlasFill::Upload;
     }
     Ok((ready, fill))
 }

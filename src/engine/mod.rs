@@ -379,6 +379,29 @@ pub struct NamedInput {
     pub data: Vec<f32>,
 }
 
+/// One value's `f32`s on the host with its logical shape: on the CPU (flex) the engine's own
+/// buffer, read in place ([`Activations::host_map`]); else, or from files, a copy.
+pub struct HostMap {
+    pub shape: Vec<usize>,
+    pub values: ops::HostValues,
+}
+
+impl HostMap {
+    /// The values, row-major in `shape`.
+    pub fn data(&self) -> &[f32] {
+        self.values.as_slice()
+    }
+}
+
+impl From<HostTensor> for HostMap {
+    fn from(t: HostTensor) -> Self {
+        Self {
+            shape: t.shape,
+            values: ops::HostValues::Copied(t.data),
+        }
+    }
+}
+
 /// A CPU copy of one value.
 #[derive(Debug, Clone)]
 pub struct HostTensor {
@@ -471,6 +494,18 @@ impl Activations {
             }),
             None => self.read(name).map(|h| ops::HostValues::Copied(h.data)),
         }
+    }
+
+    /// [`Activations::host_values`] with the value's logical shape.
+    pub fn host_map(&self, name: &str) -> Result<HostMap> {
+        let shape = match self.values.get(name) {
+            Some(_) => self.graph.shapes.get(name).cloned().unwrap_or_default(),
+            None => return self.read(name).map(HostMap::from),
+        };
+        Ok(HostMap {
+            shape,
+            values: self.host_values(name)?,
+        })
     }
 
     /// Reads the first output of the named layer.

@@ -222,6 +222,7 @@ mod tests {
             argmax: Some(0),
             nonpositive: u64::from(m <= 0.0),
             values: 4,
+            finite: 4,
         };
         let mut whole = FilterStats::default();
         means.iter().for_each(|&m| whole.add(&tile(m)));

@@ -14,7 +14,9 @@ pub struct TileSummary {
     /// First position of `max`; `None` when no value is finite.
     pub argmax: Option<usize>,
     pub nonpositive: u64,
+    /// Values, and finite values, in the tile.
     pub values: u64,
+    pub finite: u64,
 }
 
 /// Sums, extremes, the arg-max and the ≤ 0 count of one tile, in eight lanes (a fixed
@@ -104,6 +106,7 @@ fn summarise_body(tile: &[f32]) -> TileSummary {
         argmax: (best.1 != usize::MAX).then_some(best.1),
         nonpositive,
         values,
+        finite: values,
     }
 }
 
@@ -127,6 +130,7 @@ fn summarise_finite(tile: &[f32], nonpositive: u64, values: u64) -> TileSummary 
         },
         nonpositive,
         values,
+        finite: n as u64,
     }
 }
 
