@@ -8,6 +8,7 @@
 //! tile (see [`crate::render::TileInstance::value_range`]). `R32Float` is not filterable, so
 //! the shader reads texels with `textureLoad` (nearest), which is what activation maps want.
 
+use rayon::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::render::packer::{LinearPacker, Span, locate, spans};
@@ -49,15 +50,12 @@ pub type ReadyTiles = Vec<(TileHandle, [f32; 2])>;
 
 /// Finite `[min, max]` of `values`; `[0, 0]` (drawn black) when none is finite.
 pub fn value_range(values: &[f32]) -> [f32; 2] {
-    values
-        .iter()
-        .copied()
-        .filter(|v| v.is_finite())
-        .fold(None, |acc: Option<[f32; 2]>, v| match acc {
-            None => Some([v, v]),
-            Some([lo, hi]) => Some([lo.min(v), hi.max(v)]),
-        })
-        .unwrap_or([0.0, 0.0])
+    // One vectorised pass (a scalar fold here was 8% of input → tiles).
+    let t = crate::viz::tile_summary::summarise(values);
+    match t.argmax {
+        Some(_) => [t.min, t.max],
+        None => [0.0, 0.0], // no finite value
+    }
 }
 
 /// The atlas texture plus its packer.
@@ -209,10 +207,8 @@ impl TileAtlas {
     ) -> Result<ReadyTiles> {
         let handles = self.upload_many(device, queue, values, width, height, count)?;
         let per = (width as usize * height as usize).max(1);
-        Ok(handles
-            .into_iter()
-            .zip(values.chunks(per).map(value_range))
-            .collect())
+        let ranges: Vec<[f32; 2]> = values.par_chunks(per).map(value_range).collect();
+        Ok(handles.into_iter().zip(ranges).collect())
     }
 
     /// [`TileAtlas::upload_rgb_planes_many`] plus each image's `[min, max]` over its three
@@ -228,10 +224,8 @@ impl TileAtlas {
     ) -> Result<ReadyTiles> {
         let handles = self.upload_rgb_planes_many(device, queue, planes, width, height, count)?;
         let per = (3 * width as usize * height as usize).max(1);
-        Ok(handles
-            .into_iter()
-            .zip(planes.chunks(per).map(value_range))
-            .collect())
+        let ranges: Vec<[f32; 2]> = planes.par_chunks(per).map(value_range).collect();
+        Ok(handles.into_iter().zip(ranges).collect())
     }
 
     /// Uploads an RGB image stored as planes `[3, height, width]` (e.g. a guided-backprop

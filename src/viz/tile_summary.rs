@@ -91,7 +91,9 @@ fn summarise_body(tile: &[f32]) -> TileSummary {
     let mut best = rest_max;
     for l in 0..LANES {
         let at = max_chunk[l] as usize * LANES + l;
-        if max[l] > best.0 || (max[l] == best.0 && at < best.1) {
+        // (A lane that saw no value holds −∞: every value here is finite.)
+        let seen = max[l] > f32::NEG_INFINITY;
+        if seen && (max[l] > best.0 || (max[l] == best.0 && at < best.1)) {
             best = (max[l], at);
         }
     }
@@ -150,6 +152,8 @@ mod tests {
         v[36] = 6.0;
         assert_eq!((summarise(&v).argmax, summarise(&v).max), (Some(36), 6.0));
         assert_eq!((t.nonpositive, t.values), (4, 10));
+        let empty = summarise(&[]);
+        assert_eq!((empty.argmax, empty.values, empty.finite), (None, 0, 0));
         let nan = summarise(&[f32::NAN, 2.0, f32::INFINITY, -1.0]);
         assert_eq!(
             (nan.mean, nan.min, nan.max, nan.argmax),
