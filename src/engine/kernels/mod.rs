@@ -42,6 +42,17 @@ pub fn init_with(buf: &mut [std::mem::MaybeUninit<f32>], value: f32) -> &mut [f3
     for v in buf.iter_mut() {
         v.write(value);
     }
-    // SAFETY: every element was written just above; `MaybeUninit<f32>` has `f32`'s layout.
+    // SAFETY: every element was written just above.
+    unsafe { assume_init_mut(buf) }
+}
+
+/// `buf` as the initialised values it holds (what `<[MaybeUninit<T>]>::assume_init_mut`
+/// will be once stable): the one cast of this kind in the kernels.
+///
+/// # Safety
+/// Every element of `buf` must have been written.
+pub unsafe fn assume_init_mut(buf: &mut [std::mem::MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and the caller vouches that every
+    // element is initialised.
     unsafe { &mut *(std::ptr::from_mut::<[std::mem::MaybeUninit<f32>]>(buf) as *mut [f32]) }
 }

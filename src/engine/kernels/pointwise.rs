@@ -109,8 +109,8 @@ fn fill_rows<'a>(
     for (r, row) in rows.chunks_mut(hw).enumerate() {
         super::init_with(row, bias.map_or(0.0, |b| b[r]));
     }
-    // SAFETY: every row was initialised just above; `MaybeUninit<f32>` has `f32`'s layout.
-    unsafe { &mut *(std::ptr::from_mut::<[MaybeUninit<f32>]>(rows) as *mut [f32]) }
+    // SAFETY: every row was initialised just above.
+    unsafe { super::assume_init_mut(rows) }
 }
 
 #[cfg(test)]
