@@ -6,16 +6,11 @@ use rayon::prelude::*;
 use super::gradient_norm::GradientNorm;
 use super::tile_summary::{TileSummary, summarise};
 
-/// Min and max over the finite values of a tile; `None` when there are none.
+/// Min and max over the finite values of a tile; `None` when there are none. One
+/// vectorised pass ([`summarise`]).
 pub fn finite_range(values: &[f32]) -> Option<(f32, f32)> {
-    values
-        .iter()
-        .copied()
-        .filter(|v| v.is_finite())
-        .fold(None, |acc, v| match acc {
-            None => Some((v, v)),
-            Some((lo, hi)) => Some((lo.min(v), hi.max(v))),
-        })
+    let t = summarise(values);
+    t.argmax.map(|_| (t.min, t.max))
 }
 
 /// Normalises one tile to `[0, 1]`; constant tiles give all zeros, NaN/Inf give 0.
