@@ -9,10 +9,10 @@ use clap::Args;
 use rayon::prelude::*;
 
 use super::ModelArgs;
-use crate::engine::ops::HostValues;
-use crate::engine::{Capture, Engine, EngineError};
+use crate::engine::{Engine, EngineError};
 use crate::export::{self, LayerSelection};
 use crate::model::preprocess::{InputTensor, load_input};
+use crate::viz::tile_summary::summarise_forward;
 
 #[derive(Args, Debug)]
 pub struct StatsArgs {
@@ -102,7 +102,6 @@ pub fn stats(args: &StatsArgs) -> Result<()> {
         .min(files.len())
         .max(1);
     let engine = batched_or_single(engine, per_pass)?;
-    let capture = Capture::Layers(selection.names(&m.graph)?);
     let bar = indicatif::ProgressBar::new(files.len() as u64).with_style(
         indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} images ({eta})")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -130,21 +129,13 @@ pub fn stats(args: &StatsArgs) -> Result<()> {
         let inputs: Vec<&InputTensor> = (0..engine.batch_size())
             .map(|k| &loaded.get(k).unwrap_or(&loaded[0]).1)
             .collect();
-        let run = || -> Result<Vec<HostValues>> {
-            let acts = engine.forward_batch(&inputs, &capture)?;
-            picked
-                .iter()
-                .map(|&i| Ok(acts.host_values(&m.graph.nodes[i].outputs[0])?)) // [N, C, H, W]
-                .collect()
-        };
-        match run() {
-            Ok(maps) => {
-                (acc.par_iter_mut().zip(&maps)).for_each(|(stats, map)| {
-                    let map = map.as_slice();
-                    let per_image = map.len() / inputs.len();
-                    (map.chunks(per_image))
+        // Each layer summarised as the pass makes it: per layer [N · C] tiles.
+        match summarise_forward(&engine, &inputs, &picked) {
+            Ok(tiles) => {
+                (acc.par_iter_mut().zip(&tiles)).for_each(|(stats, tiles)| {
+                    (tiles.chunks_exact(stats.channels.max(1)))
                         .take(loaded.len())
-                        .for_each(|one| stats.add(one));
+                        .for_each(|one| stats.add_tiles(one));
                 });
             }
             Err(e) => loaded.iter().for_each(|(file, _)| warn(file, &e)),

@@ -141,6 +141,13 @@ impl Engine {
     /// once: every kept value is `[N, …]`, sample `k` being `inputs[k]`'s
     /// ([`HostTensor::sample`] splits them).
     pub fn forward_batch(&self, inputs: &[&InputTensor], capture: &Capture) -> Result<Activations> {
+        let input = self.batch_input(inputs)?;
+        self.forward_inputs(std::slice::from_ref(&input), capture)
+    }
+
+    /// `inputs` (each `[1, …]`, exactly [`Engine::batch_size`] of one shape) stacked into
+    /// the graph's image input `[N, …]`.
+    fn batch_input(&self, inputs: &[&InputTensor]) -> Result<NamedInput> {
         let expected = self.batch_size();
         if inputs.len() != expected {
             return Err(EngineError::BatchSize {
@@ -168,16 +175,22 @@ impl Engine {
         if let Some(d) = shape.first_mut() {
             *d = expected; // [N, 3, H, W]
         }
-        self.forward_inputs(&[NamedInput { name, shape, data }], capture)
+        Ok(NamedInput { name, shape, data })
     }
 
-    /// Runs `op` (node `node`'s host kernel) on the node's inputs, read in place.
-    fn run_host_op(&self, op: &HostOp, node: &crate::model::Node, ins: &[T6]) -> Result<Vec<T6>> {
-        let out = op.run(ins).map_err(|detail| EngineError::Backend {
+    /// Runs `op` (node `node`'s host kernel) on the node's inputs, read in place; an
+    /// element-wise op whose input this pass no longer needs writes into that input's buffer.
+    fn run_host_op(&self, op: &HostOp, node: &crate::model::Node, ins: Vec<T6>) -> Result<Vec<T6>> {
+        let backend = |detail| EngineError::Backend {
             node: node.name.clone(),
             op: node.onnx_op.clone(),
             detail,
-        })?;
+        };
+        let mut ins = ins;
+        if let Some(out) = op.run_in_place(&mut ins).map_err(backend)? {
+            return Ok(vec![out]);
+        }
+        let out = op.run(&ins).map_err(backend)?;
         Ok(vec![upload(out, &node.output_shapes[0], &self.device)])
     }
 
@@ -221,7 +234,23 @@ impl Engine {
 
     /// Runs the network with a value for every runtime input of the graph.
     pub fn forward_inputs(&self, inputs: &[NamedInput], capture: &Capture) -> Result<Activations> {
-        self.run_nodes(inputs, capture, None)
+        self.run_nodes(inputs, capture, None, &mut |_, _| Ok(()))
+    }
+
+    /// [`Engine::forward_batch`] that hands each node's outputs to `observe` (with the
+    /// node's index) as soon as the node has run, and keeps only the graph outputs: a
+    /// streaming consumer (the dataset scan, `stats`) summarises a layer while it is fresh in
+    /// cache, and the pass frees it after its last consumer, or — a Clip or ReLU after it —
+    /// clamps it in place, instead of holding every layer to the end. An `Err` from
+    /// `observe` stops the pass.
+    pub fn forward_batch_observed(
+        &self,
+        inputs: &[&InputTensor],
+        observe: &mut dyn FnMut(usize, &[T6]) -> Result<()>,
+    ) -> Result<Activations> {
+        let input = self.batch_input(inputs)?;
+        let capture = Capture::Layers(HashSet::new());
+        self.run_nodes(std::slice::from_ref(&input), &capture, None, observe)
     }
 
     /// [`Engine::forward`] that waits for the device after every node and returns each
@@ -234,6 +263,7 @@ impl Engine {
             std::slice::from_ref(&named),
             &Capture::All,
             Some(&mut seconds),
+            &mut |_, _| Ok(()),
         )?;
         Ok((acts, seconds))
     }
@@ -243,6 +273,7 @@ impl Engine {
         inputs: &[NamedInput],
         capture: &Capture,
         mut timings: Option<&mut Vec<f64>>,
+        observe: &mut dyn FnMut(usize, &[T6]) -> Result<()>,
     ) -> Result<Activations> {
         let graph = &self.graph;
         let mut values: HashMap<String, T6> = HashMap::new();
@@ -302,20 +333,29 @@ impl Engine {
             let mut ins = Vec::with_capacity(node.inputs.len());
             let mut in_shapes: Vec<&[usize]> = Vec::with_capacity(node.inputs.len());
             for name in &node.inputs {
-                let t = values
-                    .get(name)
-                    .or_else(|| self.weights.get(name))
+                // A value this node reads last, once, and nobody keeps is handed over rather
+                // than shared, so an element-wise op may write into its buffer.
+                let last_read = self.last_use.get(name) == Some(&i)
+                    && !keep.contains(name.as_str())
+                    && node.inputs.iter().filter(|n| *n == name).count() == 1;
+                let value = if last_read {
+                    values.remove(name)
+                } else {
+                    values.get(name).cloned()
+                };
+                let t = value
+                    .or_else(|| self.weights.get(name).cloned())
                     .ok_or_else(|| EngineError::Backend {
                         node: node.name.clone(),
                         op: node.onnx_op.clone(),
                         detail: format!("input '{name}' was not computed"),
                     })?;
-                ins.push(t.clone());
+                ins.push(t);
                 in_shapes.push(self.shape_of(name));
             }
             let outs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 match self.host_ops.get(&i) {
-                    Some(op) => self.run_host_op(op, node, &ins),
+                    Some(op) => self.run_host_op(op, node, ins),
                     None => Ok(ops::run(
                         &node.op,
                         ins,
@@ -330,6 +370,7 @@ impl Engine {
                 op: node.onnx_op.clone(),
                 detail: panic_message(&panic),
             })??;
+            observe(i, &outs)?;
             for (name, t) in node.outputs.iter().zip(outs) {
                 values.insert(name.clone(), t);
             }

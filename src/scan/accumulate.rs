@@ -160,7 +160,24 @@ impl LayerScan {
             .par_chunks_exact(h * w)
             .map(summarise)
             .collect();
-        for (i, image_tiles) in tiles.chunks_exact(c).enumerate() {
+        self.add_summaries(&tiles, first_image, count, k);
+    }
+
+    /// Adds `count` images' tile summaries (`[N ≥ count, C]`, image-major, as
+    /// [`crate::viz::tile_summary::summarise_forward`] gives them) as images
+    /// `first_image, first_image + 1, …`, in image order.
+    pub fn add_summaries(
+        &mut self,
+        tiles: &[TileSummary],
+        first_image: u64,
+        count: usize,
+        k: usize,
+    ) {
+        let [c, _, w] = self.shape;
+        if c == 0 {
+            return;
+        }
+        for (i, image_tiles) in tiles.chunks_exact(c).take(count).enumerate() {
             let image = first_image + i as u64;
             for ((stats, top), tile) in self.filters.iter_mut().zip(&mut self.top).zip(image_tiles)
             {
@@ -169,8 +186,8 @@ impl LayerScan {
                     let entry = TopEntry {
                         image,
                         value: tile.max,
-                        y: (at / w) as u32,
-                        x: (at % w) as u32,
+                        y: (at / w.max(1)) as u32,
+                        x: (at % w.max(1)) as u32,
                     };
                     insert_top(top, entry, k);
                 }

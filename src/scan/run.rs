@@ -16,9 +16,10 @@ use super::format::{self, LayerInfo, Manifest, ModelId, Settings, ShardInfo, Ski
 use super::receptive::{Clip, PixelBox, ReceptiveFields};
 use super::shard::Shard;
 use super::{Result, ScanError, io_err};
-use crate::engine::{Capture, Engine};
+use crate::engine::Engine;
 use crate::model::Graph;
 use crate::model::preprocess::{InputSpec, InputTensor, load_input};
+use crate::viz::tile_summary::summarise_forward;
 
 /// Name of the running state inside the work folder.
 pub const CHECKPOINT_FILE: &str = "checkpoint.json";
@@ -183,7 +184,7 @@ pub fn run(
         }
     };
 
-    let capture = Capture::Layers(names.iter().cloned().collect());
+    let layer_nodes: Vec<usize> = layers.iter().map(|&(i, _)| i).collect();
     let batch = engine.batch_size();
     let mut since_checkpoint = 0;
     on(Event::Progress {
@@ -205,18 +206,13 @@ pub fn run(
             let batch_inputs: Vec<&InputTensor> = (0..batch)
                 .map(|k| loaded.get(k).unwrap_or(&loaded[0]))
                 .collect();
-            let maps = engine
-                .forward_batch(&batch_inputs, &capture)
-                .and_then(|acts| {
-                    (layers.iter())
-                        .map(|&(i, _)| acts.host_values(&graph.nodes[i].outputs[0])) // [N, C, H, W]
-                        .collect::<std::result::Result<Vec<_>, _>>()
-                });
-            match maps {
-                Ok(maps) => {
+            // Each layer summarised as the pass makes it ([N · C] tiles per layer); nothing
+            // is added unless the whole pass succeeds.
+            match summarise_forward(engine, &batch_inputs, &layer_nodes) {
+                Ok(tiles) => {
                     let (first_image, count) = (state.images, loaded.len());
-                    (state.layers.par_iter_mut().zip(&maps)).for_each(|(layer, map)| {
-                        layer.add_images(map.as_slice(), first_image, count, spec.top_k)
+                    (state.layers.par_iter_mut().zip(&tiles)).for_each(|(layer, tiles)| {
+                        layer.add_summaries(tiles, first_image, count, spec.top_k)
                     });
                     state.images += loaded.len() as u64;
                 }

@@ -10,6 +10,8 @@
 
 use serde::Serialize;
 
+use super::tile_summary::TileSummary;
+
 /// Running statistics of one layer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerStats {
@@ -59,13 +61,24 @@ impl LayerStats {
             return;
         }
         let hw = maps.len() / c;
-        for (k, tile) in maps.chunks_exact(hw.max(1)).take(c).enumerate() {
-            let t = super::tile_summary::summarise(tile);
+        let tiles: Vec<TileSummary> = (maps.chunks_exact(hw.max(1)).take(c))
+            .map(super::tile_summary::summarise)
+            .collect();
+        self.add_tiles(&tiles);
+    }
+
+    /// Adds one image's tile summaries, one per channel in channel order (as
+    /// [`super::tile_summary::summarise_forward`] gives them).
+    pub fn add_tiles(&mut self, tiles: &[TileSummary]) {
+        if tiles.len() != self.channels {
+            return;
+        }
+        for (k, t) in tiles.iter().enumerate() {
             self.sum_of_means[k] += t.mean;
             if t.argmax.is_some() {
                 self.max[k] = self.max[k].max(t.max);
             }
-            self.sum_of_zero_fractions[k] += t.nonpositive as f64 / hw.max(1) as f64;
+            self.sum_of_zero_fractions[k] += t.nonpositive as f64 / t.values.max(1) as f64;
         }
         self.images += 1;
     }

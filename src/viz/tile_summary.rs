@@ -2,7 +2,11 @@
 //! and `≤ 0` count, vectorised per SIMD level. The per-image step of the dataset statistics:
 //! `scan`'s running state ([`crate::scan::accumulate`]) and `stats` ([`super::stats`]).
 
+use rayon::prelude::*;
+
 use crate::engine::kernels::simd::{self, SimdLevel};
+use crate::engine::{Engine, EngineError, ops::HostValues};
+use crate::model::preprocess::InputTensor;
 
 /// One filter's numbers on one image.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -134,6 +138,43 @@ fn summarise_finite(tile: &[f32], nonpositive: u64, values: u64) -> TileSummary 
         values,
         finite: n as u64,
     }
+}
+
+/// One batched forward pass over `inputs` that summarises the outputs of the nodes `layers`
+/// (node indices; each output `[N, C, …]`) as the pass produces them, tiles in parallel:
+/// per layer, `[N · C]` summaries, image-major. The pass keeps no layer to its end
+/// ([`Engine::forward_batch_observed`]), so memory and cache hold one layer at a time
+/// whatever the number of layers. `Err` if the pass fails: then nothing was summarised.
+pub fn summarise_forward(
+    engine: &Engine,
+    inputs: &[&InputTensor],
+    layers: &[usize],
+) -> Result<Vec<Vec<TileSummary>>, EngineError> {
+    let graph = std::sync::Arc::clone(engine.graph());
+    let mut summaries: Vec<Vec<TileSummary>> = vec![Vec::new(); layers.len()];
+    engine.forward_batch_observed(inputs, &mut |node, outputs| {
+        for (slot, _) in (layers.iter().enumerate()).filter(|&(_, &l)| l == node) {
+            let (Some(output), Some(name)) = (outputs.first(), graph.nodes[node].outputs.first())
+            else {
+                continue;
+            };
+            let values = HostValues::of(output).map_err(|detail| EngineError::Readback {
+                value: name.clone(),
+                detail,
+            })?;
+            // [N, C, H, W]: one tile per (image, channel).
+            let tile_len = graph
+                .shapes
+                .get(name)
+                .map_or(1, |s| s.iter().skip(2).product());
+            summaries[slot] = (values.as_slice())
+                .par_chunks_exact(tile_len.max(1))
+                .map(summarise)
+                .collect();
+        }
+        Ok(())
+    })?;
+    Ok(summaries)
 }
 
 #[cfg(test)]

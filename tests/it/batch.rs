@@ -211,3 +211,75 @@ fn check_per_input(name: &str, device: Device) {
         assert!(err.to_string().contains("one channel per input"), "{err}");
     }
 }
+
+/// An observed pass (`Engine::forward_batch_observed`: each node's outputs handed to the
+/// observer as the node runs, nothing kept, a ReLU or Clip clamping its input in place where
+/// nothing else reads it) sees exactly the values that a pass keeping every layer holds;
+/// equality both ways also shows that no clamp wrote into a kept value. EfficientNet-Lite0
+/// (33 Conv → Clip pairs) and two conformance models on flex, a batch of 2; tiny_resnet on
+/// wgpu (lavapipe), where every value is read back.
+#[test]
+fn an_observed_pass_sees_what_a_kept_pass_keeps() {
+    let default = Arc::new(convlens::model::default::default_graph().expect("default model"));
+    assert!(check_observed("efficientnet_lite0", default, common::cpu()) > 90);
+    for (dir, name, device) in [
+        ("light", "squeezenet", common::cpu()),
+        ("mixed", "tiny_resnet", common::cpu()),
+        ("mixed", "tiny_resnet", common::wgpu()),
+    ] {
+        let graph = load_onnx_file(
+            &fixture(&format!("{dir}/{name}.onnx")),
+            &ImportOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("{name}: import failed: {e}"));
+        assert!(check_observed(name, Arc::new(graph), device) > 5);
+    }
+}
+
+/// Compares an observed and a kept pass of `graph` over two inputs; returns the number of
+/// values compared.
+fn check_observed(name: &str, graph: Arc<convlens::model::Graph>, device: Device) -> usize {
+    use convlens::engine::ops::HostValues;
+    use convlens::model::preprocess::InputTensor;
+    let engine = Engine::new(Arc::clone(&graph), device)
+        .with_batch(2)
+        .unwrap_or_else(|e| panic!("{name}: not batchable: {e}"));
+    let shape: [usize; 4] = graph.inputs[0]
+        .shape
+        .clone()
+        .try_into()
+        .unwrap_or_else(|s| panic!("{name}: input {s:?} is not [1, C, H, W]"));
+    let numel: usize = shape.iter().product();
+    let inputs: Vec<InputTensor> = (0..2)
+        .map(|k| InputTensor {
+            shape,
+            data: sample_input(numel, k),
+            picture: None,
+        })
+        .collect();
+    let refs: Vec<&InputTensor> = inputs.iter().collect();
+    let kept = engine
+        .forward_batch(&refs, &Capture::All)
+        .unwrap_or_else(|e| panic!("{name}: kept pass failed: {e}"));
+    let mut compared = 0;
+    engine
+        .forward_batch_observed(&refs, &mut |i, outputs| {
+            let node = &engine.graph().nodes[i];
+            for (value, t) in node.outputs.iter().zip(outputs) {
+                let Ok(seen) = HostValues::of(t) else {
+                    continue; // not f32 (shapes, indices): nothing a layer shows
+                };
+                let want = kept.read(value).expect("kept value");
+                assert!(
+                    seen.as_slice() == want.data.as_slice(),
+                    "{name}: '{value}' ({}) as observed differs from the kept pass",
+                    node.onnx_op
+                );
+                compared += 1;
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{name}: observed pass failed: {e}"));
+    eprintln!("{name}: {compared} values observed as kept");
+    compared
+}

@@ -17,14 +17,28 @@ pub fn clamp(x: &[f32], min: f32, max: f32) -> Vec<f32> {
         .zip(x.par_chunks(TASK_LEN))
         .for_each(|(dst, src)| {
             for (d, &v) in dst.iter_mut().zip(src) {
-                // Compare-and-select: keeps NaN (both comparisons are false) and vectorises.
-                let v = if v < min { min } else { v };
-                d.write(if v > max { max } else { v });
+                d.write(clamp_one(v, min, max));
             }
         });
     // SAFETY: the chunks cover the first `x.len()` slots and each was written above.
     unsafe { out.set_len(x.len()) };
     out
+}
+
+/// Compare-and-select: keeps NaN (both comparisons are false) and vectorises.
+#[inline(always)]
+fn clamp_one(v: f32, min: f32, max: f32) -> f32 {
+    let v = if v < min { min } else { v };
+    if v > max { max } else { v }
+}
+
+/// [`clamp`] into `x`'s own buffer: for a value the forward pass no longer needs.
+pub fn clamp_in_place(x: &mut [f32], min: f32, max: f32) {
+    x.par_chunks_mut(TASK_LEN).for_each(|chunk| {
+        for v in chunk.iter_mut() {
+            *v = clamp_one(*v, min, max);
+        }
+    });
 }
 
 #[cfg(test)]
@@ -47,6 +61,11 @@ mod tests {
         assert_eq!(&got[..5], &[0.0, -0.0, 0.5, 6.0, 6.0]);
         assert!(got[5].is_nan());
         assert_eq!(&got[6..], &[6.0, 0.0]);
+        let mut in_place = x;
+        clamp_in_place(&mut in_place, 0.0, 6.0);
+        assert_eq!(in_place[..5], got[..5]);
+        assert!(in_place[5].is_nan());
+        assert_eq!(in_place[6..], got[6..]);
         let relu = clamp(&x, 0.0, f32::INFINITY);
         assert_eq!(relu[6], f32::INFINITY);
         assert_eq!(relu[4], 7.5);
