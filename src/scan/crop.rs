@@ -77,9 +77,12 @@ impl CropSampler {
             let hi = (origin + ((k + 1) * extent + n - 1).div_euclid(n)).max(lo + 1);
             (lo, hi)
         };
+        // Each output column's and row's source span, once per crop rather than per pixel.
+        let columns: Vec<(i64, i64)> = (0..n).map(|u| edges(field.x0, fw, u)).collect();
+        let rows: Vec<(i64, i64)> = (0..n).map(|v| edges(field.y0, fh, v)).collect();
         RgbImage::from_fn(size, size, |u, v| {
-            let (x0, x1) = edges(field.x0, fw, i64::from(u));
-            let (y0, y1) = edges(field.y0, fh, i64::from(v));
+            let (x0, x1) = columns[u as usize];
+            let (y0, y1) = rows[v as usize];
             let (sums, inside) = self.sum(x0, y0, x1, y1);
             let area = ((x1 - x0) * (y1 - y0)) as u64;
             let outside = area - inside;
@@ -88,6 +91,19 @@ impl CropSampler {
             }))
         })
     }
+}
+
+/// `crop` as PNG bytes (the `image` crate's default, fast compression).
+pub fn encode_png(crop: &RgbImage) -> image::ImageResult<Vec<u8>> {
+    let mut bytes = Vec::new();
+    image::ImageEncoder::write_image(
+        image::codecs::png::PngEncoder::new(&mut bytes),
+        crop.as_raw(),
+        crop.width(),
+        crop.height(),
+        image::ExtendedColorType::Rgb8,
+    )?;
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -83,7 +83,7 @@ pub enum Clip {
 
 /// A box in input pixels, half-open: columns `x0..x1`, rows `y0..y1`. Unclipped boxes may
 /// reach outside the image (negative or past its size).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct PixelBox {
     pub x0: i64,
     pub y0: i64,

@@ -3,6 +3,7 @@
 //! kill continues exactly), then crops and the scan directory, built in a hidden work folder
 //! inside `--out` and moved into place at the end.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::accumulate::{LayerScan, TopEntry};
-use super::crop::{CropSampler, model_picture};
+use super::crop::{CropSampler, encode_png, model_picture};
 use super::format::{self, LayerInfo, Manifest, ModelId, Settings, ShardInfo, Skipped};
 use super::receptive::{Clip, PixelBox, ReceptiveFields};
 use super::shard::Shard;
@@ -528,15 +529,28 @@ fn write_crops(
                     ScanError::Layers(format!("reloading {} for crops: {e}", path.display()))
                 })?;
                 let sampler = CropSampler::new(&model_picture(&input, &spec.input_spec));
+                // Filters that peak at the same field of an image share its crop: each
+                // distinct field is cut and encoded once (EfficientNet-Lite0 over 48 photos:
+                // 189,072 crops, 29,414 distinct fields).
+                let mut encoded: HashMap<PixelBox, Vec<u8>> = HashMap::new();
                 for job in entries {
                     let Some(Some(b)) = fields.get(&(job.layer, job.y, job.x)) else {
                         continue;
                     };
-                    let crop = sampler.crop(*b, spec.crop_size);
                     let stem = &manifest.layers[job.layer].stem;
                     let dest = format::example_path(work, stem, job.filter, job.rank);
-                    crop.save(&dest)
-                        .map_err(|error| ScanError::Png { path: dest, error })?;
+                    let png = match encoded.entry(*b) {
+                        Entry::Occupied(e) => e.into_mut(),
+                        Entry::Vacant(e) => {
+                            e.insert(encode_png(&sampler.crop(*b, spec.crop_size)).map_err(
+                                |error| ScanError::Png {
+                                    path: dest.clone(),
+                                    error,
+                                },
+                            )?)
+                        }
+                    };
+                    std::fs::write(&dest, png).map_err(io_err(&dest))?;
                 }
                 Ok(())
             })
