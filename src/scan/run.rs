@@ -3,8 +3,7 @@
 //! kill continues exactly), then crops and the scan directory, built in a hidden work folder
 //! inside `--out` and moved into place at the end.
 
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,7 +11,6 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::accumulate::{LayerScan, TopEntry};
-use super::crop::{CropSampler, encode_png, model_picture};
 use super::format::{self, LayerInfo, Manifest, ModelId, Settings, ShardInfo, Skipped};
 use super::receptive::{Clip, PixelBox, ReceptiveFields};
 use super::shard::Shard;
@@ -283,7 +281,7 @@ pub fn run(
         .ok_or_else(|| ScanError::Layers("the model has no 4-D image input".into()))?;
     let topk = topk_file(&state.layers, &layers, &rf);
     if spec.crop_size > 0 {
-        write_crops(spec, &rf, &layers, &manifest, &topk, &scanned, &work, on)?;
+        super::crop::write_crops(spec, &rf, &layers, &manifest, &topk, &scanned, &work, on)?;
     }
     write_json(&work.join(format::TOPK_FILE), &topk)?;
     let csv = format::stats_csv(&state.layers);
@@ -456,109 +454,6 @@ fn topk_file(
             })
             .collect(),
     }
-}
-
-/// One crop to write: a top entry of a layer (index into the scan's layers), the unit's
-/// position, and where the PNG goes (filter and rank from 1).
-struct CropJob {
-    layer: usize,
-    filter: usize,
-    rank: usize,
-    y: u32,
-    x: u32,
-}
-
-/// One crop PNG per top entry: the unit's whole (unclipped) receptive field, the parts
-/// outside the image grey, resized to `crop_size` square. Images are loaded once each.
-#[allow(clippy::too_many_arguments)]
-fn write_crops(
-    spec: &ScanSpec,
-    rf: &ReceptiveFields,
-    layers: &[(usize, [usize; 3])],
-    manifest: &Manifest,
-    topk: &format::TopkFile,
-    scanned: &[&PathBuf],
-    work: &Path,
-    on: &mut dyn FnMut(Event),
-) -> Result<()> {
-    let mut wanted: BTreeMap<u64, Vec<CropJob>> = BTreeMap::new();
-    for (li, layer) in topk.layers.iter().enumerate() {
-        for f in &layer.filters {
-            for (r, e) in f.top.iter().enumerate() {
-                wanted.entry(e.image).or_default().push(CropJob {
-                    layer: li,
-                    filter: f.filter,
-                    rank: r + 1,
-                    y: e.y,
-                    x: e.x,
-                });
-            }
-        }
-    }
-    for l in &manifest.layers {
-        let dir = work.join(format::EXAMPLES_DIR).join(&l.stem);
-        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    }
-    let fields: HashMap<(usize, u32, u32), Option<PixelBox>> = (wanted.values().flatten())
-        .map(|j| (j.layer, j.y, j.x))
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .map(|(li, y, x)| {
-            let node = layers[li].0;
-            (
-                (li, y, x),
-                rf.field(node, y as usize, x as usize, Clip::None),
-            )
-        })
-        .collect();
-    let jobs: Vec<(&u64, &Vec<CropJob>)> = wanted.iter().collect();
-    let total = jobs.len();
-    let mut done = 0;
-    on(Event::Crops { done, total });
-    for group in jobs.chunks(64) {
-        group
-            .par_iter()
-            .map(|&(&image, entries)| {
-                let path = scanned.get(image as usize).ok_or_else(|| {
-                    ScanError::Layers(format!(
-                        "top-k names image {image}, past the {} scanned",
-                        scanned.len()
-                    ))
-                })?;
-                let input = load_input(path, &spec.input_spec).map_err(|e| {
-                    ScanError::Layers(format!("reloading {} for crops: {e}", path.display()))
-                })?;
-                let sampler = CropSampler::new(&model_picture(&input, &spec.input_spec));
-                // Filters that peak at the same field of an image share its crop: each
-                // distinct field is cut and encoded once (EfficientNet-Lite0 over 48 photos:
-                // 189,072 crops, 29,414 distinct fields).
-                let mut encoded: HashMap<PixelBox, Vec<u8>> = HashMap::new();
-                for job in entries {
-                    let Some(Some(b)) = fields.get(&(job.layer, job.y, job.x)) else {
-                        continue;
-                    };
-                    let stem = &manifest.layers[job.layer].stem;
-                    let dest = format::example_path(work, stem, job.filter, job.rank);
-                    let png = match encoded.entry(*b) {
-                        Entry::Occupied(e) => e.into_mut(),
-                        Entry::Vacant(e) => {
-                            e.insert(encode_png(&sampler.crop(*b, spec.crop_size)).map_err(
-                                |error| ScanError::Png {
-                                    path: dest.clone(),
-                                    error,
-                                },
-                            )?)
-                        }
-                    };
-                    std::fs::write(&dest, png).map_err(io_err(&dest))?;
-                }
-                Ok(())
-            })
-            .collect::<Result<()>>()?;
-        done += group.len();
-        on(Event::Crops { done, total });
-    }
-    Ok(())
 }
 
 /// Moves the finished work folder into place. A shard folder is replaced whole (rename);
