@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use super::ModelArgs;
 use crate::engine::{Engine, EngineError};
 use crate::export::{self, LayerSelection};
-use crate::model::preprocess::{InputTensor, load_input};
+use crate::model::preprocess::{InputTensor, load_inputs};
 use crate::viz::tile_summary::summarise_forward;
 
 #[derive(Args, Debug)]
@@ -114,8 +114,8 @@ pub fn stats(args: &StatsArgs) -> Result<()> {
     };
     for chunk in files.chunks(engine.batch_size()) {
         let mut loaded = Vec::with_capacity(chunk.len());
-        for file in chunk {
-            match load_input(file, &m.spec) {
+        for (file, result) in chunk.iter().zip(load_inputs(chunk, &m.spec)) {
+            match result {
                 Ok(input) => loaded.push((file, input)),
                 Err(e) => warn(file, &e),
             }

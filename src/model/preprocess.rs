@@ -54,6 +54,20 @@ pub struct InputTensor {
     pub picture: Option<RgbImage>,
 }
 
+/// [`load_input`] for every path, decoded in parallel (decoding and resizing run on one
+/// core per file), results in the order of `paths`: a batch's files for the dataset scan and
+/// `stats`, which load while no pass runs.
+pub fn load_inputs<P: AsRef<Path> + Sync>(
+    paths: &[P],
+    spec: &InputSpec,
+) -> Vec<Result<InputTensor>> {
+    use rayon::prelude::*;
+    paths
+        .par_iter()
+        .map(|p| load_input(p.as_ref(), spec))
+        .collect()
+}
+
 /// Loads an image or `.npy` file as the model input.
 pub fn load_input(path: &Path, spec: &InputSpec) -> Result<InputTensor> {
     let is_npy = path

@@ -17,7 +17,7 @@ use super::shard::Shard;
 use super::{Result, ScanError, io_err};
 use crate::engine::Engine;
 use crate::model::Graph;
-use crate::model::preprocess::{InputSpec, InputTensor, load_input};
+use crate::model::preprocess::{InputSpec, InputTensor, load_inputs};
 use crate::viz::tile_summary::summarise_forward;
 
 /// Name of the running state inside the work folder.
@@ -194,8 +194,8 @@ pub fn run(
         let first = state.next_file;
         let chunk = &files[first..(first + batch).min(files.len())];
         let mut loaded: Vec<InputTensor> = Vec::with_capacity(chunk.len());
-        for (j, file) in chunk.iter().enumerate() {
-            match load_input(file, &spec.input_spec) {
+        for (j, result) in load_inputs(chunk, &spec.input_spec).into_iter().enumerate() {
+            match result {
                 Ok(input) => loaded.push(input),
                 Err(e) => skip(&mut state, files, first + j, e.to_string(), on),
             }
