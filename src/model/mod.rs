@@ -12,6 +12,7 @@ pub mod onnx;
 mod op_import;
 mod op_window;
 pub mod preprocess;
+pub mod resize;
 pub mod shape;
 
 pub use batch::BatchError;

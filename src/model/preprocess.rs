@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use image::{RgbImage, imageops::FilterType};
+use image::RgbImage;
+
+use super::resize::resize_bilinear;
 
 use super::{ModelError, Result};
 
@@ -246,7 +248,7 @@ pub fn fit_image(img: &RgbImage, [h, w]: [u32; 2], spec: &InputSpec) -> RgbImage
         return img.clone();
     }
     match spec.fit {
-        Fit::Stretch => image::imageops::resize(img, w, h, FilterType::Triangle),
+        Fit::Stretch => resize_bilinear(img, w, h),
         Fit::Crop => {
             let (cw, ch) = crop_size(iw, ih, w, h);
             let (x0, y0) = ((iw - cw) / 2, (ih - ch) / 2);
@@ -254,7 +256,7 @@ pub fn fit_image(img: &RgbImage, [h, w]: [u32; 2], spec: &InputSpec) -> RgbImage
             if (cw, ch) == (w, h) {
                 cropped
             } else {
-                image::imageops::resize(&cropped, w, h, FilterType::Triangle)
+                resize_bilinear(&cropped, w, h)
             }
         }
         Fit::Pad => {
@@ -263,7 +265,7 @@ pub fn fit_image(img: &RgbImage, [h, w]: [u32; 2], spec: &InputSpec) -> RgbImage
                 ((iw as f64 * scale).round() as u32).clamp(1, w),
                 ((ih as f64 * scale).round() as u32).clamp(1, h),
             );
-            let scaled = image::imageops::resize(img, sw, sh, FilterType::Triangle);
+            let scaled = resize_bilinear(img, sw, sh);
             let mean = spec
                 .mean
                 .map(|m| (m * 255.0).round().clamp(0.0, 255.0) as u8);
