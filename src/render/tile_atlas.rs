@@ -8,11 +8,11 @@
 //! tile (see [`crate::render::TileInstance::value_range`]). `R32Float` is not filterable, so
 //! the shader reads texels with `textureLoad` (nearest), which is what activation maps want.
 
-use rayon::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::render::packer::{LinearPacker, Span, locate, spans};
 use crate::render::{RenderError, Result};
+use crate::viz::tile_summary::{TileSummary, summarise, summarise_tiles};
 
 /// Largest atlas layer side used, even on devices that allow bigger textures.
 pub const MAX_LAYER_SIZE: u32 = 4096;
@@ -51,7 +51,16 @@ pub type ReadyTiles = Vec<(TileHandle, [f32; 2])>;
 /// Finite `[min, max]` of `values`; `[0, 0]` (drawn black) when none is finite.
 pub fn value_range(values: &[f32]) -> [f32; 2] {
     // A vectorised pass (a scalar fold here was 8% of input → tiles).
-    crate::viz::tiles::finite_range(values).map_or([0.0, 0.0], |(lo, hi)| [lo, hi])
+    range_of(&summarise(values))
+}
+
+/// [`value_range`] of every `per`-long tile of `values`, tiles in parallel.
+pub fn value_ranges(values: &[f32], per: usize) -> Vec<[f32; 2]> {
+    summarise_tiles(values, per).iter().map(range_of).collect()
+}
+
+fn range_of(t: &TileSummary) -> [f32; 2] {
+    t.argmax.map_or([0.0, 0.0], |_| [t.min, t.max])
 }
 
 /// The atlas texture plus its packer.
@@ -203,7 +212,7 @@ impl TileAtlas {
     ) -> Result<ReadyTiles> {
         let handles = self.upload_many(device, queue, values, width, height, count)?;
         let per = (width as usize * height as usize).max(1);
-        let ranges: Vec<[f32; 2]> = values.par_chunks(per).map(value_range).collect();
+        let ranges = value_ranges(values, per);
         Ok(handles.into_iter().zip(ranges).collect())
     }
 
@@ -220,7 +229,7 @@ impl TileAtlas {
     ) -> Result<ReadyTiles> {
         let handles = self.upload_rgb_planes_many(device, queue, planes, width, height, count)?;
         let per = (3 * width as usize * height as usize).max(1);
-        let ranges: Vec<[f32; 2]> = planes.par_chunks(per).map(value_range).collect();
+        let ranges = value_ranges(planes, per);
         Ok(handles.into_iter().zip(ranges).collect())
     }
 

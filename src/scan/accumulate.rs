@@ -3,9 +3,7 @@
 //! images. Two states of disjoint image sets merge exactly (top-k) or by Chan et al.'s
 //! parallel formulas (mean and variance), which is how shards combine.
 
-use rayon::prelude::*;
-
-use crate::viz::tile_summary::{TileSummary, summarise};
+use crate::viz::tile_summary::{TileSummary, summarise_tiles};
 use serde::{Deserialize, Serialize};
 
 /// Running statistics of one filter. Every float is f64, so a checkpoint written as JSON
@@ -156,10 +154,7 @@ impl LayerScan {
         if per_image == 0 || maps.len() < count * per_image {
             return;
         }
-        let tiles: Vec<TileSummary> = maps[..count * per_image]
-            .par_chunks_exact(h * w)
-            .map(summarise)
-            .collect();
+        let tiles = summarise_tiles(&maps[..count * per_image], h * w);
         self.add_summaries(&tiles, first_image, count, k);
     }
 

@@ -140,6 +140,24 @@ fn summarise_finite(tile: &[f32], nonpositive: u64, values: u64) -> TileSummary 
     }
 }
 
+/// Values a parallel task summarises at least: rayon otherwise makes one task per tile, and
+/// for EfficientNet-Lite0's 7×7 tiles the tasks cost more than the tiles (its 42,512 tiles,
+/// 13.1 M values: 7.2 ms in parallel, 3.9 ms on one thread, 2.2 ms in tasks of this size;
+/// 2-core AMD EPYC).
+const VALUES_PER_TASK: usize = 1 << 14;
+
+/// [`summarise`] of every `tile_len`-long tile of `data` (a `[…, H·W]` block), in order,
+/// tiles in parallel in tasks of at least [`VALUES_PER_TASK`] values.
+pub fn summarise_tiles(data: &[f32], tile_len: usize) -> Vec<TileSummary> {
+    if tile_len == 0 {
+        return Vec::new();
+    }
+    data.par_chunks_exact(tile_len)
+        .with_min_len((VALUES_PER_TASK / tile_len).max(1))
+        .map(summarise)
+        .collect()
+}
+
 /// One batched forward pass over `inputs` that summarises the outputs of the nodes `layers`
 /// (node indices; each output `[N, C, …]`) as the pass produces them, tiles in parallel:
 /// per layer, `[N · C]` summaries, image-major. The pass keeps no layer to its end
@@ -167,10 +185,7 @@ pub fn summarise_forward(
                 .shapes
                 .get(name)
                 .map_or(1, |s| s.iter().skip(2).product());
-            summaries[slot] = (values.as_slice())
-                .par_chunks_exact(tile_len.max(1))
-                .map(summarise)
-                .collect();
+            summaries[slot] = summarise_tiles(values.as_slice(), tile_len);
         }
         Ok(())
     })?;

@@ -1,10 +1,8 @@
 //! Per-tile min-max normalisation (Matlab's `mat2gray`): each `[H, W]` map is scaled so its
 //! minimum becomes 0 and its maximum 1; a constant (or non-finite) tile becomes black.
 
-use rayon::prelude::*;
-
 use super::gradient_norm::GradientNorm;
-use super::tile_summary::{TileSummary, summarise};
+use super::tile_summary::{TileSummary, summarise, summarise_tiles};
 
 /// Min and max over the finite values of a tile; `None` when there are none. One
 /// vectorised pass ([`summarise`]).
@@ -72,10 +70,7 @@ pub fn constant_and_rank(data: &[f32], hw: usize) -> (Vec<usize>, Vec<usize>) {
 /// Every `hw`-long tile of `data` in one vectorised pass, tiles in parallel (a scalar loop
 /// per tile was most of `stats`' time; the viewer ran two per layer per input).
 fn tile_summaries(data: &[f32], hw: usize) -> Vec<TileSummary> {
-    if hw == 0 {
-        return Vec::new();
-    }
-    data.par_chunks_exact(hw).map(summarise).collect()
+    summarise_tiles(data, hw)
 }
 
 fn constant_of(tiles: &[TileSummary]) -> Vec<usize> {
