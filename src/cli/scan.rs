@@ -76,9 +76,6 @@ pub struct MergeArgs {
     pub allow_missing: bool,
 }
 
-/// `--batch`'s default on the CPU (see [`ScanArgs::batch`]).
-pub const CPU_IMAGES_PER_PASS: usize = 4;
-
 pub fn scan_command(args: &ScanArgs) -> Result<()> {
     match &args.merge {
         Some(ScanCommand::Merge(m)) => merge_command(m),
@@ -128,7 +125,7 @@ fn scan(args: &ScanArgs) -> Result<()> {
         .unwrap_or(if device.is_gpu {
             super::stats::GPU_IMAGES_PER_PASS
         } else {
-            CPU_IMAGES_PER_PASS
+            super::stats::CPU_IMAGES_PER_PASS
         })
         .min(mine.max(1));
     let engine = super::stats::batched_or_single(engine, per_pass)?;
