@@ -13,7 +13,6 @@ use rayon::prelude::*;
 
 use super::format::{self, Manifest};
 use super::receptive::{Clip, PixelBox, ReceptiveFields};
-use super::run::{Event, ScanSpec};
 use super::{Result, ScanError, io_err};
 use crate::model::preprocess::{InputSpec, InputTensor, load_input};
 
@@ -126,17 +125,18 @@ struct CropJob {
 }
 
 /// One crop PNG per top entry: the unit's whole (unclipped) receptive field, the parts
-/// outside the image grey, resized to `crop_size` square. Images are loaded once each.
+/// outside the image grey, resized to `crop_size` square. Images are loaded once each
+/// (with `input_spec`, as the scan loaded them); `progress(done, total)` counts images.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn write_crops(
-    spec: &ScanSpec,
+    (input_spec, crop_size): (&InputSpec, u32),
     rf: &ReceptiveFields,
     layers: &[(usize, [usize; 3])],
     manifest: &Manifest,
     topk: &format::TopkFile,
     scanned: &[&PathBuf],
     work: &Path,
-    on: &mut dyn FnMut(Event),
+    progress: &mut dyn FnMut(usize, usize),
 ) -> Result<()> {
     let mut wanted: BTreeMap<u64, Vec<CropJob>> = BTreeMap::new();
     for (li, layer) in topk.layers.iter().enumerate() {
@@ -171,7 +171,7 @@ pub(super) fn write_crops(
     let jobs: Vec<(&u64, &Vec<CropJob>)> = wanted.iter().collect();
     let total = jobs.len();
     let mut done = 0;
-    on(Event::Crops { done, total });
+    progress(done, total);
     for group in jobs.chunks(64) {
         group
             .par_iter()
@@ -182,10 +182,10 @@ pub(super) fn write_crops(
                         scanned.len()
                     ))
                 })?;
-                let input = load_input(path, &spec.input_spec).map_err(|e| {
+                let input = load_input(path, input_spec).map_err(|e| {
                     ScanError::Layers(format!("reloading {} for crops: {e}", path.display()))
                 })?;
-                let sampler = CropSampler::new(&model_picture(&input, &spec.input_spec));
+                let sampler = CropSampler::new(&model_picture(&input, input_spec));
                 // Filters that peak at the same field of an image share its crop: each
                 // distinct field is cut and encoded once (EfficientNet-Lite0 over 48 photos:
                 // 189,072 crops, 29,414 distinct fields).
@@ -199,12 +199,12 @@ pub(super) fn write_crops(
                     let png = match encoded.entry(*b) {
                         Entry::Occupied(e) => e.into_mut(),
                         Entry::Vacant(e) => {
-                            e.insert(encode_png(&sampler.crop(*b, spec.crop_size)).map_err(
-                                |error| ScanError::Png {
+                            e.insert(encode_png(&sampler.crop(*b, crop_size)).map_err(|error| {
+                                ScanError::Png {
                                     path: dest.clone(),
                                     error,
-                                },
-                            )?)
+                                }
+                            })?)
                         }
                     };
                     std::fs::write(&dest, png).map_err(io_err(&dest))?;
@@ -213,7 +213,7 @@ pub(super) fn write_crops(
             })
             .collect::<Result<()>>()?;
         done += group.len();
-        on(Event::Crops { done, total });
+        progress(done, total);
     }
     Ok(())
 }

@@ -281,7 +281,16 @@ pub fn run(
         .ok_or_else(|| ScanError::Layers("the model has no 4-D image input".into()))?;
     let topk = topk_file(&state.layers, &layers, &rf);
     if spec.crop_size > 0 {
-        super::crop::write_crops(spec, &rf, &layers, &manifest, &topk, &scanned, &work, on)?;
+        super::crop::write_crops(
+            (&spec.input_spec, spec.crop_size),
+            &rf,
+            &layers,
+            &manifest,
+            &topk,
+            &scanned,
+            &work,
+            &mut |done, total| on(Event::Crops { done, total }),
+        )?;
     }
     write_json(&work.join(format::TOPK_FILE), &topk)?;
     let csv = format::stats_csv(&state.layers);
