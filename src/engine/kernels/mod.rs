@@ -14,6 +14,7 @@ pub mod depthwise;
 pub mod geometry;
 pub mod linear;
 pub mod lrn;
+mod matmul;
 pub mod pointwise;
 pub mod pool;
 pub mod reverse;

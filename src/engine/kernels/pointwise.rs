@@ -71,7 +71,7 @@ pub fn pointwise_conv2d(
                     let first = block * rows_per_block;
                     let rows_n = rows.len() / hw;
                     let dst = fill_rows(rows, bias.map(|b| &b[first..first + rows_n]), hw);
-                    super::conv::matmul_onto(
+                    super::matmul::matmul_onto(
                         dst,
                         true,
                         (&weight[first * c_in..(first + rows_n) * c_in], false),
