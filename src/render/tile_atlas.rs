@@ -60,7 +60,7 @@ pub fn value_ranges(values: &[f32], per: usize) -> Vec<[f32; 2]> {
 }
 
 fn range_of(t: &TileSummary) -> [f32; 2] {
-    t.argmax.map_or([0.0, 0.0], |_| [t.min, t.max])
+    t.finite_range().map_or([0.0, 0.0], |(lo, hi)| [lo, hi])
 }
 
 /// The atlas texture plus its packer.

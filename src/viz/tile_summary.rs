@@ -23,6 +23,13 @@ pub struct TileSummary {
     pub finite: u64,
 }
 
+impl TileSummary {
+    /// `(min, max)` of the finite values; `None` when there are none.
+    pub fn finite_range(&self) -> Option<(f32, f32)> {
+        self.argmax.map(|_| (self.min, self.max))
+    }
+}
+
 /// Sums, extremes, the arg-max and the ≤ 0 count of one tile, in eight lanes (a fixed
 /// order, so the result does not depend on threads, batch size or SIMD level), compiled per
 /// SIMD level like the engine's kernels.

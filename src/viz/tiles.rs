@@ -7,8 +7,7 @@ use super::tile_summary::{TileSummary, summarise, summarise_tiles};
 /// Min and max over the finite values of a tile; `None` when there are none. One
 /// vectorised pass ([`summarise`]).
 pub fn finite_range(values: &[f32]) -> Option<(f32, f32)> {
-    let t = summarise(values);
-    t.argmax.map(|_| (t.min, t.max))
+    summarise(values).finite_range()
 }
 
 /// Normalises one tile to `[0, 1]`; constant tiles give all zeros, NaN/Inf give 0.
@@ -51,26 +50,20 @@ pub fn rgb_planes_to_rgb8(planes: &[f32], hw: usize, norm: GradientNorm) -> Vec<
 /// 1e-6 · max(1, |max|), or no finite value): such filters show nothing, and the viewer
 /// suggests marking them bad.
 pub fn constant_channels(data: &[f32], hw: usize) -> Vec<usize> {
-    constant_of(&tile_summaries(data, hw))
+    constant_of(&summarise_tiles(data, hw))
 }
 
 /// Channels of a `[C, H·W]` block ordered by mean value, highest first (ties by index;
 /// non-finite values count as 0): the paper's filter rank for one input.
 pub fn rank_by_mean(data: &[f32], hw: usize) -> Vec<usize> {
-    rank_of(&tile_summaries(data, hw), hw)
+    rank_of(&summarise_tiles(data, hw), hw)
 }
 
 /// [`constant_channels`] and [`rank_by_mean`] from one pass over the block (what the viewer
 /// computes for every layer of every input).
 pub fn constant_and_rank(data: &[f32], hw: usize) -> (Vec<usize>, Vec<usize>) {
-    let tiles = tile_summaries(data, hw);
+    let tiles = summarise_tiles(data, hw);
     (constant_of(&tiles), rank_of(&tiles, hw))
-}
-
-/// Every `hw`-long tile of `data` in one vectorised pass, tiles in parallel (a scalar loop
-/// per tile was most of `stats`' time; the viewer ran two per layer per input).
-fn tile_summaries(data: &[f32], hw: usize) -> Vec<TileSummary> {
-    summarise_tiles(data, hw)
 }
 
 fn constant_of(tiles: &[TileSummary]) -> Vec<usize> {
