@@ -140,12 +140,8 @@ struct PaddedLayout {
 
 impl PaddedLayout {
     fn new(g: &ConvGeometry) -> Self {
-        let [kh, kw] = g.kernel;
-        let [sy, sx] = g.strides;
-        let [dy, dx] = g.dilations;
-        // Every row and column any output reads (covers bottom/right padding too).
-        let rows = ((g.ho.max(1) - 1) * sy + (kh - 1) * dy + 1).max(g.pads_before[0] + g.h);
-        let cols = ((g.wo.max(1) - 1) * sx + (kw - 1) * dx + 1).max(g.pads_before[1] + g.w);
+        let [rows, cols] = g.padded_size();
+        let sx = g.strides[1];
         let phase_len = cols.div_ceil(sx);
         Self {
             rows,

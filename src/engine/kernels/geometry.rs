@@ -67,6 +67,21 @@ impl ConvGeometry {
         self.k() >= 27 && self.kernel != [1, 1]
     }
 
+    /// `[rows, cols]` of the input with its padding around it, as far as any output's taps
+    /// read (bottom and right padding included, and at least the whole input): the buffer
+    /// size of the direct kernels, which copy the input into a zero border once rather than
+    /// bounds-check every tap.
+    pub fn padded_size(&self) -> [usize; 2] {
+        let [kh, kw] = self.kernel;
+        let [sy, sx] = self.strides;
+        let [dy, dx] = self.dilations;
+        let rows =
+            ((self.ho.max(1) - 1) * sy + (kh - 1) * dy + 1).max(self.pads_before[0] + self.h);
+        let cols =
+            ((self.wo.max(1) - 1) * sx + (kw - 1) * dx + 1).max(self.pads_before[1] + self.w);
+        [rows, cols]
+    }
+
     /// One filter per channel (`groups = c_in = c_out`, more than one): a depthwise
     /// convolution ([`super::depthwise`]).
     pub fn is_depthwise(&self) -> bool {

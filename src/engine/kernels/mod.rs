@@ -11,7 +11,9 @@
 
 pub mod conv;
 pub mod depthwise;
+pub mod direct;
 pub mod geometry;
+pub mod lanes;
 pub mod linear;
 pub mod lrn;
 mod matmul;

@@ -1,0 +1,380 @@
+//! The forward convolution of layers with few inputs per output (`K = c_in · kh · kw` up to
+//! [`MAX_K`], one group): a network's first layer on an RGB image, such as EfficientNet's 3×3
+//! stride-2 stem (K = 27). Run by [`super::conv::conv2d`] instead of im2col + GEMM, whose
+//! column matrix is as large as the output for such layers and whose GEMM is too shallow to
+//! reach speed. Here output channels go in vector lanes ([`super::lanes`]): a task takes one
+//! image's group of [`LANES`] output channels, copies the image into a zero border once, and
+//! computes each output pixel as `K` multiply-adds of a broadcast input value by a vector of
+//! weights, in bands of rows that are transposed back to `[c_out, ho, wo]` while in cache.
+
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
+use super::geometry::ConvGeometry;
+use super::lanes::{LANES, Lanes, from_lanes};
+use super::simd::SimdLevel;
+use super::taps::mul_add;
+
+/// Deepest column (`c_in · kh · kw`) computed here; deeper layers go to the GEMM.
+pub const MAX_K: usize = 64;
+
+/// Output pixels along a row computed together, sharing each tap's weight load.
+const PIXEL_BLOCK: usize = 4;
+
+/// Output rows computed before they are transposed out (a band's lanes stay in L1/L2).
+const BAND_ROWS: usize = 4;
+
+/// `x [n, c_in, h, w]` ⊛ `weight [c_out, c_in, kh, kw]` (+ `bias [c_out]`) at `level` (else
+/// the portable kernels), row-major `f32`: the output `[n, c_out, ho, wo]`; `None` unless
+/// `g` has one group, a spatial kernel and `K` ≤ [`MAX_K`], and the slices have its sizes.
+pub fn direct_conv2d(
+    level: SimdLevel,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeometry,
+) -> Option<Vec<f32>> {
+    let k = g.k();
+    let sizes_agree = x.len() == g.n * g.c_in * g.h * g.w
+        && weight.len() == g.c_out * k
+        && bias.is_none_or(|b| b.len() == g.c_out);
+    if g.groups != 1 || k > MAX_K || g.kernel == [1, 1] || !sizes_agree {
+        return None;
+    }
+    let level = if level.supported() {
+        level
+    } else {
+        SimdLevel::Portable
+    };
+    let plane_out = g.ho * g.wo;
+    let len = g.n * g.c_out * plane_out;
+    let mut out = Vec::with_capacity(len);
+    if len > 0 {
+        out.spare_capacity_mut()[..len]
+            .par_chunks_mut(g.c_out * plane_out)
+            .enumerate()
+            .for_each(|(image, image_out)| {
+                let x = &x[image * g.c_in * g.h * g.w..][..g.c_in * g.h * g.w];
+                image_out
+                    .par_chunks_mut(LANES * plane_out)
+                    .enumerate()
+                    .for_each_init(Scratch::default, |scratch, (group, dst)| {
+                        let channels = dst.len() / plane_out;
+                        let first = group * LANES;
+                        scratch.load(x, image, g);
+                        scratch.load_taps(
+                            &weight[first * k..][..channels * k],
+                            bias.map(|b| &b[first..][..channels]),
+                            k,
+                        );
+                        conv_group(level, scratch, channels, g, dst);
+                    });
+            });
+    }
+    // SAFETY: the image and group chunks cover the first `len` slots, and `conv_group`
+    // wrote every slot of its chunk.
+    unsafe { out.set_len(len) };
+    Some(out)
+}
+
+/// A task's reusable buffers.
+#[derive(Default)]
+struct Scratch {
+    /// `[c_in, rows, cols]`: the image in its zero border ([`ConvGeometry::padded_size`]).
+    padded: Vec<f32>,
+    /// Which image `padded` holds (a thread's next group of the same image reuses it).
+    image: Option<usize>,
+    /// `[K]` lanes: tap `(ci, ky, kx)`'s weight for each channel of the group.
+    taps: Vec<Lanes>,
+    bias: Lanes,
+    /// `[BAND_ROWS · wo]` lanes: a band of outputs.
+    band: Vec<Lanes>,
+}
+
+impl Scratch {
+    /// Copies image `image` (`x [c_in, h, w]`) into `padded`, unless it is there already.
+    fn load(&mut self, x: &[f32], image: usize, g: &ConvGeometry) {
+        let [rows, cols] = g.padded_size();
+        if self.image == Some(image) && self.padded.len() == g.c_in * rows * cols {
+            return;
+        }
+        // The border positions are the same for every image of this geometry: a buffer of
+        // the right size only needs its interior rewritten.
+        if self.padded.len() != g.c_in * rows * cols {
+            self.padded.clear();
+            self.padded.resize(g.c_in * rows * cols, 0.0);
+        }
+        let [py, px] = g.pads_before;
+        for (plane, padded) in x
+            .chunks_exact(g.h * g.w)
+            .zip(self.padded.chunks_exact_mut(rows * cols))
+        {
+            for (y, row) in plane.chunks_exact(g.w).enumerate() {
+                padded[(y + py) * cols + px..][..g.w].copy_from_slice(row);
+            }
+        }
+        self.image = Some(image);
+    }
+
+    /// The group's weights (`[channels, K]`) and bias as lanes; lanes past `channels` are
+    /// zero.
+    fn load_taps(&mut self, weight: &[f32], bias: Option<&[f32]>, k: usize) {
+        self.taps.clear();
+        self.taps.resize(k, [0.0; LANES]);
+        self.bias = [0.0; LANES];
+        for (c, filter) in weight.chunks_exact(k).enumerate() {
+            self.bias[c] = bias.map_or(0.0, |b| b[c]);
+            for (taps, &w) in self.taps.iter_mut().zip(filter) {
+                taps[c] = w;
+            }
+        }
+    }
+}
+
+/// Fills `dst` (`[channels, ho, wo]`) from the scratch's image and taps, band by band.
+fn conv_group(
+    level: SimdLevel,
+    scratch: &mut Scratch,
+    channels: usize,
+    g: &ConvGeometry,
+    dst: &mut [MaybeUninit<f32>],
+) {
+    let plane_out = g.ho * g.wo;
+    let Scratch {
+        padded,
+        taps,
+        bias,
+        band,
+        ..
+    } = scratch;
+    for first_row in (0..g.ho).step_by(BAND_ROWS) {
+        let rows = BAND_ROWS.min(g.ho - first_row);
+        band.resize(rows * g.wo, [0.0; LANES]);
+        let rows_out = Band {
+            out: &mut band[..rows * g.wo],
+            first_row,
+            padded,
+            taps,
+            bias: *bias,
+            g,
+        };
+        compute(level, rows_out);
+        from_lanes(
+            level,
+            &band[..rows * g.wo],
+            channels,
+            &mut dst[first_row * g.wo..],
+            plane_out,
+        );
+    }
+}
+
+/// The arithmetic of one band: `out [rows · wo]` lanes for output rows from `first_row`.
+struct Band<'a> {
+    out: &'a mut [Lanes],
+    first_row: usize,
+    padded: &'a [f32],
+    taps: &'a [Lanes],
+    bias: Lanes,
+    g: &'a ConvGeometry,
+}
+
+fn compute(level: SimdLevel, band: Band<'_>) {
+    #[cfg(target_arch = "x86_64")]
+    match level {
+        // SAFETY (both): `direct_conv2d` only passes levels the CPU supports.
+        SimdLevel::Avx512 => return unsafe { compute_avx512(band) },
+        SimdLevel::Avx2Fma => return unsafe { compute_avx2(band) },
+        SimdLevel::Portable => {}
+    }
+    let _ = level;
+    compute_body::<false>(band);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+fn compute_avx512(band: Band<'_>) {
+    compute_body::<true>(band);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn compute_avx2(band: Band<'_>) {
+    compute_body::<true>(band);
+}
+
+/// The body of [`compute`], compiled once per level; `FMA` selects fused multiply-adds.
+#[inline(always)]
+fn compute_body<const FMA: bool>(band: Band<'_>) {
+    let Band {
+        out,
+        first_row,
+        padded,
+        taps,
+        bias,
+        g,
+    } = band;
+    let [kh, kw] = g.kernel;
+    let [sy, sx] = g.strides;
+    let [dy, dx] = g.dilations;
+    let [rows, cols] = g.padded_size();
+    for (r, row_out) in out.chunks_exact_mut(g.wo).enumerate() {
+        let oy = first_row + r;
+        let mut blocks = row_out.chunks_exact_mut(PIXEL_BLOCK);
+        let mut ox = 0;
+        for block in &mut blocks {
+            let mut acc = [bias; PIXEL_BLOCK];
+            for (ci, plane) in padded.chunks_exact(rows * cols).enumerate() {
+                for ky in 0..kh {
+                    let row = &plane[(oy * sy + ky * dy) * cols..];
+                    let taps = &taps[(ci * kh + ky) * kw..][..kw];
+                    for (kx, w) in taps.iter().enumerate() {
+                        for (j, a) in acc.iter_mut().enumerate() {
+                            fma_splat::<FMA>(a, w, row[(ox + j) * sx + kx * dx]);
+                        }
+                    }
+                }
+            }
+            block.copy_from_slice(&acc);
+            ox += PIXEL_BLOCK;
+        }
+        for (j, o) in blocks.into_remainder().iter_mut().enumerate() {
+            let mut acc = bias;
+            for (ci, plane) in padded.chunks_exact(rows * cols).enumerate() {
+                for ky in 0..kh {
+                    let row = &plane[(oy * sy + ky * dy) * cols..];
+                    let taps = &taps[(ci * kh + ky) * kw..][..kw];
+                    for (kx, w) in taps.iter().enumerate() {
+                        fma_splat::<FMA>(&mut acc, w, row[(ox + j) * sx + kx * dx]);
+                    }
+                }
+            }
+            *o = acc;
+        }
+    }
+}
+
+/// `acc += w · v` with one input value `v` for every lane.
+#[inline(always)]
+fn fma_splat<const FMA: bool>(acc: &mut Lanes, w: &Lanes, v: f32) {
+    for (a, &w) in acc.iter_mut().zip(w) {
+        *a = mul_add::<FMA>(w, v, *a);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::graph::Window2d;
+
+    fn values(n: usize, salt: u64) -> Vec<f32> {
+        (0..n as u64)
+            .map(|i| (((i + salt) * 2_654_435_761) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    }
+
+    /// `(n, c_in, c_out, h, w, kernel, strides, pads [top, left, bottom, right], dilations)`.
+    type Case = (
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        [usize; 2],
+        [usize; 2],
+        [usize; 4],
+        [usize; 2],
+    );
+
+    fn geometry(&(n, c_in, c_out, h, w, kernel, strides, pads, dilations): &Case) -> ConvGeometry {
+        let window = Window2d {
+            kernel,
+            strides,
+            pads: [(pads[0], pads[2]), (pads[1], pads[3])],
+            dilations,
+        };
+        let out = |len: usize, k: usize, s: usize, d: usize, p: usize| {
+            (len + p - d * (k - 1) - 1) / s + 1
+        };
+        let ho = out(h, kernel[0], strides[0], dilations[0], pads[0] + pads[2]);
+        let wo = out(w, kernel[1], strides[1], dilations[1], pads[1] + pads[3]);
+        ConvGeometry::new(
+            &window,
+            1,
+            &[n, c_in, h, w],
+            &[c_out, c_in, kernel[0], kernel[1]],
+            &[n, c_out, ho, wo],
+        )
+        .expect("valid geometry")
+    }
+
+    /// EfficientNet's stem in small (3×3 stride 2, TF-style asymmetric padding), more output
+    /// channels than one group with a short last group, rows not a multiple of the pixel
+    /// block or the band, a dilation, a batch, and a 1-channel 5×5.
+    const CASES: [Case; 5] = [
+        (1, 3, 32, 15, 15, [3, 3], [2, 2], [0, 0, 1, 1], [1, 1]),
+        (2, 3, 21, 9, 11, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1]),
+        (1, 2, 8, 13, 10, [3, 3], [1, 2], [2, 1, 2, 1], [2, 2]),
+        (3, 1, 16, 12, 12, [5, 5], [2, 2], [2, 2, 2, 2], [1, 1]),
+        (1, 4, 17, 7, 6, [3, 1], [1, 1], [1, 0, 1, 0], [1, 1]),
+    ];
+
+    /// Equals the convolution's definition, summed in f64 with explicit bounds checks, at
+    /// every SIMD level this CPU runs.
+    #[test]
+    fn equals_the_definition() {
+        for (i, case) in CASES.iter().enumerate() {
+            let g = geometry(case);
+            let x = values(g.n * g.c_in * g.h * g.w, 3 + i as u64);
+            let weight = values(g.c_out * g.k(), 11 + i as u64);
+            let bias = values(g.c_out, 23 + i as u64);
+            let [kh, kw] = g.kernel;
+            for level in SimdLevel::supported_levels() {
+                let got = direct_conv2d(level, &x, &weight, Some(&bias), &g).expect("direct");
+                let mut worst = 0f64;
+                for (plane, out) in got.chunks(g.ho * g.wo).enumerate() {
+                    let (b, o) = (plane / g.c_out, plane % g.c_out);
+                    for oy in 0..g.ho {
+                        for ox in 0..g.wo {
+                            let mut want = f64::from(bias[o]);
+                            for ci in 0..g.c_in {
+                                for ky in 0..kh {
+                                    for kx in 0..kw {
+                                        let iy = (oy * g.strides[0] + ky * g.dilations[0]) as isize
+                                            - g.pads_before[0] as isize;
+                                        let ix = (ox * g.strides[1] + kx * g.dilations[1]) as isize
+                                            - g.pads_before[1] as isize;
+                                        if (0..g.h as isize).contains(&iy)
+                                            && (0..g.w as isize).contains(&ix)
+                                        {
+                                            let w = weight[((o * g.c_in + ci) * kh + ky) * kw + kx];
+                                            let v = x[((b * g.c_in + ci) * g.h + iy as usize)
+                                                * g.w
+                                                + ix as usize];
+                                            want += f64::from(w) * f64::from(v);
+                                        }
+                                    }
+                                }
+                            }
+                            worst = worst.max((f64::from(out[oy * g.wo + ox]) - want).abs());
+                        }
+                    }
+                }
+                assert!(worst <= 1e-5, "case {i} at {level:?}: max |Δ| {worst:e}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_shallow_ungrouped_spatial_layers_are_taken() {
+        let g = geometry(&(1, 8, 16, 9, 9, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1])); // K = 72
+        let x = vec![0.0; 8 * 81];
+        assert!(direct_conv2d(SimdLevel::Portable, &x, &vec![0.0; 16 * 72], None, &g).is_none());
+        let g = geometry(&(1, 8, 16, 9, 9, [1, 1], [1, 1], [0, 0, 0, 0], [1, 1]));
+        assert!(direct_conv2d(SimdLevel::Portable, &x, &vec![0.0; 16 * 8], None, &g).is_none());
+        let g = geometry(&(1, 3, 4, 9, 9, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1]));
+        let short = vec![0.0; 10];
+        assert!(direct_conv2d(SimdLevel::Portable, &short, &vec![0.0; 4 * 27], None, &g).is_none());
+    }
+}

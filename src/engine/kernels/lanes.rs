@@ -1,0 +1,192 @@
+//! Values of up to [`LANES`] channels side by side (`[len][LANES]`, one vector per position):
+//! the layout of the direct kernels that put channels in vector lanes (the depthwise one for
+//! short rows, `depthwise/blocked.rs`, and [`super::direct`] for few-input-channel layers),
+//! and the transposes between it and the engine's `[channels, len]` planes.
+
+use std::mem::MaybeUninit;
+
+use super::simd::SimdLevel;
+use super::taps::mul_add;
+
+/// Channels per vector: one AVX-512 register, two AVX2 ones, four SSE/NEON ones.
+pub const LANES: usize = 16;
+
+/// One value per channel.
+pub type Lanes = [f32; LANES];
+
+/// `acc += w · v`, lane by lane (fused when `FMA`; compiled into the caller's
+/// `#[target_feature]`s, where each line is one to four vector operations).
+#[inline(always)]
+pub fn fma_lanes<const FMA: bool>(acc: &mut Lanes, w: &Lanes, v: &Lanes) {
+    for ((a, &w), &v) in acc.iter_mut().zip(w).zip(v) {
+        *a = mul_add::<FMA>(w, v, *a);
+    }
+}
+
+/// `planes [channels, len]` (channels ≤ [`LANES`]) transposed into `out [len]` lanes; lanes
+/// past `channels` are left as they were. With AVX, 8 × 8 blocks go through registers
+/// (eight loads, 24 shuffles, eight stores); the rest one value at a time.
+pub fn to_lanes(level: SimdLevel, planes: &[f32], len: usize, out: &mut [Lanes]) {
+    let channels = planes.len() / len.max(1);
+    assert!(channels <= LANES && out.len() == len, "to_lanes: sizes");
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if level >= SimdLevel::Avx2Fma {
+        // SAFETY: both levels imply AVX (`depthwise_conv2d_at` only passes supported ones).
+        done = unsafe { avx::to_lanes(planes, channels, len, out) };
+    }
+    let _ = level;
+    for c in 0..channels {
+        let from = if c < done { len / 8 * 8 } else { 0 };
+        for (d, &v) in out[from..]
+            .iter_mut()
+            .zip(&planes[c * len + from..][..len - from])
+        {
+            d[c] = v;
+        }
+    }
+}
+
+/// [`to_lanes`] backwards: the first `channels` lanes of `src [len]` into `dst`, channel `c`
+/// at `dst[c · stride..][..len]` (`stride = len` for whole planes; a plane's length to write
+/// a band of rows into each of `channels` planes).
+pub fn from_lanes(
+    level: SimdLevel,
+    src: &[Lanes],
+    channels: usize,
+    dst: &mut [MaybeUninit<f32>],
+    stride: usize,
+) {
+    let len = src.len();
+    assert!(
+        channels <= LANES
+            && len <= stride
+            && (channels == 0 || dst.len() >= (channels - 1) * stride + len),
+        "from_lanes: {channels} channels of {len} values at stride {stride} into {} slots",
+        dst.len()
+    );
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if level >= SimdLevel::Avx2Fma {
+        // SAFETY: as in `to_lanes`; the sizes were checked above.
+        done = unsafe { avx::from_lanes(src, channels, dst, stride) };
+    }
+    let _ = level;
+    for c in 0..channels {
+        let from = if c < done { len / 8 * 8 } else { 0 };
+        for (d, s) in dst[c * stride + from..][..len - from]
+            .iter_mut()
+            .zip(&src[from..])
+        {
+            d.write(s[c]);
+        }
+    }
+}
+
+/// The 8 × 8 register transposes of [`to_lanes`] and [`from_lanes`].
+#[cfg(target_arch = "x86_64")]
+mod avx {
+    use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
+
+    use super::{LANES, Lanes};
+
+    /// The eight rows of `r` transposed in place.
+    #[inline(always)]
+    unsafe fn transpose8(r: &mut [__m256; 8]) {
+        // SAFETY: register-only intrinsics; the caller's target features include AVX.
+        unsafe {
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            r[0] = _mm256_permute2f128_ps::<0x20>(u0, u4);
+            r[1] = _mm256_permute2f128_ps::<0x20>(u1, u5);
+            r[2] = _mm256_permute2f128_ps::<0x20>(u2, u6);
+            r[3] = _mm256_permute2f128_ps::<0x20>(u3, u7);
+            r[4] = _mm256_permute2f128_ps::<0x31>(u0, u4);
+            r[5] = _mm256_permute2f128_ps::<0x31>(u1, u5);
+            r[6] = _mm256_permute2f128_ps::<0x31>(u2, u6);
+            r[7] = _mm256_permute2f128_ps::<0x31>(u3, u7);
+        }
+    }
+
+    /// Whole 8-channel, 8-position blocks of `to_lanes`; returns how many of the first
+    /// channels it wrote (for positions below `len / 8 * 8`).
+    ///
+    /// # Safety
+    /// The CPU must have AVX.
+    #[target_feature(enable = "avx")]
+    pub(super) unsafe fn to_lanes(
+        planes: &[f32],
+        channels: usize,
+        len: usize,
+        out: &mut [Lanes],
+    ) -> usize {
+        let full = channels / 8 * 8;
+        for c0 in (0..full).step_by(8) {
+            for i0 in (0..len / 8 * 8).step_by(8) {
+                let mut r = [_mm256_setzero_ps(); 8];
+                for (k, reg) in r.iter_mut().enumerate() {
+                    let row = &planes[(c0 + k) * len + i0..][..8];
+                    // SAFETY: `row` holds the eight values read.
+                    *reg = unsafe { _mm256_loadu_ps(row.as_ptr()) };
+                }
+                // SAFETY: AVX is enabled on this function.
+                unsafe { transpose8(&mut r) };
+                for (j, reg) in r.iter().enumerate() {
+                    let lanes = &mut out[i0 + j][c0..c0 + 8];
+                    // SAFETY: `lanes` has room for the eight values written.
+                    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *reg) };
+                }
+            }
+        }
+        full
+    }
+
+    /// Whole blocks of `from_lanes`, as [`to_lanes`].
+    ///
+    /// # Safety
+    /// The CPU must have AVX.
+    #[target_feature(enable = "avx")]
+    pub(super) unsafe fn from_lanes(
+        src: &[Lanes],
+        channels: usize,
+        dst: &mut [MaybeUninit<f32>],
+        stride: usize,
+    ) -> usize {
+        let len = src.len();
+        let full = channels.min(LANES) / 8 * 8;
+        for c0 in (0..full).step_by(8) {
+            for i0 in (0..len / 8 * 8).step_by(8) {
+                let mut r = [_mm256_setzero_ps(); 8];
+                for (k, reg) in r.iter_mut().enumerate() {
+                    let lanes = &src[i0 + k][c0..c0 + 8];
+                    // SAFETY: `lanes` holds the eight values read.
+                    *reg = unsafe { _mm256_loadu_ps(lanes.as_ptr()) };
+                }
+                // SAFETY: AVX is enabled on this function.
+                unsafe { transpose8(&mut r) };
+                for (j, reg) in r.iter().enumerate() {
+                    let row = &mut dst[(c0 + j) * stride + i0..][..8];
+                    // SAFETY: `row` has room for the eight values written (`MaybeUninit<f32>`
+                    // has `f32`'s layout).
+                    unsafe { _mm256_storeu_ps(row.as_mut_ptr().cast::<f32>(), *reg) };
+                }
+            }
+        }
+        full
+    }
+}
