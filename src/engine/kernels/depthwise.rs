@@ -54,23 +54,33 @@ pub fn depthwise_conv2d_at(
     } else {
         SimdLevel::Portable
     };
-    if channels_in_lanes(g) {
+    if channels_in_lanes(level, g) {
         return Some(blocked::conv_blocked(level, x, weight, bias, g));
     }
     Some(conv_planes(level, x, weight, bias, g))
 }
 
 /// Whether the output rows are too short for [`conv_planes`]' runs, so channels go in vector
-/// lanes instead (`depthwise/blocked.rs`): strided layers with rows of ≤ 16 outputs and
-/// planes with rows of ≤ 8. Each depthwise shape of EfficientNet-Lite0 timed both ways (2-core
-/// AMD EPYC, Zen 4, medians of 200 alternated calls, batch 1): 14×14 stride 2 of 672 channels
-/// 0.19 → 0.06 ms (AVX-512), 0.16 → 0.13 (AVX2), 0.38 → 0.13 (portable); 7×7 of 1152, 5×5
-/// taps, 0.14 → 0.08 / 0.20 → 0.13 / 0.27 → 0.16; 28×28 stride 2 0.084 → 0.057 (AVX-512).
-/// At stride 1 with 14-wide rows the lanes won at AVX-512 (0.10 → 0.09) but lost at AVX2
-/// (0.12 → 0.15), and from 28-wide rows up they lost at every level (the transposes cost
-/// more than the lanes save).
-fn channels_in_lanes(g: &ConvGeometry) -> bool {
-    g.wo <= 8 || (g.wo <= 16 && g.strides[1] > 1)
+/// lanes instead (`depthwise/blocked.rs`): at every level, rows of ≤ 8 outputs and strided
+/// rows of ≤ 16; with AVX2 or AVX-512 also strided or 5-wide kernels up to rows of 28. Each
+/// depthwise shape of EfficientNet-Lite0 timed both ways (2-core AMD EPYC, Zen 4, medians of
+/// 200 alternated calls at batch 1, 30 at batch 16), planes → lanes:
+///
+/// | shape | AVX-512, 1 | AVX-512, 16 | AVX2, 16 | portable, 16 |
+/// | --- | --- | --- | --- | --- |
+/// | 672 × 14², 5×5, stride 2 | 0.26 → 0.11 ms | 3.6 → 1.7 | 3.0 → 1.4 | 3.9 → 1.7 |
+/// | 1152 × 7², 5×5 | 0.18 → 0.12 | 2.4 → 1.7 | 2.2 → 1.5 | 3.6 → 2.6 |
+/// | 240 × 28², 5×5 | 0.22 → 0.16 | 4.0 → 2.7 | 3.8 → 2.7 | 6.9 → 8.2 |
+/// | 144 × 56², 5×5, stride 2 | 0.21 → 0.19 | 4.5 → 3.2 | 4.8 → 3.6 | |
+/// | 480 × 14², 3×3 | 0.07 → 0.07 | 1.3 → 1.5 | 1.3 → 1.4 | 1.3 → 1.7 |
+/// | 96 × 112², 3×3, stride 2 | 0.26 → 0.40 | 7.5 → 7.9 | 8.2 → 8.7 | |
+///
+/// The portable lanes kernel transposes one value at a time, which costs more than its
+/// lanes save except on the shortest rows.
+fn channels_in_lanes(level: SimdLevel, g: &ConvGeometry) -> bool {
+    let strided = g.strides[1] > 1;
+    let short = g.wo <= 8 || (g.wo <= 16 && strided);
+    short || (level >= SimdLevel::Avx2Fma && g.wo <= 28 && (strided || g.kernel[1] >= 5))
 }
 
 /// The planes of [`depthwise_conv2d_at`] (sizes checked there). Without a bias, an all-zero

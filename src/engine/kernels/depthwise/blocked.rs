@@ -191,10 +191,20 @@ fn compute_body<const FMA: bool>(pixels: Pixels<'_>) {
             let mut acc = [bias; PIXEL_BLOCK];
             for ky in 0..kh {
                 let row = &padded[(oy * sy + ky * dy) * cols..];
-                for kx in 0..kw {
-                    let w = &taps[ky * kw + kx];
-                    for (j, a) in acc.iter_mut().enumerate() {
-                        fma_lanes::<FMA>(a, w, &row[(ox + j) * sx + kx * dx]);
+                let taps = &taps[ky * kw..][..kw];
+                // EfficientNet's kernels with the row's taps known at compile time: each input
+                // vector the block reads is loaded once for all the taps that use it.
+                match (kw, sx, dx) {
+                    (3, 1, 1) => block_row::<FMA, 3, 1>(&mut acc, row, ox, taps),
+                    (5, 1, 1) => block_row::<FMA, 5, 1>(&mut acc, row, ox, taps),
+                    (3, 2, 1) => block_row::<FMA, 3, 2>(&mut acc, row, ox, taps),
+                    (5, 2, 1) => block_row::<FMA, 5, 2>(&mut acc, row, ox, taps),
+                    _ => {
+                        for (kx, w) in taps.iter().enumerate() {
+                            for (j, a) in acc.iter_mut().enumerate() {
+                                fma_lanes::<FMA>(a, w, &row[(ox + j) * sx + kx * dx]);
+                            }
+                        }
                     }
                 }
             }
@@ -210,6 +220,24 @@ fn compute_body<const FMA: bool>(pixels: Pixels<'_>) {
                 }
             }
             *o = acc;
+        }
+    }
+}
+
+/// One kernel row's taps (`KW` of them, stride `SX`, no dilation) added onto a block of
+/// outputs from `ox`: the inputs it reads are one window of the padded row.
+#[inline(always)]
+fn block_row<const FMA: bool, const KW: usize, const SX: usize>(
+    acc: &mut [Lanes; PIXEL_BLOCK],
+    row: &[Lanes],
+    ox: usize,
+    taps: &[Lanes],
+) {
+    let window = &row[ox * SX..][..(PIXEL_BLOCK - 1) * SX + KW];
+    let taps = &taps[..KW];
+    for (kx, w) in taps.iter().enumerate() {
+        for (j, a) in acc.iter_mut().enumerate() {
+            fma_lanes::<FMA>(a, w, &window[j * SX + kx]);
         }
     }
 }
