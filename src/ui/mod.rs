@@ -8,6 +8,7 @@ pub mod charts;
 pub mod dataset;
 pub mod layout;
 pub mod levels;
+pub mod model_shape;
 pub mod needs;
 pub mod palette;
 pub mod scene;

@@ -4,9 +4,10 @@
 use std::collections::BTreeSet;
 
 use super::layout::{
-    ARCH_ZOOM_RANGE, ArchGrid, Canvases, Rect, TileGrid, canvases, clamp_scroll, method_button_rect,
+    ARCH_ZOOM_RANGE, ArchGrid, Canvases, Rect, canvases, clamp_scroll, method_button_rect,
 };
-use super::levels::{ArchItem, LevelTree};
+use super::levels::LevelTree;
+pub use super::model_shape::ModelShape;
 use crate::annotations::Mark;
 use crate::format::Method;
 use crate::render::Colormap;
@@ -138,53 +139,6 @@ pub struct ViewState {
     pub arch_zoom: f32,
     /// The last click on a tile: `(layer, tile, time_s)`, to tell a double-click.
     last_tile_click: Option<(usize, usize, f64)>,
-}
-
-/// What the state machine needs to know about the model (see
-/// [`super::scene::model_shape`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModelShape {
-    /// Number of layers.
-    pub layers: usize,
-    /// Tile grid of the selected layer, if it has per-channel maps.
-    pub grid: Option<TileGrid>,
-    /// Layers that have per-channel maps, in order (for stepping with the keyboard).
-    pub map_layers: Vec<usize>,
-    /// Hover targets of the selected layer's class chart (window pixels).
-    pub bars: Vec<Rect>,
-    /// Which filter each grid position shows, when the tiles are sorted by rank.
-    pub order: Option<Vec<usize>>,
-    /// The architecture's nodes when collapsed (None: one node per layer).
-    pub arch_items: Option<Vec<ArchItem>>,
-}
-
-impl ModelShape {
-    /// Number of nodes the architecture draws.
-    pub fn arch_count(&self) -> usize {
-        self.arch_items.as_ref().map_or(self.layers, Vec::len)
-    }
-
-    /// The node that shows `layer`.
-    pub fn item_of(&self, layer: usize) -> usize {
-        self.arch_items.as_ref().map_or(layer, |items| {
-            (items.iter())
-                .position(|item| item.layers.contains(&layer))
-                .unwrap_or(0)
-        })
-    }
-
-    /// The closed block node `item` stands for, if it is one.
-    pub fn block_of(&self, item: usize) -> Option<usize> {
-        self.arch_items.as_ref()?.get(item)?.block
-    }
-
-    /// The first layer of node `item`.
-    pub fn first_layer(&self, item: usize) -> usize {
-        self.arch_items
-            .as_ref()
-            .and_then(|items| items.get(item))
-            .map_or(item, |item| item.layers.start)
-    }
 }
 
 /// Keys the viewer reacts to.

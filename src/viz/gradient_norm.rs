@@ -42,7 +42,7 @@ impl GradientNorm {
     /// `[-1, 1]` under robust (mid-grey: its gradient is zero).
     pub fn range(self, values: &[f32]) -> [f32; 2] {
         match self {
-            Self::MinMax => match super::tiles::finite_range(values) {
+            Self::MinMax => match super::tile_summary::summarise(values).finite_range() {
                 Some((lo, hi)) if hi > lo => [lo, hi],
                 Some((lo, _)) => [lo, lo],
                 None => [0.0, 0.0],

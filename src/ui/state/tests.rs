@@ -1,8 +1,9 @@
 //! Unit tests of the interaction state machine: clicks, hovers, keys, search, scrolling and
 //! zoom, without a GPU.
 
-use super::super::layout::{ROW_PITCH_PX, arch_node_rect};
+use super::super::layout::{ROW_PITCH_PX, TileGrid, arch_node_rect};
 use super::*;
+use crate::ui::levels::ArchItem;
 
 fn model(grid: Option<&TileGrid>, maps: &[usize]) -> ModelShape {
     ModelShape {
