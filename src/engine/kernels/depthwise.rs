@@ -226,29 +226,10 @@ struct Plane<'a> {
     g: &'a ConvGeometry,
 }
 
-/// Computes `plane` with the kernels of `level`.
+/// Computes `plane` with the kernels of `level` (supported by the CPU:
+/// `depthwise_conv2d_at` checks).
 fn conv_plane(level: SimdLevel, plane: Plane<'_>) {
-    #[cfg(target_arch = "x86_64")]
-    match level {
-        // SAFETY (both): `depthwise_conv2d_at` only passes levels the CPU supports.
-        SimdLevel::Avx512 => return unsafe { conv_plane_avx512(plane) },
-        SimdLevel::Avx2Fma => return unsafe { conv_plane_avx2(plane) },
-        SimdLevel::Portable => {}
-    }
-    let _ = level;
-    conv_plane_body::<false>(plane);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-fn conv_plane_avx512(plane: Plane<'_>) {
-    conv_plane_body::<true>(plane);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn conv_plane_avx2(plane: Plane<'_>) {
-    conv_plane_body::<true>(plane);
+    simd::run_at_level!(level, conv_plane_body, plane, Plane<'_>);
 }
 
 /// The body of [`conv_plane`], compiled once per level (the compiler vectorises

@@ -180,28 +180,10 @@ struct Band<'a> {
     g: &'a ConvGeometry,
 }
 
+/// Computes `band` with the kernels of `level` (supported by the CPU: `direct_conv2d`
+/// checks).
 fn compute(level: SimdLevel, band: Band<'_>) {
-    #[cfg(target_arch = "x86_64")]
-    match level {
-        // SAFETY (both): `direct_conv2d` only passes levels the CPU supports.
-        SimdLevel::Avx512 => return unsafe { compute_avx512(band) },
-        SimdLevel::Avx2Fma => return unsafe { compute_avx2(band) },
-        SimdLevel::Portable => {}
-    }
-    let _ = level;
-    compute_body::<false>(band);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-fn compute_avx512(band: Band<'_>) {
-    compute_body::<true>(band);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn compute_avx2(band: Band<'_>) {
-    compute_body::<true>(band);
+    super::simd::run_at_level!(level, compute_body, band, Band<'_>);
 }
 
 /// The body of [`compute`], compiled once per level; `FMA` selects fused multiply-adds.

@@ -1,10 +1,12 @@
 //! Which SIMD level the host kernels run at ([`SimdLevel`]): the best the CPU has, detected
 //! once, or the one `CONVLENS_CPU_KERNELS` (`avx512`, `avx2` or `portable`) asks for, so each
 //! path can be measured and tested on one machine. A level the CPU lacks is refused (the
-//! detected one runs, and [`refused_request`] says why). The kernels that dispatch on it:
-//! the depthwise convolution ([`super::depthwise`]) and the sparse-gradient scatter
-//! ([`super::sparse_grad`]). The GEMM behind the other convolutions is the `gemm` crate's,
-//! which picks its own kernels (FMA where the CPU has it) and cannot be forced.
+//! detected one runs, and [`refused_request`] says why). The kernels that dispatch on it
+//! (most through [`run_at_level`]): the depthwise convolution ([`super::depthwise`]), the
+//! direct one ([`super::direct`]), the 16-lane transposes ([`super::lanes`]) and the
+//! sparse-gradient scatter ([`super::sparse_grad`]). The GEMM behind the other convolutions
+//! is the `gemm` crate's, which picks its own kernels (FMA where the CPU has it) and cannot
+//! be forced.
 
 use std::sync::OnceLock;
 
@@ -116,6 +118,41 @@ pub fn active() -> SimdLevel {
 pub fn refused_request() -> Option<&'static str> {
     choice().1.as_deref()
 }
+
+/// Runs `$body::<FMA>($arg)` (an `#[inline(always)]` function of one argument of type `$ty`)
+/// compiled for `$level`: the AVX-512 and AVX2 levels each get a `#[target_feature]` copy
+/// with fused multiply-adds (`FMA = true`), the portable level the baseline build without
+/// them. The kernels' one way into target-feature code; `$level` must be one the CPU
+/// supports ([`active`], or a level checked with [`SimdLevel::supported`]).
+macro_rules! run_at_level {
+    ($level:expr, $body:ident, $arg:expr, $ty:ty) => {{
+        let level: $crate::engine::kernels::simd::SimdLevel = $level;
+        let arg: $ty = $arg;
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f,fma")]
+            fn avx512(arg: $ty) {
+                $body::<true>(arg)
+            }
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2(arg: $ty) {
+                $body::<true>(arg)
+            }
+            match level {
+                // SAFETY (both): the caller passes only levels the CPU supports.
+                $crate::engine::kernels::simd::SimdLevel::Avx512 => unsafe { avx512(arg) },
+                $crate::engine::kernels::simd::SimdLevel::Avx2Fma => unsafe { avx2(arg) },
+                $crate::engine::kernels::simd::SimdLevel::Portable => $body::<false>(arg),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = level;
+            $body::<false>(arg)
+        }
+    }};
+}
+pub(crate) use run_at_level;
 
 #[cfg(test)]
 mod tests {

@@ -145,28 +145,10 @@ struct Pixels<'a> {
     g: &'a ConvGeometry,
 }
 
+/// Computes `pixels` with the kernels of `level` (supported by the CPU:
+/// `depthwise_conv2d_at` checks).
 fn compute(level: SimdLevel, pixels: Pixels<'_>) {
-    #[cfg(target_arch = "x86_64")]
-    match level {
-        // SAFETY (both): `depthwise_conv2d_at` only passes levels the CPU supports.
-        SimdLevel::Avx512 => return unsafe { compute_avx512(pixels) },
-        SimdLevel::Avx2Fma => return unsafe { compute_avx2(pixels) },
-        SimdLevel::Portable => {}
-    }
-    let _ = level;
-    compute_body::<false>(pixels);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-fn compute_avx512(pixels: Pixels<'_>) {
-    compute_body::<true>(pixels);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn compute_avx2(pixels: Pixels<'_>) {
-    compute_body::<true>(pixels);
+    super::super::simd::run_at_level!(level, compute_body, pixels, Pixels<'_>);
 }
 
 /// The body of [`compute`], compiled once per level (each `Lanes` loop becomes one to four
