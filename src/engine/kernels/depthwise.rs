@@ -284,13 +284,8 @@ pub const MAX_TAPS: usize = 49;
 mod tests {
     use super::*;
     use crate::engine::kernels::conv::conv2d_input_grad;
+    use crate::engine::kernels::test_support::{self, values, worst_error};
     use crate::model::graph::Window2d;
-
-    fn values(n: usize, salt: u64) -> Vec<f32> {
-        (0..n as u64)
-            .map(|i| (((i + salt) * 2_654_435_761) % 1000) as f32 / 500.0 - 1.0)
-            .collect()
-    }
 
     /// `(n, c, h, w, kernel, strides, pads [top, left, bottom, right], dilations)`.
     type Case = (
@@ -305,25 +300,7 @@ mod tests {
     );
 
     fn geometry(&(n, c, h, w, kernel, strides, pads, dilations): &Case) -> ConvGeometry {
-        let window = Window2d {
-            kernel,
-            strides,
-            pads: [(pads[0], pads[2]), (pads[1], pads[3])],
-            dilations,
-        };
-        let out = |len: usize, k: usize, s: usize, d: usize, p: usize| {
-            (len + p - d * (k - 1) - 1) / s + 1
-        };
-        let ho = out(h, kernel[0], strides[0], dilations[0], pads[0] + pads[2]);
-        let wo = out(w, kernel[1], strides[1], dilations[1], pads[1] + pads[3]);
-        ConvGeometry::new(
-            &window,
-            c,
-            &[n, c, h, w],
-            &[c, 1, kernel[0], kernel[1]],
-            &[n, c, ho, wo],
-        )
-        .expect("valid geometry")
+        test_support::geometry([n, c, c, c], [h, w], kernel, strides, pads, dilations)
     }
 
     /// Equal to the GEMM + col2im path (itself checked as the convolution's adjoint in
@@ -401,36 +378,6 @@ mod tests {
                 assert!(out.iter().all(|v| *v == 0.0));
             }
         }
-    }
-
-    /// Largest |got − definition| over the output `got` of `g`.
-    fn worst_error(got: &[f32], x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeometry) -> f64 {
-        let [kh, kw] = g.kernel;
-        let mut worst = 0f64;
-        for (plane, out) in got.chunks(g.ho * g.wo).enumerate() {
-            let c = plane % g.c_in;
-            for oy in 0..g.ho {
-                for ox in 0..g.wo {
-                    let mut want = f64::from(bias[c]);
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            let iy = (oy * g.strides[0] + ky * g.dilations[0]) as isize
-                                - g.pads_before[0] as isize;
-                            let ix = (ox * g.strides[1] + kx * g.dilations[1]) as isize
-                                - g.pads_before[1] as isize;
-                            if (0..g.h as isize).contains(&iy) && (0..g.w as isize).contains(&ix) {
-                                want += f64::from(weight[c * kh * kw + ky * kw + kx])
-                                    * f64::from(
-                                        x[plane * g.h * g.w + iy as usize * g.w + ix as usize],
-                                    );
-                            }
-                        }
-                    }
-                    worst = worst.max((f64::from(out[oy * g.wo + ox]) - want).abs());
-                }
-            }
-        }
-        worst
     }
 
     #[test]

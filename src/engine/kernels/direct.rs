@@ -248,13 +248,7 @@ fn fma_splat<const FMA: bool>(acc: &mut Lanes, w: &Lanes, v: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::graph::Window2d;
-
-    fn values(n: usize, salt: u64) -> Vec<f32> {
-        (0..n as u64)
-            .map(|i| (((i + salt) * 2_654_435_761) % 1000) as f32 / 500.0 - 1.0)
-            .collect()
-    }
+    use crate::engine::kernels::test_support::{self, values, worst_error};
 
     /// `(n, c_in, c_out, h, w, kernel, strides, pads [top, left, bottom, right], dilations)`.
     type Case = (
@@ -270,25 +264,14 @@ mod tests {
     );
 
     fn geometry(&(n, c_in, c_out, h, w, kernel, strides, pads, dilations): &Case) -> ConvGeometry {
-        let window = Window2d {
+        test_support::geometry(
+            [n, c_in, c_out, 1],
+            [h, w],
             kernel,
             strides,
-            pads: [(pads[0], pads[2]), (pads[1], pads[3])],
+            pads,
             dilations,
-        };
-        let out = |len: usize, k: usize, s: usize, d: usize, p: usize| {
-            (len + p - d * (k - 1) - 1) / s + 1
-        };
-        let ho = out(h, kernel[0], strides[0], dilations[0], pads[0] + pads[2]);
-        let wo = out(w, kernel[1], strides[1], dilations[1], pads[1] + pads[3]);
-        ConvGeometry::new(
-            &window,
-            1,
-            &[n, c_in, h, w],
-            &[c_out, c_in, kernel[0], kernel[1]],
-            &[n, c_out, ho, wo],
         )
-        .expect("valid geometry")
     }
 
     /// EfficientNet's stem in small (3×3 stride 2, TF-style asymmetric padding), more output
@@ -311,38 +294,9 @@ mod tests {
             let x = values(g.n * g.c_in * g.h * g.w, 3 + i as u64);
             let weight = values(g.c_out * g.k(), 11 + i as u64);
             let bias = values(g.c_out, 23 + i as u64);
-            let [kh, kw] = g.kernel;
             for level in SimdLevel::supported_levels() {
                 let got = direct_conv2d(level, &x, &weight, Some(&bias), &g).expect("direct");
-                let mut worst = 0f64;
-                for (plane, out) in got.chunks(g.ho * g.wo).enumerate() {
-                    let (b, o) = (plane / g.c_out, plane % g.c_out);
-                    for oy in 0..g.ho {
-                        for ox in 0..g.wo {
-                            let mut want = f64::from(bias[o]);
-                            for ci in 0..g.c_in {
-                                for ky in 0..kh {
-                                    for kx in 0..kw {
-                                        let iy = (oy * g.strides[0] + ky * g.dilations[0]) as isize
-                                            - g.pads_before[0] as isize;
-                                        let ix = (ox * g.strides[1] + kx * g.dilations[1]) as isize
-                                            - g.pads_before[1] as isize;
-                                        if (0..g.h as isize).contains(&iy)
-                                            && (0..g.w as isize).contains(&ix)
-                                        {
-                                            let w = weight[((o * g.c_in + ci) * kh + ky) * kw + kx];
-                                            let v = x[((b * g.c_in + ci) * g.h + iy as usize)
-                                                * g.w
-                                                + ix as usize];
-                                            want += f64::from(w) * f64::from(v);
-                                        }
-                                    }
-                                }
-                            }
-                            worst = worst.max((f64::from(out[oy * g.wo + ox]) - want).abs());
-                        }
-                    }
-                }
+                let worst = worst_error(&got, &x, &weight, &bias, &g);
                 assert!(worst <= 1e-5, "case {i} at {level:?}: max |Δ| {worst:e}");
             }
         }

@@ -23,6 +23,8 @@ pub mod reverse;
 pub mod simd;
 pub mod sparse_grad;
 pub mod taps;
+#[cfg(test)]
+mod test_support;
 pub mod unary;
 
 /// `len` zeros for a kernel that adds into its output (`+=`, scatter), written out rather
