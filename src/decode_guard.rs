@@ -36,7 +36,7 @@ pub fn decode<R: std::io::BufRead + std::io::Seek>(
         Ok(decoded) => decoded.map_err(|e| e.to_string()),
         Err(panic) => Err(format!(
             "the decoder failed on this file ({})",
-            crate::engine::panic_message(&panic)
+            crate::panic_payload::panic_message(&panic, "no message")
         )),
     }
 }

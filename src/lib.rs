@@ -4,8 +4,10 @@
 //! small graph IR with static shapes, and turns an image into the network's input tensor;
 //! [`engine`] uploads the weights to a burn device (wgpu GPU or the flex CPU backend) and
 //! runs the forward pass, keeping every layer's output, and the reverse passes behind the
-//! gradient views (on the CPU the heavy ops are host kernels: a packed AVX-512 GEMM for
-//! convolutions, sparse convolution gradients, pooling, LRN); [`viz`] turns activation maps into
+//! gradient views (on the CPU the heavy ops are host kernels: im2col + the `gemm` crate for
+//! convolutions, direct kernels with channels in vector lanes for depthwise and shallow ones,
+//! sparse convolution gradients, pooling, LRN); [`scan`] runs it over a dataset (every
+//! filter's top examples and statistics, sharded); [`viz`] turns activation maps into
 //! normalised tiles; [`export`] writes the paper's data directory (architecture, per-filter
 //! PNGs, scores, raw arrays). [`render`] draws tiles, shapes and text with wgpu (maps computed
 //! on the renderer's own device are copied into its atlas on the GPU); [`ui`] turns
@@ -38,6 +40,7 @@ pub mod fuzz_cases;
 pub mod gpu_instance;
 pub mod model;
 pub mod npy;
+pub mod panic_payload;
 pub mod render;
 pub mod scan;
 pub mod ui;

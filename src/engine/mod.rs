@@ -443,10 +443,7 @@ pub struct NamedInput {
     pub data: Vec<f32>,
 }
 
+/// A backend panic's message, for the error that names the node.
 pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "the backend panicked".into())
+    crate::panic_payload::panic_message(panic, "the backend panicked")
 }
