@@ -4,11 +4,12 @@
 //! as Microscope shows a layer) and the side canvas's top-k of a hovered filter. Pure, no
 //! GPU: the crops arrive as atlas handles in [`DatasetTiles`].
 
+pub use super::frame::DatasetTiles;
+use super::frame::{SceneInputs, tile_border, tile_order};
 use super::layout::{Rect, TileGrid};
 use super::palette::{ACCENT, DIM, PANEL, TEXT};
-use super::scene::SceneInputs;
 use super::state::Hover;
-use crate::render::{Scene, ShapeInstance, TextItem, TileHandle, TileInstance};
+use crate::render::{Scene, ShapeInstance, TextItem, TileInstance};
 use crate::scan::open::OpenScan;
 
 /// A scan as the view uses it, matched to the model's layers by name.
@@ -116,20 +117,6 @@ impl DatasetView {
     }
 }
 
-/// The crops of the selected layer in the atlas.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct DatasetTiles {
-    /// The model layer they belong to.
-    pub layer: usize,
-    /// Per filter, its top-1 crop (uploaded only while the "dataset examples" grid shows;
-    /// `None` where a filter has no example or its crop could not be read).
-    pub top1: Vec<Option<TileHandle>>,
-    /// A hovered filter and its top-k crops, best first.
-    pub hovered: Option<(usize, Vec<Option<TileHandle>>)>,
-    /// Hovered filters whose crops were appended to the atlas since it was last cleared.
-    pub hovers_appended: usize,
-}
-
 /// The "dataset examples" grid: each filter's top-1 crop as its tile, bordered as the
 /// other methods' tiles are.
 pub fn draw_top1_grid(inp: &SceneInputs, grid: &TileGrid, area: &Rect, scene: &mut Scene) {
@@ -137,7 +124,7 @@ pub fn draw_top1_grid(inp: &SceneInputs, grid: &TileGrid, area: &Rect, scene: &m
     let Some(tiles) = inp.dataset.filter(|t| t.layer == state.selected) else {
         return;
     };
-    let order = super::scene::tile_order(vm, state);
+    let order = tile_order(vm, state);
     for pos in grid.visible(area, state.details_scroll_px) {
         let k = order.and_then(|o| o.get(pos).copied()).unwrap_or(pos);
         let r = grid.tile_rect(pos, state.details_scroll_px);
@@ -149,7 +136,7 @@ pub fn draw_top1_grid(inp: &SceneInputs, grid: &TileGrid, area: &Rect, scene: &m
             continue;
         };
         let t = TileInstance::picture(r.xywh(), *handle);
-        scene.tiles.push(match super::scene::tile_border(inp, k) {
+        scene.tiles.push(match tile_border(inp, k) {
             Some((rgba, width_px)) => t.with_border(width_px, rgba),
             None => t,
         });

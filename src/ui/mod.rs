@@ -6,6 +6,7 @@ pub mod arch_canvas;
 pub mod blocks;
 pub mod charts;
 pub mod dataset;
+pub mod frame;
 pub mod layout;
 pub mod levels;
 pub mod model_shape;

@@ -4,81 +4,21 @@
 //! Draw order: canvas backgrounds, then tiles, then the overlay (architecture canvas and the
 //! details header, which cover tiles scrolled under them), then text.
 
+use super::frame::tile_border;
+pub use super::frame::{LayerTiles, SceneInputs, tile_order};
 use super::layout::{DETAILS_HEADER_PX, FULL_LABEL_BUTTON_PX, Rect, TileGrid, method_button_rect};
-use super::palette::{ACCENT, BAD, BG, DIM, GOOD, PANEL, PANEL_EDGE, TEXT};
+use super::palette::{ACCENT, BG, DIM, PANEL, PANEL_EDGE, TEXT};
 use super::state::{
     BUTTON_COUNT, Hover, ModelShape, Panel, ViewState, button_label, compact_button_label,
     method_label,
 };
 use super::{LayerInfo, ViewModel};
-use crate::annotations::{Annotations, Mark};
 use crate::format::Method;
-use crate::render::{Colormap, Scene, ShapeInstance, TextItem, TileHandle, TileInstance};
+use crate::render::{Scene, ShapeInstance, TextItem, TileHandle, TileInstance};
 use crate::viz::gradient_norm::GradientNorm;
 
-/// Border of a filter suggested bad (constant on this input) but not marked.
-const SUGGESTED: [f32; 4] = [0.95, 0.25, 0.22, 0.45];
 /// Smallest tile edge in the details grid.
 pub const MIN_TILE_PX: f32 = 28.0;
-
-/// The selected layer's tiles as uploaded to the atlas: handle and `[min, max]` per channel.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LayerTiles {
-    pub layer: usize,
-    /// Which method's images these are.
-    pub method: Method,
-    /// `[H, W]` of each map.
-    pub map_hw: [usize; 2],
-    /// Channels of the layer; more than `tiles` while per-filter images are still arriving.
-    pub channels: usize,
-    /// Channel `k`'s tile, for the first `tiles.len()` channels, with its min-max range.
-    pub tiles: Vec<(TileHandle, [f32; 2])>,
-    /// For gradient images, each tile's robust range ([`GradientNorm::Robust`]), as many as
-    /// `tiles`; empty for maps.
-    pub robust: Vec<[f32; 2]>,
-}
-
-impl LayerTiles {
-    /// Tile `k` and the range it is drawn with under `norm` (maps always use min-max).
-    pub fn tile(&self, k: usize, norm: GradientNorm) -> Option<(TileHandle, [f32; 2])> {
-        let &(handle, min_max) = self.tiles.get(k)?;
-        let range = match (norm, self.robust.get(k)) {
-            (GradientNorm::Robust, Some(&robust)) => robust,
-            _ => min_max,
-        };
-        Some((handle, range))
-    }
-
-    /// Gradient images are RGB (normalised jointly over their planes); maps use the chosen map.
-    pub(super) fn colormap(&self, chosen: Colormap) -> Colormap {
-        if self.method.rgb_images() {
-            Colormap::Rgb
-        } else {
-            chosen
-        }
-    }
-}
-
-/// Everything one frame is built from.
-pub struct SceneInputs<'a> {
-    pub vm: &'a ViewModel,
-    pub state: &'a ViewState,
-    pub tiles: Option<&'a LayerTiles>,
-    /// The input picture in the atlas.
-    pub picture: Option<TileHandle>,
-    /// Mean frame time to show when the readout is on.
-    pub frame_ms: Option<f64>,
-    /// The user's filter marks.
-    pub annotations: &'a Annotations,
-    /// Unmarked filters of the selected layer suggested bad (constant on this input).
-    pub suggested_bad: &'a [usize],
-    /// The input with the hovered class's Grad-CAM over it, and its caption.
-    pub cam: Option<(TileHandle, &'a str)>,
-    /// An example image of the hovered class (`--examples`).
-    pub example: Option<TileHandle>,
-    /// Dataset-scan crops of the selected layer (`--scan`).
-    pub dataset: Option<&'a super::dataset::DatasetTiles>,
-}
 
 /// The tile grid of the selected layer (also used for hit testing).
 pub fn selected_grid(vm: &ViewModel, state: &ViewState) -> Option<TileGrid> {
@@ -142,29 +82,6 @@ pub fn wanted_cam(vm: &ViewModel, state: &ViewState) -> Option<(usize, usize)> {
     (h * w > 1).then_some(())?;
     let (class, _) = *vm.top_classes(1).first()?;
     Some((state.selected, class))
-}
-
-/// Which filter each grid position shows when the tiles are sorted by rank (None: filter
-/// order, or no rank known for the selected layer). A dataset scan's rank comes first
-/// ([`ViewModel::rank_order`]).
-pub fn tile_order<'a>(vm: &'a ViewModel, state: &ViewState) -> Option<&'a [usize]> {
-    let (order, _) = vm.rank_order(state.selected)?;
-    let channels = vm.layers.get(state.selected)?.map_dims()?.0;
-    (state.sort_by_rank && order.len() == channels).then_some(order)
-}
-
-/// The border of filter `k`'s tile in the selected layer: hovered, marked, or suggested bad.
-pub(super) fn tile_border(inp: &SceneInputs, k: usize) -> Option<([f32; 4], f32)> {
-    let name = inp.vm.layers.get(inp.state.selected)?.name.as_str();
-    if inp.state.hover == Hover::Tile(k) {
-        return Some((ACCENT, 2.0));
-    }
-    match inp.annotations.mark(name, k) {
-        Some(Mark::Good) => Some((GOOD, 3.0)),
-        Some(Mark::Bad) => Some((BAD, 3.0)),
-        None if inp.suggested_bad.contains(&k) => Some((SUGGESTED, 1.5)),
-        None => None,
-    }
 }
 
 /// The header's notes on rank order and suggested-bad filters, shared by every grid.

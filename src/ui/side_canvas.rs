@@ -4,9 +4,9 @@
 //! builder ([`super::scene::build_scene`]); pure.
 
 use super::ViewModel;
+use super::frame::SceneInputs;
 use super::layout::Rect;
 use super::palette::{ACCENT, DIM, PANEL, TEXT};
-use super::scene::SceneInputs;
 use super::state::Hover;
 use crate::render::{Scene, ShapeInstance, TextItem, TileInstance};
 
