@@ -3,49 +3,16 @@
 //! into the view model's [`DatasetView`], and its crops decoded once per selected layer and
 //! put into the atlas ([`upload_dataset`], [`append_hovered`]).
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Result, bail};
-use image::RgbImage;
 
+use super::scan_source::ScanSource;
 use super::session::Session;
 use crate::render::{GpuContext, Renderer};
 use crate::scan::open::OpenScan;
 use crate::ui::dataset::{DatasetTiles, DatasetView};
 use crate::ui::state::{Hover, Panel, ViewState};
-
-/// The opened scan and the crops decoded so far.
-#[derive(Debug)]
-pub struct ScanSource {
-    pub scan: OpenScan,
-    /// The model layer whose crops `crops` holds (one layer at a time bounds the memory).
-    crops_layer: Option<usize>,
-    /// `(filter, rank)` → the crop (`None`: unreadable, drawn as an empty frame).
-    crops: HashMap<(usize, usize), Option<RgbImage>>,
-}
-
-impl ScanSource {
-    /// The crop of `rank` of `filter` of model layer `layer`, decoded on first use.
-    fn crop(
-        &mut self,
-        dataset: &DatasetView,
-        layer: usize,
-        filter: usize,
-        rank: usize,
-    ) -> Option<&RgbImage> {
-        if self.crops_layer != Some(layer) {
-            self.crops.clear();
-            self.crops_layer = Some(layer);
-        }
-        let scan_layer = dataset.layer(layer)?.scan_layer;
-        let scan = &self.scan;
-        self.crops
-            .entry((filter, rank))
-            .or_insert_with(|| scan.crop(scan_layer, filter, rank).ok())
-            .as_ref()
-    }
-}
 
 impl Session {
     /// Opens the scan in `dir` beside this session's model. A scan of another model (by
@@ -83,11 +50,7 @@ impl Session {
             ));
         }
         self.vm.dataset = Some(view);
-        self.scan = Some(ScanSource {
-            scan,
-            crops_layer: None,
-            crops: HashMap::new(),
-        });
+        self.scan = Some(ScanSource::new(scan));
         Ok(())
     }
 
@@ -126,7 +89,7 @@ pub fn upload_dataset(
     if state.panel == Panel::DatasetExamples {
         for filter in 0..scanned.top.len() {
             let handle = match source.crop(dataset, layer, filter, 0) {
-                Some(img) => Some(super::upload::upload_picture(renderer, ctx, img)?),
+                Some(img) => Some(renderer.atlas.upload_rgb8(&ctx.device, &ctx.queue, img)?),
                 None => None,
             };
             tiles.top1.push(handle);
@@ -161,7 +124,7 @@ pub fn append_hovered(
     let mut handles = Vec::with_capacity(top.len());
     for rank in 0..top.len() {
         handles.push(match source.crop(dataset, tiles.layer, filter, rank) {
-            Some(img) => Some(super::upload::upload_picture(renderer, ctx, img)?),
+            Some(img) => Some(renderer.atlas.upload_rgb8(&ctx.device, &ctx.queue, img)?),
             None => None,
         });
     }

@@ -10,6 +10,7 @@ pub mod examples;
 pub mod fallback;
 mod keymap;
 mod live;
+pub mod scan_source;
 pub mod session;
 mod upload;
 #[cfg(feature = "webcam")]

@@ -110,7 +110,7 @@ pub struct Session {
     /// Example images per class (`--examples`).
     pub examples: super::examples::Examples,
     /// A dataset scan of the model (`--scan`), its crops read as shown.
-    pub scan: Option<super::dataset::ScanSource>,
+    pub scan: Option<super::scan_source::ScanSource>,
     /// How per-filter images are computed (feature vis recipe and cache).
     pub compute_options: ComputeOptions,
 }

@@ -15,16 +15,14 @@ use crate::ui::state::ViewState;
 use crate::viz::gradient_norm::GradientNorm;
 
 /// Uploads an 8-bit picture (e.g. a Grad-CAM overlay) into the atlas.
-pub(super) fn upload_picture(
+fn upload_picture(
     renderer: &mut Renderer,
     ctx: &GpuContext,
     picture: &RgbImage,
 ) -> Result<TileHandle> {
-    Ok(renderer.atlas.upload_rgba8(
-        &ctx.device,
-        &ctx.queue,
-        &image::DynamicImage::ImageRgb8(picture.clone()).to_rgba8(),
-    )?)
+    Ok(renderer
+        .atlas
+        .upload_rgb8(&ctx.device, &ctx.queue, picture)?)
 }
 
 /// What one view of a session has in the tile atlas.

@@ -288,14 +288,38 @@ impl TileAtlas {
         image: &image::RgbaImage,
     ) -> Result<TileHandle> {
         let (w, h) = image.dimensions();
-        let n = (w * h) as usize;
+        self.upload_8bit(device, queue, image.pixels().map(|p| p.0), w, h)
+    }
+
+    /// [`TileAtlas::upload_rgba8`] for an RGB picture (a Grad-CAM overlay, a dataset crop).
+    pub fn upload_rgb8(
+        &mut self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        image: &image::RgbImage,
+    ) -> Result<TileHandle> {
+        let (w, h) = image.dimensions();
+        self.upload_8bit(device, queue, image.pixels().map(|p| p.0), w, h)
+    }
+
+    /// The first three channels of `pixels` (row-major, `width × height`) as RGB planes
+    /// scaled to `0..=1`.
+    fn upload_8bit<const C: usize>(
+        &mut self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        pixels: impl Iterator<Item = [u8; C]>,
+        width: u32,
+        height: u32,
+    ) -> Result<TileHandle> {
+        let n = (width * height) as usize;
         let mut planes = vec![0.0f32; 3 * n];
-        for (i, px) in image.pixels().enumerate() {
-            for c in 0..3 {
-                planes[c * n + i] = f32::from(px.0[c]) / 255.0;
+        for (i, px) in pixels.enumerate().take(n) {
+            for (c, &v) in px.iter().take(3).enumerate() {
+                planes[c * n + i] = f32::from(v) / 255.0;
             }
         }
-        self.upload_rgb_planes(device, queue, &planes, w, h)
+        self.upload_rgb_planes(device, queue, &planes, width, height)
     }
 
     /// Copies `count` maps of `width`×`height` f32 from a GPU buffer (`[count, height, width]`
