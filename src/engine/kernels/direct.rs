@@ -9,12 +9,9 @@
 
 use std::mem::MaybeUninit;
 
-use rayon::prelude::*;
-
 use super::geometry::ConvGeometry;
-use super::lanes::{LANES, Lanes, from_lanes};
+use super::lanes::{LANES, Lanes, by_groups, fma_splat, from_lanes, pack_filters};
 use super::simd::SimdLevel;
-use super::taps::mul_add;
 
 /// Deepest column (`c_in · kh · kw`) computed here; deeper layers go to the GEMM.
 pub const MAX_K: usize = 64;
@@ -47,35 +44,21 @@ pub fn direct_conv2d(
     } else {
         SimdLevel::Portable
     };
-    let plane_out = g.ho * g.wo;
-    let len = g.n * g.c_out * plane_out;
-    let mut out = Vec::with_capacity(len);
-    if len > 0 {
-        out.spare_capacity_mut()[..len]
-            .par_chunks_mut(g.c_out * plane_out)
-            .enumerate()
-            .for_each(|(image, image_out)| {
-                let x = &x[image * g.c_in * g.h * g.w..][..g.c_in * g.h * g.w];
-                image_out
-                    .par_chunks_mut(LANES * plane_out)
-                    .enumerate()
-                    .for_each_init(Scratch::default, |scratch, (group, dst)| {
-                        let channels = dst.len() / plane_out;
-                        let first = group * LANES;
-                        scratch.load(x, image, g);
-                        scratch.load_taps(
-                            &weight[first * k..][..channels * k],
-                            bias.map(|b| &b[first..][..channels]),
-                            k,
-                        );
-                        conv_group(level, scratch, channels, g, dst);
-                    });
-            });
-    }
-    // SAFETY: the image and group chunks cover the first `len` slots, and `conv_group`
-    // wrote every slot of its chunk.
-    unsafe { out.set_len(len) };
-    Some(out)
+    let image_len = g.c_in * g.h * g.w;
+    let group_task = |scratch: &mut Scratch, image: usize, group: usize, dst: &mut [_]| {
+        let channels = dst.len() / (g.ho * g.wo);
+        let first = group * LANES;
+        scratch.load(&x[image * image_len..][..image_len], image, g);
+        scratch.bias = pack_filters(
+            &weight[first * k..][..channels * k],
+            bias.map(|b| &b[first..][..channels]),
+            k,
+            &mut scratch.taps,
+        );
+        conv_group(level, scratch, channels, g, dst);
+    };
+    // SAFETY: `conv_group` writes every slot of its `dst`, band by band.
+    Some(unsafe { by_groups([g.n, g.c_out, g.ho * g.wo], group_task) })
 }
 
 /// A task's reusable buffers.
@@ -115,20 +98,6 @@ impl Scratch {
             }
         }
         self.image = Some(image);
-    }
-
-    /// The group's weights (`[channels, K]`) and bias as lanes; lanes past `channels` are
-    /// zero.
-    fn load_taps(&mut self, weight: &[f32], bias: Option<&[f32]>, k: usize) {
-        self.taps.clear();
-        self.taps.resize(k, [0.0; LANES]);
-        self.bias = [0.0; LANES];
-        for (c, filter) in weight.chunks_exact(k).enumerate() {
-            self.bias[c] = bias.map_or(0.0, |b| b[c]);
-            for (taps, &w) in self.taps.iter_mut().zip(filter) {
-                taps[c] = w;
-            }
-        }
     }
 }
 
@@ -234,14 +203,6 @@ fn compute_body<const FMA: bool>(band: Band<'_>) {
             }
             *o = acc;
         }
-    }
-}
-
-/// `acc += w · v` with one input value `v` for every lane.
-#[inline(always)]
-fn fma_splat<const FMA: bool>(acc: &mut Lanes, w: &Lanes, v: f32) {
-    for (a, &w) in acc.iter_mut().zip(w) {
-        *a = mul_add::<FMA>(w, v, *a);
     }
 }
 

@@ -5,6 +5,8 @@
 
 use std::mem::MaybeUninit;
 
+use rayon::prelude::*;
+
 use super::simd::SimdLevel;
 use super::taps::mul_add;
 
@@ -21,6 +23,65 @@ pub fn fma_lanes<const FMA: bool>(acc: &mut Lanes, w: &Lanes, v: &Lanes) {
     for ((a, &w), &v) in acc.iter_mut().zip(w).zip(v) {
         *a = mul_add::<FMA>(w, v, *a);
     }
+}
+
+/// `acc += w · v` with one value `v` for every lane (broadcast).
+#[inline(always)]
+pub fn fma_splat<const FMA: bool>(acc: &mut Lanes, w: &Lanes, v: f32) {
+    for (a, &w) in acc.iter_mut().zip(w) {
+        *a = mul_add::<FMA>(w, v, *a);
+    }
+}
+
+/// A group's filters `weight [channels, k]` (channels ≤ [`LANES`]) as `taps [k]` lanes — tap
+/// `t`'s weight for each channel — and their `bias` as lanes; lanes past `channels` are zero.
+pub fn pack_filters(
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    k: usize,
+    taps: &mut Vec<Lanes>,
+) -> Lanes {
+    taps.clear();
+    taps.resize(k, [0.0; LANES]);
+    let mut bias_lanes = [0.0; LANES];
+    for (c, filter) in weight.chunks_exact(k).enumerate() {
+        bias_lanes[c] = bias.map_or(0.0, |b| b[c]);
+        for (tap, &w) in taps.iter_mut().zip(filter) {
+            tap[c] = w;
+        }
+    }
+    bias_lanes
+}
+
+/// The output `[n, channels, plane]` of a kernel that computes [`LANES`] channels at a time:
+/// `group_task(scratch, image, group, dst)` runs for every image's groups in parallel (`dst`
+/// is `[≤ LANES, plane]`, channels from `group · LANES`), with a `scratch` per rayon task.
+///
+/// # Safety
+/// `group_task` must write every slot of its `dst`.
+pub unsafe fn by_groups<S: Default + Send>(
+    [n, channels, plane]: [usize; 3],
+    group_task: impl Fn(&mut S, usize, usize, &mut [MaybeUninit<f32>]) + Sync + Send,
+) -> Vec<f32> {
+    let len = n * channels * plane;
+    let mut out = Vec::with_capacity(len);
+    if len > 0 {
+        out.spare_capacity_mut()[..len]
+            .par_chunks_mut(channels * plane)
+            .enumerate()
+            .for_each(|(image, image_out)| {
+                image_out
+                    .par_chunks_mut(LANES * plane)
+                    .enumerate()
+                    .for_each_init(S::default, |scratch, (group, dst)| {
+                        group_task(scratch, image, group, dst);
+                    });
+            });
+    }
+    // SAFETY: the image and group chunks cover the first `len` slots, and `group_task`
+    // wrote every slot of its chunk (the caller's promise).
+    unsafe { out.set_len(len) };
+    out
 }
 
 /// `planes [channels, len]` (channels ≤ [`LANES`]) transposed into `out [len]` lanes; lanes

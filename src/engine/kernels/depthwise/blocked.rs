@@ -8,10 +8,8 @@
 
 use std::mem::MaybeUninit;
 
-use rayon::prelude::*;
-
 use super::super::geometry::ConvGeometry;
-use super::super::lanes::{LANES, Lanes, fma_lanes, from_lanes, to_lanes};
+use super::super::lanes::{LANES, Lanes, by_groups, fma_lanes, from_lanes, pack_filters, to_lanes};
 use super::super::simd::SimdLevel;
 
 /// Output pixels along a row computed together, sharing each tap's weight load.
@@ -27,35 +25,19 @@ pub(super) fn conv_blocked(
     bias: Option<&[f32]>,
     g: &ConvGeometry,
 ) -> Vec<f32> {
-    let plane_out = g.ho * g.wo;
-    let len = g.n * g.c_out * plane_out;
-    let mut out = Vec::with_capacity(len);
-    let image_len = g.c_out * plane_out;
-    if len > 0 {
-        out.spare_capacity_mut()[..len]
-            .par_chunks_mut(image_len)
-            .enumerate()
-            .for_each(|(image, image_out)| {
-                image_out
-                    .par_chunks_mut(LANES * plane_out)
-                    .enumerate()
-                    .for_each_init(Scratch::default, |scratch, (group, dst)| {
-                        let first = group * LANES;
-                        let task = Group {
-                            x: &x[(image * g.c_in + first) * g.h * g.w..],
-                            weight: &weight[first * g.kernel[0] * g.kernel[1]..],
-                            bias: bias.map(|b| &b[first..]),
-                            channels: dst.len() / plane_out,
-                            g,
-                        };
-                        conv_group(level, &task, scratch, dst);
-                    });
-            });
-    }
-    // SAFETY: the image and group chunks cover the first `len` slots, and `conv_group`
-    // wrote every slot of its chunk.
-    unsafe { out.set_len(len) };
-    out
+    let group_task = |scratch: &mut Scratch, image: usize, group: usize, dst: &mut [_]| {
+        let first = group * LANES;
+        let task = Group {
+            x: &x[(image * g.c_in + first) * g.h * g.w..],
+            weight: &weight[first * g.kernel[0] * g.kernel[1]..],
+            bias: bias.map(|b| &b[first..]),
+            channels: dst.len() / (g.ho * g.wo),
+            g,
+        };
+        conv_group(level, &task, scratch, dst);
+    };
+    // SAFETY: `conv_group` writes every slot of its `dst`.
+    unsafe { by_groups([g.n, g.c_out, g.ho * g.wo], group_task) }
 }
 
 /// A task's reusable buffers: the padded input, the outputs and the taps, all in lanes.
@@ -95,15 +77,12 @@ fn conv_group(
     let [rows, cols] = g.padded_size();
     // Lanes past `channels` (a last, short group) are never written back: their values
     // (zeros, or an earlier group's) do not matter.
-    let mut bias = [0f32; LANES];
-    scratch.taps.clear();
-    scratch.taps.resize(kh * kw, [0.0; LANES]);
-    for c in 0..task.channels {
-        bias[c] = task.bias.map_or(0.0, |b| b[c]);
-        for (t, taps) in scratch.taps.iter_mut().enumerate() {
-            taps[c] = task.weight[c * kh * kw + t];
-        }
-    }
+    let bias = pack_filters(
+        &task.weight[..task.channels * kh * kw],
+        task.bias.map(|b| &b[..task.channels]),
+        kh * kw,
+        &mut scratch.taps,
+    );
     // Every call with this geometry writes the same interior positions, so a buffer of the
     // right size from an earlier group still has zero padding.
     if scratch.padded.len() != rows * cols {
