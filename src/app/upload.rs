@@ -4,7 +4,6 @@
 //! pictures into it ([`upload_view`]), or appends per-filter images as they arrive.
 
 use anyhow::{Context, Result};
-use image::RgbImage;
 
 use super::compute::GradientResult;
 use super::session::Session;
@@ -13,17 +12,6 @@ use crate::render::{GpuContext, ReadyTiles, Renderer, TileAtlas, TileHandle};
 use crate::ui::scene::LayerTiles;
 use crate::ui::state::ViewState;
 use crate::viz::gradient_norm::GradientNorm;
-
-/// Uploads an 8-bit picture (e.g. a Grad-CAM overlay) into the atlas.
-fn upload_picture(
-    renderer: &mut Renderer,
-    ctx: &GpuContext,
-    picture: &RgbImage,
-) -> Result<TileHandle> {
-    Ok(renderer
-        .atlas
-        .upload_rgb8(&ctx.device, &ctx.queue, picture)?)
-}
 
 /// What one view of a session has in the tile atlas.
 #[derive(Default)]
@@ -52,13 +40,16 @@ pub fn upload_view(
     session.ensure_layer(state.selected, state.method);
     let (picture, tiles) = upload_layer(renderer, ctx, session, state.selected, state.method)?;
     let example = match session.hovered_example(state) {
-        Some(img) => Some(upload_picture(renderer, ctx, &img)?),
+        Some(img) => Some(renderer.atlas.upload_rgb8(&ctx.device, &ctx.queue, &img)?),
         None => None,
     };
     let cam = match crate::ui::scene::wanted_cam(&session.vm, state)
         .and_then(|(layer, class)| session.cam_picture(layer, class))
     {
-        Some((img, caption)) => Some((upload_picture(renderer, ctx, &img)?, caption)),
+        Some((img, caption)) => Some((
+            renderer.atlas.upload_rgb8(&ctx.device, &ctx.queue, &img)?,
+            caption,
+        )),
         None => None,
     };
     let dataset = super::dataset::upload_dataset(renderer, ctx, session, state)?;
@@ -85,7 +76,7 @@ fn upload_layer(
         return Ok((None, None));
     };
     let picture = match &result.picture {
-        Some(p) => Some(upload_picture(renderer, ctx, p)?),
+        Some(p) => Some(renderer.atlas.upload_rgb8(&ctx.device, &ctx.queue, p)?),
         None => None,
     };
     if method != Method::Forward {
