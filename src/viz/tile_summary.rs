@@ -47,9 +47,10 @@ struct LaneState {
 
 /// Sums, extremes, the arg-max and the ≤ 0 count of one tile, lane by lane ([`LANES`]),
 /// with AVX2 intrinsics where the CPU has them (also at the AVX-512 level: the pass is
-/// memory-bound) and plain Rust elsewhere, which the compiler left scalar: over the 49 conv
-/// layers of EfficientNet-Lite0 during a 160-image scan, the scalar loop took a quarter of
-/// the CPU time (`perf`, 2-core AMD EPYC Zen 3, AVX2).
+/// memory-bound) and plain Rust elsewhere. The plain loop alone, compiled per level, had
+/// stayed scalar (no vector f64 sums or arg-max selects) and took a quarter of a 160-image
+/// EfficientNet-Lite0 scan's CPU time (`perf`, 2-core AMD EPYC Zen 3, AVX2); with the
+/// intrinsics, per 18,432 tiles of 7×7 0.70 → 0.42 ms, per 1,536 of 112² 9.0 → 2.8 ms.
 pub fn summarise(tile: &[f32]) -> TileSummary {
     let full = tile.len() / LANES * LANES;
     let (whole, rest) = tile.split_at(full);
