@@ -45,6 +45,19 @@ struct LaneState {
     nonpositive: [u32; LANES],
 }
 
+impl LaneState {
+    /// Before any value: sums and counts 0, extremes ±∞.
+    fn fresh() -> Self {
+        Self {
+            sum: [0.0; LANES],
+            min: [f32::INFINITY; LANES],
+            max: [f32::NEG_INFINITY; LANES],
+            max_chunk: [0; LANES],
+            nonpositive: [0; LANES],
+        }
+    }
+}
+
 /// Sums, extremes, the arg-max and the ≤ 0 count of one tile, lane by lane ([`LANES`]),
 /// with AVX2 intrinsics where the CPU has them (also at the AVX-512 level: the pass is
 /// memory-bound) and plain Rust elsewhere. The plain loop alone, compiled per level, had
@@ -67,13 +80,7 @@ pub fn summarise(tile: &[f32]) -> TileSummary {
 
 /// The lane state over `whole` (a multiple of [`LANES`] values), in plain Rust.
 fn lanes_portable(whole: &[f32]) -> LaneState {
-    let mut st = LaneState {
-        sum: [0.0; LANES],
-        min: [f32::INFINITY; LANES],
-        max: [f32::NEG_INFINITY; LANES],
-        max_chunk: [0; LANES],
-        nonpositive: [0; LANES],
-    };
+    let mut st = LaneState::fresh();
     // Comparisons as selects: NaN compares false, so it is skipped (as MINPS/MAXPS and the
     // ordered compares of the AVX2 path do); f32::min/max's NaN rules differ.
     for (i, chunk) in whole.chunks_exact(LANES).enumerate() {
@@ -121,13 +128,8 @@ fn lanes_avx2(whole: &[f32]) -> LaneState {
             nonpositive[half] = _mm256_sub_epi32(nonpositive[half], le);
         }
     }
-    let mut st = LaneState {
-        sum: [0.0; LANES],
-        min: [0.0; LANES],
-        max: [0.0; LANES],
-        max_chunk: [0; LANES],
-        nonpositive: [0; LANES],
-    };
+    // Every field is overwritten by the stores below.
+    let mut st = LaneState::fresh();
     for half in 0..2 {
         let lanes = 8 * half..8 * half + 8;
         // SAFETY: each destination is 8 (or 4 for the f64 halves) lanes of a 16-lane array.
