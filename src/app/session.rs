@@ -229,6 +229,7 @@ impl Session {
             input: None,
             constant_channels: vec![Vec::new(); data.architecture.layers.len()],
             rank_order: vec![Vec::new(); data.architecture.layers.len()],
+            tile_ranges: vec![Vec::new(); data.architecture.layers.len()],
             device_maps: vec![None; data.architecture.layers.len()],
         };
         Self {

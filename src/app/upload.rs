@@ -110,13 +110,12 @@ fn upload_layer(
         on_device.and_then(|maps| crate::render::copy_maps(&mut renderer.atlas, ctx, maps).ok());
     let tiles = match copied {
         Some(tiles) => tiles,
-        None => renderer.atlas.upload_maps(
+        None => renderer.atlas.upload_maps_with_ranges(
             &ctx.device,
             &ctx.queue,
             map.data(),
-            w as u32,
-            h as u32,
-            c as u32,
+            [w as u32, h as u32, c as u32],
+            result.tile_ranges.get(layer).map(Vec::as_slice),
         )?,
     };
     Ok((

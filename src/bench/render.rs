@@ -192,13 +192,13 @@ fn fill_layers(
         let &[_, _, h, w] = map.shape.as_slice() else {
             continue;
         };
-        ready.extend(renderer.atlas.upload_maps(
+        let ranges = result.tile_ranges.get(i).and_then(|r| r.get(..count));
+        ready.extend(renderer.atlas.upload_maps_with_ranges(
             &ctx.device,
             &ctx.queue,
             &map.data()[..count * h * w],
-            w as u32,
-            h as u32,
-            count as u32,
+            [w as u32, h as u32, count as u32],
+            ranges,
         )?);
         fill = AtlasFill::Upload;
     }

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::render::packer::{LinearPacker, Span, locate, spans};
 use crate::render::{RenderError, Result};
-use crate::viz::tile_summary::{TileSummary, summarise, summarise_tiles};
+use crate::viz::tile_summary::{summarise, summarise_tiles};
+use crate::viz::tiles::tile_range;
 
 /// Largest atlas layer side used, even on devices that allow bigger textures.
 pub const MAX_LAYER_SIZE: u32 = 4096;
@@ -51,16 +52,15 @@ pub type ReadyTiles = Vec<(TileHandle, [f32; 2])>;
 /// Finite `[min, max]` of `values`; `[0, 0]` (drawn black) when none is finite.
 pub fn value_range(values: &[f32]) -> [f32; 2] {
     // A vectorised pass (a scalar fold here was 8% of input → tiles).
-    range_of(&summarise(values))
+    tile_range(&summarise(values))
 }
 
 /// [`value_range`] of every `per`-long tile of `values`, tiles in parallel.
 pub fn value_ranges(values: &[f32], per: usize) -> Vec<[f32; 2]> {
-    summarise_tiles(values, per).iter().map(range_of).collect()
-}
-
-fn range_of(t: &TileSummary) -> [f32; 2] {
-    t.finite_range().map_or([0.0, 0.0], |(lo, hi)| [lo, hi])
+    summarise_tiles(values, per)
+        .iter()
+        .map(tile_range)
+        .collect()
 }
 
 /// The atlas texture plus its packer.
@@ -210,9 +210,26 @@ impl TileAtlas {
         height: u32,
         count: u32,
     ) -> Result<ReadyTiles> {
+        self.upload_maps_with_ranges(device, queue, values, [width, height, count], None)
+    }
+
+    /// [`TileAtlas::upload_maps`] of `[width, height, count]` maps with each map's range
+    /// already known (from the pass that summarised them:
+    /// [`crate::viz::tiles::summarise_maps`]), so the maps are not read a second time. Ranges
+    /// of another length than `count` (or none) are computed here.
+    pub fn upload_maps_with_ranges(
+        &mut self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        values: &[f32],
+        [width, height, count]: [u32; 3],
+        ranges: Option<&[[f32; 2]]>,
+    ) -> Result<ReadyTiles> {
         let handles = self.upload_many(device, queue, values, width, height, count)?;
-        let per = (width as usize * height as usize).max(1);
-        let ranges = value_ranges(values, per);
+        let ranges = match ranges {
+            Some(r) if r.len() == count as usize => r.to_vec(),
+            _ => value_ranges(values, (width as usize * height as usize).max(1)),
+        };
         Ok(handles.into_iter().zip(ranges).collect())
     }
 

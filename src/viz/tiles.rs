@@ -59,11 +59,33 @@ pub fn rank_by_mean(data: &[f32], hw: usize) -> Vec<usize> {
     rank_of(&summarise_tiles(data, hw), hw)
 }
 
-/// [`constant_channels`] and [`rank_by_mean`] from one pass over the block (what the viewer
-/// computes for every layer of every input).
-pub fn constant_and_rank(data: &[f32], hw: usize) -> (Vec<usize>, Vec<usize>) {
+/// What the viewer needs of one layer's maps on one input, from one pass over them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MapSummary {
+    /// [`constant_channels`].
+    pub constant: Vec<usize>,
+    /// [`rank_by_mean`].
+    pub rank_order: Vec<usize>,
+    /// Per channel, the `[min, max]` its tile is drawn with ([`tile_range`]).
+    pub ranges: Vec<[f32; 2]>,
+}
+
+/// [`constant_channels`], [`rank_by_mean`] and every tile's range from one pass over a
+/// `[C, H·W]` block (what the viewer computes for every layer of every input; the atlas
+/// upload then reuses the ranges instead of reading the maps again).
+pub fn summarise_maps(data: &[f32], hw: usize) -> MapSummary {
     let tiles = summarise_tiles(data, hw);
-    (constant_of(&tiles), rank_of(&tiles, hw))
+    MapSummary {
+        constant: constant_of(&tiles),
+        rank_order: rank_of(&tiles, hw),
+        ranges: tiles.iter().map(tile_range).collect(),
+    }
+}
+
+/// The `[min, max]` a tile is normalised by: its finite values' range, `[0, 0]` (drawn
+/// black) when none is finite.
+pub fn tile_range(t: &TileSummary) -> [f32; 2] {
+    t.finite_range().map_or([0.0, 0.0], |(lo, hi)| [lo, hi])
 }
 
 fn constant_of(tiles: &[TileSummary]) -> Vec<usize> {
@@ -135,6 +157,34 @@ mod tests {
         ];
         assert_eq!(constant_channels(&data, 4), vec![0, 2, 3]);
         assert!(constant_channels(&data, 0).is_empty());
+    }
+
+    /// One pass gives what the three separate ones give, and each tile's drawn range:
+    /// hand-computed on tiles with a NaN, an infinity and nothing finite.
+    #[test]
+    fn one_summary_pass_gives_constants_rank_and_ranges() {
+        let data = [
+            3.0,
+            -1.0, // mean 1, range [-1, 3]
+            f32::NAN,
+            2.0, // mean 1 (NaN as 0), range [2, 2]
+            f32::NAN,
+            f32::NAN, // nothing finite: [0, 0], constant
+            f32::INFINITY,
+            4.0, // range over the finite values: [4, 4]
+            7.0,
+            7.0, // constant 7
+        ];
+        let s = summarise_maps(&data, 2);
+        assert_eq!(s.constant, constant_channels(&data, 2));
+        assert_eq!(s.constant, vec![1, 2, 3, 4]);
+        assert_eq!(s.rank_order, rank_by_mean(&data, 2));
+        assert_eq!(s.rank_order, vec![4, 3, 0, 1, 2]);
+        assert_eq!(
+            s.ranges,
+            vec![[-1.0, 3.0], [2.0, 2.0], [0.0, 0.0], [4.0, 4.0], [7.0, 7.0]]
+        );
+        assert_eq!(summarise_maps(&[], 4), MapSummary::default());
     }
 
     #[test]

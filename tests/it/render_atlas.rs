@@ -133,6 +133,47 @@ fn known_activations_come_back_min_max_normalised() {
     }
 }
 
+/// The viewer's upload with the ranges of its one summary pass gives the tiles and ranges a
+/// plain upload computes itself; ranges of the wrong length are not trusted.
+#[test]
+fn known_ranges_are_used_and_wrong_lengths_recomputed() {
+    let ctx = ctx();
+    let (w, h, n) = (8u32, 8u32, 12usize);
+    let mut values = activations(n, (w * h) as usize);
+    values[5] = f32::NAN;
+    let summary = convlens::viz::tiles::summarise_maps(&values, (w * h) as usize);
+    let mut atlas = TileAtlas::with_layout(&ctx.device, 64, 8);
+    let plain = atlas
+        .upload_maps(&ctx.device, &ctx.queue, &values, w, h, n as u32)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let want: Vec<[f32; 2]> = values.chunks((w * h) as usize).map(value_range).collect();
+    assert_eq!(plain.iter().map(|t| t.1).collect::<Vec<_>>(), want);
+    for given in [
+        Some(summary.ranges.as_slice()),
+        Some(&summary.ranges[1..]),
+        None,
+    ] {
+        atlas.clear();
+        let ready = atlas
+            .upload_maps_with_ranges(&ctx.device, &ctx.queue, &values, [w, h, n as u32], given)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ready, plain);
+    }
+    // A given range is what the tile is drawn with (here deliberately not its own).
+    atlas.clear();
+    let fixed = vec![[-1.0, 1.0]; n];
+    let ready = atlas
+        .upload_maps_with_ranges(
+            &ctx.device,
+            &ctx.queue,
+            &values,
+            [w, h, n as u32],
+            Some(&fixed),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(ready.iter().all(|t| t.1 == [-1.0, 1.0]));
+}
+
 #[test]
 fn rgb_planes_are_normalised_jointly() {
     let ctx = ctx();
