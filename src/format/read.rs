@@ -128,7 +128,7 @@ impl DataDir {
             }
         };
         let picture = match read_png(&root, &root.join(paths::INPUT_PICTURE)) {
-            Ok(img) => Some(img.to_rgb8()),
+            Ok(img) => Some(img.into_rgb8()),
             Err(_) => None,
         };
         Ok(Self {

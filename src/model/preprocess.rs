@@ -6,7 +6,7 @@ use std::path::Path;
 
 use image::RgbImage;
 
-use super::resize::resize_bilinear;
+use super::resize::{resize_bilinear, resize_region_bilinear};
 
 use super::{ModelError, Result};
 
@@ -112,7 +112,7 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     reader.limits(decode_limits());
     let img = crate::decode_guard::decode(reader)
         .map_err(|e| ModelError::input(path.display(), format!("cannot decode image: {e}")))?;
-    Ok(img.to_rgb8())
+    Ok(img.into_rgb8())
 }
 
 /// Largest image decoded, in pixels (8000×8000). Decoding keeps the whole image in memory
@@ -159,7 +159,7 @@ pub fn load_input_bytes(bytes: &[u8], name: &str, spec: &InputSpec) -> Result<In
     reader.limits(decode_limits());
     let img = crate::decode_guard::decode(reader)
         .map_err(|e| ModelError::input(name, format!("cannot decode image: {e}")))?;
-    Ok(image_to_input(&img.to_rgb8(), spec))
+    Ok(image_to_input(&img.into_rgb8(), spec))
 }
 
 /// The input files a path names: the file itself, or a folder's images and `.npy` files
@@ -226,12 +226,20 @@ fn load_npy_input(path: &Path, spec: &InputSpec) -> Result<InputTensor> {
 pub fn image_to_input(img: &RgbImage, spec: &InputSpec) -> InputTensor {
     let [h, w] = spec.size_hw;
     let fitted = fit_image(img, [h as u32, w as u32], spec);
+    // Per channel, every byte's normalised value (the same expression, looked up).
+    let lut: [[f32; 256]; 3] = std::array::from_fn(|c| {
+        std::array::from_fn(|v| (v as f32 / 255.0 - spec.mean[c]) / spec.std[c])
+    });
     let mut data = vec![0f32; 3 * h * w];
-    for (x, y, p) in fitted.enumerate_pixels() {
-        let i = y as usize * w + x as usize;
-        for c in 0..3 {
-            data[c * h * w + i] = (f32::from(p[c]) / 255.0 - spec.mean[c]) / spec.std[c];
-        }
+    let (r, gb) = data.split_at_mut(h * w);
+    let (g, b) = gb.split_at_mut(h * w);
+    let planes = r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut());
+    for (p, ((r, g), b)) in fitted.as_raw().chunks_exact(3).zip(planes) {
+        (*r, *g, *b) = (
+            lut[0][usize::from(p[0])],
+            lut[1][usize::from(p[1])],
+            lut[2][usize::from(p[2])],
+        );
     }
     InputTensor {
         shape: [1, 3, h, w],
@@ -252,11 +260,10 @@ pub fn fit_image(img: &RgbImage, [h, w]: [u32; 2], spec: &InputSpec) -> RgbImage
         Fit::Crop => {
             let (cw, ch) = crop_size(iw, ih, w, h);
             let (x0, y0) = ((iw - cw) / 2, (ih - ch) / 2);
-            let cropped = image::imageops::crop_imm(img, x0, y0, cw, ch).to_image();
             if (cw, ch) == (w, h) {
-                cropped
+                image::imageops::crop_imm(img, x0, y0, cw, ch).to_image()
             } else {
-                resize_bilinear(&cropped, w, h)
+                resize_region_bilinear(img, [x0, y0, cw, ch], w, h)
             }
         }
         Fit::Pad => {

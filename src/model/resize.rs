@@ -84,18 +84,29 @@ fn weighted(pixels: &[u8], weights: &[i32]) -> [u8; 3] {
 /// `img` resampled to `w × h` as Pillow's `Image.BILINEAR` resize (see the module docs);
 /// rows in parallel. A side that keeps its size is not resampled.
 pub fn resize_bilinear(img: &RgbImage, w: u32, h: u32) -> RgbImage {
-    let (in_w, in_h) = (img.width() as usize, img.height() as usize);
+    resize_region_bilinear(img, [0, 0, img.width(), img.height()], w, h)
+}
+
+/// [`resize_bilinear`] of the region `[x0, y0, width, height]` of `img` (clamped to the
+/// image), read in place: a centre crop resized without copying the crop first.
+pub fn resize_region_bilinear(img: &RgbImage, region: [u32; 4], w: u32, h: u32) -> RgbImage {
+    let [x0, y0] = [region[0].min(img.width()), region[1].min(img.height())];
+    let in_w = region[2].min(img.width() - x0) as usize;
+    let in_h = region[3].min(img.height() - y0) as usize;
     let (out_w, out_h) = (w as usize, h as usize);
     if out_w == 0 || out_h == 0 || in_w == 0 || in_h == 0 {
         return RgbImage::new(w, h);
     }
-    let src = img.as_raw(); // [in_h, in_w, 3]
+    let stride = img.width() as usize * 3;
+    // Row `r` of the region: `in_w` RGB pixels.
+    let src_row =
+        |r: usize| &img.as_raw()[(y0 as usize + r) * stride + x0 as usize * 3..][..in_w * 3];
     let vertical = taps(in_h, out_h);
     // The horizontal pass covers only the rows the vertical pass reads.
     let rows_first = vertical.bounds[0].0;
     let rows_end = vertical.bounds.last().map_or(in_h, |&(f, n)| f + n);
     let across: Vec<u8> = if out_w == in_w {
-        src[rows_first * in_w * 3..rows_end * in_w * 3].to_vec()
+        (rows_first..rows_end).flat_map(src_row).copied().collect()
     } else {
         let horizontal = taps(in_w, out_w);
         let mut across = vec![0u8; (rows_end - rows_first) * out_w * 3]; // [rows, out_w, 3]
@@ -103,7 +114,7 @@ pub fn resize_bilinear(img: &RgbImage, w: u32, h: u32) -> RgbImage {
             .par_chunks_exact_mut(out_w * 3)
             .enumerate()
             .for_each(|(r, dst)| {
-                let row = &src[(rows_first + r) * in_w * 3..][..in_w * 3];
+                let row = src_row(rows_first + r);
                 let weights = horizontal.weights.chunks_exact(horizontal.max_taps);
                 for ((px, &(first, count)), k) in
                     dst.chunks_exact_mut(3).zip(&horizontal.bounds).zip(weights)
@@ -148,6 +159,29 @@ mod tests {
     /// Hand-computed: halving a 4-pixel row (scale 2, support 2) gives output 0 taps at
     /// input 0..=2 (centre 1, weights ¾, ¾, ¼ of 1.75 → 3/7, 3/7, 1/7) and output 1 taps at
     /// 1..=3 (centre 3: ¼, ¾, ¾ → 1/7, 3/7, 3/7).
+    /// A region read in place resizes exactly as the same region cropped first (odd offsets,
+    /// a region running past the image edge is clamped to it).
+    #[test]
+    fn a_region_resizes_as_its_crop() {
+        let img = RgbImage::from_fn(37, 23, |x, y| {
+            image::Rgb([(x * 7 + y * 3) as u8, (x * y) as u8, (255 - x - y) as u8])
+        });
+        for (region, out) in [
+            ([3, 5, 20, 11], [9, 4]),
+            ([0, 0, 37, 23], [37, 5]),
+            ([11, 2, 40, 40], [13, 21]),
+        ] {
+            let [x0, y0, w, h] = region;
+            let (cw, ch) = (w.min(37 - x0), h.min(23 - y0));
+            let cropped = image::imageops::crop_imm(&img, x0, y0, cw, ch).to_image();
+            assert_eq!(
+                resize_region_bilinear(&img, region, out[0], out[1]),
+                resize_bilinear(&cropped, out[0], out[1]),
+                "region {region:?} to {out:?}"
+            );
+        }
+    }
+
     #[test]
     fn halving_a_row_by_hand() {
         let img = RgbImage::from_fn(4, 1, |x, _| {

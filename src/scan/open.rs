@@ -162,7 +162,7 @@ fn read_crop(path: &Path) -> Result<RgbImage> {
         r
     };
     let image = reader().decode().map_err(|e| bad(e.to_string()))?;
-    Ok(image.to_rgb8())
+    Ok(image.into_rgb8())
 }
 
 #[cfg(test)]

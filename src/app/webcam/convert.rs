@@ -194,7 +194,7 @@ pub fn mjpeg_to_rgb(data: &[u8]) -> Result<RgbImage, WebcamError> {
     reader.limits(limits);
     Ok(crate::decode_guard::decode(reader)
         .map_err(WebcamError::Mjpeg)?
-        .to_rgb8())
+        .into_rgb8())
 }
 
 /// `jpeg` with the standard Huffman tables inserted after its SOI marker when its first scan
