@@ -35,7 +35,8 @@ impl TileSummary {
 /// chunk and `≤ 0` count in a fixed order, so every SIMD level gives bit-identical results.
 const LANES: usize = 16;
 
-/// Per-lane running state over a tile's whole chunks ([`LANES`] values each).
+/// Per-lane running state over a tile's whole chunks ([`LANES`] values each): the portable
+/// path's, reduced across lanes by [`LaneState::reduce`].
 struct LaneState {
     sum: [f64; LANES],
     min: [f32; LANES],
@@ -43,6 +44,27 @@ struct LaneState {
     /// Per lane, the chunk where its max was first seen.
     max_chunk: [u32; LANES],
     nonpositive: [u32; LANES],
+}
+
+/// A tile's whole chunks reduced across lanes, in a fixed order so every SIMD level gives
+/// the same bits: sums pairwise (lanes `l` and `l + w` for widths 8, 4, 2, 1: a short
+/// dependency chain, for the many small 7×7 tiles), minima in the same tree with
+/// [`select_min`], the max at its first position.
+#[derive(Debug, Clone, Copy)]
+struct Reduced {
+    sum: f64,
+    min: f32,
+    /// The value at `argmax`; −∞ when there are no whole chunks.
+    max: f32,
+    /// The first position of the max (`usize::MAX` when there are no whole chunks).
+    argmax: usize,
+    nonpositive: u64,
+}
+
+/// `a` if `a < b`, else `b` (MINPS's rule: NaN and equal zeros give `b`).
+#[inline]
+fn select_min(a: f32, b: f32) -> f32 {
+    if a < b { a } else { b }
 }
 
 impl LaneState {
@@ -54,6 +76,34 @@ impl LaneState {
             max: [f32::NEG_INFINITY; LANES],
             max_chunk: [0; LANES],
             nonpositive: [0; LANES],
+        }
+    }
+
+    /// The lanes reduced as [`Reduced`] says.
+    fn reduce(&self) -> Reduced {
+        let (mut sum, mut min) = (self.sum, self.min);
+        for width in [8, 4, 2, 1] {
+            for l in 0..width {
+                sum[l] += sum[l + width];
+                min[l] = select_min(min[l + width], min[l]);
+            }
+        }
+        // The first position holding the max: the smallest index over the lanes that reached
+        // it (a lane that saw nothing, or only NaN, holds −∞).
+        let mut best = (f32::NEG_INFINITY, usize::MAX);
+        for l in 0..LANES {
+            let at = self.max_chunk[l] as usize * LANES + l;
+            let seen = self.max[l] > f32::NEG_INFINITY;
+            if seen && (self.max[l] > best.0 || (self.max[l] == best.0 && at < best.1)) {
+                best = (self.max[l], at);
+            }
+        }
+        Reduced {
+            sum: sum[0],
+            min: min[0],
+            max: best.0,
+            argmax: best.1,
+            nonpositive: self.nonpositive.iter().map(|&n| u64::from(n)).sum(),
         }
     }
 }
@@ -68,14 +118,14 @@ pub fn summarise(tile: &[f32]) -> TileSummary {
     let full = tile.len() / LANES * LANES;
     let (whole, rest) = tile.split_at(full);
     #[cfg(target_arch = "x86_64")]
-    let state = match simd::active() {
+    let reduced = match simd::active() {
         // SAFETY: `simd::active` only names levels the CPU supports, and both include AVX2.
-        SimdLevel::Avx512 | SimdLevel::Avx2Fma => unsafe { lanes_avx2(whole) },
-        SimdLevel::Portable => lanes_portable(whole),
+        SimdLevel::Avx512 | SimdLevel::Avx2Fma => unsafe { reduced_avx2(whole) },
+        SimdLevel::Portable => lanes_portable(whole).reduce(),
     };
     #[cfg(not(target_arch = "x86_64"))]
-    let state = lanes_portable(whole);
-    finish(tile, &state, rest)
+    let reduced = lanes_portable(whole).reduce();
+    finish(tile, &reduced, rest)
 }
 
 /// The lane state over `whole` (a multiple of [`LANES`] values), in plain Rust.
@@ -96,21 +146,24 @@ fn lanes_portable(whole: &[f32]) -> LaneState {
     st
 }
 
-/// [`lanes_portable`] with AVX2 intrinsics: the same operations per lane in the same order
-/// (exact f32 → f64 widening, then one f64 add per value), so the results are identical.
+/// [`lanes_portable`] then [`LaneState::reduce`] with AVX2 intrinsics: the same operations
+/// per lane in the same order (exact f32 → f64 widening, then one f64 add per value), and the
+/// same reduction tree in registers, so the results are identical. Reducing in registers
+/// instead of through a stored lane state (`summarise_tiles`, 2 threads, medians of six
+/// bests of 30, 2-core AMD EPYC Zen 3, AVX2): 18,432 tiles of 7×7 0.52 → 0.31 ms, 10,752
+/// of 14×14 0.47 → 0.37 ms, 1,536 of 112² unchanged (3.1–3.2 ms, memory-bound).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn lanes_avx2(whole: &[f32]) -> LaneState {
+fn reduced_avx2(whole: &[f32]) -> Reduced {
     use std::arch::x86_64::*;
     let zero = _mm256_setzero_ps();
     let mut sum = [_mm256_setzero_pd(); 4];
     let mut min = [_mm256_set1_ps(f32::INFINITY); 2];
     let mut max = [_mm256_set1_ps(f32::NEG_INFINITY); 2];
-    // Chunk indices as u32 bit patterns in f32 lanes, selected with blendv.
-    let mut max_chunk = [_mm256_setzero_ps(); 2];
+    let mut max_chunk = [_mm256_setzero_si256(); 2];
     let mut nonpositive = [_mm256_setzero_si256(); 2];
     for (i, chunk) in whole.chunks_exact(LANES).enumerate() {
-        let index = _mm256_castsi256_ps(_mm256_set1_epi32(i as i32));
+        let index = _mm256_set1_epi32(i as i32);
         for half in 0..2 {
             // SAFETY: `chunk` holds LANES = 16 values, so both 8-value loads are in bounds.
             let v = unsafe { _mm256_loadu_ps(chunk.as_ptr().add(8 * half)) };
@@ -120,39 +173,73 @@ fn lanes_avx2(whole: &[f32]) -> LaneState {
             sum[2 * half + 1] = _mm256_add_pd(sum[2 * half + 1], high);
             // MINPS/MAXPS return the second operand unless the first is strictly beyond it.
             min[half] = _mm256_min_ps(v, min[half]);
-            let greater = _mm256_cmp_ps::<_CMP_GT_OQ>(v, max[half]);
+            let greater = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GT_OQ>(v, max[half]));
             max[half] = _mm256_max_ps(v, max[half]);
-            max_chunk[half] = _mm256_blendv_ps(max_chunk[half], index, greater);
+            max_chunk[half] = _mm256_blendv_epi8(max_chunk[half], index, greater);
             let le = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(v, zero));
             // A true compare is all ones (−1): subtracting it counts.
             nonpositive[half] = _mm256_sub_epi32(nonpositive[half], le);
         }
     }
-    // Every field is overwritten by the stores below.
-    let mut st = LaneState::fresh();
+    // Sums: registers hold lanes 0–3, 4–7, 8–11, 12–15; widths 8, 4, 2, 1 as in `reduce`.
+    let s = _mm256_add_pd(_mm256_add_pd(sum[0], sum[2]), _mm256_add_pd(sum[1], sum[3]));
+    let s = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd::<1>(s));
+    let s = _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+    // Minima: `select_min(upper, lower)` is MINPS(upper, lower).
+    let m = _mm256_min_ps(min[1], min[0]);
+    let m = _mm_min_ps(_mm256_extractf128_ps::<1>(m), _mm256_castps256_ps128(m));
+    let m = _mm_min_ps(_mm_movehl_ps(m, m), m);
+    let m = _mm_cvtss_f32(_mm_min_ss(_mm_shuffle_ps::<0b01>(m, m), m));
+    // The max (its zero's sign aside, which the position settles), then the smallest
+    // position among the lanes holding it.
+    let top = _mm256_max_ps(max[0], max[1]);
+    let top = _mm_max_ps(_mm256_castps256_ps128(top), _mm256_extractf128_ps::<1>(top));
+    let top = _mm_max_ps(top, _mm_movehl_ps(top, top));
+    let top = _mm256_set1_ps(_mm_cvtss_f32(_mm_max_ss(
+        top,
+        _mm_shuffle_ps::<0b01>(top, top),
+    )));
+    let none = _mm256_set1_epi32(-1); // u32::MAX
+    let lane = [
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15),
+    ];
+    let mut first = none;
     for half in 0..2 {
-        let lanes = 8 * half..8 * half + 8;
-        // SAFETY: each destination is 8 (or 4 for the f64 halves) lanes of a 16-lane array.
-        unsafe {
-            _mm256_storeu_pd(st.sum[8 * half..].as_mut_ptr(), sum[2 * half]);
-            _mm256_storeu_pd(st.sum[8 * half + 4..].as_mut_ptr(), sum[2 * half + 1]);
-            _mm256_storeu_ps(st.min[lanes.clone()].as_mut_ptr(), min[half]);
-            _mm256_storeu_ps(st.max[lanes.clone()].as_mut_ptr(), max[half]);
-            _mm256_storeu_ps(
-                st.max_chunk[lanes.clone()].as_mut_ptr().cast::<f32>(),
-                max_chunk[half],
-            );
-            _mm256_storeu_si256(
-                st.nonpositive[lanes].as_mut_ptr().cast::<__m256i>(),
-                nonpositive[half],
-            );
-        }
+        let holds = _mm256_castps_si256(_mm256_and_ps(
+            _mm256_cmp_ps::<_CMP_EQ_OQ>(max[half], top),
+            _mm256_cmp_ps::<_CMP_GT_OQ>(max[half], _mm256_set1_ps(f32::NEG_INFINITY)),
+        ));
+        // chunk · 16 + lane (positions fit u32: a tile is one feature map).
+        let at = _mm256_add_epi32(_mm256_slli_epi32::<4>(max_chunk[half]), lane[half]);
+        first = _mm256_min_epu32(first, _mm256_blendv_epi8(none, at, holds));
     }
-    st
+    let first = _mm_min_epu32(
+        _mm256_castsi256_si128(first),
+        _mm256_extracti128_si256::<1>(first),
+    );
+    let first = _mm_min_epu32(first, _mm_shuffle_epi32::<0b1110>(first));
+    let first = _mm_min_epu32(first, _mm_shuffle_epi32::<0b01>(first));
+    let first = _mm_cvtsi128_si32(first) as u32;
+    let counts = _mm256_add_epi32(nonpositive[0], nonpositive[1]);
+    let mut count_lanes = [0u32; 8];
+    // SAFETY: 8 u32 lanes into an 8-lane array.
+    unsafe { _mm256_storeu_si256(count_lanes.as_mut_ptr().cast::<__m256i>(), counts) };
+    let (max, argmax) = match first {
+        u32::MAX => (f32::NEG_INFINITY, usize::MAX),
+        at => (whole[at as usize], at as usize),
+    };
+    Reduced {
+        sum: s,
+        min: m,
+        max,
+        argmax,
+        nonpositive: count_lanes.iter().map(|&n| u64::from(n)).sum(),
+    }
 }
 
-/// The tile's summary from the lane state of its whole chunks and the `rest` after them.
-fn finish(tile: &[f32], st: &LaneState, rest: &[f32]) -> TileSummary {
+/// The tile's summary from its whole chunks, reduced, and the `rest` after them.
+fn finish(tile: &[f32], reduced: &Reduced, rest: &[f32]) -> TileSummary {
     let full = tile.len() - rest.len();
     let mut rest_max = (f32::NEG_INFINITY, usize::MAX);
     let mut tail = (0f64, f32::INFINITY, 0u32);
@@ -164,37 +251,25 @@ fn finish(tile: &[f32], st: &LaneState, rest: &[f32]) -> TileSummary {
         }
         tail.2 += u32::from(v <= 0.0);
     }
-    // The lanes' sums pairwise (a short dependency chain; tiles of 7×7 are many and small).
-    let mut sums = st.sum;
-    for width in [8, 4, 2, 1] {
-        for l in 0..width {
-            sums[l] += sums[l + width];
-        }
-    }
-    let total = sums[0] + tail.0;
-    let nonpositive = st.nonpositive.iter().map(|&n| u64::from(n)).sum::<u64>() + u64::from(tail.2);
+    let total = reduced.sum + tail.0;
+    let nonpositive = reduced.nonpositive + u64::from(tail.2);
     let values = tile.len() as u64;
     if !total.is_finite() {
         return summarise_finite(tile, nonpositive, values);
     }
-    let min = st.min.iter().copied().fold(tail.1, f32::min);
-    // The first position holding the max: the smallest index over lanes that reached it.
-    let mut best = rest_max;
-    for l in 0..LANES {
-        let at = st.max_chunk[l] as usize * LANES + l;
-        // (A lane that saw no value holds −∞: every value here is finite.)
-        let seen = st.max[l] > f32::NEG_INFINITY;
-        if seen && (st.max[l] > best.0 || (st.max[l] == best.0 && at < best.1)) {
-            best = (st.max[l], at);
-        }
-    }
+    // Every value here is finite; the whole chunks' positions come first, so they win ties.
+    let best = if reduced.argmax != usize::MAX && reduced.max >= rest_max.0 {
+        (reduced.max, reduced.argmax)
+    } else {
+        rest_max
+    };
     TileSummary {
         mean: if tile.is_empty() {
             0.0
         } else {
             total / tile.len() as f64
         },
-        min,
+        min: select_min(tail.1, reduced.min),
         max: best.0,
         argmax: (best.1 != usize::MAX).then_some(best.1),
         nonpositive,
@@ -338,25 +413,36 @@ mod tests {
         }
     }
 
-    /// The AVX2 lanes and the portable ones agree bit for bit (the scan's results must not
-    /// depend on the CPU).
+    /// The AVX2 path and the portable one agree bit for bit (the scan's results must not
+    /// depend on the CPU), zeros of both signs included.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx2_lanes_equal_the_portable_ones() {
         if !SimdLevel::Avx2Fma.supported() {
             return;
         }
-        for len in [0, 16, 48, 784, 12544] {
-            let v = tile_values(len, 3);
-            let portable = lanes_portable(&v);
+        let signed_zeros: Vec<f32> = (0..64)
+            .map(|j| match j % 3 {
+                0 => -0.0,
+                1 => 0.0,
+                _ => -1.5,
+            })
+            .collect();
+        let cases = [0, 16, 48, 784, 12544].map(|len| tile_values(len, 3));
+        for v in cases.iter().chain([&signed_zeros]) {
+            let portable = lanes_portable(v).reduce();
             // SAFETY: the CPU has AVX2 (checked above).
-            let avx2 = unsafe { lanes_avx2(&v) };
-            let bits = |s: &LaneState| {
-                let f64s: Vec<u64> = s.sum.iter().map(|x| x.to_bits()).collect();
-                let f32s: Vec<u32> = (s.min.iter().chain(&s.max)).map(|x| x.to_bits()).collect();
-                (f64s, f32s, s.max_chunk, s.nonpositive)
+            let avx2 = unsafe { reduced_avx2(v) };
+            let bits = |r: &Reduced| {
+                (
+                    r.sum.to_bits(),
+                    r.min.to_bits(),
+                    r.max.to_bits(),
+                    r.argmax,
+                    r.nonpositive,
+                )
             };
-            assert!(bits(&portable) == bits(&avx2), "{len} values");
+            assert_eq!(bits(&portable), bits(&avx2), "{} values", v.len());
         }
     }
 }
