@@ -12,10 +12,21 @@ const TASK_LEN: usize = 1 << 14;
 /// stays NaN, as ONNX's Clip and Relu give it.
 pub fn clamp(x: &[f32], min: f32, max: f32) -> Vec<f32> {
     let mut out = Vec::with_capacity(x.len());
+    #[cfg(target_arch = "x86_64")]
+    let streaming =
+        x.len() >= STREAM_FROM && super::simd::active() != super::simd::SimdLevel::Portable;
+    #[cfg(not(target_arch = "x86_64"))]
+    let streaming = false;
     out.spare_capacity_mut()[..x.len()]
         .par_chunks_mut(TASK_LEN)
         .zip(x.par_chunks(TASK_LEN))
         .for_each(|(dst, src)| {
+            #[cfg(target_arch = "x86_64")]
+            if streaming {
+                // SAFETY: the AVX2 levels include AVX (checked above).
+                unsafe { clamp_streaming(dst, src, min, max) };
+                return;
+            }
             for (d, &v) in dst.iter_mut().zip(src) {
                 d.write(clamp_one(v, min, max));
             }
@@ -23,6 +34,45 @@ pub fn clamp(x: &[f32], min: f32, max: f32) -> Vec<f32> {
     // SAFETY: the chunks cover the first `x.len()` slots and each was written above.
     unsafe { out.set_len(x.len()) };
     out
+}
+
+/// Outputs from this many values (16 MB) are written with streaming (non-temporal) stores:
+/// input and output together then exceed half of a 32 MB last-level cache, so the output
+/// would not stay there for the next node anyway, and ordinary stores would first read every
+/// destination line from memory. Only batches reach this size (EfficientNet-Lite0's largest
+/// ReLU6 output is 1.2 M values per image): its forward pass at batch 16 with every layer
+/// kept, interleaved in one process, medians of 30–40 passes, six runs: 0.15–0.8 ms per image
+/// faster (11.8–14.3 → 11.2–14.1 ms; 2-core AMD EPYC Zen 3, AVX2). Streaming from 2 M values
+/// as well was no better (three runs: +0.3, −0.1, −0.2 ms).
+#[cfg(target_arch = "x86_64")]
+const STREAM_FROM: usize = 1 << 22;
+
+/// [`clamp_one`] of `src` into `dst` (same length) with non-temporal stores for the
+/// 32-byte-aligned middle, then a store fence so other threads see the values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+fn clamp_streaming(dst: &mut [std::mem::MaybeUninit<f32>], src: &[f32], min: f32, max: f32) {
+    use std::arch::x86_64::*;
+    let head = dst.as_ptr().align_offset(32).min(dst.len());
+    let body = (dst.len() - head) / 8 * 8;
+    for (d, &v) in dst[..head].iter_mut().zip(src) {
+        d.write(clamp_one(v, min, max));
+    }
+    let (lo, hi) = (_mm256_set1_ps(min), _mm256_set1_ps(max));
+    for i in (head..head + body).step_by(8) {
+        // SAFETY: `i + 8 ≤ head + body ≤ len` for both slices; `dst + i` is 32-byte aligned.
+        unsafe {
+            let v = _mm256_loadu_ps(src.as_ptr().add(i));
+            // MAXPS/MINPS give the second operand for NaN: put `v` second to keep NaN.
+            let v = _mm256_max_ps(lo, v);
+            let v = _mm256_min_ps(hi, v);
+            _mm256_stream_ps(dst.as_mut_ptr().add(i).cast::<f32>(), v);
+        }
+    }
+    for (d, &v) in dst[head + body..].iter_mut().zip(&src[head + body..]) {
+        d.write(clamp_one(v, min, max));
+    }
+    _mm_sfence();
 }
 
 /// Compare-and-select: keeps NaN (both comparisons are false) and vectorises.
@@ -78,5 +128,46 @@ mod tests {
         for (i, (&g, &v)) in got.iter().zip(&x).enumerate() {
             assert_eq!(g, v.clamp(-5.0, 40_000.0), "value {i}");
         }
+    }
+
+    /// The streaming path equals the plain one bit for bit (NaN, −0, the bounds) whatever
+    /// the destination's alignment and length, and `clamp` takes it on large inputs.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn streaming_stores_clamp_alike() {
+        let values = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| match i % 7 {
+                    0 => f32::NAN,
+                    1 => -0.0,
+                    2 => 6.0,
+                    k => (i % 1000) as f32 * 0.013 - 3.0 + k as f32,
+                })
+                .collect()
+        };
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        if std::arch::is_x86_feature_detected!("avx") {
+            let src = values(300);
+            for (start, len) in [(0, 300), (1, 77), (3, 8), (5, 0), (7, 40)] {
+                let src = &src[start..start + len];
+                let mut buf = vec![std::mem::MaybeUninit::<f32>::uninit(); len + 9];
+                for offset in 0..8 {
+                    let dst = &mut buf[offset..offset + len];
+                    // SAFETY: the CPU has AVX (checked above).
+                    unsafe { clamp_streaming(dst, src, 0.0, 6.0) };
+                    // SAFETY: clamp_streaming wrote every slot of `dst`.
+                    let got: Vec<f32> = dst.iter().map(|v| unsafe { v.assume_init() }).collect();
+                    let want: Vec<f32> = src.iter().map(|&v| clamp_one(v, 0.0, 6.0)).collect();
+                    assert_eq!(
+                        bits(&got),
+                        bits(&want),
+                        "start {start}, len {len}, +{offset}"
+                    );
+                }
+            }
+        }
+        let large = values(STREAM_FROM + 5);
+        let want: Vec<f32> = large.iter().map(|&v| clamp_one(v, 0.0, 6.0)).collect();
+        assert_eq!(bits(&clamp(&large[1..], 0.0, 6.0)), bits(&want[1..]));
     }
 }
