@@ -16,7 +16,16 @@ pub fn list(spec: &Path) -> Result<Vec<PathBuf>> {
         path: spec.to_path_buf(),
         error,
     };
-    let meta = std::fs::metadata(spec).map_err(io)?;
+    let meta = match std::fs::metadata(spec) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ScanError::NoInputs(format!(
+                "{}: no such file or folder (--inputs takes a folder of images, a .txt list \
+                 of paths or one image)",
+                spec.display()
+            )));
+        }
+        other => other.map_err(io)?,
+    };
     if meta.is_dir() {
         let mut files = Vec::new();
         let mut seen = HashSet::new();
@@ -132,6 +141,8 @@ mod tests {
             e.contains("1 of the 2 files") && e.contains("missing.png"),
             "{e}"
         );
+        let e = list(&root.join("nowhere")).unwrap_err().to_string();
+        assert!(e.contains("nowhere: no such file or folder"), "{e}");
         std::fs::create_dir(root.join("empty")).unwrap();
         assert!(
             list(&root.join("empty"))
