@@ -156,9 +156,6 @@ pub fn resize_region_bilinear(img: &RgbImage, region: [u32; 4], w: u32, h: u32) 
 mod tests {
     use super::*;
 
-    /// Hand-computed: halving a 4-pixel row (scale 2, support 2) gives output 0 taps at
-    /// input 0..=2 (centre 1, weights ¾, ¾, ¼ of 1.75 → 3/7, 3/7, 1/7) and output 1 taps at
-    /// 1..=3 (centre 3: ¼, ¾, ¾ → 1/7, 3/7, 3/7).
     /// A region read in place resizes exactly as the same region cropped first (odd offsets,
     /// a region running past the image edge is clamped to it).
     #[test]
@@ -182,6 +179,9 @@ mod tests {
         }
     }
 
+    /// Hand-computed: halving a 4-pixel row (scale 2, support 2) gives output 0 taps at
+    /// input 0..=2 (centre 1, weights ¾, ¾, ¼ of 1.75 → 3/7, 3/7, 1/7) and output 1 taps at
+    /// 1..=3 (centre 3: ¼, ¾, ¾ → 1/7, 3/7, 3/7).
     #[test]
     fn halving_a_row_by_hand() {
         let img = RgbImage::from_fn(4, 1, |x, _| {
