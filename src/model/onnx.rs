@@ -52,6 +52,25 @@ pub fn load_onnx_bytes(
     fallback_name: &str,
     options: &ImportOptions,
 ) -> Result<Graph> {
+    // The fingerprint reads every byte one after another (FNV-1a cannot be split): 20–25 ms
+    // for the embedded 13 MB model, hashed on a second core while the first one imports.
+    let (fingerprint, graph) = rayon::join(
+        || fingerprint(bytes),
+        || import(bytes, source, fallback_name, options),
+    );
+    Ok(Graph {
+        fingerprint,
+        ..graph?
+    })
+}
+
+/// [`load_onnx_bytes`] without the fingerprint (left empty).
+fn import(
+    bytes: &[u8],
+    source: &str,
+    fallback_name: &str,
+    options: &ImportOptions,
+) -> Result<Graph> {
     let not_onnx = |detail: String| ModelError::NotOnnx {
         model: source.to_string(),
         detail,
@@ -175,7 +194,7 @@ pub fn load_onnx_bytes(
         shapes: importer.shapes,
         opset: importer.opset,
         warnings: importer.warnings,
-        fingerprint: fingerprint(bytes),
+        fingerprint: String::new(),
     })
 }
 
