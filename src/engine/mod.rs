@@ -73,6 +73,9 @@ pub enum Capture {
     /// Every output of nodes `0..=index` and the graph inputs, and no node after `index` runs:
     /// what a reverse pass from node `index` needs (feature visualisation runs one per step).
     AllUpTo(usize),
+    /// Nothing, and no node after `index` runs: an observed pass
+    /// ([`Engine::forward_batch_observed`]) that needs no node past its last observed one.
+    NothingAfter(usize),
 }
 
 /// A network bound to a device with its weights uploaded.
@@ -238,20 +241,23 @@ impl Engine {
         self.run_nodes(inputs, capture, None, &mut |_, _| Ok(()))
     }
 
-    /// [`Engine::forward_batch`] that hands each node's outputs to `observe` (with the
-    /// node's index) as soon as the node has run, and keeps only the graph outputs: a
-    /// streaming consumer (the dataset scan, `stats`) summarises a layer while it is fresh in
-    /// cache, and the pass frees it after its last consumer, or — a Clip or ReLU after it —
-    /// clamps it in place, instead of holding every layer to the end. An `Err` from
+    /// [`Engine::forward_batch`] through node `through` (nodes after it do not run: a
+    /// classifier head after the last layer of interest), handing each node's outputs to
+    /// `observe` (with the node's index) as soon as the node has run, and keeping nothing:
+    /// a streaming consumer (the dataset scan, `stats`) summarises a layer while it is fresh
+    /// in cache, and the pass frees it after its last consumer, or — a Clip or ReLU after it
+    /// — clamps it in place, instead of holding every layer to the end. An `Err` from
     /// `observe` stops the pass.
     pub fn forward_batch_observed(
         &self,
         inputs: &[&InputTensor],
+        through: usize,
         observe: &mut (dyn FnMut(usize, &[T6]) -> Result<()> + Send),
-    ) -> Result<Activations> {
+    ) -> Result<()> {
         let input = self.batch_input(inputs)?;
-        let capture = Capture::Layers(HashSet::new());
-        self.run_nodes(std::slice::from_ref(&input), &capture, None, observe)
+        let capture = Capture::NothingAfter(through);
+        self.run_nodes(std::slice::from_ref(&input), &capture, None, observe)?;
+        Ok(())
     }
 
     /// [`Engine::forward`] that waits for the device after every node and returns each
@@ -341,9 +347,10 @@ impl Engine {
                 .flat_map(|n| n.outputs.iter().map(String::as_str))
                 .chain(graph.inputs.iter().map(|i| i.name.as_str()))
                 .collect(),
+            Capture::NothingAfter(_) => HashSet::new(),
         };
         let last_node = match capture {
-            Capture::AllUpTo(last) => *last,
+            Capture::AllUpTo(last) | Capture::NothingAfter(last) => *last,
             _ => usize::MAX,
         };
         for (i, node) in graph

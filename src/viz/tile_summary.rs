@@ -322,9 +322,9 @@ pub fn summarise_tiles(data: &[f32], tile_len: usize) -> Vec<TileSummary> {
 
 /// One batched forward pass over `inputs` that summarises the outputs of the nodes `layers`
 /// (node indices; each output `[N, C, …]`) as the pass produces them, tiles in parallel:
-/// per layer, `[N · C]` summaries, image-major. The pass keeps no layer to its end
-/// ([`Engine::forward_batch_observed`]), so memory and cache hold one layer at a time
-/// whatever the number of layers. `Err` if the pass fails: then nothing was summarised.
+/// per layer, `[N · C]` summaries, image-major. The pass keeps no layer to its end and stops
+/// after the last of `layers` ([`Engine::forward_batch_observed`]), so memory and cache hold
+/// one layer at a time whatever the number of layers. `Err` if the pass fails: then nothing was summarised.
 pub fn summarise_forward(
     engine: &Engine,
     inputs: &[&InputTensor],
@@ -332,7 +332,10 @@ pub fn summarise_forward(
 ) -> Result<Vec<Vec<TileSummary>>, EngineError> {
     let graph = std::sync::Arc::clone(engine.graph());
     let mut summaries: Vec<Vec<TileSummary>> = vec![Vec::new(); layers.len()];
-    engine.forward_batch_observed(inputs, &mut |node, outputs| {
+    let Some(&through) = layers.iter().max() else {
+        return Ok(summaries);
+    };
+    engine.forward_batch_observed(inputs, through, &mut |node, outputs| {
         for (slot, _) in (layers.iter().enumerate()).filter(|&(_, &l)| l == node) {
             let (Some(output), Some(name)) = (outputs.first(), graph.nodes[node].outputs.first())
             else {

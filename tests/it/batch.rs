@@ -262,8 +262,9 @@ fn check_observed(name: &str, graph: Arc<convlens::model::Graph>, device: Device
         .forward_batch(&refs, &Capture::All)
         .unwrap_or_else(|e| panic!("{name}: kept pass failed: {e}"));
     let mut compared = 0;
+    let last = engine.graph().nodes.len() - 1;
     engine
-        .forward_batch_observed(&refs, &mut |i, outputs| {
+        .forward_batch_observed(&refs, last, &mut |i, outputs| {
             let node = &engine.graph().nodes[i];
             for (value, t) in node.outputs.iter().zip(outputs) {
                 let Ok(seen) = HostValues::of(t) else {
@@ -280,6 +281,15 @@ fn check_observed(name: &str, graph: Arc<convlens::model::Graph>, device: Device
             Ok(())
         })
         .unwrap_or_else(|e| panic!("{name}: observed pass failed: {e}"));
+    // A pass through a middle node runs nothing after it.
+    let (through, mut seen) = (last / 2, Vec::new());
+    engine
+        .forward_batch_observed(&refs, through, &mut |i, _| {
+            seen.push(i);
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{name}: observed pass failed: {e}"));
+    assert_eq!(seen, (0..=through).collect::<Vec<_>>(), "{name}");
     eprintln!("{name}: {compared} values observed as kept");
     compared
 }
