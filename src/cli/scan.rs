@@ -34,10 +34,13 @@ pub struct ScanArgs {
     /// Images kept per filter.
     #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub top_k: u16,
-    /// Images per forward pass [default: 16 on a GPU; on the CPU 4]. One per pass when the
-    /// model cannot be batched (it says why).
+    /// Images read and added per step [default: 16]. Batched passes take them in one pass
+    /// [default there: 16 on a GPU, 4 on the CPU]; one pass per image when the model
+    /// cannot be batched (it says why).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub batch: Option<u16>,
+    #[command(flatten)]
+    pub passes: super::stats::PassesArgs,
     /// This process's shard `I/N` (I from 0). Default: from the scheduler's environment
     /// (SLURM_ARRAY_TASK_ID/COUNT, JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX,
     /// CLOUD_RUN_TASK_INDEX/COUNT), else the whole list.
@@ -121,16 +124,10 @@ fn scan(args: &ScanArgs) -> Result<()> {
         None => scan_inputs.all.len(),
     };
     let engine = Engine::new(Arc::clone(&m.graph), device.device.clone());
-    let per_pass = (args.batch.map(usize::from))
-        .unwrap_or(if device.is_gpu {
-            super::stats::GPU_IMAGES_PER_PASS
-        } else {
-            super::stats::CPU_IMAGES_PER_PASS
-        })
-        .min(mine.max(1));
-    let engine = super::stats::batched_or_single(engine, per_pass)?;
+    let (passes, step) =
+        super::stats::summary_passes(engine, device.is_gpu, args.batch, args.passes.passes, mine)?;
     eprintln!(
-        "model: {}, {mine} of {} images{}, {} layers, {} per pass, device: {}",
+        "model: {}, {mine} of {} images{}, {} layers, {}, device: {}",
         m.graph.name,
         scan_inputs.all.len(),
         resolved.as_ref().map_or(String::new(), |r| format!(
@@ -138,7 +135,7 @@ fn scan(args: &ScanArgs) -> Result<()> {
             r.shard.index, r.shard.count, r.source
         )),
         layers.len(),
-        engine.batch_size(),
+        super::stats::describe(&passes),
         device.description
     );
     let spec = ScanSpec {
@@ -147,6 +144,7 @@ fn scan(args: &ScanArgs) -> Result<()> {
         layers,
         top_k: usize::from(args.top_k),
         crop_size: args.crop_size,
+        step,
         checkpoint_every: args.checkpoint_every as usize,
     };
     let bar = indicatif::ProgressBar::new(mine as u64).with_style(
@@ -175,7 +173,7 @@ fn scan(args: &ScanArgs) -> Result<()> {
             bar.set_position(done as u64);
         }
     };
-    let dir = run::run(&spec, &engine, &scan_inputs, out, args.resume, &mut on)
+    let dir = run::run(&spec, &passes, &scan_inputs, out, args.resume, &mut on)
         .with_context(|| format!("scan into {}", out.display()))?;
     bar.finish_and_clear();
     let peak =

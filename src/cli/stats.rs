@@ -11,8 +11,7 @@ use rayon::prelude::*;
 use super::ModelArgs;
 use crate::engine::{Engine, EngineError};
 use crate::export::{self, LayerSelection};
-use crate::model::preprocess::{InputTensor, load_inputs};
-use crate::viz::tile_summary::summarise_forward;
+use crate::viz::summary_passes::{ImageOutcome, PassMode, SummaryPasses};
 
 #[derive(Args, Debug)]
 pub struct StatsArgs {
@@ -27,23 +26,101 @@ pub struct StatsArgs {
     /// Layers: `all` (every [1,C,H,W] layer), `conv`, or comma-separated names.
     #[arg(long, default_value = "all")]
     pub layers: String,
-    /// Images per forward pass [default: 16 on a GPU, 4 on the CPU]. One pass per image when
-    /// the model cannot be batched (it says why).
+    /// Images read and added per step [default: 16]. Batched passes take them in one pass
+    /// [default there: 16 on a GPU, 4 on the CPU]; one pass per image when the model
+    /// cannot be batched (it says why).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub batch: Option<u16>,
+    #[command(flatten)]
+    pub passes: PassesArgs,
+}
+
+/// `--passes`, shared by `stats` and `scan`.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct PassesArgs {
+    /// How images go through the engine: `auto` runs one single-threaded pass per image on
+    /// each core on the CPU (faster there; see README) and batched passes on a GPU.
+    #[arg(long, value_enum, default_value_t = Passes::Auto)]
+    pub passes: Passes,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Passes {
+    /// Per core on the CPU, batched on a GPU.
+    Auto,
+    /// One single-threaded pass per image, one on each core at once (CPU only).
+    PerCore,
+    /// One pass over `--batch` images, each kernel split over the cores.
+    Batched,
 }
 
 /// `--batch`'s default on a GPU (see [`StatsArgs::batch`]).
 pub const GPU_IMAGES_PER_PASS: usize = 16;
 
-/// `--batch`'s default on the CPU, for `stats` and `scan`: 160 photos through
+/// `--batch`'s default for batched passes on the CPU (`--passes batched`), for `stats` and
+/// `scan`: 160 photos through
 /// EfficientNet-Lite0, every layer summarised as the pass makes it, took 2.6–2.9 s at 1 per
 /// pass, 2.0 s at 4 (133–136 MB peak) and 2.0–2.2 s at 16 (225–230 MB); 2-core AMD EPYC.
 pub const CPU_IMAGES_PER_PASS: usize = 4;
 
+/// Images per step of per-core passes (`--batch`'s default there): read together, then
+/// shared out one at a time to the cores, which wait for each other only at the end of a
+/// step.
+pub const PER_CORE_STEP: usize = 16;
+
+/// `engine` set up for `--passes` and `--batch` over `images` images, and the images per
+/// step. Shared by `stats` and `scan`.
+pub(super) fn summary_passes(
+    engine: Engine,
+    is_gpu: bool,
+    batch: Option<u16>,
+    passes: Passes,
+    images: usize,
+) -> Result<(SummaryPasses, usize)> {
+    let per_core = match passes {
+        Passes::Auto => engine.host_kernels() && engine.batch_size() == 1,
+        Passes::PerCore => {
+            anyhow::ensure!(
+                engine.host_kernels(),
+                "--passes per-core runs the CPU kernels; use it with --device cpu"
+            );
+            true
+        }
+        Passes::Batched => false,
+    };
+    if per_core {
+        let step = batch.map_or(PER_CORE_STEP, usize::from);
+        let cores = rayon::current_num_threads();
+        let passes = SummaryPasses::per_core(engine, cores)?;
+        return Ok((passes, step.min(images).max(1)));
+    }
+    let per_pass = (batch.map(usize::from))
+        .unwrap_or(if is_gpu {
+            GPU_IMAGES_PER_PASS
+        } else {
+            CPU_IMAGES_PER_PASS
+        })
+        .min(images)
+        .max(1);
+    let engine = batched_or_single(engine, per_pass)?;
+    let step = engine.batch_size();
+    Ok((SummaryPasses::batched(engine), step))
+}
+
+/// How [`summary_passes`] runs, for the first line a command prints.
+pub(super) fn describe(passes: &SummaryPasses) -> String {
+    match passes.mode() {
+        PassMode::PerCore => format!(
+            "one pass per image on each of {} cores",
+            passes.passes_at_once()
+        ),
+        PassMode::Batched => format!("{} per pass", passes.images_per_pass()),
+    }
+}
+
 /// `engine` with `per_pass` images per forward pass, or itself (saying why once) when the
-/// graph cannot be batched. Shared by `stats` and `scan`.
-pub(super) fn batched_or_single(engine: Engine, per_pass: usize) -> Result<Engine> {
+/// graph cannot be batched.
+fn batched_or_single(engine: Engine, per_pass: usize) -> Result<Engine> {
     if per_pass <= 1 {
         return Ok(engine);
     }
@@ -97,53 +174,37 @@ pub fn stats(args: &StatsArgs) -> Result<()> {
         device.description
     );
     let engine = Engine::new(Arc::clone(&m.graph), device.device.clone());
-    let per_pass = (args.batch.map(usize::from))
-        .unwrap_or(if device.is_gpu {
-            GPU_IMAGES_PER_PASS
-        } else {
-            CPU_IMAGES_PER_PASS
-        })
-        .min(files.len())
-        .max(1);
-    let engine = batched_or_single(engine, per_pass)?;
+    let (passes, step) = summary_passes(
+        engine,
+        device.is_gpu,
+        args.batch,
+        args.passes.passes,
+        files.len(),
+    )?;
+    eprintln!("{}", describe(&passes));
     let bar = indicatif::ProgressBar::new(files.len() as u64).with_style(
         indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} images ({eta})")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_message("statistics");
     let mut skipped = 0usize;
-    let mut warn = |file: &std::path::Path, e: &dyn std::fmt::Display| {
-        skipped += 1;
-        bar.suspend(|| eprintln!("warning: skipped {}: {e:#}", file.display()));
-    };
-    for chunk in files.chunks(engine.batch_size()) {
-        let mut loaded = Vec::with_capacity(chunk.len());
-        for (file, result) in chunk.iter().zip(load_inputs(chunk, &m.spec)) {
-            match result {
-                Ok(input) => loaded.push((file, input)),
-                Err(e) => warn(file, &e),
+    for chunk in files.chunks(step) {
+        let mut summarised = Vec::with_capacity(chunk.len());
+        for (file, outcome) in chunk.iter().zip(passes.run(chunk, &m.spec, &picked)) {
+            match outcome {
+                ImageOutcome::Summarised(tiles) => summarised.push(tiles),
+                ImageOutcome::Skipped(why) => {
+                    skipped += 1;
+                    bar.suspend(|| eprintln!("warning: skipped {}: {why}", file.display()));
+                }
             }
         }
-        if loaded.is_empty() {
-            bar.inc(chunk.len() as u64);
-            continue;
-        }
-        // A short last pass is padded with copies of its first image (their maps are
-        // dropped). Every layer is read before any is added, so a failing pass adds nothing.
-        let inputs: Vec<&InputTensor> = (0..engine.batch_size())
-            .map(|k| &loaded.get(k).unwrap_or(&loaded[0]).1)
-            .collect();
-        // Each layer summarised as the pass makes it: per layer [N · C] tiles.
-        match summarise_forward(&engine, &inputs, &picked) {
-            Ok(tiles) => {
-                (acc.par_iter_mut().zip(&tiles)).for_each(|(stats, tiles)| {
-                    (tiles.chunks_exact(stats.channels.max(1)))
-                        .take(loaded.len())
-                        .for_each(|one| stats.add_tiles(one));
-                });
-            }
-            Err(e) => loaded.iter().for_each(|(file, _)| warn(file, &e)),
-        }
+        // Per layer, the images in order: each image's [C] tiles.
+        (acc.par_iter_mut().enumerate()).for_each(|(l, stats)| {
+            summarised
+                .iter()
+                .for_each(|image| stats.add_tiles(&image[l]))
+        });
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();

@@ -224,11 +224,15 @@ pub fn merge(dirs: &[PathBuf], out: &Path, allow_missing: bool) -> Result<MergeS
         missing_shards: missing.clone(),
         ..first.manifest.clone()
     };
-    write_json(&work.join(format::TOPK_FILE), &topk)?;
+    write_json(
+        &work.join(format::TOPK_FILE),
+        &topk,
+        format::TOPK_LINE_LEVELS,
+    )?;
     let csv = format::stats_csv(&merged);
     crate::atomic_file::write_atomic(&work.join(format::STATS_FILE), csv.as_bytes(), false)
         .map_err(io_err(&work.join(format::STATS_FILE)))?;
-    write_json(&work.join(format::MANIFEST_FILE), &manifest)?;
+    write_json(&work.join(format::MANIFEST_FILE), &manifest, usize::MAX)?;
     publish(&work, out, false)?;
     Ok(MergeSummary {
         shards: shards.len(),

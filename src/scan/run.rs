@@ -1,6 +1,7 @@
-//! One scan process: its block of the input list through the engine in batches, into the
-//! running [`ScanState`], checkpointed atomically every few batches (so `--resume` after a
-//! kill continues exactly), then crops and the scan directory, built in a hidden work folder
+//! One scan process: its block of the input list through the engine in steps of a few
+//! images ([`SummaryPasses`]: one pass per image on each core on the CPU, batched passes on
+//! a GPU), into the running [`ScanState`], checkpointed atomically every few steps (so
+//! `--resume` after a kill continues exactly), then crops and the scan directory, built in a hidden work folder
 //! inside `--out` and moved into place at the end.
 
 use std::collections::{HashMap, HashSet};
@@ -15,10 +16,9 @@ use super::format::{self, LayerInfo, Manifest, ModelId, Settings, ShardInfo, Ski
 use super::receptive::{Clip, PixelBox, ReceptiveFields};
 use super::shard::Shard;
 use super::{Result, ScanError, io_err};
-use crate::engine::Engine;
 use crate::model::Graph;
-use crate::model::preprocess::{InputSpec, InputTensor, load_inputs};
-use crate::viz::tile_summary::summarise_forward;
+use crate::model::preprocess::InputSpec;
+use crate::viz::summary_passes::{ImageOutcome, SummaryPasses};
 
 /// Name of the running state inside the work folder.
 pub const CHECKPOINT_FILE: &str = "checkpoint.json";
@@ -32,7 +32,9 @@ pub struct ScanSpec {
     pub top_k: usize,
     /// Side of the crop PNGs in pixels; 0 writes none.
     pub crop_size: u32,
-    /// Batches between checkpoints.
+    /// Images read and added together (a batched pass's batch size).
+    pub step: usize,
+    /// Steps between checkpoints.
     pub checkpoint_every: usize,
 }
 
@@ -105,7 +107,7 @@ struct ScanState {
 /// `out/shard-IIII-of-NNNN`. Returns that directory.
 pub fn run(
     spec: &ScanSpec,
-    engine: &Engine,
+    passes: &SummaryPasses,
     inputs: &ScanInputs,
     out: &Path,
     resume: bool,
@@ -157,7 +159,7 @@ pub fn run(
         shard: shard_info,
         files: files_fingerprint(files),
         top_k: spec.top_k,
-        batch: engine.batch_size(),
+        batch: passes.images_per_pass(),
     };
     std::fs::create_dir_all(out).map_err(io_err(out))?;
     let checkpoint = work.join(CHECKPOINT_FILE);
@@ -184,7 +186,7 @@ pub fn run(
     };
 
     let layer_nodes: Vec<usize> = layers.iter().map(|&(i, _)| i).collect();
-    let batch = engine.batch_size();
+    let step = spec.step.max(1);
     let mut since_checkpoint = 0;
     on(Event::Progress {
         done: state.next_file,
@@ -192,39 +194,26 @@ pub fn run(
     });
     while state.next_file < files.len() {
         let first = state.next_file;
-        let chunk = &files[first..(first + batch).min(files.len())];
-        let mut loaded: Vec<InputTensor> = Vec::with_capacity(chunk.len());
-        for (j, result) in load_inputs(chunk, &spec.input_spec).into_iter().enumerate() {
-            match result {
-                Ok(input) => loaded.push(input),
-                Err(e) => skip(&mut state, files, first + j, e.to_string(), on),
+        let chunk = &files[first..(first + step).min(files.len())];
+        // Per image, each layer's [C] tile summaries; nothing of an image whose pass failed.
+        let mut summarised = Vec::with_capacity(chunk.len());
+        for (j, outcome) in (passes
+            .run(chunk, &spec.input_spec, &layer_nodes)
+            .into_iter())
+        .enumerate()
+        {
+            match outcome {
+                ImageOutcome::Summarised(tiles) => summarised.push(tiles),
+                ImageOutcome::Skipped(why) => skip(&mut state, files, first + j, why, on),
             }
         }
-        if !loaded.is_empty() {
-            // A short pass is padded with copies of its first image; their maps are dropped.
-            let batch_inputs: Vec<&InputTensor> = (0..batch)
-                .map(|k| loaded.get(k).unwrap_or(&loaded[0]))
-                .collect();
-            // Each layer summarised as the pass makes it ([N · C] tiles per layer); nothing
-            // is added unless the whole pass succeeds.
-            match summarise_forward(engine, &batch_inputs, &layer_nodes) {
-                Ok(tiles) => {
-                    let (first_image, count) = (state.images, loaded.len());
-                    (state.layers.par_iter_mut().zip(&tiles)).for_each(|(layer, tiles)| {
-                        layer.add_summaries(tiles, first_image, count, spec.top_k)
-                    });
-                    state.images += loaded.len() as u64;
-                }
-                Err(e) => {
-                    // Which of the chunk's files were loaded: those not skipped above.
-                    let skipped_here: HashSet<usize> =
-                        (state.skipped.iter()).map(|s| s.file).collect();
-                    for j in (first..first + chunk.len()).filter(|j| !skipped_here.contains(j)) {
-                        skip(&mut state, files, j, e.to_string(), on);
-                    }
-                }
+        let first_image = state.images;
+        (state.layers.par_iter_mut().enumerate()).for_each(|(l, layer)| {
+            for (k, image) in summarised.iter().enumerate() {
+                layer.add_summaries(&image[l], first_image + k as u64, 1, spec.top_k);
             }
-        }
+        });
+        state.images += summarised.len() as u64;
         state.next_file = first + chunk.len();
         since_checkpoint += 1;
         if since_checkpoint >= spec.checkpoint_every.max(1) && state.next_file < files.len() {
@@ -244,7 +233,6 @@ pub fn run(
             }),
         });
     }
-    save_checkpoint(&checkpoint, &state)?;
 
     let skipped_files: HashSet<usize> = state.skipped.iter().map(|s| s.file).collect();
     let scanned: Vec<&PathBuf> = (files.iter().enumerate())
@@ -279,7 +267,16 @@ pub fn run(
     };
     let rf = ReceptiveFields::new(graph)
         .ok_or_else(|| ScanError::Layers("the model has no 4-D image input".into()))?;
-    let topk = topk_file(&state.layers, &layers, &rf);
+    // Before the crops, which can take long, the last steps are saved too (while the
+    // receptive fields are worked out), so that a kill there resumes at the crops. Without
+    // crops the files below take well under a second, and a kill resumes from the last
+    // periodic checkpoint (each costs ~60 ms of CPU for EfficientNet-Lite0's 21,008 filters).
+    let save_final = spec.crop_size > 0 && since_checkpoint > 0;
+    let (saved, topk) = rayon::join(
+        || save_final.then(|| save_checkpoint(&checkpoint, &state)),
+        || topk_file(&state.layers, &layers, &rf),
+    );
+    saved.transpose()?;
     if spec.crop_size > 0 {
         super::crop::write_crops(
             (&spec.input_spec, spec.crop_size),
@@ -292,11 +289,26 @@ pub fn run(
             &mut |done, total| on(Event::Crops { done, total }),
         )?;
     }
-    write_json(&work.join(format::TOPK_FILE), &topk)?;
-    let csv = format::stats_csv(&state.layers);
-    write_file(&work.join(format::STATS_FILE), csv.as_bytes())?;
-    write_json(&work.join(format::MANIFEST_FILE), &manifest)?;
-    std::fs::remove_file(&checkpoint).map_err(io_err(&checkpoint))?;
+    let (topk_written, stats_written) = rayon::join(
+        || {
+            write_json(
+                &work.join(format::TOPK_FILE),
+                &topk,
+                format::TOPK_LINE_LEVELS,
+            )
+        },
+        || {
+            let csv = format::stats_csv(&state.layers);
+            write_file(&work.join(format::STATS_FILE), csv.as_bytes())
+        },
+    );
+    topk_written?;
+    stats_written?;
+    write_json(&work.join(format::MANIFEST_FILE), &manifest, usize::MAX)?;
+    match std::fs::remove_file(&checkpoint) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&checkpoint)(e))?,
+        _ => {}
+    }
     publish(&work, &final_dir, inputs.shard.is_some())?;
     Ok(final_dir)
 }
@@ -421,12 +433,13 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     crate::atomic_file::write_atomic(path, bytes, false).map_err(io_err(path))
 }
 
-pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let mut json = serde_json::to_vec_pretty(value).map_err(|e| ScanError::Format {
+/// `value` as JSON at `path`, indented for its outer `levels` levels of nesting
+/// ([`format::to_json_lines`]).
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T, levels: usize) -> Result<()> {
+    let json = format::to_json_lines(value, levels).map_err(|e| ScanError::Format {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    json.push(b'\n');
     write_file(path, &json)
 }
 
@@ -436,30 +449,33 @@ fn topk_file(
     layers: &[(usize, [usize; 3])],
     rf: &ReceptiveFields,
 ) -> format::TopkFile {
-    let mut boxes: HashMap<(usize, u32, u32), Option<PixelBox>> = HashMap::new();
     format::TopkFile {
-        layers: (states.iter().zip(layers))
-            .map(|(state, &(node, _))| format::TopkLayer {
-                name: state.name.clone(),
-                filters: (state.top.iter().enumerate())
-                    .map(|(k, top)| format::TopkFilter {
-                        filter: k + 1,
-                        top: (top.iter())
-                            .map(|e| {
-                                let b = *boxes.entry((node, e.y, e.x)).or_insert_with(|| {
-                                    rf.field(node, e.y as usize, e.x as usize, Clip::Valid)
-                                });
-                                format::TopkEntry {
-                                    image: e.image,
-                                    value: e.value,
-                                    y: e.y,
-                                    x: e.x,
-                                    pixel_box: b.map(PixelBox::to_array),
-                                }
-                            })
-                            .collect(),
-                    })
-                    .collect(),
+        layers: (states.par_iter().zip(layers))
+            .map(|(state, &(node, _))| {
+                // Units of one layer share fields: (y, x) → its box.
+                let mut boxes: HashMap<(u32, u32), Option<PixelBox>> = HashMap::new();
+                format::TopkLayer {
+                    name: state.name.clone(),
+                    filters: (state.top.iter().enumerate())
+                        .map(|(k, top)| format::TopkFilter {
+                            filter: k + 1,
+                            top: (top.iter())
+                                .map(|e| {
+                                    let b = *boxes.entry((e.y, e.x)).or_insert_with(|| {
+                                        rf.field(node, e.y as usize, e.x as usize, Clip::Valid)
+                                    });
+                                    format::TopkEntry {
+                                        image: e.image,
+                                        value: e.value,
+                                        y: e.y,
+                                        x: e.x,
+                                        pixel_box: b.map(PixelBox::to_array),
+                                    }
+                                })
+                                .collect(),
+                        })
+                        .collect(),
+                }
             })
             .collect(),
     }

@@ -5,5 +5,6 @@ pub mod gradient_norm;
 pub mod histogram;
 pub mod overlay;
 pub mod stats;
+pub mod summary_passes;
 pub mod tile_summary;
 pub mod tiles;

@@ -34,6 +34,7 @@ mod scan;
 mod scan_deploy;
 mod scan_view;
 mod shared_device;
+mod summary_passes;
 mod view_golden;
 mod viewer_compute;
 mod viewer_window;

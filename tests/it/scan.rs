@@ -236,15 +236,30 @@ fn check_against_reference(model: &str, dir: &Path) {
 
 #[test]
 fn scan_equals_the_onnxruntime_reference() {
-    for model in ["tiny_alexnet", "tiny_resnet"] {
+    // One pass per image on each core (the CPU default), and batched passes.
+    for (model, passes) in [
+        ("tiny_alexnet", "per-core"),
+        ("tiny_resnet", "per-core"),
+        ("tiny_alexnet", "batched"),
+        ("tiny_resnet", "batched"),
+    ] {
         let out = tempfile::tempdir().expect("tempdir");
         let reference = json(&fixture(&format!("scan/reference_{model}.json")));
         let layers: Vec<&str> = (reference["layers"].as_array().expect("layers").iter())
             .map(|l| l["name"].as_str().expect("name"))
             .collect();
         let layers = layers.join(",");
-        // 40 images in passes of 3: the last pass is padded.
-        let flags = ["--batch", "3", "--crop-size", "16", "--layers", &layers];
+        // 40 images in steps of 3: the last batched pass is padded.
+        let flags = [
+            "--batch",
+            "3",
+            "--passes",
+            passes,
+            "--crop-size",
+            "16",
+            "--layers",
+            &layers,
+        ];
         scan(model, &fixture("scan/images"), out.path(), &flags);
         check_against_reference(model, out.path());
         let all = files(out.path());
