@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use rayon::prelude::*;
 
 use super::ModelArgs;
 use crate::engine::{Engine, EngineError};
@@ -188,25 +187,23 @@ pub fn stats(args: &StatsArgs) -> Result<()> {
     );
     bar.set_message("statistics");
     let mut skipped = 0usize;
-    for chunk in files.chunks(step) {
-        let mut summarised = Vec::with_capacity(chunk.len());
-        for (file, outcome) in chunk.iter().zip(passes.run(chunk, &m.spec, &picked)) {
+    // Each image's tiles are added (in file order) while the cores run the next ones.
+    let ahead = step.max(2 * passes.passes_at_once());
+    let added: Result<(), std::convert::Infallible> =
+        passes.run_ordered(&files, &m.spec, &picked, ahead, &mut |j, outcome| {
             match outcome {
-                ImageOutcome::Summarised(tiles) => summarised.push(tiles),
+                ImageOutcome::Summarised(tiles) => {
+                    (acc.iter_mut().zip(&tiles)).for_each(|(stats, tiles)| stats.add_tiles(tiles))
+                }
                 ImageOutcome::Skipped(why) => {
                     skipped += 1;
-                    bar.suspend(|| eprintln!("warning: skipped {}: {why}", file.display()));
+                    bar.suspend(|| eprintln!("warning: skipped {}: {why}", files[j].display()));
                 }
             }
-        }
-        // Per layer, the images in order: each image's [C] tiles.
-        (acc.par_iter_mut().enumerate()).for_each(|(l, stats)| {
-            summarised
-                .iter()
-                .for_each(|image| stats.add_tiles(&image[l]))
+            bar.inc(1);
+            Ok(())
         });
-        bar.inc(chunk.len() as u64);
-    }
+    let Ok(()) = added;
     bar.finish_and_clear();
     anyhow::ensure!(skipped < files.len(), "no image could be processed");
     let text = if json {

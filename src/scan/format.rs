@@ -354,6 +354,39 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T
 /// fully indented JSON, and a filter stays one `grep` away.
 pub const TOPK_LINE_LEVELS: usize = 4;
 
+/// `topk.json`'s bytes: [`to_json_lines`] with [`TOPK_LINE_LEVELS`], each layer written on
+/// its own core (the same bytes as one writer; 12.6 MB for EfficientNet-Lite0's conv layers).
+pub fn topk_json(topk: &TopkFile) -> serde_json::Result<Vec<u8>> {
+    use rayon::prelude::*;
+    // Inside `{"layers": [`: two levels open.
+    let layers: Vec<Vec<u8>> = (topk.layers.par_iter())
+        .map(|layer| {
+            let mut out = Vec::with_capacity(1 << 16);
+            let formatter = ShallowPretty {
+                level: 2,
+                levels: TOPK_LINE_LEVELS,
+                has_value: false,
+            };
+            layer.serialize(&mut serde_json::Serializer::with_formatter(
+                &mut out, formatter,
+            ))?;
+            Ok(out)
+        })
+        .collect::<serde_json::Result<_>>()?;
+    let mut out = Vec::with_capacity(layers.iter().map(|l| l.len() + 8).sum::<usize>() + 32);
+    out.extend_from_slice(b"{\n  \"layers\": [");
+    for (i, layer) in layers.iter().enumerate() {
+        out.extend_from_slice(if i == 0 { b"\n    " } else { b",\n    " });
+        out.extend_from_slice(layer);
+    }
+    out.extend_from_slice(if layers.is_empty() {
+        b"]\n}\n"
+    } else {
+        b"\n  ]\n}\n"
+    });
+    Ok(out)
+}
+
 /// `value` as JSON, indented like `serde_json::to_vec_pretty` for the outer `levels` levels
 /// of nesting and compact inside them, with a final newline.
 pub fn to_json_lines<T: Serialize>(value: &T, levels: usize) -> serde_json::Result<Vec<u8>> {
@@ -534,6 +567,13 @@ mod tests {
         );
         let parsed: TopkFile = serde_json::from_str(&text).unwrap();
         assert_eq!(parsed, value);
+        // Layer by layer in parallel: the same bytes, with and without layers.
+        assert_eq!(topk_json(&value).unwrap(), text.as_bytes());
+        let empty = TopkFile { layers: vec![] };
+        assert_eq!(
+            topk_json(&empty).unwrap(),
+            to_json_lines(&empty, TOPK_LINE_LEVELS).unwrap()
+        );
     }
 
     use super::*;

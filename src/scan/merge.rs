@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::accumulate::{LayerScan, TopEntry, insert_top};
 use super::format::{self, Manifest, TopkEntry, TopkFile};
-use super::run::{publish, write_json};
+use super::run::{publish, write_json, write_topk};
 use super::shard::Shard;
 use super::{Result, ScanError, io_err};
 
@@ -224,15 +224,11 @@ pub fn merge(dirs: &[PathBuf], out: &Path, allow_missing: bool) -> Result<MergeS
         missing_shards: missing.clone(),
         ..first.manifest.clone()
     };
-    write_json(
-        &work.join(format::TOPK_FILE),
-        &topk,
-        format::TOPK_LINE_LEVELS,
-    )?;
+    write_topk(&work.join(format::TOPK_FILE), &topk)?;
     let csv = format::stats_csv(&merged);
     crate::atomic_file::write_atomic(&work.join(format::STATS_FILE), csv.as_bytes(), false)
         .map_err(io_err(&work.join(format::STATS_FILE)))?;
-    write_json(&work.join(format::MANIFEST_FILE), &manifest, usize::MAX)?;
+    write_json(&work.join(format::MANIFEST_FILE), &manifest)?;
     publish(&work, out, false)?;
     Ok(MergeSummary {
         shards: shards.len(),

@@ -192,39 +192,44 @@ pub fn run(
         done: state.next_file,
         total: files.len(),
     });
-    while state.next_file < files.len() {
-        let first = state.next_file;
-        let chunk = &files[first..(first + step).min(files.len())];
-        // Per image, each layer's [C] tile summaries; nothing of an image whose pass failed.
-        let mut summarised = Vec::with_capacity(chunk.len());
-        for (j, outcome) in (passes
-            .run(chunk, &spec.input_spec, &layer_nodes)
-            .into_iter())
-        .enumerate()
-        {
+    // Each image is added (in file order) while the cores run the next ones; a step ends
+    // every `step` files, and every `checkpoint_every` steps the state is saved.
+    let first = state.next_file;
+    let ahead = step.max(2 * passes.passes_at_once());
+    let remaining = &files[first..];
+    passes.run_ordered::<_, ScanError>(
+        remaining,
+        &spec.input_spec,
+        &layer_nodes,
+        ahead,
+        &mut |j, outcome| {
+            let file = first + j;
             match outcome {
-                ImageOutcome::Summarised(tiles) => summarised.push(tiles),
-                ImageOutcome::Skipped(why) => skip(&mut state, files, first + j, why, on),
+                ImageOutcome::Summarised(tiles) => {
+                    let image = state.images;
+                    for (layer, tiles) in state.layers.iter_mut().zip(&tiles) {
+                        layer.add_summaries(tiles, image, 1, spec.top_k);
+                    }
+                    state.images += 1;
+                }
+                ImageOutcome::Skipped(why) => skip(&mut state, files, file, why, on),
             }
-        }
-        let first_image = state.images;
-        (state.layers.par_iter_mut().enumerate()).for_each(|(l, layer)| {
-            for (k, image) in summarised.iter().enumerate() {
-                layer.add_summaries(&image[l], first_image + k as u64, 1, spec.top_k);
+            state.next_file = file + 1;
+            if (j + 1) % step == 0 || state.next_file == files.len() {
+                since_checkpoint += 1;
+                if since_checkpoint >= spec.checkpoint_every.max(1) && state.next_file < files.len()
+                {
+                    save_checkpoint(&checkpoint, &state)?;
+                    since_checkpoint = 0;
+                }
+                on(Event::Progress {
+                    done: state.next_file,
+                    total: files.len(),
+                });
             }
-        });
-        state.images += summarised.len() as u64;
-        state.next_file = first + chunk.len();
-        since_checkpoint += 1;
-        if since_checkpoint >= spec.checkpoint_every.max(1) && state.next_file < files.len() {
-            save_checkpoint(&checkpoint, &state)?;
-            since_checkpoint = 0;
-        }
-        on(Event::Progress {
-            done: state.next_file,
-            total: files.len(),
-        });
-    }
+            Ok(())
+        },
+    )?;
     if state.images == 0 {
         return Err(ScanError::NothingScanned {
             skipped: state.skipped.len(),
@@ -290,13 +295,7 @@ pub fn run(
         )?;
     }
     let (topk_written, stats_written) = rayon::join(
-        || {
-            write_json(
-                &work.join(format::TOPK_FILE),
-                &topk,
-                format::TOPK_LINE_LEVELS,
-            )
-        },
+        || write_topk(&work.join(format::TOPK_FILE), &topk),
         || {
             let csv = format::stats_csv(&state.layers);
             write_file(&work.join(format::STATS_FILE), csv.as_bytes())
@@ -304,7 +303,7 @@ pub fn run(
     );
     topk_written?;
     stats_written?;
-    write_json(&work.join(format::MANIFEST_FILE), &manifest, usize::MAX)?;
+    write_json(&work.join(format::MANIFEST_FILE), &manifest)?;
     match std::fs::remove_file(&checkpoint) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&checkpoint)(e))?,
         _ => {}
@@ -433,14 +432,23 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     crate::atomic_file::write_atomic(path, bytes, false).map_err(io_err(path))
 }
 
-/// `value` as JSON at `path`, indented for its outer `levels` levels of nesting
-/// ([`format::to_json_lines`]).
-pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T, levels: usize) -> Result<()> {
-    let json = format::to_json_lines(value, levels).map_err(|e| ScanError::Format {
+/// `value` as indented JSON at `path`.
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let json = format::to_json_lines(value, usize::MAX).map_err(format_err(path))?;
+    write_file(path, &json)
+}
+
+/// `topk.json` at `path` ([`format::topk_json`]: one line per filter).
+pub(crate) fn write_topk(path: &Path, topk: &format::TopkFile) -> Result<()> {
+    let json = format::topk_json(topk).map_err(format_err(path))?;
+    write_file(path, &json)
+}
+
+fn format_err(path: &Path) -> impl FnOnce(serde_json::Error) -> ScanError + '_ {
+    move |e| ScanError::Format {
         path: path.to_path_buf(),
         reason: e.to_string(),
-    })?;
-    write_file(path, &json)
+    }
 }
 
 /// `topk.json` from the state, each entry with its unit's input pixels.

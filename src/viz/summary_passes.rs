@@ -93,115 +93,191 @@ impl SummaryPasses {
     }
 
     /// Decodes `files` (with `spec`) and summarises the outputs of the nodes `layers` for
-    /// each: one outcome per file, in order. A batched step takes at most
-    /// [`Engine::batch_size`] files; a failed batched pass skips every image in it.
+    /// each: one outcome per file, in order (see [`SummaryPasses::run_ordered`]).
     pub fn run<P: AsRef<Path> + Sync>(
         &self,
         files: &[P],
         spec: &InputSpec,
         layers: &[usize],
     ) -> Vec<ImageOutcome> {
+        let mut outcomes = Vec::with_capacity(files.len());
+        let collected: Result<(), std::convert::Infallible> =
+            self.run_ordered(files, spec, layers, files.len(), &mut |_, o| {
+                outcomes.push(o);
+                Ok(())
+            });
+        let Ok(()) = collected;
+        outcomes
+    }
+
+    /// Decodes `files` (with `spec`), summarises the outputs of the nodes `layers` for each
+    /// and hands `consume` each file's index and outcome in file order, on the calling
+    /// thread. Batched: a pass of [`Engine::batch_size`] files at a time, then its outcomes.
+    /// Per core: the cores never wait for each other; each takes the next file as soon as
+    /// it is done, at most `ahead` files past the first one not yet consumed (so at most
+    /// `ahead` outcomes wait in memory), while `consume` runs. An `Err` from `consume`
+    /// stops the passes (those running finish their image) and is returned.
+    pub fn run_ordered<P: AsRef<Path> + Sync, E>(
+        &self,
+        files: &[P],
+        spec: &InputSpec,
+        layers: &[usize],
+        ahead: usize,
+        consume: &mut dyn FnMut(usize, ImageOutcome) -> Result<(), E>,
+    ) -> Result<(), E> {
         match self.mode() {
-            PassMode::Batched => self.run_batched(files, spec, layers),
-            PassMode::PerCore => self.run_per_core(files, spec, layers),
+            PassMode::Batched => {
+                let batch = self.engine.batch_size().max(1);
+                for (c, chunk) in files.chunks(batch).enumerate() {
+                    for (k, o) in self
+                        .run_batched(chunk, spec, layers)
+                        .into_iter()
+                        .enumerate()
+                    {
+                        consume(c * batch + k, o)?;
+                    }
+                }
+                Ok(())
+            }
+            PassMode::PerCore => self.run_per_core(files, spec, layers, ahead.max(1), consume),
         }
     }
 
+    /// At most [`Engine::batch_size`] files through one pass.
     fn run_batched<P: AsRef<Path> + Sync>(
         &self,
         files: &[P],
         spec: &InputSpec,
         layers: &[usize],
     ) -> Vec<ImageOutcome> {
-        let batch = self.engine.batch_size();
-        let mut outcomes: Vec<ImageOutcome> = Vec::with_capacity(files.len());
-        for chunk in files.chunks(batch.max(1)) {
-            let loaded: Vec<Result<InputTensor, String>> = (load_inputs(chunk, spec).into_iter())
-                .map(|r| r.map_err(|e| format!("{e:#}")))
+        let loaded: Vec<Result<InputTensor, String>> = (load_inputs(files, spec).into_iter())
+            .map(|r| r.map_err(|e| format!("{e:#}")))
+            .collect();
+        let ok: Vec<&InputTensor> = loaded.iter().filter_map(|r| r.as_ref().ok()).collect();
+        let Some(&first) = ok.first() else {
+            return (loaded.into_iter())
+                .map(|r| ImageOutcome::Skipped(r.err().unwrap_or_default()))
                 .collect();
-            let ok: Vec<&InputTensor> = loaded.iter().filter_map(|r| r.as_ref().ok()).collect();
-            let Some(&first) = ok.first() else {
-                outcomes.extend(
-                    loaded
-                        .into_iter()
-                        .map(|r| ImageOutcome::Skipped(r.err().unwrap_or_default())),
-                );
-                continue;
-            };
-            // A short pass is padded with copies of its first image; their maps are dropped.
-            let inputs: Vec<&InputTensor> = (0..batch)
-                .map(|k| ok.get(k).copied().unwrap_or(first))
-                .collect();
-            // Per layer [N · C] tiles, image-major.
-            let tiles = summarise_forward(&self.engine, &inputs, layers);
-            let mut next_ok = 0;
-            for r in &loaded {
-                outcomes.push(match (r, &tiles) {
-                    (Err(why), _) => ImageOutcome::Skipped(why.clone()),
-                    (Ok(_), Err(e)) => ImageOutcome::Skipped(e.to_string()),
-                    (Ok(_), Ok(tiles)) => {
-                        next_ok += 1;
-                        ImageOutcome::Summarised(image_tiles(tiles, next_ok - 1, inputs.len()))
-                    }
-                });
-            }
-        }
-        outcomes
+        };
+        // A short pass is padded with copies of its first image; their maps are dropped.
+        let inputs: Vec<&InputTensor> = (0..self.engine.batch_size())
+            .map(|k| ok.get(k).copied().unwrap_or(first))
+            .collect();
+        // Per layer [N · C] tiles, image-major.
+        let tiles = summarise_forward(&self.engine, &inputs, layers);
+        let mut next_ok = 0;
+        (loaded.iter())
+            .map(|r| match (r, &tiles) {
+                (Err(why), _) => ImageOutcome::Skipped(why.clone()),
+                (Ok(_), Err(e)) => ImageOutcome::Skipped(e.to_string()),
+                (Ok(_), Ok(tiles)) => {
+                    next_ok += 1;
+                    ImageOutcome::Summarised(image_tiles(tiles, next_ok - 1, inputs.len()))
+                }
+            })
+            .collect()
     }
 
-    fn run_per_core<P: AsRef<Path> + Sync>(
+    fn run_per_core<P: AsRef<Path> + Sync, E>(
         &self,
         files: &[P],
         spec: &InputSpec,
         layers: &[usize],
-    ) -> Vec<ImageOutcome> {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let next = AtomicUsize::new(0);
-        let one = |path: &Path| -> Result<Vec<Vec<TileSummary>>, String> {
-            let input = load_input(path, spec).map_err(|e| format!("{e:#}"))?;
-            summarise_forward(&self.engine, &[&input], layers).map_err(|e| e.to_string())
+        ahead: usize,
+        consume: &mut dyn FnMut(usize, ImageOutcome) -> Result<(), E>,
+    ) -> Result<(), E> {
+        use std::collections::BTreeMap;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::{Condvar, Mutex, mpsc};
+        let one = |path: &Path| -> ImageOutcome {
+            let summarised = load_input(path, spec)
+                .map_err(|e| format!("{e:#}"))
+                .and_then(|input| {
+                    summarise_forward(&self.engine, &[&input], layers).map_err(|e| e.to_string())
+                });
+            match summarised {
+                Ok(tiles) => ImageOutcome::Summarised(tiles),
+                Err(why) => ImageOutcome::Skipped(why),
+            }
         };
-        // Each core takes the next image until none is left; outcomes keep their slot.
-        let mut done: Vec<Vec<(usize, ImageOutcome)>> = std::thread::scope(|s| {
-            let workers: Vec<_> = (self.pools.iter())
-                .map(|pool| {
-                    let (next, one) = (&next, &one);
-                    s.spawn(move || {
-                        pool.install(|| {
-                            let mut mine = Vec::new();
-                            loop {
-                                let i = next.fetch_add(1, Ordering::Relaxed);
-                                let Some(path) = files.get(i) else { break };
-                                mine.push((i, outcome(one(path.as_ref()))));
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        // Files consumed so far; a core waits on `moved` while its file is `ahead` past it.
+        let consumed = Mutex::new(0usize);
+        let moved = Condvar::new();
+        let (sender, outcomes) = mpsc::channel::<(usize, ImageOutcome)>();
+        std::thread::scope(|s| {
+            let mut cores = Vec::with_capacity(self.pools.len());
+            for pool in &self.pools {
+                let sender = sender.clone();
+                let (one, next, stop, consumed, moved) = (&one, &next, &stop, &consumed, &moved);
+                cores.push(s.spawn(move || {
+                    pool.install(|| {
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(path) = files.get(i) else { break };
+                            let mut done = consumed.lock().unwrap_or_else(|e| e.into_inner());
+                            while i >= *done + ahead && !stop.load(Ordering::Relaxed) {
+                                done = moved.wait(done).unwrap_or_else(|e| e.into_inner());
                             }
-                            mine
-                        })
+                            drop(done);
+                            if stop.load(Ordering::Relaxed)
+                                || sender.send((i, one(path.as_ref()))).is_err()
+                            {
+                                break;
+                            }
+                        }
                     })
-                })
-                .collect();
-            (workers.into_iter())
-                .map(|w| {
-                    w.join().unwrap_or_else(|_| {
-                        // A panicking pass: its images are reported, not lost silently.
-                        Vec::new()
-                    })
-                })
-                .collect()
-        });
-        let mut outcomes: Vec<Option<ImageOutcome>> = vec![None; files.len()];
-        for (i, o) in done.drain(..).flatten() {
-            outcomes[i] = Some(o);
-        }
-        (outcomes.into_iter())
-            .map(|o| o.unwrap_or_else(|| ImageOutcome::Skipped("its pass panicked".into())))
-            .collect()
-    }
-}
-
-fn outcome(r: Result<Vec<Vec<TileSummary>>, String>) -> ImageOutcome {
-    match r {
-        Ok(tiles) => ImageOutcome::Summarised(tiles),
-        Err(why) => ImageOutcome::Skipped(why),
+                }));
+            }
+            drop(sender);
+            // In file order: outcomes that arrive early wait here (at most `ahead`).
+            let mut waiting: BTreeMap<usize, ImageOutcome> = BTreeMap::new();
+            let mut result = Ok(());
+            let mut expected = 0;
+            while expected < files.len() {
+                let Some(o) = waiting.remove(&expected) else {
+                    match outcomes.recv() {
+                        Ok((i, o)) => {
+                            waiting.insert(i, o);
+                            continue;
+                        }
+                        // Every core has stopped: the files left were never run.
+                        Err(_) => break,
+                    }
+                };
+                if let Err(e) = consume(expected, o) {
+                    result = Err(e);
+                    break;
+                }
+                expected += 1;
+                *consumed.lock().unwrap_or_else(|e| e.into_inner()) = expected;
+                moved.notify_all();
+            }
+            stop.store(true, Ordering::Relaxed);
+            moved.notify_all();
+            for core in cores {
+                // A panic was caught by the pass; one outside it (decoding) loses its file,
+                // reported below, not the scan.
+                let _ = core.join();
+            }
+            while let Ok((i, o)) = outcomes.try_recv() {
+                waiting.insert(i, o);
+            }
+            if result.is_ok() {
+                // A core that panicked left its file without an outcome: report the rest.
+                for i in expected..files.len() {
+                    let o = waiting.remove(&i).unwrap_or_else(|| {
+                        ImageOutcome::Skipped("its pass stopped unexpectedly".into())
+                    });
+                    if let Err(e) = consume(i, o) {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            result
+        })
     }
 }
 

@@ -95,3 +95,47 @@ fn per_core_passes_equal_a_batched_pass() {
         );
     }
 }
+
+/// `run_ordered` hands outcomes over in file order however far ahead the cores may run
+/// (here one file: every core waits for the consumer), and an error from the consumer
+/// stops the passes and comes back.
+#[test]
+fn ordered_outcomes_and_a_consumer_that_stops() {
+    let graph = Arc::new(
+        load_onnx_file(
+            &fixture("mixed/tiny_resnet.onnx"),
+            &ImportOptions::default(),
+        )
+        .expect("imports"),
+    );
+    let input = graph.image_input().expect("image input");
+    let spec = InputSpec::imagenet([input.shape[2], input.shape[3]]);
+    let layers = vec![0, 1];
+    let files = fixture_images()[..12].to_vec();
+    let passes =
+        SummaryPasses::per_core(Engine::new(Arc::clone(&graph), cpu()), 3).expect("threads start");
+    let all = passes.run(&files, &spec, &layers);
+    for ahead in [1, 4] {
+        let mut seen = Vec::new();
+        let done: Result<(), String> =
+            passes.run_ordered(&files, &spec, &layers, ahead, &mut |i, o| {
+                seen.push((i, o));
+                Ok(())
+            });
+        assert_eq!(done, Ok(()));
+        let (order, outcomes): (Vec<usize>, Vec<ImageOutcome>) = seen.into_iter().unzip();
+        assert_eq!(order, (0..files.len()).collect::<Vec<_>>(), "ahead {ahead}");
+        assert_eq!(outcomes, all, "ahead {ahead}");
+    }
+    let mut calls = 0;
+    let stopped: Result<(), String> = passes.run_ordered(&files, &spec, &layers, 2, &mut |i, _| {
+        calls += 1;
+        if i == 3 {
+            Err("full disk".into())
+        } else {
+            Ok(())
+        }
+    });
+    assert_eq!(stopped, Err("full disk".to_string()));
+    assert_eq!(calls, 4, "nothing is handed over after the error");
+}
