@@ -19,6 +19,7 @@ use super::{Result, ScanError, io_err};
 use crate::model::Graph;
 use crate::model::preprocess::InputSpec;
 use crate::viz::summary_passes::{ImageOutcome, SummaryPasses};
+use crate::viz::tile_summary::TileSummary;
 
 /// Name of the running state inside the work folder.
 pub const CHECKPOINT_FILE: &str = "checkpoint.json";
@@ -192,11 +193,13 @@ pub fn run(
         done: state.next_file,
         total: files.len(),
     });
-    // Each image is added (in file order) while the cores run the next ones; a step ends
-    // every `step` files, and every `checkpoint_every` steps the state is saved.
+    // A step's images are added (in file order) at its end while the cores run the next
+    // ones, layer by layer (each layer's running state stays in cache over the step's
+    // images); every `checkpoint_every` steps the state is saved.
     let first = state.next_file;
     let ahead = step.max(2 * passes.passes_at_once());
     let remaining = &files[first..];
+    let mut pending: Vec<Vec<Vec<TileSummary>>> = Vec::with_capacity(step);
     passes.run_ordered::<_, ScanError>(
         remaining,
         &spec.input_spec,
@@ -205,17 +208,19 @@ pub fn run(
         &mut |j, outcome| {
             let file = first + j;
             match outcome {
-                ImageOutcome::Summarised(tiles) => {
-                    let image = state.images;
-                    for (layer, tiles) in state.layers.iter_mut().zip(&tiles) {
-                        layer.add_summaries(tiles, image, 1, spec.top_k);
-                    }
-                    state.images += 1;
-                }
+                ImageOutcome::Summarised(tiles) => pending.push(tiles),
                 ImageOutcome::Skipped(why) => skip(&mut state, files, file, why, on),
             }
             state.next_file = file + 1;
             if (j + 1) % step == 0 || state.next_file == files.len() {
+                let first_image = state.images;
+                for (l, layer) in state.layers.iter_mut().enumerate() {
+                    for (k, image) in pending.iter().enumerate() {
+                        layer.add_summaries(&image[l], first_image + k as u64, 1, spec.top_k);
+                    }
+                }
+                state.images += pending.len() as u64;
+                pending.clear();
                 since_checkpoint += 1;
                 if since_checkpoint >= spec.checkpoint_every.max(1) && state.next_file < files.len()
                 {
