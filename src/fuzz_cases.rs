@@ -8,7 +8,7 @@ use crate::scan::open::OpenScan;
 use crate::ui::dataset::DatasetView;
 
 /// `scan_reader`: byte 0 picks. Odd: the rest is a `checkpoint.json` for
-/// [`crate::scan::run::check_checkpoint_bytes`]. Even: the rest is split at `0xFF 0x00`
+/// [`crate::scan::checkpoint::check_checkpoint_bytes`]. Even: the rest is split at `0xFF 0x00`
 /// pairs into `scan.json`, `stats.csv`, `topk.json` and a PNG written as the crop of rank 1
 /// of filter 1 of the first layer (under its stem when the JSON gives a plain one), in
 /// `scratch` (emptied first); then [`OpenScan::open`], the viewer's [`DatasetView`] and a
@@ -20,7 +20,7 @@ pub fn scan_reader(data: &[u8], scratch: &Path) -> Result<bool, String> {
         return Ok(false);
     };
     if mode % 2 == 1 {
-        return refused_cleanly(crate::scan::run::check_checkpoint_bytes(rest));
+        return refused_cleanly(crate::scan::checkpoint::check_checkpoint_bytes(rest));
     }
     let mut parts: Vec<&[u8]> = Vec::new();
     let (mut start, mut i) = (0, 0);

@@ -10,6 +10,7 @@
 //! finished scan back for the viewer.
 
 pub mod accumulate;
+pub mod checkpoint;
 pub mod crop;
 pub mod format;
 pub mod inputs;
