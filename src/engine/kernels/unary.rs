@@ -82,13 +82,51 @@ fn clamp_one(v: f32, min: f32, max: f32) -> f32 {
     if v > max { max } else { v }
 }
 
-/// [`clamp`] into `x`'s own buffer: for a value the forward pass no longer needs.
+/// [`clamp`] into `x`'s own buffer: for a value the forward pass no longer needs. On one
+/// thread (a per-core pass of `scan` and `stats`) the loop runs without tasks; with AVX it
+/// clamps 8 values per instruction, where the compiler's loop is SSE2's 4: in a one-thread
+/// pool, medians of 200, 2-core AMD EPYC Zen 3, 300 K values 47–107 → 22–34 µs, 1.2 M
+/// values 183–190 → 93 µs.
 pub fn clamp_in_place(x: &mut [f32], min: f32, max: f32) {
-    x.par_chunks_mut(TASK_LEN).for_each(|chunk| {
+    #[cfg(target_arch = "x86_64")]
+    let avx = super::simd::active() != super::simd::SimdLevel::Portable;
+    let run = |chunk: &mut [f32]| {
+        #[cfg(target_arch = "x86_64")]
+        if avx {
+            // SAFETY: the AVX2 levels include AVX (checked above).
+            unsafe { clamp_avx_in_place(chunk, min, max) };
+            return;
+        }
         for v in chunk.iter_mut() {
             *v = clamp_one(*v, min, max);
         }
-    });
+    };
+    if rayon::current_num_threads() == 1 {
+        run(x);
+    } else {
+        x.par_chunks_mut(TASK_LEN).for_each(run);
+    }
+}
+
+/// [`clamp_one`] of every value of `x`, 8 at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+fn clamp_avx_in_place(x: &mut [f32], min: f32, max: f32) {
+    use std::arch::x86_64::*;
+    let body = x.len() / 8 * 8;
+    let (lo, hi) = (_mm256_set1_ps(min), _mm256_set1_ps(max));
+    for i in (0..body).step_by(8) {
+        // SAFETY: `i + 8 ≤ body ≤ len`.
+        unsafe {
+            let p = x.as_mut_ptr().add(i);
+            // MAXPS/MINPS give the second operand for NaN: `v` second keeps NaN.
+            let v = _mm256_max_ps(lo, _mm256_loadu_ps(p));
+            _mm256_storeu_ps(p, _mm256_min_ps(hi, v));
+        }
+    }
+    for v in &mut x[body..] {
+        *v = clamp_one(*v, min, max);
+    }
 }
 
 #[cfg(test)]
@@ -119,6 +157,41 @@ mod tests {
         let relu = clamp(&x, 0.0, f32::INFINITY);
         assert_eq!(relu[6], f32::INFINITY);
         assert_eq!(relu[4], 7.5);
+    }
+
+    #[test]
+    fn in_place_equals_the_copy_on_one_thread_and_many() {
+        // NaN, both zeros, infinities and ordinary values, an odd length (a scalar tail).
+        let specials = [
+            f32::NAN,
+            -0.0,
+            0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            6.0,
+            -7.5,
+        ];
+        let x: Vec<f32> = (0..2 * TASK_LEN + 13)
+            .map(|i| match i % 11 {
+                k @ 0..=6 => specials[k],
+                _ => (i % 97) as f32 / 8.0 - 3.0,
+            })
+            .collect();
+        let expected = clamp(&x, 0.0, 6.0);
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        for on_one_thread in [false, true] {
+            let mut got = x.clone();
+            if on_one_thread {
+                one.install(|| clamp_in_place(&mut got, 0.0, 6.0));
+            } else {
+                clamp_in_place(&mut got, 0.0, 6.0);
+            }
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&expected), "one thread: {on_one_thread}");
+        }
     }
 
     #[test]
