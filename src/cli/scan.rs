@@ -34,9 +34,10 @@ pub struct ScanArgs {
     /// Images kept per filter.
     #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub top_k: u16,
-    /// Images read and added per step [default: 16]. Batched passes take them in one pass
-    /// [default there: 16 on a GPU, 4 on the CPU]; one pass per image when the model
-    /// cannot be batched (it says why).
+    /// Images per step [default: 16]. Per-core passes add a step's images together, the
+    /// cores running at most a step (and at least two images each) ahead; batched passes
+    /// take them in one pass [default there: 16 on a GPU, 4 on the CPU], or one per pass
+    /// when the model cannot be batched (it says why).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub batch: Option<u16>,
     #[command(flatten)]

@@ -25,9 +25,10 @@ pub struct StatsArgs {
     /// Layers: `all` (every [1,C,H,W] layer), `conv`, or comma-separated names.
     #[arg(long, default_value = "all")]
     pub layers: String,
-    /// Images read and added per step [default: 16]. Batched passes take them in one pass
-    /// [default there: 16 on a GPU, 4 on the CPU]; one pass per image when the model
-    /// cannot be batched (it says why).
+    /// Images per step [default: 16]. Per-core passes add a step's images together, the
+    /// cores running at most a step (and at least two images each) ahead; batched passes
+    /// take them in one pass [default there: 16 on a GPU, 4 on the CPU], or one per pass
+    /// when the model cannot be batched (it says why).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub batch: Option<u16>,
     #[command(flatten)]
@@ -62,9 +63,8 @@ pub const GPU_IMAGES_PER_PASS: usize = 16;
 /// pass, 2.0 s at 4 (133–136 MB peak) and 2.0–2.2 s at 16 (225–230 MB); 2-core AMD EPYC.
 pub const CPU_IMAGES_PER_PASS: usize = 4;
 
-/// Images per step of per-core passes (`--batch`'s default there): read together, then
-/// shared out one at a time to the cores, which wait for each other only at the end of a
-/// step.
+/// Images per step of per-core passes (`--batch`'s default there): added together, and
+/// how far ahead of the oldest image not yet added the cores may run.
 pub const PER_CORE_STEP: usize = 16;
 
 /// `engine` set up for `--passes` and `--batch` over `images` images, and the images per
