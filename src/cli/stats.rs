@@ -188,7 +188,7 @@ pub fn stats(args: &StatsArgs) -> Result<()> {
     bar.set_message("statistics");
     let mut skipped = 0usize;
     // Each image's tiles are added (in file order) while the cores run the next ones.
-    let ahead = step.max(2 * passes.passes_at_once());
+    let ahead = passes.look_ahead(step);
     let added: Result<(), std::convert::Infallible> =
         passes.run_ordered(&files, &m.spec, &picked, ahead, &mut |j, outcome| {
             match outcome {

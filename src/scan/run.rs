@@ -35,7 +35,8 @@ pub struct ScanSpec {
     pub top_k: usize,
     /// Side of the crop PNGs in pixels; 0 writes none.
     pub crop_size: u32,
-    /// Images read and added together (a batched pass's batch size).
+    /// Images added together ([`SummaryPasses::look_ahead`] bounds how far the cores run
+    /// past them; a batched pass's batch size).
     pub step: usize,
     /// Steps between checkpoints.
     pub checkpoint_every: usize,
@@ -167,7 +168,7 @@ pub fn run(
     // ones, layer by layer (each layer's running state stays in cache over the step's
     // images); every `checkpoint_every` steps the state is saved.
     let first = state.next_file;
-    let ahead = step.max(2 * passes.passes_at_once());
+    let ahead = passes.look_ahead(step);
     let remaining = &files[first..];
     let mut pending: Vec<Vec<Vec<TileSummary>>> = Vec::with_capacity(step);
     passes.run_ordered::<_, ScanError>(
@@ -298,8 +299,8 @@ fn skip(
         path: &files[file],
         reason: &reason,
     });
+    // Outcomes come in file order, so the list stays sorted.
     state.skipped.push(SkippedAt { file, reason });
-    state.skipped.sort_by_key(|s| s.file);
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -308,7 +309,8 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// `value` as indented JSON at `path`.
 pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let json = format::to_json_lines(value, usize::MAX).map_err(format_err(path))?;
+    let mut json = serde_json::to_vec_pretty(value).map_err(format_err(path))?;
+    json.push(b'\n');
     write_file(path, &json)
 }
 

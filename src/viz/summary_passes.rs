@@ -88,8 +88,10 @@ impl SummaryPasses {
         self.engine.batch_size()
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    /// How far ahead of the first outcome not yet consumed the cores may run, for steps of
+    /// `step` images: a step, and at least two images per core so none waits for another.
+    pub fn look_ahead(&self, step: usize) -> usize {
+        step.max(2 * self.passes_at_once())
     }
 
     /// Decodes `files` (with `spec`) and summarises the outputs of the nodes `layers` for
@@ -189,15 +191,21 @@ impl SummaryPasses {
         use std::collections::BTreeMap;
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         use std::sync::{Condvar, Mutex, mpsc};
+        // Every file a core takes gets an outcome: a panic outside the pass's own guard
+        // (decoding) skips the file, so the consumer never waits for one that will not come.
         let one = |path: &Path| -> ImageOutcome {
-            let summarised = load_input(path, spec)
-                .map_err(|e| format!("{e:#}"))
-                .and_then(|input| {
-                    summarise_forward(&self.engine, &[&input], layers).map_err(|e| e.to_string())
-                });
+            let summarised = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                load_input(path, spec)
+                    .map_err(|e| format!("{e:#}"))
+                    .and_then(|input| {
+                        summarise_forward(&self.engine, &[&input], layers)
+                            .map_err(|e| e.to_string())
+                    })
+            }));
             match summarised {
-                Ok(tiles) => ImageOutcome::Summarised(tiles),
-                Err(why) => ImageOutcome::Skipped(why),
+                Ok(Ok(tiles)) => ImageOutcome::Summarised(tiles),
+                Ok(Err(why)) => ImageOutcome::Skipped(why),
+                Err(_) => ImageOutcome::Skipped("reading it panicked".into()),
             }
         };
         let next = AtomicUsize::new(0);
@@ -207,11 +215,10 @@ impl SummaryPasses {
         let moved = Condvar::new();
         let (sender, outcomes) = mpsc::channel::<(usize, ImageOutcome)>();
         std::thread::scope(|s| {
-            let mut cores = Vec::with_capacity(self.pools.len());
             for pool in &self.pools {
                 let sender = sender.clone();
                 let (one, next, stop, consumed, moved) = (&one, &next, &stop, &consumed, &moved);
-                cores.push(s.spawn(move || {
+                s.spawn(move || {
                     pool.install(|| {
                         loop {
                             let i = next.fetch_add(1, Ordering::Relaxed);
@@ -228,7 +235,7 @@ impl SummaryPasses {
                             }
                         }
                     })
-                }));
+                });
             }
             drop(sender);
             // In file order: outcomes that arrive early wait here (at most `ahead`).
@@ -242,7 +249,8 @@ impl SummaryPasses {
                             waiting.insert(i, o);
                             continue;
                         }
-                        // Every core has stopped: the files left were never run.
+                        // Every file a core takes sends its outcome, so only a core that
+                        // panicked outside `one` ends here; the scope re-raises its panic.
                         Err(_) => break,
                     }
                 };
@@ -254,28 +262,12 @@ impl SummaryPasses {
                 *consumed.lock().unwrap_or_else(|e| e.into_inner()) = expected;
                 moved.notify_all();
             }
-            stop.store(true, Ordering::Relaxed);
+            // Set under the lock, so a core between its check and its wait cannot miss it.
+            {
+                let _held = consumed.lock().unwrap_or_else(|e| e.into_inner());
+                stop.store(true, Ordering::Relaxed);
+            }
             moved.notify_all();
-            for core in cores {
-                // A panic was caught by the pass; one outside it (decoding) loses its file,
-                // reported below, not the scan.
-                let _ = core.join();
-            }
-            while let Ok((i, o)) = outcomes.try_recv() {
-                waiting.insert(i, o);
-            }
-            if result.is_ok() {
-                // A core that panicked left its file without an outcome: report the rest.
-                for i in expected..files.len() {
-                    let o = waiting.remove(&i).unwrap_or_else(|| {
-                        ImageOutcome::Skipped("its pass stopped unexpectedly".into())
-                    });
-                    if let Err(e) = consume(i, o) {
-                        result = Err(e);
-                        break;
-                    }
-                }
-            }
             result
         })
     }
