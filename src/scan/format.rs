@@ -354,24 +354,13 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T
 /// fully indented JSON, and a filter stays one `grep` away.
 pub const TOPK_LINE_LEVELS: usize = 4;
 
-/// `topk.json`'s bytes: [`to_json_lines`] with [`TOPK_LINE_LEVELS`], each layer written on
+/// `topk.json`'s bytes: JSON indented down to [`TOPK_LINE_LEVELS`], each layer written on
 /// its own core (the same bytes as one writer; 12.6 MB for EfficientNet-Lite0's conv layers).
 pub fn topk_json(topk: &TopkFile) -> serde_json::Result<Vec<u8>> {
     use rayon::prelude::*;
     // Inside `{"layers": [`: two levels open.
     let layers: Vec<Vec<u8>> = (topk.layers.par_iter())
-        .map(|layer| {
-            let mut out = Vec::with_capacity(1 << 16);
-            let formatter = ShallowPretty {
-                level: 2,
-                levels: TOPK_LINE_LEVELS,
-                has_value: false,
-            };
-            layer.serialize(&mut serde_json::Serializer::with_formatter(
-                &mut out, formatter,
-            ))?;
-            Ok(out)
-        })
+        .map(|layer| shallow_pretty(layer, 2, TOPK_LINE_LEVELS))
         .collect::<serde_json::Result<_>>()?;
     let mut out = Vec::with_capacity(layers.iter().map(|l| l.len() + 8).sum::<usize>() + 32);
     out.extend_from_slice(b"{\n  \"layers\": [");
@@ -388,22 +377,34 @@ pub fn topk_json(topk: &TopkFile) -> serde_json::Result<Vec<u8>> {
 }
 
 /// `value` as JSON, indented like `serde_json::to_vec_pretty` for the outer `levels` levels
-/// of nesting and compact inside them, with a final newline.
-pub fn to_json_lines<T: Serialize>(value: &T, levels: usize) -> serde_json::Result<Vec<u8>> {
+/// of nesting and compact inside them, with a final newline: the one-writer reference
+/// [`topk_json`] is tested against.
+#[cfg(test)]
+fn to_json_lines<T: Serialize>(value: &T, levels: usize) -> serde_json::Result<Vec<u8>> {
+    let mut out = shallow_pretty(value, 0, levels)?;
+    out.push(b'\n');
+    Ok(out)
+}
+
+/// `value` written with [`ShallowPretty`] from inside `level` open containers.
+fn shallow_pretty<T: Serialize + ?Sized>(
+    value: &T,
+    level: usize,
+    levels: usize,
+) -> serde_json::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(1 << 16);
     let formatter = ShallowPretty {
-        level: 0,
+        level,
         levels,
         has_value: false,
     };
     value.serialize(&mut serde_json::Serializer::with_formatter(
         &mut out, formatter,
     ))?;
-    out.push(b'\n');
     Ok(out)
 }
 
-/// serde_json formatting for [`to_json_lines`]: `PrettyFormatter`'s rules (two spaces per
+/// serde_json formatting for [`topk_json`]: `PrettyFormatter`'s rules (two spaces per
 /// level) down to `levels`, none deeper.
 struct ShallowPretty {
     /// Containers open around the current position.

@@ -324,7 +324,8 @@ pub fn summarise_tiles(data: &[f32], tile_len: usize) -> Vec<TileSummary> {
 /// (node indices; each output `[N, C, …]`) as the pass produces them, tiles in parallel:
 /// per layer, `[N · C]` summaries, image-major. The pass keeps no layer to its end and stops
 /// after the last of `layers` ([`Engine::forward_batch_observed`]), so memory and cache hold
-/// one layer at a time whatever the number of layers. `Err` if the pass fails: then nothing was summarised.
+/// one layer at a time whatever the number of layers. `Err` if the pass fails: then nothing
+/// was summarised.
 pub fn summarise_forward(
     engine: &Engine,
     inputs: &[&InputTensor],
