@@ -1,7 +1,9 @@
 //! The forward 1×1 convolution on the CPU (flex) device: per image, `out [c_out, H·W] =
 //! W [c_out, c_in] × x [c_in, H·W] + bias`, the input read in place as its own column matrix.
 //! Each image's output rows are split into blocks that run side by side, one sequential
-//! `gemm` call per block onto rows that already hold the bias. Used by
+//! `gemm` call per block onto rows that already hold the bias; at the AVX2 level a single
+//! column left after whole 16-column blocks (7×7 maps) is summed as dot products instead
+//! ([`dot_columns`]). Used by
 //! [`super::conv::conv2d`] for [`ConvGeometry::is_pointwise`] geometries.
 //!
 //! Why not flex's 1×1 path or the `gemm` crate's own threads: on EfficientNet-Lite0's 32
@@ -17,9 +19,28 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::geometry::ConvGeometry;
+use super::matmul::{Product, matmul_strided};
+use super::simd::{self, SimdLevel};
+use super::taps::mul_add;
 
 /// Below this many multiply-adds per image a block split costs more than it gains.
 const SPLIT_FROM_MACS: usize = 1 << 20;
+
+/// Output columns (pixels) the `gemm` crate's AVX2 and AVX-512 kernels compute at once (two
+/// registers); a product whose `H·W` is not a multiple of it ends in a block that computes
+/// a whole register of columns for the few left over.
+const GEMM_COLUMNS: usize = 16;
+
+/// Up to this many left-over columns are computed as dot products ([`dot_columns`]) instead.
+/// For one (7×7 maps: 49 = 3 · 16 + 1) `gemm`'s last block does a register's work for one
+/// column: 1152 → 192 channels at 7×7 took 230 µs for 48 columns and 300 µs for 49. One
+/// thread, best of 9, 2-core AMD EPYC Zen 3 (AVX2): EfficientNet-Lite0's five 7×7 shapes
+/// 11–14% faster with the dot product (e.g. 1152 → 320: 514 → 454 µs); its 14×14 ones (4
+/// left over of 196) 2–11% slower, so only one column goes this way. Only at
+/// [`SimdLevel::Avx2Fma`]: `gemm`'s AVX-512 blocks are another width and this was not
+/// measured there, and at the portable level `gemm` still runs its own FMA kernels while the
+/// dot products would not.
+const DOT_COLUMNS_MAX: usize = 1;
 
 /// `x [n, c_in, h, w]` ⊛ `weight [c_out, c_in, 1, 1]` (+ `bias [c_out]`) for a pointwise
 /// geometry (`g.is_pointwise()`, `g.groups == 1`): the output `[n, c_out, h, w]`.
@@ -70,15 +91,20 @@ pub fn pointwise_conv2d(
                 .for_each(|(block, rows)| {
                     let first = block * rows_per_block;
                     let rows_n = rows.len() / hw;
+                    let weight_rows = &weight[first * c_in..(first + rows_n) * c_in];
                     let dst = fill_rows(rows, bias.map(|b| &b[first..first + rows_n]), hw);
-                    super::matmul::matmul_onto(
-                        dst,
-                        true,
-                        (&weight[first * c_in..(first + rows_n) * c_in], false),
-                        image_x,
-                        [rows_n, hw, c_in],
-                        gemm::Parallelism::None,
-                    );
+                    let dot = dot_column_count(hw);
+                    let product = Product {
+                        dst_row_stride: hw,
+                        rhs_row_stride: hw,
+                        mnk: [rows_n, hw - dot, c_in],
+                    };
+                    let lhs = (weight_rows, false);
+                    let serial = gemm::Parallelism::None;
+                    matmul_strided(dst, true, lhs, image_x, product, serial);
+                    if dot > 0 {
+                        dot_columns(dst, weight_rows, image_x, [c_in, hw], hw - dot);
+                    }
                 });
         });
     // SAFETY: the chunks above cover the first `n · c_out · hw` slots and `fill_rows`
@@ -97,6 +123,87 @@ fn rows_per_block(g: &ConvGeometry) -> usize {
     }
     let blocks = threads.div_ceil(g.n).min(g.c_out).max(1);
     g.c_out.div_ceil(blocks)
+}
+
+/// How many of the last columns of an `hw`-column product [`dot_columns`] computes: at the
+/// AVX2 level, the left-over after whole [`GEMM_COLUMNS`] blocks, when there are whole
+/// blocks and at most [`DOT_COLUMNS_MAX`] left over.
+fn dot_column_count(hw: usize) -> usize {
+    let left = hw % GEMM_COLUMNS;
+    if simd::active() == SimdLevel::Avx2Fma && hw > GEMM_COLUMNS && left <= DOT_COLUMNS_MAX {
+        left
+    } else {
+        0
+    }
+}
+
+/// Adds `weight [rows, c_in] × x [c_in, hw]`'s columns `first..hw` onto `dst [rows, hw]`, one
+/// dot product per output over a copy of each column made contiguous, at the process's
+/// SIMD level.
+fn dot_columns(dst: &mut [f32], weight: &[f32], x: &[f32], [c_in, hw]: [usize; 2], first: usize) {
+    // [hw - first, c_in]: the columns as rows.
+    let mut columns = Vec::with_capacity((hw - first) * c_in);
+    for p in first..hw {
+        columns.extend(x.iter().skip(p).step_by(hw));
+    }
+    let task = DotColumns {
+        dst,
+        weight,
+        columns: &columns,
+        c_in,
+        hw,
+        first,
+    };
+    simd::run_at_level!(simd::active(), dot_columns_body, task, DotColumns<'_>);
+}
+
+/// [`dot_columns`]' operands: `columns [hw - first, c_in]`.
+struct DotColumns<'a> {
+    dst: &'a mut [f32],
+    weight: &'a [f32],
+    columns: &'a [f32],
+    c_in: usize,
+    hw: usize,
+    first: usize,
+}
+
+/// Values a dot product sums side by side (two AVX2 registers, one AVX-512 one).
+const DOT_LANES: usize = 16;
+
+/// The body of [`dot_columns`], compiled once per SIMD level.
+#[inline(always)]
+fn dot_columns_body<const FMA: bool>(task: DotColumns<'_>) {
+    let DotColumns {
+        dst,
+        weight,
+        columns,
+        c_in,
+        hw,
+        first,
+    } = task;
+    for (row, w) in dst.chunks_exact_mut(hw).zip(weight.chunks_exact(c_in)) {
+        for (out, column) in row[first..].iter_mut().zip(columns.chunks_exact(c_in)) {
+            *out += dot::<FMA>(w, column);
+        }
+    }
+}
+
+/// `Σ a[i] · b[i]` in [`DOT_LANES`] partial sums.
+#[inline(always)]
+fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; DOT_LANES];
+    let (a_whole, b_whole) = (a.chunks_exact(DOT_LANES), b.chunks_exact(DOT_LANES));
+    // A loop, not a fold: a closure kept out of line would lose the caller's FMA.
+    let mut tail = 0f32;
+    for (&x, &y) in a_whole.remainder().iter().zip(b_whole.remainder()) {
+        tail = mul_add::<FMA>(x, y, tail);
+    }
+    for (x, y) in a_whole.zip(b_whole) {
+        for l in 0..DOT_LANES {
+            acc[l] = mul_add::<FMA>(x[l], y[l], acc[l]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// Writes each row of `rows` (`[r, hw]`) with its bias (0 without one) and returns the rows
@@ -156,8 +263,10 @@ mod tests {
     #[test]
     fn matches_loops_split_or_not() {
         // Small (one block per image), large enough to split over rows, and a batch.
+        // 7×7 and 1×17 leave one column to `dot_columns` (37 channels: a partial lane block).
         for (n, ci, co, h, w) in [
             (1, 3, 5, 4, 3),
+            (1, 37, 11, 1, 17),
             (1, 40, 33, 32, 32),
             (3, 17, 9, 7, 7),
             (2, 64, 48, 24, 24),
