@@ -156,16 +156,17 @@ pub(super) fn write_crops(
         let dir = work.join(format::EXAMPLES_DIR).join(&l.stem);
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     }
-    let fields: HashMap<(usize, u32, u32), Option<PixelBox>> = (wanted.values().flatten())
-        .map(|j| (j.layer, j.y, j.x))
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .map(|(li, y, x)| {
-            let node = layers[li].0;
-            (
-                (li, y, x),
-                rf.field(node, y as usize, x as usize, Clip::None),
-            )
+    // Each layer's distinct units, their fields worked out layer by layer side by side.
+    let mut units: Vec<HashSet<(u32, u32)>> = vec![HashSet::new(); layers.len()];
+    for j in wanted.values().flatten() {
+        units[j.layer].insert((j.y, j.x));
+    }
+    let fields: HashMap<(usize, u32, u32), Option<PixelBox>> = (units.par_iter().enumerate())
+        .flat_map_iter(|(li, units)| {
+            let mut layer_fields = rf.layer(layers[li].0, Clip::None);
+            (units.iter())
+                .map(|&(y, x)| ((li, y, x), layer_fields.field(y as usize, x as usize)))
+                .collect::<Vec<_>>()
         })
         .collect();
     let jobs: Vec<(&u64, &Vec<CropJob>)> = wanted.iter().collect();

@@ -19,7 +19,6 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use crate::model::{Graph, Node, Op};
 
@@ -110,14 +109,57 @@ impl PixelBox {
     }
 }
 
-/// Receptive fields of one graph's units.
+/// Receptive fields of one graph's units. [`ReceptiveFields::layer`] gives one layer's,
+/// cached; [`ReceptiveFields::field`] one unit's.
 pub struct ReceptiveFields<'g> {
     graph: &'g Graph,
     input: String,
     /// `[H, W]` of the image input.
     input_hw: [i64; 2],
-    /// Per (layer, axis, coordinate, clip): the extent along that axis alone.
-    axis_cache: Mutex<HashMap<(usize, usize, usize, Clip), AxisField>>,
+}
+
+/// The receptive fields of one layer's units with one [`Clip`], each axis's extent cached
+/// per coordinate (a layer has `H + W` of them, against up to `H × W` units). Owned by one
+/// task: layers run side by side without sharing a cache (a shared, locked one made
+/// `scan`'s top-k boxes for EfficientNet-Lite0 take longer on two cores than all of the
+/// layer's fields on one).
+pub struct LayerFields<'r, 'g> {
+    rf: &'r ReceptiveFields<'g>,
+    layer: usize,
+    clip: Clip,
+    /// Per (axis, coordinate): the extent along that axis alone.
+    axes: HashMap<(usize, usize), AxisField>,
+    /// Units whose axes could not be followed apart (see [`ReceptiveFields::field`]).
+    joint: HashMap<(usize, usize), Option<PixelBox>>,
+}
+
+impl LayerFields<'_, '_> {
+    /// [`ReceptiveFields::field`] of unit `(y, x)` of this layer.
+    pub fn field(&mut self, y: usize, x: usize) -> Option<PixelBox> {
+        let rows = self.axis_field(0, y);
+        let cols = self.axis_field(1, x);
+        if rows.lost || cols.lost {
+            let (rf, layer, clip) = (self.rf, self.layer, self.clip);
+            return *(self.joint)
+                .entry((y, x))
+                .or_insert_with(|| rf.joint_field(layer, y, x, clip));
+        }
+        let ((y0, y1), (x0, x1)) = (rows.extent?, cols.extent?);
+        Some(PixelBox {
+            x0,
+            y0,
+            x1: x1 + 1,
+            y1: y1 + 1,
+        })
+    }
+
+    /// Axis `axis` (0 rows, 1 columns) of the field of coordinate `at`, cached.
+    fn axis_field(&mut self, axis: usize, at: usize) -> AxisField {
+        let (rf, layer, clip) = (self.rf, self.layer, self.clip);
+        *(self.axes)
+            .entry((axis, at))
+            .or_insert_with(|| rf.axis_field(layer, axis, at, clip))
+    }
 }
 
 /// Which of `[rows, cols]` a propagation follows; the other keeps its start position.
@@ -141,54 +183,54 @@ impl<'g> ReceptiveFields<'g> {
             graph,
             input: input.name.clone(),
             input_hw: [h as i64, w as i64],
-            axis_cache: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The fields of node `layer`'s units, computed as asked for and cached.
+    pub fn layer(&self, layer: usize, clip: Clip) -> LayerFields<'_, 'g> {
+        LayerFields {
+            rf: self,
+            layer,
+            clip,
+            axes: HashMap::new(),
+            joint: HashMap::new(),
+        }
     }
 
     /// The input pixels unit `(y, x)` of node `layer`'s first output depends on, or `None`
     /// when it depends on none (a position that only reads padding). Any channel of a layer
-    /// has the same field.
+    /// has the same field. Nothing is cached: for many units of a layer, use
+    /// [`ReceptiveFields::layer`].
     ///
-    /// Rows and columns are followed separately and cached per coordinate (a layer has
-    /// `H + W` of them, against up to `H × W` units); only where a path loses every
-    /// position of one axis are both followed together, which is exact.
+    /// Rows and columns are followed separately; only where a path loses every position of
+    /// one axis are both followed together, which is exact.
     pub fn field(&self, layer: usize, y: usize, x: usize, clip: Clip) -> Option<PixelBox> {
-        let rows = self.axis_field(layer, 0, y, clip)?;
-        let cols = self.axis_field(layer, 1, x, clip)?;
-        if rows.lost || cols.lost {
-            let start = Region::Box([Positions::one(y as i64), Positions::one(x as i64)]);
-            let (region, _) = self.propagate(layer, start, clip, [true, true])?;
-            let [h, w] = self.input_hw;
-            return match region {
-                Region::Full => Some(PixelBox {
-                    x0: 0,
-                    y0: 0,
-                    x1: w,
-                    y1: h,
-                }),
-                Region::Box([r, c]) => Some(PixelBox {
-                    x0: *c.0.first()?,
-                    y0: *r.0.first()?,
-                    x1: c.0.last()? + 1,
-                    y1: r.0.last()? + 1,
-                }),
-            };
-        }
-        let ((y0, y1), (x0, x1)) = (rows.extent?, cols.extent?);
-        Some(PixelBox {
-            x0,
-            y0,
-            x1: x1 + 1,
-            y1: y1 + 1,
-        })
+        self.layer(layer, clip).field(y, x)
     }
 
-    /// Axis `axis` (0 rows, 1 columns) of the field of coordinate `at` of `layer`, cached.
-    fn axis_field(&self, layer: usize, axis: usize, at: usize, clip: Clip) -> Option<AxisField> {
-        let key = (layer, axis, at, clip);
-        if let Some(hit) = self.axis_cache.lock().ok()?.get(&key) {
-            return Some(*hit);
+    /// The field of unit `(y, x)` with rows and columns followed together.
+    fn joint_field(&self, layer: usize, y: usize, x: usize, clip: Clip) -> Option<PixelBox> {
+        let start = Region::Box([Positions::one(y as i64), Positions::one(x as i64)]);
+        let (region, _) = self.propagate(layer, start, clip, [true, true])?;
+        let [h, w] = self.input_hw;
+        match region {
+            Region::Full => Some(PixelBox {
+                x0: 0,
+                y0: 0,
+                x1: w,
+                y1: h,
+            }),
+            Region::Box([r, c]) => Some(PixelBox {
+                x0: *c.0.first()?,
+                y0: *r.0.first()?,
+                x1: c.0.last()? + 1,
+                y1: r.0.last()? + 1,
+            }),
         }
+    }
+
+    /// Axis `axis` (0 rows, 1 columns) of the field of coordinate `at` of `layer`.
+    fn axis_field(&self, layer: usize, axis: usize, at: usize, clip: Clip) -> AxisField {
         let mut start = [Positions::one(0), Positions::one(0)];
         start[axis] = Positions::one(at as i64);
         let mut tracked = [false, false];
@@ -207,9 +249,7 @@ impl<'g> ReceptiveFields<'g> {
                 .zip(b[axis].0.last())
                 .map(|(a, b)| (*a, *b)),
         };
-        let field = AxisField { extent, lost };
-        self.axis_cache.lock().ok()?.insert(key, field);
-        Some(field)
+        AxisField { extent, lost }
     }
 
     /// Carries `start` (a region of `layer`'s first output) back to the image input: the

@@ -5,7 +5,7 @@
 //! scan directory, built in a hidden work folder inside `--out` and moved into place at the
 //! end.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -336,8 +336,7 @@ fn topk_file(
     format::TopkFile {
         layers: (states.par_iter().zip(layers))
             .map(|(state, &(node, _))| {
-                // Units of one layer share fields: (y, x) → its box.
-                let mut boxes: HashMap<(u32, u32), Option<PixelBox>> = HashMap::new();
+                let mut fields = rf.layer(node, Clip::Valid);
                 format::TopkLayer {
                     name: state.name.clone(),
                     filters: (state.top.iter().enumerate())
@@ -345,9 +344,7 @@ fn topk_file(
                             filter: k + 1,
                             top: (top.iter())
                                 .map(|e| {
-                                    let b = *boxes.entry((e.y, e.x)).or_insert_with(|| {
-                                        rf.field(node, e.y as usize, e.x as usize, Clip::Valid)
-                                    });
+                                    let b = fields.field(e.y as usize, e.x as usize);
                                     format::TopkEntry {
                                         image: e.image,
                                         value: e.value,
