@@ -113,9 +113,26 @@ impl PixelBox {
 /// cached; [`ReceptiveFields::field`] one unit's.
 pub struct ReceptiveFields<'g> {
     graph: &'g Graph,
-    input: String,
+    /// The image input's value.
+    input: ValueId,
     /// `[H, W]` of the image input.
     input_hw: [i64; 2],
+    /// Each runtime value's shape, by [`ValueId`].
+    shapes: Vec<&'g [usize]>,
+    /// Per node, its outputs' values (`None`: an output without a shape) and its runtime
+    /// inputs' (weights and missing optional inputs left out).
+    node_values: Vec<NodeValues>,
+}
+
+/// A runtime value (graph input or node output) by number: a propagation keeps its regions
+/// in a `Vec` indexed by it rather than a map keyed by name (hashing the names was ~20% of
+/// the time).
+type ValueId = usize;
+
+/// [`ReceptiveFields::node_values`]' entry for one node.
+struct NodeValues {
+    outputs: Vec<Option<ValueId>>,
+    runtime_inputs: Vec<ValueId>,
 }
 
 /// The receptive fields of one layer's units with one [`Clip`], each axis's extent cached
@@ -179,10 +196,42 @@ impl<'g> ReceptiveFields<'g> {
     pub fn new(graph: &'g Graph) -> Option<Self> {
         let input = graph.image_input()?;
         let [_, _, h, w] = <[usize; 4]>::try_from(input.shape.as_slice()).ok()?;
+        // Values numbered in graph order: the graph's inputs, then each node's outputs.
+        let mut ids: HashMap<&str, ValueId> = HashMap::new();
+        let mut shapes = Vec::new();
+        let names = (graph.inputs.iter().map(|i| i.name.as_str())).chain(
+            graph
+                .nodes
+                .iter()
+                .flat_map(|n| n.outputs.iter().map(String::as_str)),
+        );
+        for name in names {
+            if let Some(shape) = graph.shapes.get(name)
+                && !ids.contains_key(name)
+            {
+                ids.insert(name, shapes.len());
+                shapes.push(shape.as_slice());
+            }
+        }
+        let node_values = (graph.nodes.iter())
+            .map(|node| NodeValues {
+                outputs: node
+                    .outputs
+                    .iter()
+                    .map(|o| ids.get(o.as_str()).copied())
+                    .collect(),
+                runtime_inputs: (node.inputs.iter())
+                    .filter(|name| !name.is_empty() && !graph.constants.contains_key(*name))
+                    .filter_map(|name| ids.get(name.as_str()).copied())
+                    .collect(),
+            })
+            .collect();
         Some(Self {
             graph,
-            input: input.name.clone(),
+            input: *ids.get(input.name.as_str())?,
             input_hw: [h as i64, w as i64],
+            shapes,
+            node_values,
         })
     }
 
@@ -261,13 +310,13 @@ impl<'g> ReceptiveFields<'g> {
         clip: Clip,
         tracked: Tracked,
     ) -> Option<(Region, bool)> {
-        let node = self.graph.nodes.get(layer)?;
+        let start_value = *self.node_values.get(layer)?.outputs.first()?;
         let lost = Cell::new(false);
-        let mut regions: HashMap<&str, Region> = HashMap::new();
-        regions.insert(node.outputs.first()?.as_str(), start);
-        for node in self.graph.nodes[..=layer].iter().rev() {
-            let outs: Vec<Option<&Region>> = (node.outputs.iter())
-                .map(|o| regions.get(o.as_str()))
+        let mut regions: Vec<Option<Region>> = vec![None; self.shapes.len()];
+        regions[start_value?] = Some(start);
+        for (index, node) in self.graph.nodes[..=layer].iter().enumerate().rev() {
+            let outs: Vec<Option<&Region>> = (self.node_values[index].outputs.iter())
+                .map(|o| o.and_then(|id| regions[id].as_ref()))
                 .collect();
             if outs.iter().all(Option::is_none) {
                 continue;
@@ -277,15 +326,14 @@ impl<'g> ReceptiveFields<'g> {
                 tracked,
                 lost: &lost,
             };
-            for (name, region) in self.input_regions(node, &outs, &step) {
-                let merged = match regions.get(name) {
+            for (id, region) in self.input_regions(index, node, &outs, &step) {
+                regions[id] = Some(match regions[id].take() {
                     Some(old) => old.union(&region),
                     None => region,
-                };
-                regions.insert(name, merged);
+                });
             }
         }
-        let region = regions.remove(self.input.as_str());
+        let region = regions[self.input].take();
         if region.is_none() {
             lost.set(true);
         }
@@ -294,17 +342,14 @@ impl<'g> ReceptiveFields<'g> {
 
     /// The regions of `node`'s runtime inputs that its outputs' regions `outs` depend on
     /// (empty regions are dropped).
-    fn input_regions<'n>(
+    fn input_regions(
         &self,
-        node: &'n Node,
+        index: usize,
+        node: &Node,
         outs: &[Option<&Region>],
         step: &Step,
-    ) -> Vec<(&'n str, Region)> {
-        let runtime: Vec<&'n str> = (node.inputs.iter())
-            .map(String::as_str)
-            .filter(|name| !name.is_empty() && !self.graph.constants.contains_key(*name))
-            .filter(|name| self.graph.shapes.contains_key(*name))
-            .collect();
+    ) -> Vec<(ValueId, Region)> {
+        let runtime = self.node_values[index].runtime_inputs.as_slice();
         let out_shape = node.output_shape();
         // Split is the one multi-output op: each output is a slice of the input.
         if let Op::Split { axis, sizes } = &node.op {
@@ -341,11 +386,11 @@ impl<'g> ReceptiveFields<'g> {
                 }
             }))
         };
-        let mapped: Vec<(&'n str, Region)> = match &node.op {
+        let mapped: Vec<(ValueId, Region)> = match &node.op {
             Op::Conv { window, .. }
             | Op::MaxPool { window, .. }
             | Op::AveragePool { window, .. } => first(
-                &runtime,
+                runtime,
                 per_axis(&|a, o, v| {
                     let base = o * window.strides[a] as i64 - window.pads[a].0 as i64;
                     let d = window.dilations[a] as i64;
@@ -354,7 +399,7 @@ impl<'g> ReceptiveFields<'g> {
             ),
             // Output o = i·s − before + j·d for the taps j in 0..k.
             Op::ConvTranspose { window, .. } => first(
-                &runtime,
+                runtime,
                 per_axis(&|a, o, v| {
                     let s = window.strides[a] as i64;
                     let d = window.dilations[a] as i64;
@@ -373,7 +418,7 @@ impl<'g> ReceptiveFields<'g> {
                         .and_then(|axis| pads.get(axis))
                         .map_or(0, |p| p.0 as i64)
                 };
-                first(&runtime, per_axis(&|a, o, v| v.push(o - before(a))))
+                first(runtime, per_axis(&|a, o, v| v.push(o - before(a))))
             }
             Op::Slice { ranges } => {
                 let range = |a: usize| {
@@ -382,7 +427,7 @@ impl<'g> ReceptiveFields<'g> {
                         .and_then(|i| ranges.get(i))
                 };
                 first(
-                    &runtime,
+                    runtime,
                     per_axis(&|a, o, v| {
                         v.push(range(a).map_or(o, |r| r.start as i64 + r.step * o));
                     }),
@@ -391,8 +436,8 @@ impl<'g> ReceptiveFields<'g> {
             Op::Concat { axis } => {
                 let mut offset = 0i64;
                 let mut mapped = Vec::new();
-                for &name in &runtime {
-                    let shape = self.shape(name);
+                for &name in runtime {
+                    let shape = self.shapes[name];
                     mapped.push((name, shift_axis(out, *axis, out_shape.len(), -offset)));
                     offset += shape.get(*axis).copied().unwrap_or(0) as i64;
                 }
@@ -413,14 +458,14 @@ impl<'g> ReceptiveFields<'g> {
             .collect()
     }
 
-    fn shape(&self, value: &str) -> &[usize] {
-        self.graph.shapes.get(value).map_or(&[], Vec::as_slice)
+    fn shape(&self, value: ValueId) -> &[usize] {
+        self.shapes[value]
     }
 
     /// With [`Clip::Valid`], the region without the positions outside `value` (`None` when
     /// a followed axis has nothing left, which marks the step's path as lost); with
     /// [`Clip::None`], the region itself.
-    fn clipped(&self, value: &str, region: Region, step: &Step) -> Option<Region> {
+    fn clipped(&self, value: ValueId, region: Region, step: &Step) -> Option<Region> {
         let Region::Box(b) = region else {
             return Some(region);
         };
@@ -471,7 +516,7 @@ struct Step<'a> {
 }
 
 /// The op's first runtime input gets `region`.
-fn first<'n>(runtime: &[&'n str], region: Region) -> Vec<(&'n str, Region)> {
+fn first(runtime: &[ValueId], region: Region) -> Vec<(ValueId, Region)> {
     runtime
         .first()
         .map(|&n| vec![(n, region)])
