@@ -2,7 +2,9 @@
 //! and the three fully connected ones, `tests/it/attribution_support/mod.rs`) run forward with
 //! every layer kept, as `convlens bench` times `forward_ms`, and the `gemm` crate on the five
 //! conv layers' GEMM shapes (`[c_out/g, K] × [K, Ho·Wo]`, per group);
-//! and EfficientNet-Lite0's depthwise convolutions at every SIMD level the CPU runs.
+//! EfficientNet-Lite0's depthwise convolutions at every SIMD level the CPU runs; and some of
+//! its 1×1 convolutions on one thread (as `scan` runs them, one pass per core), among them
+//! the 7×7 ones whose last column `pointwise` sums as dot products at the AVX2 level.
 //!
 //! Run: `cargo bench --bench kernels`. `scripts/bench_reference.py` puts the forward pass
 //! next to onnxruntime's.
@@ -16,6 +18,7 @@ use std::time::Duration;
 use burn::tensor::Device;
 use convlens::engine::kernels::depthwise::depthwise_conv2d_at;
 use convlens::engine::kernels::geometry::ConvGeometry;
+use convlens::engine::kernels::pointwise::pointwise_conv2d;
 use convlens::engine::kernels::simd::SimdLevel;
 use convlens::engine::{Capture, NamedInput};
 use convlens::model::graph::Window2d;
@@ -153,5 +156,54 @@ fn depthwise(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, forward, gemm, depthwise);
+/// EfficientNet-Lite0's 1×1 convolutions (c_in, c_out, side) of the 112², 14² and 7² stages
+/// through `pointwise_conv2d` with bias, on a one-thread pool (the per-core scan's case).
+fn pointwise(c: &mut Criterion) {
+    convlens::engine::device::retain_freed_host_memory();
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("a one-thread pool");
+    let shapes = [
+        (16, 96, 112),
+        (480, 80, 14),
+        (672, 192, 7),
+        (1152, 192, 7),
+        (1152, 320, 7),
+    ];
+    let mut group = c.benchmark_group("pointwise_efficientnet_one_thread");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(1));
+    for (c_in, c_out, side) in shapes {
+        let window = Window2d {
+            kernel: [1, 1],
+            strides: [1, 1],
+            pads: [(0, 0), (0, 0)],
+            dilations: [1, 1],
+        };
+        let Some(g) = ConvGeometry::new(
+            &window,
+            1,
+            &[1, c_in, side, side],
+            &[c_out, c_in, 1, 1],
+            &[1, c_out, side, side],
+        ) else {
+            continue;
+        };
+        let x: Vec<f32> = (0..c_in * side * side)
+            .map(|i| (i % 11) as f32 - 5.0)
+            .collect();
+        let weight: Vec<f32> = (0..c_out * c_in).map(|i| (i % 3) as f32 - 1.0).collect();
+        let bias: Vec<f32> = (0..c_out).map(|o| o as f32 * 0.25).collect();
+        group.bench_function(format!("{c_in}_to_{c_out}_{side}px"), |bench| {
+            one_thread.install(|| {
+                bench.iter(|| black_box(pointwise_conv2d(&x, &weight, Some(&bias), &g)))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, forward, gemm, depthwise, pointwise);
 criterion_main!(benches);
