@@ -4,6 +4,7 @@
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
 use crate::engine::kernels::simd::{self, SimdLevel};
 use crate::engine::{Engine, EngineError, ops::HostValues};
 use crate::model::preprocess::InputTensor;

@@ -90,13 +90,19 @@ pub unsafe fn by_groups<S: Default + Send>(
 pub fn to_lanes(level: SimdLevel, planes: &[f32], len: usize, out: &mut [Lanes]) {
     let channels = planes.len() / len.max(1);
     assert!(channels <= LANES && out.len() == len, "to_lanes: sizes");
-    let mut done = 0;
+    // Channels whose first `len / 8 * 8` values are done.
     #[cfg(target_arch = "x86_64")]
-    if level >= SimdLevel::Avx2Fma {
+    let done = if level >= SimdLevel::Avx2Fma {
         // SAFETY: both levels imply AVX (`depthwise_conv2d_at` only passes supported ones).
-        done = unsafe { avx::to_lanes(planes, channels, len, out) };
-    }
-    let _ = level;
+        unsafe { avx::to_lanes(planes, channels, len, out) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = {
+        let _ = level;
+        0
+    };
     for c in 0..channels {
         let from = if c < done { len / 8 * 8 } else { 0 };
         for (d, &v) in out[from..]
@@ -126,13 +132,18 @@ pub fn from_lanes(
         "from_lanes: {channels} channels of {len} values at stride {stride} into {} slots",
         dst.len()
     );
-    let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if level >= SimdLevel::Avx2Fma {
+    let done = if level >= SimdLevel::Avx2Fma {
         // SAFETY: as in `to_lanes`; the sizes were checked above.
-        done = unsafe { avx::from_lanes(src, channels, dst, stride) };
-    }
-    let _ = level;
+        unsafe { avx::from_lanes(src, channels, dst, stride) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = {
+        let _ = level;
+        0
+    };
     for c in 0..channels {
         let from = if c < done { len / 8 * 8 } else { 0 };
         for (d, s) in dst[c * stride + from..][..len - from]

@@ -15,8 +15,6 @@ pub fn clamp(x: &[f32], min: f32, max: f32) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
     let streaming =
         x.len() >= STREAM_FROM && super::simd::active() != super::simd::SimdLevel::Portable;
-    #[cfg(not(target_arch = "x86_64"))]
-    let streaming = false;
     out.spare_capacity_mut()[..x.len()]
         .par_chunks_mut(TASK_LEN)
         .zip(x.par_chunks(TASK_LEN))
