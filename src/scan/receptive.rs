@@ -436,30 +436,26 @@ impl<'g> ReceptiveFields<'g> {
             Op::Concat { axis } => {
                 let mut offset = 0i64;
                 let mut mapped = Vec::new();
-                for &name in runtime {
-                    let shape = self.shapes[name];
-                    mapped.push((name, shift_axis(out, *axis, out_shape.len(), -offset)));
+                for &value in runtime {
+                    let shape = self.shapes[value];
+                    mapped.push((value, shift_axis(out, *axis, out_shape.len(), -offset)));
                     offset += shape.get(*axis).copied().unwrap_or(0) as i64;
                 }
                 mapped
             }
             op if passes_positions(op, node, self.graph) => runtime
                 .iter()
-                .map(|&name| {
-                    let region = broadcast(b, self.shape(name), out_shape, step.tracked);
-                    (name, region)
+                .map(|&value| {
+                    let region = broadcast(b, self.shapes[value], out_shape, step.tracked);
+                    (value, region)
                 })
                 .collect(),
             _ => runtime.iter().map(|&n| (n, Region::Full)).collect(),
         };
         mapped
             .into_iter()
-            .filter_map(|(name, region)| Some((name, self.clipped(name, region, step)?)))
+            .filter_map(|(value, region)| Some((value, self.clipped(value, region, step)?)))
             .collect()
-    }
-
-    fn shape(&self, value: ValueId) -> &[usize] {
-        self.shapes[value]
     }
 
     /// With [`Clip::Valid`], the region without the positions outside `value` (`None` when
@@ -472,7 +468,7 @@ impl<'g> ReceptiveFields<'g> {
         if step.clip == Clip::None {
             return Some(Region::Box(b));
         }
-        let shape = self.shape(value);
+        let shape = self.shapes[value];
         let n = shape.len();
         if n < 2 {
             return Some(Region::Full);

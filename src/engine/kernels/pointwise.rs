@@ -78,6 +78,8 @@ pub fn pointwise_conv2d(
         return out;
     }
     let rows_per_block = rows_per_block(g);
+    // The same for every block: the columns left to dot products after `gemm`'s blocks.
+    let dot = dot_column_count(hw);
     let mut out = Vec::<f32>::with_capacity(g.n * c_out * hw);
     let spare = &mut out.spare_capacity_mut()[..g.n * c_out * hw];
     spare
@@ -93,7 +95,6 @@ pub fn pointwise_conv2d(
                     let rows_n = rows.len() / hw;
                     let weight_rows = &weight[first * c_in..(first + rows_n) * c_in];
                     let dst = fill_rows(rows, bias.map(|b| &b[first..first + rows_n]), hw);
-                    let dot = dot_column_count(hw);
                     let product = Product {
                         dst_row_stride: hw,
                         rhs_row_stride: hw,
