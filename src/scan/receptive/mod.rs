@@ -22,56 +22,9 @@ use std::collections::HashMap;
 
 use crate::model::{Graph, Node, Op};
 
-/// Positions along one axis, sorted and distinct. Sets, not intervals: a strided, dilated
-/// window reads every other position, and only the taps that land inside a value count.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Positions(Vec<i64>);
+mod region;
 
-impl Positions {
-    fn one(p: i64) -> Self {
-        Self(vec![p])
-    }
-
-    fn from_unsorted(mut v: Vec<i64>) -> Self {
-        v.sort_unstable();
-        v.dedup();
-        Self(v)
-    }
-
-    fn union(&self, other: &Positions) -> Positions {
-        Self::from_unsorted(self.0.iter().chain(&other.0).copied().collect())
-    }
-
-    fn map(&self, f: impl Fn(i64, &mut Vec<i64>)) -> Positions {
-        let mut out = Vec::with_capacity(self.0.len());
-        for &p in &self.0 {
-            f(p, &mut out);
-        }
-        Self::from_unsorted(out)
-    }
-
-    fn shift(&self, by: i64) -> Positions {
-        Self(self.0.iter().map(|p| p + by).collect())
-    }
-}
-
-/// What part of a value a unit depends on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Region {
-    /// Every position.
-    Full,
-    /// `[rows, cols]` of the last two axes.
-    Box([Positions; 2]),
-}
-
-impl Region {
-    fn union(&self, other: &Region) -> Region {
-        match (self, other) {
-            (Region::Box([a, b]), Region::Box([c, d])) => Region::Box([a.union(c), b.union(d)]),
-            _ => Region::Full,
-        }
-    }
-}
+use region::{Positions, Region, Tracked, broadcast, shift_axis};
 
 /// Whether boxes are clipped to each value's extent on the way (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -179,9 +132,6 @@ impl LayerFields<'_, '_> {
     }
 }
 
-/// Which of `[rows, cols]` a propagation follows; the other keeps its start position.
-type Tracked = [bool; 2];
-
 /// One axis of a field, followed alone: the inclusive extent reached in the input (`None`:
 /// none), and whether some path lost every position on the way (then the other axis of
 /// that path must not count, and the two axes are followed together instead).
@@ -269,12 +219,15 @@ impl<'g> ReceptiveFields<'g> {
                 x1: w,
                 y1: h,
             }),
-            Region::Box([r, c]) => Some(PixelBox {
-                x0: *c.0.first()?,
-                y0: *r.0.first()?,
-                x1: c.0.last()? + 1,
-                y1: r.0.last()? + 1,
-            }),
+            Region::Box([rows, cols]) => {
+                let ((y0, y1), (x0, x1)) = (rows.bounds()?, cols.bounds()?);
+                Some(PixelBox {
+                    x0,
+                    y0,
+                    x1: x1 + 1,
+                    y1: y1 + 1,
+                })
+            }
         }
     }
 
@@ -292,11 +245,7 @@ impl<'g> ReceptiveFields<'g> {
         let extent = match region {
             None => None,
             Some(Region::Full) => Some((0, size - 1)),
-            Some(Region::Box(b)) => b[axis]
-                .0
-                .first()
-                .zip(b[axis].0.last())
-                .map(|(a, b)| (*a, *b)),
+            Some(Region::Box(b)) => b[axis].bounds(),
         };
         AxisField { extent, lost }
     }
@@ -377,10 +326,10 @@ impl<'g> ReceptiveFields<'g> {
         let Region::Box(b) = out else {
             return runtime.iter().map(|&n| (n, Region::Full)).collect();
         };
-        let per_axis = |f: &dyn Fn(usize, i64, &mut Vec<i64>)| {
+        let per_axis = |f: &dyn Fn(usize, &Positions) -> Positions| {
             Region::Box([0, 1].map(|a| {
                 if step.tracked[a] {
-                    b[a].map(|p, v| f(a, p, v))
+                    f(a, &b[a])
                 } else {
                     b[a].clone()
                 }
@@ -391,24 +340,29 @@ impl<'g> ReceptiveFields<'g> {
             | Op::MaxPool { window, .. }
             | Op::AveragePool { window, .. } => first(
                 runtime,
-                per_axis(&|a, o, v| {
-                    let base = o * window.strides[a] as i64 - window.pads[a].0 as i64;
-                    let d = window.dilations[a] as i64;
-                    v.extend((0..window.kernel[a] as i64).map(|j| base + j * d));
+                per_axis(&|a, outputs| {
+                    outputs.window(
+                        window.strides[a] as i64,
+                        window.pads[a].0 as i64,
+                        window.kernel[a] as i64,
+                        window.dilations[a] as i64,
+                    )
                 }),
             ),
             // Output o = i·s − before + j·d for the taps j in 0..k.
             Op::ConvTranspose { window, .. } => first(
                 runtime,
-                per_axis(&|a, o, v| {
+                per_axis(&|a, outputs| {
                     let s = window.strides[a] as i64;
                     let d = window.dilations[a] as i64;
-                    for j in 0..window.kernel[a] as i64 {
-                        let t = o + window.pads[a].0 as i64 - j * d;
-                        if t.rem_euclid(s) == 0 {
-                            v.push(t.div_euclid(s));
+                    outputs.map(|o, v| {
+                        for j in 0..window.kernel[a] as i64 {
+                            let t = o + window.pads[a].0 as i64 - j * d;
+                            if t.rem_euclid(s) == 0 {
+                                v.push(t.div_euclid(s));
+                            }
                         }
-                    }
+                    })
                 }),
             ),
             Op::Pad { pads, .. } => {
@@ -418,7 +372,7 @@ impl<'g> ReceptiveFields<'g> {
                         .and_then(|axis| pads.get(axis))
                         .map_or(0, |p| p.0 as i64)
                 };
-                first(runtime, per_axis(&|a, o, v| v.push(o - before(a))))
+                first(runtime, per_axis(&|a, outputs| outputs.shift(-before(a))))
             }
             Op::Slice { ranges } => {
                 let range = |a: usize| {
@@ -428,8 +382,9 @@ impl<'g> ReceptiveFields<'g> {
                 };
                 first(
                     runtime,
-                    per_axis(&|a, o, v| {
-                        v.push(range(a).map_or(o, |r| r.start as i64 + r.step * o));
+                    per_axis(&|a, outputs| match range(a) {
+                        Some(r) => outputs.affine(r.start as i64, r.step),
+                        None => outputs.clone(),
                     }),
                 )
             }
@@ -478,28 +433,13 @@ impl<'g> ReceptiveFields<'g> {
                 return b[a].clone();
             }
             let size = shape[n - 2 + a] as i64;
-            let inside = b[a].0.iter().copied().filter(|p| (0..size).contains(p));
-            Positions(inside.collect())
+            b[a].within(size)
         });
-        if kept.iter().any(|p| p.0.is_empty()) {
+        if kept.iter().any(Positions::is_empty) {
             step.lost.set(true);
             return None;
         }
         Some(Region::Box(kept))
-    }
-}
-
-/// Moves a region by `offset` along `axis` of a rank-`rank` value, when that axis is one
-/// of the last two (other axes carry no positions).
-fn shift_axis(region: &Region, axis: usize, rank: usize, offset: i64) -> Region {
-    match region {
-        Region::Box(b) if rank >= 2 && axis + 2 >= rank => {
-            let mut b = b.clone();
-            let a = axis + 2 - rank;
-            b[a] = b[a].shift(offset);
-            Region::Box(b)
-        }
-        other => other.clone(),
     }
 }
 
@@ -555,61 +495,5 @@ fn passes_positions(op: &Op, node: &Node, graph: &Graph) -> bool {
         }
         Op::Gather { axis, .. } => *axis + 2 < rank && keeps_trailing(),
         _ => false,
-    }
-}
-
-/// The region of a (possibly broadcast) input of shape `input` for output box `b` of an
-/// output of shape `out`: axes aligned from the right; a size-1 axis maps to position 0.
-fn broadcast(b: &[Positions; 2], input: &[usize], out: &[usize], tracked: Tracked) -> Region {
-    let (n, m) = (input.len(), out.len());
-    if n < 2 || m < 2 {
-        return Region::Full;
-    }
-    let mut mapped = b.clone();
-    for a in 0..2 {
-        let (i, o) = (input[n - 2 + a], out[m - 2 + a]);
-        if i == o || !tracked[a] {
-            continue;
-        }
-        if i == 1 {
-            mapped[a] = Positions::one(0);
-        } else {
-            return Region::Full;
-        }
-    }
-    Region::Box(mapped)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pos(v: &[i64]) -> Positions {
-        Positions(v.to_vec())
-    }
-
-    #[test]
-    fn broadcast_maps_size_one_axes_to_zero() {
-        let b = [pos(&[2, 3]), pos(&[4])];
-        assert_eq!(
-            broadcast(&b, &[1, 8, 1, 1], &[1, 8, 6, 6], [true, true]),
-            Region::Box([pos(&[0]), pos(&[0])])
-        );
-        assert_eq!(
-            broadcast(&b, &[1, 8, 6, 6], &[1, 8, 6, 6], [true, true]),
-            Region::Box(b.clone())
-        );
-        assert_eq!(
-            broadcast(&b, &[8], &[1, 8, 6, 6], [true, true]),
-            Region::Full
-        );
-    }
-
-    #[test]
-    fn union_merges_positions() {
-        let a = Region::Box([pos(&[0, 1]), pos(&[5, 6])]);
-        let b = Region::Box([pos(&[1, 4]), pos(&[2])]);
-        assert_eq!(a.union(&b), Region::Box([pos(&[0, 1, 4]), pos(&[2, 5, 6])]));
-        assert_eq!(a.union(&Region::Full), Region::Full);
     }
 }
