@@ -137,13 +137,18 @@ pub fn example_path(root: &Path, stem: &str, filter_from_1: usize, rank_from_1: 
 
 /// `stats.csv` of these layers.
 pub fn stats_csv(layers: &[LayerScan]) -> String {
-    let mut out = String::from(STATS_HEADER);
+    use std::fmt::Write;
+    let rows: usize = layers.iter().map(|l| l.filters.len()).sum();
+    let mut out = String::with_capacity(STATS_HEADER.len() + 1 + 140 * rows);
+    out.push_str(STATS_HEADER);
     out.push('\n');
     for layer in layers {
         let name = crate::viz::stats::csv_field(&layer.name);
         for (k, f) in layer.filters.iter().enumerate() {
-            out.push_str(&format!(
-                "{name},{},{},{},{},{},{},{},{}\n",
+            // Writing to a String cannot fail.
+            let _ = writeln!(
+                out,
+                "{name},{},{},{},{},{},{},{},{}",
                 k + 1,
                 f.count,
                 f.mean,
@@ -152,7 +157,7 @@ pub fn stats_csv(layers: &[LayerScan]) -> String {
                 f.max,
                 f.frac_nonpositive(),
                 f.dead()
-            ));
+            );
         }
     }
     out
@@ -349,233 +354,8 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T
     })
 }
 
-/// Nesting levels of `topk.json` written over several lines: the file, its layers, their
-/// filter lists; each filter (with its top entries) is one line. A quarter of the size of
-/// fully indented JSON, and a filter stays one `grep` away.
-pub const TOPK_LINE_LEVELS: usize = 4;
-
-/// `topk.json`'s bytes: JSON indented down to [`TOPK_LINE_LEVELS`], each layer written on
-/// its own core (the same bytes as one writer; 12.6 MB for EfficientNet-Lite0's conv layers).
-pub fn topk_json(topk: &TopkFile) -> serde_json::Result<Vec<u8>> {
-    use rayon::prelude::*;
-    // Inside `{"layers": [`: two levels open.
-    let layers: Vec<Vec<u8>> = (topk.layers.par_iter())
-        .map(|layer| shallow_pretty(layer, 2, TOPK_LINE_LEVELS))
-        .collect::<serde_json::Result<_>>()?;
-    let mut out = Vec::with_capacity(layers.iter().map(|l| l.len() + 8).sum::<usize>() + 32);
-    out.extend_from_slice(b"{\n  \"layers\": [");
-    for (i, layer) in layers.iter().enumerate() {
-        out.extend_from_slice(if i == 0 { b"\n    " } else { b",\n    " });
-        out.extend_from_slice(layer);
-    }
-    out.extend_from_slice(if layers.is_empty() {
-        b"]\n}\n"
-    } else {
-        b"\n  ]\n}\n"
-    });
-    Ok(out)
-}
-
-/// `value` as JSON, indented like `serde_json::to_vec_pretty` for the outer `levels` levels
-/// of nesting and compact inside them, with a final newline: the one-writer reference
-/// [`topk_json`] is tested against.
-#[cfg(test)]
-fn to_json_lines<T: Serialize>(value: &T, levels: usize) -> serde_json::Result<Vec<u8>> {
-    let mut out = shallow_pretty(value, 0, levels)?;
-    out.push(b'\n');
-    Ok(out)
-}
-
-/// `value` written with [`ShallowPretty`] from inside `level` open containers.
-fn shallow_pretty<T: Serialize + ?Sized>(
-    value: &T,
-    level: usize,
-    levels: usize,
-) -> serde_json::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(1 << 16);
-    let formatter = ShallowPretty {
-        level,
-        levels,
-        has_value: false,
-    };
-    value.serialize(&mut serde_json::Serializer::with_formatter(
-        &mut out, formatter,
-    ))?;
-    Ok(out)
-}
-
-/// serde_json formatting for [`topk_json`]: `PrettyFormatter`'s rules (two spaces per
-/// level) down to `levels`, none deeper.
-struct ShallowPretty {
-    /// Containers open around the current position.
-    level: usize,
-    levels: usize,
-    /// Whether the innermost open container has an element.
-    has_value: bool,
-}
-
-impl ShallowPretty {
-    fn begin<W: ?Sized + std::io::Write>(
-        &mut self,
-        w: &mut W,
-        bracket: &[u8],
-    ) -> std::io::Result<()> {
-        self.level += 1;
-        self.has_value = false;
-        w.write_all(bracket)
-    }
-
-    fn end<W: ?Sized + std::io::Write>(
-        &mut self,
-        w: &mut W,
-        bracket: &[u8],
-    ) -> std::io::Result<()> {
-        self.level -= 1;
-        if self.has_value && self.level < self.levels {
-            self.newline(w)?;
-        }
-        w.write_all(bracket)
-    }
-
-    fn element<W: ?Sized + std::io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> std::io::Result<()> {
-        if !first {
-            w.write_all(b",")?;
-        }
-        if self.level <= self.levels {
-            self.newline(w)?;
-        }
-        Ok(())
-    }
-
-    fn newline<W: ?Sized + std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
-        w.write_all(b"\n")?;
-        (0..self.level).try_for_each(|_| w.write_all(b"  "))
-    }
-}
-
-impl serde_json::ser::Formatter for ShallowPretty {
-    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.begin(w, b"[")
-    }
-
-    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.end(w, b"]")
-    }
-
-    fn begin_array_value<W: ?Sized + std::io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> std::io::Result<()> {
-        self.element(w, first)
-    }
-
-    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, _: &mut W) -> std::io::Result<()> {
-        self.has_value = true;
-        Ok(())
-    }
-
-    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.begin(w, b"{")
-    }
-
-    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.end(w, b"}")
-    }
-
-    fn begin_object_key<W: ?Sized + std::io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> std::io::Result<()> {
-        self.element(w, first)
-    }
-
-    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        w.write_all(if self.level <= self.levels {
-            b": "
-        } else {
-            b":"
-        })
-    }
-
-    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, _: &mut W) -> std::io::Result<()> {
-        self.has_value = true;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn json_lines_indent_the_outer_levels_only() {
-        let entry = TopkEntry {
-            image: 0,
-            value: 1.5,
-            y: 2,
-            x: 3,
-            pixel_box: Some([1, 2, 5, 6]),
-        };
-        let value = TopkFile {
-            layers: vec![
-                TopkLayer {
-                    name: "a".into(),
-                    filters: vec![
-                        TopkFilter {
-                            filter: 1,
-                            top: vec![entry],
-                        },
-                        TopkFilter {
-                            filter: 2,
-                            top: vec![],
-                        },
-                    ],
-                },
-                TopkLayer {
-                    name: "b".into(),
-                    filters: vec![],
-                },
-            ],
-        };
-        let text = String::from_utf8(to_json_lines(&value, TOPK_LINE_LEVELS).unwrap()).unwrap();
-        let expected = r#"{
-  "layers": [
-    {
-      "name": "a",
-      "filters": [
-        {"filter":1,"top":[{"image":0,"value":1.5,"y":2,"x":3,"box":[1,2,5,6]}]},
-        {"filter":2,"top":[]}
-      ]
-    },
-    {
-      "name": "b",
-      "filters": []
-    }
-  ]
-}
-"#;
-        assert_eq!(text, expected);
-        // Deep enough, it is serde_json's pretty printing.
-        let pretty = serde_json::to_string_pretty(&value).unwrap() + "\n";
-        assert_eq!(
-            String::from_utf8(to_json_lines(&value, 99).unwrap()).unwrap(),
-            pretty
-        );
-        let parsed: TopkFile = serde_json::from_str(&text).unwrap();
-        assert_eq!(parsed, value);
-        // Layer by layer in parallel: the same bytes, with and without layers.
-        assert_eq!(topk_json(&value).unwrap(), text.as_bytes());
-        let empty = TopkFile { layers: vec![] };
-        assert_eq!(
-            topk_json(&empty).unwrap(),
-            to_json_lines(&empty, TOPK_LINE_LEVELS).unwrap()
-        );
-    }
 
     use super::*;
 

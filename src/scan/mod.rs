@@ -19,6 +19,7 @@ pub mod open;
 pub mod receptive;
 pub mod run;
 pub mod shard;
+pub mod topk_json;
 
 use std::path::PathBuf;
 

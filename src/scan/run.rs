@@ -314,9 +314,9 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     write_file(path, &json)
 }
 
-/// `topk.json` at `path` ([`format::topk_json`]: one line per filter).
+/// `topk.json` at `path` ([`super::topk_json::topk_json`]: one line per filter).
 pub(crate) fn write_topk(path: &Path, topk: &format::TopkFile) -> Result<()> {
-    let json = format::topk_json(topk).map_err(format_err(path))?;
+    let json = super::topk_json::topk_json(topk).map_err(format_err(path))?;
     write_file(path, &json)
 }
 
