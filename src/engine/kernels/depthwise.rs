@@ -9,6 +9,8 @@
 //! product per pixel) and the sparse path one value per tap per non-zero; EfficientNet-Lite0's
 //! guided backprop of `/_conv_head/Conv` spent 13 s of 40 in those.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::geometry::ConvGeometry;
@@ -100,8 +102,9 @@ fn conv_planes(
     let mut out = Vec::with_capacity(len);
     // Few, long tasks: each starts with a fresh padded buffer (zeroed once, then reused by
     // its planes); rayon's own splitting made one per few planes (batch 16 of
-    // EfficientNet-Lite0: `fill` was 11% of the forward pass). Each plane is zeroed by its
-    // task before it is written (a calloc'd output was a one-thread memset).
+    // EfficientNet-Lite0: `fill` was 11% of the forward pass). Each plane is written by
+    // its task (a calloc'd output was a one-thread memset; zeroing each plane before the
+    // stride-1 path copies over it was ~2% of a scan's samples).
     let planes_per_task = (g.n * g.c_out).div_ceil(4 * rayon::current_num_threads());
     out.spare_capacity_mut()[..len]
         .par_chunks_mut(plane_out.max(1))
@@ -110,11 +113,11 @@ fn conv_planes(
         .for_each_init(
             || (Vec::new(), Vec::new()),
             |(padded, flat), (plane, dst)| {
-                let dst = super::init_with(dst, 0.0);
                 let channel = plane % g.c_in;
                 let src = &x[plane * plane_in..][..plane_in];
                 if bias.is_none() && src.iter().all(|v| *v == 0.0) {
-                    return; // `dst` is zero already
+                    super::init_with(dst, 0.0);
+                    return;
                 }
                 layout.fill(padded, src, g);
                 let taps = &weight[channel * kh * kw..][..kh * kw];
@@ -131,7 +134,8 @@ fn conv_planes(
                 conv_plane(level, plane);
             },
         );
-    // SAFETY: the planes cover the first `len` slots and `init_with` wrote each of them.
+    // SAFETY: the planes cover the first `len` slots and each was written whole, by
+    // `init_with` or by `conv_plane`.
     unsafe { out.set_len(len) };
     out
 }
@@ -215,9 +219,10 @@ impl PaddedLayout {
 }
 
 /// One output plane's work: `dst [ho, wo]` = `bias` + the `taps` over the `padded` input
-/// plane (laid out by `layout`); `flat` is scratch for the stride-1 path.
+/// plane (laid out by `layout`), every value written; `flat` is scratch for the stride-1
+/// path.
 struct Plane<'a> {
-    dst: &'a mut [f32],
+    dst: &'a mut [MaybeUninit<f32>],
     flat: &'a mut Vec<f32>,
     padded: &'a [f32],
     taps: &'a [f32],
@@ -263,10 +268,12 @@ fn conv_plane_body<const FMA: bool>(plane: Plane<'_>) {
         flat.resize(flat_len, 0.0);
         taps::weighted_runs::<FMA>(flat, padded, offsets, taps, bias);
         for (row_out, row) in dst.chunks_mut(g.wo).zip(flat.chunks(layout.row_len)) {
-            row_out.copy_from_slice(&row[..g.wo]);
+            row_out.write_copy_of_slice(&row[..g.wo]);
         }
         return;
     }
+    // `weighted_runs` writes every output of a row, onto initialised values.
+    let dst = super::init_with(dst, 0.0);
     for (t, off) in offsets.iter_mut().enumerate() {
         let col = (t % kw) * dx;
         *off = (t / kw) * dy * layout.row_len + (col % sx) * layout.phase_len + col / sx;
