@@ -86,7 +86,7 @@ pub fn pointwise_conv2d(
     // The same for every block: the columns left to dot products after `gemm`'s blocks.
     let dot = dot_column_count(hw);
     #[cfg(target_arch = "x86_64")]
-    let use_register_blocked = takes_register_blocked(c_in, c_out, hw);
+    let use_register_blocked = rows_per_block >= c_out && takes_register_blocked(c_in, c_out, hw);
     let mut out = Vec::<f32>::with_capacity(g.n * c_out * hw);
     let spare = &mut out.spare_capacity_mut()[..g.n * c_out * hw];
     spare
@@ -151,7 +151,10 @@ fn rows_per_block(g: &ConvGeometry) -> usize {
 
 /// Whether [`register_blocked`]'s kernel computes this product instead of `gemm`: at the
 /// AVX2 level, on maps of at least [`REGISTER_BLOCKED_MIN_HW`] pixels, for expansions
-/// (`c_out ≥ c_in`) and narrow inputs (`c_in ≤` [`REGISTER_BLOCKED_NARROW_C_IN`]). It
+/// (`c_out ≥ c_in`) and narrow inputs (`c_in ≤` [`REGISTER_BLOCKED_NARROW_C_IN`]), when a
+/// block holds all of an image's rows (one pass per core, or a batch of at least as many
+/// images as threads: split over threads, each block packed the same input again, and on
+/// two threads the eight shapes were no faster than with `gemm`). It
 /// writes each output once with its bias where `gemm` adds onto rows holding the bias
 /// (three passes over the output), which pays where the output is large against the work
 /// per output. EfficientNet-Lite0's 19 pointwise shapes, one thread, best of 9 with the
@@ -312,8 +315,13 @@ mod tests {
 
     #[test]
     fn matches_loops_split_or_not() {
-        // Small (one block per image), large enough to split over rows, and a batch.
+        // Small (one block per image), large enough to split over rows, and a batch; each in
+        // the default pool and on one thread (one block per image, as a per-core pass).
         // 7×7 and 1×17 leave one column to `dot_columns` (37 channels: a partial lane block).
+        let one_thread = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
         for (n, ci, co, h, w) in [
             (1, 3, 5, 4, 3),
             (1, 37, 11, 1, 17),
@@ -335,8 +343,14 @@ mod tests {
                 .collect();
             let bias: Vec<f32> = (0..co).map(|o| o as f32 * 0.25 - 1.0).collect();
             let g = geometry(n, ci, co, h, w);
-            for b in [None, Some(bias.as_slice())] {
-                let got = pointwise_conv2d(&x, &wt, b, &g);
+            for (b, alone) in [None, Some(bias.as_slice())]
+                .into_iter()
+                .flat_map(|b| [(b, false), (b, true)])
+            {
+                let got = match alone {
+                    true => one_thread.install(|| pointwise_conv2d(&x, &wt, b, &g)),
+                    false => pointwise_conv2d(&x, &wt, b, &g),
+                };
                 let want = reference(&x, &wt, b, n, ci, co, h * w);
                 let worst = got
                     .iter()
@@ -345,7 +359,7 @@ mod tests {
                     .fold(0f32, f32::max);
                 assert!(
                     worst <= 1e-4,
-                    "[{n}, {ci}→{co}, {h}×{w}] bias {}: worst {worst}",
+                    "[{n}, {ci}→{co}, {h}×{w}] bias {}, one thread {alone}: worst {worst}",
                     b.is_some()
                 );
             }
