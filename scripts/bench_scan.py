@@ -11,6 +11,11 @@ ConvLens: `convlens scan MODEL --inputs DIR --batch B --layers conv --device cpu
 time of the whole process (model load, PNG decoding, preprocessing, every conv layer's
 statistics and top-k, receptive fields, writing the directory), once with `--crop-size 0`
 and once with the default crops: images/s.
+Steady state: the same scan (no crops) over the first B images too; (N - B) / (t_N - t_B)
+is the rate once the per-process costs (load, first passes, writing the files) are paid,
+the rate a large scan runs at.
+Each repeat runs onnxruntime and every ConvLens variant once, one after another, so a
+noisy machine's slow minutes fall on all of them; medians are reported.
 Target (issue 15): ConvLens images/s >= 0.7 x onnxruntime's, bookkeeping included.
 
 Usage: /root/.cache/convlens-venv/bin/python scripts/bench_scan.py
@@ -63,45 +68,43 @@ def make_images(folder: Path, n: int) -> list:
     return paths
 
 
-def ort_images_per_s(model, images, batch, threads, repeats) -> float:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(with_symbolic_batch(model).SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
-    feed = sess.get_inputs()[0].name
-    x = np.stack([((skimage.io.imread(str(p))[..., :3].astype(np.float32) / 255 - MEAN) / STD)
-                  .transpose(2, 0, 1) for p in images]).astype(np.float32)
-    chunks = [x[i:i + batch] for i in range(0, len(x), batch)]
-    sess.run(None, {feed: chunks[0]})  # warm-up
+class OrtBatches:
+    """onnxruntime over the images in batches, inputs prepared up front (not timed)."""
 
-    def run():
-        for c in chunks:
-            sess.run(None, {feed: c})
-    times = []
-    for _ in range(repeats):
+    def __init__(self, model, images, batch, threads):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self.sess = ort.InferenceSession(with_symbolic_batch(model).SerializeToString(), opts,
+                                         providers=["CPUExecutionProvider"])
+        self.feed = self.sess.get_inputs()[0].name
+        x = np.stack([((skimage.io.imread(str(p))[..., :3].astype(np.float32) / 255 - MEAN)
+                       / STD).transpose(2, 0, 1) for p in images]).astype(np.float32)
+        self.chunks = [x[i:i + batch] for i in range(0, len(x), batch)]
+        self.n = len(images)
+        self.sess.run(None, {self.feed: self.chunks[0]})  # warm-up
+
+    def seconds(self) -> float:
         t = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t)
-    del sess
-    return len(images) / statistics.median(times)
+        for c in self.chunks:
+            self.sess.run(None, {self.feed: c})
+        return time.perf_counter() - t
 
 
-def convlens_images_per_s(args, model_path, folder, n, crops: bool) -> float:
-    times = []
-    for _ in range(args.repeats):
-        with tempfile.TemporaryDirectory(prefix="convlens-scan-out-") as out:
-            cmd = [args.convlens, "scan", *([str(model_path)] if model_path else []),
-                   "--inputs", str(folder), "--out", out, "--batch", str(args.batch),
-                   "--layers", "conv", "--device", "cpu",
-                   *([] if crops else ["--crop-size", "0"])]
-            t = time.perf_counter()
-            done = subprocess.run(cmd, stderr=subprocess.PIPE, text=True,
-                                  env={**os.environ, "RAYON_NUM_THREADS": str(args.threads)})
-            times.append(time.perf_counter() - t)
-            if done.returncode != 0:
-                raise SystemExit(f"convlens scan failed: {done.stderr[-2000:]}")
-    return n / statistics.median(times)
+def convlens_seconds(args, model_path, folder, crops: bool) -> float:
+    """Wall time of one `convlens scan` process over `folder`."""
+    with tempfile.TemporaryDirectory(prefix="convlens-scan-out-") as out:
+        cmd = [args.convlens, "scan", *([str(model_path)] if model_path else []),
+               "--inputs", str(folder), "--out", out, "--batch", str(args.batch),
+               "--layers", "conv", "--device", "cpu",
+               *([] if crops else ["--crop-size", "0"])]
+        t = time.perf_counter()
+        done = subprocess.run(cmd, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "RAYON_NUM_THREADS": str(args.threads)})
+        seconds = time.perf_counter() - t
+    if done.returncode != 0:
+        raise SystemExit(f"convlens scan failed: {done.stderr[-2000:]}")
+    return seconds
 
 
 def main() -> None:
@@ -120,6 +123,10 @@ def main() -> None:
         folder = tmp / "images"
         folder.mkdir()
         images = make_images(folder, args.images)
+        head = tmp / "head"
+        head.mkdir()
+        for p in images[:args.batch]:
+            (head / p.name).symlink_to(p)
         for name in args.models.split(","):
             if name == "alexnet":
                 model = alexnet_model(1)
@@ -130,11 +137,22 @@ def main() -> None:
                 path = None  # the embedded default
             else:
                 raise SystemExit(f"unknown model {name!r}")
-            o = ort_images_per_s(model, images, args.batch, args.threads, args.repeats)
-            c0 = convlens_images_per_s(args, path, folder, len(images), crops=False)
-            c1 = convlens_images_per_s(args, path, folder, len(images), crops=True)
-            results.append({"model": name, "ort_images_per_s": o,
-                            "scan_images_per_s_no_crops": c0, "scan_images_per_s": c1})
+            ort_run = OrtBatches(model, images, args.batch, args.threads)
+            t = {"ort": [], "scan": [], "head": [], "crops": []}
+            for _ in range(args.repeats):
+                t["ort"].append(ort_run.seconds())
+                t["scan"].append(convlens_seconds(args, path, folder, crops=False))
+                t["head"].append(convlens_seconds(args, path, head, crops=False))
+                t["crops"].append(convlens_seconds(args, path, folder, crops=True))
+            del ort_run
+            m = {k: statistics.median(v) for k, v in t.items()}
+            n, n_head = len(images), min(args.batch, len(images))
+            steady = (n - n_head) / (m["scan"] - m["head"]) if m["scan"] > m["head"] else None
+            results.append({"model": name, "ort_images_per_s": n / m["ort"],
+                            "scan_images_per_s_no_crops": n / m["scan"],
+                            "scan_images_per_s": n / m["crops"],
+                            "scan_steady_images_per_s": steady,
+                            "seconds": t})
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
                 if l.startswith("model name")), platform.processor())
     print(f"CPU: {cpu}; {args.threads} threads; onnxruntime {ort.__version__}; "
@@ -145,6 +163,10 @@ def main() -> None:
               f"({r['scan_images_per_s_no_crops'] / r['ort_images_per_s']:.2f}x), "
               f"{r['scan_images_per_s']:.1f} with crops "
               f"({r['scan_images_per_s'] / r['ort_images_per_s']:.2f}x)")
+        if r["scan_steady_images_per_s"]:
+            print(f"{r['model']}: steady state (no crops, past the first {args.batch} images) "
+                  f"{r['scan_steady_images_per_s']:.1f} img/s "
+                  f"({r['scan_steady_images_per_s'] / r['ort_images_per_s']:.2f}x)")
     if args.json_out:
         args.json_out.write_text(json.dumps({"cpu": cpu, "threads": args.threads,
                                              "batch": args.batch, "images": args.images,
