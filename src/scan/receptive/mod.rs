@@ -16,6 +16,9 @@
 //! `topk.json`'s `box` holds; one corner case over-approximates: two paths that each lose a
 //! different axis entirely); [`Clip::None`] keeps them, so a unit near the border gets its
 //! full theoretical field, partly outside the image (where a crop shows the padding).
+//!
+//! The sets and their moves (windows, shifts, broadcasts, clipping) are in `region.rs`;
+//! this file walks the graph.
 
 use std::cell::Cell;
 use std::collections::HashMap;

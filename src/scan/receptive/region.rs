@@ -5,9 +5,10 @@
 //! Sets stay exact (a strided, dilated window reads every other position, and only taps
 //! that land inside a value count), but the common case, a run of consecutive positions, is
 //! kept as its two ends: a window whose stride is at most its extent maps a run to a run,
-//! and so do shifts and clipping, so following a unit through EfficientNet-Lite0 allocates
-//! nothing per node (with every set as a sorted list, the allocations and sorts were most
-//! of `scan`'s time after the passes).
+//! and so do shifts and clipping, so following a unit through EfficientNet-Lite0 builds and
+//! sorts no list (with every set as a sorted list, those allocations and sorts were most of
+//! the receptive fields' time: all axis extents of its 49 conv layers, one thread, 32–40 →
+//! 7.6 ms).
 
 /// Positions along one axis, sorted and distinct. Canonical: a non-empty set without gaps
 /// is always a [`Positions::Run`], so equal sets compare equal.
