@@ -82,29 +82,22 @@ impl HostOp {
         let &Self::Clamp { min, max } = self else {
             return Ok(None);
         };
-        let unique_f32 = ins.first().is_some_and(|t| {
-            t.clone()
-                .try_into_primitive::<burn_flex::Flex>()
-                .is_ok_and(|flex| flex.is_contiguous() && flex.as_slice::<f32>().is_some())
-        });
-        // The probe above held a second reference only while it ran.
-        if ins.len() != 1 || !unique_f32 {
+        if ins.len() != 1 {
             return Ok(None);
         }
         let Some(x) = ins.pop() else {
             return Ok(None);
         };
-        let mut flex = x
-            .try_into_primitive::<burn_flex::Flex>()
-            .map_err(|e| format!("reading input 0: {e:?}"))?;
-        let range = flex.layout().contiguous_offsets();
-        if let (Some((start, end)), Some(values)) = (range, flex.try_storage_mut::<f32>()) {
-            kernels::unary::clamp_in_place(&mut values[start..end], min, max);
-            return Ok(Some(T6::from_primitive::<burn_flex::Flex>(flex)));
+        match mutate_f32(x, |values| kernels::unary::clamp_in_place(values, min, max))
+            .map_err(|e| format!("reading input 0: {e}"))?
+        {
+            Mutated::Done(out, ()) => Ok(Some(out)),
+            // Shared after all: back, unchanged, for a copy out.
+            Mutated::Shared(x) => {
+                ins.push(x);
+                Ok(None)
+            }
         }
-        // Shared after all (another holder appeared): back, unchanged, for a copy out.
-        ins.push(T6::from_primitive::<burn_flex::Flex>(flex));
-        Ok(None)
     }
 
     /// The node's output (row-major) for its inputs `ins` (data first, then the weight and
@@ -130,4 +123,37 @@ impl HostOp {
             &Self::Clamp { min, max } => kernels::unary::clamp(x, min, max),
         })
     }
+}
+
+/// What [`mutate_f32`] did.
+pub(super) enum Mutated<R> {
+    /// `f` ran on the values; the tensor, changed in place, and `f`'s result.
+    Done(T6, R),
+    /// Not contiguous `f32` host values held by this tensor alone: the tensor, unchanged.
+    Shared(T6),
+}
+
+/// Runs `f` on `t`'s values in place, where `t` is a contiguous `f32` flex tensor whose buffer
+/// nothing else holds. `Err` only if flex refuses a tensor that it had just accepted.
+pub(super) fn mutate_f32<R>(t: T6, f: impl FnOnce(&mut [f32]) -> R) -> Result<Mutated<R>, String> {
+    let host_f32 = t
+        .clone()
+        .try_into_primitive::<burn_flex::Flex>()
+        .is_ok_and(|flex| flex.is_contiguous() && flex.as_slice::<f32>().is_some());
+    // The probe above held a second reference only while it ran.
+    if !host_f32 {
+        return Ok(Mutated::Shared(t));
+    }
+    let mut flex = t
+        .try_into_primitive::<burn_flex::Flex>()
+        .map_err(|e| format!("{e:?}"))?;
+    let range = flex.layout().contiguous_offsets();
+    if let (Some((start, end)), Some(values)) = (range, flex.try_storage_mut::<f32>()) {
+        let result = f(&mut values[start..end]);
+        return Ok(Mutated::Done(
+            T6::from_primitive::<burn_flex::Flex>(flex),
+            result,
+        ));
+    }
+    Ok(Mutated::Shared(T6::from_primitive::<burn_flex::Flex>(flex)))
 }

@@ -17,6 +17,7 @@ pub mod device;
 mod host_op;
 pub mod kernels;
 pub mod methods;
+mod observe;
 pub mod ops;
 pub mod profile;
 pub mod reverse;
@@ -32,6 +33,8 @@ pub use activations::{
 };
 pub use device::{ComputeDevice, DeviceChoice};
 use host_op::HostOp;
+pub use observe::NodeOutputs;
+use observe::{ClampAfter, plan_clamps};
 use ops::{T6, upload};
 
 use crate::model::Graph;
@@ -91,6 +94,9 @@ pub struct Engine {
     host_ops: HashMap<usize, HostOp>,
     /// For each value, the index of the last node that reads it.
     last_use: HashMap<String, usize>,
+    /// With host kernels: the clamp node that alone reads a node's output, by the producing
+    /// node's index, for an observer to apply ([`NodeOutputs::clamp_while`]).
+    clamp_after: HashMap<usize, ClampAfter>,
 }
 
 impl Engine {
@@ -110,6 +116,7 @@ impl Engine {
         }
         let host_kernels = device == Device::flex();
         let host_ops = HostOp::plan_all(&graph, host_kernels);
+        let clamp_after = plan_clamps(&graph, &host_ops);
         Self {
             graph,
             device,
@@ -117,6 +124,7 @@ impl Engine {
             host_kernels,
             host_ops,
             last_use,
+            clamp_after,
         }
     }
 
@@ -126,6 +134,7 @@ impl Engine {
     pub fn with_batch(&self, batch: usize) -> Result<Engine> {
         let graph = Arc::new(self.graph.with_batch(batch)?);
         let host_ops = HostOp::plan_all(&graph, self.host_kernels);
+        let clamp_after = plan_clamps(&graph, &host_ops);
         Ok(Self {
             graph,
             device: self.device.clone(),
@@ -133,6 +142,7 @@ impl Engine {
             host_kernels: self.host_kernels,
             host_ops,
             last_use: self.last_use.clone(),
+            clamp_after,
         })
     }
 
@@ -246,13 +256,14 @@ impl Engine {
     /// `observe` (with the node's index) as soon as the node has run, and keeping nothing:
     /// a streaming consumer (the dataset scan, `stats`) summarises a layer while it is fresh
     /// in cache, and the pass frees it after its last consumer, or — a Clip or ReLU after it
-    /// — clamps it in place, instead of holding every layer to the end. An `Err` from
+    /// — clamps it in place, instead of holding every layer to the end; `observe` may apply
+    /// that clamp itself while it reads ([`NodeOutputs::clamp_while`]). An `Err` from
     /// `observe` stops the pass.
     pub fn forward_batch_observed(
         &self,
         inputs: &[&InputTensor],
         through: usize,
-        observe: &mut (dyn FnMut(usize, &[T6]) -> Result<()> + Send),
+        observe: &mut (dyn FnMut(usize, &mut NodeOutputs<'_>) -> Result<()> + Send),
     ) -> Result<()> {
         let input = self.batch_input(inputs)?;
         let capture = Capture::NothingAfter(through);
@@ -288,7 +299,7 @@ impl Engine {
         inputs: &[NamedInput],
         capture: &Capture,
         timings: Option<&mut Vec<f64>>,
-        observe: &mut (dyn FnMut(usize, &[T6]) -> Result<()> + Send),
+        observe: &mut (dyn FnMut(usize, &mut NodeOutputs<'_>) -> Result<()> + Send),
     ) -> Result<Activations> {
         if self.host_kernels && rayon::current_thread_index().is_none() {
             rayon::scope(|_| self.walk_nodes(inputs, capture, timings, observe))
@@ -302,7 +313,7 @@ impl Engine {
         inputs: &[NamedInput],
         capture: &Capture,
         mut timings: Option<&mut Vec<f64>>,
-        observe: &mut (dyn FnMut(usize, &[T6]) -> Result<()> + Send),
+        observe: &mut (dyn FnMut(usize, &mut NodeOutputs<'_>) -> Result<()> + Send),
     ) -> Result<Activations> {
         let graph = &self.graph;
         let mut values: HashMap<String, T6> = HashMap::new();
@@ -353,6 +364,10 @@ impl Engine {
             Capture::AllUpTo(last) | Capture::NothingAfter(last) => *last,
             _ => usize::MAX,
         };
+        // Observed passes keep nothing, so an observer may apply the clamp after a node
+        // (`NodeOutputs::clamp_while`); the clamp nodes it applied, to skip.
+        let offer_clamps = matches!(capture, Capture::NothingAfter(_));
+        let mut applied_clamps: HashSet<usize> = HashSet::new();
         for (i, node) in graph
             .nodes
             .iter()
@@ -385,6 +400,8 @@ impl Engine {
             }
             let outs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 match self.host_ops.get(&i) {
+                    // Its only input was clamped by the observer of the node before.
+                    Some(_) if applied_clamps.remove(&i) => Ok(ins),
                     Some(op) => self.run_host_op(op, node, ins),
                     None => Ok(ops::run(
                         &node.op,
@@ -400,7 +417,13 @@ impl Engine {
                 op: node.onnx_op.clone(),
                 detail: panic_message(&panic),
             })??;
-            observe(i, &outs)?;
+            let mut outs = outs;
+            let clamp = (self.clamp_after.get(&i).copied()).filter(|_| offer_clamps);
+            let mut observed = NodeOutputs::new(&mut outs, node, clamp);
+            observe(i, &mut observed)?;
+            if let Some(j) = observed.applied_clamp() {
+                applied_clamps.insert(j);
+            }
             for (name, t) in node.outputs.iter().zip(outs) {
                 values.insert(name.clone(), t);
             }

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 use crate::engine::kernels::simd::{self, SimdLevel};
-use crate::engine::{Engine, EngineError, ops::HostValues};
+use crate::engine::{Engine, EngineError, kernels, ops::HostValues};
 use crate::model::preprocess::InputTensor;
 
 /// One filter's numbers on one image.
@@ -338,25 +338,70 @@ pub fn summarise_forward(
         return Ok(summaries);
     };
     engine.forward_batch_observed(inputs, through, &mut |node, outputs| {
-        for (slot, _) in (layers.iter().enumerate()).filter(|&(_, &l)| l == node) {
-            let (Some(output), Some(name)) = (outputs.first(), graph.nodes[node].outputs.first())
-            else {
-                continue;
-            };
-            let values = HostValues::of(output).map_err(|detail| EngineError::Readback {
-                value: name.clone(),
-                detail,
-            })?;
-            // [N, C, H, W]: one tile per (image, channel).
-            let tile_len = graph
-                .shapes
-                .get(name)
-                .map_or(1, |s| s.iter().skip(2).product());
-            summaries[slot] = summarise_tiles(values.as_slice(), tile_len);
+        let mut slots = (layers.iter().enumerate()).filter(|&(_, &l)| l == node);
+        let Some((slot, _)) = slots.next() else {
+            return Ok(());
+        };
+        let Some(name) = graph.nodes[node].outputs.first() else {
+            return Ok(());
+        };
+        // [N, C, H, W]: one tile per (image, channel).
+        let tile_len = graph
+            .shapes
+            .get(name)
+            .map_or(1, |s| s.iter().skip(2).product());
+        // The ReLU or Clip after the layer, applied tile by tile right after each tile's
+        // summary (the tile still in cache), where the pass offers it.
+        let clamped = outputs.clamp_while(|values, min, max| {
+            summarise_tiles_then_clamp(values, tile_len, min, max)
+        })?;
+        summaries[slot] = match clamped {
+            Some(tiles) => tiles,
+            None => {
+                let Some(output) = outputs.tensors().first() else {
+                    return Ok(());
+                };
+                let values = HostValues::of(output).map_err(|detail| EngineError::Readback {
+                    value: name.clone(),
+                    detail,
+                })?;
+                summarise_tiles(values.as_slice(), tile_len)
+            }
+        };
+        // The same layer asked for twice.
+        for (again, _) in slots {
+            summaries[again] = summaries[slot].clone();
         }
         Ok(())
     })?;
     Ok(summaries)
+}
+
+/// [`summarise_tiles`] of `data`, each tile then clamped to `[min, max]` in place
+/// ([`kernels::unary::clamp_in_place`]) while it is still in cache: the summaries are those of
+/// the values before the clamp.
+fn summarise_tiles_then_clamp(
+    data: &mut [f32],
+    tile_len: usize,
+    min: f32,
+    max: f32,
+) -> Vec<TileSummary> {
+    if tile_len == 0 {
+        kernels::unary::clamp_in_place(data, min, max);
+        return Vec::new();
+    }
+    let tiles = data.len() / tile_len;
+    let (whole, rest) = data.split_at_mut(tiles * tile_len);
+    kernels::unary::clamp_in_place(rest, min, max);
+    whole
+        .par_chunks_exact_mut(tile_len)
+        .with_min_len((VALUES_PER_TASK / tile_len).max(1))
+        .map(|tile| {
+            let summary = summarise(tile);
+            kernels::unary::clamp_in_place(tile, min, max);
+            summary
+        })
+        .collect()
 }
 
 #[cfg(test)]

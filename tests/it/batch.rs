@@ -263,24 +263,49 @@ fn check_observed(name: &str, graph: Arc<convlens::model::Graph>, device: Device
         .unwrap_or_else(|e| panic!("{name}: kept pass failed: {e}"));
     let mut compared = 0;
     let last = engine.graph().nodes.len() - 1;
-    engine
-        .forward_batch_observed(&refs, last, &mut |i, outputs| {
-            let node = &engine.graph().nodes[i];
-            for (value, t) in node.outputs.iter().zip(outputs) {
-                let Ok(seen) = HostValues::of(t) else {
-                    continue; // not f32 (shapes, indices): nothing a layer shows
-                };
-                let want = kept.read(value).expect("kept value");
-                assert!(
-                    seen.as_slice() == want.data.as_slice(),
-                    "{name}: '{value}' ({}) as observed differs from the kept pass",
-                    node.onnx_op
-                );
-                compared += 1;
-            }
-            Ok(())
-        })
-        .unwrap_or_else(|e| panic!("{name}: observed pass failed: {e}"));
+    // Twice: once leaving every clamp to its node, once applying each clamp the pass offers
+    // in the observer (`NodeOutputs::clamp_while`), which must see the values before it and
+    // leave the clamp node's output as the kept pass has it.
+    for apply_clamps in [false, true] {
+        let mut applied = 0;
+        engine
+            .forward_batch_observed(&refs, last, &mut |i, outputs| {
+                let node = &engine.graph().nodes[i];
+                for (value, t) in node.outputs.iter().zip(outputs.tensors()) {
+                    let Ok(seen) = HostValues::of(t) else {
+                        continue; // not f32 (shapes, indices): nothing a layer shows
+                    };
+                    let want = kept.read(value).expect("kept value");
+                    assert!(
+                        seen.as_slice() == want.data.as_slice(),
+                        "{name}: '{value}' ({}) as observed differs from the kept pass",
+                        node.onnx_op
+                    );
+                    compared += 1;
+                }
+                if apply_clamps {
+                    let want = kept.read(&node.outputs[0]).expect("kept value");
+                    let clamped = outputs.clamp_while(|values, min, max| {
+                        assert!(
+                            values == want.data.as_slice(),
+                            "{name}: node {i} before its clamp"
+                        );
+                        convlens::engine::kernels::unary::clamp_in_place(values, min, max);
+                    })?;
+                    applied += usize::from(clamped.is_some());
+                }
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("{name}: observed pass failed: {e}"));
+        let on_host = engine.host_kernels();
+        eprintln!("{name}: {applied} clamps applied by the observer (host kernels: {on_host})");
+        if apply_clamps && on_host {
+            assert!(applied > 0, "{name}: no clamp was offered to the observer");
+        }
+        if !on_host {
+            assert_eq!(applied, 0, "{name}: a clamp offered off the host kernels");
+        }
+    }
     // A pass through a middle node runs nothing after it.
     let (through, mut seen) = (last / 2, Vec::new());
     engine
