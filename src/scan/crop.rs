@@ -2,7 +2,8 @@
 //! and scaled to a fixed square. Each output pixel is the mean of the source pixels under
 //! it (a summed-area table per picture makes that O(1), so thousands of crops of an image
 //! cost little more than writing them); parts of the field outside the picture are grey.
-//! `write_crops` writes a scan's `examples/` folder: one PNG per top entry.
+//! `write_crops` writes a scan's `examples/` folder: one PNG per top entry (an image's entries
+//! with the same field share one file, hard-linked where the file system allows).
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -152,8 +153,14 @@ pub(super) fn write_crops(
             }
         }
     }
+    // A crop phase cut off before (a kill, then `--resume`) left files here, some of them
+    // hard links of others: start from an empty folder so no link is written through.
+    let examples = work.join(format::EXAMPLES_DIR);
+    if examples.exists() {
+        std::fs::remove_dir_all(&examples).map_err(io_err(&examples))?;
+    }
     for l in &manifest.layers {
-        let dir = work.join(format::EXAMPLES_DIR).join(&l.stem);
+        let dir = examples.join(&l.stem);
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     }
     // Each layer's distinct units, their fields worked out layer by layer side by side.
@@ -188,27 +195,35 @@ pub(super) fn write_crops(
                 })?;
                 let sampler = CropSampler::new(&model_picture(&input, input_spec));
                 // Filters that peak at the same field of an image share its crop: each
-                // distinct field is cut and encoded once (EfficientNet-Lite0 over 48 photos:
-                // 189,072 crops, 29,414 distinct fields).
-                let mut encoded: HashMap<PixelBox, Vec<u8>> = HashMap::new();
+                // distinct field is cut, encoded and written once (EfficientNet-Lite0 over 48
+                // photos: 189,072 crops, 29,414 distinct fields), and its other files are hard
+                // links of the first where the file system has them.
+                let mut written: HashMap<PixelBox, (Vec<u8>, PathBuf)> = HashMap::new();
                 for job in entries {
                     let Some(Some(b)) = fields.get(&(job.layer, job.y, job.x)) else {
                         continue;
                     };
                     let stem = &manifest.layers[job.layer].stem;
                     let dest = format::example_path(work, stem, job.filter, job.rank);
-                    let png = match encoded.entry(*b) {
-                        Entry::Occupied(e) => e.into_mut(),
-                        Entry::Vacant(e) => {
-                            e.insert(encode_png(&sampler.crop(*b, crop_size)).map_err(|error| {
-                                ScanError::Png {
-                                    path: dest.clone(),
-                                    error,
-                                }
-                            })?)
+                    match written.entry(*b) {
+                        Entry::Occupied(e) => {
+                            let (png, first) = e.get();
+                            if std::fs::hard_link(first, &dest).is_err() {
+                                std::fs::write(&dest, png).map_err(io_err(&dest))?;
+                            }
                         }
-                    };
-                    std::fs::write(&dest, png).map_err(io_err(&dest))?;
+                        Entry::Vacant(e) => {
+                            let png =
+                                encode_png(&sampler.crop(*b, crop_size)).map_err(|error| {
+                                    ScanError::Png {
+                                        path: dest.clone(),
+                                        error,
+                                    }
+                                })?;
+                            std::fs::write(&dest, &png).map_err(io_err(&dest))?;
+                            e.insert((png, dest));
+                        }
+                    }
                 }
                 Ok(())
             })

@@ -273,6 +273,16 @@ fn scan_equals_the_onnxruntime_reference() {
             .map(|f| f["top"].as_array().expect("top").len())
             .sum();
         assert_eq!(crops, entries, "{model}: one crop per top entry");
+        // Filters that peak at the same field of an image share one crop file, hard-linked.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let linked = (all.keys().filter(|p| p.starts_with("examples")))
+                .filter(|p| std::fs::metadata(out.path().join(p)).is_ok_and(|m| m.nlink() > 1))
+                .count();
+            eprintln!("{model} {passes}: {linked} of {crops} crops are hard links");
+            assert!(linked > 0, "{model}: no crop shared by two filters");
+        }
         let crop = image::open(out.path().join("examples/conv2/1_1.png").as_path());
         if model == "tiny_alexnet" {
             assert_eq!(crop.expect("crop").width(), 16);
