@@ -208,9 +208,13 @@ pub fn merge(dirs: &[PathBuf], out: &Path, allow_missing: bool) -> Result<MergeS
             std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         }
         for (src, li, filter, rank) in copies {
-            // An entry whose unit reads no pixel has no crop in its shard either.
-            if src.exists() {
-                let dest = format::example_path(&work, &layer_infos[li].stem, filter, rank);
+            // A hard link of the shard's crop (shards are published whole and never written
+            // in place, so the merged file keeps its bytes); a copy across file systems.
+            let dest = format::example_path(&work, &layer_infos[li].stem, filter, rank);
+            if std::fs::hard_link(&src, &dest).is_err()
+                // An entry whose unit reads no pixel has no crop in its shard either.
+                && src.exists()
+            {
                 std::fs::copy(&src, &dest).map_err(io_err(&src))?;
             }
         }
