@@ -398,7 +398,7 @@ impl Engine {
                 ins.push(t);
                 in_shapes.push(self.shape_of(name));
             }
-            let outs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut outs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 match self.host_ops.get(&i) {
                     // Its only input was clamped by the observer of the node before.
                     Some(_) if applied_clamps.remove(&i) => Ok(ins),
@@ -417,7 +417,6 @@ impl Engine {
                 op: node.onnx_op.clone(),
                 detail: panic_message(&panic),
             })??;
-            let mut outs = outs;
             let clamp = (self.clamp_after.get(&i).copied()).filter(|_| offer_clamps);
             let mut observed = NodeOutputs::new(&mut outs, node, clamp);
             observe(i, &mut observed)?;
