@@ -3,8 +3,8 @@
 //! Each image's output rows are split into blocks that run side by side, one sequential
 //! `gemm` call per block onto rows that already hold the bias; at the AVX2 level a single
 //! column left after whole 16-column blocks (7×7 maps) is summed as dot products instead
-//! ([`dot_columns`]), and expansions on maps of 14×14 and more run a register-blocked
-//! kernel that writes each output once ([`register_blocked`], [`takes_register_blocked`]).
+//! ([`dot_columns`]), and products on larger maps run a register-blocked kernel that writes
+//! each output once ([`register_blocked`], [`takes_register_blocked`]).
 //! Used by
 //! [`super::conv::conv2d`] for [`ConvGeometry::is_pointwise`] geometries.
 //!
@@ -104,17 +104,16 @@ pub fn pointwise_conv2d(
                     let bias_rows = bias.map(|b| &b[first..first + rows_n]);
                     #[cfg(target_arch = "x86_64")]
                     if use_register_blocked {
-                        // SAFETY: `takes_register_blocked` is only true at the AVX2 + FMA
-                        // level, which `simd::active` only reports on CPUs that have it.
-                        unsafe {
-                            register_blocked::pointwise_rows(
-                                rows,
-                                weight_rows,
-                                bias_rows,
-                                image_x,
-                                [c_in, hw],
-                            )
-                        };
+                        // `takes_register_blocked` is only true at the AVX2 and AVX-512
+                        // levels, which `simd::active` only reports on CPUs that have them.
+                        register_blocked::pointwise_rows(
+                            simd::active(),
+                            rows,
+                            weight_rows,
+                            bias_rows,
+                            image_x,
+                            [c_in, hw],
+                        );
                         return;
                     }
                     let dst = fill_rows(rows, bias_rows, hw);
@@ -149,28 +148,43 @@ fn rows_per_block(g: &ConvGeometry) -> usize {
     g.c_out.div_ceil(blocks)
 }
 
-/// Whether [`register_blocked`]'s kernel computes this product instead of `gemm`: at the
-/// AVX2 level, on maps of at least [`REGISTER_BLOCKED_MIN_HW`] pixels, for expansions
-/// (`c_out ≥ c_in`) and narrow inputs (`c_in ≤` [`REGISTER_BLOCKED_NARROW_C_IN`]), when a
+/// Whether [`register_blocked`]'s kernels compute this product instead of `gemm`, when a
 /// block holds all of an image's rows (one pass per core, or a batch of at least as many
 /// images as threads: split over threads, each block packed the same input again, and on
-/// two threads the eight shapes were no faster than with `gemm`). It
-/// writes each output once with its bias where `gemm` adds onto rows holding the bias
-/// (three passes over the output), which pays where the output is large against the work
-/// per output. EfficientNet-Lite0's 19 pointwise shapes, one thread, best of 9 with the
-/// caches flushed between calls, two alternated runs each, 2-core AMD EPYC Zen 3 (AVX2):
-/// faster on all eight shapes the rule picks (24 → 144 at 56²: 344–357 → 297–301 µs; 16 →
-/// 96 at 112²: 727–773 → 681–698; 112 → 672 at 14²: 350–356 → 341), mixed on the 28² and
-/// 56² projections and 15–20% slower at 7×7 (where `gemm` plus [`dot_columns`] runs at
-/// 42 GMAC/s), so those stay on `gemm`.
+/// two threads the eight shapes were no faster than with `gemm`). They write each output
+/// once with its bias where `gemm` adds onto rows holding the bias (three passes over the
+/// output), which pays where the output is large against the work per output.
+///
+/// - AVX-512: every product on maps of at least [`REGISTER_BLOCKED_AVX512_MIN_HW`] pixels.
+///   EfficientNet-Lite0's 32 pointwise nodes in a forward pass, one thread, median of 35
+///   passes, three alternated runs, 2-core Intel Xeon (Emerald Rapids): 7.6–7.7 → 6.6–7.0
+///   ms, every shape at 28² to 112² faster (16 → 96 at 112²: 0.80 → 0.54 ms; 24 → 144 at
+///   56²: 0.34 → 0.24; 24 → 144 at 56², a projection: 0.28 → 0.25); at 14² within noise or
+///   slower (672 → 112: 0.26 → 0.29; the 32-pixel panels leave 28 of 224 columns idle) and
+///   slower at 7×7, so those stay on `gemm`.
+/// - AVX2: on maps of at least [`REGISTER_BLOCKED_MIN_HW`] pixels, for expansions (`c_out ≥
+///   c_in`) and narrow inputs (`c_in ≤` [`REGISTER_BLOCKED_NARROW_C_IN`]). The 19 pointwise
+///   shapes, one thread, best of 9 with the caches flushed between calls, two alternated runs
+///   each, 2-core AMD EPYC Zen 3: faster on all eight shapes the rule picks (24 → 144 at 56²:
+///   344–357 → 297–301 µs; 16 → 96 at 112²: 727–773 → 681–698; 112 → 672 at 14²: 350–356 →
+///   341), mixed on the 28² and 56² projections and 15–20% slower at 7×7 (where `gemm` plus
+///   [`dot_columns`] runs at 42 GMAC/s), so those stay on `gemm`.
 #[cfg(target_arch = "x86_64")]
 fn takes_register_blocked(c_in: usize, c_out: usize, hw: usize) -> bool {
-    simd::active() == SimdLevel::Avx2Fma
-        && hw >= REGISTER_BLOCKED_MIN_HW
-        && (c_out >= c_in || c_in <= REGISTER_BLOCKED_NARROW_C_IN)
+    match simd::active() {
+        SimdLevel::Avx512 => hw >= REGISTER_BLOCKED_AVX512_MIN_HW,
+        SimdLevel::Avx2Fma => {
+            hw >= REGISTER_BLOCKED_MIN_HW && (c_out >= c_in || c_in <= REGISTER_BLOCKED_NARROW_C_IN)
+        }
+        SimdLevel::Portable => false,
+    }
 }
 
-/// Smallest map (pixels) [`takes_register_blocked`] picks: 14×14.
+/// Smallest map (pixels) [`takes_register_blocked`] picks at the AVX-512 level: 28×28.
+#[cfg(target_arch = "x86_64")]
+const REGISTER_BLOCKED_AVX512_MIN_HW: usize = 28 * 28;
+
+/// Smallest map (pixels) [`takes_register_blocked`] picks at the AVX2 level: 14×14.
 #[cfg(target_arch = "x86_64")]
 const REGISTER_BLOCKED_MIN_HW: usize = 14 * 14;
 
@@ -362,6 +376,56 @@ mod tests {
                     "[{n}, {ci}→{co}, {h}×{w}] bias {}, one thread {alone}: worst {worst}",
                     b.is_some()
                 );
+            }
+        }
+    }
+
+    /// Both register-blocked kernels at every level this CPU has, whatever the process's
+    /// level and rule pick: panels read in place and packed (≤ and > 48 filters), partial
+    /// blocks of filters and pixels, two packed chunks, one input channel.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn register_blocked_kernels_match_loops_at_every_level() {
+        let levels: Vec<_> = SimdLevel::supported_levels()
+            .into_iter()
+            .filter(|&l| l != SimdLevel::Portable)
+            .collect();
+        for level in levels {
+            // (c_in, rows, hw): 225 = 7 · 32 + 1 = 14 · 16 + 1; 2025 pixels of 40 channels
+            // are two packed chunks at either width; 13 and 53 filters end in partial blocks.
+            for (ci, co, hw) in [
+                (5, 13, 225),
+                (37, 48, 17),
+                (1, 7, 40),
+                (40, 56, 2025),
+                (3, 100, 33),
+                (24, 53, 64),
+            ] {
+                let x: Vec<f32> = (0..ci * hw)
+                    .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+                    .collect();
+                let wt: Vec<f32> = (0..co * ci)
+                    .map(|i| ((i * 53 % 89) as f32 - 44.0) / 40.0)
+                    .collect();
+                let bias: Vec<f32> = (0..co).map(|o| o as f32 * 0.25 - 1.0).collect();
+                for b in [None, Some(bias.as_slice())] {
+                    let mut out = vec![MaybeUninit::new(f32::NAN); co * hw];
+                    register_blocked::pointwise_rows(level, &mut out, &wt, b, &x, [ci, hw]);
+                    // SAFETY: every slot was initialised (to NaN, then overwritten).
+                    let got = unsafe { crate::engine::kernels::assume_init_mut(&mut out) };
+                    let want = reference(&x, &wt, b, 1, ci, co, hw);
+                    let worst = got
+                        .iter()
+                        .zip(&want)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0f32, |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) });
+                    assert!(
+                        worst <= 1e-4,
+                        "{} [{ci}→{co}, {hw} px] bias {}: worst {worst}",
+                        level.name(),
+                        b.is_some()
+                    );
+                }
             }
         }
     }

@@ -1,24 +1,25 @@
-//! The 1×1 convolution's product at the AVX2 + FMA level for the shapes
+//! The 1×1 convolution's product at the AVX2 + FMA and AVX-512 levels for the shapes
 //! [`super::takes_register_blocked`] picks: `out [rows, H·W] = bias + W [rows, c_in] ×
 //! x [c_in, H·W]` for one image's block of output rows, each output written once.
 //!
-//! The shape is a textbook register-blocked GEMM: a 6 × 16 block of outputs (6 filters × 16
-//! pixels, twelve 8-lane accumulators) takes one weight broadcast per filter and two input
-//! loads per input channel. The input is copied once per chunk of pixels into 16-pixel
-//! panels (`[panel][c_in][16]`, zero-padded past the last pixel), so each panel is read
-//! contiguously by every block of filters; the weights are read in place, six sequential
-//! rows at a time. Every input channel is summed in one go (no blocking over `c_in`), so the
-//! accumulators start at the bias and each output is stored once: no bias pass before the
-//! product and no read of the output, which the `gemm` crate needs (it adds onto `dst`).
+//! The shape is a textbook register-blocked GEMM: a block of `MR` filters × `NR` pixels
+//! (AVX2: 6 × 16, twelve 8-lane accumulators; AVX-512: 12 × 32, twenty-four 16-lane ones)
+//! takes one weight broadcast per filter and `NR / lanes` input loads per input channel.
+//! The input is copied once per chunk of pixels into `NR`-pixel panels (`[panel][c_in][NR]`,
+//! zero-padded past the last pixel), so each panel is read contiguously by every block of
+//! filters; the weights are read in place, `MR` sequential rows at a time. Every input
+//! channel is summed in one go (no blocking over `c_in`), so the accumulators start at the
+//! bias and each output is stored once: no bias pass before the product and no read of the
+//! output, which the `gemm` crate needs (it adds onto `dst`). One generic body
+//! ([`rows_at`]) is compiled into each level's `target_feature` entry point; the
+//! levels differ only in their [`Kernel`] block.
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
-/// Filters per register block (broadcast operand).
-const MR: usize = 6;
-/// Pixels per register block: two 8-lane registers.
-const NR: usize = 16;
+use super::simd::SimdLevel;
+
 /// Input values packed per chunk of pixels: 256 KiB, half of a Zen 3 or Skylake-SP core's
 /// L2, so a chunk's panels stay there while every block of filters reads them.
 const PACKED_VALUES: usize = 1 << 16;
@@ -33,12 +34,78 @@ thread_local! {
 }
 
 /// `out [rows, hw] = bias + weight [rows, c_in] × x [c_in, hw]` (`rows = weight.len() /
-/// c_in`; bias 0 without one), every output written.
+/// c_in`; bias 0 without one), every output written, with `level`'s kernel.
+///
+/// Panics at the portable level or at a level this CPU lacks ([`SimdLevel::supported`]).
+pub(super) fn pointwise_rows(
+    level: SimdLevel,
+    out: &mut [MaybeUninit<f32>],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    x: &[f32],
+    shape: [usize; 2],
+) {
+    assert!(
+        level != SimdLevel::Portable && level.supported(),
+        "register-blocked 1×1 kernel at the {} level on a CPU without it",
+        level.name()
+    );
+    // SAFETY (each): the CPU supports the level (asserted above), and each level's entry
+    // point enables only that level's features.
+    unsafe {
+        match level {
+            SimdLevel::Avx512 => rows_avx512(out, weight, bias, x, shape),
+            _ => rows_avx2(out, weight, bias, x, shape),
+        }
+    }
+}
+
+/// [`pointwise_rows`] with the AVX2 + FMA kernel (6 × 16).
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn pointwise_rows(
+unsafe fn rows_avx2(
+    out: &mut [MaybeUninit<f32>],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    x: &[f32],
+    shape: [usize; 2],
+) {
+    rows_at::<Avx2>(out, weight, bias, x, shape);
+}
+
+/// [`pointwise_rows`] with the AVX-512 kernel (12 × 32).
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX2 and FMA.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn rows_avx512(
+    out: &mut [MaybeUninit<f32>],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    x: &[f32],
+    shape: [usize; 2],
+) {
+    rows_at::<Avx512>(out, weight, bias, x, shape);
+}
+
+/// One SIMD level's register block: `MR` filters × `NR` pixels.
+trait Kernel {
+    /// Filters per register block (broadcast operand).
+    const MR: usize;
+    /// Pixels per register block (the loaded operand; the width of a panel).
+    const NR: usize;
+    /// One block of `filters` ≤ `MR` filters.
+    ///
+    /// # Safety
+    /// The CPU must support the level's features (the caller's `target_feature`).
+    unsafe fn block(filters: usize, block: Block<'_>);
+}
+
+/// The body of both entry points, inlined into each one's `target_feature` copy.
+#[inline(always)]
+fn rows_at<K: Kernel>(
     out: &mut [MaybeUninit<f32>],
     weight: &[f32],
     bias: Option<&[f32]>,
@@ -58,145 +125,219 @@ pub(super) unsafe fn pointwise_rows(
         weight.len(),
         x.len()
     );
-    PACKED.with_borrow_mut(|packed| {
-        if rows <= DIRECT_FROM_X_MAX_ROWS {
-            // Few filters read each pixel: copying the input would cost more than it saves.
-            for p0 in (0..hw).step_by(NR) {
-                let pixels = NR.min(hw - p0);
-                let (panel, stride) = if pixels == NR {
-                    (&x[p0..], hw)
-                } else {
-                    pack_panels(packed, x, [c_in, hw], p0, pixels);
-                    (&packed[..c_in * NR], NR)
-                };
-                row_blocks(out, weight, bias, (panel, stride), [c_in, hw], p0, pixels);
-            }
-            return;
-        }
-        let chunk_px = (PACKED_VALUES / c_in / NR).max(1) * NR;
-        for p0 in (0..hw).step_by(chunk_px) {
-            let pixels = chunk_px.min(hw - p0);
-            pack_panels(packed, x, [c_in, hw], p0, pixels);
-            for panel in 0..pixels.div_ceil(NR) {
-                let first_px = p0 + panel * NR;
-                let panel_values = &packed[panel * c_in * NR..(panel + 1) * c_in * NR];
-                row_blocks(
-                    out,
-                    weight,
-                    bias,
-                    (panel_values, NR),
-                    [c_in, hw],
-                    first_px,
-                    NR.min(p0 + pixels - first_px),
-                );
-            }
-        }
-    });
+    // Taken out of the thread-local and put back after, not borrowed in a closure: a closure
+    // is compiled without the caller's target features, so its intrinsics became calls.
+    let mut packed = PACKED.take();
+    products::<K>(&mut packed, out, weight, bias, x, [c_in, hw]);
+    PACKED.set(packed);
 }
 
-/// Every block of filters over one panel of 16 pixels (`first_px..first_px + pixels`), read
-/// from `panel.0` with input channels `panel.1` values apart.
+/// [`rows_at`]' work, with `packed` as the scratch for copied input panels.
 #[inline(always)]
-fn row_blocks(
+fn products<K: Kernel>(
+    packed: &mut Vec<f32>,
     out: &mut [MaybeUninit<f32>],
     weight: &[f32],
     bias: Option<&[f32]>,
-    (panel, panel_stride): (&[f32], usize),
+    x: &[f32],
     [c_in, hw]: [usize; 2],
-    first_px: usize,
+) {
+    let (rows, nr) = (out.len() / hw, K::NR);
+    let operands = Operands {
+        weight,
+        bias,
+        c_in,
+        hw,
+    };
+    if rows <= DIRECT_FROM_X_MAX_ROWS {
+        // Few filters read each pixel: copying the input would cost more than it saves.
+        for p0 in (0..hw).step_by(nr) {
+            let pixels = nr.min(hw - p0);
+            let panel = if pixels == nr {
+                (&x[p0..], hw)
+            } else {
+                pack_panels::<K>(packed, x, [c_in, hw], p0, pixels);
+                (&packed[..c_in * nr], nr)
+            };
+            for r0 in (0..rows).step_by(K::MR) {
+                block_at::<K>(out, &operands, panel, r0, (p0, pixels));
+            }
+        }
+        return;
+    }
+    // Blocks of filters outside, panels inside: the outputs are written a block of rows at
+    // a time (`MR` sequential streams) while the chunk's panels stay in L2. Panels outside
+    // wrote every row at once (96 streams 50 KB apart for 16 → 96 at 112²): at the AVX-512
+    // level 1.7–2.1× slower on the expansions at 28² to 112² (one thread, Emerald Rapids
+    // Xeon); at the AVX2 level the two orders were within noise there.
+    let chunk_px = (PACKED_VALUES / c_in / nr).max(1) * nr;
+    for p0 in (0..hw).step_by(chunk_px) {
+        let pixels = chunk_px.min(hw - p0);
+        pack_panels::<K>(packed, x, [c_in, hw], p0, pixels);
+        for r0 in (0..rows).step_by(K::MR) {
+            for panel in 0..pixels.div_ceil(nr) {
+                let first_px = p0 + panel * nr;
+                let panel_values = &packed[panel * c_in * nr..(panel + 1) * c_in * nr];
+                let panel_pixels = nr.min(p0 + pixels - first_px);
+                block_at::<K>(
+                    out,
+                    &operands,
+                    (panel_values, nr),
+                    r0,
+                    (first_px, panel_pixels),
+                );
+            }
+        }
+    }
+}
+
+/// What every block of one product shares: the weights `[rows, c_in]`, the biases, and the
+/// product's shape.
+struct Operands<'a> {
+    weight: &'a [f32],
+    bias: Option<&'a [f32]>,
+    c_in: usize,
+    hw: usize,
+}
+
+/// The block of filters `r0..r0 + K::MR` (fewer at the end) over one panel of pixels
+/// `first_px..first_px + pixels`, read from `panel.0` with input channels `panel.1` values
+/// apart.
+#[inline(always)]
+fn block_at<K: Kernel>(
+    out: &mut [MaybeUninit<f32>],
+    operands: &Operands<'_>,
+    (panel, panel_stride): (&[f32], usize),
+    r0: usize,
+    (first_px, pixels): (usize, usize),
+) {
+    let Operands {
+        weight,
+        bias,
+        c_in,
+        hw,
+    } = *operands;
+    let filters = K::MR.min(out.len() / hw - r0);
+    let mut init = [0f32; MAX_MR];
+    if let Some(b) = bias {
+        init[..filters].copy_from_slice(&b[r0..r0 + filters]);
+    }
+    let block = Block {
+        weight: &weight[r0 * c_in..(r0 + filters) * c_in],
+        panel,
+        panel_stride,
+        init,
+        c_in,
+        out: &mut out[r0 * hw + first_px..],
+        hw,
+        pixels,
+    };
+    // SAFETY: only reached from `pointwise_rows_avx2` or `pointwise_rows_avx512`, whose
+    // callers promise the level's features; each block function checks that `Block`'s
+    // slices hold what it reads and writes.
+    unsafe { K::block(filters, block) }
+}
+
+/// `x [c_in, hw]`'s pixels `p0..p0 + pixels` as `K::NR`-pixel panels `[panel][c_in][NR]`
+/// in `packed`, the last one zero-padded.
+#[inline(always)]
+fn pack_panels<K: Kernel>(
+    packed: &mut Vec<f32>,
+    x: &[f32],
+    [c_in, hw]: [usize; 2],
+    p0: usize,
     pixels: usize,
 ) {
-    let rows = out.len() / hw;
-    for r0 in (0..rows).step_by(MR) {
-        let filters = MR.min(rows - r0);
-        let mut init = [0f32; MR];
-        if let Some(b) = bias {
-            init[..filters].copy_from_slice(&b[r0..r0 + filters]);
-        }
-        let block = Block {
-            weight: &weight[r0 * c_in..(r0 + filters) * c_in],
-            panel,
-            panel_stride,
-            init,
-            c_in,
-            out: &mut out[r0 * hw + first_px..],
-            hw,
-            pixels,
-        };
-        // SAFETY (each): only reached from `pointwise_rows`, whose caller promises AVX2
-        // and FMA; `block_of` checks that `Block`'s slices hold what it reads and writes.
-        unsafe {
-            match filters {
-                6 => block_of::<6>(block),
-                5 => block_of::<5>(block),
-                4 => block_of::<4>(block),
-                3 => block_of::<3>(block),
-                2 => block_of::<2>(block),
-                _ => block_of::<1>(block),
-            }
-        }
-    }
-}
-
-/// `x [c_in, hw]`'s pixels `p0..p0 + pixels` as 16-pixel panels `[panel][c_in][16]` in
-/// `packed`, the last one zero-padded.
-fn pack_panels(packed: &mut Vec<f32>, x: &[f32], [c_in, hw]: [usize; 2], p0: usize, pixels: usize) {
-    let panels = pixels.div_ceil(NR);
+    let nr = K::NR;
+    let panels = pixels.div_ceil(nr);
     // Every slot is written below, so a longer buffer from an earlier call is not cleared.
-    if packed.len() < panels * c_in * NR {
-        packed.resize(panels * c_in * NR, 0.0);
+    if packed.len() < panels * c_in * nr {
+        packed.resize(panels * c_in * nr, 0.0);
     }
-    let full = pixels / NR;
+    let full = pixels / nr;
     for (k, row) in x.chunks_exact(hw).enumerate() {
         let row = &row[p0..p0 + pixels];
-        for (panel, src) in row.chunks_exact(NR).enumerate() {
-            let at = (panel * c_in + k) * NR;
-            // A fixed-size copy: two vector moves, not a call to memcpy (both slices hold
-            // NR values, so the conversions always succeed).
-            let dst = <&mut [f32; NR]>::try_from(&mut packed[at..at + NR]);
-            if let (Ok(dst), Ok(src)) = (dst, <&[f32; NR]>::try_from(src)) {
-                *dst = *src;
-            }
+        for (panel, src) in row.chunks_exact(nr).enumerate() {
+            let at = (panel * c_in + k) * nr;
+            // `nr` is a constant here: a few vector moves, not a call to memcpy.
+            packed[at..at + nr].copy_from_slice(src);
         }
-        let tail = &row[full * NR..];
+        let tail = &row[full * nr..];
         if !tail.is_empty() {
-            let at = (full * c_in + k) * NR;
+            let at = (full * c_in + k) * nr;
             packed[at..at + tail.len()].copy_from_slice(tail);
-            packed[at + tail.len()..at + NR].fill(0.0);
+            packed[at + tail.len()..at + nr].fill(0.0);
         }
     }
 }
 
-/// One register block's operands: `R` filters' weight rows (`[R, c_in]`), a packed panel
-/// (`[c_in, 16]`), the filters' biases, and where the outputs go (`out` from the block's
-/// first output, rows `hw` apart, `pixels` ≤ 16 of them).
+/// The most filters any level's block holds.
+const MAX_MR: usize = 12;
+
+/// One register block's operands: `R` filters' weight rows (`[R, c_in]`), a panel (`[c_in,
+/// NR]`, input channels `panel_stride` values apart), the filters' biases, and where the
+/// outputs go (`out` from the block's first output, rows `hw` apart, `pixels` ≤ `NR` of
+/// them).
 struct Block<'a> {
     weight: &'a [f32],
     panel: &'a [f32],
     panel_stride: usize,
-    init: [f32; MR],
+    init: [f32; MAX_MR],
     c_in: usize,
     out: &'a mut [MaybeUninit<f32>],
     hw: usize,
     pixels: usize,
 }
 
+impl Block<'_> {
+    /// Panics unless the block's slices hold what an `r` × `nr` block reads and writes.
+    #[inline(always)]
+    fn check(&self, r: usize, nr: usize) {
+        let c_in = self.c_in;
+        assert!(
+            r <= MAX_MR
+                && self.weight.len() == r * c_in
+                && self.panel.len() >= (c_in - 1) * self.panel_stride + nr
+                && self.pixels <= nr
+                && self.out.len() >= (r - 1) * self.hw + self.pixels,
+            "pointwise block out of bounds"
+        );
+    }
+}
+
+/// AVX2 + FMA: 6 filters × 16 pixels, twelve 8-lane accumulators; one weight broadcast per
+/// filter and two input loads per input channel.
+struct Avx2;
+
+impl Kernel for Avx2 {
+    const MR: usize = 6;
+    const NR: usize = 16;
+
+    #[inline(always)]
+    unsafe fn block(filters: usize, block: Block<'_>) {
+        // SAFETY (each): the caller's `target_feature` has AVX2 and FMA.
+        unsafe {
+            match filters {
+                6 => avx2_block::<6>(block),
+                5 => avx2_block::<5>(block),
+                4 => avx2_block::<4>(block),
+                3 => avx2_block::<3>(block),
+                2 => avx2_block::<2>(block),
+                _ => avx2_block::<1>(block),
+            }
+        }
+    }
+}
+
 /// `R` × 16 outputs: the bias plus `c_in` rank-1 updates, then one store per output.
 #[inline(always)]
-unsafe fn block_of<const R: usize>(b: Block<'_>) {
+unsafe fn avx2_block<const R: usize>(b: Block<'_>) {
+    b.check(R, 16);
     let c_in = b.c_in;
-    assert!(
-        R <= MR
-            && b.weight.len() == R * c_in
-            && b.panel.len() >= (c_in - 1) * b.panel_stride + NR
-            && b.pixels <= NR
-            && b.out.len() >= (R - 1) * b.hw + b.pixels,
-        "pointwise block out of bounds"
-    );
     let w = b.weight.as_ptr();
     let (panel, stride) = (b.panel.as_ptr(), b.panel_stride);
     // SAFETY: every read below is inside `weight` ([R, c_in]) or `panel` ([c_in, 16]) and
-    // every write inside `out` (lengths asserted above); AVX2 and FMA are enabled by the
+    // every write inside `out` (lengths checked above); AVX2 and FMA are enabled by the
     // caller's `target_feature`.
     unsafe {
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
@@ -216,14 +357,85 @@ unsafe fn block_of<const R: usize>(b: Block<'_>) {
         let out = b.out.as_mut_ptr().cast::<f32>();
         for (r, a) in acc.iter().enumerate() {
             let dst = out.add(r * b.hw);
-            if b.pixels == NR {
+            if b.pixels == 16 {
                 _mm256_storeu_ps(dst, a[0]);
                 _mm256_storeu_ps(dst.add(8), a[1]);
             } else {
-                let mut row = [0f32; NR];
+                let mut row = [0f32; 16];
                 _mm256_storeu_ps(row.as_mut_ptr(), a[0]);
                 _mm256_storeu_ps(row.as_mut_ptr().add(8), a[1]);
                 std::ptr::copy_nonoverlapping(row.as_ptr(), dst, b.pixels);
+            }
+        }
+    }
+}
+
+/// AVX-512: 12 filters × 32 pixels, twenty-four 16-lane accumulators of the 32 registers;
+/// a partial block of pixels is stored through masks.
+struct Avx512;
+
+impl Kernel for Avx512 {
+    const MR: usize = 12;
+    const NR: usize = 32;
+
+    #[inline(always)]
+    unsafe fn block(filters: usize, block: Block<'_>) {
+        // SAFETY (each): the caller's `target_feature` has AVX-512F.
+        unsafe {
+            match filters {
+                12 => avx512_block::<12>(block),
+                11 => avx512_block::<11>(block),
+                10 => avx512_block::<10>(block),
+                9 => avx512_block::<9>(block),
+                8 => avx512_block::<8>(block),
+                7 => avx512_block::<7>(block),
+                6 => avx512_block::<6>(block),
+                5 => avx512_block::<5>(block),
+                4 => avx512_block::<4>(block),
+                3 => avx512_block::<3>(block),
+                2 => avx512_block::<2>(block),
+                _ => avx512_block::<1>(block),
+            }
+        }
+    }
+}
+
+/// `R` × 32 outputs: the bias plus `c_in` rank-1 updates, then one (masked) store per
+/// output register.
+#[inline(always)]
+unsafe fn avx512_block<const R: usize>(b: Block<'_>) {
+    b.check(R, 32);
+    let c_in = b.c_in;
+    let w = b.weight.as_ptr();
+    let (panel, stride) = (b.panel.as_ptr(), b.panel_stride);
+    // SAFETY: as in `avx2_block`, with AVX-512F enabled by the caller; the masked stores
+    // write only the first `pixels` outputs of each row.
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        for (r, a) in acc.iter_mut().enumerate() {
+            let v = _mm512_set1_ps(b.init[r]);
+            *a = [v, v];
+        }
+        for k in 0..c_in {
+            let x0 = _mm512_loadu_ps(panel.add(k * stride));
+            let x1 = _mm512_loadu_ps(panel.add(k * stride + 16));
+            for (r, a) in acc.iter_mut().enumerate() {
+                let wv = _mm512_set1_ps(*w.add(r * c_in + k));
+                a[0] = _mm512_fmadd_ps(wv, x0, a[0]);
+                a[1] = _mm512_fmadd_ps(wv, x1, a[1]);
+            }
+        }
+        let out = b.out.as_mut_ptr().cast::<f32>();
+        // Bit i of `mask` keeps pixel i (all 32 for a whole block).
+        let mask = (u64::MAX >> (64 - b.pixels)) as u32;
+        for (r, a) in acc.iter().enumerate() {
+            let dst = out.add(r * b.hw);
+            if b.pixels == 32 {
+                _mm512_storeu_ps(dst, a[0]);
+                _mm512_storeu_ps(dst.add(16), a[1]);
+            } else {
+                _mm512_mask_storeu_ps(dst, mask as u16, a[0]);
+                _mm512_mask_storeu_ps(dst.add(16), (mask >> 16) as u16, a[1]);
             }
         }
     }
