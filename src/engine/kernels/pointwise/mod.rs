@@ -414,11 +414,14 @@ mod tests {
                     // SAFETY: every slot was initialised (to NaN, then overwritten).
                     let got = unsafe { crate::engine::kernels::assume_init_mut(&mut out) };
                     let want = reference(&x, &wt, b, 1, ci, co, hw);
-                    let worst = got
-                        .iter()
-                        .zip(&want)
-                        .map(|(a, b)| (a - b).abs())
-                        .fold(0f32, |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) });
+                    let worst =
+                        got.iter()
+                            .zip(&want)
+                            .map(|(a, b)| (a - b).abs())
+                            .fold(
+                                0f32,
+                                |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
+                            );
                     assert!(
                         worst <= 1e-4,
                         "{} [{ci}→{co}, {hw} px] bias {}: worst {worst}",
