@@ -283,24 +283,40 @@ fn conv_plane_body<const FMA: bool>(plane: Plane<'_>) {
     let mut offsets = [0usize; MAX_TAPS];
     let offsets = &mut offsets[..taps.len()];
     if [sy, sx] == [1, 1] {
-        // Stride 1: computed in padded-row coordinates (`oy · row_len + ox`, the columns past
-        // `wo` computed and dropped), so one run covers the whole plane (the 7×7 and 14×14
-        // planes of the last blocks have rows too short to vectorise one at a time).
         for (t, off) in offsets.iter_mut().enumerate() {
             *off = (t / kw) * dy * layout.row_len + (t % kw) * dx;
         }
-        // Every value of `flat` is written below: a buffer of the right length from an
-        // earlier plane needs no zeroing.
+        if g.wo >= taps::RUN_BLOCK {
+            // Rows long enough to vectorise: each output row is one run straight into the
+            // output. (Through `flat` and a copy, the copies were as many samples as the
+            // arithmetic on 32 × 112².)
+            for (oy, row_out) in dst.chunks_mut(g.wo).enumerate() {
+                let first_row = &padded[oy * layout.row_len..];
+                taps::weighted_runs::<FMA>(row_out, first_row, offsets, taps, bias);
+            }
+            return;
+        }
+        // Short rows: computed in padded-row coordinates (`oy · row_len + ox`, the columns
+        // past `wo` computed and dropped), so one run covers the whole plane (the 7×7 and
+        // 14×14 planes of the last blocks have rows too short to vectorise one at a time).
         let flat_len = (g.ho.max(1) - 1) * layout.row_len + g.wo;
-        flat.resize(flat_len, 0.0);
-        taps::weighted_runs::<FMA>(flat, padded, offsets, taps, bias);
+        flat.clear();
+        flat.reserve(flat_len);
+        taps::weighted_runs::<FMA>(
+            &mut flat.spare_capacity_mut()[..flat_len],
+            padded,
+            offsets,
+            taps,
+            bias,
+        );
+        // SAFETY: `weighted_runs` wrote all `flat_len` values.
+        unsafe { flat.set_len(flat_len) };
         for (row_out, row) in dst.chunks_mut(g.wo).zip(flat.chunks(layout.row_len)) {
             row_out.write_copy_of_slice(&row[..g.wo]);
         }
         return;
     }
-    // `weighted_runs` writes every output of a row, onto initialised values.
-    let dst = super::init_with(dst, 0.0);
+    // `weighted_runs` writes every output of a row (no zeroing first).
     for (t, off) in offsets.iter_mut().enumerate() {
         let col = (t % kw) * dx;
         *off = (t / kw) * dy * layout.row_len + (col % sx) * layout.phase_len + col / sx;
@@ -357,12 +373,17 @@ mod tests {
 
     /// Channel counts and plane lengths for the channels-in-lanes kernel's register
     /// transposes (8-channel blocks, positions in blocks of 8 and a remainder) and its short
-    /// last group of 16.
-    const WIDE_CASES: [Case; 4] = [
+    /// last group of 16; rows of 21 outputs (AVX-512 blocks of 8, 8, 4 and 1); and rows of
+    /// 40 and 70 outputs, which the planes kernel runs one row at a time (whole blocks of
+    /// 32 and a last partial one).
+    const WIDE_CASES: [Case; 7] = [
         (2, 19, 9, 9, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1]),
         (1, 24, 14, 14, [5, 5], [2, 2], [2, 2, 2, 2], [1, 1]),
         (1, 32, 7, 7, [5, 5], [1, 1], [2, 2, 2, 2], [1, 1]),
         (2, 8, 6, 11, [3, 3], [2, 1], [0, 1, 1, 1], [1, 1]),
+        (1, 17, 4, 21, [5, 5], [1, 1], [2, 2, 2, 2], [1, 1]),
+        (1, 3, 5, 40, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1]),
+        (2, 2, 6, 70, [5, 5], [1, 1], [2, 2, 2, 2], [1, 1]),
     ];
 
     type Kernel = fn(SimdLevel, &[f32], &[f32], Option<&[f32]>, &ConvGeometry) -> Vec<f32>;

@@ -127,10 +127,17 @@ struct Pixels<'a> {
 /// Computes `pixels` with the kernels of `level` (supported by the CPU:
 /// `depthwise_conv2d_at` checks).
 fn compute(level: SimdLevel, pixels: Pixels<'_>) {
+    #[cfg(target_arch = "x86_64")]
+    if level == SimdLevel::Avx512 {
+        // SAFETY: `depthwise_conv2d_at` only passes levels the CPU supports.
+        unsafe { avx512::compute(pixels) };
+        return;
+    }
     super::super::simd::run_at_level!(level, compute_body, pixels, Pixels<'_>);
 }
 
-/// The body of [`compute`], compiled once per level (each `Lanes` loop becomes one to four
+/// The body of [`compute`] at the AVX2 and portable levels (and for the AVX-512 level's
+/// unusual geometries), compiled once per level (each `Lanes` loop becomes one to four
 /// vector operations); `FMA` selects fused multiply-adds.
 #[inline(always)]
 fn compute_body<const FMA: bool>(pixels: Pixels<'_>) {
@@ -199,6 +206,156 @@ fn block_row<const FMA: bool, const KW: usize, const SX: usize>(
     for (kx, w) in taps.iter().enumerate() {
         for (j, a) in acc.iter_mut().enumerate() {
             fma_lanes::<FMA>(a, w, &window[j * SX + kx]);
+        }
+    }
+}
+
+/// [`compute`] at the AVX-512 level with explicit registers: blocks of
+/// [`avx512::PIXEL_BLOCK`] outputs along a row, one accumulator register each. The generic
+/// body's four accumulators (`[f32; 16]` arrays; eight of them spilled) were one FMA chain
+/// per accumulator with a 4-cycle latency, so half the FMA throughput at best.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::super::super::lanes::LANES;
+    use super::Pixels;
+
+    /// Output pixels along a row computed together: eight accumulators, enough independent
+    /// FMA chains to cover the latency of two FMA ports.
+    pub(super) const PIXEL_BLOCK: usize = 8;
+
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn compute(pixels: Pixels<'_>) {
+        let Pixels {
+            out,
+            padded,
+            taps,
+            bias,
+            cols,
+            g,
+        } = pixels;
+        let [kh, kw] = g.kernel;
+        let [sy, sx] = g.strides;
+        let [dy, dx] = g.dilations;
+        let fast = dy == 1 && dx == 1 && matches!((kw, sx), (3, 1) | (5, 1) | (3, 2) | (5, 2));
+        if !fast {
+            super::compute_body::<true>(Pixels {
+                out,
+                padded,
+                taps,
+                bias,
+                cols,
+                g,
+            });
+            return;
+        }
+        let rows = padded.len() / cols.max(1);
+        assert!(
+            taps.len() >= kh * kw
+                && out.len() >= g.ho * g.wo
+                && (g.ho == 0 || (g.ho - 1) * sy + kh <= rows)
+                && (g.wo == 0 || (g.wo - 1) * sx + kw <= cols),
+            "depthwise lanes block out of bounds"
+        );
+        let (padded, taps) = (padded.as_ptr().cast::<f32>(), taps.as_ptr().cast::<f32>());
+        // SAFETY: every read is inside `padded` ([rows, cols] lanes: rows `oy · sy + ky <
+        // rows`, columns `ox · sx + kx < cols`, asserted above) or `taps` ([kh · kw] lanes),
+        // every write inside `out`; AVX-512F is enabled on this function.
+        unsafe {
+            let bias = _mm512_loadu_ps(bias.as_ptr());
+            let block = Block {
+                padded,
+                taps,
+                bias,
+                cols,
+                kernel: [kh, kw],
+                strides: [sy, sx],
+            };
+            for (oy, row_out) in out.chunks_exact_mut(g.wo).take(g.ho).enumerate() {
+                let mut ox = 0;
+                while ox + PIXEL_BLOCK <= g.wo {
+                    block.outputs::<PIXEL_BLOCK>(&mut row_out[ox..], [oy, ox]);
+                    ox += PIXEL_BLOCK;
+                }
+                // The rest in blocks of 4, 2 and 1 (7 × 7 maps: all of them).
+                if ox + 4 <= g.wo {
+                    block.outputs::<4>(&mut row_out[ox..], [oy, ox]);
+                    ox += 4;
+                }
+                if ox + 2 <= g.wo {
+                    block.outputs::<2>(&mut row_out[ox..], [oy, ox]);
+                    ox += 2;
+                }
+                if ox < g.wo {
+                    block.outputs::<1>(&mut row_out[ox..], [oy, ox]);
+                }
+            }
+        }
+    }
+
+    /// What every block of outputs reads: the padded input and the taps (lanes, as
+    /// pointers checked by [`compute`]), the bias, and the geometry (no dilation).
+    struct Block {
+        padded: *const f32,
+        taps: *const f32,
+        bias: __m512,
+        cols: usize,
+        kernel: [usize; 2],
+        strides: [usize; 2],
+    }
+
+    impl Block {
+        /// `N` outputs of row `oy` from column `ox` into `out[..N]`.
+        ///
+        /// # Safety
+        /// Their windows must lie inside the padded input (checked by [`compute`]).
+        #[inline(always)]
+        unsafe fn outputs<const N: usize>(&self, out: &mut [[f32; LANES]], [oy, ox]: [usize; 2]) {
+            let ([kh, kw], [sy, sx]) = (self.kernel, self.strides);
+            let mut acc = [self.bias; N];
+            // SAFETY: rows `oy · sy + ky` and columns from `ox · sx` over the window lie in
+            // the padded input, by the caller; AVX-512F is enabled in the caller.
+            unsafe {
+                for ky in 0..kh {
+                    let row = self
+                        .padded
+                        .add(((oy * sy + ky) * self.cols + ox * sx) * LANES);
+                    let taps = self.taps.add(ky * kw * LANES);
+                    match (kw, sx) {
+                        (3, 1) => block_row::<3, 1, N>(&mut acc, row, taps),
+                        (5, 1) => block_row::<5, 1, N>(&mut acc, row, taps),
+                        (3, 2) => block_row::<3, 2, N>(&mut acc, row, taps),
+                        _ => block_row::<5, 2, N>(&mut acc, row, taps),
+                    }
+                }
+                for (o, a) in out[..N].iter_mut().zip(&acc) {
+                    _mm512_storeu_ps(o.as_mut_ptr(), *a);
+                }
+            }
+        }
+    }
+
+    /// One kernel row's `KW` taps (stride `SX`) onto a block of outputs whose window starts
+    /// at `row` (lanes), the taps at `taps`.
+    #[inline(always)]
+    unsafe fn block_row<const KW: usize, const SX: usize, const N: usize>(
+        acc: &mut [__m512; N],
+        row: *const f32,
+        taps: *const f32,
+    ) {
+        // SAFETY: the caller's bounds cover the window `(N - 1) · SX + KW` lanes
+        // from `row` and `KW` taps; AVX-512F is enabled in the caller.
+        unsafe {
+            for kx in 0..KW {
+                let w = _mm512_loadu_ps(taps.add(kx * LANES));
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let v = _mm512_loadu_ps(row.add((j * SX + kx) * LANES));
+                    *a = _mm512_fmadd_ps(w, v, *a);
+                }
+            }
         }
     }
 }
