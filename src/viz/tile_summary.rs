@@ -120,7 +120,9 @@ pub fn summarise(tile: &[f32]) -> TileSummary {
     let (whole, rest) = tile.split_at(full);
     #[cfg(target_arch = "x86_64")]
     let reduced = match simd::active() {
-        // SAFETY: `simd::active` only names levels the CPU supports, and both include AVX2.
+        // SAFETY: `simd::active` only names levels the CPU supports.
+        SimdLevel::Avx512 if whole.len() >= AVX512_FROM_VALUES => unsafe { reduced_avx512(whole) },
+        // SAFETY: as above; the AVX-512 level includes AVX2.
         SimdLevel::Avx512 | SimdLevel::Avx2Fma => unsafe { reduced_avx2(whole) },
         SimdLevel::Portable => lanes_portable(whole).reduce(),
     };
@@ -182,6 +184,41 @@ fn reduced_avx2(whole: &[f32]) -> Reduced {
             nonpositive[half] = _mm256_sub_epi32(nonpositive[half], le);
         }
     }
+    let lanes = LaneRegs {
+        sum,
+        min,
+        max,
+        max_chunk,
+        nonpositive,
+    };
+    reduce_lane_regs(&lanes, whole)
+}
+
+/// A [`LaneState`] in AVX2 registers: sums of lanes 0–3, 4–7, 8–11, 12–15; the other
+/// fields lanes 0–7 and 8–15.
+#[cfg(target_arch = "x86_64")]
+struct LaneRegs {
+    sum: [std::arch::x86_64::__m256d; 4],
+    min: [std::arch::x86_64::__m256; 2],
+    max: [std::arch::x86_64::__m256; 2],
+    max_chunk: [std::arch::x86_64::__m256i; 2],
+    nonpositive: [std::arch::x86_64::__m256i; 2],
+}
+
+/// [`LaneState::reduce`] of lanes held in registers, with `whole` the values they saw (for
+/// the max's value at its position).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn reduce_lane_regs(lanes: &LaneRegs, whole: &[f32]) -> Reduced {
+    use std::arch::x86_64::*;
+    let LaneRegs {
+        sum,
+        min,
+        max,
+        max_chunk,
+        nonpositive,
+    } = lanes;
     // Sums: registers hold lanes 0–3, 4–7, 8–11, 12–15; widths 8, 4, 2, 1 as in `reduce`.
     let s = _mm256_add_pd(_mm256_add_pd(sum[0], sum[2]), _mm256_add_pd(sum[1], sum[3]));
     let s = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd::<1>(s));
@@ -238,6 +275,69 @@ fn reduced_avx2(whole: &[f32]) -> Reduced {
         nonpositive: count_lanes.iter().map(|&n| u64::from(n)).sum(),
     }
 }
+
+/// [`reduced_avx2`] with AVX-512 registers: one register is a whole chunk of 16 lanes, half
+/// the instructions per value (the sums' f32 → f64 widening was a third of them), the same
+/// operations per lane in the same order and the same reduction (the registers split into
+/// [`LaneRegs`] at the end), so the results are identical again.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2")]
+fn reduced_avx512(whole: &[f32]) -> Reduced {
+    use std::arch::x86_64::*;
+    let zero = _mm512_setzero_ps();
+    // Sums of lanes 0–7 and 8–15.
+    let mut sum = [_mm512_setzero_pd(); 2];
+    let mut min = _mm512_set1_ps(f32::INFINITY);
+    let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
+    let mut max_chunk = _mm512_setzero_si512();
+    let mut nonpositive = _mm512_setzero_si512();
+    let one = _mm512_set1_epi32(1);
+    for (i, chunk) in whole.chunks_exact(LANES).enumerate() {
+        // SAFETY: `chunk` holds LANES = 16 values.
+        let v = unsafe { _mm512_loadu_ps(chunk.as_ptr()) };
+        let low = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+        let high = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+            _mm512_castps_pd(v),
+        )));
+        sum[0] = _mm512_add_pd(sum[0], low);
+        sum[1] = _mm512_add_pd(sum[1], high);
+        // MINPS/MAXPS return the second operand unless the first is strictly beyond it.
+        min = _mm512_min_ps(v, min);
+        let greater = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, max);
+        max = _mm512_max_ps(v, max);
+        max_chunk = _mm512_mask_mov_epi32(max_chunk, greater, _mm512_set1_epi32(i as i32));
+        let le = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(v, zero);
+        nonpositive = _mm512_mask_add_epi32(nonpositive, le, nonpositive, one);
+    }
+    let halves_ps = |r: __m512| {
+        [
+            _mm512_castps512_ps256(r),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(r))),
+        ]
+    };
+    let halves_si = |r: __m512i| [_mm512_castsi512_si256(r), _mm512_extracti64x4_epi64::<1>(r)];
+    let lanes = LaneRegs {
+        sum: [
+            _mm512_castpd512_pd256(sum[0]),
+            _mm512_extractf64x4_pd::<1>(sum[0]),
+            _mm512_castpd512_pd256(sum[1]),
+            _mm512_extractf64x4_pd::<1>(sum[1]),
+        ],
+        min: halves_ps(min),
+        max: halves_ps(max),
+        max_chunk: halves_si(max_chunk),
+        nonpositive: halves_si(nonpositive),
+    };
+    reduce_lane_regs(&lanes, whole)
+}
+
+/// Tiles of at least this many values take [`reduced_avx512`] at the AVX-512 level; on
+/// smaller ones its wider reduction at the end costs more than its loop saves. One thread,
+/// tiles in L2, 2-core Intel Xeon (Emerald Rapids): 12,544-value tiles 0.163–0.168 →
+/// 0.132–0.136 ns per value, 3,136-value ones likewise, 196-value ones 0.25 both ways, 49-value
+/// ones 0.42 → 0.47.
+#[cfg(target_arch = "x86_64")]
+const AVX512_FROM_VALUES: usize = 32 * LANES;
 
 /// The tile's summary from its whole chunks, reduced, and the `rest` after them.
 fn finish(tile: &[f32], reduced: &Reduced, rest: &[f32]) -> TileSummary {
@@ -463,11 +563,11 @@ mod tests {
         }
     }
 
-    /// The AVX2 path and the portable one agree bit for bit (the scan's results must not
-    /// depend on the CPU), zeros of both signs included.
+    /// The AVX2 and AVX-512 paths and the portable one agree bit for bit (the scan's results
+    /// must not depend on the CPU), zeros of both signs, NaN and infinities included.
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn avx2_lanes_equal_the_portable_ones() {
+    fn simd_lanes_equal_the_portable_ones() {
         if !SimdLevel::Avx2Fma.supported() {
             return;
         }
@@ -478,8 +578,10 @@ mod tests {
                 _ => -1.5,
             })
             .collect();
+        let mut odd: Vec<f32> = tile_values(96, 5);
+        (odd[3], odd[40], odd[77]) = (f32::NAN, f32::INFINITY, f32::NEG_INFINITY);
         let cases = [0, 16, 48, 784, 12544].map(|len| tile_values(len, 3));
-        for v in cases.iter().chain([&signed_zeros]) {
+        for v in cases.iter().chain([&signed_zeros, &odd]) {
             let portable = lanes_portable(v).reduce();
             // SAFETY: the CPU has AVX2 (checked above).
             let avx2 = unsafe { reduced_avx2(v) };
@@ -493,6 +595,16 @@ mod tests {
                 )
             };
             assert_eq!(bits(&portable), bits(&avx2), "{} values", v.len());
+            if SimdLevel::Avx512.supported() {
+                // SAFETY: the CPU has AVX-512F (checked just above).
+                let avx512 = unsafe { reduced_avx512(v) };
+                assert_eq!(
+                    bits(&portable),
+                    bits(&avx512),
+                    "AVX-512, {} values",
+                    v.len()
+                );
+            }
         }
     }
 }
