@@ -19,6 +19,8 @@ use super::taps::{self, RUN_BLOCK};
 
 mod blocked;
 mod grad;
+#[cfg(target_arch = "x86_64")]
+mod strided;
 pub use grad::depthwise_input_grad;
 
 /// The depthwise convolution `x [n, c, h, w]` ⊛ `weight [c, 1, kh, kw]` (+ `bias [c]`),
@@ -80,6 +82,11 @@ pub fn depthwise_conv2d_at(
 /// The portable lanes kernel transposes one value at a time, which costs more than its
 /// lanes save except on the shortest rows.
 fn channels_in_lanes(level: SimdLevel, g: &ConvGeometry) -> bool {
+    // At the AVX-512 level, stride-2 3×3 planes have their own kernel (`depthwise/strided.rs`).
+    #[cfg(target_arch = "x86_64")]
+    if level == SimdLevel::Avx512 && strided::takes(g) {
+        return false;
+    }
     let strided = g.strides[1] > 1;
     let short = g.wo <= 8 || (g.wo <= 16 && strided);
     short || (level >= SimdLevel::Avx2Fma && g.wo <= 28 && (strided || g.kernel[1] >= 5))
@@ -119,9 +126,15 @@ fn conv_planes(
                     super::init_with(dst, 0.0);
                     return;
                 }
-                layout.fill(level, padded, src, g);
                 let taps = &weight[channel * kh * kw..][..kh * kw];
                 let bias = bias.map_or(0.0, |b| b[channel]);
+                #[cfg(target_arch = "x86_64")]
+                if level == SimdLevel::Avx512 && strided::takes(g) {
+                    // SAFETY: the AVX-512 level is supported (`depthwise_conv2d_at`).
+                    unsafe { strided::plane(dst, src, taps, bias, g) };
+                    return;
+                }
+                layout.fill(level, padded, src, g);
                 let plane = Plane {
                     dst,
                     flat,
@@ -375,8 +388,10 @@ mod tests {
     /// transposes (8-channel blocks, positions in blocks of 8 and a remainder) and its short
     /// last group of 16; rows of 21 outputs (AVX-512 blocks of 8, 8, 4 and 1); and rows of
     /// 40 and 70 outputs, which the planes kernel runs one row at a time (whole blocks of
-    /// 32 and a last partial one).
-    const WIDE_CASES: [Case; 7] = [
+    /// 32 and a last partial one); and a stride-2 3×3 row of 25 outputs (AVX-512: units of
+    /// 16 and 9, the last one's second run of columns crossing the input's right edge).
+    const WIDE_CASES: [Case; 8] = [
+        (1, 3, 9, 50, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1]),
         (2, 19, 9, 9, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1]),
         (1, 24, 14, 14, [5, 5], [2, 2], [2, 2, 2, 2], [1, 1]),
         (1, 32, 7, 7, [5, 5], [1, 1], [2, 2, 2, 2], [1, 1]),

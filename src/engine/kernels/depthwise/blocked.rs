@@ -229,29 +229,15 @@ mod avx512 {
     /// The CPU must have AVX-512F.
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub(super) unsafe fn compute(pixels: Pixels<'_>) {
-        let Pixels {
-            out,
-            padded,
-            taps,
-            bias,
-            cols,
-            g,
-        } = pixels;
-        let [kh, kw] = g.kernel;
-        let [sy, sx] = g.strides;
-        let [dy, dx] = g.dilations;
-        let fast = dy == 1 && dx == 1 && matches!((kw, sx), (3, 1) | (5, 1) | (3, 2) | (5, 2));
+        let g = pixels.g;
+        let ([kh, kw], [sy, sx]) = (g.kernel, g.strides);
+        let fast = g.dilations == [1, 1] && matches!((kw, sx), (3, 1) | (5, 1) | (3, 2) | (5, 2));
         if !fast {
-            super::compute_body::<true>(Pixels {
-                out,
-                padded,
-                taps,
-                bias,
-                cols,
-                g,
-            });
+            super::compute_body::<true>(pixels);
             return;
         }
+        let (out, padded, taps) = (pixels.out, pixels.padded, pixels.taps);
+        let (bias, cols) = (pixels.bias, pixels.cols);
         let rows = padded.len() / cols.max(1);
         assert!(
             taps.len() >= kh * kw

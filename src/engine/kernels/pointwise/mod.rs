@@ -317,6 +317,18 @@ mod tests {
         out
     }
 
+    /// Deterministic inputs (`x_len` values), weights `[co, ci]` and biases `[co]`.
+    fn operands(x_len: usize, [co, ci]: [usize; 2]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let x = (0..x_len)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        let wt = (0..co * ci)
+            .map(|i| ((i * 53 % 89) as f32 - 44.0) / 40.0)
+            .collect();
+        let bias = (0..co).map(|o| o as f32 * 0.25 - 1.0).collect();
+        (x, wt, bias)
+    }
+
     fn geometry(n: usize, ci: usize, co: usize, h: usize, w: usize) -> ConvGeometry {
         let window = Window2d {
             kernel: [1, 1],
@@ -349,13 +361,7 @@ mod tests {
             (2, 24, 50, 14, 14),
             (1, 40, 56, 45, 45),
         ] {
-            let x: Vec<f32> = (0..n * ci * h * w)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
-                .collect();
-            let wt: Vec<f32> = (0..co * ci)
-                .map(|i| ((i * 53 % 89) as f32 - 44.0) / 40.0)
-                .collect();
-            let bias: Vec<f32> = (0..co).map(|o| o as f32 * 0.25 - 1.0).collect();
+            let (x, wt, bias) = operands(n * ci * h * w, [co, ci]);
             let g = geometry(n, ci, co, h, w);
             for (b, alone) in [None, Some(bias.as_slice())]
                 .into_iter()
@@ -401,13 +407,7 @@ mod tests {
                 (3, 100, 33),
                 (24, 53, 64),
             ] {
-                let x: Vec<f32> = (0..ci * hw)
-                    .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
-                    .collect();
-                let wt: Vec<f32> = (0..co * ci)
-                    .map(|i| ((i * 53 % 89) as f32 - 44.0) / 40.0)
-                    .collect();
-                let bias: Vec<f32> = (0..co).map(|o| o as f32 * 0.25 - 1.0).collect();
+                let (x, wt, bias) = operands(ci * hw, [co, ci]);
                 for b in [None, Some(bias.as_slice())] {
                     let mut out = vec![MaybeUninit::new(f32::NAN); co * hw];
                     register_blocked::pointwise_rows(level, &mut out, &wt, b, &x, [ci, hw]);
