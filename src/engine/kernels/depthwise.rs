@@ -4,7 +4,9 @@
 //! the reverse pass (`vjp_spatial`) in `depthwise/grad.rs` ([`depthwise_input_grad`]). Both walk one channel plane at a time, planes in parallel,
 //! one kernel tap and a whole output row at a time: for stride 1 that is one contiguous
 //! multiply-add per (tap, row), which the compiler vectorises; strided planes are split into
-//! column phases (forward: the input; reverse: the input gradient) so that stays true. In
+//! column phases (forward: the input; reverse: the input gradient) so that stays true, except
+//! the forward stride-2 3×3 planes at the AVX-512 level, which split the columns in registers
+//! (`depthwise/strided.rs`). In
 //! the reverse pass the GEMM path has one output channel per group here (a `[kh·kw, 1]`
 //! product per pixel) and the sparse path one value per tap per non-zero; EfficientNet-Lite0's
 //! guided backprop of `/_conv_head/Conv` spent 13 s of 40 in those.
