@@ -96,6 +96,16 @@ trait Kernel {
     const MR: usize;
     /// Pixels per register block (the loaded operand; the width of a panel).
     const NR: usize;
+    /// Whether a packed chunk runs blocks of filters outside its panels (each block's `MR`
+    /// output rows written as sequential streams while the chunk's panels stay in L2) or
+    /// panels outside (each panel read from L1 by every block of filters, every output row
+    /// written at once: 96 streams 50 KB apart for 16 → 96 at 112²). One thread, 2-core
+    /// Intel Xeon (Emerald Rapids): at the AVX-512 level filters outside were 1.7–2.1× faster
+    /// on the 1×1 expansions at 28² to 112²; at the AVX2 level (forced) a whole
+    /// EfficientNet-Lite0 pass with summaries took 14.6–15.7 ms with panels outside against
+    /// 15.5–16.4 with filters outside in three alternated runs and was within noise in three
+    /// more, so AVX2 keeps the order it was measured with on Zen 3 (panels outside).
+    const ROWS_OUTSIDE: bool;
     /// One block of `filters` ≤ `MR` filters.
     ///
     /// # Safety
@@ -165,28 +175,29 @@ fn products<K: Kernel>(
         }
         return;
     }
-    // Blocks of filters outside, panels inside: the outputs are written a block of rows at
-    // a time (`MR` sequential streams) while the chunk's panels stay in L2. Panels outside
-    // wrote every row at once (96 streams 50 KB apart for 16 → 96 at 112²): at the AVX-512
-    // level 1.7–2.1× slower on the expansions at 28² to 112² (one thread, Emerald Rapids
-    // Xeon); at the AVX2 level the two orders were within noise there.
     let chunk_px = (PACKED_VALUES / c_in / nr).max(1) * nr;
     for p0 in (0..hw).step_by(chunk_px) {
         let pixels = chunk_px.min(hw - p0);
         pack_panels::<K>(packed, x, [c_in, hw], p0, pixels);
-        for r0 in (0..rows).step_by(K::MR) {
-            for panel in 0..pixels.div_ceil(nr) {
-                let first_px = p0 + panel * nr;
-                let panel_values = &packed[panel * c_in * nr..(panel + 1) * c_in * nr];
-                let panel_pixels = nr.min(p0 + pixels - first_px);
-                block_at::<K>(
-                    out,
-                    &operands,
-                    (panel_values, nr),
-                    r0,
-                    (first_px, panel_pixels),
-                );
-            }
+        let panels = pixels.div_ceil(nr);
+        let row_blocks = rows.div_ceil(K::MR);
+        for i in 0..panels * row_blocks {
+            let (panel, block) = if K::ROWS_OUTSIDE {
+                (i % panels, i / panels)
+            } else {
+                (i / row_blocks, i % row_blocks)
+            };
+            let first_px = p0 + panel * nr;
+            let panel_values = &packed[panel * c_in * nr..(panel + 1) * c_in * nr];
+            let panel_pixels = nr.min(p0 + pixels - first_px);
+            let r0 = block * K::MR;
+            block_at::<K>(
+                out,
+                &operands,
+                (panel_values, nr),
+                r0,
+                (first_px, panel_pixels),
+            );
         }
     }
 }
@@ -312,6 +323,7 @@ struct Avx2;
 impl Kernel for Avx2 {
     const MR: usize = 6;
     const NR: usize = 16;
+    const ROWS_OUTSIDE: bool = false;
 
     #[inline(always)]
     unsafe fn block(filters: usize, block: Block<'_>) {
@@ -377,6 +389,7 @@ struct Avx512;
 impl Kernel for Avx512 {
     const MR: usize = 12;
     const NR: usize = 32;
+    const ROWS_OUTSIDE: bool = true;
 
     #[inline(always)]
     unsafe fn block(filters: usize, block: Block<'_>) {
