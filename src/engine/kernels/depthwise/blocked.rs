@@ -212,8 +212,9 @@ fn block_row<const FMA: bool, const KW: usize, const SX: usize>(
 
 /// [`compute`] at the AVX-512 level with explicit registers: blocks of
 /// [`avx512::PIXEL_BLOCK`] outputs along a row, one accumulator register each. The generic
-/// body's four accumulators (`[f32; 16]` arrays; eight of them spilled) were one FMA chain
-/// per accumulator with a 4-cycle latency, so half the FMA throughput at best.
+/// body's four accumulators (`[f32; 16]` arrays; eight such arrays, tried earlier, spilled)
+/// were one FMA chain per accumulator with a 4-cycle latency, so half the FMA throughput at
+/// best.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;

@@ -11,8 +11,8 @@ use std::mem::MaybeUninit;
 
 use super::super::geometry::ConvGeometry;
 
-/// Whether [`plane`] computes `g`: stride 2 both ways, no dilation, a 3-wide kernel. With
-/// 5-wide kernels too (the pairs of taps below allow them) it was slower than the
+/// Whether [`plane`] computes `g`: stride 2 both ways, no dilation, a 3-wide kernel. A
+/// version with 5-wide kernels too (a third pair of taps) was slower than the
 /// channels-in-lanes kernel on EfficientNet-Lite0's. One thread, medians of 55, 2-core Intel
 /// Xeon (Emerald Rapids), before → this kernel: 96 × 112² 3×3 (planes) 0.53 → 0.47 ms (input
 /// not in cache: 0.66–0.68 → 0.48), 240 × 28² 3×3 (lanes) 0.10 → 0.08; 144 × 56² 5×5 (lanes)
@@ -44,7 +44,7 @@ pub(super) unsafe fn plane(
     // Even and odd elements of the 32 values in two registers.
     let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    let (w, pairs) = (g.w as isize, kw.div_ceil(2));
+    let w = g.w as isize;
     // Units of 16 outputs (a row's blocks, row after row), `UNITS` at a time: one FMA chain
     // each, so their latencies overlap (one accumulator alone waited on its last FMA).
     let per_row = g.wo.div_ceil(16);
@@ -56,7 +56,7 @@ pub(super) unsafe fn plane(
         // Per unit: output row, first output column, and per pair of taps the masks of its
         // two loads (zero where the columns fall in the padding).
         let mut at = [(usize::MAX, 0usize); UNITS];
-        let mut masks = [[(0u16, 0u16); 3]; UNITS];
+        let mut masks = [[(0u16, 0u16); PAIRS]; UNITS];
         for (k, (unit_at, unit_masks)) in at.iter_mut().zip(&mut masks).enumerate() {
             let u = u0 + k;
             if u >= units {
@@ -64,7 +64,7 @@ pub(super) unsafe fn plane(
             }
             let (oy, ox0) = (u / per_row, u % per_row * 16);
             *unit_at = (oy, ox0);
-            for (pair, m) in unit_masks.iter_mut().take(pairs).enumerate() {
+            for (pair, m) in unit_masks.iter_mut().enumerate() {
                 let start = 2 * ox0 as isize - px as isize + 2 * pair as isize;
                 *m = (columns(start, w), columns(start + 16, w));
             }
@@ -80,7 +80,7 @@ pub(super) unsafe fn plane(
                 }
                 let first_col = 2 * ox0 as isize - px as isize;
                 let row = src.as_ptr().wrapping_offset(iy * w + first_col);
-                for (pair, &(m_lo, m_hi)) in masks[k].iter().enumerate().take(pairs) {
+                for (pair, &(m_lo, m_hi)) in masks[k].iter().enumerate() {
                     // SAFETY: the masks keep only columns inside row `iy` of `src`; the
                     // pointers are formed with wrapping arithmetic and touched only there.
                     let (lo, hi) = unsafe {
@@ -112,6 +112,10 @@ pub(super) unsafe fn plane(
 
 /// Output units [`plane`] computes side by side.
 const UNITS: usize = 4;
+
+/// Pairs of taps per kernel row, each read as one even/odd split of two runs: taps (0, 1)
+/// from the run at the window's first column, tap 2 from the run two columns on.
+const PAIRS: usize = 2;
 
 /// The lanes `l` of a 16-value load from column `start` that lie in `0..w`.
 #[inline(always)]

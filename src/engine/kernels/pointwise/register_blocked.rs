@@ -243,9 +243,9 @@ fn block_at<K: Kernel>(
         hw,
         pixels,
     };
-    // SAFETY: only reached from `pointwise_rows_avx2` or `pointwise_rows_avx512`, whose
-    // callers promise the level's features; each block function checks that `Block`'s
-    // slices hold what it reads and writes.
+    // SAFETY: only reached from `rows_avx2` or `rows_avx512`, which enable the level's
+    // features and are only called on CPUs that have them (`pointwise_rows` asserts it);
+    // each block function checks that `Block`'s slices hold what it reads and writes.
     unsafe { K::block(filters, block) }
 }
 
