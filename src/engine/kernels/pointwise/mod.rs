@@ -4,7 +4,9 @@
 //! `gemm` call per block onto rows that already hold the bias; at the AVX2 level a single
 //! column left after whole 16-column blocks (7×7 maps) is summed as dot products instead
 //! ([`dot_columns`]), and products on larger maps run a register-blocked kernel that writes
-//! each output once ([`register_blocked`], [`takes_register_blocked`]).
+//! each output once ([`register_blocked`], [`takes_register_blocked`]); at the AVX-512 level
+//! the 14² and 7² maps run its 8 × 48 block over whole 48-pixel panels and dot products
+//! over the few columns left ([`wide_columns`]).
 //! Used by
 //! [`super::conv::conv2d`] for [`ConvGeometry::is_pointwise`] geometries.
 //!
@@ -87,6 +89,8 @@ pub fn pointwise_conv2d(
     let dot = dot_column_count(hw);
     #[cfg(target_arch = "x86_64")]
     let use_register_blocked = rows_per_block >= c_out && takes_register_blocked(c_in, c_out, hw);
+    #[cfg(target_arch = "x86_64")]
+    let wide_columns = wide_columns(hw);
     let mut out = Vec::<f32>::with_capacity(g.n * c_out * hw);
     let spare = &mut out.spare_capacity_mut()[..g.n * c_out * hw];
     spare
@@ -114,6 +118,26 @@ pub fn pointwise_conv2d(
                             image_x,
                             [c_in, hw],
                         );
+                        return;
+                    }
+                    #[cfg(target_arch = "x86_64")]
+                    if let Some(main) = wide_columns {
+                        register_blocked::pointwise_rows_wide(
+                            rows,
+                            weight_rows,
+                            bias_rows,
+                            image_x,
+                            [c_in, hw],
+                            main,
+                        );
+                        // The few columns past the kernel's: bias, then dot products.
+                        for (r, row) in rows.chunks_mut(hw).enumerate() {
+                            super::init_with(&mut row[main..], bias_rows.map_or(0.0, |b| b[r]));
+                        }
+                        // SAFETY: the kernel wrote columns `..main` of every row, the loop
+                        // above the rest.
+                        let dst = unsafe { super::assume_init_mut(rows) };
+                        dot_columns(dst, weight_rows, image_x, [c_in, hw], main);
                         return;
                     }
                     let dst = fill_rows(rows, bias_rows, hw);
@@ -179,6 +203,32 @@ fn takes_register_blocked(c_in: usize, c_out: usize, hw: usize) -> bool {
         SimdLevel::Portable => false,
     }
 }
+
+/// The columns [`register_blocked::pointwise_rows_wide`] computes of an `hw`-pixel product
+/// (the rest go to [`dot_columns`]), where it takes the product instead of `gemm`: at the
+/// AVX-512 level, on maps below [`REGISTER_BLOCKED_AVX512_MIN_HW`] whose pixels are at most
+/// [`WIDE_LEFT_MAX`] past a multiple of its 48-pixel panels (14²: 4 · 48 + 4; 7²: 48 + 1).
+/// The `gemm` crate packs the weights again at every call; this kernel reads them in place
+/// and fetches the next block's rows into cache while it computes (in a pass they come from
+/// L3: each weight is read once per image). EfficientNet-Lite0's 32 pointwise nodes in a
+/// forward pass with every layer kept, one thread, 2-core Intel Xeon (Emerald Rapids),
+/// two alternated runs: 7.2–7.4 → 6.4–6.7 ms (1152 → 192 at 7²: 0.26 → 0.17 ms, 112 → 672
+/// at 14²: 0.29 → 0.25; both kernels' prefetch counted). Warm, each product alone: 14² within
+/// 3% of `gemm`, 7² 5–20% faster (1152 → 192: 0.183 → 0.144 ms).
+#[cfg(target_arch = "x86_64")]
+fn wide_columns(hw: usize) -> Option<usize> {
+    const NR: usize = 48;
+    let main = hw / NR * NR;
+    (simd::active() == SimdLevel::Avx512
+        && hw < REGISTER_BLOCKED_AVX512_MIN_HW
+        && main > 0
+        && hw - main <= WIDE_LEFT_MAX)
+        .then_some(main)
+}
+
+/// Columns past the 48-pixel panels [`wide_columns`] leaves to dot products.
+#[cfg(target_arch = "x86_64")]
+const WIDE_LEFT_MAX: usize = 4;
 
 /// Smallest map (pixels) [`takes_register_blocked`] picks at the AVX-512 level: 28×28.
 #[cfg(target_arch = "x86_64")]
@@ -360,6 +410,11 @@ mod tests {
             (1, 5, 13, 15, 15),
             (2, 24, 50, 14, 14),
             (1, 40, 56, 45, 45),
+            // The 8 × 48 kernel at the AVX-512 level: 48 + 1 columns (one to
+            // `dot_columns`), 192 + 4 with 21 filters (a partial block), 96 + 4 in a batch.
+            (1, 20, 50, 7, 7),
+            (1, 30, 21, 14, 14),
+            (2, 16, 9, 10, 10),
         ] {
             let (x, wt, bias) = operands(n * ci * h * w, [co, ci]);
             let g = geometry(n, ci, co, h, w);
@@ -386,9 +441,10 @@ mod tests {
         }
     }
 
-    /// Both register-blocked kernels at every level this CPU has, whatever the process's
-    /// level and rule pick: panels read in place and packed (≤ and > 48 filters), partial
-    /// blocks of filters and pixels, two packed chunks, one input channel.
+    /// Both register-blocked kernels at every level this CPU has, and the AVX-512 8 × 48
+    /// one, whatever the process's level and rule pick: panels read in place and packed (≤
+    /// and > 48 filters), partial blocks of filters and pixels, two packed chunks (one panel
+    /// each for 700 channels at 48 pixels), one input channel.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn register_blocked_kernels_match_loops_at_every_level() {
@@ -400,6 +456,7 @@ mod tests {
             // (c_in, rows, hw): 225 = 7 · 32 + 1 = 14 · 16 + 1; 2025 pixels of 40 channels
             // are two packed chunks at either width; 13 and 53 filters end in partial blocks.
             for (ci, co, hw) in [
+                (700, 50, 52),
                 (5, 13, 225),
                 (37, 48, 17),
                 (1, 7, 40),
@@ -428,6 +485,23 @@ mod tests {
                         level.name(),
                         b.is_some()
                     );
+                    if level != SimdLevel::Avx512 || hw < 48 {
+                        continue;
+                    }
+                    // The 8 × 48 kernel: its whole panels written, the columns past them
+                    // left alone.
+                    let main = hw / 48 * 48;
+                    let mut out = vec![MaybeUninit::new(f32::NAN); co * hw];
+                    register_blocked::pointwise_rows_wide(&mut out, &wt, b, &x, [ci, hw], main);
+                    // SAFETY: as above.
+                    let got = unsafe { crate::engine::kernels::assume_init_mut(&mut out) };
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        let ok = match i % hw < main {
+                            true => (g - w).abs() <= 1e-4,
+                            false => g.is_nan(),
+                        };
+                        assert!(ok, "8 × 48 [{ci}→{co}, {hw} px] output {i}: {g} for {w}");
+                    }
                 }
             }
         }

@@ -7,7 +7,10 @@
 //! takes one weight broadcast per filter and `NR / lanes` input loads per input channel.
 //! The input is copied once per chunk of pixels into `NR`-pixel panels (`[panel][c_in][NR]`,
 //! zero-padded past the last pixel), so each panel is read contiguously by every block of
-//! filters; the weights are read in place, `MR` sequential rows at a time. Every input
+//! filters; the weights are read in place, `MR` sequential rows at a time, and at the
+//! AVX-512 level each block fetches the next block's rows into cache as it goes (in a pass
+//! the weights come from L3). An AVX-512 8 × 48 block ([`pointwise_rows_wide`]) covers the
+//! small maps (14², 7²) whose pixels the 32-pixel panels would leave partly idle. Every input
 //! channel is summed in one go (no blocking over `c_in`), so the accumulators start at the
 //! bias and each output is stored once: no bias pass before the product and no read of the
 //! output, which the `gemm` crate needs (it adds onto `dst`). One generic body
@@ -72,7 +75,7 @@ unsafe fn rows_avx2(
     x: &[f32],
     shape: [usize; 2],
 ) {
-    rows_at::<Avx2>(out, weight, bias, x, shape);
+    rows_at::<Avx2>(out, weight, bias, x, shape, shape[1]);
 }
 
 /// [`pointwise_rows`] with the AVX-512 kernel (12 × 32).
@@ -87,7 +90,48 @@ unsafe fn rows_avx512(
     x: &[f32],
     shape: [usize; 2],
 ) {
-    rows_at::<Avx512>(out, weight, bias, x, shape);
+    rows_at::<Avx512>(out, weight, bias, x, shape, shape[1]);
+}
+
+/// The first `pixels` columns (a multiple of [`Avx512Wide::NR`], at most `hw`) of
+/// [`pointwise_rows`]' product with the AVX-512 8 × 48 kernel, for small maps whose pixels
+/// are a few more than a multiple of 48 (14²: 4 × 48 + 4, 7²: 48 + 1): the caller computes
+/// the other columns. Columns `pixels..hw` of `out` are left as they were.
+///
+/// Panics on a CPU without AVX-512 ([`SimdLevel::supported`]).
+pub(super) fn pointwise_rows_wide(
+    out: &mut [MaybeUninit<f32>],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    x: &[f32],
+    shape: [usize; 2],
+    pixels: usize,
+) {
+    assert!(
+        SimdLevel::Avx512.supported()
+            && pixels <= shape[1]
+            && pixels.is_multiple_of(Avx512Wide::NR),
+        "8 × 48 1×1 kernel on a CPU without AVX-512 or over {pixels} of {} pixels",
+        shape[1]
+    );
+    // SAFETY: the CPU supports AVX-512 (asserted above).
+    unsafe { rows_avx512_wide(out, weight, bias, x, shape, pixels) }
+}
+
+/// [`pointwise_rows_wide`]'s `target_feature` entry point.
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX2 and FMA.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn rows_avx512_wide(
+    out: &mut [MaybeUninit<f32>],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    x: &[f32],
+    shape: [usize; 2],
+    pixels: usize,
+) {
+    rows_at::<Avx512Wide>(out, weight, bias, x, shape, pixels);
 }
 
 /// One SIMD level's register block: `MR` filters × `NR` pixels.
@@ -121,11 +165,13 @@ fn rows_at<K: Kernel>(
     bias: Option<&[f32]>,
     x: &[f32],
     [c_in, hw]: [usize; 2],
+    pixels: usize,
 ) {
     let rows = out.len() / hw;
     assert!(
         c_in > 0
             && hw > 0
+            && pixels <= hw
             && out.len() == rows * hw
             && weight.len() == rows * c_in
             && x.len() == c_in * hw
@@ -138,11 +184,12 @@ fn rows_at<K: Kernel>(
     // Taken out of the thread-local and put back after, not borrowed in a closure: a closure
     // is compiled without the caller's target features, so its intrinsics became calls.
     let mut packed = PACKED.take();
-    products::<K>(&mut packed, out, weight, bias, x, [c_in, hw]);
+    products::<K>(&mut packed, out, weight, bias, x, [c_in, hw], pixels);
     PACKED.set(packed);
 }
 
-/// [`rows_at`]' work, with `packed` as the scratch for copied input panels.
+/// [`rows_at`]' work over columns `0..columns`, with `packed` as the scratch for copied
+/// input panels.
 #[inline(always)]
 fn products<K: Kernel>(
     packed: &mut Vec<f32>,
@@ -151,6 +198,7 @@ fn products<K: Kernel>(
     bias: Option<&[f32]>,
     x: &[f32],
     [c_in, hw]: [usize; 2],
+    columns: usize,
 ) {
     let (rows, nr) = (out.len() / hw, K::NR);
     let operands = Operands {
@@ -161,8 +209,8 @@ fn products<K: Kernel>(
     };
     if rows <= DIRECT_FROM_X_MAX_ROWS {
         // Few filters read each pixel: copying the input would cost more than it saves.
-        for p0 in (0..hw).step_by(nr) {
-            let pixels = nr.min(hw - p0);
+        for p0 in (0..columns).step_by(nr) {
+            let pixels = nr.min(columns - p0);
             let panel = if pixels == nr {
                 (&x[p0..], hw)
             } else {
@@ -176,8 +224,8 @@ fn products<K: Kernel>(
         return;
     }
     let chunk_px = (PACKED_VALUES / c_in / nr).max(1) * nr;
-    for p0 in (0..hw).step_by(chunk_px) {
-        let pixels = chunk_px.min(hw - p0);
+    for p0 in (0..columns).step_by(chunk_px) {
+        let pixels = chunk_px.min(columns - p0);
         pack_panels::<K>(packed, x, [c_in, hw], p0, pixels);
         let panels = pixels.div_ceil(nr);
         let row_blocks = rows.div_ceil(K::MR);
@@ -233,8 +281,10 @@ fn block_at<K: Kernel>(
     if let Some(b) = bias {
         init[..filters].copy_from_slice(&b[r0..r0 + filters]);
     }
+    let next_rows = K::MR.min(out.len() / hw - r0 - filters);
     let block = Block {
         weight: &weight[r0 * c_in..(r0 + filters) * c_in],
+        next_weight: &weight[(r0 + filters) * c_in..(r0 + filters + next_rows) * c_in],
         panel,
         panel_stride,
         init,
@@ -291,6 +341,9 @@ const MAX_MR: usize = 12;
 /// them).
 struct Block<'a> {
     weight: &'a [f32],
+    /// The next block's weight rows (`[≤ MR, c_in]`, empty after the last block), fetched
+    /// into cache while this one runs.
+    next_weight: &'a [f32],
     panel: &'a [f32],
     panel_stride: usize,
     init: [f32; MAX_MR],
@@ -396,59 +449,94 @@ impl Kernel for Avx512 {
         // SAFETY (each): the caller's `target_feature` has AVX-512F.
         unsafe {
             match filters {
-                12 => avx512_block::<12>(block),
-                11 => avx512_block::<11>(block),
-                10 => avx512_block::<10>(block),
-                9 => avx512_block::<9>(block),
-                8 => avx512_block::<8>(block),
-                7 => avx512_block::<7>(block),
-                6 => avx512_block::<6>(block),
-                5 => avx512_block::<5>(block),
-                4 => avx512_block::<4>(block),
-                3 => avx512_block::<3>(block),
-                2 => avx512_block::<2>(block),
-                _ => avx512_block::<1>(block),
+                12 => avx512_block::<12, 2>(block),
+                11 => avx512_block::<11, 2>(block),
+                10 => avx512_block::<10, 2>(block),
+                9 => avx512_block::<9, 2>(block),
+                8 => avx512_block::<8, 2>(block),
+                7 => avx512_block::<7, 2>(block),
+                6 => avx512_block::<6, 2>(block),
+                5 => avx512_block::<5, 2>(block),
+                4 => avx512_block::<4, 2>(block),
+                3 => avx512_block::<3, 2>(block),
+                2 => avx512_block::<2, 2>(block),
+                _ => avx512_block::<1, 2>(block),
             }
         }
     }
 }
 
-/// `R` × 32 outputs: the bias plus `c_in` rank-1 updates, then one (masked) store per
-/// output register.
+/// `R` × `16 · V` outputs: the bias plus `c_in` rank-1 updates, then one (masked) store
+/// per output register.
 #[inline(always)]
-unsafe fn avx512_block<const R: usize>(b: Block<'_>) {
-    b.check(R, 32);
+unsafe fn avx512_block<const R: usize, const V: usize>(b: Block<'_>) {
+    b.check(R, 16 * V);
     let c_in = b.c_in;
     let w = b.weight.as_ptr();
     let (panel, stride) = (b.panel.as_ptr(), b.panel_stride);
     // SAFETY: as in `avx2_block`, with AVX-512F enabled by the caller; the masked stores
     // write only the first `pixels` outputs of each row.
     unsafe {
-        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        let mut acc = [[_mm512_setzero_ps(); V]; R];
         for (r, a) in acc.iter_mut().enumerate() {
-            let v = _mm512_set1_ps(b.init[r]);
-            *a = [v, v];
+            *a = [_mm512_set1_ps(b.init[r]); V];
         }
+        let (next, next_rows) = (b.next_weight.as_ptr(), b.next_weight.len() / c_in);
         for k in 0..c_in {
-            let x0 = _mm512_loadu_ps(panel.add(k * stride));
-            let x1 = _mm512_loadu_ps(panel.add(k * stride + 16));
+            if k.is_multiple_of(16) {
+                for r in 0..next_rows {
+                    _mm_prefetch::<_MM_HINT_T0>(next.add(r * c_in + k).cast());
+                }
+            }
+            let mut xs = [_mm512_setzero_ps(); V];
+            for (v, x) in xs.iter_mut().enumerate() {
+                *x = _mm512_loadu_ps(panel.add(k * stride + 16 * v));
+            }
             for (r, a) in acc.iter_mut().enumerate() {
                 let wv = _mm512_set1_ps(*w.add(r * c_in + k));
-                a[0] = _mm512_fmadd_ps(wv, x0, a[0]);
-                a[1] = _mm512_fmadd_ps(wv, x1, a[1]);
+                for (a, &x) in a.iter_mut().zip(&xs) {
+                    *a = _mm512_fmadd_ps(wv, x, *a);
+                }
             }
         }
         let out = b.out.as_mut_ptr().cast::<f32>();
-        // Bit i of `mask` keeps pixel i (all 32 for a whole block).
-        let mask = (u64::MAX >> (64 - b.pixels)) as u32;
         for (r, a) in acc.iter().enumerate() {
             let dst = out.add(r * b.hw);
-            if b.pixels == 32 {
-                _mm512_storeu_ps(dst, a[0]);
-                _mm512_storeu_ps(dst.add(16), a[1]);
-            } else {
-                _mm512_mask_storeu_ps(dst, mask as u16, a[0]);
-                _mm512_mask_storeu_ps(dst.add(16), (mask >> 16) as u16, a[1]);
+            for (v, &a) in a.iter().enumerate() {
+                let dst = dst.add(16 * v);
+                match b.pixels.saturating_sub(16 * v) {
+                    0 => {}
+                    16.. => _mm512_storeu_ps(dst, a),
+                    // Bit i of the mask keeps pixel i of this register.
+                    n => _mm512_mask_storeu_ps(dst, (1u16 << n) - 1, a),
+                }
+            }
+        }
+    }
+}
+
+/// AVX-512 for small maps: 8 filters × 48 pixels, twenty-four 16-lane accumulators, three
+/// input loads and eight broadcasts per input channel ([`pointwise_rows_wide`]).
+struct Avx512Wide;
+
+impl Kernel for Avx512Wide {
+    const MR: usize = 8;
+    const NR: usize = 48;
+    const ROWS_OUTSIDE: bool = true;
+
+    #[inline(always)]
+    unsafe fn block(filters: usize, block: Block<'_>) {
+        // SAFETY (each): the caller's `target_feature` has AVX-512F.
+        unsafe {
+            match filters {
+                8 => avx512_block::<8, 3>(block),
+                7 => avx512_block::<7, 3>(block),
+                6 => avx512_block::<6, 3>(block),
+                5 => avx512_block::<5, 3>(block),
+                4 => avx512_block::<4, 3>(block),
+                3 => avx512_block::<3, 3>(block),
+                2 => avx512_block::<2, 3>(block),
+                _ => avx512_block::<1, 3>(block),
             }
         }
     }
