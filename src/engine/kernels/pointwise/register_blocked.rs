@@ -19,7 +19,9 @@
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
+use std::marker::PhantomData;
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 use super::simd::SimdLevel;
 
@@ -36,10 +38,36 @@ thread_local! {
     static PACKED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Output rows `[rows, hw]` that tasks computing disjoint columns share
+/// ([`pointwise_columns`]).
+#[derive(Clone, Copy)]
+pub(super) struct OutRows<'a> {
+    ptr: *mut f32,
+    len: usize,
+    _rows: PhantomData<&'a mut [MaybeUninit<f32>]>,
+}
+
+// SAFETY: an `OutRows` is only written through `pointwise_columns`, whose callers promise
+// that no two tasks write the same outputs at once.
+unsafe impl Send for OutRows<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for OutRows<'_> {}
+
+impl<'a> OutRows<'a> {
+    pub(super) fn new(out: &'a mut [MaybeUninit<f32>]) -> Self {
+        Self {
+            ptr: out.as_mut_ptr().cast(),
+            len: out.len(),
+            _rows: PhantomData,
+        }
+    }
+}
+
 /// `out [rows, hw] = bias + weight [rows, c_in] × x [c_in, hw]` (`rows = weight.len() /
 /// c_in`; bias 0 without one), every output written, with `level`'s kernel.
 ///
 /// Panics at the portable level or at a level this CPU lacks ([`SimdLevel::supported`]).
+#[cfg(test)]
 pub(super) fn pointwise_rows(
     level: SimdLevel,
     out: &mut [MaybeUninit<f32>],
@@ -47,6 +75,34 @@ pub(super) fn pointwise_rows(
     bias: Option<&[f32]>,
     x: &[f32],
     shape: [usize; 2],
+) {
+    // SAFETY: `out` is borrowed exclusively, so no other task writes it.
+    unsafe {
+        pointwise_columns(
+            level,
+            OutRows::new(out),
+            weight,
+            bias,
+            x,
+            shape,
+            0..shape[1],
+        );
+    }
+}
+
+/// [`pointwise_rows`] over the columns (pixels) `columns` of every row only: one of the
+/// tasks that split a product's pixels between threads.
+///
+/// # Safety
+/// No other task may write these columns of `out` while this one runs.
+pub(super) unsafe fn pointwise_columns(
+    level: SimdLevel,
+    out: OutRows<'_>,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    x: &[f32],
+    shape: [usize; 2],
+    columns: Range<usize>,
 ) {
     assert!(
         level != SimdLevel::Portable && level.supported(),
@@ -57,8 +113,8 @@ pub(super) fn pointwise_rows(
     // point enables only that level's features.
     unsafe {
         match level {
-            SimdLevel::Avx512 => rows_avx512(out, weight, bias, x, shape),
-            _ => rows_avx2(out, weight, bias, x, shape),
+            SimdLevel::Avx512 => rows_avx512(out, weight, bias, x, shape, columns),
+            _ => rows_avx2(out, weight, bias, x, shape, columns),
         }
     }
 }
@@ -69,13 +125,14 @@ pub(super) fn pointwise_rows(
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn rows_avx2(
-    out: &mut [MaybeUninit<f32>],
+    out: OutRows<'_>,
     weight: &[f32],
     bias: Option<&[f32]>,
     x: &[f32],
     shape: [usize; 2],
+    columns: Range<usize>,
 ) {
-    rows_at::<Avx2>(out, weight, bias, x, shape, shape[1]);
+    rows_at::<Avx2>(out, weight, bias, x, shape, columns);
 }
 
 /// [`pointwise_rows`] with the AVX-512 kernel (12 × 32).
@@ -84,13 +141,14 @@ unsafe fn rows_avx2(
 /// The CPU must support AVX-512F, AVX2 and FMA.
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn rows_avx512(
-    out: &mut [MaybeUninit<f32>],
+    out: OutRows<'_>,
     weight: &[f32],
     bias: Option<&[f32]>,
     x: &[f32],
     shape: [usize; 2],
+    columns: Range<usize>,
 ) {
-    rows_at::<Avx512>(out, weight, bias, x, shape, shape[1]);
+    rows_at::<Avx512>(out, weight, bias, x, shape, columns);
 }
 
 /// The first `pixels` columns (a multiple of [`Avx512Wide::NR`], at most `hw`) of
@@ -131,7 +189,7 @@ unsafe fn rows_avx512_wide(
     shape: [usize; 2],
     pixels: usize,
 ) {
-    rows_at::<Avx512Wide>(out, weight, bias, x, shape, pixels);
+    rows_at::<Avx512Wide>(OutRows::new(out), weight, bias, x, shape, 0..pixels);
 }
 
 /// One SIMD level's register block: `MR` filters × `NR` pixels.
@@ -160,47 +218,47 @@ trait Kernel {
 /// The body of both entry points, inlined into each one's `target_feature` copy.
 #[inline(always)]
 fn rows_at<K: Kernel>(
-    out: &mut [MaybeUninit<f32>],
+    out: OutRows<'_>,
     weight: &[f32],
     bias: Option<&[f32]>,
     x: &[f32],
     [c_in, hw]: [usize; 2],
-    pixels: usize,
+    columns: Range<usize>,
 ) {
-    let rows = out.len() / hw;
+    let rows = out.len / hw;
     assert!(
         c_in > 0
             && hw > 0
-            && pixels <= hw
-            && out.len() == rows * hw
+            && columns.start <= columns.end
+            && columns.end <= hw
+            && out.len == rows * hw
             && weight.len() == rows * c_in
             && x.len() == c_in * hw
             && bias.is_none_or(|b| b.len() == rows),
         "pointwise_rows: {} outputs, {} weights, {} inputs for [{rows}, {c_in}, {hw}]",
-        out.len(),
+        out.len,
         weight.len(),
         x.len()
     );
     // Taken out of the thread-local and put back after, not borrowed in a closure: a closure
     // is compiled without the caller's target features, so its intrinsics became calls.
     let mut packed = PACKED.take();
-    products::<K>(&mut packed, out, weight, bias, x, [c_in, hw], pixels);
+    products::<K>(&mut packed, out, weight, bias, x, [c_in, hw], columns);
     PACKED.set(packed);
 }
 
-/// [`rows_at`]' work over columns `0..columns`, with `packed` as the scratch for copied
-/// input panels.
+/// [`rows_at`]' work over `columns`, with `packed` as the scratch for copied input panels.
 #[inline(always)]
 fn products<K: Kernel>(
     packed: &mut Vec<f32>,
-    out: &mut [MaybeUninit<f32>],
+    out: OutRows<'_>,
     weight: &[f32],
     bias: Option<&[f32]>,
     x: &[f32],
     [c_in, hw]: [usize; 2],
-    columns: usize,
+    columns: Range<usize>,
 ) {
-    let (rows, nr) = (out.len() / hw, K::NR);
+    let (rows, nr) = (out.len / hw, K::NR);
     let operands = Operands {
         weight,
         bias,
@@ -209,8 +267,8 @@ fn products<K: Kernel>(
     };
     if rows <= DIRECT_FROM_X_MAX_ROWS {
         // Few filters read each pixel: copying the input would cost more than it saves.
-        for p0 in (0..columns).step_by(nr) {
-            let pixels = nr.min(columns - p0);
+        for p0 in columns.clone().step_by(nr) {
+            let pixels = nr.min(columns.end - p0);
             let panel = if pixels == nr {
                 (&x[p0..], hw)
             } else {
@@ -224,8 +282,8 @@ fn products<K: Kernel>(
         return;
     }
     let chunk_px = (PACKED_VALUES / c_in / nr).max(1) * nr;
-    for p0 in (0..columns).step_by(chunk_px) {
-        let pixels = chunk_px.min(columns - p0);
+    for p0 in columns.clone().step_by(chunk_px) {
+        let pixels = chunk_px.min(columns.end - p0);
         pack_panels::<K>(packed, x, [c_in, hw], p0, pixels);
         let panels = pixels.div_ceil(nr);
         let row_blocks = rows.div_ceil(K::MR);
@@ -264,7 +322,7 @@ struct Operands<'a> {
 /// apart.
 #[inline(always)]
 fn block_at<K: Kernel>(
-    out: &mut [MaybeUninit<f32>],
+    out: OutRows<'_>,
     operands: &Operands<'_>,
     (panel, panel_stride): (&[f32], usize),
     r0: usize,
@@ -276,12 +334,14 @@ fn block_at<K: Kernel>(
         c_in,
         hw,
     } = *operands;
-    let filters = K::MR.min(out.len() / hw - r0);
+    let filters = K::MR.min(out.len / hw - r0);
     let mut init = [0f32; MAX_MR];
     if let Some(b) = bias {
         init[..filters].copy_from_slice(&b[r0..r0 + filters]);
     }
-    let next_rows = K::MR.min(out.len() / hw - r0 - filters);
+    let next_rows = K::MR.min(out.len / hw - r0 - filters);
+    let first = r0 * hw + first_px;
+    assert!(first < out.len, "pointwise block past the output");
     let block = Block {
         weight: &weight[r0 * c_in..(r0 + filters) * c_in],
         next_weight: &weight[(r0 + filters) * c_in..(r0 + filters + next_rows) * c_in],
@@ -289,7 +349,9 @@ fn block_at<K: Kernel>(
         panel_stride,
         init,
         c_in,
-        out: &mut out[r0 * hw + first_px..],
+        // SAFETY: `first` is inside the output (asserted above).
+        out: unsafe { out.ptr.add(first) },
+        out_len: out.len - first,
         hw,
         pixels,
     };
@@ -348,7 +410,10 @@ struct Block<'a> {
     panel_stride: usize,
     init: [f32; MAX_MR],
     c_in: usize,
-    out: &'a mut [MaybeUninit<f32>],
+    /// The block's first output, `out_len` values before the end of the rows; written by
+    /// this block only (`pointwise_columns`' contract).
+    out: *mut f32,
+    out_len: usize,
     hw: usize,
     pixels: usize,
 }
@@ -363,7 +428,7 @@ impl Block<'_> {
                 && self.weight.len() == r * c_in
                 && self.panel.len() >= (c_in - 1) * self.panel_stride + nr
                 && self.pixels <= nr
-                && self.out.len() >= (r - 1) * self.hw + self.pixels,
+                && self.out_len >= (r - 1) * self.hw + self.pixels,
             "pointwise block out of bounds"
         );
     }
@@ -419,7 +484,7 @@ unsafe fn avx2_block<const R: usize>(b: Block<'_>) {
                 a[1] = _mm256_fmadd_ps(wv, x1, a[1]);
             }
         }
-        let out = b.out.as_mut_ptr().cast::<f32>();
+        let out = b.out;
         for (r, a) in acc.iter().enumerate() {
             let dst = out.add(r * b.hw);
             if b.pixels == 16 {
@@ -499,7 +564,7 @@ unsafe fn avx512_block<const R: usize, const V: usize>(b: Block<'_>) {
                 }
             }
         }
-        let out = b.out.as_mut_ptr().cast::<f32>();
+        let out = b.out;
         for (r, a) in acc.iter().enumerate() {
             let dst = out.add(r * b.hw);
             for (v, &a) in a.iter().enumerate() {
