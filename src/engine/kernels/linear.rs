@@ -8,7 +8,16 @@
 
 use rayon::prelude::*;
 
+use super::simd;
+use super::taps::mul_add;
 use crate::model::{Graph, Node, Op};
+
+/// Outputs one parallel task computes: one task per output (1000 of 1280 weights for
+/// EfficientNet-Lite0's classifier) cost rayon more in splitting than the dot products.
+/// With these tasks and the dot products compiled per SIMD level (before: baseline SSE2, no
+/// FMA), that classifier in a forward pass, 2-core Intel Xeon (Emerald Rapids): one thread
+/// 0.66 → 0.45 ms, two threads 0.39 → 0.18 ms.
+const OUTPUTS_PER_TASK: usize = 16;
 
 /// A Gemm node prepared for [`HostLinear::run`]: its sizes, the scaled bias per output, and
 /// a `[n, k]` copy of the weights only when the model's do not already have that form.
@@ -88,16 +97,23 @@ impl HostLinear {
         let weight = self.prepared.as_deref().unwrap_or(stored);
         assert_eq!(weight.len(), n * k, "linear layer weight");
         let mut out_t = vec![0f32; n * rows]; // [n, rows]
-        if k > 0 {
-            out_t
-                .par_chunks_mut(rows.max(1))
-                .zip(weight.par_chunks(k))
+        if k > 0 && rows > 0 {
+            let level = simd::active();
+            (out_t.par_chunks_mut(rows * OUTPUTS_PER_TASK))
+                .zip(weight.par_chunks(k * OUTPUTS_PER_TASK))
                 .enumerate()
-                .for_each(|(j, (dst, w))| {
-                    let b = self.bias.as_ref().map_or(0.0, |b| b[j]);
-                    for (d, x_row) in dst.iter_mut().zip(x.chunks(k)) {
-                        *d = dot(w, x_row) + b;
-                    }
+                .for_each(|(t, (dst, weight))| {
+                    let first = t * OUTPUTS_PER_TASK;
+                    let bias = (self.bias.as_deref()).map(|b| &b[first..first + dst.len() / rows]);
+                    let task = Outputs {
+                        dst,
+                        weight,
+                        bias,
+                        x,
+                        rows,
+                        k,
+                    };
+                    simd::run_at_level!(level, outputs_body, task, Outputs<'_>);
                 });
         } else if let Some(b) = &self.bias {
             for (j, dst) in out_t.chunks_mut(rows.max(1)).enumerate() {
@@ -113,21 +129,56 @@ impl HostLinear {
     }
 }
 
-/// `Σ a_i · b_i` with 16 independent partial sums, so the compiler can keep them in vector
-/// registers (a single running sum would serialise every addition).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (a16, b16) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = (a16.remainder().iter())
-        .zip(b16.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a16.zip(b16) {
-        for i in 0..16 {
-            acc[i] += x[i] * y[i];
+/// Values a dot product sums side by side (two AVX2 registers, one AVX-512 one).
+const DOT_LANES: usize = 16;
+
+/// `Σ a[i] · b[i]` in [`DOT_LANES`] partial sums (independent chains the compiler keeps in
+/// vector registers; a single running sum would serialise every addition), with fused
+/// multiply-adds when `FMA` (the caller's `target_feature` must then have them).
+#[inline(always)]
+pub(super) fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; DOT_LANES];
+    let (a_whole, b_whole) = (a.chunks_exact(DOT_LANES), b.chunks_exact(DOT_LANES));
+    // A loop, not a fold: a closure kept out of line would lose the caller's FMA.
+    let mut tail = 0f32;
+    for (&x, &y) in a_whole.remainder().iter().zip(b_whole.remainder()) {
+        tail = mul_add::<FMA>(x, y, tail);
+    }
+    for (x, y) in a_whole.zip(b_whole) {
+        for l in 0..DOT_LANES {
+            acc[l] = mul_add::<FMA>(x[l], y[l], acc[l]);
         }
     }
     acc.iter().sum::<f32>() + tail
+}
+
+/// One task's outputs of [`HostLinear::run`]: `dst [outputs, rows]`, `weight [outputs, k]`.
+struct Outputs<'a> {
+    dst: &'a mut [f32],
+    weight: &'a [f32],
+    bias: Option<&'a [f32]>,
+    x: &'a [f32],
+    rows: usize,
+    k: usize,
+}
+
+/// The body of [`HostLinear::run`]'s tasks, compiled once per SIMD level.
+#[inline(always)]
+fn outputs_body<const FMA: bool>(task: Outputs<'_>) {
+    let Outputs {
+        dst,
+        weight,
+        bias,
+        x,
+        rows,
+        k,
+    } = task;
+    for (j, (dst, w)) in dst.chunks_mut(rows).zip(weight.chunks(k)).enumerate() {
+        let b = bias.map_or(0.0, |b| b[j]);
+        for (d, x_row) in dst.iter_mut().zip(x.chunks(k)) {
+            *d = dot::<FMA>(w, x_row) + b;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -140,7 +191,9 @@ mod tests {
             let a: Vec<f32> = (0..len).map(|i| i as f32 * 0.5 - 3.0).collect();
             let b: Vec<f32> = (0..len).map(|i| (i % 7) as f32 - 2.0).collect();
             let want: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
-            assert!((dot(&a, &b) as f64 - want).abs() < 1e-3, "length {len}");
+            for got in [dot::<false>(&a, &b), dot::<true>(&a, &b)] {
+                assert!((got as f64 - want).abs() < 1e-3, "length {len}");
+            }
         }
     }
 

@@ -25,7 +25,6 @@ use rayon::prelude::*;
 use super::geometry::ConvGeometry;
 use super::matmul::{Product, matmul_strided};
 use super::simd::{self, SimdLevel};
-use super::taps::mul_add;
 
 #[cfg(target_arch = "x86_64")]
 mod register_blocked;
@@ -308,9 +307,6 @@ struct DotColumns<'a> {
     first: usize,
 }
 
-/// Values a dot product sums side by side (two AVX2 registers, one AVX-512 one).
-const DOT_LANES: usize = 16;
-
 /// The body of [`dot_columns`], compiled once per SIMD level.
 #[inline(always)]
 fn dot_columns_body<const FMA: bool>(task: DotColumns<'_>) {
@@ -324,27 +320,9 @@ fn dot_columns_body<const FMA: bool>(task: DotColumns<'_>) {
     } = task;
     for (row, w) in dst.chunks_exact_mut(hw).zip(weight.chunks_exact(c_in)) {
         for (out, column) in row[first..].iter_mut().zip(columns.chunks_exact(c_in)) {
-            *out += dot::<FMA>(w, column);
+            *out += super::linear::dot::<FMA>(w, column);
         }
     }
-}
-
-/// `Σ a[i] · b[i]` in [`DOT_LANES`] partial sums.
-#[inline(always)]
-fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; DOT_LANES];
-    let (a_whole, b_whole) = (a.chunks_exact(DOT_LANES), b.chunks_exact(DOT_LANES));
-    // A loop, not a fold: a closure kept out of line would lose the caller's FMA.
-    let mut tail = 0f32;
-    for (&x, &y) in a_whole.remainder().iter().zip(b_whole.remainder()) {
-        tail = mul_add::<FMA>(x, y, tail);
-    }
-    for (x, y) in a_whole.zip(b_whole) {
-        for l in 0..DOT_LANES {
-            acc[l] = mul_add::<FMA>(x[l], y[l], acc[l]);
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// Writes each row of `rows` (`[r, hw]`) with its bias (0 without one) and returns the rows
