@@ -4,11 +4,12 @@
 
 use std::arch::x86_64::*;
 
-use super::{LANES, Reduced};
+use super::{LANES, Reduced, SUM_BLOCK};
 
 /// [`super::lanes_portable`] then [`super::LaneState::reduce`] with AVX2 intrinsics: the
-/// same operations per lane in the same order (exact f32 → f64 widening, then one f64 add
-/// per value), and the same reduction tree in registers, so the results are identical. Reducing in registers
+/// same operations per lane in the same order (f32 partial sums over [`SUM_BLOCK`] chunks,
+/// each widened exactly to f64 and added), and the same reduction tree in registers, so the
+/// results are identical. Reducing in registers
 /// instead of through a stored lane state (`summarise_tiles`, 2 threads, medians of six
 /// bests of 30, 2-core AMD EPYC Zen 3, AVX2): 18,432 tiles of 7×7 0.52 → 0.31 ms, 10,752
 /// of 14×14 0.47 → 0.37 ms, 1,536 of 112² unchanged (3.1–3.2 ms, memory-bound).
@@ -20,23 +21,29 @@ pub(super) fn reduced_avx2(whole: &[f32]) -> Reduced {
     let mut max = [_mm256_set1_ps(f32::NEG_INFINITY); 2];
     let mut max_chunk = [_mm256_setzero_si256(); 2];
     let mut nonpositive = [_mm256_setzero_si256(); 2];
-    for (i, chunk) in whole.chunks_exact(LANES).enumerate() {
-        let index = _mm256_set1_epi32(i as i32);
-        for half in 0..2 {
-            // SAFETY: `chunk` holds LANES = 16 values, so both 8-value loads are in bounds.
-            let v = unsafe { _mm256_loadu_ps(chunk.as_ptr().add(8 * half)) };
-            let low = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
-            let high = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v));
+    for (b, block) in whole.chunks(LANES * SUM_BLOCK).enumerate() {
+        let mut part = [_mm256_setzero_ps(); 2];
+        for (j, chunk) in block.chunks_exact(LANES).enumerate() {
+            let index = _mm256_set1_epi32((b * SUM_BLOCK + j) as i32);
+            for half in 0..2 {
+                // SAFETY: `chunk` holds LANES = 16 values, so both 8-value loads are in bounds.
+                let v = unsafe { _mm256_loadu_ps(chunk.as_ptr().add(8 * half)) };
+                part[half] = _mm256_add_ps(part[half], v);
+                // MINPS/MAXPS return the second operand unless the first is strictly beyond it.
+                min[half] = _mm256_min_ps(v, min[half]);
+                let greater = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GT_OQ>(v, max[half]));
+                max[half] = _mm256_max_ps(v, max[half]);
+                max_chunk[half] = _mm256_blendv_epi8(max_chunk[half], index, greater);
+                let le = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(v, zero));
+                // A true compare is all ones (−1): subtracting it counts.
+                nonpositive[half] = _mm256_sub_epi32(nonpositive[half], le);
+            }
+        }
+        for (half, &p) in part.iter().enumerate() {
+            let low = _mm256_cvtps_pd(_mm256_castps256_ps128(p));
+            let high = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(p));
             sum[2 * half] = _mm256_add_pd(sum[2 * half], low);
             sum[2 * half + 1] = _mm256_add_pd(sum[2 * half + 1], high);
-            // MINPS/MAXPS return the second operand unless the first is strictly beyond it.
-            min[half] = _mm256_min_ps(v, min[half]);
-            let greater = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GT_OQ>(v, max[half]));
-            max[half] = _mm256_max_ps(v, max[half]);
-            max_chunk[half] = _mm256_blendv_epi8(max_chunk[half], index, greater);
-            let le = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(v, zero));
-            // A true compare is all ones (−1): subtracting it counts.
-            nonpositive[half] = _mm256_sub_epi32(nonpositive[half], le);
         }
     }
     let lanes = LaneRegs {
@@ -129,7 +136,7 @@ fn reduce_lane_regs(lanes: &LaneRegs, whole: &[f32]) -> Reduced {
 }
 
 /// [`reduced_avx2`] with AVX-512 registers: one register is a whole chunk of 16 lanes, half
-/// the instructions per value (the sums' f32 → f64 widening was a third of them), the same
+/// the instructions per value, the same
 /// operations per lane in the same order and the same reduction (the registers split into
 /// [`LaneRegs`] at the end), so the results are identical again.
 #[target_feature(enable = "avx512f,avx2")]
@@ -142,22 +149,27 @@ pub(super) fn reduced_avx512(whole: &[f32]) -> Reduced {
     let mut max_chunk = _mm512_setzero_si512();
     let mut nonpositive = _mm512_setzero_si512();
     let one = _mm512_set1_epi32(1);
-    for (i, chunk) in whole.chunks_exact(LANES).enumerate() {
-        // SAFETY: `chunk` holds LANES = 16 values.
-        let v = unsafe { _mm512_loadu_ps(chunk.as_ptr()) };
-        let low = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+    for (b, block) in whole.chunks(LANES * SUM_BLOCK).enumerate() {
+        let mut part = _mm512_setzero_ps();
+        for (j, chunk) in block.chunks_exact(LANES).enumerate() {
+            let i = b * SUM_BLOCK + j;
+            // SAFETY: `chunk` holds LANES = 16 values.
+            let v = unsafe { _mm512_loadu_ps(chunk.as_ptr()) };
+            part = _mm512_add_ps(part, v);
+            // MINPS/MAXPS return the second operand unless the first is strictly beyond it.
+            min = _mm512_min_ps(v, min);
+            let greater = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, max);
+            max = _mm512_max_ps(v, max);
+            max_chunk = _mm512_mask_mov_epi32(max_chunk, greater, _mm512_set1_epi32(i as i32));
+            let le = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(v, zero);
+            nonpositive = _mm512_mask_add_epi32(nonpositive, le, nonpositive, one);
+        }
+        let low = _mm512_cvtps_pd(_mm512_castps512_ps256(part));
         let high = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
-            _mm512_castps_pd(v),
+            _mm512_castps_pd(part),
         )));
         sum[0] = _mm512_add_pd(sum[0], low);
         sum[1] = _mm512_add_pd(sum[1], high);
-        // MINPS/MAXPS return the second operand unless the first is strictly beyond it.
-        min = _mm512_min_ps(v, min);
-        let greater = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, max);
-        max = _mm512_max_ps(v, max);
-        max_chunk = _mm512_mask_mov_epi32(max_chunk, greater, _mm512_set1_epi32(i as i32));
-        let le = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(v, zero);
-        nonpositive = _mm512_mask_add_epi32(nonpositive, le, nonpositive, one);
     }
     let halves_ps = |r: __m512| {
         [
