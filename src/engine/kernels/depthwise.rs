@@ -6,7 +6,8 @@
 //! multiply-add per (tap, row), which the compiler vectorises; strided planes are split into
 //! column phases (forward: the input; reverse: the input gradient) so that stays true, except
 //! the forward stride-2 3×3 planes at the AVX-512 level, which split the columns in registers
-//! (`depthwise/strided.rs`). In
+//! (`depthwise/strided.rs`), and the stride-1 3-wide ones there, read straight from the
+//! unpadded plane with masked loads (`depthwise/unpadded.rs`). In
 //! the reverse pass the GEMM path has one output channel per group here (a `[kh·kw, 1]`
 //! product per pixel) and the sparse path one value per tap per non-zero; EfficientNet-Lite0's
 //! guided backprop of `/_conv_head/Conv` spent 13 s of 40 in those.
@@ -23,6 +24,8 @@ mod blocked;
 mod grad;
 #[cfg(target_arch = "x86_64")]
 mod strided;
+#[cfg(target_arch = "x86_64")]
+mod unpadded;
 pub use grad::depthwise_input_grad;
 
 /// The depthwise convolution `x [n, c, h, w]` ⊛ `weight [c, 1, kh, kw]` (+ `bias [c]`),
@@ -86,7 +89,7 @@ pub fn depthwise_conv2d_at(
 fn channels_in_lanes(level: SimdLevel, g: &ConvGeometry) -> bool {
     // At the AVX-512 level, stride-2 3×3 planes have their own kernel (`depthwise/strided.rs`).
     #[cfg(target_arch = "x86_64")]
-    if level == SimdLevel::Avx512 && strided::takes(g) {
+    if level == SimdLevel::Avx512 && (strided::takes(g) || unpadded::takes(g)) {
         return false;
     }
     let strided = g.strides[1] > 1;
@@ -134,6 +137,12 @@ fn conv_planes(
                 if level == SimdLevel::Avx512 && strided::takes(g) {
                     // SAFETY: the AVX-512 level is supported (`depthwise_conv2d_at`).
                     unsafe { strided::plane(dst, src, taps, bias, g) };
+                    return;
+                }
+                #[cfg(target_arch = "x86_64")]
+                if level == SimdLevel::Avx512 && unpadded::takes(g) {
+                    // SAFETY: as above.
+                    unsafe { unpadded::plane(dst, src, taps, bias, g) };
                     return;
                 }
                 layout.fill(level, padded, src, g);
@@ -392,7 +401,7 @@ mod tests {
     /// 40 and 70 outputs, which the planes kernel runs one row at a time (whole blocks of
     /// 32 and a last partial one); and a stride-2 3×3 row of 25 outputs (AVX-512: units of
     /// 16 and 9, the last one's second run of columns crossing the input's right edge).
-    const WIDE_CASES: [Case; 8] = [
+    const WIDE_CASES: [Case; 11] = [
         (1, 3, 9, 50, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1]),
         (2, 19, 9, 9, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1]),
         (1, 24, 14, 14, [5, 5], [2, 2], [2, 2, 2, 2], [1, 1]),
@@ -401,6 +410,11 @@ mod tests {
         (1, 17, 4, 21, [5, 5], [1, 1], [2, 2, 2, 2], [1, 1]),
         (1, 3, 5, 40, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1]),
         (2, 2, 6, 70, [5, 5], [1, 1], [2, 2, 2, 2], [1, 1]),
+        // Stride-1 3-wide rows for the AVX-512 unpadded kernel: 14 outputs (groups of 8
+        // rows, the last of 5), 128 (its widest: 8 units) with uneven padding, 20 of a 1×3.
+        (1, 5, 13, 14, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1]),
+        (1, 2, 7, 128, [3, 3], [1, 1], [0, 2, 2, 0], [1, 1]),
+        (2, 3, 5, 20, [1, 3], [1, 1], [0, 1, 0, 1], [1, 1]),
     ];
 
     type Kernel = fn(SimdLevel, &[f32], &[f32], Option<&[f32]>, &ConvGeometry) -> Vec<f32>;

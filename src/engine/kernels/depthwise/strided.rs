@@ -119,7 +119,7 @@ const PAIRS: usize = 2;
 
 /// The lanes `l` of a 16-value load from column `start` that lie in `0..w`.
 #[inline(always)]
-fn columns(start: isize, w: isize) -> u16 {
+pub(super) fn columns(start: isize, w: isize) -> u16 {
     let first = (-start).clamp(0, 16) as u32;
     let last = (w - start).clamp(0, 16) as u32;
     if first >= last {
