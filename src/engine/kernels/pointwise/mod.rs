@@ -87,7 +87,8 @@ pub fn pointwise_conv2d(
     // The same for every block: the columns left to dot products after `gemm`'s blocks.
     let dot = dot_column_count(hw);
     #[cfg(target_arch = "x86_64")]
-    let use_register_blocked = takes_register_blocked(c_in, c_out, hw);
+    let use_register_blocked = takes_register_blocked(c_in, c_out, hw)
+        && (simd::active() == SimdLevel::Avx512 || rows_per_block >= c_out);
     // The register-blocked kernel splits an image's pixels instead of its rows: each task
     // then packs only its own pixels.
     #[cfg(target_arch = "x86_64")]
@@ -190,12 +191,15 @@ fn rows_per_block(g: &ConvGeometry) -> usize {
 /// Whether [`register_blocked`]'s kernels compute this product instead of `gemm`. They write
 /// each output once with its bias where `gemm` adds onto rows holding the bias (three
 /// passes over the output), which pays where the output is large against the work per
-/// output. Where an image's product is split between threads (batch 1 on two threads), they
-/// split its pixels, each task packing only its own (a split of the rows had each task pack
-/// the whole input again, and was no faster than `gemm` on two threads). The pixel split,
-/// EfficientNet-Lite0's 32 pointwise nodes in a forward pass on two threads, 2-core Intel
-/// Xeon (Emerald Rapids): 5.7 → 4.0 ms (16 → 96 at 112²: 0.48 → 0.25 ms); the whole pass with
-/// every layer kept, three alternated runs of 280: 10.0–10.4 → 9.2–10.1 ms.
+/// output. Where an image's product is split between threads (batch 1 on two threads), the
+/// AVX-512 kernel splits its pixels, each task packing only its own (a split of the rows had
+/// each task pack the whole input again, and was no faster than `gemm` on two threads). The
+/// pixel split, EfficientNet-Lite0's 32 pointwise nodes in a forward pass on two threads,
+/// 2-core Intel Xeon (Emerald Rapids): 5.7 → 4.0 ms (16 → 96 at 112²: 0.48 → 0.25 ms); the
+/// whole pass with every layer kept, three alternated runs of 280: 10.0–10.4 → 9.2–10.1 ms.
+/// At the AVX2 level (forced on that Xeon) the same split made the pass slower than leaving
+/// split products to `gemm` (12.8–13.7 against 11.7–12.1 ms), so there a split product still
+/// goes to `gemm`.
 ///
 /// - AVX-512: every product on maps of at least [`REGISTER_BLOCKED_AVX512_MIN_HW`] pixels.
 ///   EfficientNet-Lite0's 32 pointwise nodes in a forward pass, one thread, median of 35
