@@ -500,6 +500,16 @@ unsafe fn avx2_block<const R: usize>(b: Block<'_>) {
     }
 }
 
+/// `avx512_block::<R, V>` for `R = filters`, one of the listed counts, else 1.
+macro_rules! avx512_blocks {
+    ($filters:expr, $block:expr, $v:literal, [$($r:literal),+]) => {
+        match $filters {
+            $($r => avx512_block::<$r, $v>($block),)+
+            _ => avx512_block::<1, $v>($block),
+        }
+    };
+}
+
 /// AVX-512: 12 filters × 32 pixels, twenty-four 16-lane accumulators of the 32 registers;
 /// a partial block of pixels is stored through masks.
 struct Avx512;
@@ -512,22 +522,7 @@ impl Kernel for Avx512 {
     #[inline(always)]
     unsafe fn block(filters: usize, block: Block<'_>) {
         // SAFETY (each): the caller's `target_feature` has AVX-512F.
-        unsafe {
-            match filters {
-                12 => avx512_block::<12, 2>(block),
-                11 => avx512_block::<11, 2>(block),
-                10 => avx512_block::<10, 2>(block),
-                9 => avx512_block::<9, 2>(block),
-                8 => avx512_block::<8, 2>(block),
-                7 => avx512_block::<7, 2>(block),
-                6 => avx512_block::<6, 2>(block),
-                5 => avx512_block::<5, 2>(block),
-                4 => avx512_block::<4, 2>(block),
-                3 => avx512_block::<3, 2>(block),
-                2 => avx512_block::<2, 2>(block),
-                _ => avx512_block::<1, 2>(block),
-            }
-        }
+        unsafe { avx512_blocks!(filters, block, 2, [12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2]) }
     }
 }
 
@@ -592,17 +587,6 @@ impl Kernel for Avx512Wide {
     #[inline(always)]
     unsafe fn block(filters: usize, block: Block<'_>) {
         // SAFETY (each): the caller's `target_feature` has AVX-512F.
-        unsafe {
-            match filters {
-                8 => avx512_block::<8, 3>(block),
-                7 => avx512_block::<7, 3>(block),
-                6 => avx512_block::<6, 3>(block),
-                5 => avx512_block::<5, 3>(block),
-                4 => avx512_block::<4, 3>(block),
-                3 => avx512_block::<3, 3>(block),
-                2 => avx512_block::<2, 3>(block),
-                _ => avx512_block::<1, 3>(block),
-            }
-        }
+        unsafe { avx512_blocks!(filters, block, 3, [8, 7, 6, 5, 4, 3, 2]) }
     }
 }
