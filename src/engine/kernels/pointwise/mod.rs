@@ -234,9 +234,9 @@ fn takes_register_blocked(c_in: usize, c_out: usize, hw: usize) -> bool {
 /// and fetches the next block's rows into cache while it computes (in a pass they come from
 /// L3: each weight is read once per image). EfficientNet-Lite0's 32 pointwise nodes in a
 /// forward pass with every layer kept, one thread, 2-core Intel Xeon (Emerald Rapids),
-/// two alternated runs: 7.2–7.4 → 6.4–6.7 ms (1152 → 192 at 7²: 0.26 → 0.17 ms, 112 → 672
+/// two alternated runs: 7.2–7.4 → 6.4–6.7 ms (192 → 1152 at 7²: 0.26 → 0.17 ms, 112 → 672
 /// at 14²: 0.29 → 0.25; both kernels' prefetch counted). Warm, each product alone: 14² within
-/// 3% of `gemm`, 7² 5–20% faster (1152 → 192: 0.183 → 0.144 ms).
+/// 3% of `gemm`, 7² 5–20% faster (192 → 1152: 0.183 → 0.144 ms).
 #[cfg(target_arch = "x86_64")]
 fn wide_columns(hw: usize) -> Option<usize> {
     const NR: usize = 48;
