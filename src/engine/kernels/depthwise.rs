@@ -87,14 +87,34 @@ pub fn depthwise_conv2d_at(
 /// The portable lanes kernel transposes one value at a time, which costs more than its
 /// lanes save except on the shortest rows.
 fn channels_in_lanes(level: SimdLevel, g: &ConvGeometry) -> bool {
-    // At the AVX-512 level, stride-2 3×3 planes have their own kernel (`depthwise/strided.rs`).
-    #[cfg(target_arch = "x86_64")]
-    if level == SimdLevel::Avx512 && (strided::takes(g) || unpadded::takes(g)) {
+    // Planes an unpadded-input kernel computes stay planes.
+    if unpadded_plane_kernel(level, g).is_some() {
         return false;
     }
     let strided = g.strides[1] > 1;
     let short = g.wo <= 8 || (g.wo <= 16 && strided);
     short || (level >= SimdLevel::Avx2Fma && g.wo <= 28 && (strided || g.kernel[1] >= 5))
+}
+
+/// An AVX-512 kernel that computes one of `g`'s planes straight from the unpadded input plane
+/// (`dst`, `src`, the plane's taps and bias, `g`; AVX-512F required), for geometries it takes:
+/// stride-2 3×3 (`depthwise/strided.rs`) or stride-1 3-wide (`depthwise/unpadded.rs`).
+type UnpaddedPlane = unsafe fn(&mut [MaybeUninit<f32>], &[f32], &[f32], f32, &ConvGeometry);
+
+/// The [`UnpaddedPlane`] kernel for `g` at `level`, if one takes it.
+fn unpadded_plane_kernel(level: SimdLevel, g: &ConvGeometry) -> Option<UnpaddedPlane> {
+    #[cfg(target_arch = "x86_64")]
+    if level == SimdLevel::Avx512 {
+        if strided::takes(g) {
+            return Some(strided::plane);
+        }
+        if unpadded::takes(g) {
+            return Some(unpadded::plane);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (level, g);
+    None
 }
 
 /// The planes of [`depthwise_conv2d_at`] (sizes checked there). Without a bias, an all-zero
@@ -110,6 +130,7 @@ fn conv_planes(
     let [kh, kw] = g.kernel;
     let (plane_in, plane_out) = (g.h * g.w, g.ho * g.wo);
     let layout = PaddedLayout::new(g);
+    let unpadded_kernel = unpadded_plane_kernel(level, g);
     let len = g.n * g.c_out * plane_out;
     let mut out = Vec::with_capacity(len);
     // Few, long tasks: each starts with a fresh padded buffer (zeroed once, then reused by
@@ -133,16 +154,10 @@ fn conv_planes(
                 }
                 let taps = &weight[channel * kh * kw..][..kh * kw];
                 let bias = bias.map_or(0.0, |b| b[channel]);
-                #[cfg(target_arch = "x86_64")]
-                if level == SimdLevel::Avx512 && strided::takes(g) {
-                    // SAFETY: the AVX-512 level is supported (`depthwise_conv2d_at`).
-                    unsafe { strided::plane(dst, src, taps, bias, g) };
-                    return;
-                }
-                #[cfg(target_arch = "x86_64")]
-                if level == SimdLevel::Avx512 && unpadded::takes(g) {
-                    // SAFETY: as above.
-                    unsafe { unpadded::plane(dst, src, taps, bias, g) };
+                if let Some(kernel) = unpadded_kernel {
+                    // SAFETY: only given at the AVX-512 level, which `depthwise_conv2d_at`
+                    // checked the CPU supports, for a geometry the kernel takes.
+                    unsafe { kernel(dst, src, taps, bias, g) };
                     return;
                 }
                 layout.fill(level, padded, src, g);
