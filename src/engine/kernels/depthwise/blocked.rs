@@ -89,13 +89,13 @@ fn conv_group(
         scratch.padded.clear();
         scratch.padded.resize(rows * cols, [0.0; LANES]);
     }
-    // [channels, h·w] → [h·w] lanes, then each row into the padded buffer's interior.
-    scratch.out.resize(plane_in.max(plane_out), [0.0; LANES]);
-    to_lanes(level, x, plane_in, &mut scratch.out[..plane_in]);
     let [py, px] = g.pads_before;
-    for (y, row_in) in scratch.out[..plane_in].chunks_exact(g.w).enumerate() {
-        scratch.padded[(y + py) * cols + px..][..g.w].copy_from_slice(row_in);
+    // [channels, h, w] → each row's [w] lanes straight into the padded buffer's interior.
+    for y in 0..g.h {
+        let row = &mut scratch.padded[(y + py) * cols + px..][..g.w];
+        to_lanes(level, &x[y * g.w..], task.channels, plane_in, row);
     }
+    scratch.out.resize(plane_out, [0.0; LANES]);
     let pixels = Pixels {
         out: &mut scratch.out[..plane_out],
         padded: &scratch.padded,
