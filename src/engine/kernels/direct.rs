@@ -13,6 +13,9 @@ use super::geometry::ConvGeometry;
 use super::lanes::{LANES, Lanes, by_groups, fma_splat, from_lanes, pack_filters};
 use super::simd::SimdLevel;
 
+#[cfg(target_arch = "x86_64")]
+mod pixels;
+
 /// Deepest column (`c_in · kh · kw`) computed here; deeper layers go to the GEMM.
 pub const MAX_K: usize = 64;
 
@@ -45,6 +48,25 @@ pub fn direct_conv2d(
         SimdLevel::Portable
     };
     let image_len = g.c_in * g.h * g.w;
+    #[cfg(target_arch = "x86_64")]
+    if level == SimdLevel::Avx512 && pixels::takes(g) {
+        let group_task = |taps: &mut Vec<Lanes>, image: usize, group: usize, dst: &mut [_]| {
+            let channels = dst.len() / (g.ho * g.wo);
+            let first = group * LANES;
+            let bias = pack_filters(
+                &weight[first * k..][..channels * k],
+                bias.map(|b| &b[first..][..channels]),
+                k,
+                taps,
+            );
+            let image = &x[image * image_len..][..image_len];
+            // SAFETY: the CPU has AVX-512F (the level is supported, checked above) and
+            // `pixels` takes `g`.
+            unsafe { pixels::conv_group(dst, image, taps, &bias, channels, g) };
+        };
+        // SAFETY: `pixels::conv_group` writes every slot of its `dst`.
+        return Some(unsafe { by_groups([g.n, g.c_out, g.ho * g.wo], group_task) });
+    }
     let group_task = |scratch: &mut Scratch, image: usize, group: usize, dst: &mut [_]| {
         let channels = dst.len() / (g.ho * g.wo);
         let first = group * LANES;
@@ -237,13 +259,17 @@ mod tests {
 
     /// EfficientNet's stem in small (3×3 stride 2, TF-style asymmetric padding), more output
     /// channels than one group with a short last group, rows not a multiple of the pixel
-    /// block or the band, a dilation, a batch, and a 1-channel 5×5.
-    const CASES: [Case; 5] = [
+    /// block or the band, a dilation, a batch, and a 1-channel 5×5; then two that the AVX-512
+    /// pixels kernel takes (rows of 17 and 33 outputs: a last, short register; a short last
+    /// channel group; a 5-high kernel; padding on every side).
+    const CASES: [Case; 7] = [
         (1, 3, 32, 15, 15, [3, 3], [2, 2], [0, 0, 1, 1], [1, 1]),
         (2, 3, 21, 9, 11, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1]),
         (1, 2, 8, 13, 10, [3, 3], [1, 2], [2, 1, 2, 1], [2, 2]),
         (3, 1, 16, 12, 12, [5, 5], [2, 2], [2, 2, 2, 2], [1, 1]),
         (1, 4, 17, 7, 6, [3, 1], [1, 1], [1, 0, 1, 0], [1, 1]),
+        (2, 3, 20, 37, 35, [3, 3], [2, 2], [0, 0, 1, 1], [1, 1]),
+        (1, 2, 7, 21, 66, [5, 3], [2, 2], [2, 1, 2, 1], [1, 1]),
     ];
 
     /// Equals the convolution's definition, summed in f64 with explicit bounds checks, at
@@ -252,6 +278,8 @@ mod tests {
     fn equals_the_definition() {
         for (i, case) in CASES.iter().enumerate() {
             let g = geometry(case);
+            #[cfg(target_arch = "x86_64")]
+            assert_eq!(pixels::takes(&g), i >= 5, "case {i}");
             let x = values(g.n * g.c_in * g.h * g.w, 3 + i as u64);
             let weight = values(g.c_out * g.k(), 11 + i as u64);
             let bias = values(g.c_out, 23 + i as u64);

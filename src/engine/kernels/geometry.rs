@@ -97,3 +97,18 @@ impl ConvGeometry {
             && [self.ho, self.wo] == [self.h, self.w]
     }
 }
+
+/// The lanes `l` of a 16-value load from column `start` of a row `w` wide whose column
+/// `start + l` lies in the row (`0..w`): the mask with which the AVX-512 kernels that read
+/// unpadded rows (`depthwise/strided.rs`, `depthwise/unpadded.rs`, `direct/pixels.rs`) load
+/// zeros in the padding instead.
+#[inline(always)]
+pub fn columns_inside(start: isize, w: isize) -> u16 {
+    let first = (-start).clamp(0, 16) as u32;
+    let last = (w - start).clamp(0, 16) as u32;
+    if first >= last {
+        0
+    } else {
+        ((u32::MAX >> (32 - (last - first))) << first) as u16
+    }
+}

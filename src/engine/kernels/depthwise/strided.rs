@@ -9,7 +9,7 @@
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
-use super::super::geometry::ConvGeometry;
+use super::super::geometry::{ConvGeometry, columns_inside as columns};
 
 /// Whether [`plane`] computes `g`: stride 2 both ways, no dilation, a 3-wide kernel. A
 /// version with 5-wide kernels too (a third pair of taps) was slower than the
@@ -116,15 +116,3 @@ const UNITS: usize = 4;
 /// Pairs of taps per kernel row, each read as one even/odd split of two runs: taps (0, 1)
 /// from the run at the window's first column, tap 2 from the run two columns on.
 const PAIRS: usize = 2;
-
-/// The lanes `l` of a 16-value load from column `start` that lie in `0..w`.
-#[inline(always)]
-pub(super) fn columns(start: isize, w: isize) -> u16 {
-    let first = (-start).clamp(0, 16) as u32;
-    let last = (w - start).clamp(0, 16) as u32;
-    if first >= last {
-        0
-    } else {
-        ((u32::MAX >> (32 - (last - first))) << first) as u16
-    }
-}

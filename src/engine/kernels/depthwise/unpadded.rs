@@ -9,8 +9,7 @@
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
-use super::super::geometry::ConvGeometry;
-use super::strided::columns;
+use super::super::geometry::{ConvGeometry, columns_inside as columns};
 
 /// Tallest kernel [`plane`] takes.
 const MAX_KH: usize = 5;
