@@ -117,6 +117,41 @@ fn unpadded_plane_kernel(level: SimdLevel, g: &ConvGeometry) -> Option<UnpaddedP
     None
 }
 
+/// How far ahead (in rows of the loop that calls it) the kernels fetch input rows with
+/// [`prefetch_rows`]. In a scan's pass (one thread, every conv summarised, alternated with
+/// the same pass without, 290 passes each, Emerald Rapids Xeon, AVX-512) the prefetches cut
+/// 0.14–0.16 ms from the stride-2 3×3 planes (`depthwise/strided.rs`; 1, 2 and 4 rows ahead
+/// alike), 0.22–0.25 ms from the stride-1 3-wide ones (`depthwise/unpadded.rs`) and
+/// 0.15–0.17 ms from the lanes transposes (`depthwise/blocked.rs`; forced AVX2 0.06–0.09),
+/// of 10.5–11.4 ms: each kernel reads its input, just written by the pointwise layer before
+/// and mostly in L3, a few rows at a time from several places.
+const PREFETCH_ROWS: usize = 4;
+
+/// Rows `rows` of `plane` (rows `w` long; rows outside the plane skipped) fetched toward L1,
+/// one prefetch per 64-byte line. A no-op off x86-64.
+#[inline(always)]
+fn prefetch_rows(plane: &[f32], w: usize, rows: std::ops::Range<isize>) {
+    #[cfg(target_arch = "x86_64")]
+    for iy in rows {
+        let Some(row) = usize::try_from(iy)
+            .ok()
+            .and_then(|iy| plane.get(iy * w..(iy + 1) * w))
+        else {
+            continue;
+        };
+        for line in row.chunks(16) {
+            // SAFETY: a prefetch has no architectural effect; the address lies in `row`.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    line.as_ptr().cast(),
+                )
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (plane, w, rows);
+}
+
 /// The planes of [`depthwise_conv2d_at`] (sizes checked there). Without a bias, an all-zero
 /// input plane gives a zero output plane without its taps (the reverse pass's gated-off
 /// channels).

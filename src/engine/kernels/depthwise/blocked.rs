@@ -11,6 +11,7 @@ use std::mem::MaybeUninit;
 use super::super::geometry::ConvGeometry;
 use super::super::lanes::{LANES, Lanes, by_groups, fma_lanes, from_lanes, pack_filters, to_lanes};
 use super::super::simd::SimdLevel;
+use super::{PREFETCH_ROWS, prefetch_rows};
 
 /// Output pixels along a row computed together, sharing each tap's weight load.
 const PIXEL_BLOCK: usize = 4;
@@ -92,6 +93,11 @@ fn conv_group(
     let [py, px] = g.pads_before;
     // [channels, h, w] → each row's [w] lanes straight into the padded buffer's interior.
     for y in 0..g.h {
+        // Each plane's row `PREFETCH_ROWS` on (16 streams: too many for the hardware's).
+        let ahead = (y + PREFETCH_ROWS) as isize;
+        for plane in x.chunks_exact(plane_in) {
+            prefetch_rows(plane, g.w, ahead..ahead + 1);
+        }
         let row = &mut scratch.padded[(y + py) * cols + px..][..g.w];
         to_lanes(level, &x[y * g.w..], task.channels, plane_in, row);
     }

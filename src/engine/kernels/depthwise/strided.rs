@@ -10,6 +10,7 @@ use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
 use super::super::geometry::{ConvGeometry, columns_inside as columns};
+use super::{PREFETCH_ROWS, prefetch_rows};
 
 /// Whether [`plane`] computes `g`: stride 2 both ways, no dilation, a 3-wide kernel. A
 /// version with 5-wide kernels too (a third pair of taps) was slower than the
@@ -69,6 +70,9 @@ pub(super) unsafe fn plane(
                 *m = (columns(start, w), columns(start + 16, w));
             }
         }
+        // The two input rows the group `PREFETCH_ROWS` output rows on adds.
+        let ahead = (2 * (at[0].0 + PREFETCH_ROWS) + kh) as isize - py as isize;
+        prefetch_rows(src, g.w, ahead - 2..ahead);
         for ky in 0..kh {
             let tap = |kx: usize| _mm512_set1_ps(taps[ky * kw + kx]);
             let row_taps = [tap(0), tap(1), tap(2)];

@@ -10,6 +10,7 @@ use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
 use super::super::geometry::{ConvGeometry, columns_inside as columns};
+use super::{PREFETCH_ROWS, prefetch_rows};
 
 /// Tallest kernel [`plane`] takes.
 const MAX_KH: usize = 5;
@@ -85,6 +86,9 @@ pub(super) unsafe fn plane(
     for oy0 in (0..g.ho).step_by(rows_per_group) {
         let rows = rows_per_group.min(g.ho - oy0);
         let mut acc = [bias; UNITS];
+        // The input rows the group `PREFETCH_ROWS` output rows on adds.
+        let ahead = (oy0 + PREFETCH_ROWS + kh - 1) as isize - py as isize;
+        prefetch_rows(src, g.w, ahead..ahead + rows as isize);
         for ky in 0..kh {
             let mut row_taps = [_mm512_setzero_ps(); KW];
             for (kx, t) in row_taps.iter_mut().enumerate() {
