@@ -275,8 +275,11 @@ fn products<K: Kernel>(
                 pack_panels::<K>(packed, x, [c_in, hw], p0, pixels);
                 (&packed[..c_in * nr], nr)
             };
+            // The first block of filters fetches the next panel's input rows into L2.
+            let next = p0 + 2 * nr <= columns.end;
             for r0 in (0..rows).step_by(K::MR) {
-                block_at::<K>(out, &operands, panel, r0, (p0, pixels));
+                let next_panel = (next && r0 == 0).then(|| &x[p0 + nr..]);
+                block_at::<K>(out, &operands, panel, next_panel, r0, (p0, pixels));
             }
         }
         return;
@@ -301,6 +304,7 @@ fn products<K: Kernel>(
                 out,
                 &operands,
                 (panel_values, nr),
+                None,
                 r0,
                 (first_px, panel_pixels),
             );
@@ -325,6 +329,7 @@ fn block_at<K: Kernel>(
     out: OutRows<'_>,
     operands: &Operands<'_>,
     (panel, panel_stride): (&[f32], usize),
+    next_panel: Option<&[f32]>,
     r0: usize,
     (first_px, pixels): (usize, usize),
 ) {
@@ -347,6 +352,7 @@ fn block_at<K: Kernel>(
         next_weight: &weight[(r0 + filters) * c_in..(r0 + filters + next_rows) * c_in],
         panel,
         panel_stride,
+        next_panel: next_panel.unwrap_or(&[]),
         init,
         c_in,
         // SAFETY: `first` is inside the output (asserted above).
@@ -408,6 +414,12 @@ struct Block<'a> {
     next_weight: &'a [f32],
     panel: &'a [f32],
     panel_stride: usize,
+    /// The next panel of a product read straight from the input (empty if none), fetched
+    /// into L2 while this block runs (the AVX-512 blocks; its rows are `hw` apart, too many
+    /// streams for the hardware prefetcher). A scan's pass, one thread, alternated with the
+    /// same pass without, 290 passes each (Emerald Rapids Xeon): 0.11–0.17 ms faster of
+    /// 11.3–11.7; at forced AVX2 no change, so the AVX2 block does not.
+    next_panel: &'a [f32],
     init: [f32; MAX_MR],
     c_in: usize,
     /// The block's first output, `out_len` values before the end of the rows; written by
@@ -542,10 +554,17 @@ unsafe fn avx512_block<const R: usize, const V: usize>(b: Block<'_>) {
             *a = [_mm512_set1_ps(b.init[r]); V];
         }
         let (next, next_rows) = (b.next_weight.as_ptr(), b.next_weight.len() / c_in);
+        let next_panel =
+            (b.next_panel.len() >= (c_in - 1) * stride + 16 * V).then_some(b.next_panel.as_ptr());
         for k in 0..c_in {
             if k.is_multiple_of(16) {
                 for r in 0..next_rows {
                     _mm_prefetch::<_MM_HINT_T0>(next.add(r * c_in + k).cast());
+                }
+            }
+            if let Some(next_panel) = next_panel {
+                for v in 0..V {
+                    _mm_prefetch::<_MM_HINT_T1>(next_panel.add(k * stride + 16 * v).cast());
                 }
             }
             let mut xs = [_mm512_setzero_ps(); V];
