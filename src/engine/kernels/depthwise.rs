@@ -447,17 +447,19 @@ mod tests {
 
     /// Channel counts and plane lengths for the channels-in-lanes kernel's register
     /// transposes (8-channel blocks, positions in blocks of 8 and a remainder) and its short
-    /// last group of 16; rows of 21 outputs (AVX-512 blocks of 8, 8, 4 and 1); and rows of
+    /// last group of 16; rows of 21 and 10 outputs (AVX-512 blocks of 8, 8 and 5; 8 and 2;
+    /// other levels 4, 4, 4, 4, 4 and 1; 4, 4 and 2); and rows of
     /// 40 and 70 outputs, which the planes kernel runs one row at a time (whole blocks of
     /// 32 and a last partial one); and a stride-2 3×3 row of 25 outputs (AVX-512: units of
     /// 16 and 9, the last one's second run of columns crossing the input's right edge).
-    const WIDE_CASES: [Case; 11] = [
+    const WIDE_CASES: [Case; 12] = [
         (1, 3, 9, 50, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1]),
         (2, 19, 9, 9, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1]),
         (1, 24, 14, 14, [5, 5], [2, 2], [2, 2, 2, 2], [1, 1]),
         (1, 32, 7, 7, [5, 5], [1, 1], [2, 2, 2, 2], [1, 1]),
         (2, 8, 6, 11, [3, 3], [2, 1], [0, 1, 1, 1], [1, 1]),
         (1, 17, 4, 21, [5, 5], [1, 1], [2, 2, 2, 2], [1, 1]),
+        (1, 18, 5, 10, [5, 5], [1, 1], [2, 2, 2, 2], [1, 1]),
         (1, 3, 5, 40, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1]),
         (2, 2, 6, 70, [5, 5], [1, 1], [2, 2, 2, 2], [1, 1]),
         // Stride-1 3-wide rows for the AVX-512 unpadded kernel: 14 outputs (groups of 8

@@ -144,7 +144,8 @@ fn compute(level: SimdLevel, pixels: Pixels<'_>) {
 
 /// The body of [`compute`] at the AVX2 and portable levels (and for the AVX-512 level's
 /// unusual geometries), compiled once per level (each `Lanes` loop becomes one to four
-/// vector operations); `FMA` selects fused multiply-adds.
+/// vector operations); `FMA` selects fused multiply-adds. Blocks of [`PIXEL_BLOCK`] outputs
+/// along a row, then the row's rest as one block.
 #[inline(always)]
 fn compute_body<const FMA: bool>(pixels: Pixels<'_>) {
     let Pixels {
@@ -155,59 +156,80 @@ fn compute_body<const FMA: bool>(pixels: Pixels<'_>) {
         cols,
         g,
     } = pixels;
-    let [kh, kw] = g.kernel;
-    let [sy, sx] = g.strides;
-    let [dy, dx] = g.dilations;
+    let block = GenericBlock {
+        padded,
+        taps,
+        bias,
+        cols,
+        g,
+    };
     for (oy, row_out) in out.chunks_exact_mut(g.wo).enumerate() {
-        let mut blocks = row_out.chunks_exact_mut(PIXEL_BLOCK);
         let mut ox = 0;
-        for block in &mut blocks {
-            let mut acc = [bias; PIXEL_BLOCK];
-            for ky in 0..kh {
-                let row = &padded[(oy * sy + ky * dy) * cols..];
-                let taps = &taps[ky * kw..][..kw];
-                // EfficientNet's kernels with the row's taps known at compile time: each input
-                // vector the block reads is loaded once for all the taps that use it.
-                match (kw, sx, dx) {
-                    (3, 1, 1) => block_row::<FMA, 3, 1>(&mut acc, row, ox, taps),
-                    (5, 1, 1) => block_row::<FMA, 5, 1>(&mut acc, row, ox, taps),
-                    (3, 2, 1) => block_row::<FMA, 3, 2>(&mut acc, row, ox, taps),
-                    (5, 2, 1) => block_row::<FMA, 5, 2>(&mut acc, row, ox, taps),
-                    _ => {
-                        for (kx, w) in taps.iter().enumerate() {
-                            for (j, a) in acc.iter_mut().enumerate() {
-                                fma_lanes::<FMA>(a, w, &row[(ox + j) * sx + kx * dx]);
-                            }
-                        }
-                    }
-                }
-            }
-            block.copy_from_slice(&acc);
+        while ox + PIXEL_BLOCK <= g.wo {
+            block.outputs::<FMA, PIXEL_BLOCK>(&mut row_out[ox..], [oy, ox]);
             ox += PIXEL_BLOCK;
         }
-        for (j, o) in blocks.into_remainder().iter_mut().enumerate() {
-            let mut acc = bias;
-            for ky in 0..kh {
-                let row = &padded[(oy * sy + ky * dy) * cols..];
-                for kx in 0..kw {
-                    fma_lanes::<FMA>(&mut acc, &taps[ky * kw + kx], &row[(ox + j) * sx + kx * dx]);
-                }
-            }
-            *o = acc;
+        let (out, at) = (&mut row_out[ox..], [oy, ox]);
+        match g.wo - ox {
+            3 => block.outputs::<FMA, 3>(out, at),
+            2 => block.outputs::<FMA, 2>(out, at),
+            1 => block.outputs::<FMA, 1>(out, at),
+            _ => {}
         }
     }
 }
 
-/// One kernel row's taps (`KW` of them, stride `SX`, no dilation) added onto a block of
+/// What every block of [`compute_body`] reads.
+struct GenericBlock<'a> {
+    padded: &'a [Lanes],
+    taps: &'a [Lanes],
+    bias: Lanes,
+    cols: usize,
+    g: &'a ConvGeometry,
+}
+
+impl GenericBlock<'_> {
+    /// `N` outputs of row `oy` from column `ox` into `out[..N]`.
+    #[inline(always)]
+    fn outputs<const FMA: bool, const N: usize>(&self, out: &mut [Lanes], [oy, ox]: [usize; 2]) {
+        let g = self.g;
+        let [kh, kw] = g.kernel;
+        let [sy, sx] = g.strides;
+        let [dy, dx] = g.dilations;
+        let mut acc = [self.bias; N];
+        for ky in 0..kh {
+            let row = &self.padded[(oy * sy + ky * dy) * self.cols..];
+            let taps = &self.taps[ky * kw..][..kw];
+            // EfficientNet's kernels with the row's taps known at compile time: each input
+            // vector the block reads is loaded once for all the taps that use it.
+            match (kw, sx, dx) {
+                (3, 1, 1) => block_row::<FMA, 3, 1, N>(&mut acc, row, ox, taps),
+                (5, 1, 1) => block_row::<FMA, 5, 1, N>(&mut acc, row, ox, taps),
+                (3, 2, 1) => block_row::<FMA, 3, 2, N>(&mut acc, row, ox, taps),
+                (5, 2, 1) => block_row::<FMA, 5, 2, N>(&mut acc, row, ox, taps),
+                _ => {
+                    for (kx, w) in taps.iter().enumerate() {
+                        for (j, a) in acc.iter_mut().enumerate() {
+                            fma_lanes::<FMA>(a, w, &row[(ox + j) * sx + kx * dx]);
+                        }
+                    }
+                }
+            }
+        }
+        out[..N].copy_from_slice(&acc);
+    }
+}
+
+/// One kernel row's taps (`KW` of them, stride `SX`, no dilation) added onto a block of `N`
 /// outputs from `ox`: the inputs it reads are one window of the padded row.
 #[inline(always)]
-fn block_row<const FMA: bool, const KW: usize, const SX: usize>(
-    acc: &mut [Lanes; PIXEL_BLOCK],
+fn block_row<const FMA: bool, const KW: usize, const SX: usize, const N: usize>(
+    acc: &mut [Lanes; N],
     row: &[Lanes],
     ox: usize,
     taps: &[Lanes],
 ) {
-    let window = &row[ox * SX..][..(PIXEL_BLOCK - 1) * SX + KW];
+    let window = &row[ox * SX..][..(N - 1) * SX + KW];
     let taps = &taps[..KW];
     for (kx, w) in taps.iter().enumerate() {
         for (j, a) in acc.iter_mut().enumerate() {
@@ -273,17 +295,18 @@ mod avx512 {
                     block.outputs::<PIXEL_BLOCK>(&mut row_out[ox..], [oy, ox]);
                     ox += PIXEL_BLOCK;
                 }
-                // The rest in blocks of 4, 2 and 1 (7 × 7 maps: all of them).
-                if ox + 4 <= g.wo {
-                    block.outputs::<4>(&mut row_out[ox..], [oy, ox]);
-                    ox += 4;
-                }
-                if ox + 2 <= g.wo {
-                    block.outputs::<2>(&mut row_out[ox..], [oy, ox]);
-                    ox += 2;
-                }
-                if ox < g.wo {
-                    block.outputs::<1>(&mut row_out[ox..], [oy, ox]);
+                // The rest as one block (7 × 7 maps: the whole row), so as many FMA chains
+                // overlap as there are outputs.
+                let (out, at) = (&mut row_out[ox..], [oy, ox]);
+                match g.wo - ox {
+                    7 => block.outputs::<7>(out, at),
+                    6 => block.outputs::<6>(out, at),
+                    5 => block.outputs::<5>(out, at),
+                    4 => block.outputs::<4>(out, at),
+                    3 => block.outputs::<3>(out, at),
+                    2 => block.outputs::<2>(out, at),
+                    1 => block.outputs::<1>(out, at),
+                    _ => {}
                 }
             }
         }
