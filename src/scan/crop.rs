@@ -292,4 +292,66 @@ mod tests {
         );
         assert!(c.pixels().all(|p| p.0 == [70, 0, 0]));
     }
+
+    /// Every output pixel the rounded mean of its span's pixels, summed one by one (grey
+    /// outside), on fields partly or wholly outside the picture, smaller and larger than
+    /// the crop, against an irregular picture.
+    #[test]
+    fn crops_equal_the_mean_of_each_span() {
+        let (w, h) = (37u32, 23u32);
+        let picture = RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([
+                (x * 7 + y * 13) as u8,
+                (x * y) as u8,
+                (255 - x - 3 * y) as u8,
+            ])
+        });
+        let sampler = CropSampler::new(&picture);
+        let fields = [
+            (0, 0, 37, 23),
+            (-5, -9, 11, 4),
+            (30, 20, 90, 61),
+            (-50, -50, -10, -20),
+            (3, 4, 4, 5),
+            (-1, 2, 36, 22),
+        ];
+        for (x0, y0, x1, y1) in fields {
+            let field = PixelBox { x0, y0, x1, y1 };
+            for size in [1, 5, 16, 64] {
+                let got = sampler.crop(field, size);
+                let n = i64::from(size);
+                let edges = |origin: i64, extent: i64, k: i64| {
+                    let lo = origin + (k * extent).div_euclid(n);
+                    (
+                        lo,
+                        (origin + ((k + 1) * extent + n - 1).div_euclid(n)).max(lo + 1),
+                    )
+                };
+                for v in 0..n {
+                    for u in 0..n {
+                        let (xa, xb) = edges(x0, field.width().max(1), u);
+                        let (ya, yb) = edges(y0, field.height().max(1), v);
+                        let mut sums = [0u64; 3];
+                        for y in ya..yb {
+                            for x in xa..xb {
+                                let inside = (0..i64::from(w)).contains(&x)
+                                    && (0..i64::from(h)).contains(&y);
+                                for (c, s) in sums.iter_mut().enumerate() {
+                                    *s += if inside {
+                                        u64::from(picture.get_pixel(x as u32, y as u32).0[c])
+                                    } else {
+                                        OUTSIDE
+                                    };
+                                }
+                            }
+                        }
+                        let area = ((xb - xa) * (yb - ya)) as u64;
+                        let want = sums.map(|s| ((s + area / 2) / area) as u8);
+                        let at = got.get_pixel(u as u32, v as u32).0;
+                        assert_eq!(at, want, "field {field:?}, size {size}, pixel ({u}, {v})");
+                    }
+                }
+            }
+        }
+    }
 }
