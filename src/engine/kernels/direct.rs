@@ -6,6 +6,8 @@
 //! image's group of [`LANES`] output channels, copies the image into a zero border once, and
 //! computes each output pixel as `K` multiply-adds of a broadcast input value by a vector of
 //! weights, in bands of rows that are transposed back to `[c_out, ho, wo]` while in cache.
+//! At the AVX-512 level, stride-2 3-wide layers (the stem) run `direct/pixels.rs` instead,
+//! with output pixels in lanes and no transposes.
 
 use std::mem::MaybeUninit;
 
