@@ -100,13 +100,7 @@ pub fn to_lanes(
     out: &mut [Lanes],
 ) {
     let len = out.len();
-    assert!(
-        channels <= LANES
-            && len <= stride
-            && (channels == 0 || planes.len() >= (channels - 1) * stride + len),
-        "to_lanes: {channels} channels of {len} values at stride {stride} from {} values",
-        planes.len()
-    );
+    assert_runs_fit("to_lanes", [channels, len, stride], planes.len());
     #[cfg(target_arch = "x86_64")]
     let done = if level >= SimdLevel::Avx2Fma {
         // SAFETY: both levels imply AVX2 (callers only pass levels the CPU supports); the
@@ -138,13 +132,7 @@ pub fn from_lanes(
     stride: usize,
 ) {
     let len = src.len();
-    assert!(
-        channels <= LANES
-            && len <= stride
-            && (channels == 0 || dst.len() >= (channels - 1) * stride + len),
-        "from_lanes: {channels} channels of {len} values at stride {stride} into {} slots",
-        dst.len()
-    );
+    assert_runs_fit("from_lanes", [channels, len, stride], dst.len());
     #[cfg(target_arch = "x86_64")]
     let done = if level >= SimdLevel::Avx2Fma {
         // SAFETY: as in `to_lanes`; the sizes were checked above.
@@ -166,6 +154,17 @@ pub fn from_lanes(
             d.write(s[c]);
         }
     }
+}
+
+/// Panics unless `channels` (≤ [`LANES`]) runs of `len` values, `stride` apart, fit in
+/// `slots` values (`what` names the caller).
+fn assert_runs_fit(what: &str, [channels, len, stride]: [usize; 3], slots: usize) {
+    assert!(
+        channels <= LANES
+            && len <= stride
+            && (channels == 0 || slots >= (channels - 1) * stride + len),
+        "{what}: {channels} channels of {len} values at stride {stride} in {slots} slots"
+    );
 }
 
 /// The 8 × 8 register transposes of [`to_lanes`] and [`from_lanes`] (AVX2 and AVX-512 levels).
