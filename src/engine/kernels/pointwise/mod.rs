@@ -298,6 +298,12 @@ fn dot_columns(dst: &mut [f32], weight: &[f32], x: &[f32], [c_in, hw]: [usize; 2
         hw,
         first,
     };
+    #[cfg(target_arch = "x86_64")]
+    if simd::active() == SimdLevel::Avx512 {
+        // SAFETY: `simd::active` only reports AVX-512 on CPUs that have it.
+        unsafe { register_blocked::dot_columns_avx512(task) };
+        return;
+    }
     simd::run_at_level!(simd::active(), dot_columns_body, task, DotColumns<'_>);
 }
 
@@ -417,8 +423,11 @@ mod tests {
             (2, 24, 50, 14, 14),
             (1, 40, 56, 45, 45),
             // The 8 × 48 kernel at the AVX-512 level: 48 + 1 columns (one to
-            // `dot_columns`), 192 + 4 with 21 filters (a partial block), 96 + 4 in a batch.
+            // `dot_columns`), 192 + 4 with 21 filters (a partial block), 96 + 4 in a batch;
+            // 11 filters over 37 channels (the AVX-512 dot columns: 4 + 4 + 3 filters, a
+            // masked last 5 channels).
             (1, 20, 50, 7, 7),
+            (1, 37, 11, 7, 7),
             (1, 30, 21, 14, 14),
             (2, 16, 9, 10, 10),
         ] {
