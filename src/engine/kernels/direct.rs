@@ -6,7 +6,7 @@
 //! image's group of [`LANES`] output channels, copies the image into a zero border once, and
 //! computes each output pixel as `K` multiply-adds of a broadcast input value by a vector of
 //! weights, in bands of rows that are transposed back to `[c_out, ho, wo]` while in cache.
-//! At the AVX-512 level, stride-2 3-wide layers (the stem) run `direct/pixels.rs` instead,
+//! At the AVX2 and AVX-512 levels, stride-2 3-wide layers (the stem) run `direct/pixels.rs` instead,
 //! with output pixels in lanes and no transposes.
 
 use std::mem::MaybeUninit;
@@ -51,7 +51,7 @@ pub fn direct_conv2d(
     };
     let image_len = g.c_in * g.h * g.w;
     #[cfg(target_arch = "x86_64")]
-    if level == SimdLevel::Avx512 && pixels::takes(g) {
+    if level >= SimdLevel::Avx2Fma && pixels::takes(g) {
         let group_task = |taps: &mut Vec<Lanes>, image: usize, group: usize, dst: &mut [_]| {
             let channels = dst.len() / (g.ho * g.wo);
             let first = group * LANES;
@@ -62,9 +62,14 @@ pub fn direct_conv2d(
                 taps,
             );
             let image = &x[image * image_len..][..image_len];
-            // SAFETY: the CPU has AVX-512F (the level is supported, checked above) and
+            // SAFETY: the CPU has the level's features (it is supported, checked above) and
             // `pixels` takes `g`.
-            unsafe { pixels::conv_group(dst, image, taps, &bias, channels, g) };
+            unsafe {
+                match level {
+                    SimdLevel::Avx512 => pixels::conv_group(dst, image, taps, &bias, channels, g),
+                    _ => pixels::conv_group_avx2(dst, image, taps, &bias, channels, g),
+                }
+            };
         };
         // SAFETY: `pixels::conv_group` writes every slot of its `dst`.
         return Some(unsafe { by_groups([g.n, g.c_out, g.ho * g.wo], group_task) });
@@ -285,9 +290,14 @@ mod tests {
             let x = values(g.n * g.c_in * g.h * g.w, 3 + i as u64);
             let weight = values(g.c_out * g.k(), 11 + i as u64);
             let bias = values(g.c_out, 23 + i as u64);
-            for level in SimdLevel::supported_levels() {
-                let got = direct_conv2d(level, &x, &weight, Some(&bias), &g).expect("direct");
-                let worst = worst_error(&got, &x, &weight, &bias, &g);
+            // Every level's output kept until all are checked, so none can reuse another's
+            // freed buffer (an output slot a kernel skipped would hold the right value).
+            let levels = SimdLevel::supported_levels();
+            let outputs: Vec<Vec<f32>> = (levels.iter())
+                .map(|&level| direct_conv2d(level, &x, &weight, Some(&bias), &g).expect("direct"))
+                .collect();
+            for (level, got) in levels.iter().zip(&outputs) {
+                let worst = worst_error(got, &x, &weight, &bias, &g);
                 assert!(worst <= 1e-5, "case {i} at {level:?}: max |Δ| {worst:e}");
             }
         }
