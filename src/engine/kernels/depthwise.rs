@@ -488,15 +488,20 @@ mod tests {
             let x = values(g.n * g.c_in * g.h * g.w, 3 + i as u64);
             let weight = values(g.c_out * g.kernel[0] * g.kernel[1], 11 + i as u64);
             let bias = values(g.c_out, 23 + i as u64);
-            for level in SimdLevel::supported_levels() {
-                for (name, kernel) in kernels {
-                    let got = kernel(level, &x, &weight, Some(&bias), &g);
-                    let worst = worst_error(&got, &x, &weight, &bias, &g);
-                    assert!(
-                        worst <= 1e-5,
-                        "case {i}, {name} at {level:?}: max |Δ| {worst:e}"
-                    );
-                }
+            // Every output kept until all are checked, so none can reuse another's freed
+            // buffer (an output slot a kernel skipped would hold the right value).
+            let runs: Vec<_> = (SimdLevel::supported_levels().into_iter())
+                .flat_map(|level| kernels.map(|(name, kernel)| (level, name, kernel)))
+                .map(|(level, name, kernel)| {
+                    (level, name, kernel(level, &x, &weight, Some(&bias), &g))
+                })
+                .collect();
+            for (level, name, got) in &runs {
+                let worst = worst_error(got, &x, &weight, &bias, &g);
+                assert!(
+                    worst <= 1e-5,
+                    "case {i}, {name} at {level:?}: max |Δ| {worst:e}"
+                );
             }
         }
     }
