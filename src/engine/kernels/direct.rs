@@ -6,8 +6,8 @@
 //! image's group of [`LANES`] output channels, copies the image into a zero border once, and
 //! computes each output pixel as `K` multiply-adds of a broadcast input value by a vector of
 //! weights, in bands of rows that are transposed back to `[c_out, ho, wo]` while in cache.
-//! At the AVX2 and AVX-512 levels, stride-2 3-wide layers (the stem) run `direct/pixels.rs` instead,
-//! with output pixels in lanes and no transposes.
+//! At the AVX2 and AVX-512 levels, stride-2 3-wide layers (the stem) run `direct/pixels.rs`
+//! instead, with output pixels in lanes and no transposes.
 
 use std::mem::MaybeUninit;
 
@@ -71,7 +71,7 @@ pub fn direct_conv2d(
                 }
             };
         };
-        // SAFETY: `pixels::conv_group` writes every slot of its `dst`.
+        // SAFETY: both pixels kernels write every slot of their `dst`.
         return Some(unsafe { by_groups([g.n, g.c_out, g.ho * g.wo], group_task) });
     }
     let group_task = |scratch: &mut Scratch, image: usize, group: usize, dst: &mut [_]| {
@@ -266,9 +266,9 @@ mod tests {
 
     /// EfficientNet's stem in small (3×3 stride 2, TF-style asymmetric padding), more output
     /// channels than one group with a short last group, rows not a multiple of the pixel
-    /// block or the band, a dilation, a batch, and a 1-channel 5×5; then two that the AVX-512
-    /// pixels kernel takes (rows of 17 and 33 outputs: a last, short register; a short last
-    /// channel group; a 5-high kernel; padding on every side).
+    /// block or the band, a dilation, a batch, and a 1-channel 5×5; then two that the pixels
+    /// kernels (AVX2, AVX-512) take (rows of 17 and 33 outputs: a last, short register; a
+    /// short last channel group; a 5-high kernel; padding on every side).
     const CASES: [Case; 7] = [
         (1, 3, 32, 15, 15, [3, 3], [2, 2], [0, 0, 1, 1], [1, 1]),
         (2, 3, 21, 9, 11, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1]),
