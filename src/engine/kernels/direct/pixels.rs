@@ -34,6 +34,37 @@ pub(super) fn takes(g: &ConvGeometry) -> bool {
         && g.wo >= LANES
 }
 
+/// Checks a group's slice lengths (`[dst, image, taps]`) against `g` (one [`takes`]
+/// accepts) and `channels`; returns the output plane's length.
+fn check_sizes(g: &ConvGeometry, [dst, image, taps]: [usize; 3], channels: usize) -> usize {
+    let plane_out = g.ho * g.wo;
+    assert!(
+        takes(g)
+            && (1..=LANES).contains(&channels)
+            && image == g.c_in * g.h * g.w
+            && dst == channels * plane_out
+            && taps == g.c_in * g.kernel[0] * 3,
+        "direct pixels kernel: sizes"
+    );
+    plane_out
+}
+
+/// For output row `oy`, each tap row (input channel `ci`, kernel row `ky`, numbered
+/// `ci · kh + ky`) whose input row lies inside the image, with that row's offset in the
+/// image; the others read padding (zeros) and are skipped.
+#[inline(always)]
+fn input_rows(g: &ConvGeometry, oy: usize) -> impl Iterator<Item = (usize, isize)> + '_ {
+    let kh = g.kernel[0];
+    let (py, h, w) = (g.pads_before[0] as isize, g.h as isize, g.w as isize);
+    (0..g.c_in * kh).filter_map(move |row_of_taps| {
+        let (ci, ky) = (row_of_taps / kh, row_of_taps % kh);
+        let iy = (2 * oy + ky) as isize - py;
+        (0..h)
+            .contains(&iy)
+            .then_some((row_of_taps, (ci * g.h) as isize * w + iy * w))
+    })
+}
+
 /// `dst [channels, ho, wo]` = `bias` + the `taps [c_in · kh · 3]` (lanes: each tap's weight
 /// for the group's channels, [`super::super::lanes::pack_filters`]) over `image [c_in, h, w]`
 /// with `g`'s padding, every output written.
@@ -49,22 +80,11 @@ pub(super) unsafe fn conv_group(
     channels: usize,
     g: &ConvGeometry,
 ) {
-    let kh = g.kernel[0];
-    let plane_in = g.h * g.w;
-    let plane_out = g.ho * g.wo;
-    assert!(
-        takes(g)
-            && (1..=LANES).contains(&channels)
-            && image.len() == g.c_in * plane_in
-            && dst.len() == channels * plane_out
-            && taps.len() == g.c_in * kh * 3,
-        "direct pixels kernel: sizes"
-    );
+    let plane_out = check_sizes(g, [dst.len(), image.len(), taps.len()], channels);
     // Even and odd elements of the 32 values in two registers.
     let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    let [py, px] = g.pads_before;
-    let (h, w) = (g.h as isize, g.w as isize);
+    let (px, w) = (g.pads_before[1] as isize, g.w as isize);
     let out = dst.as_mut_ptr().cast::<f32>();
     let taps = taps.as_ptr().cast::<f32>();
     let mut bias_regs = [_mm512_setzero_ps(); LANES];
@@ -75,23 +95,14 @@ pub(super) unsafe fn conv_group(
         for ox0 in (0..g.wo).step_by(LANES) {
             // Input columns from `first_col`: taps 0 and 1 from the run there, tap 2 from the
             // run two columns on; the masks keep the columns inside the row.
-            let first_col = 2 * ox0 as isize - px as isize;
+            let first_col = 2 * ox0 as isize - px;
             let mut masks = [0u16; 4];
             for (mask, &at) in masks.iter_mut().zip(&RUNS) {
                 *mask = columns_inside(first_col + at as isize, w);
             }
             let mut acc = bias_regs;
-            // Every tap row (input channel `ci`, kernel row `ky`) whose input row is inside
-            // the image (the others read padding: zeros).
-            for row_of_taps in 0..g.c_in * kh {
-                let (ci, ky) = (row_of_taps / kh, row_of_taps % kh);
-                let iy = (2 * oy + ky) as isize - py as isize;
-                if iy < 0 || iy >= h {
-                    continue;
-                }
-                let row = image
-                    .as_ptr()
-                    .wrapping_offset((ci * plane_in) as isize + iy * w + first_col);
+            for (row_of_taps, row_start) in input_rows(g, oy) {
+                let row = image.as_ptr().wrapping_offset(row_start + first_col);
                 let mut runs = [_mm512_setzero_ps(); 4];
                 for ((run, &at), &mask) in runs.iter_mut().zip(&RUNS).zip(&masks) {
                     // SAFETY: the masks keep only columns inside row `iy` of plane `ci` of
@@ -143,19 +154,8 @@ pub(super) unsafe fn conv_group_avx2(
     channels: usize,
     g: &ConvGeometry,
 ) {
-    let kh = g.kernel[0];
-    let plane_in = g.h * g.w;
-    let plane_out = g.ho * g.wo;
-    assert!(
-        takes(g)
-            && (1..=LANES).contains(&channels)
-            && image.len() == g.c_in * plane_in
-            && dst.len() == channels * plane_out
-            && taps.len() == g.c_in * kh * 3,
-        "direct pixels kernel: sizes"
-    );
-    let [py, px] = g.pads_before;
-    let (h, w) = (g.h as isize, g.w as isize);
+    let plane_out = check_sizes(g, [dst.len(), image.len(), taps.len()], channels);
+    let (px, w) = (g.pads_before[1] as isize, g.w as isize);
     let out = dst.as_mut_ptr().cast::<f32>();
     let taps = taps.as_ptr().cast::<f32>();
     // Lane `l`'s bit of a `columns_inside` mask, to turn its low 8 bits into a load mask.
@@ -173,21 +173,14 @@ pub(super) unsafe fn conv_group_avx2(
             for ox0 in (0..g.wo).step_by(8) {
                 // As in `conv_group`, with runs of 8: columns from the window's first (even:
                 // tap 0, odd: tap 1) and from two on (even: tap 2).
-                let first_col = 2 * ox0 as isize - px as isize;
+                let first_col = 2 * ox0 as isize - px;
                 let mut masks = [_mm256_setzero_si256(); 4];
                 for (mask, &at) in masks.iter_mut().zip(&RUNS_AVX2) {
                     *mask = lane_mask(columns_inside(first_col + at as isize, w));
                 }
                 let mut acc = bias_regs;
-                for row_of_taps in 0..g.c_in * kh {
-                    let (ci, ky) = (row_of_taps / kh, row_of_taps % kh);
-                    let iy = (2 * oy + ky) as isize - py as isize;
-                    if iy < 0 || iy >= h {
-                        continue;
-                    }
-                    let row = image
-                        .as_ptr()
-                        .wrapping_offset((ci * plane_in) as isize + iy * w + first_col);
+                for (row_of_taps, row_start) in input_rows(g, oy) {
+                    let row = image.as_ptr().wrapping_offset(row_start + first_col);
                     let mut runs = [_mm256_setzero_ps(); 4];
                     for ((run, &at), &mask) in runs.iter_mut().zip(&RUNS_AVX2).zip(&masks) {
                         // SAFETY: as in `conv_group`: the masks keep only columns inside
