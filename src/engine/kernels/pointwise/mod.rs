@@ -26,8 +26,11 @@ use super::geometry::ConvGeometry;
 use super::matmul::{Product, matmul_strided};
 use super::simd::{self, SimdLevel};
 
+mod dot_columns;
 #[cfg(target_arch = "x86_64")]
 mod register_blocked;
+
+use dot_columns::dot_columns;
 
 /// Below this many multiply-adds per image a block split costs more than it gains.
 const SPLIT_FROM_MACS: usize = 1 << 20;
@@ -278,60 +281,6 @@ fn dot_column_count(hw: usize) -> usize {
         left
     } else {
         0
-    }
-}
-
-/// Adds `weight [rows, c_in] × x [c_in, hw]`'s columns `first..hw` onto `dst [rows, hw]`, one
-/// dot product per output over a copy of each column made contiguous, at the process's
-/// SIMD level.
-fn dot_columns(dst: &mut [f32], weight: &[f32], x: &[f32], [c_in, hw]: [usize; 2], first: usize) {
-    // [hw - first, c_in]: the columns as rows.
-    let mut columns = Vec::with_capacity((hw - first) * c_in);
-    for p in first..hw {
-        columns.extend(x.iter().skip(p).step_by(hw));
-    }
-    let task = DotColumns {
-        dst,
-        weight,
-        columns: &columns,
-        c_in,
-        hw,
-        first,
-    };
-    #[cfg(target_arch = "x86_64")]
-    if simd::active() == SimdLevel::Avx512 {
-        // SAFETY: `simd::active` only reports AVX-512 on CPUs that have it.
-        unsafe { register_blocked::dot_columns_avx512(task) };
-        return;
-    }
-    simd::run_at_level!(simd::active(), dot_columns_body, task, DotColumns<'_>);
-}
-
-/// [`dot_columns`]' operands: `columns [hw - first, c_in]`.
-struct DotColumns<'a> {
-    dst: &'a mut [f32],
-    weight: &'a [f32],
-    columns: &'a [f32],
-    c_in: usize,
-    hw: usize,
-    first: usize,
-}
-
-/// The body of [`dot_columns`], compiled once per SIMD level.
-#[inline(always)]
-fn dot_columns_body<const FMA: bool>(task: DotColumns<'_>) {
-    let DotColumns {
-        dst,
-        weight,
-        columns,
-        c_in,
-        hw,
-        first,
-    } = task;
-    for (row, w) in dst.chunks_exact_mut(hw).zip(weight.chunks_exact(c_in)) {
-        for (out, column) in row[first..].iter_mut().zip(columns.chunks_exact(c_in)) {
-            *out += super::linear::dot::<FMA>(w, column);
-        }
     }
 }
 
