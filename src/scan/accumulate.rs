@@ -113,9 +113,21 @@ impl TopEntry {
     }
 }
 
+/// Whether an entry of `value` for `image` would enter `top` (sorted best first, at most
+/// `k`): checked before the entry is built, since most tiles of a long scan do not.
+fn enters_top(top: &[TopEntry], value: f32, image: u64, k: usize) -> bool {
+    let probe = TopEntry {
+        image,
+        value,
+        y: 0,
+        x: 0,
+    };
+    k > 0 && (top.len() < k || top.last().is_some_and(|l| probe.ranks_before(l)))
+}
+
 /// Inserts `entry` into `top` (sorted best first) keeping at most `k`.
 pub fn insert_top(top: &mut Vec<TopEntry>, entry: TopEntry, k: usize) {
-    if k == 0 || (top.len() == k && !top.last().is_some_and(|l| entry.ranks_before(l))) {
+    if !enters_top(top, entry.value, entry.image, k) {
         return;
     }
     let at = top.partition_point(|e| e.ranks_before(&entry));
@@ -177,7 +189,9 @@ impl LayerScan {
             for ((stats, top), tile) in self.filters.iter_mut().zip(&mut self.top).zip(image_tiles)
             {
                 stats.add(tile);
-                if let Some(at) = tile.argmax {
+                if let Some(at) = tile.argmax
+                    && enters_top(top, tile.max, image, k)
+                {
                     let entry = TopEntry {
                         image,
                         value: tile.max,

@@ -137,27 +137,27 @@ pub fn example_path(root: &Path, stem: &str, filter_from_1: usize, rank_from_1: 
 
 /// `stats.csv` of these layers.
 pub fn stats_csv(layers: &[LayerScan]) -> String {
-    use std::fmt::Write;
     let rows: usize = layers.iter().map(|l| l.filters.len()).sum();
     let mut out = String::with_capacity(STATS_HEADER.len() + 1 + 140 * rows);
     out.push_str(STATS_HEADER);
     out.push('\n');
+    // zmij and itoa write the same shortest round-trip text as `Display` (non-finite values
+    // as `NaN`, `inf`, `-inf`) a few times faster: a scan of every conv layer of
+    // EfficientNet-Lite0 writes 21,000 rows of five floats.
+    let (mut ints, mut floats) = (itoa::Buffer::new(), zmij::Buffer::new());
     for layer in layers {
         let name = crate::viz::stats::csv_field(&layer.name);
         for (k, f) in layer.filters.iter().enumerate() {
-            // Writing to a String cannot fail.
-            let _ = writeln!(
-                out,
-                "{name},{},{},{},{},{},{},{},{}",
-                k + 1,
-                f.count,
-                f.mean,
-                f.std(),
-                f.min,
-                f.max,
-                f.frac_nonpositive(),
-                f.dead()
-            );
+            out.push_str(&name);
+            for int in [k as u64 + 1, f.count] {
+                out.push(',');
+                out.push_str(ints.format(int));
+            }
+            for float in [f.mean, f.std(), f.min, f.max, f.frac_nonpositive()] {
+                out.push(',');
+                out.push_str(floats.format(float));
+            }
+            out.push_str(if f.dead() { ",true\n" } else { ",false\n" });
         }
     }
     out
