@@ -3,10 +3,13 @@
 //! from any working directory. Provenance: `assets/model/PROVENANCE.md`.
 
 use super::preprocess::{Fit, InputSpec, InputTensor, load_input_bytes};
-use super::{Graph, ImportOptions, Result, load_onnx_bytes};
+use super::{Graph, ImportOptions, Result};
 
 /// `assets/model/efficientnet_lite0.onnx` (converted by `scripts/convert_default_model.py`).
 pub const DEFAULT_MODEL_ONNX: &[u8] = include_bytes!("../../assets/model/efficientnet_lite0.onnx");
+/// [`super::onnx::fingerprint`] of [`DEFAULT_MODEL_ONNX`], computed by `build.rs`: hashing
+/// the 18 MB at every start took 30–45 ms, the longest step of loading the model.
+pub const DEFAULT_MODEL_FINGERPRINT: &str = env!("CONVLENS_DEFAULT_MODEL_FINGERPRINT");
 /// Display name of the default model.
 pub const DEFAULT_MODEL_NAME: &str = "EfficientNet-Lite0 (ImageNet)";
 /// One ImageNet class name per line, in class-index order.
@@ -35,13 +38,14 @@ pub fn default_graph() -> Result<Graph> {
 
 /// The embedded model imported with `options` (e.g. at another input size).
 pub fn default_graph_with(options: &ImportOptions) -> Result<Graph> {
-    let mut g = load_onnx_bytes(
-        DEFAULT_MODEL_ONNX,
+    let mut g = super::onnx::import(
+        &bytes::Bytes::from_static(DEFAULT_MODEL_ONNX),
         "<embedded efficientnet_lite0.onnx>",
         "efficientnet_lite0",
         options,
     )?;
     g.name = DEFAULT_MODEL_NAME.to_string();
+    g.fingerprint = DEFAULT_MODEL_FINGERPRINT.to_string();
     Ok(g)
 }
 
@@ -103,5 +107,16 @@ mod tests {
             n.onnx_op.as_str(),
             "Pad" | "Shape" | "Gather" | "Slice" | "Concat"
         )));
+    }
+
+    #[test]
+    fn the_build_time_fingerprint_is_the_embedded_model_s() {
+        // FNV-1a's published 64-bit vectors: "" and "a".
+        assert_eq!(super::super::onnx::fingerprint(b""), "cbf29ce484222325");
+        assert_eq!(super::super::onnx::fingerprint(b"a"), "af63dc4c8601ec8c");
+        assert_eq!(
+            default_graph().map(|g| g.fingerprint).ok().as_deref(),
+            Some(super::super::onnx::fingerprint(DEFAULT_MODEL_ONNX).as_str())
+        );
     }
 }

@@ -41,7 +41,9 @@ pub fn load_onnx_file(path: &Path, options: &ImportOptions) -> Result<Graph> {
         error: source,
     })?;
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
-    load_onnx_bytes(&bytes, &path.display().to_string(), stem, options)
+    // The file's buffer becomes the parse's: weights are read where they lie (see `import`).
+    let bytes = bytes::Bytes::from(bytes);
+    load_shared(&bytes, &path.display().to_string(), stem, options)
 }
 
 /// Imports an ONNX model held in memory. `source` names it in messages; `fallback_name`
@@ -52,8 +54,20 @@ pub fn load_onnx_bytes(
     fallback_name: &str,
     options: &ImportOptions,
 ) -> Result<Graph> {
-    // The fingerprint reads every byte one after another (FNV-1a cannot be split): 20–25 ms
-    // for the embedded 13 MB model, hashed on a second core while the first one imports.
+    let bytes = bytes::Bytes::copy_from_slice(bytes);
+    load_shared(&bytes, source, fallback_name, options)
+}
+
+/// [`load_onnx_bytes`] of a buffer the parsed model may share.
+fn load_shared(
+    bytes: &bytes::Bytes,
+    source: &str,
+    fallback_name: &str,
+    options: &ImportOptions,
+) -> Result<Graph> {
+    // The fingerprint reads every byte one after another (FNV-1a cannot be split): 30–45 ms
+    // for an 18 MB model, hashed on a second core while the first one imports (the embedded
+    // model's is computed at build time instead: `default::default_graph_with`).
     let (fingerprint, graph) = rayon::join(
         || fingerprint(bytes),
         || import(bytes, source, fallback_name, options),
@@ -65,8 +79,8 @@ pub fn load_onnx_bytes(
 }
 
 /// [`load_onnx_bytes`] without the fingerprint (left empty).
-fn import(
-    bytes: &[u8],
+pub(super) fn import(
+    bytes: &bytes::Bytes,
     source: &str,
     fallback_name: &str,
     options: &ImportOptions,
@@ -78,7 +92,10 @@ fn import(
     if bytes.is_empty() {
         return Err(not_onnx("the file is empty".into()));
     }
-    let model = ModelProto::parse_from_bytes(bytes)
+    // Parsed from a shared buffer, each tensor's `raw_data` is a view into `bytes`, not a
+    // copy: the embedded model's 18 MB of weights were copied (and page-faulted in) twice,
+    // 10–15 ms of a 70 ms start.
+    let model = ModelProto::parse_from_tokio_bytes(bytes)
         .map_err(|e| not_onnx(format!("protobuf decoding failed: {e}")))?;
     let graph = model
         .graph
@@ -201,13 +218,10 @@ fn import(
 /// FNV-1a (64 bit) of the model file's bytes as 16 hex digits: names the exact model
 /// (architecture and weights) in annotation files. Stable across builds and platforms.
 pub fn fingerprint(bytes: &[u8]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    format!("{:016x}", fnv1a_64(bytes))
 }
+
+include!("fnv1a.rs");
 
 /// Static input shape from the declared type; symbolic batch → 1, symbolic H/W → options.
 fn input_shape(
