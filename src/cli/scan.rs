@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -10,7 +11,7 @@ use clap::{Args, Subcommand};
 use super::ModelArgs;
 use crate::engine::Engine;
 use crate::export::LayerSelection;
-use crate::scan::run::{Event, ScanInputs, ScanSpec};
+use crate::scan::run::{CheckpointEvery, Event, ScanInputs, ScanSpec};
 use crate::scan::{inputs, merge, run, shard};
 
 #[derive(Args, Debug)]
@@ -56,9 +57,13 @@ pub struct ScanArgs {
     /// Continue from the last checkpoint in --out (same model, flags and inputs).
     #[arg(long)]
     pub resume: bool,
-    /// Batches between checkpoints.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
-    pub checkpoint_every: u32,
+    /// Steps (batches) between checkpoints; without it, and without --checkpoint-seconds,
+    /// the state is saved every 30 seconds.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "checkpoint_seconds")]
+    pub checkpoint_every: Option<u32>,
+    /// Seconds between checkpoints (at the end of the step when they have passed).
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u32).range(1..))]
+    pub checkpoint_seconds: Option<u32>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -146,7 +151,11 @@ fn scan(args: &ScanArgs) -> Result<()> {
         top_k: usize::from(args.top_k),
         crop_size: args.crop_size,
         step,
-        checkpoint_every: args.checkpoint_every as usize,
+        checkpoint_every: match (args.checkpoint_every, args.checkpoint_seconds) {
+            (Some(steps), _) => CheckpointEvery::Steps(steps as usize),
+            (None, Some(s)) => CheckpointEvery::Interval(Duration::from_secs(u64::from(s))),
+            (None, None) => CheckpointEvery::DEFAULT,
+        },
     };
     let bar = indicatif::ProgressBar::new(mine as u64).with_style(
         indicatif::ProgressStyle::with_template(
