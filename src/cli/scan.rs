@@ -57,13 +57,12 @@ pub struct ScanArgs {
     /// Continue from the last checkpoint in --out (same model, flags and inputs).
     #[arg(long)]
     pub resume: bool,
-    /// Steps (batches) between checkpoints; without it, and without --checkpoint-seconds,
-    /// the state is saved every 30 seconds.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "checkpoint_seconds")]
+    /// Also save the state after this many steps (batches) since the last checkpoint.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub checkpoint_every: Option<u32>,
-    /// Seconds between checkpoints (at the end of the step when they have passed).
-    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u32).range(1..))]
-    pub checkpoint_seconds: Option<u32>,
+    /// Save the state this many seconds after the last checkpoint (at the end of that step).
+    #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub checkpoint_seconds: u32,
 }
 
 #[derive(Subcommand, Debug)]
@@ -151,10 +150,9 @@ fn scan(args: &ScanArgs) -> Result<()> {
         top_k: usize::from(args.top_k),
         crop_size: args.crop_size,
         step,
-        checkpoint_every: match (args.checkpoint_every, args.checkpoint_seconds) {
-            (Some(steps), _) => CheckpointEvery::Steps(steps as usize),
-            (None, Some(s)) => CheckpointEvery::Interval(Duration::from_secs(u64::from(s))),
-            (None, None) => CheckpointEvery::DEFAULT,
+        checkpoint_every: CheckpointEvery {
+            steps: args.checkpoint_every.map(|n| n as usize),
+            interval: Some(Duration::from_secs(u64::from(args.checkpoint_seconds))),
         },
     };
     let bar = indicatif::ProgressBar::new(mine as u64).with_style(
