@@ -10,7 +10,7 @@ use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
 use super::super::geometry::{ConvGeometry, columns_inside as columns};
-use super::{PREFETCH_ROWS, prefetch_rows};
+use super::{PREFETCH_ROWS, prefetch_rows, prefetch_rows_for_write};
 
 /// Whether [`plane`] computes `g`: stride 2 both ways, no dilation, a 3-wide kernel. A
 /// version with 5-wide kernels too (a third pair of taps) was slower than the
@@ -73,6 +73,11 @@ pub(super) unsafe fn plane(
         // The two input rows the group `PREFETCH_ROWS` output rows on adds.
         let ahead = (2 * (at[0].0 + PREFETCH_ROWS) + kh) as isize - py as isize;
         prefetch_rows(src, g.w, ahead - 2..ahead);
+        if at[0].1 == 0 {
+            // At a row's first unit, the output row as many rows on, for writing.
+            let out_ahead = (at[0].0 + PREFETCH_ROWS) as isize;
+            prefetch_rows_for_write(dst, g.wo, out_ahead..out_ahead + 1);
+        }
         for ky in 0..kh {
             let tap = |kx: usize| _mm512_set1_ps(taps[ky * kw + kx]);
             let row_taps = [tap(0), tap(1), tap(2)];

@@ -10,7 +10,7 @@ use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
 use super::super::geometry::{ConvGeometry, columns_inside as columns};
-use super::{PREFETCH_ROWS, prefetch_rows};
+use super::{PREFETCH_ROWS, prefetch_rows, prefetch_rows_for_write};
 
 /// Tallest kernel [`plane`] takes.
 const MAX_KH: usize = 5;
@@ -89,6 +89,9 @@ pub(super) unsafe fn plane(
         // The input rows the group `PREFETCH_ROWS` output rows on adds.
         let ahead = (oy0 + PREFETCH_ROWS + kh - 1) as isize - py as isize;
         prefetch_rows(src, g.w, ahead..ahead + rows as isize);
+        // And the output rows as many rows on, for writing.
+        let out_ahead = (oy0 + PREFETCH_ROWS) as isize;
+        prefetch_rows_for_write(dst, g.wo, out_ahead..out_ahead + rows as isize);
         for ky in 0..kh {
             let mut row_taps = [_mm512_setzero_ps(); KW];
             for (kx, t) in row_taps.iter_mut().enumerate() {
