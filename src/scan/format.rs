@@ -141,9 +141,10 @@ pub fn stats_csv(layers: &[LayerScan]) -> String {
     let mut out = String::with_capacity(STATS_HEADER.len() + 1 + 140 * rows);
     out.push_str(STATS_HEADER);
     out.push('\n');
-    // zmij and itoa write the same shortest round-trip text as `Display` (non-finite values
-    // as `NaN`, `inf`, `-inf`) a few times faster: a scan of every conv layer of
-    // EfficientNet-Lite0 writes 21,000 rows of five floats.
+    // zmij and itoa write the shortest digits that read back to the same value, as `Display`
+    // does, a few times faster (a scan of every conv layer of EfficientNet-Lite0 writes
+    // 21,000 rows of five floats); the spelling differs (`0.0` and `1e-7` where `Display`
+    // writes `0` and `0.0000001`; non-finite values alike: `NaN`, `inf`, `-inf`).
     let (mut ints, mut floats) = (itoa::Buffer::new(), zmij::Buffer::new());
     for layer in layers {
         let name = crate::viz::stats::csv_field(&layer.name);
