@@ -143,7 +143,10 @@ fn prefetch_rows(plane: &[f32], w: usize, rows: std::ops::Range<isize>) {
 /// fetch their output rows [`PREFETCH_ROWS`] ahead: EfficientNet-Lite0, one thread, passes
 /// alternated in one process (150 each, Emerald Rapids): a pass keeping every layer
 /// 14.47 → 13.91 and 13.79 → 13.24 ms, the scan's pass 11.78 → 11.32 and 10.95 → 10.82 ms;
-/// on two threads the kept pass was unchanged (10.02 and 10.03 ms).
+/// on two threads the kept pass was unchanged (10.02 and 10.03 ms). The lanes kernels
+/// (`depthwise/blocked.rs`) fetch a group's whole output before its arithmetic: then the kept
+/// pass 13.04 → 12.42 and 13.52 → 12.91 ms, the scan's 11.08 → 10.87 and 11.08 → 10.78 ms, two
+/// threads kept 9.84 → 9.59 ms.
 /// Only the x86-64 kernels call it.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]

@@ -11,6 +11,8 @@ use std::mem::MaybeUninit;
 use super::super::geometry::ConvGeometry;
 use super::super::lanes::{LANES, Lanes, by_groups, fma_lanes, from_lanes, pack_filters, to_lanes};
 use super::super::simd::SimdLevel;
+#[cfg(target_arch = "x86_64")]
+use super::prefetch_rows_for_write;
 use super::{PREFETCH_ROWS, prefetch_rows};
 
 /// Output pixels along a row computed together, sharing each tap's weight load.
@@ -110,6 +112,14 @@ fn conv_group(
         cols,
         g,
     };
+    // The group's output planes fetched for writing while the arithmetic runs
+    // (`prefetch_rows_for_write`: a kept output is a fresh buffer), taken as rows of one line.
+    #[cfg(target_arch = "x86_64")]
+    prefetch_rows_for_write(
+        dst,
+        16,
+        0..(task.channels * plane_out).div_ceil(16) as isize,
+    );
     compute(level, pixels);
     from_lanes(
         level,
