@@ -61,7 +61,7 @@ pub struct ScanArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub checkpoint_every: Option<u32>,
     /// Save the state this many seconds after the last checkpoint (at the end of that step).
-    #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = run::DEFAULT_CHECKPOINT_SECONDS, value_parser = clap::value_parser!(u32).range(1..))]
     pub checkpoint_seconds: u32,
 }
 
@@ -152,7 +152,7 @@ fn scan(args: &ScanArgs) -> Result<()> {
         step,
         checkpoint_every: CheckpointEvery {
             steps: args.checkpoint_every.map(|n| n as usize),
-            interval: Some(Duration::from_secs(u64::from(args.checkpoint_seconds))),
+            interval: Duration::from_secs(u64::from(args.checkpoint_seconds)),
         },
     };
     let bar = indicatif::ProgressBar::new(mine as u64).with_style(

@@ -103,23 +103,20 @@ pub struct Engine {
 impl Engine {
     /// Uploads the weights every runtime node reads.
     pub fn new(graph: Arc<Graph>, device: Device) -> Self {
-        let mut read: HashSet<&str> = HashSet::new();
+        let mut read = HashMap::new();
         let mut last_use = HashMap::new();
         for (i, node) in graph.nodes.iter().enumerate() {
             for name in &node.inputs {
                 last_use.insert(name.clone(), i);
-                if graph.constants.contains_key(name) {
-                    read.insert(name);
+                if let Some(c) = graph.constants.get(name) {
+                    read.insert(name.as_str(), c);
                 }
             }
         }
         // Copied side by side: on flex each upload is a fresh copy whose pages fault in one by
         // one (EfficientNet-Lite0's 18 MB: a fifth of a one-image `scan` process on one core).
         let weights = (read.into_par_iter())
-            .filter_map(|name| {
-                let c = graph.constants.get(name)?;
-                Some((name.to_string(), upload(c.to_f32_vec(), &c.shape, &device)))
-            })
+            .map(|(name, c)| (name.to_string(), upload(c.to_f32_vec(), &c.shape, &device)))
             .collect();
         let host_kernels = device == Device::flex();
         let host_ops = HostOp::plan_all(&graph, host_kernels);

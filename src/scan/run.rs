@@ -46,25 +46,22 @@ pub struct ScanSpec {
 /// reached (always at a step's end, so `--resume` gives the same bytes wherever the
 /// checkpoints fell). A checkpoint of EfficientNet-Lite0's 21,008 filters costs ~45 ms of
 /// CPU on the thread that feeds the passes: every 16 steps of 16 images, at ~140 images/s on
-/// 2 cores, was every 1.8 s (2.5% of a long scan); every 30 s it is 0.15%.
+/// 2 cores, was every 1.8 s (2.5% of a long scan); every [`DEFAULT_CHECKPOINT_SECONDS`] it is
+/// 0.15%.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckpointEvery {
-    /// After this many steps.
+    /// After this many steps, if given.
     pub steps: Option<usize>,
     /// This long after the last checkpoint (or the start).
-    pub interval: Option<std::time::Duration>,
+    pub interval: std::time::Duration,
 }
 
-impl CheckpointEvery {
-    /// The default: every 30 seconds.
-    pub const DEFAULT: Self = Self {
-        steps: None,
-        interval: Some(std::time::Duration::from_secs(30)),
-    };
+/// `scan --checkpoint-seconds`' default.
+pub const DEFAULT_CHECKPOINT_SECONDS: u32 = 30;
 
+impl CheckpointEvery {
     fn due(self, steps_since: usize, since: std::time::Instant) -> bool {
-        self.steps.is_some_and(|n| steps_since >= n.max(1))
-            || self.interval.is_some_and(|d| since.elapsed() >= d)
+        self.steps.is_some_and(|n| steps_since >= n.max(1)) || since.elapsed() >= self.interval
     }
 }
 
@@ -441,23 +438,19 @@ mod tests {
     #[test]
     fn checkpoints_fall_due_after_their_steps_or_their_interval() {
         let now = Instant::now();
-        let steps = |n| CheckpointEvery {
-            steps: Some(n),
-            interval: None,
+        let half_a_minute = Duration::from_secs(u64::from(super::DEFAULT_CHECKPOINT_SECONDS));
+        let every = |steps| CheckpointEvery {
+            steps,
+            interval: half_a_minute,
         };
-        assert!(!steps(3).due(2, now));
-        assert!(steps(3).due(3, now));
+        assert!(!every(Some(3)).due(2, now));
+        assert!(every(Some(3)).due(3, now));
         // Zero steps would never wait: taken as one.
-        assert!(steps(0).due(1, now));
-        assert!(!CheckpointEvery::DEFAULT.due(1000, now));
+        assert!(every(Some(0)).due(1, now));
+        assert!(!every(None).due(1000, now));
         if let Some(then) = now.checked_sub(Duration::from_secs(60)) {
-            assert!(CheckpointEvery::DEFAULT.due(0, then));
             // Whichever comes first.
-            let both = CheckpointEvery {
-                steps: Some(3),
-                ..CheckpointEvery::DEFAULT
-            };
-            assert!(both.due(0, then) && both.due(3, now) && !both.due(2, now));
+            assert!(every(None).due(0, then) && every(Some(3)).due(0, then));
         }
     }
 }

@@ -113,13 +113,9 @@ fn conv_group(
         g,
     };
     // The group's output planes fetched for writing while the arithmetic runs
-    // (`prefetch_rows_for_write`: a kept output is a fresh buffer), taken as rows of one line.
+    // (`prefetch_rows_for_write`: a kept output is a fresh buffer), taken as one row.
     #[cfg(target_arch = "x86_64")]
-    prefetch_rows_for_write(
-        dst,
-        16,
-        0..(task.channels * plane_out).div_ceil(16) as isize,
-    );
+    prefetch_rows_for_write(dst, dst.len(), 0..1);
     compute(level, pixels);
     from_lanes(
         level,
