@@ -13,6 +13,7 @@
 //! [`profile`] times steps for `bench --ops`.
 
 mod activations;
+mod awake;
 pub mod device;
 mod host_op;
 pub mod kernels;
@@ -297,7 +298,9 @@ impl Engine {
     /// and woke it again at every one of the ~90 nodes of EfficientNet-Lite0 (~3 context
     /// switches per node). Forward with every layer kept, 200 passes of each interleaved,
     /// 2-core AMD EPYC (Zen 4, AVX-512): median 10.1 ms on a worker vs 11.2 ms from the
-    /// caller's thread at batch 1; 162 vs 167 ms at batch 16.
+    /// caller's thread at batch 1; 162 vs 167 ms at batch 16. The pool's other workers are
+    /// kept polling for the walk's work until it ends ([`awake`]), not left to fall asleep
+    /// between nodes.
     fn run_nodes(
         &self,
         inputs: &[NamedInput],
@@ -305,8 +308,8 @@ impl Engine {
         timings: Option<&mut Vec<f64>>,
         observe: &mut (dyn FnMut(usize, &mut NodeOutputs<'_>) -> Result<()> + Send),
     ) -> Result<Activations> {
-        if self.host_kernels && rayon::current_thread_index().is_none() {
-            rayon::scope(|_| self.walk_nodes(inputs, capture, timings, observe))
+        if self.host_kernels {
+            awake::on_pool_awake(|| self.walk_nodes(inputs, capture, timings, observe))
         } else {
             self.walk_nodes(inputs, capture, timings, observe)
         }
