@@ -526,6 +526,35 @@ mod tests {
         }
     }
 
+    /// The lanes kernel keeps each thread's padded buffer between calls: a geometry whose
+    /// zero border another geometry's interior covered (the same 11 × 11 buffer: 9² input,
+    /// stride-2 3×3, one pixel of padding; then 7² input, 5×5, two) is still computed right.
+    /// One thread, so both calls use the same buffer.
+    #[test]
+    fn a_kept_padded_buffer_is_rezeroed_for_another_geometry() {
+        let wide: Case = (1, 16, 9, 9, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1]);
+        let narrow: Case = (1, 16, 7, 7, [5, 5], [1, 1], [2, 2, 2, 2], [1, 1]);
+        let [g_wide, g_narrow] = [geometry(&wide), geometry(&narrow)];
+        assert_eq!(g_wide.padded_size(), g_narrow.padded_size());
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build();
+        let pool = pool.expect("a one-thread pool");
+        for level in SimdLevel::supported_levels() {
+            pool.install(|| {
+                for (i, g) in [g_wide, g_narrow].iter().enumerate() {
+                    let x = values(g.n * g.c_in * g.h * g.w, 40 + i as u64);
+                    let weight = values(g.c_out * g.kernel[0] * g.kernel[1], 50 + i as u64);
+                    let bias = values(g.c_out, 60 + i as u64);
+                    let got = blocked::conv_blocked(level, &x, &weight, Some(&bias), g);
+                    let worst = worst_error(&got, &x, &weight, &bias, g);
+                    assert!(
+                        worst <= 1e-5,
+                        "geometry {i} at {level:?}: max |Δ| {worst:e}"
+                    );
+                }
+            });
+        }
+    }
+
     /// A zero input without bias gives zeros from both kernels (they skip such planes).
     #[test]
     fn zero_planes_give_zeros() {

@@ -9,7 +9,9 @@
 //! At the AVX2 and AVX-512 levels, stride-2 3-wide layers (the stem) run `direct/pixels.rs`
 //! instead, with output pixels in lanes and no transposes.
 
+use std::cell::RefCell;
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::geometry::ConvGeometry;
 use super::lanes::{LANES, Lanes, by_groups, fma_splat, from_lanes, pack_filters};
@@ -72,12 +74,13 @@ pub fn direct_conv2d(
             };
         };
         // SAFETY: both pixels kernels write every slot of their `dst`.
-        return Some(unsafe { by_groups([g.n, g.c_out, g.ho * g.wo], group_task) });
+        return Some(unsafe { by_groups([g.n, g.c_out, g.ho * g.wo], &TAPS, group_task) });
     }
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
     let group_task = |scratch: &mut Scratch, image: usize, group: usize, dst: &mut [_]| {
         let channels = dst.len() / (g.ho * g.wo);
         let first = group * LANES;
-        scratch.load(&x[image * image_len..][..image_len], image, g);
+        scratch.load(&x[image * image_len..][..image_len], (call, image), g);
         scratch.bias = pack_filters(
             &weight[first * k..][..channels * k],
             bias.map(|b| &b[first..][..channels]),
@@ -87,16 +90,31 @@ pub fn direct_conv2d(
         conv_group(level, scratch, channels, g, dst);
     };
     // SAFETY: `conv_group` writes every slot of its `dst`, band by band.
-    Some(unsafe { by_groups([g.n, g.c_out, g.ho * g.wo], group_task) })
+    Some(unsafe { by_groups([g.n, g.c_out, g.ho * g.wo], &SCRATCH, group_task) })
 }
 
-/// A task's reusable buffers.
+thread_local! {
+    /// Each thread's taps for the [`pixels`] kernels, kept between calls ([`by_groups`] says
+    /// why).
+    static TAPS: RefCell<Vec<Lanes>> = const { RefCell::new(Vec::new()) };
+    /// Each thread's [`Scratch`], kept between calls.
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Numbers the calls of [`direct_conv2d`], so that a thread's [`Scratch`] knows which
+/// call's image it holds.
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// A thread's reusable buffers.
 #[derive(Default)]
 struct Scratch {
     /// `[c_in, rows, cols]`: the image in its zero border ([`ConvGeometry::padded_size`]).
     padded: Vec<f32>,
-    /// Which image `padded` holds (a thread's next group of the same image reuses it).
-    image: Option<usize>,
+    /// The geometry whose zero border `padded` has.
+    padded_for: Option<ConvGeometry>,
+    /// Which call's image `padded` holds (`(call, image)`: a thread's next group of the same
+    /// image reuses it).
+    image: Option<(u64, usize)>,
     /// `[K]` lanes: tap `(ci, ky, kx)`'s weight for each channel of the group.
     taps: Vec<Lanes>,
     bias: Lanes,
@@ -106,16 +124,17 @@ struct Scratch {
 
 impl Scratch {
     /// Copies image `image` (`x [c_in, h, w]`) into `padded`, unless it is there already.
-    fn load(&mut self, x: &[f32], image: usize, g: &ConvGeometry) {
+    fn load(&mut self, x: &[f32], image: (u64, usize), g: &ConvGeometry) {
         let [rows, cols] = g.padded_size();
-        if self.image == Some(image) && self.padded.len() == g.c_in * rows * cols {
+        if self.image == Some(image) && self.padded_for == Some(*g) {
             return;
         }
         // The border positions are the same for every image of this geometry: a buffer of
-        // the right size only needs its interior rewritten.
-        if self.padded.len() != g.c_in * rows * cols {
+        // it only needs its interior rewritten.
+        if self.padded_for != Some(*g) {
             self.padded.clear();
             self.padded.resize(g.c_in * rows * cols, 0.0);
+            self.padded_for = Some(*g);
         }
         let [py, px] = g.pads_before;
         for (plane, padded) in x
@@ -301,6 +320,28 @@ mod tests {
                 assert!(worst <= 1e-5, "case {i} at {level:?}: max |Δ| {worst:e}");
             }
         }
+    }
+
+    /// Each thread keeps its padded image between calls: a second call on another input of
+    /// the same geometry (the next pass's image 0) reads its own input, and another geometry
+    /// gets a fresh zero border. One thread, at the portable level (the kernel that keeps
+    /// the image), so every call uses the same buffer.
+    #[test]
+    fn a_kept_image_is_not_reused_by_the_next_call() {
+        let g = geometry(&CASES[0]);
+        let other = geometry(&(1, 3, 21, 6, 7, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1]));
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build();
+        let pool = pool.expect("a one-thread pool");
+        pool.install(|| {
+            for (i, g) in [g, g, other, g].iter().enumerate() {
+                let x = values(g.n * g.c_in * g.h * g.w, 70 + i as u64);
+                let weight = values(g.c_out * g.k(), 80);
+                let bias = values(g.c_out, 90);
+                let got = direct_conv2d(SimdLevel::Portable, &x, &weight, Some(&bias), g);
+                let worst = worst_error(&got.expect("direct"), &x, &weight, &bias, g);
+                assert!(worst <= 1e-5, "call {i}: max |Δ| {worst:e}");
+            }
+        });
     }
 
     #[test]

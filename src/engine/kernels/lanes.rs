@@ -3,7 +3,9 @@
 //! short rows, `depthwise/blocked.rs`, and [`super::direct`] for few-input-channel layers),
 //! and the transposes between it and the engine's `[channels, len]` planes.
 
+use std::cell::RefCell;
 use std::mem::MaybeUninit;
+use std::thread::LocalKey;
 
 use rayon::prelude::*;
 
@@ -55,12 +57,19 @@ pub fn pack_filters(
 
 /// The output `[n, channels, plane]` of a kernel that computes [`LANES`] channels at a time:
 /// `group_task(scratch, image, group, dst)` runs for every image's groups in parallel (`dst`
-/// is `[≤ LANES, plane]`, channels from `group · LANES`), with a `scratch` per rayon task.
+/// is `[≤ LANES, plane]`, channels from `group · LANES`), with the running thread's `scratch`
+/// (a thread-local of the caller's, kept between calls). A fresh scratch per rayon task (as
+/// `for_each_init` makes them) allocated its buffers at every task, and with every thread on
+/// one allocator arena (`device::retain_freed_host_memory`) the two threads waited on its
+/// lock: 1152 × 7² 3×3 at batch 1 took 0.088 ms on two threads against 0.035 on one. With
+/// the thread-locals, EfficientNet-Lite0's forward pass with every layer kept, batch 1, two
+/// threads, alternated in one process (2-core Intel Xeon, Emerald Rapids): 6.58 → 5.93 ms.
 ///
 /// # Safety
 /// `group_task` must write every slot of its `dst`.
-pub unsafe fn by_groups<S: Default + Send>(
+pub unsafe fn by_groups<S: 'static>(
     [n, channels, plane]: [usize; 3],
+    scratch: &'static LocalKey<RefCell<S>>,
     group_task: impl Fn(&mut S, usize, usize, &mut [MaybeUninit<f32>]) + Sync + Send,
 ) -> Vec<f32> {
     let len = n * channels * plane;
@@ -73,8 +82,8 @@ pub unsafe fn by_groups<S: Default + Send>(
                 image_out
                     .par_chunks_mut(LANES * plane)
                     .enumerate()
-                    .for_each_init(S::default, |scratch, (group, dst)| {
-                        group_task(scratch, image, group, dst);
+                    .for_each(|(group, dst)| {
+                        scratch.with_borrow_mut(|s| group_task(s, image, group, dst));
                     });
             });
     }

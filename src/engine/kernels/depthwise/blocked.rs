@@ -6,6 +6,7 @@
 //! back to `[c, ho, wo]`. This is the layout onnxruntime's NCHWc kernels keep between layers;
 //! here it lives only inside the kernel, so the engine's tensors stay NCHW.
 
+use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
 use super::super::geometry::ConvGeometry;
@@ -40,13 +41,21 @@ pub(super) fn conv_blocked(
         conv_group(level, &task, scratch, dst);
     };
     // SAFETY: `conv_group` writes every slot of its `dst`.
-    unsafe { by_groups([g.n, g.c_out, g.ho * g.wo], group_task) }
+    unsafe { by_groups([g.n, g.c_out, g.ho * g.wo], &SCRATCH, group_task) }
 }
 
-/// A task's reusable buffers: the padded input, the outputs and the taps, all in lanes.
+thread_local! {
+    /// Each thread's [`Scratch`], kept between calls ([`by_groups`] says why).
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// A thread's reusable buffers: the padded input, the outputs and the taps, all in lanes.
 #[derive(Default)]
 struct Scratch {
     padded: Vec<Lanes>,
+    /// The geometry whose zero border `padded` has (every group of it writes the same
+    /// interior positions; another geometry's interior may cover this one's border).
+    padded_for: Option<ConvGeometry>,
     out: Vec<Lanes>,
     taps: Vec<Lanes>,
 }
@@ -86,11 +95,12 @@ fn conv_group(
         kh * kw,
         &mut scratch.taps,
     );
-    // Every call with this geometry writes the same interior positions, so a buffer of the
-    // right size from an earlier group still has zero padding.
-    if scratch.padded.len() != rows * cols {
+    // Every group of this geometry writes the same interior positions, so a buffer an
+    // earlier group of it used still has zero padding.
+    if scratch.padded_for != Some(*g) {
         scratch.padded.clear();
         scratch.padded.resize(rows * cols, [0.0; LANES]);
+        scratch.padded_for = Some(*g);
     }
     let [py, px] = g.pads_before;
     // [channels, h, w] → each row's [w] lanes straight into the padded buffer's interior.
