@@ -553,6 +553,16 @@ unsafe fn avx512_block<const R: usize, const V: usize>(b: Block<'_>) {
         for (r, a) in acc.iter_mut().enumerate() {
             *a = [_mm512_set1_ps(b.init[r]); V];
         }
+        // The block's outputs fetched for writing while its `c_in` rank-1 updates run: a
+        // kept layer's output is a fresh buffer, whose every store otherwise waited for its
+        // line from L3. EfficientNet-Lite0, alternated in one process (Emerald Rapids Xeon):
+        // every layer kept, batch 1, 5.90–6.22 → 5.82–6.11 ms on two threads and 10.57 →
+        // 10.31 on one; the scan's pass (nothing kept) 0–2% faster.
+        for r in 0..R {
+            for v in (0..V).take_while(|v| 16 * v < b.pixels) {
+                _mm_prefetch::<{ _MM_HINT_ET0 }>(b.out.add(r * b.hw + 16 * v).cast::<i8>());
+            }
+        }
         let (next, next_rows) = (b.next_weight.as_ptr(), b.next_weight.len() / c_in);
         let next_panel =
             (b.next_panel.len() >= (c_in - 1) * stride + 16 * V).then_some(b.next_panel.as_ptr());
