@@ -12,6 +12,7 @@
 //! product per pixel) and the sparse path one value per tap per non-zero; EfficientNet-Lite0's
 //! guided backprop of `/_conv_head/Conv` spent 13 s of 40 in those.
 
+use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
@@ -172,6 +173,21 @@ fn prefetch_lines<T, const HINT: i32>(plane: &[T], w: usize, rows: std::ops::Ran
     }
 }
 
+thread_local! {
+    /// Each thread's buffers for [`conv_planes`], kept between calls.
+    static PLANE_SCRATCH: RefCell<PlaneScratch> = RefCell::new(PlaneScratch::default());
+}
+
+/// A thread's padded input plane ([`PaddedLayout::fill`]) and stride-1 scratch.
+#[derive(Default)]
+struct PlaneScratch {
+    padded: Vec<f32>,
+    /// The geometry whose zero border `padded` has (another geometry's interior may cover
+    /// this one's border).
+    padded_for: Option<ConvGeometry>,
+    flat: Vec<f32>,
+}
+
 /// The planes of [`depthwise_conv2d_at`] (sizes checked there). Without a bias, an all-zero
 /// input plane gives a zero output plane without its taps (the reverse pass's gated-off
 /// channels).
@@ -188,46 +204,51 @@ fn conv_planes(
     let unpadded_kernel = unpadded_plane_kernel(level, g);
     let len = g.n * g.c_out * plane_out;
     let mut out = Vec::with_capacity(len);
-    // Few, long tasks: each starts with a fresh padded buffer (zeroed once, then reused by
-    // its planes); rayon's own splitting made one per few planes (batch 16 of
-    // EfficientNet-Lite0: `fill` was 11% of the forward pass). Each plane is written by
-    // its task (a calloc'd output was a one-thread memset; zeroing each plane before the
-    // stride-1 path copies over it was ~2% of a scan's samples).
+    // Few, long tasks (rayon's own splitting made one per few planes); each thread's padded
+    // buffer is kept between planes and calls, its zero border rewritten only for another
+    // geometry (zeroing whole planes again was ~7% of EfficientNet-Lite0's forward pass, a
+    // fresh buffer per task made both threads wait on the allocator's lock: see
+    // `lanes::by_groups`). Each plane is written by its task (a calloc'd output was a
+    // one-thread memset; zeroing each plane before the stride-1 path copies over it was ~2%
+    // of a scan's samples).
     let planes_per_task = (g.n * g.c_out).div_ceil(4 * rayon::current_num_threads());
     out.spare_capacity_mut()[..len]
         .par_chunks_mut(plane_out.max(1))
         .enumerate()
         .with_min_len(planes_per_task.max(1))
-        .for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(padded, flat), (plane, dst)| {
-                let channel = plane % g.c_in;
-                let src = &x[plane * plane_in..][..plane_in];
-                if bias.is_none() && src.iter().all(|v| *v == 0.0) {
-                    super::init_with(dst, 0.0);
-                    return;
+        .for_each(|(plane, dst)| {
+            let channel = plane % g.c_in;
+            let src = &x[plane * plane_in..][..plane_in];
+            if bias.is_none() && src.iter().all(|v| *v == 0.0) {
+                super::init_with(dst, 0.0);
+                return;
+            }
+            let taps = &weight[channel * kh * kw..][..kh * kw];
+            let bias = bias.map_or(0.0, |b| b[channel]);
+            if let Some(kernel) = unpadded_kernel {
+                // SAFETY: only given at the AVX-512 level, which `depthwise_conv2d_at`
+                // checked the CPU supports, for a geometry the kernel takes.
+                unsafe { kernel(dst, src, taps, bias, g) };
+                return;
+            }
+            PLANE_SCRATCH.with_borrow_mut(|scratch| {
+                if scratch.padded_for != Some(*g) {
+                    scratch.padded.clear();
+                    scratch.padded_for = Some(*g);
                 }
-                let taps = &weight[channel * kh * kw..][..kh * kw];
-                let bias = bias.map_or(0.0, |b| b[channel]);
-                if let Some(kernel) = unpadded_kernel {
-                    // SAFETY: only given at the AVX-512 level, which `depthwise_conv2d_at`
-                    // checked the CPU supports, for a geometry the kernel takes.
-                    unsafe { kernel(dst, src, taps, bias, g) };
-                    return;
-                }
-                layout.fill(level, padded, src, g);
+                layout.fill(level, &mut scratch.padded, src, g);
                 let plane = Plane {
                     dst,
-                    flat,
-                    padded,
+                    flat: &mut scratch.flat,
+                    padded: &scratch.padded,
                     taps,
                     bias,
                     layout: &layout,
                     g,
                 };
                 conv_plane(level, plane);
-            },
-        );
+            });
+        });
     // SAFETY: the planes cover the first `len` slots and each was written whole, by
     // `init_with` or by `conv_plane`.
     unsafe { out.set_len(len) };
@@ -259,7 +280,7 @@ impl PaddedLayout {
     }
 
     /// Writes `src [h, w]` into `padded` in this layout. A buffer that already has this
-    /// layout's length was filled by an earlier plane of the same convolution: every call
+    /// layout's length was filled by an earlier plane of the same geometry: every call
     /// writes the same positions, so its padding is still zero and only the values are
     /// rewritten (zeroing whole planes again was ~7% of EfficientNet-Lite0's forward pass).
     fn fill(&self, level: SimdLevel, padded: &mut Vec<f32>, src: &[f32], g: &ConvGeometry) {
@@ -526,32 +547,38 @@ mod tests {
         }
     }
 
-    /// The lanes kernel keeps each thread's padded buffer between calls: a geometry whose
-    /// zero border another geometry's interior covered (the same 11 × 11 buffer: 9² input,
-    /// stride-2 3×3, one pixel of padding; then 7² input, 5×5, two) is still computed right.
-    /// One thread, so both calls use the same buffer.
+    /// Both kernels keep each thread's padded buffer between calls: a geometry whose zero
+    /// border another geometry's interior covered (the same 11 × 11 buffer: a 9² input with
+    /// a 3×3 kernel and one pixel of padding, stride 1 for the planes kernel and 2 for the
+    /// lanes one; then a 7² input with a 5×5 kernel and two) is still computed right. One
+    /// thread, so each kernel's calls use the same buffer.
     #[test]
     fn a_kept_padded_buffer_is_rezeroed_for_another_geometry() {
-        let wide: Case = (1, 16, 9, 9, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1]);
-        let narrow: Case = (1, 16, 7, 7, [5, 5], [1, 1], [2, 2, 2, 2], [1, 1]);
-        let [g_wide, g_narrow] = [geometry(&wide), geometry(&narrow)];
-        assert_eq!(g_wide.padded_size(), g_narrow.padded_size());
+        let narrow = geometry(&(1, 16, 7, 7, [5, 5], [1, 1], [2, 2, 2, 2], [1, 1]));
+        let wide = |stride| geometry(&(1, 16, 9, 9, [3, 3], [stride; 2], [1; 4], [1, 1]));
+        let kernels: [(&str, Kernel, ConvGeometry); 2] = [
+            ("planes", conv_planes, wide(1)),
+            ("lanes", blocked::conv_blocked, wide(2)),
+        ];
         let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build();
         let pool = pool.expect("a one-thread pool");
-        for level in SimdLevel::supported_levels() {
-            pool.install(|| {
-                for (i, g) in [g_wide, g_narrow].iter().enumerate() {
-                    let x = values(g.n * g.c_in * g.h * g.w, 40 + i as u64);
-                    let weight = values(g.c_out * g.kernel[0] * g.kernel[1], 50 + i as u64);
-                    let bias = values(g.c_out, 60 + i as u64);
-                    let got = blocked::conv_blocked(level, &x, &weight, Some(&bias), g);
-                    let worst = worst_error(&got, &x, &weight, &bias, g);
-                    assert!(
-                        worst <= 1e-5,
-                        "geometry {i} at {level:?}: max |Δ| {worst:e}"
-                    );
-                }
-            });
+        for (name, kernel, wide) in kernels {
+            assert_eq!(wide.padded_size(), narrow.padded_size());
+            for level in SimdLevel::supported_levels() {
+                pool.install(|| {
+                    for (i, g) in [wide, narrow].iter().enumerate() {
+                        let x = values(g.n * g.c_in * g.h * g.w, 40 + i as u64);
+                        let weight = values(g.c_out * g.kernel[0] * g.kernel[1], 50 + i as u64);
+                        let bias = values(g.c_out, 60 + i as u64);
+                        let got = kernel(level, &x, &weight, Some(&bias), g);
+                        let worst = worst_error(&got, &x, &weight, &bias, g);
+                        assert!(
+                            worst <= 1e-5,
+                            "{name}, geometry {i} at {level:?}: {worst:e}"
+                        );
+                    }
+                });
+            }
         }
     }
 
