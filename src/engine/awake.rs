@@ -8,7 +8,8 @@
 //! call, and on a virtual machine an interrupt to a halted virtual CPU) before the second
 //! thread helps. EfficientNet-Lite0 with every layer kept, batch 1, two threads, alternated
 //! in one process (2-core Intel Xeon, Emerald Rapids; six runs of 200 each): 7.6–8.2 →
-//! 6.7–7.7 ms; a 160-image scan (`perf stat -r 10`, alternated): 0.93–0.95 → 0.89–0.92 s.
+//! 6.7–7.7 ms. A scan's passes (one image per core, each on a one-thread pool:
+//! `viz::summary_passes`) have no other worker to keep awake and run as before.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
