@@ -35,6 +35,7 @@ use burn::tensor::Tensor;
 
 use super::step::{BackwardError, GradientRule, Result, Step, grad_dims};
 use super::{seeds, vjp};
+use crate::engine::awake::on_pool_awake;
 use crate::engine::ops::T6;
 use crate::engine::{Activations, Engine, panic_message, profile};
 use crate::model::{Graph, Node};
@@ -106,6 +107,11 @@ pub fn backward_to(
     method: GradientRule,
     target: &str,
 ) -> Result<T6> {
+    if engine.host_kernels() && rayon::current_thread_index().is_none() {
+        // On a worker, with the pool's others kept awake ([`on_pool_awake`]), as the
+        // forward pass runs.
+        return on_pool_awake(|| backward_to(engine, acts, layer, seed, method, target));
+    }
     let graph = engine.graph();
     let count = graph.nodes.len();
     let node = graph.nodes.get(layer).ok_or(BackwardError::LayerIndex {
@@ -211,6 +217,9 @@ pub fn backward_channel_sums(
     range: std::ops::Range<usize>,
     method: GradientRule,
 ) -> Result<T6> {
+    if engine.host_kernels() && rayon::current_thread_index().is_none() {
+        return on_pool_awake(|| backward_channel_sums(engine, acts, layer, range, method));
+    }
     let graph = engine.graph();
     let target = graph
         .image_input()
