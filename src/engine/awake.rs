@@ -20,6 +20,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// its work by polling (they run any job the pass shares, and otherwise yield the CPU to
 /// other threads with `sched_yield`, as rayon's own idle loop does before it sleeps). Called
 /// from inside the pool, `pass` simply runs: the caller's pass already owns the workers.
+///
+/// A poller runs whatever job the pool offers it, another caller's too, and the pass returns
+/// only once its pollers have: beside a long job started from another thread, a short pass
+/// may wait for that job. ConvLens runs one engine pass at a time per pool (the viewer's
+/// compute thread, the CLI commands; the scan's passes have their own one-thread pools).
 pub(super) fn on_pool_awake<R: Send>(pass: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() {
         return pass();
