@@ -17,7 +17,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::geometry::ConvGeometry;
+use super::geometry::{ConvGeometry, ZeroBorder};
 use super::simd::{self, SimdLevel};
 use super::taps::{self, RUN_BLOCK};
 
@@ -181,10 +181,7 @@ thread_local! {
 /// A thread's padded input plane ([`PaddedLayout::fill`]) and stride-1 scratch.
 #[derive(Default)]
 struct PlaneScratch {
-    padded: Vec<f32>,
-    /// The geometry whose zero border `padded` has (another geometry's interior may cover
-    /// this one's border).
-    padded_for: Option<ConvGeometry>,
+    padded: ZeroBorder<f32>,
     flat: Vec<f32>,
 }
 
@@ -232,15 +229,12 @@ fn conv_planes(
                 return;
             }
             PLANE_SCRATCH.with_borrow_mut(|scratch| {
-                if scratch.padded_for != Some(*g) {
-                    scratch.padded.clear();
-                    scratch.padded_for = Some(*g);
-                }
-                layout.fill(level, &mut scratch.padded, src, g);
+                let padded = scratch.padded.for_geometry(g, layout.len());
+                layout.fill(level, padded, src, g);
                 let plane = Plane {
                     dst,
                     flat: &mut scratch.flat,
-                    padded: &scratch.padded,
+                    padded: scratch.padded.values(),
                     taps,
                     bias,
                     layout: &layout,
@@ -279,17 +273,18 @@ impl PaddedLayout {
         }
     }
 
-    /// Writes `src [h, w]` into `padded` in this layout. A buffer that already has this
-    /// layout's length was filled by an earlier plane of the same geometry: every call
-    /// writes the same positions, so its padding is still zero and only the values are
-    /// rewritten (zeroing whole planes again was ~7% of EfficientNet-Lite0's forward pass).
-    fn fill(&self, level: SimdLevel, padded: &mut Vec<f32>, src: &[f32], g: &ConvGeometry) {
-        // A block of slack at the end for `taps_run`'s last, partial block.
-        let len = self.rows * self.row_len + RUN_BLOCK;
-        if padded.len() != len {
-            padded.clear();
-            padded.resize(len, 0.0);
-        }
+    /// Values of a padded plane: its rows, and a block of slack at the end for `taps_run`'s
+    /// last, partial block.
+    fn len(&self) -> usize {
+        self.rows * self.row_len + RUN_BLOCK
+    }
+
+    /// Writes `src [h, w]` into `padded` ([`PaddedLayout::len`] values, this geometry's
+    /// [`ZeroBorder`]): every call writes the same positions, so the padding stays zero and
+    /// only the values are rewritten (zeroing whole planes again was ~7% of
+    /// EfficientNet-Lite0's forward pass).
+    fn fill(&self, level: SimdLevel, padded: &mut [f32], src: &[f32], g: &ConvGeometry) {
+        assert_eq!(padded.len(), self.len(), "depthwise padded plane length");
         let [py, px] = g.pads_before;
         let sx = g.strides[1];
         for (y, row_in) in src.chunks(g.w).enumerate() {

@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::geometry::ConvGeometry;
+use super::geometry::{ConvGeometry, ZeroBorder};
 use super::lanes::{LANES, Lanes, by_groups, fma_splat, from_lanes, pack_filters};
 use super::simd::SimdLevel;
 
@@ -109,11 +109,9 @@ static CALLS: AtomicU64 = AtomicU64::new(0);
 #[derive(Default)]
 struct Scratch {
     /// `[c_in, rows, cols]`: the image in its zero border ([`ConvGeometry::padded_size`]).
-    padded: Vec<f32>,
-    /// The geometry whose zero border `padded` has.
-    padded_for: Option<ConvGeometry>,
+    padded: ZeroBorder<f32>,
     /// Which call's image `padded` holds (`(call, image)`: a thread's next group of the same
-    /// image reuses it).
+    /// image reuses it; a call has one geometry).
     image: Option<(u64, usize)>,
     /// `[K]` lanes: tap `(ci, ky, kx)`'s weight for each channel of the group.
     taps: Vec<Lanes>,
@@ -126,20 +124,15 @@ impl Scratch {
     /// Copies image `image` (`x [c_in, h, w]`) into `padded`, unless it is there already.
     fn load(&mut self, x: &[f32], image: (u64, usize), g: &ConvGeometry) {
         let [rows, cols] = g.padded_size();
-        if self.image == Some(image) && self.padded_for == Some(*g) {
+        if self.image == Some(image) {
             return;
         }
-        // The border positions are the same for every image of this geometry: a buffer of
-        // it only needs its interior rewritten.
-        if self.padded_for != Some(*g) {
-            self.padded.clear();
-            self.padded.resize(g.c_in * rows * cols, 0.0);
-            self.padded_for = Some(*g);
-        }
+        // Only the interior is rewritten (`ZeroBorder`).
+        let padded = self.padded.for_geometry(g, g.c_in * rows * cols);
         let [py, px] = g.pads_before;
         for (plane, padded) in x
             .chunks_exact(g.h * g.w)
-            .zip(self.padded.chunks_exact_mut(rows * cols))
+            .zip(padded.chunks_exact_mut(rows * cols))
         {
             for (y, row) in plane.chunks_exact(g.w).enumerate() {
                 padded[(y + py) * cols + px..][..g.w].copy_from_slice(row);
@@ -171,7 +164,7 @@ fn conv_group(
         let rows_out = Band {
             out: &mut band[..rows * g.wo],
             first_row,
-            padded,
+            padded: padded.values(),
             taps,
             bias: *bias,
             g,

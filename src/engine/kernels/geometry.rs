@@ -98,6 +98,35 @@ impl ConvGeometry {
     }
 }
 
+/// A buffer holding inputs in a zero border laid out for one geometry at a time, kept by a
+/// thread between calls (the direct and depthwise kernels' padded inputs): every input of one
+/// geometry is written to the same interior positions, so the border stays zero until another
+/// geometry, whose interior may cover this one's border, takes the buffer and it starts again
+/// from zeros.
+#[derive(Debug, Default)]
+pub struct ZeroBorder<T> {
+    values: Vec<T>,
+    geometry: Option<ConvGeometry>,
+}
+
+impl<T: Clone + Default> ZeroBorder<T> {
+    /// The buffer for `g`: `len` zero (`T::default()`) values when it last held another
+    /// geometry or none, else as the last input of `g` left it.
+    pub fn for_geometry(&mut self, g: &ConvGeometry, len: usize) -> &mut [T] {
+        if self.geometry != Some(*g) {
+            self.values.clear();
+            self.values.resize(len, T::default());
+            self.geometry = Some(*g);
+        }
+        &mut self.values
+    }
+
+    /// The values as the last [`ZeroBorder::for_geometry`] left them.
+    pub fn values(&self) -> &[T] {
+        &self.values
+    }
+}
+
 /// The lanes `l` of a 16-value load from column `start` of a row `w` wide whose column
 /// `start + l` lies in the row (`0..w`): the mask with which the AVX-512 kernels that read
 /// unpadded rows (`depthwise/strided.rs`, `depthwise/unpadded.rs`, `direct/pixels.rs`) load

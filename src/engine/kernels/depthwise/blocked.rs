@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
-use super::super::geometry::ConvGeometry;
+use super::super::geometry::{ConvGeometry, ZeroBorder};
 use super::super::lanes::{LANES, Lanes, by_groups, fma_lanes, from_lanes, pack_filters, to_lanes};
 use super::super::simd::SimdLevel;
 #[cfg(target_arch = "x86_64")]
@@ -52,10 +52,7 @@ thread_local! {
 /// A thread's reusable buffers: the padded input, the outputs and the taps, all in lanes.
 #[derive(Default)]
 struct Scratch {
-    padded: Vec<Lanes>,
-    /// The geometry whose zero border `padded` has (every group of it writes the same
-    /// interior positions; another geometry's interior may cover this one's border).
-    padded_for: Option<ConvGeometry>,
+    padded: ZeroBorder<Lanes>,
     out: Vec<Lanes>,
     taps: Vec<Lanes>,
 }
@@ -95,13 +92,7 @@ fn conv_group(
         kh * kw,
         &mut scratch.taps,
     );
-    // Every group of this geometry writes the same interior positions, so a buffer an
-    // earlier group of it used still has zero padding.
-    if scratch.padded_for != Some(*g) {
-        scratch.padded.clear();
-        scratch.padded.resize(rows * cols, [0.0; LANES]);
-        scratch.padded_for = Some(*g);
-    }
+    let padded = scratch.padded.for_geometry(g, rows * cols);
     let [py, px] = g.pads_before;
     // [channels, h, w] → each row's [w] lanes straight into the padded buffer's interior.
     for y in 0..g.h {
@@ -110,13 +101,13 @@ fn conv_group(
         for plane in x.chunks_exact(plane_in) {
             prefetch_rows(plane, g.w, ahead..ahead + 1);
         }
-        let row = &mut scratch.padded[(y + py) * cols + px..][..g.w];
+        let row = &mut padded[(y + py) * cols + px..][..g.w];
         to_lanes(level, &x[y * g.w..], task.channels, plane_in, row);
     }
     scratch.out.resize(plane_out, [0.0; LANES]);
     let pixels = Pixels {
         out: &mut scratch.out[..plane_out],
-        padded: &scratch.padded,
+        padded: scratch.padded.values(),
         taps: &scratch.taps,
         bias,
         cols,
